@@ -1,0 +1,56 @@
+"""EfficientNet-B0..B7 (Tan & Le, arXiv 1905.11946), Table 1 plus compound scaling.
+
+Reference code: tensorflow/tpu models/official/efficientnet (``efficientnet_builder.py`` block
+strings and ``efficientnet_params``; ``efficientnet_model.py`` ``round_filters`` /
+``round_repeats``). MBConv with SE on the block's input channels (ratio 0.25), swish, sigmoid
+gate; BatchNorm eps 1e-3, momentum 0.99 (PyTorch 0.01); stochastic depth 0.2 ramped linearly over
+blocks; the stem and head convs are scaled with ``round_filters`` too.
+"""
+
+from ..layers import NormConfig
+from .architecture import Architecture
+from .registry import ModelEntry, register
+from .rounding import MakeDivisible
+from .table import Conv, MBConv
+
+EFFICIENTNET = Architecture(
+    family="efficientnet",
+    source="EfficientNet Table 1; tensorflow/tpu efficientnet_builder.py",
+    stem=Conv(32, kernel=3, stride=2),        # stage 1: Conv3x3
+    body=(   # MBConv{e}, k, channels, layers, stride (stride of the stage's first block)
+        MBConv(e=1, k=3, c=16, n=1, s=1),
+        MBConv(e=6, k=3, c=24, n=2, s=2),
+        MBConv(e=6, k=5, c=40, n=2, s=2),
+        MBConv(e=6, k=3, c=80, n=3, s=2),
+        MBConv(e=6, k=5, c=112, n=3, s=1),
+        MBConv(e=6, k=5, c=192, n=4, s=2),
+        MBConv(e=6, k=3, c=320, n=1, s=1),
+    ),
+    head=Conv(1280, kernel=1),                # stage 9: Conv1x1 & Pooling & FC
+    pre_logits=None,
+    act="swish",
+    round_channels=MakeDivisible(8),
+    norm=NormConfig(eps=1e-3, momentum=0.01),
+    dropout=0.2,
+    drop_path_rate=0.2,
+    se_act="swish",
+    se_gate="sigmoid",
+)
+
+# (width, depth, resolution, dropout): efficientnet_builder.py efficientnet_params
+COEFFICIENTS = {
+    "b0": (1.0, 1.0, 224, 0.2),
+    "b1": (1.0, 1.1, 240, 0.2),
+    "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3),
+    "b4": (1.4, 1.8, 380, 0.4),
+    "b5": (1.6, 2.2, 456, 0.4),
+    "b6": (1.8, 2.6, 528, 0.5),
+    "b7": (2.0, 3.1, 600, 0.5),
+}
+
+for _b, (_w, _d, _r, _p) in COEFFICIENTS.items():
+    # the reference eval crops image_size from image_size + 32 (CROP_PADDING), bicubic
+    register(ModelEntry(f"efficientnet_{_b}", EFFICIENTNET, width_mult=_w, depth_mult=_d,
+                        resolution=_r, dropout=_p, crop_pct=_r / (_r + 32),
+                        interpolation="bicubic"))

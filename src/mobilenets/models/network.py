@@ -1,0 +1,189 @@
+"""The one network class every registered model is an instance of, and its feature extractor.
+
+Module names follow the paper's tables: ``stem`` (the first conv2d row), ``blocks.R.I`` (repeat
+``I`` of body row ``R``, counted from 0 after the stem), ``head`` (the final 1x1 conv2d row),
+``pre_logits`` (MobileNetV3's 1x1 NBN conv after pooling) and ``classifier``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import ConvNormAct, make_activation, make_block
+from .architecture import FeatureTap, NetworkPlan
+
+
+def _is_tracing() -> bool:
+    """True under torch.export / torch.compile / FX / TorchScript tracing (shapes are symbolic)."""
+    return (torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing()
+            or torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
+def check_input(x: torch.Tensor, in_chans: int, total_stride: int) -> None:
+    """Clear errors for inputs the network cannot take (skipped while tracing)."""
+    if _is_tracing():
+        return
+    if x.ndim != 4:
+        raise ValueError(f"expected a 4-D input (batch, channels, height, width), got shape "
+                         f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]}; build the "
+                         f"model with in_chans={x.shape[1]} or convert the images")
+    if min(x.shape[2], x.shape[3]) < total_stride:
+        raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the network's total "
+                         f"stride {total_stride}; use a resolution of at least {total_stride} px")
+
+
+class Trunk(nn.Module):
+    """Stem, body blocks and head conv: everything up to the final feature map."""
+
+    def __init__(self, plan: NetworkPlan):
+        super().__init__()
+        n = plan.norm
+        s = plan.stem
+        self.stem = ConvNormAct(s.in_ch, s.out, s.kernel, s.stride, act=s.act, norm=n)
+        self.blocks = nn.Sequential(*[nn.Sequential(*[make_block(b, n) for b in row])
+                                      for row in plan.rows])
+        h = plan.head
+        self.head = (ConvNormAct(h.in_ch, h.out, h.kernel, h.stride, act=h.act, norm=n)
+                     if h is not None else nn.Identity())
+
+
+class MobileNet(Trunk):
+    """A MobileNet-family classifier built from a :class:`NetworkPlan`.
+
+    ``forward_features`` gives the last feature map, ``forward_head`` pools and classifies,
+    ``reset_classifier`` swaps the classifier for fine-tuning. ``config`` records every option
+    the model was built with, ``preprocess`` its eval preprocessing, ``feature_info`` its taps.
+    """
+
+    def __init__(self, plan: NetworkPlan, num_classes: int = 1000, dropout: float = 0.0,
+                 config: dict | None = None, preprocess: dict | None = None):
+        super().__init__(plan)
+        self.plan = plan
+        self.config = dict(config or {})
+        self.preprocess = dict(preprocess or {})
+        self.feature_info = list(plan.taps)
+        self.num_classes = num_classes
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        p = plan.pre_logits
+        self.pre_logits = (nn.Sequential(nn.Linear(p.in_ch, p.out), make_activation(p.act))
+                           if p is not None else nn.Identity())
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = self._classifier(num_classes)
+        init_weights(self)
+
+    @property
+    def num_features(self) -> int:
+        return self.plan.num_features
+
+    def _classifier(self, num_classes: int) -> nn.Module:
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), "
+                             f"got {num_classes}")
+        if num_classes == 0:
+            return nn.Identity()
+        fc = nn.Linear(self.num_features, num_classes)
+        init_weights(fc)
+        return fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` classes."""
+        self.classifier = self._classifier(num_classes)
+        self.num_classes = num_classes
+        self.config["num_classes"] = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.plan.stem.in_ch, self.plan.total_stride)
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(self.flatten(self.pool(x)))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class FeatureNet(Trunk):
+    """``features_only`` model: returns the feature maps at ``out_indices`` of ``feature_info``.
+
+    Shares its parameter names with :class:`MobileNet`, and drops the layers after the last
+    requested tap.
+    """
+
+    def __init__(self, model: MobileNet, out_indices: tuple[int, ...] | None = None):
+        nn.Module.__init__(self)
+        taps = model.feature_info
+        if out_indices is None:
+            out_indices = tuple(range(len(taps)))
+        bad = [i for i in out_indices if not -len(taps) <= i < len(taps)]
+        if bad or not out_indices:
+            listing = ", ".join(f"{k}: {t.module} ({t.channels} ch, /{t.reduction})"
+                                for k, t in enumerate(taps))
+            raise ValueError(f"out_indices {tuple(out_indices)} not available; this model's "
+                             f"feature taps are {listing}")
+        self.out_indices = tuple(sorted(i % len(taps) for i in out_indices))
+        self.feature_info = [taps[i] for i in self.out_indices]
+        self.plan = model.plan
+        self.config = dict(model.config, features_only=True, out_indices=list(self.out_indices))
+        self.preprocess = model.preprocess
+        wanted = {t.module for t in self.feature_info}
+        last = max(self.out_indices)
+        self.stem = model.stem
+        keep_rows = []
+        self._taps: list[tuple[bool, ...]] = []   # per row, per block: is it a tap
+        for r, row in enumerate(model.blocks):
+            names = [f"blocks.{r}.{i}" for i in range(len(row))]
+            keep_rows.append(row)
+            self._taps.append(tuple(n in wanted for n in names))
+            if taps[last].module in names:
+                break
+        if taps[last].module == "stem":
+            keep_rows, self._taps = [], []
+        self.blocks = nn.Sequential(*keep_rows)
+        self.head = model.head if "head" in wanted else nn.Identity()
+        self._stem_tap = "stem" in wanted
+        self._head_tap = "head" in wanted
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        check_input(x, self.plan.stem.in_ch, self.plan.total_stride)
+        out = []
+        x = self.stem(x)
+        if self._stem_tap:
+            out.append(x)
+        for row, taps in zip(self.blocks, self._taps):
+            for block, tap in zip(row, taps):
+                x = block(x)
+                if tap:
+                    out.append(x)
+        if self._head_tap:
+            out.append(self.head(x))
+        return out
+
+
+def init_weights(module: nn.Module) -> None:
+    """Conv: normal, std sqrt(2 / fan_out) with fan_out = k * k * out / groups (EfficientNet
+    reference ``conv_kernel_initializer``; a depthwise kernel's fan_out is k * k, which keeps
+    depthwise weights from starting near zero); Linear: uniform(+-1/sqrt(out)) (its
+    ``dense_kernel_initializer``); BN: weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / m.out_features ** 0.5
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)
+
+
+__all__ = ["FeatureNet", "FeatureTap", "MobileNet", "check_input", "init_weights"]

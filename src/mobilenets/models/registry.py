@@ -1,0 +1,148 @@
+"""Registered model names, their defaults, and ``create_model`` / ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from dataclasses import dataclass, replace
+
+from ..layers import NormConfig, canonical_activation
+from .architecture import Architecture, plan
+from .network import FeatureNet, MobileNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered name: an architecture plus the multipliers and defaults that make the model
+    the papers report."""
+
+    name: str
+    arch: Architecture
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+    resolution: int = 224
+    dropout: float | None = None
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    aliases: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    for key in (entry.name, *entry.aliases):
+        if key in _REGISTRY or key in _ALIASES:
+            raise ValueError(f"model name {key!r} registered twice")
+    _REGISTRY[entry.name] = entry
+    for alias in entry.aliases:
+        _ALIASES[alias] = entry.name
+    return entry
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered names (not aliases), sorted; ``pattern`` is a shell wildcard like ``'*v3*'``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def resolve_name(name: str) -> str:
+    """Map a registered name or a timm/torchvision alias to the registered name."""
+    if name in _REGISTRY:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} (`mobilenets list` shows all "
+                     f"{len(_REGISTRY)} registered models)")
+
+
+def get_entry(name: str) -> ModelEntry:
+    return _REGISTRY[resolve_name(name)]
+
+
+def preprocessing(entry: ModelEntry, resolution: int) -> dict:
+    """Eval preprocessing: resize the short side to ``resize``, centre-crop ``resolution``."""
+    return {"resolution": resolution, "resize": int(round(resolution / entry.crop_pct)),
+            "crop_pct": entry.crop_pct, "interpolation": entry.interpolation,
+            "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout", "drop_path_rate",
+            "act", "in_chans", "bn_eps", "bn_momentum", "features_only", "out_indices")
+
+
+def _check(name: str, value, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
+def create_model(name: str, **options) -> MobileNet | FeatureNet:
+    """Build a registered model (random initialisation).
+
+    Options: ``num_classes`` (1000; 0 removes the classifier), ``width_mult`` and ``depth_mult``
+    (the registered values by default), ``resolution`` (default input size, used for
+    preprocessing and cost figures), ``dropout``, ``drop_path_rate``, ``act`` (replaces every
+    activation but the squeeze-excite gate), ``in_chans``, ``bn_eps``, ``bn_momentum``
+    (PyTorch convention), ``features_only`` and ``out_indices`` (see ``feature_info``).
+    """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
+                        f"{', '.join(_OPTIONS)}")
+    entry = get_entry(name)
+    width = options.get("width_mult", entry.width_mult)
+    depth = options.get("depth_mult", entry.depth_mult)
+    resolution = options.get("resolution", entry.resolution)
+    num_classes = options.get("num_classes", 1000)
+    dropout = options.get("dropout", entry.dropout if entry.dropout is not None
+                          else entry.arch.dropout)
+    drop_path = options.get("drop_path_rate", entry.arch.drop_path_rate)
+    in_chans = options.get("in_chans", 3)
+    act = options.get("act")
+    norm = entry.arch.norm
+    norm = replace(norm, eps=options.get("bn_eps", norm.eps),
+                   momentum=options.get("bn_momentum", norm.momentum))
+    _check("width_mult", width, _positive(width), "a number > 0")
+    _check("depth_mult", depth, _positive(depth), "a number > 0")
+    _check("resolution", resolution, isinstance(resolution, int) and resolution > 0,
+           "a positive integer (pixels)")
+    _check("num_classes", num_classes, isinstance(num_classes, int) and num_classes >= 0,
+           "an integer >= 0")
+    _check("dropout", dropout, _unit(dropout), "in [0, 1)")
+    _check("drop_path_rate", drop_path, _unit(drop_path), "in [0, 1)")
+    _check("in_chans", in_chans, isinstance(in_chans, int) and in_chans > 0, "an integer >= 1")
+    _check("bn_eps", norm.eps, _positive(norm.eps), "a number > 0")
+    _check("bn_momentum", norm.momentum, _unit(norm.momentum) and norm.momentum > 0,
+           "in (0, 1) (PyTorch convention: 1 - TF decay)")
+    if act is not None:
+        act = canonical_activation(act)
+    net_plan = plan(entry.arch, width, depth, act, drop_path, NormConfig(norm.eps, norm.momentum),
+                    in_chans)
+    if resolution < net_plan.total_stride:
+        raise ValueError(f"resolution={resolution} is smaller than the network's total stride "
+                         f"{net_plan.total_stride}; use at least {net_plan.total_stride}")
+    config = {"name": entry.name, "family": entry.arch.family, "num_classes": num_classes,
+              "width_mult": width, "depth_mult": depth, "resolution": resolution,
+              "dropout": dropout, "drop_path_rate": drop_path, "act": act, "in_chans": in_chans,
+              "bn_eps": norm.eps, "bn_momentum": norm.momentum}
+    model = MobileNet(net_plan, num_classes, dropout, config, preprocessing(entry, resolution))
+    if options.get("features_only"):
+        return FeatureNet(model, options.get("out_indices"))
+    if options.get("out_indices") is not None:
+        raise ValueError("out_indices needs features_only=True")
+    return model
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _unit(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1

@@ -1,0 +1,197 @@
+"""Typed rows for the papers' architecture tables.
+
+Each family file writes its table as a tuple of these rows, one per line of the paper's table, so
+that it reads against the paper. A row turns itself into resolved :class:`BlockSpec` s given the
+channels coming in (``BodyState``) and the width/depth multipliers (``Scaling``); the builder in
+``builder.py`` does the rest for every family alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Callable, Protocol
+
+from ..layers import BlockSpec
+from .rounding import round_repeats
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """What the builder knows when a row expands: the family's rounding and multipliers."""
+
+    round_channels: Callable[[float], int]
+    width_mult: float
+    depth_mult: float
+    default_act: str
+    se_act: str
+    se_gate: str
+    act_override: str | None = None
+
+    def act(self, row_act: str | None = None) -> str:
+        """The activation of a layer: the user's override, else the row's, else the family's."""
+        return self.act_override or row_act or self.default_act
+
+    def width(self, channels: int) -> int:
+        return self.round_channels(channels * self.width_mult)
+
+    def repeats(self, n: int) -> int:
+        return round_repeats(n, self.depth_mult)
+
+
+@dataclass(frozen=True)
+class BodyState:
+    """Channels entering a row: ``paper`` as printed in the table, ``actual`` after scaling."""
+
+    paper: int
+    actual: int
+
+
+class Row(Protocol):
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]: ...
+    @property
+    def paper_out(self) -> int: ...
+
+
+# Scale rules for a stem or head convolution under the width multiplier.
+ALWAYS, UP_ONLY, NEVER = "always", "up_only", "never"
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A plain ``conv2d`` row: stem or head convolution (conv -> BN -> act).
+
+    ``scale`` says how the width multiplier applies: ``"always"``; ``"up_only"`` (MobileNetV2
+    §4: the last layer keeps its width for multipliers below one and grows above); ``"never"``.
+    ``act=None`` takes the family's default activation.
+    """
+
+    out: int
+    kernel: int = 3
+    stride: int = 1
+    act: str | None = None
+    scale: str = ALWAYS
+
+    def width(self, scaling: Scaling) -> int:
+        if self.scale == NEVER or (self.scale == UP_ONLY and scaling.width_mult <= 1.0):
+            return self.out
+        return scaling.width(self.out)
+
+
+@dataclass(frozen=True)
+class DepthSep:
+    """MobileNetV1 Table 1 pair "Conv dw / s; Conv 1x1" (also FD-MobileNet), ``n`` times."""
+
+    out: int
+    s: int = 1
+    n: int = 1
+    kernel: int = 3
+
+    @property
+    def paper_out(self) -> int:
+        return self.out
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        out = scaling.width(self.out)
+        specs, in_ch = [], state.actual
+        for i in range(scaling.repeats(self.n)):
+            specs.append(BlockSpec("ds", in_ch, in_ch, out, self.kernel, self.s if i == 0 else 1,
+                                   scaling.act()))
+            in_ch = out
+        return specs
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """MobileNetV2 Table 2 row ``(t, c, n, s)``: expansion t, output channels c, n repeats, the
+    first with stride s. The expanded width is ``make_divisible(in * t, 8)`` (slim
+    ``expand_input``); with t = 1 there is no expansion conv."""
+
+    t: float
+    c: int
+    n: int
+    s: int
+    kernel: int = 3
+
+    @property
+    def paper_out(self) -> int:
+        return self.c
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        out = scaling.width(self.c)
+        specs, in_ch = [], state.actual
+        for i in range(scaling.repeats(self.n)):
+            mid = in_ch if self.t == 1 else scaling.round_channels(in_ch * self.t)
+            specs.append(BlockSpec("ir", in_ch, mid, out, self.kernel, self.s if i == 0 else 1,
+                                   scaling.act()))
+            in_ch = out
+        return specs
+
+
+@dataclass(frozen=True)
+class Bneck:
+    """MobileNetV3 Tables 1-2 row: kernel, exp size, #out, SE, NL, s.
+
+    The expanded width keeps the table's ratio to the row's input, ``exp / in`` (slim writes
+    e.g. ``72/16``), applied to the scaled input and rounded with ``make_divisible(., 8)``. The
+    squeeze width is ``make_divisible(expanded / 4, 8)`` (slim ``squeeze_excite``).
+    """
+
+    kernel: int
+    exp: int
+    out: int
+    se: bool
+    nl: str
+    s: int
+
+    @property
+    def paper_out(self) -> int:
+        return self.out
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        ratio = Fraction(self.exp, state.paper)
+        act = scaling.act(self.nl)
+        specs, in_ch = [], state.actual
+        out = scaling.width(self.out)
+        for i in range(scaling.repeats(1)):
+            mid = in_ch if ratio == 1 else scaling.round_channels(float(in_ch * ratio))
+            se = scaling.round_channels(mid / 4) if self.se else 0
+            specs.append(BlockSpec("ir", in_ch, mid, out, self.kernel, self.s if i == 0 else 1,
+                                   act, se, scaling.se_act, scaling.se_gate))
+            in_ch = out
+        return specs
+
+    def minimalistic(self) -> "Bneck":
+        """slim's ``V3_*_MINIMALISTIC``: no SE, ReLU, 3x3 kernels, same widths."""
+        return replace(self, kernel=3, se=False, nl="relu")
+
+
+@dataclass(frozen=True)
+class MBConv:
+    """EfficientNet-B0 Table 1 row: MBConv{e}, kernel k, channels c, layers n, stride s.
+
+    SE squeezes to ``max(1, int(in * se))`` of the block's *input* channels (reference
+    ``efficientnet_model.py``), unlike MobileNetV3's quarter of the expanded width.
+    """
+
+    e: int
+    k: int
+    c: int
+    n: int
+    s: int
+    se: float = 0.25
+
+    @property
+    def paper_out(self) -> int:
+        return self.c
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        out = scaling.width(self.c)
+        specs, in_ch = [], state.actual
+        for i in range(scaling.repeats(self.n)):
+            mid = in_ch * self.e
+            se = max(1, int(in_ch * self.se)) if self.se else 0
+            specs.append(BlockSpec("ir", in_ch, mid, out, self.k, self.s if i == 0 else 1,
+                                   scaling.act(), se, scaling.se_act, scaling.se_gate))
+            in_ch = out
+        return specs
