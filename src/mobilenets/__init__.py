@@ -1,7 +1,8 @@
 """mobilenets: the MobileNet family from the papers' tables to deployed models."""
 
+from .cost import profile
 from .models import FeatureNet, MobileNet, create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureNet", "MobileNet", "__version__", "create_model", "list_models"]
+__all__ = ["FeatureNet", "MobileNet", "__version__", "create_model", "list_models", "profile"]

@@ -16,7 +16,7 @@ from .architecture import FeatureTap, NetworkPlan
 
 def _is_tracing() -> bool:
     """True under torch.export / torch.compile / FX / TorchScript tracing (shapes are symbolic)."""
-    return (torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing()
+    return (torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
             or torch.jit.is_tracing() or torch.jit.is_scripting())
 
 

@@ -1,0 +1,1 @@
+"""Command-line interface: ``mobilenets <command>`` (see ``mobilenets --help``)."""

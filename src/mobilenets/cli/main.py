@@ -1,0 +1,108 @@
+"""``mobilenets`` command line: list, profile, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import __version__
+from ..cost import profile
+from ..cost.report import by_type_table, paper_figure_for, paper_params, per_layer_table, summary
+from ..models import create_model, get_entry, list_models
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    for name in names:
+        e = get_entry(name)
+        aliases = f"  (also: {', '.join(e.aliases)})" if e.aliases else ""
+        print(f"{name:32s} {e.arch.family:13s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
+              f" {e.resolution:>4d} px{aliases}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    options = {"num_classes": args.num_classes}
+    if args.width_mult is not None:
+        options["width_mult"] = args.width_mult
+    if args.resolution is not None:
+        options["resolution"] = args.resolution
+    model = create_model(args.model, **options)
+    p = profile(model)
+    if args.json:
+        d = {"model": model.config["name"], "width_mult": model.config["width_mult"],
+             **p.to_dict(per_layer=args.per_layer)}
+        print(json.dumps(d))
+        return 0
+    print(summary(model.config["name"], p))
+    if args.by_type:
+        print()
+        print(by_type_table(p))
+    if args.per_layer:
+        print()
+        print(per_layer_table(p))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build every registered model and print its cost table next to the papers' figures."""
+    print(f"mobilenets {__version__}: every registered model, built and profiled at its default "
+          f"resolution\n(paper: the figure the paper or reference README prints; params "
+          f"counted as that table counts them)\n")
+    print(f"{'model':32s} {'px':>4s} {'params':>11s} {'MMACs':>10s} {'paper MMACs':>12s} "
+          f"{'paper Mparams':>14s}")
+    for name in list_models():
+        model = create_model(name)
+        p = profile(model)
+        f = paper_figure_for(name, p.resolution)
+        paper_macs = paper_par = "-"
+        if f is not None:
+            if f.macs is not None:
+                paper_macs = f"{float(f.macs) * f.macs_unit / 1e6:g}"
+            if f.params is not None:
+                paper_par = f"{f.params} ({paper_params(f, p) / 1e6:.2f})"
+        print(f"{name:32s} {p.resolution:>4d} {p.params:>11,} {p.macs / 1e6:>10.1f} "
+              f"{paper_macs:>12s} {paper_par:>14s}", flush=True)
+    print("\n`mobilenets profile NAME --by-type --per-layer` shows any model in detail.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="?", default=None, help="shell wildcard, e.g. '*v3*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("profile", help="params, MACs and memory of a model")
+    p.add_argument("model", help="registered name or timm/torchvision alias")
+    p.add_argument("--width-mult", type=float, default=None)
+    p.add_argument("--resolution", type=int, default=None, help="input size in pixels")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--by-type", action="store_true", help="split by layer type (V1 Table 2)")
+    p.add_argument("--per-layer", action="store_true", help="one row per conv/linear/BN layer")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("demo", help="build every model and print its cost table")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:
+        print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
