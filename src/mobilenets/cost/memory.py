@@ -21,6 +21,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..layers import ConvNormAct, SqueezeExcite
 
 
+_ALIASING = (nn.Identity, nn.Dropout, nn.Flatten)
+
+
 class _FusedOpTracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (ConvNormAct, SqueezeExcite)) or super().is_leaf_module(m, qualname)
@@ -46,11 +49,20 @@ def live_peak(model: nn.Module, input_size: tuple[int, int, int]) -> int:
                                             device=param.device))
     nodes = [n for n in gm.graph.nodes if n.op != "output"]
     order = {n: i for i, n in enumerate(nodes)}
-    last_use = {n: max((order.get(u, len(nodes)) for u in n.users), default=order[n])
-                for n in nodes}
+    # ops that return their input (identity, eval-mode dropout, flatten) make no new buffer:
+    # they extend the life of the tensor they alias
+    source = {}
+    for n in nodes:
+        is_alias = n.op == "call_module" and isinstance(gm.get_submodule(n.target), _ALIASING)
+        source[n] = source[n.args[0]] if is_alias else n
+    last_use = {n: order[n] for n in nodes}
+    for n in nodes:
+        for u in n.users:
+            last_use[source[n]] = max(last_use[source[n]], order.get(u, len(nodes)))
+    buffers = [n for n in nodes if source[n] is n]
     peak = 0
-    for i, _ in enumerate(nodes):
-        live = sum(_numel(n) for n in nodes[: i + 1] if last_use[n] >= i)
+    for i in range(len(nodes)):
+        live = sum(_numel(n) for n in buffers if order[n] <= i <= last_use[n])
         peak = max(peak, live)
     return peak
 

@@ -1,0 +1,129 @@
+"""The same checks for every registered model (as timm's and torchvision's suites do).
+
+Each model is built once for this module (module-scoped fixture) at a small input size.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.layers import DropPath
+from conftest import randomize_bn
+
+NAMES = mobilenets.list_models()
+RES = 64
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def model(request):
+    m = mobilenets.create_model(request.param, num_classes=10)
+    randomize_bn(m)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(model):
+    """torch.export program of the eval model (reused for the ONNX export)."""
+    x = torch.randn(2, 3, RES, RES)
+    return torch.export.export(model, (x,))
+
+
+def test_forward_finite(model):
+    x = torch.randn(2, 3, RES, RES)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 10)
+    assert torch.isfinite(y).all()
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.plan.feature_channels
+    assert feats.shape[-1] == RES // model.plan.total_stride
+
+
+def test_backward_reaches_every_parameter(model):
+    # stochastic depth may drop a whole block for both samples: switch it off for this check
+    drop_paths = [m for m in model.modules() if isinstance(m, DropPath)]
+    rates = [m.rate for m in drop_paths]
+    for m in drop_paths:
+        m.rate = 0.0
+    model.train()
+    try:
+        model.zero_grad(set_to_none=True)
+        y = model(torch.randn(2, 3, RES, RES))
+        y.square().mean().backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not missing, f"no gradient for {missing}"
+        zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+        assert not zero, f"all-zero gradient for {zero}"
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        for m, r in zip(drop_paths, rates):
+            m.rate = r
+
+
+def assert_same_logits(got, ref):
+    """max |difference| <= 2e-5 x max|logits| + 1e-6, and the same top-1."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    tol = 2e-5 * np.abs(ref).max() + 1e-6
+    assert np.abs(got - ref).max() <= tol
+    assert (got.argmax(1) == ref.argmax(1)).all()
+
+
+def test_eval_output_independent_of_batch(model):
+    x = torch.randn(4, 3, RES, RES)
+    with torch.no_grad():
+        full = model(x)
+        single = model(x[:1])
+    assert_same_logits(single, full[:1])
+
+
+def test_features_only_matches_feature_info(model):
+    info = model.feature_info
+    reductions = [t.reduction for t in info]
+    for r in (2, 4, 8, 16, 32):
+        assert r in reductions, f"no feature tap at reduction {r}: {info}"
+    fnet = mobilenets.create_model(model.config["name"], features_only=True)
+    fnet.load_state_dict(model.state_dict(), strict=False)
+    fnet.eval()
+    with torch.no_grad():
+        feats = fnet(torch.randn(1, 3, RES, RES))
+    assert len(feats) == len(fnet.feature_info) == len(info)
+    for f, tap in zip(feats, fnet.feature_info):
+        assert f.shape[1] == tap.channels
+        assert RES // f.shape[-1] == tap.reduction
+    # the last tap of a model with a head conv is the head's high-channel map
+    if model.plan.head is not None:
+        assert info[-1].module == "head" and info[-1].channels == model.plan.head.out
+    # a subset of taps, and the feature net's weights are the classifier's
+    sub = mobilenets.create_model(model.config["name"], features_only=True, out_indices=(1, 3))
+    assert [t.reduction for t in sub.feature_info] == [info[1].reduction, info[3].reduction]
+    assert set(sub.state_dict()) <= set(model.state_dict())
+
+
+def test_fx_symbolic_trace(model):
+    gm = torch.fx.symbolic_trace(model)
+    x = torch.randn(1, 3, RES, RES)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x))
+
+
+def test_torch_export(model, exported):
+    x = torch.randn(2, 3, RES, RES)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_runs_in_onnxruntime(model, exported, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(exported, dynamo=True, opset_version=18, f=str(path))
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, RES, RES)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert_same_logits(got, ref)
