@@ -33,6 +33,13 @@ def canonical_activation(name: str) -> str:
     return key
 
 
-def make_activation(name: str) -> nn.Module:
-    """Instantiate an activation module from its name (see ``ACTIVATIONS``)."""
-    return ACTIVATIONS[canonical_activation(name)]()
+_HAS_INPLACE = {"relu", "relu6", "hard_swish", "hard_sigmoid", "swish"}
+
+
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """Instantiate an activation module from its name (see ``ACTIVATIONS``); ``inplace`` is for
+    callers whose input is a fresh intermediate nobody else reads."""
+    key = canonical_activation(name)
+    if inplace and key in _HAS_INPLACE:
+        return ACTIVATIONS[key](inplace=True)
+    return ACTIVATIONS[key]()

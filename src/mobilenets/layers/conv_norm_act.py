@@ -27,4 +27,5 @@ class ConvNormAct(nn.Sequential):
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups,
                               bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=norm.eps, momentum=norm.momentum)
-        self.act = make_activation(act) if act else nn.Identity()
+        # in place: the BatchNorm output is a fresh tensor only the activation reads
+        self.act = make_activation(act, inplace=True) if act else nn.Identity()

@@ -17,9 +17,9 @@ class SqueezeExcite(nn.Module):
                  gate: str = "hard_sigmoid"):
         super().__init__()
         self.reduce = nn.Conv2d(channels, squeeze_channels, 1, bias=True)
-        self.act = make_activation(act)
+        self.act = make_activation(act, inplace=True)
         self.expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
-        self.gate = make_activation(gate)
+        self.gate = make_activation(gate, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)

@@ -69,7 +69,8 @@ class MobileNet(Trunk):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         p = plan.pre_logits
-        self.pre_logits = (nn.Sequential(nn.Linear(p.in_ch, p.out), make_activation(p.act))
+        self.pre_logits = (nn.Sequential(nn.Linear(p.in_ch, p.out),
+                                         make_activation(p.act, inplace=True))
                            if p is not None else nn.Identity())
         self.dropout = nn.Dropout(dropout)
         self.classifier = self._classifier(num_classes)
