@@ -6,7 +6,7 @@ memory format, warm-up, same random input), this measures
 * forward latency in eval mode under ``torch.inference_mode()`` at batch 1 and batch 32
   (224x224), and
 * training-step throughput (``model.train()``, forward + cross-entropy + backward +
-  SGD(momentum=0.9) step) at batch 32 (``--train-resolution``, default 224).
+  SGD(momentum=0.9) step) at batch 32 (``--train-resolution``, default 128).
 
 Each result is the median of ``--repeats`` interleaved repeats: a repeat times ours and
 timm's back to back (alternating which goes first), each timing being the median over
@@ -164,8 +164,8 @@ def parse_args(argv=None):
                    help="timed iterations per repeat and side (default 10)")
     p.add_argument("--warmup", type=int, default=3,
                    help="warm-up iterations per case and side (default 3)")
-    p.add_argument("--train-resolution", type=int, default=224,
-                   help="input size of the training-step case (default 224)")
+    p.add_argument("--train-resolution", type=int, default=128,
+                   help="input size of the training-step case (default 128)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format for models and inputs")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")

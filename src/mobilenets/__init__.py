@@ -2,7 +2,9 @@
 
 from .cost import profile
 from .models import FeatureNet, MobileNet, create_model, list_models
+from .weights import CheckpointError, load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureNet", "MobileNet", "__version__", "create_model", "list_models", "profile"]
+__all__ = ["CheckpointError", "FeatureNet", "MobileNet", "__version__", "create_model",
+           "list_models", "load", "profile", "save"]

@@ -46,10 +46,10 @@ class BlockSpec:
 
 
 class DepthwiseSeparable(nn.Module):
-    def __init__(self, spec: BlockSpec, norm: NormConfig):
+    def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
         super().__init__()
         self.dw = ConvNormAct(spec.in_ch, spec.in_ch, spec.kernel, spec.stride, groups=spec.in_ch,
-                              act=spec.act, norm=norm)
+                              act=spec.act, norm=norm, padding=padding)
         self.pw = ConvNormAct(spec.in_ch, spec.out, 1, act=spec.act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,13 +57,13 @@ class DepthwiseSeparable(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, spec: BlockSpec, norm: NormConfig):
+    def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
         super().__init__()
         self.has_residual = spec.has_residual
         self.expand = (ConvNormAct(spec.in_ch, spec.mid, 1, act=spec.act, norm=norm)
                        if spec.mid != spec.in_ch else nn.Identity())
         self.dw = ConvNormAct(spec.mid, spec.mid, spec.kernel, spec.stride, groups=spec.mid,
-                              act=spec.act, norm=norm)
+                              act=spec.act, norm=norm, padding=padding)
         self.se = (SqueezeExcite(spec.mid, spec.se, spec.se_act, spec.se_gate)
                    if spec.se else nn.Identity())
         self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
@@ -79,5 +79,5 @@ class InvertedResidual(nn.Module):
 BLOCKS: dict[str, type[nn.Module]] = {"ds": DepthwiseSeparable, "ir": InvertedResidual}
 
 
-def make_block(spec: BlockSpec, norm: NormConfig) -> nn.Module:
-    return BLOCKS[spec.kind](spec, norm)
+def make_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -> nn.Module:
+    return BLOCKS[spec.kind](spec, norm, padding)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .activations import make_activation
+
+PADDINGS = ("symmetric", "same")
 
 
 @dataclass(frozen=True)
@@ -17,15 +21,43 @@ class NormConfig:
     momentum: float = 0.1
 
 
+@torch.fx.wrap
+def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TensorFlow's "SAME" padding: output size ceil(in / stride), the odd pixel at the end."""
+    ih, iw = x.shape[-2], x.shape[-1]
+    ph = max((-(-ih // stride) - 1) * stride + kernel - ih, 0)
+    pw = max((-(-iw // stride) - 1) * stride + kernel - iw, 0)
+    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+class PadSame(nn.Module):
+    """TF "SAME" padding in front of a strided convolution (timm's ``tf_`` ports need it; for
+    stride 1 and odd kernels it equals symmetric padding, so it is only used for stride > 1)."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_same(x, self.kernel, self.stride)
+
+
 class ConvNormAct(nn.Sequential):
     """``conv`` (no bias) -> ``bn`` -> ``act``; ``act=None`` gives the linear projection of
-    MobileNetV2 Table 1. ``groups=channels`` makes it a depthwise convolution."""
+    MobileNetV2 Table 1. ``groups=channels`` makes it a depthwise convolution. ``padding`` is
+    ``"symmetric"`` (k // 2 on each side, PyTorch's usual) or ``"same"`` (TensorFlow's)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: str | None = "relu", norm: NormConfig = NormConfig()):
+                 act: str | None = "relu", norm: NormConfig = NormConfig(),
+                 padding: str = "symmetric"):
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups,
-                              bias=False)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        dynamic = padding == "same" and stride > 1
+        if dynamic:
+            self.pad = PadSame(kernel, stride)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=0 if dynamic else kernel // 2,
+                              groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=norm.eps, momentum=norm.momentum)
         # in place: the BatchNorm output is a fresh tensor only the activation reads
         self.act = make_activation(act, inplace=True) if act else nn.Identity()

@@ -58,6 +58,7 @@ class NetworkPlan:
     pre_logits: LayerPlan | None
     norm: NormConfig
     taps: tuple[FeatureTap, ...] = field(default=())
+    padding: str = "symmetric"
 
     @property
     def total_stride(self) -> int:
@@ -97,7 +98,8 @@ def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None) -> tuple[Featur
 
 def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
          act: str | None = None, drop_path_rate: float | None = None,
-         norm: NormConfig | None = None, in_chans: int = 3) -> NetworkPlan:
+         norm: NormConfig | None = None, in_chans: int = 3,
+         padding: str = "symmetric") -> NetworkPlan:
     """Resolve ``arch`` under the multipliers into channel counts (see module docstring)."""
     scaling = Scaling(arch.round_channels, width_mult, depth_mult, arch.act, arch.se_act,
                       arch.se_gate, canonical_activation(act) if act else None)
@@ -130,5 +132,5 @@ def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
         pre = LayerPlan(channels, arch.pre_logits.width(scaling), 1, 1,
                         scaling.act(arch.pre_logits.act))
     taps = _feature_taps(stem, ramped, head)
-    return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps)
+    return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps, padding)
 

@@ -40,10 +40,11 @@ class Trunk(nn.Module):
 
     def __init__(self, plan: NetworkPlan):
         super().__init__()
-        n = plan.norm
+        n, pad = plan.norm, plan.padding
         s = plan.stem
-        self.stem = ConvNormAct(s.in_ch, s.out, s.kernel, s.stride, act=s.act, norm=n)
-        self.blocks = nn.Sequential(*[nn.Sequential(*[make_block(b, n) for b in row])
+        self.stem = ConvNormAct(s.in_ch, s.out, s.kernel, s.stride, act=s.act, norm=n,
+                                padding=pad)
+        self.blocks = nn.Sequential(*[nn.Sequential(*[make_block(b, n, pad) for b in row])
                                       for row in plan.rows])
         h = plan.head
         self.head = (ConvNormAct(h.in_ch, h.out, h.kernel, h.stride, act=h.act, norm=n)

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ..layers import NormConfig, canonical_activation
+from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
 from .network import FeatureNet, MobileNet
 
@@ -75,7 +76,8 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
 
 
 _OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout", "drop_path_rate",
-            "act", "in_chans", "bn_eps", "bn_momentum", "features_only", "out_indices")
+            "act", "in_chans", "bn_eps", "bn_momentum", "padding", "features_only", "out_indices",
+            "weights", "allow_download")
 
 
 def _check(name: str, value, ok: bool, allowed: str) -> None:
@@ -90,12 +92,21 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     (the registered values by default), ``resolution`` (default input size, used for
     preprocessing and cost figures), ``dropout``, ``drop_path_rate``, ``act`` (replaces every
     activation but the squeeze-excite gate), ``in_chans``, ``bn_eps``, ``bn_momentum``
-    (PyTorch convention), ``features_only`` and ``out_indices`` (see ``feature_info``).
+    (PyTorch convention), ``padding`` (``"symmetric"``, or ``"same"`` for TensorFlow's),
+    ``features_only`` and ``out_indices`` (see ``feature_info``), and ``weights``: a checkpoint
+    file or folder (torchvision, timm or our own saved format), or ``"torchvision"`` /
+    ``"timm"`` to take the file from those libraries' local caches (see
+    :mod:`mobilenets.weights`).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
                         f"{', '.join(_OPTIONS)}")
+    if options.get("weights") is not None:
+        from ..weights import create_with_weights
+        return create_with_weights(name, **options)
+    options.pop("weights", None)
+    options.pop("allow_download", None)
     entry = get_entry(name)
     width = options.get("width_mult", entry.width_mult)
     depth = options.get("depth_mult", entry.depth_mult)
@@ -106,6 +117,7 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     drop_path = options.get("drop_path_rate", entry.arch.drop_path_rate)
     in_chans = options.get("in_chans", 3)
     act = options.get("act")
+    padding = options.get("padding", "symmetric")
     norm = entry.arch.norm
     norm = replace(norm, eps=options.get("bn_eps", norm.eps),
                    momentum=options.get("bn_momentum", norm.momentum))
@@ -121,17 +133,18 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     _check("bn_eps", norm.eps, _positive(norm.eps), "a number > 0")
     _check("bn_momentum", norm.momentum, _unit(norm.momentum) and norm.momentum > 0,
            "in (0, 1) (PyTorch convention: 1 - TF decay)")
+    _check("padding", padding, padding in PADDINGS, f"one of {', '.join(PADDINGS)}")
     if act is not None:
         act = canonical_activation(act)
     net_plan = plan(entry.arch, width, depth, act, drop_path, NormConfig(norm.eps, norm.momentum),
-                    in_chans)
+                    in_chans, padding)
     if resolution < net_plan.total_stride:
         raise ValueError(f"resolution={resolution} is smaller than the network's total stride "
                          f"{net_plan.total_stride}; use at least {net_plan.total_stride}")
     config = {"name": entry.name, "family": entry.arch.family, "num_classes": num_classes,
               "width_mult": width, "depth_mult": depth, "resolution": resolution,
               "dropout": dropout, "drop_path_rate": drop_path, "act": act, "in_chans": in_chans,
-              "bn_eps": norm.eps, "bn_momentum": norm.momentum}
+              "bn_eps": norm.eps, "bn_momentum": norm.momentum, "padding": padding}
     model = MobileNet(net_plan, num_classes, dropout, config, preprocessing(entry, resolution))
     if options.get("features_only"):
         return FeatureNet(model, options.get("out_indices"))

@@ -1,0 +1,98 @@
+"""Map a torchvision, timm or mobilenets state dict onto one of our models, or say exactly why
+not: never a silent partial load."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .files import CheckpointError
+from .layouts import detect_layout, ordered_tensors
+
+
+def _norm_shape(t: torch.Tensor) -> tuple[int, ...]:
+    """A 1x1 convolution and a linear layer hold the same matrix."""
+    if t.dim() == 4 and t.shape[2:] == (1, 1):
+        return tuple(t.shape[:2])
+    return tuple(t.shape)
+
+
+def shape_signature(state: dict[str, torch.Tensor], layout: str | None = None,
+                    drop_classifier: bool = True) -> list[tuple[int, ...]]:
+    layout = layout or detect_layout(state)
+    shapes = [_norm_shape(t) for _, t in ordered_tensors(state, layout)]
+    return shapes[:-2] if drop_classifier else shapes
+
+
+def classifier_classes(state: dict[str, torch.Tensor]) -> int:
+    """Number of classes of a state dict's classifier (its last layer)."""
+    layout = detect_layout(state)
+    last = ordered_tensors(state, layout)[-1][1]
+    return int(last.shape[0])
+
+
+def looks_like(state: dict[str, torch.Tensor]) -> str:
+    """'looks like NAME' for the registered model whose layers match the file, else a hint."""
+    from ..models import create_model, list_models
+    try:
+        target = shape_signature(state)
+    except ValueError as e:
+        return str(e)
+    for name in list_models():
+        with torch.device("meta"):
+            model = create_model(name)
+        if shape_signature(model.state_dict(), "mobilenets") == target:
+            return f"the file looks like {name}"
+    return "the file matches no registered architecture at its registered width"
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module,
+                       skip_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """Our keys -> the file's tensors, every shape checked. ``skip_classifier`` leaves the
+    classifier out (fine-tuning to another number of classes)."""
+    name = model.config.get("name", type(model).__name__)
+    try:
+        layout = detect_layout(state)
+    except ValueError as e:
+        raise CheckpointError(f"cannot load into {name}: {e}") from None
+    ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if skip_classifier:
+        ours = {k: v for k, v in ours.items() if not k.startswith("classifier.")}
+    if layout == "mobilenets":
+        theirs = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        if skip_classifier:
+            theirs = {k: v for k, v in theirs.items() if not k.startswith("classifier.")}
+        missing = sorted(set(ours) - set(theirs))
+        unexpected = sorted(set(theirs) - set(ours))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"cannot load into {name}: missing keys {_few(missing)}; unexpected keys "
+                f"{_few(unexpected)}; {looks_like(state)}")
+        pairs = [(k, k, theirs[k]) for k in ours]
+    else:
+        theirs = ordered_tensors(state, layout)
+        if skip_classifier:
+            theirs = theirs[:-2]
+        if len(theirs) != len(ours):
+            raise CheckpointError(
+                f"cannot load this {layout} checkpoint into {name}: it has {len(theirs)} "
+                f"weight tensors, {name} has {len(ours)}; {looks_like(state)}")
+        pairs = [(k, tk, tv) for k, (tk, tv) in zip(ours, theirs)]
+    out = {}
+    for key, their_key, tensor in pairs:
+        mine = ours[key]
+        if tensor.shape != mine.shape:
+            if _norm_shape(tensor) != _norm_shape(mine):
+                raise CheckpointError(
+                    f"cannot load into {name}: {their_key} has shape {tuple(tensor.shape)} but "
+                    f"{key} needs {tuple(mine.shape)}; {looks_like(state)}")
+            tensor = tensor.reshape(mine.shape)
+        out[key] = tensor.to(mine.dtype)
+    return out
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more

@@ -1,0 +1,88 @@
+"""State-dict layouts of torchvision, timm and mobilenets, put into one canonical order.
+
+The three libraries build these networks from the same layers in the same order, under
+different names. Each layout here sorts its keys into execution order (stem, blocks, head,
+classifier; inside a layer: weight, bias, running_mean, running_var). The converter can then
+pair tensors one by one and check every shape, without a name table per model.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+PARAM_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
+
+# timm: top-level modules, and the layers inside each kind of block
+TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "classifier": 5}
+TIMM_BLOCKS = {
+    "ir": ("conv_pw", "bn1", "conv_dw", "bn2", "se", "conv_pwl", "bn3"),   # InvertedResidual
+    "ds": ("conv_dw", "bn1", "se", "conv_pw", "bn2"),                      # DepthwiseSeparable
+    "cn": ("conv", "bn1"),                                                 # ConvBnAct
+}
+TIMM_SE = {"conv_reduce": 0, "conv_expand": 1}
+TORCHVISION_TOP = {"features": 0, "classifier": 1}
+
+
+def detect_layout(keys) -> str:
+    keys = set(keys)
+    if "stem.conv.weight" in keys:
+        return "mobilenets"
+    if "conv_stem.weight" in keys:
+        return "timm"
+    if "features.0.0.weight" in keys:
+        return "torchvision"
+    sample = ", ".join(sorted(keys)[:4])
+    raise ValueError(f"not a torchvision, timm or mobilenets state dict (first keys: {sample})")
+
+
+def _natural(parts):
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def _split(key: str) -> tuple[list[str], str]:
+    parts = key.split(".")
+    return parts[:-1], parts[-1]
+
+
+def _timm_block_kind(names: set[str]) -> str:
+    if "conv_pwl" in names:
+        return "ir"
+    if "conv_dw" in names:
+        return "ds"
+    return "cn"
+
+
+def _timm_key(key: str, block_kinds: dict[str, str]):
+    path, param = _split(key)
+    top = (TIMM_TOP.get(path[0], 99),)
+    if path[0] == "blocks":
+        stage, idx = int(path[1]), int(path[2])
+        order = TIMM_BLOCKS[block_kinds[f"{stage}.{idx}"]]
+        layer = order.index(path[3]) if path[3] in order else 99
+        inner = (TIMM_SE.get(path[4], 9),) if path[3] == "se" and len(path) > 4 else ()
+        return top + (stage, idx, layer) + inner + (PARAM_ORDER.get(param, 9),)
+    return top + _natural(path[1:]) + (PARAM_ORDER.get(param, 9),)
+
+
+def _torchvision_key(key: str):
+    path, param = _split(key)
+    return (TORCHVISION_TOP.get(path[0], 99),) + _natural(path[1:]) + (PARAM_ORDER.get(param, 9),)
+
+
+def ordered_tensors(state: dict[str, torch.Tensor], layout: str) -> list[tuple[str, torch.Tensor]]:
+    """(key, tensor) pairs in execution order, without BatchNorm's ``num_batches_tracked``."""
+    keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    if layout == "timm":
+        kinds = {}
+        for k in keys:
+            m = re.match(r"blocks\.(\d+)\.(\d+)\.([a-z_]+)", k)
+            if m:
+                kinds.setdefault(f"{m[1]}.{m[2]}", set()).add(m[3])
+        block_kinds = {b: _timm_block_kind(names) for b, names in kinds.items()}
+        keys.sort(key=lambda k: _timm_key(k, block_kinds))
+    elif layout == "torchvision":
+        keys.sort(key=_torchvision_key)
+    # mobilenets: a model's own state_dict is already in execution order
+    return [(k, state[k]) for k in keys]

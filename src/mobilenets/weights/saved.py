@@ -1,0 +1,105 @@
+"""Our own model format: a folder with ``model.safetensors`` and ``config.json``.
+
+The config names the architecture and every builder option, so ``load`` rebuilds the same model;
+it also carries class names, eval preprocessing, cost figures, the library version and a schema
+version. Both files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .files import CheckpointError
+
+SCHEMA = "mobilenets.saved_model"
+SCHEMA_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+_NOT_OPTIONS = ("name", "family")
+
+
+def is_saved_model(path: Path) -> bool:
+    cfg = path / CONFIG_FILE
+    if not (path.is_dir() and cfg.is_file()):
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("schema") == SCHEMA
+    except (OSError, ValueError):
+        return False
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
+    """Write ``model`` to ``directory`` (created if needed) in the saved-model format."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+    from ..cost import profile
+    if not hasattr(model, "config") or "name" not in model.config:
+        raise TypeError("save() takes a model made by mobilenets.create_model or load")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    class_names = class_names if class_names is not None else model.config.get("class_names")
+    if class_names is not None and len(class_names) != model.config.get("num_classes"):
+        raise ValueError(f"{len(class_names)} class names for a model with "
+                         f"{model.config.get('num_classes')} classes")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE,
+                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    cost = profile(model)
+    config = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "library_version": __version__,
+        "architecture": model.config["name"],
+        "options": {k: v for k, v in model.config.items()
+                    if k not in _NOT_OPTIONS and k != "class_names" and k != "weights"},
+        "class_names": class_names, "preprocess": model.preprocess,
+        "cost": {"params": cost.params, "macs": cost.macs, "resolution": cost.resolution},
+    }
+    text = json.dumps(config, indent=2) + "\n"
+    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    return directory
+
+
+def read_config(directory: Path) -> dict:
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory / CONFIG_FILE} cannot be read ({e})") from e
+    if config.get("schema") != SCHEMA:
+        raise CheckpointError(f"{directory} is not a mobilenets saved model (no {SCHEMA} schema)")
+    version = config.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{directory} was saved with schema version {version} (mobilenets "
+            f"{config.get('library_version')}); this mobilenets reads up to version "
+            f"{SCHEMA_VERSION}: upgrade mobilenets")
+    return config
+
+
+def load(directory: str | Path, **overrides) -> nn.Module:
+    """Rebuild the model saved in ``directory``; ``overrides`` (e.g. ``num_classes``) change
+    builder options, re-initialising the classifier when the class count changes."""
+    from ..models import create_model
+    return create_model(read_config(Path(directory))["architecture"], weights=directory,
+                        **overrides)
+
+
+def saved_model_parts(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from .files import read_state_dict
+    config = read_config(directory)
+    return config, read_state_dict(directory / WEIGHTS_FILE)
