@@ -27,6 +27,8 @@ def shape_signature(state: dict[str, torch.Tensor], layout: str | None = None,
 def classifier_classes(state: dict[str, torch.Tensor]) -> int:
     """Number of classes of a state dict's classifier (its last layer)."""
     layout = detect_layout(state)
+    if layout == "mobilenets":
+        return int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
     last = ordered_tensors(state, layout)[-1][1]
     return int(last.shape[0])
 

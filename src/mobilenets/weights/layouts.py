@@ -23,6 +23,11 @@ TIMM_BLOCKS = {
 }
 TIMM_SE = {"conv_reduce": 0, "conv_expand": 1}
 TORCHVISION_TOP = {"features": 0, "classifier": 1}
+# ours: module names in execution order (stem, blocks, head, pre_logits, classifier; inside a
+# block expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE reduce, expand)
+OURS_ORDER = {name: i for i, name in enumerate(
+    ("stem", "blocks", "head", "pre_logits", "classifier", "expand", "dw", "se", "project", "pw",
+     "conv", "bn", "reduce"))}
 
 
 def detect_layout(keys) -> str:
@@ -71,6 +76,19 @@ def _torchvision_key(key: str):
     return (TORCHVISION_TOP.get(path[0], 99),) + _natural(path[1:]) + (PARAM_ORDER.get(param, 9),)
 
 
+def _ours_key(key: str):
+    path, param = _split(key)
+    ranks = []
+    for i, part in enumerate(path):
+        if part.isdigit():
+            ranks.append((0, int(part)))
+        elif part == "expand" and i > 0 and path[i - 1] == "se":
+            ranks.append((1, len(OURS_ORDER)))       # SE: reduce before expand
+        else:
+            ranks.append((1, OURS_ORDER.get(part, 99)))
+    return tuple(ranks) + ((2, PARAM_ORDER.get(param, 9)),)
+
+
 def ordered_tensors(state: dict[str, torch.Tensor], layout: str) -> list[tuple[str, torch.Tensor]]:
     """(key, tensor) pairs in execution order, without BatchNorm's ``num_batches_tracked``."""
     keys = [k for k in state if not k.endswith("num_batches_tracked")]
@@ -84,5 +102,6 @@ def ordered_tensors(state: dict[str, torch.Tensor], layout: str) -> list[tuple[s
         keys.sort(key=lambda k: _timm_key(k, block_kinds))
     elif layout == "torchvision":
         keys.sort(key=_torchvision_key)
-    # mobilenets: a model's own state_dict is already in execution order
+    else:
+        keys.sort(key=_ours_key)
     return [(k, state[k]) for k in keys]
