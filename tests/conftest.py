@@ -1,4 +1,6 @@
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,3 +26,9 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Real data sets (see ../shared/datasets/README.md): beside the checkout, or where
+# MOBILENETS_SHARED_DATASETS points; tests that need them skip when they are absent.
+SHARED_DATASETS = Path(os.environ.get("MOBILENETS_SHARED_DATASETS") or
+                       Path(__file__).resolve().parents[2] / "shared" / "datasets")

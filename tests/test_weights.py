@@ -10,7 +10,6 @@ import io
 import os
 import tarfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from PIL import Image
 import mobilenets
 from mobilenets.weights import CheckpointError, WeightsNote
 from mobilenets.weights.cache import sha256, timm_file, torchvision_file
-from conftest import randomize_bn
+from conftest import SHARED_DATASETS, randomize_bn
 
 timm = pytest.importorskip("timm")
 
@@ -37,7 +36,6 @@ TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
         "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3"}
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def close(got, ref):
@@ -113,7 +111,7 @@ def test_preprocessing_from_source(tmp_path):
 
 
 def _real_images(n=4):
-    archive = SHARED / "imagenette-224.tar.gz"
+    archive = SHARED_DATASETS / "imagenette-224.tar.gz"
     if not archive.exists():
         pytest.skip("../shared/datasets is absent")
     out = []

@@ -53,6 +53,16 @@ class Row(Protocol):
     def paper_out(self) -> int: ...
 
 
+def _stack(in_ch: int, out: int, repeats: int, stride: int, make) -> list[BlockSpec]:
+    """``repeats`` blocks of one row: the first maps ``in_ch`` with ``stride``, the rest map
+    ``out`` to ``out`` with stride 1. ``make(in_ch, stride)`` builds one spec."""
+    specs = []
+    for i in range(repeats):
+        specs.append(make(in_ch, stride if i == 0 else 1))
+        in_ch = out
+    return specs
+
+
 # Scale rules for a stem or head convolution under the width multiplier.
 ALWAYS, UP_ONLY, NEVER = "always", "up_only", "never"
 
@@ -93,12 +103,8 @@ class DepthSep:
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
         out = scaling.width(self.out)
-        specs, in_ch = [], state.actual
-        for i in range(scaling.repeats(self.n)):
-            specs.append(BlockSpec("ds", in_ch, in_ch, out, self.kernel, self.s if i == 0 else 1,
-                                   scaling.act()))
-            in_ch = out
-        return specs
+        return _stack(state.actual, out, scaling.repeats(self.n), self.s, lambda c, s: BlockSpec(
+            "ds", c, c, out, self.kernel, s, scaling.act()))
 
 
 @dataclass(frozen=True)
@@ -119,13 +125,11 @@ class Bottleneck:
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
         out = scaling.width(self.c)
-        specs, in_ch = [], state.actual
-        for i in range(scaling.repeats(self.n)):
+
+        def make(in_ch: int, stride: int) -> BlockSpec:
             mid = in_ch if self.t == 1 else scaling.round_channels(in_ch * self.t)
-            specs.append(BlockSpec("ir", in_ch, mid, out, self.kernel, self.s if i == 0 else 1,
-                                   scaling.act()))
-            in_ch = out
-        return specs
+            return BlockSpec("ir", in_ch, mid, out, self.kernel, stride, scaling.act())
+        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
 
 
 @dataclass(frozen=True)
@@ -150,16 +154,14 @@ class Bneck:
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
         ratio = Fraction(self.exp, state.paper)
-        act = scaling.act(self.nl)
-        specs, in_ch = [], state.actual
         out = scaling.width(self.out)
-        for i in range(scaling.repeats(1)):
+
+        def make(in_ch: int, stride: int) -> BlockSpec:
             mid = in_ch if ratio == 1 else scaling.round_channels(float(in_ch * ratio))
             se = scaling.round_channels(mid / 4) if self.se else 0
-            specs.append(BlockSpec("ir", in_ch, mid, out, self.kernel, self.s if i == 0 else 1,
-                                   act, se, scaling.se_act, scaling.se_gate))
-            in_ch = out
-        return specs
+            return BlockSpec("ir", in_ch, mid, out, self.kernel, stride, scaling.act(self.nl), se,
+                             scaling.se_act, scaling.se_gate)
+        return _stack(state.actual, out, scaling.repeats(1), self.s, make)
 
     def minimalistic(self) -> "Bneck":
         """slim's ``V3_*_MINIMALISTIC``: no SE, ReLU, 3x3 kernels, same widths."""
@@ -187,11 +189,9 @@ class MBConv:
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
         out = scaling.width(self.c)
-        specs, in_ch = [], state.actual
-        for i in range(scaling.repeats(self.n)):
-            mid = in_ch * self.e
+
+        def make(in_ch: int, stride: int) -> BlockSpec:
             se = max(1, int(in_ch * self.se)) if self.se else 0
-            specs.append(BlockSpec("ir", in_ch, mid, out, self.k, self.s if i == 0 else 1,
-                                   scaling.act(), se, scaling.se_act, scaling.se_gate))
-            in_ch = out
-        return specs
+            return BlockSpec("ir", in_ch, in_ch * self.e, out, self.k, stride, scaling.act(), se,
+                             scaling.se_act, scaling.se_gate)
+        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
