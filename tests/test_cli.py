@@ -1,4 +1,4 @@
-"""The command line: list, profile (text and --json), demo, errors; and no timm needed."""
+"""The command line: list, profile (text and --json), costs, errors; and no timm needed."""
 
 import json
 import os
@@ -49,8 +49,8 @@ def test_errors_exit_2_with_message(capsys):
     assert code == 2 and "total stride" in err
 
 
-def test_demo_prints_every_model_with_paper_figures(capsys):
-    code, out, _ = run(capsys, "demo")
+def test_costs_prints_every_model_with_paper_figures(capsys):
+    code, out, _ = run(capsys, "costs")
     assert code == 0
     for name in mobilenets.list_models():
         assert name in out

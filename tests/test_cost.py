@@ -75,3 +75,10 @@ def test_profile_rejects_bad_input_size():
     model = mobilenets.create_model("mobilenet_v2_050")
     with pytest.raises(ValueError, match="input_size"):
         mobilenets.profile(model, (3, 224))
+
+
+def test_profile_of_a_training_model_at_tiny_resolution():
+    """Inference figures even when the model is in training mode (BN on 1x1 maps would fail)."""
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=3).train()
+    p = mobilenets.profile(model, (3, 32, 32))
+    assert p.peak_memory_live > 0 and model.training

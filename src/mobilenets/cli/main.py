@@ -1,4 +1,4 @@
-"""``mobilenets`` command line: list, profile, demo."""
+"""``mobilenets`` command line: list, profile, demo, train, eval, predict, recipes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .. import __version__
 from ..cost import profile
 from ..cost.report import by_type_table, paper_figure_for, paper_params, per_layer_table, summary
 from ..models import create_model, get_entry, list_models
+from .run_cmds import add_eval_parser, add_predict_parser, add_train_parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -48,7 +49,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_costs(args: argparse.Namespace) -> int:
     """Build every registered model and print its cost table next to the papers' figures."""
     print(f"mobilenets {__version__}: every registered model, built and profiled at its default "
           f"resolution\n(paper: the figure the paper or reference README prints; params "
@@ -90,16 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("demo", help="build every model and print its cost table")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("costs", help="build every model and print its cost table")
+    p.set_defaults(func=cmd_costs)
+
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    add_predict_parser(sub)
+
+    p = sub.add_parser("recipes", help="list the named training recipes")
+    p.set_defaults(func=cmd_recipes)
     return parser
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ..train.config import RECIPES_DIR, list_recipes
+    import tomllib
+    for name in list_recipes():
+        text = tomllib.loads((RECIPES_DIR / f"{name}.toml").read_text())
+        print(f"{name:16s} {text.get('description', '')}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -86,6 +86,12 @@ def bottleneck_peak(model: nn.Module, input_size: tuple[int, int, int]) -> int:
 
 
 def peak_memory(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
-    """(bottleneck, live) peaks in elements; bottleneck is 0 for models without ``blocks``."""
-    bottleneck = bottleneck_peak(model, input_size) if hasattr(model, "blocks") else 0
-    return bottleneck, live_peak(model, input_size)
+    """(bottleneck, live) peaks in elements of inference (eval mode); bottleneck is 0 for
+    models without ``blocks``."""
+    was_training = model.training
+    model.eval()
+    try:
+        bottleneck = bottleneck_peak(model, input_size) if hasattr(model, "blocks") else 0
+        return bottleneck, live_peak(model, input_size)
+    finally:
+        model.train(was_training)

@@ -1,5 +1,9 @@
-"""Data: image loading and transforms (torchvision.transforms.v2)."""
+"""Data: image folders (the built-in sample included), robust loading and transforms
+(torchvision.transforms.v2)."""
 
-from .transforms import eval_transform
+from .folder import (SAMPLE_DIR, DataError, ImageFolderDataset, collate_skip_bad, load_rgb,
+                     resolve_split)
+from .transforms import eval_transform, mixup_cutmix, train_transform
 
-__all__ = ["eval_transform"]
+__all__ = ["SAMPLE_DIR", "DataError", "ImageFolderDataset", "collate_skip_bad", "eval_transform",
+           "load_rgb", "mixup_cutmix", "resolve_split", "train_transform"]

@@ -1,4 +1,4 @@
-"""Transforms built from a model's ``preprocess`` dict."""
+"""Eval and training transforms built from a model's ``preprocess`` dict, and MixUp/CutMix."""
 
 from __future__ import annotations
 
@@ -18,3 +18,52 @@ def eval_transform(preprocess: dict) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(preprocess["mean"]), list(preprocess["std"])),
     ])
+
+
+AUTO_AUGMENT = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide,
+                "autoaugment": v2.AutoAugment}
+
+
+def train_transform(resolution: int, preprocess: dict, auto_augment: str | None = None,
+                    color_jitter: float = 0.0, hflip: float = 0.5, random_erasing: float = 0.0,
+                    scale: tuple[float, float] = (0.08, 1.0)) -> v2.Compose:
+    """Training augmentation: RandomResizedCrop to ``resolution`` (``scale`` of the area, the
+    model's interpolation), horizontal flip with probability ``hflip``, optional colour jitter
+    (brightness, contrast, saturation) and ``auto_augment`` (None, 'randaugment',
+    'trivialaugment' or 'autoaugment'), scale to [0, 1], normalise, optional RandomErasing
+    with probability ``random_erasing``."""
+    if auto_augment is not None and auto_augment not in AUTO_AUGMENT:
+        raise ValueError(f"auto_augment must be None or one of {', '.join(AUTO_AUGMENT)}, "
+                         f"not {auto_augment!r}")
+    interpolation = InterpolationMode(preprocess["interpolation"])
+    ops = [v2.ToImage(), v2.RGB(),
+           v2.RandomResizedCrop(resolution, scale=tuple(scale), interpolation=interpolation,
+                                antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if color_jitter > 0:
+        ops.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
+    if auto_augment is not None:
+        ops.append(AUTO_AUGMENT[auto_augment](interpolation=interpolation))
+    ops += [v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(preprocess["mean"]), list(preprocess["std"]))]
+    if random_erasing > 0:
+        ops.append(v2.RandomErasing(random_erasing))
+    return v2.Compose(ops)
+
+
+def mixup_cutmix(num_classes: int, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0) -> v2.Transform | None:
+    """Batch-level MixUp and/or CutMix (one picked at random per batch when both alphas are
+    > 0), called as ``images, soft_targets = mix(images, labels)``; None when both are 0."""
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(f"mixup and cutmix alphas must be >= 0, not {mixup_alpha}, "
+                         f"{cutmix_alpha}")
+    mixes = []
+    if mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)

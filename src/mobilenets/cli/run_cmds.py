@@ -1,0 +1,148 @@
+"""``mobilenets train``, ``eval`` and ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..train.config import TrainConfig, make_config
+
+_TRAIN_SKIP = {"extra", "recipe"}
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (the built-in sample when --data is absent)")
+    p.add_argument("--recipe", default=None, help="named recipe or .toml path (mobilenets "
+                   "recipes lists them); command-line options override it")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue from last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _TRAIN_SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        kind = float if f.type.startswith("float") else int if f.type.startswith("int") else str
+        p.add_argument(flag, type=kind, default=None, help=f"(default {f.default!r})"
+                       if f.default is not dataclasses.MISSING else None)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import train
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name not in _TRAIN_SKIP}
+    cfg = make_config(args.recipe, **overrides)
+    metrics = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"done: top-1 {100 * metrics.get('top1', 0):.1f}%  top-5 "
+          f"{100 * metrics.get('top5', 0):.1f}% after {metrics.get('epoch', 0)} epochs; "
+          f"best model in {Path(cfg.out) / 'best'}")
+    return 0
+
+
+def load_cli_model(model: str, weights: str | None):
+    """MODEL on the command line: a saved-model folder, or a registered name (+ --weights)."""
+    import mobilenets
+    from ..weights.saved import is_saved_model
+    path = Path(model)
+    if is_saved_model(path):
+        return mobilenets.load(path)
+    if weights is None and path.exists():
+        raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json)")
+    options = {"weights": weights} if weights else {}
+    return mobilenets.create_model(model, **options)
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy on an image folder")
+    p.add_argument("model", help="saved-model folder, or registered name with --weights")
+    p.add_argument("--data", required=True, help="folder of class folders (or with val/)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--confusion-png", default="confusion.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data import ImageFolderDataset, eval_transform
+    from ..train import evaluate_model
+    from ..train.sampling import SeededView
+    model = load_cli_model(args.model, args.weights).eval()
+    root = Path(args.data)
+    root = root / "val" if (root / "val").is_dir() else root
+    names = model.config.get("class_names")
+    dataset = ImageFolderDataset(root, classes=names)
+    pre = dict(model.preprocess)
+    if args.resolution:
+        pre.update(resolution=args.resolution,
+                   resize=int(round(args.resolution / pre["crop_pct"])))
+    result = evaluate_model(model, SeededView(dataset, eval_transform(pre), 0), args.batch_size,
+                            args.workers)
+    classes = list(names or dataset.classes)
+    per_class = dict(zip(classes, result["per_class"]))
+    _confusion_png(result["confusion"], classes, Path(args.confusion_png))
+    if args.json:
+        print(json.dumps({"top1": result["top1"], "top5": result["top5"],
+                          "loss": result["loss"], "images": result["count"],
+                          "unreadable": result["bad_images"], "per_class": per_class}))
+        return 0
+    print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
+          f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
+    for name, acc in per_class.items():
+        print(f"  {name:24s} {100 * acc:6.2f}%")
+    print(f"confusion matrix: {args.confusion_png}")
+    return 0
+
+
+def _confusion_png(confusion, classes, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of images")
+    p.add_argument("model", help="saved-model folder, or registered name with --weights")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from ..data import eval_transform
+    model = load_cli_model(args.model, args.weights).eval()
+    names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
+    transform = eval_transform(model.preprocess)
+    for path in args.images:
+        try:
+            with Image.open(path) as img:
+                x = transform(img.convert("RGB"))[None]
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+        with torch.no_grad():
+            probs = model(x).softmax(1)[0]
+        k = min(args.top_k, len(names))
+        values, indices = probs.topk(k)
+        print(path)
+        for v, i in zip(values.tolist(), indices.tolist()):
+            print(f"  {names[i]:24s} {v:.4f}")
+    return 0

@@ -1,0 +1,147 @@
+"""Image folders: the built-in sample, train/val resolution with checks, robust loading."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import default_collate
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+logger = logging.getLogger("mobilenets.data")
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+"""The shipped sample: 10 Imagenette classes at 64x64, ``train/`` and ``val/`` (see SOURCE.md)."""
+
+_LAYOUT = "expected <folder>/train/<class>/<images> and <folder>/val/<class>/<images>"
+
+
+class DataError(ValueError):
+    """A data folder or image that cannot be used; the message says what to change."""
+
+
+def class_folders(root: Path) -> list[str]:
+    """Sorted names of the class folders in ``root`` (hidden folders are skipped)."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _has_image(folder: Path) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+            return True
+    return False
+
+
+def _check_split(root: Path, name: str) -> list[str]:
+    """Class folders of one split; raise DataError if it has none, or an empty one."""
+    classes = class_folders(root)
+    if not classes:
+        loose = _has_image(root)
+        raise DataError(f"{name} folder {root} has no class folders" + (
+            "; put its images into one sub-folder per class" if loose else
+            f" and no image files ({_LAYOUT})"))
+    empty = [c for c in classes if not _has_image(root / c)]
+    if len(empty) == len(classes):
+        raise DataError(f"{name} folder {root} has no image files (extensions "
+                        f"{', '.join(IMG_EXTENSIONS)}); {_LAYOUT}")
+    if empty:
+        raise DataError(f"{name} class folder(s) with no image files: "
+                        f"{', '.join(str(root / c) for c in empty)}; add images or remove them")
+    return classes
+
+
+def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tuple[Path, Path]:
+    """``(train_dir, val_dir)`` for ``data`` (None: the built-in sample), a folder with
+    ``train/`` and ``val/`` class folders; ``val``, when given, replaces ``data/val``.
+    Checks the layout and raises DataError with what to fix."""
+    root = SAMPLE_DIR if data is None else Path(data)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist ({_LAYOUT})")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"data folder {root} has no train/ folder ({_LAYOUT})")
+    if val is not None:
+        val_dir = Path(val)
+        if not val_dir.is_dir():
+            raise DataError(f"validation folder {val_dir} does not exist")
+    else:
+        val_dir = root / "val"
+        if not val_dir.is_dir():
+            raise DataError(f"data folder {root} has no val/ folder; add one, or pass "
+                            "--val FOLDER (a folder of class folders)")
+    train_classes = _check_split(train_dir, "train")
+    missing = sorted(set(_check_split(val_dir, "val")) - set(train_classes))
+    if missing:
+        raise DataError(f"val class(es) not in train ({train_dir}): {', '.join(missing)}; "
+                        "every val class needs a train folder of the same name")
+    return train_dir, val_dir
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open and fully decode an image as RGB (grayscale, CMYK, RGBA and palette included);
+    a truncated file raises OSError."""
+    with Image.open(path) as img:
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")   # PIL's advice for palette images with transparency
+        return img.convert("RGB")       # convert() runs load(): the whole file is decoded
+
+
+class ImageFolderDataset(ImageFolder):
+    """torchvision ImageFolder whose items are ``(RGB image, label)`` (transformed if
+    ``transform``). ``classes`` fixes the class list and label indices (give val the train
+    classes; its folders may be a subset). An unreadable or truncated image gives None (with
+    a warning on the ``mobilenets.data`` logger), or DataError when ``strict``."""
+
+    def __init__(self, root: str | Path, transform=None, classes: list[str] | None = None,
+                 strict: bool = False):
+        self._given = list(classes) if classes is not None else None
+        self.strict = strict
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"image folder {root} does not exist")
+        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
+        if not self.samples:
+            raise DataError(f"no image files in the class folders of {root}")
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        found = class_folders(Path(directory))
+        if self._given is None:
+            if not found:
+                raise DataError(f"{directory} has no class folders")
+            return found, {c: i for i, c in enumerate(found)}
+        extra = sorted(set(found) - set(self._given))
+        if extra:
+            raise DataError(f"class folder(s) in {directory} not in the given class list "
+                            f"(the model's or train's): {', '.join(extra)}")
+        return self._given, {c: i for i, c in enumerate(self._given)}
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+        except (OSError, ValueError, SyntaxError) as e:
+            if self.strict:
+                raise DataError(f"cannot read image {path}: {e}") from e
+            logger.warning("skipping unreadable image %s: %s", path, e)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+
+def collate_skip_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Collate ``(image, label)`` items, dropping None (unreadable) ones: returns
+    ``(images, labels, n_bad)``. If every item is bad, ``images`` and ``labels`` are empty
+    (``len(labels) == 0``) and ``n_bad == len(batch)``: skip such a batch."""
+    good = [item for item in batch if item is not None]
+    n_bad = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), n_bad
+    images, labels = default_collate(good)
+    return images, labels, n_bad

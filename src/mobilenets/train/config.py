@@ -1,0 +1,98 @@
+"""Training options, named recipes (TOML files in ``recipes/``) and command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``mobilenets train``; a recipe sets some, the command line the rest."""
+
+    model: str = "mobilenet_v3_small_100"
+    data: str | None = None            # None: the built-in sample
+    val: str | None = None
+    out: str = "runs/train"
+    weights: str | None = None         # initial weights (fine-tuning)
+    epochs: int = 10
+    resolution: int = 64
+    batch_size: int = 32
+    workers: int = 0
+    seed: int = 0
+    # optimiser
+    optimizer: str = "sgd"             # sgd (nesterov) | rmsprop (TF-style eps) | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1e-3
+    # schedule (per step)
+    schedule: str = "cosine"           # cosine | step | exponential | constant
+    warmup_epochs: float = 0.0
+    decay_epochs: float = 30.0         # step: every decay_epochs; exponential: per decay_epochs
+    decay_rate: float = 0.1
+    min_lr: float = 0.0
+    # regularisation
+    label_smoothing: float = 0.0
+    dropout: float | None = None
+    drop_path_rate: float | None = None
+    ema_decay: float = 0.0             # 0 disables model EMA
+    grad_clip: float = 0.0
+    bn_momentum: float | None = None
+    # augmentation
+    auto_augment: str | None = None
+    color_jitter: float = 0.0
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # speed and checkpoints
+    amp: bool = False                  # bf16 autocast on CPU
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
+    strict_data: bool = False
+    max_steps_per_epoch: int = 0       # 0: the whole epoch (a cap for quick runs and tests)
+    recipe: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str) -> dict:
+    """A recipe by name (``recipes/NAME.toml``) or path; unknown keys are an error."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise ValueError(f"unknown recipe {name_or_path!r}; available: "
+                         f"{', '.join(list_recipes())} (or a path to a .toml file)")
+    values = tomllib.loads(path.read_text())
+    values.pop("description", None)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"recipe {path} has unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def make_config(recipe: str | None = None, **overrides) -> TrainConfig:
+    """Defaults, then the recipe, then explicit overrides (``None`` values are ignored)."""
+    values = load_recipe(recipe) if recipe else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["recipe"] = recipe
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"unknown training option(s) {', '.join(unknown)}")
+    return TrainConfig(**values)

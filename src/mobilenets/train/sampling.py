@@ -1,0 +1,53 @@
+"""Deterministic data order and augmentation, so that a resumed (or distributed) run sees
+exactly the samples and augmentations an uninterrupted one does."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation fixed by (seed, epoch), optionally sharded over ``world`` ranks and
+    starting ``start`` indices in (to resume mid-epoch)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self):
+        mine = self._order()[self.rank::self.world]
+        return iter(mine[self.start:])
+
+    def __len__(self) -> int:
+        return max(len(range(self.rank, self.size, self.world)) - self.start, 0)
+
+
+class SeededView(Dataset):
+    """Applies ``transform`` to ``dataset[i]`` under an RNG seeded by (seed, epoch, i): the
+    augmentation of a sample depends on nothing else, and the global RNG is left untouched."""
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if item is None:
+            return None
+        image, label = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            return self.transform(image), label

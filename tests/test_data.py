@@ -1,0 +1,191 @@
+"""Data: the shipped sample, train/val resolution errors, robust loading, transforms, MixUp."""
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import DataLoader
+
+from mobilenets.data import (SAMPLE_DIR, DataError, ImageFolderDataset, collate_skip_bad,
+                             eval_transform, mixup_cutmix, resolve_split, train_transform)
+
+PRE = {"resolution": 32, "resize": 37, "crop_pct": 0.875, "interpolation": "bilinear",
+       "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def write_image(path: Path, mode: str = "RGB", size=(24, 20), seed: int = 0) -> Path:
+    """A small noise image in ``mode``, saved in the format of ``path``'s extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
+    image = Image.fromarray(rgb.numpy())
+    image = image.quantize(16) if mode == "P" else image.convert(mode)
+    image.save(path)
+    return path
+
+
+def make_tree(root: Path, train=("a", "b", "c"), val=("a", "b", "c"), n=2) -> Path:
+    for split, classes in (("train", train), ("val", val)):
+        for c in classes:
+            for i in range(n):
+                write_image(root / split / c / f"{i}.jpg", seed=i)
+    return root
+
+
+# --- the shipped sample ---------------------------------------------------------------------
+
+def test_sample_is_shipped_complete_and_small():
+    train_dir, val_dir = resolve_split(None)
+    assert (train_dir, val_dir) == (SAMPLE_DIR / "train", SAMPLE_DIR / "val")
+    assert (SAMPLE_DIR / "SOURCE.md").is_file()
+    files = {s: sorted((SAMPLE_DIR / s).glob("*/*.jpg")) for s in ("train", "val")}
+    for split, folder in (("train", train_dir), ("val", val_dir)):
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        assert len(classes) == 10 and "tench" in classes and "english_springer" in classes
+        counts = {c: len(list((folder / c).glob("*.jpg"))) for c in classes}
+        assert min(counts.values()) >= (50 if split == "train" else 20), counts
+    names = {s: {p.name for p in files[s]} for s in files}
+    assert not names["train"] & names["val"]
+    digests = {s: {hashlib.md5(p.read_bytes()).hexdigest() for p in files[s]} for s in files}
+    assert not digests["train"] & digests["val"]
+    size = sum(p.stat().st_size for p in SAMPLE_DIR.rglob("*") if p.is_file())
+    assert size < 5e6
+    dataset = ImageFolderDataset(train_dir)
+    image, label = dataset[0]
+    assert image.mode == "RGB" and image.size == (64, 64)
+    assert dataset.classes[label] == "cassette_player"
+
+
+# --- resolve_split ----------------------------------------------------------------------------
+
+def test_resolve_split_finds_train_and_val(tmp_path):
+    root = make_tree(tmp_path / "d")
+    assert resolve_split(root) == (root / "train", root / "val")
+    other = make_tree(tmp_path / "o", train=(), val=("b",))
+    assert resolve_split(str(root), other / "val") == (root / "train", other / "val")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("no_train", "no train/ folder"),
+    ("no_val", "--val"),
+    ("missing_val_arg", "validation folder"),
+    ("empty_class", "b"),
+    ("val_class_not_in_train", "zebra"),
+    ("no_images", "no image files"),
+    ("loose_images", "one sub-folder per class"),
+])
+def test_resolve_split_errors(tmp_path, case, message):
+    root, val = tmp_path / "d", None
+    if case == "no_train":
+        make_tree(root, train=())
+    elif case == "no_val":
+        make_tree(root, val=())
+    elif case == "missing_val_arg":
+        make_tree(root)
+        val = tmp_path / "nowhere"
+    elif case == "empty_class":
+        make_tree(root)
+        (root / "train" / "b" / "0.jpg").unlink()
+        (root / "train" / "b" / "1.jpg").rename(root / "train" / "b" / "notes.txt")
+    elif case == "val_class_not_in_train":
+        make_tree(root, val=("a", "zebra"))
+    elif case == "no_images":
+        for c in ("a", "b"):
+            (root / "train" / c).mkdir(parents=True)
+            (root / "train" / c / "readme.txt").write_text("x")
+        make_tree(root, train=())
+    elif case == "loose_images":
+        write_image(root / "train" / "0.jpg")
+        make_tree(root, train=())
+    with pytest.raises(DataError, match=message) as err:
+        resolve_split(root, val)
+    if case == "empty_class":
+        assert str(root / "train" / "b") in str(err.value)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, ext", [("L", "jpg"), ("RGBA", "png"), ("CMYK", "jpg"),
+                                        ("P", "png"), ("LA", "png"), ("RGB", "webp")])
+def test_any_mode_comes_out_rgb(tmp_path, mode, ext):
+    write_image(tmp_path / "a" / f"x.{ext}", mode)
+    with Image.open(tmp_path / "a" / f"x.{ext}") as img:
+        assert img.mode == mode
+    dataset = ImageFolderDataset(tmp_path, transform=eval_transform(PRE))
+    x, label = dataset[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and label == 0
+
+
+def truncated_tree(root: Path) -> Path:
+    for i in range(3):
+        write_image(root / "a" / f"{i}.jpg", size=(64, 64), seed=i)
+    good = (root / "a" / "0.jpg").read_bytes()
+    (root / "a" / "1.jpg").write_bytes(good[: len(good) // 2])
+    return root / "a" / "1.jpg"
+
+
+def test_truncated_jpeg_is_skipped_and_counted(tmp_path, caplog):
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES
+    bad = truncated_tree(tmp_path)
+    dataset = ImageFolderDataset(tmp_path, transform=eval_transform(PRE))
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        assert dataset[1] is None
+    assert str(bad) in caplog.text
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_skip_bad)
+    (x, y, n_bad), = list(loader)
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 0] and n_bad == 1
+    x, y, n_bad = collate_skip_bad([None, None])
+    assert len(x) == len(y) == 0 and y.dtype == torch.long and n_bad == 2
+
+
+def test_truncated_jpeg_raises_in_strict_mode(tmp_path):
+    bad = truncated_tree(tmp_path)
+    dataset = ImageFolderDataset(tmp_path, strict=True)
+    assert dataset[0][0].mode == "RGB"
+    with pytest.raises(DataError, match=str(bad)):
+        dataset[1]
+
+
+def test_val_uses_train_class_indices(tmp_path):
+    root = make_tree(tmp_path, val=("c",))
+    train = ImageFolderDataset(root / "train")
+    val = ImageFolderDataset(root / "val", classes=train.classes)
+    assert val.classes == ["a", "b", "c"] and val.class_to_idx["c"] == 2
+    assert {label for _, label in val.samples} == {2} and val[0][1] == 2
+    assert ImageFolderDataset(root / "val").class_to_idx == {"c": 0}
+    with pytest.raises(DataError, match="b"):
+        ImageFolderDataset(root / "train", classes=["a", "c"])
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("auto_augment", [None, "randaugment", "trivialaugment", "autoaugment"])
+def test_train_transform_shapes(tmp_path, auto_augment):
+    image = Image.open(write_image(tmp_path / "x.png", "L", size=(50, 40))).convert("RGB")
+    t = train_transform(32, PRE, auto_augment=auto_augment, color_jitter=0.4,
+                        random_erasing=0.5, scale=(0.25, 1.0))
+    x = t(image)
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert eval_transform(PRE)(image).shape == (3, 32, 32)
+
+
+def test_train_transform_rejects_unknown_auto_augment():
+    with pytest.raises(ValueError, match="randaugment"):
+        train_transform(32, PRE, auto_augment="augmix")
+
+
+@pytest.mark.parametrize("mixup, cutmix", [(1.0, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixup_cutmix_gives_soft_targets(mixup, cutmix):
+    assert mixup_cutmix(5) is None
+    mix = mixup_cutmix(5, mixup, cutmix)
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 5
+    mixed, target = mix(x, y)
+    assert mixed.shape == x.shape and target.shape == (8, 5)
+    torch.testing.assert_close(target.sum(1), torch.ones(8))
+    assert (target.max(1).values < 1).all()
+    with pytest.raises(ValueError):
+        mixup_cutmix(5, -1.0)

@@ -1,0 +1,127 @@
+"""Training end to end on tiny generated data: outputs, exact resume after SIGKILL, eval and
+predict commands."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import mobilenets
+from mobilenets.cli.main import main
+from mobilenets.train import make_config, train
+
+COMMON = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.05,
+              workers=0, seed=3, ema_decay=0.9, color_jitter=0.1, label_smoothing=0.1,
+              dropout=0.2, drop_path_rate=0.1)
+
+
+def make_folder(root: Path, classes=("a", "b", "c"), n_train=8, n_val=4, size=40) -> Path:
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                base = torch.zeros(3, size, size)
+                base[c % 3] = 0.6
+                pixels = (base + 0.4 * torch.rand(3, size, size, generator=g)).clamp(0, 1)
+                arr = (pixels.permute(1, 2, 0) * 255).byte().numpy()
+                Image.fromarray(arr).save(d / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("data"))
+
+
+def test_train_writes_every_output(data, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(make_config(data=str(data), out=str(out), epochs=2, **COMMON),
+                    progress=False)
+    assert metrics["epoch"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s"):
+        assert key in rows[0]
+    assert (out / "curves.png").stat().st_size > 0
+    assert json.loads((out / "train_config.json").read_text())["epochs"] == 2
+    best = mobilenets.load(out / "best")
+    assert best.config["class_names"] == ["a", "b", "c"] and best.num_classes == 3
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 0
+
+
+def test_sigkill_then_resume_gives_identical_last_checkpoint(data, tmp_path):
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in COMMON.items()]
+    args += ["--data", str(data), "--epochs", "3", "--checkpoint-every-steps", "2",
+             "--no-progress"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    cmd = [sys.executable, "-m", "mobilenets", "train"] + args
+    subprocess.run(cmd + ["--out", str(full)], check=True, capture_output=True)
+    proc = subprocess.Popen(cmd + ["--out", str(cut)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(cut / "last.pt", weights_only=True)
+    assert (killed_at["epoch"], killed_at["step"]) < (3, 0), "the run finished before the kill"
+    subprocess.run(cmd + ["--out", str(cut), "--resume", str(cut / "last.pt")], check=True,
+                   capture_output=True)
+    a = torch.load(full / "last.pt", weights_only=True)
+    b = torch.load(cut / "last.pt", weights_only=True)
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["scheduler"] == b["scheduler"]
+    lines = (cut / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_eval_and_predict_commands(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(make_config(data=str(data), out=str(out), epochs=1, **COMMON), progress=False)
+    png = tmp_path / "cm.png"
+    assert main(["eval", str(out / "best"), "--data", str(data), "--json",
+                 "--confusion-png", str(png)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["top1"] <= result["top5"] <= 1 and result["images"] == 12
+    assert set(result["per_class"]) == {"a", "b", "c"} and png.stat().st_size > 0
+    image = next((data / "val" / "b").iterdir())
+    assert main(["predict", str(out / "best"), str(image), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+    probs = [float(line.split()[-1]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_bad_training_options(data, tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        make_config("nope")
+    with pytest.raises(TypeError, match="unknown training option"):
+        make_config(learning_rate=0.1)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train(make_config(data=str(data), out=str(tmp_path / "x"), epochs=1,
+                          **dict(COMMON, batch_size=64)), progress=False)
+
+
+def test_recipes_load():
+    from mobilenets.train import list_recipes
+    names = list_recipes()
+    assert {"mobilenet_v2", "mobilenet_v3", "efficientnet", "fd_mobilenet",
+            "small-data"} <= set(names)
+    cfg = make_config("mobilenet_v2", epochs=2)
+    assert cfg.optimizer == "rmsprop" and cfg.lr == 0.045 and cfg.decay_rate == 0.98
+    assert cfg.epochs == 2
