@@ -162,8 +162,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.3f}  top-1 "
-                  f"{100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
-                  f"{metrics['images_per_s']:.0f} img/s", flush=True)
+              f"{100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
+              f"{metrics['images_per_s']:.0f} img/s", flush=True)
         if result["top1"] > best:
             best = result["top1"]
             eval_model.config["class_names"] = classes
