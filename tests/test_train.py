@@ -15,7 +15,7 @@ from PIL import Image
 
 import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.train import make_config, train
+from mobilenets.training import make_config, train
 
 COMMON = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.05,
               workers=0, seed=3, ema_decay=0.9, color_jitter=0.1, label_smoothing=0.1,
@@ -93,12 +93,15 @@ def test_sigkill_then_resume_gives_identical_last_checkpoint(data, tmp_path):
 def test_eval_and_predict_commands(data, tmp_path, capsys):
     out = tmp_path / "run"
     train(make_config(data=str(data), out=str(out), epochs=1, **COMMON), progress=False)
+    capsys.readouterr()
     png = tmp_path / "cm.png"
     assert main(["eval", str(out / "best"), "--data", str(data), "--json",
                  "--confusion-png", str(png)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["top1"] <= result["top5"] <= 1 and result["images"] == 12
     assert set(result["per_class"]) == {"a", "b", "c"} and png.stat().st_size > 0
+    same = mobilenets.evaluate(mobilenets.load(out / "best"), data)
+    assert same["top1"] == result["top1"] and same["count"] == 12
     image = next((data / "val" / "b").iterdir())
     assert main(["predict", str(out / "best"), str(image), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -118,7 +121,7 @@ def test_bad_training_options(data, tmp_path):
 
 
 def test_recipes_load():
-    from mobilenets.train import list_recipes
+    from mobilenets.training import list_recipes
     names = list_recipes()
     assert {"mobilenet_v2", "mobilenet_v3", "efficientnet", "fd_mobilenet",
             "small-data"} <= set(names)

@@ -3,8 +3,9 @@
 from .cost import profile
 from .models import FeatureNet, MobileNet, create_model, list_models
 from .weights import CheckpointError, load, save
+from .training import evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "FeatureNet", "MobileNet", "__version__", "create_model",
-           "list_models", "load", "profile", "save"]
+           "evaluate", "list_models", "load", "profile", "save", "train"]

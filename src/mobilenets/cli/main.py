@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from ..train.config import RECIPES_DIR, list_recipes
+    from ..training.config import RECIPES_DIR, list_recipes
     import tomllib
     for name in list_recipes():
         text = tomllib.loads((RECIPES_DIR / f"{name}.toml").read_text())

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..train.config import TrainConfig, make_config
+from ..training.config import TrainConfig, make_config
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -32,7 +32,7 @@ def add_train_parser(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training import train
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name not in _TRAIN_SKIP}
     cfg = make_config(args.recipe, **overrides)
@@ -70,31 +70,18 @@ def add_eval_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..data import ImageFolderDataset, eval_transform
-    from ..train import evaluate_model
-    from ..train.sampling import SeededView
+    from ..training import evaluate
     model = load_cli_model(args.model, args.weights).eval()
-    root = Path(args.data)
-    root = root / "val" if (root / "val").is_dir() else root
-    names = model.config.get("class_names")
-    dataset = ImageFolderDataset(root, classes=names)
-    pre = dict(model.preprocess)
-    if args.resolution:
-        pre.update(resolution=args.resolution,
-                   resize=int(round(args.resolution / pre["crop_pct"])))
-    result = evaluate_model(model, SeededView(dataset, eval_transform(pre), 0), args.batch_size,
-                            args.workers)
-    classes = list(names or dataset.classes)
-    per_class = dict(zip(classes, result["per_class"]))
-    _confusion_png(result["confusion"], classes, Path(args.confusion_png))
+    result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
+    _confusion_png(result["confusion"], result["classes"], Path(args.confusion_png))
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"],
                           "loss": result["loss"], "images": result["count"],
-                          "unreadable": result["bad_images"], "per_class": per_class}))
+                          "unreadable": result["bad_images"], "per_class": result["per_class"]}))
         return 0
     print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
           f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
-    for name, acc in per_class.items():
+    for name, acc in result["per_class"].items():
         print(f"  {name:24s} {100 * acc:6.2f}%")
     print(f"confusion matrix: {args.confusion_png}")
     return 0

@@ -35,3 +35,27 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
     return {"loss": loss_sum / max(count, 1), "top1": confusion.diag().sum().item() / max(count, 1),
             "top5": top5 / max(count, 1), "per_class": per_class,
             "confusion": confusion.tolist(), "count": count, "bad_images": bad}
+
+
+def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
+             workers: int = 0) -> dict:
+    """Evaluate ``model`` on the image folder ``data`` (its ``val/`` if it has one) with the
+    model's eval preprocessing. Classes are matched by name when the model knows its class
+    names. Returns top1, top5, loss, per-class accuracy (by name), confusion, counts."""
+    from pathlib import Path
+
+    from ..data import ImageFolderDataset, eval_transform
+    from .sampling import SeededView
+    root = Path(data)
+    root = root / "val" if (root / "val").is_dir() else root
+    names = model.config.get("class_names")
+    dataset = ImageFolderDataset(root, classes=names)
+    pre = dict(model.preprocess)
+    if resolution:
+        pre.update(resolution=resolution, resize=int(round(resolution / pre["crop_pct"])))
+    result = evaluate_model(model, SeededView(dataset, eval_transform(pre), 0), batch_size,
+                            workers)
+    classes = list(names or dataset.classes)
+    result["classes"] = classes
+    result["per_class"] = dict(zip(classes, result["per_class"]))
+    return result
