@@ -86,12 +86,21 @@ def test_features_only_matches_feature_info(model):
     fnet = mobilenets.create_model(model.config["name"], features_only=True)
     fnet.load_state_dict(model.state_dict(), strict=False)
     fnet.eval()
+    x = torch.randn(1, 3, RES, RES)
+    seen = {}
+    hooks = [model.get_submodule(t.module).register_forward_hook(
+        lambda m, i, o, name=t.module: seen.setdefault(name, o)) for t in info]
     with torch.no_grad():
-        feats = fnet(torch.randn(1, 3, RES, RES))
+        feats = fnet(x)
+        model.forward_features(x)
+    for h in hooks:
+        h.remove()
     assert len(feats) == len(fnet.feature_info) == len(info)
     for f, tap in zip(feats, fnet.feature_info):
         assert f.shape[1] == tap.channels
         assert RES // f.shape[-1] == tap.reduction
+        # the very map the classifier network computes at that module
+        torch.testing.assert_close(f, seen[tap.module])
     # the last tap of a model with a head conv is the head's high-channel map
     if model.plan.head is not None:
         assert info[-1].module == "head" and info[-1].channels == model.plan.head.out

@@ -177,3 +177,23 @@ def test_stable_parameter_names():
         assert key in names
     v3 = set(mobilenets.create_model("mobilenet_v3_large_100").state_dict())
     assert {"blocks.3.0.se.reduce.weight", "pre_logits.0.weight"} <= v3
+
+
+def test_depth_mult_only_where_stages_repeat():
+    with pytest.raises(ValueError, match="depth_mult is not defined for mobilenet_v1"):
+        mobilenets.create_model("mobilenet_v1_100", depth_mult=1.1)
+    with pytest.raises(ValueError, match="depth_mult is not defined for mobilenet_v3"):
+        mobilenets.create_model("mobilenet_v3_large_100", depth_mult=0.5)
+    deeper = mobilenets.create_model("mobilenet_v2_100", depth_mult=1.5)
+    assert [len(r) for r in deeper.plan.rows] == [2, 3, 5, 6, 5, 5, 2]
+
+
+def test_out_indices_int_duplicates_and_backbone_stride():
+    a = mobilenets.create_model("mobilenet_v2_100", features_only=True, out_indices=(1, 1, -5))
+    assert a.out_indices == (1,) and len(a.feature_info) == 1
+    b = mobilenets.create_model("mobilenet_v2_100", features_only=True, out_indices=2)
+    assert b.feature_info.channels() == [32] and b.feature_info.reduction() == [8]
+    with torch.no_grad():   # a /8 backbone takes an 8x8 input
+        assert b.eval()(torch.randn(1, 3, 8, 8))[0].shape == (1, 32, 1, 1)
+    model = mobilenets.create_model("mobilenet_v3_small_100")
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32, 32]

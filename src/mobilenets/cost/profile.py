@@ -133,13 +133,11 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
     try:
         with torch.no_grad():
             model(x)
-        for h in hooks:
-            h.remove()
-        bottleneck, live = peak_memory(model, input_size)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    bottleneck, live = peak_memory(model, input_size)
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
              for p in m.parameters(recurse=False))

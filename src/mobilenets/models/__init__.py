@@ -1,4 +1,4 @@
-"""Architectures: one file per family holds its table; ``builder`` turns any of them into a net.
+"""Architectures: one file per family holds its table; ``architecture.plan`` and ``network.MobileNet`` turn any of them into a net.
 
 Importing this package registers every model.
 """

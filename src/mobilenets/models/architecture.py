@@ -30,6 +30,9 @@ class Architecture:
     drop_path_rate: float = 0.0
     se_act: str = "relu"
     se_gate: str = "hard_sigmoid"
+    # depth_mult scales each row's repeats (ceil(d * n)); tables written one block per row
+    # (MobileNetV1/V3, FD-MobileNet) have no stage repeats to scale
+    depth_scalable: bool = False
 
 
 @dataclass(frozen=True)

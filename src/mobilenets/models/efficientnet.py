@@ -33,6 +33,7 @@ EFFICIENTNET = Architecture(
     norm=NormConfig(eps=1e-3, momentum=0.01),
     dropout=0.2,
     drop_path_rate=0.2,
+    depth_scalable=True,
     se_act="swish",
     se_gate="sigmoid",
 )

@@ -31,6 +31,7 @@ MOBILENET_V2 = Architecture(
     round_channels=MakeDivisible(8),
     norm=NormConfig(eps=1e-3, momentum=3e-3),
     dropout=0.2,
+    depth_scalable=True,
 )
 
 for _width, _suffix in ((1.4, "140"), (1.3, "130"), (1.0, "100"), (0.75, "075"), (0.5, "050"),

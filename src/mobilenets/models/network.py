@@ -65,7 +65,7 @@ class MobileNet(Trunk):
         self.plan = plan
         self.config = dict(config or {})
         self.preprocess = dict(preprocess or {})
-        self.feature_info = list(plan.taps)
+        self.feature_info = FeatureInfo(plan.taps)
         self.num_classes = num_classes
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
@@ -123,14 +123,18 @@ class FeatureNet(Trunk):
         taps = model.feature_info
         if out_indices is None:
             out_indices = tuple(range(len(taps)))
+        elif isinstance(out_indices, int):
+            out_indices = (out_indices,)
+        out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not -len(taps) <= i < len(taps)]
         if bad or not out_indices:
             listing = ", ".join(f"{k}: {t.module} ({t.channels} ch, /{t.reduction})"
                                 for k, t in enumerate(taps))
             raise ValueError(f"out_indices {tuple(out_indices)} not available; this model's "
                              f"feature taps are {listing}")
-        self.out_indices = tuple(sorted(i % len(taps) for i in out_indices))
-        self.feature_info = [taps[i] for i in self.out_indices]
+        self.out_indices = tuple(sorted({i % len(taps) for i in out_indices}))
+        self.feature_info = FeatureInfo(taps[i] for i in self.out_indices)
+        self.total_stride = max(t.reduction for t in self.feature_info)
         self.plan = model.plan
         self.config = dict(model.config, features_only=True, out_indices=list(self.out_indices))
         self.preprocess = model.preprocess
@@ -153,7 +157,7 @@ class FeatureNet(Trunk):
         self._head_tap = "head" in wanted
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_input(x, self.plan.stem.in_ch, self.plan.total_stride)
+        check_input(x, self.plan.stem.in_ch, self.total_stride)
         out = []
         x = self.stem(x)
         if self._stem_tap:
@@ -166,6 +170,19 @@ class FeatureNet(Trunk):
         if self._head_tap:
             out.append(self.head(x))
         return out
+
+
+class FeatureInfo(list):
+    """The feature taps (a list of :class:`FeatureTap`), with timm's accessors."""
+
+    def channels(self) -> list[int]:
+        return [t.channels for t in self]
+
+    def reduction(self) -> list[int]:
+        return [t.reduction for t in self]
+
+    def module_name(self) -> list[str]:
+        return [t.module for t in self]
 
 
 def init_weights(module: nn.Module) -> None:

@@ -123,6 +123,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
                    momentum=options.get("bn_momentum", norm.momentum))
     _check("width_mult", width, _positive(width), "a number > 0")
     _check("depth_mult", depth, _positive(depth), "a number > 0")
+    if depth != entry.depth_mult and not entry.arch.depth_scalable:
+        raise ValueError(f"depth_mult is not defined for {entry.arch.family}: its table has no "
+                         f"repeated stages to scale (depth_mult applies to MobileNetV2 and "
+                         f"EfficientNet)")
     _check("resolution", resolution, isinstance(resolution, int) and resolution > 0,
            "a positive integer (pixels)")
     _check("num_classes", num_classes, isinstance(num_classes, int) and num_classes >= 0,

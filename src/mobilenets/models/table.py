@@ -2,8 +2,8 @@
 
 Each family file writes its table as a tuple of these rows, one per line of the paper's table, so
 that it reads against the paper. A row turns itself into resolved :class:`BlockSpec` s given the
-channels coming in (``BodyState``) and the width/depth multipliers (``Scaling``); the builder in
-``builder.py`` does the rest for every family alike.
+channels coming in (``BodyState``) and the width/depth multipliers (``Scaling``); the builder
+(``architecture.plan`` and ``network.MobileNet``) does the rest for every family alike.
 """
 
 from __future__ import annotations

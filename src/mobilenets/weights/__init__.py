@@ -41,12 +41,15 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         path = Path(weights)
     features_only = options.pop("features_only", False)
     out_indices = options.pop("out_indices", None)
-    if is_saved_model(path):
+    ours = is_saved_model(path)
+    if ours:
         config = read_config(path)
         if config["architecture"] != name:
             raise CheckpointError(f"{path} holds a {config['architecture']}, not a {name}")
-        saved = {k: v for k, v in config["options"].items()
-                 if k not in ("features_only", "out_indices")}
+        saved = dict(config["options"])
+        if saved.pop("features_only", False):      # a saved backbone: rebuild it as such
+            return _load_feature_net(name, path, dict(saved, **options), config)
+        saved.pop("out_indices", None)
         settings = SourceSettings(saved, config.get("preprocess"))
         state = read_state_dict(path / "model.safetensors")
         class_names = config.get("class_names")
@@ -66,7 +69,8 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
     file_classes = classifier_classes(state)
     merged = dict(settings.options)
     for key, value in options.items():
-        if key in settings.options and value != settings.options[key]:
+        if (not ours and key in _COMPUTATION and key in settings.options
+                and value != settings.options[key]):
             _note(f"{key}={value!r} overrides the checkpoint's {settings.options[key]!r}: the "
                   f"model will not compute what the checkpoint's source computes")
         merged[key] = value
@@ -81,18 +85,45 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         raise CheckpointError(f"partial load refused: missing {leftover}, unexpected "
                               f"{result.unexpected_keys}")
     if fresh_classifier:
-        _note(f"classifier re-initialised for {model.num_classes} classes (the checkpoint has "
+        _note(f"classifier removed (the checkpoint has {file_classes} classes)"
+              if model.num_classes == 0 else
+              f"classifier re-initialised for {model.num_classes} classes (the checkpoint has "
               f"{file_classes}): ready for fine-tuning")
         class_names = None
     for note in settings.notes:
         _note(f"{name} from {path.name}: {note}")
     if settings.preprocess:
-        model.preprocess = dict(settings.preprocess)
+        pre = dict(settings.preprocess)
+        if "resolution" in options:       # the user's resolution, the source's crop ratio
+            pre.update(resolution=options["resolution"],
+                       resize=int(round(options["resolution"] / pre["crop_pct"])))
+        model.preprocess = pre
     model.config["weights"] = str(path)
     if class_names is not None:
         model.config["class_names"] = list(class_names)
     if features_only:
         return FeatureNet(model, out_indices)
+    return model
+
+
+# options that change what the network computes: overriding the source's value warns
+_COMPUTATION = ("bn_eps", "bn_momentum", "padding", "act")
+
+
+def _load_feature_net(name: str, path: Path, options: dict, config: dict) -> nn.Module:
+    """A saved ``features_only`` model: rebuilt as the same backbone, loaded key by key."""
+    from ..models import create_model
+    model = create_model(name, features_only=True, **options)
+    state = read_state_dict(path / "model.safetensors")
+    missing = sorted(set(model.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit {name} features_only "
+                              f"{model.out_indices}: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}")
+    model.load_state_dict(state)
+    model.preprocess = dict(config.get("preprocess") or model.preprocess)
+    model.config["weights"] = str(path)
     return model
 
 

@@ -68,8 +68,10 @@ def timm_file(name: str, allow_download: bool = False) -> Path:
     cache = hf_hub_cache()
     candidates = []
     for a in (arch, f"tf_{arch}") if not arch.startswith("tf_") else (arch,):
-        candidates += sorted(cache.glob(f"models--timm--{a}.*")) + sorted(
+        # ImageNet-1k tags first (an in21k/in22k tag has another class count)
+        found = sorted(cache.glob(f"models--timm--{a}.*")) + sorted(
             cache.glob(f"models--timm--{a}"))
+        candidates += sorted(found, key=lambda f: not f.name.endswith("in1k"))
     for folder in candidates:
         for snapshot in sorted((folder / "snapshots").glob("*")):
             for fname in ("model.safetensors", "pytorch_model.bin"):
@@ -83,7 +85,13 @@ def timm_file(name: str, allow_download: bool = False) -> Path:
         except ImportError:
             raise CheckpointError("downloading timm weights needs huggingface_hub "
                                   "(pip install huggingface_hub)") from None
-        return Path(hf_hub_download(f"timm/{arch}", "model.safetensors"))
+        try:
+            import timm
+            repo = timm.models.get_pretrained_cfg(arch).hf_hub_id
+        except Exception:
+            raise CheckpointError(f"downloading needs timm installed to name the Hugging Face "
+                                  f"repository of {arch} (its default tag)") from None
+        return Path(hf_hub_download(repo, "model.safetensors"))
     raise CheckpointError(f"no timm weights for {arch} in the Hugging Face cache ({cache}); "
                           f"pass allow_download=True, or load them once with timm "
                           f"(timm.create_model('{arch}', pretrained=True))")

@@ -20,17 +20,27 @@ def _norm_shape(t: torch.Tensor) -> tuple[int, ...]:
 def shape_signature(state: dict[str, torch.Tensor], layout: str | None = None,
                     drop_classifier: bool = True) -> list[tuple[int, ...]]:
     layout = layout or detect_layout(state)
-    shapes = [_norm_shape(t) for _, t in ordered_tensors(state, layout)]
-    return shapes[:-2] if drop_classifier else shapes
+    drop = set(classifier_keys(state)) if drop_classifier else set()
+    return [_norm_shape(t) for k, t in ordered_tensors(state, layout) if k not in drop]
+
+
+def classifier_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys of the final classifier layer (``classifier.weight``/``.bias``; torchvision's
+    ``classifier.N.*`` with the highest N), or [] for a headless checkpoint."""
+    if "classifier.weight" in state:
+        return [k for k in ("classifier.weight", "classifier.bias") if k in state]
+    indices = [int(k.split(".")[1]) for k in state
+               if k.startswith("classifier.") and k.split(".")[1].isdigit()]
+    if not indices:
+        return []
+    last = max(indices)
+    return [k for k in (f"classifier.{last}.weight", f"classifier.{last}.bias") if k in state]
 
 
 def classifier_classes(state: dict[str, torch.Tensor]) -> int:
-    """Number of classes of a state dict's classifier (its last layer)."""
-    layout = detect_layout(state)
-    if layout == "mobilenets":
-        return int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
-    last = ordered_tensors(state, layout)[-1][1]
-    return int(last.shape[0])
+    """Number of classes of a state dict's classifier; 0 when it has none."""
+    keys = classifier_keys(state)
+    return int(state[keys[0]].shape[0]) if keys else 0
 
 
 def looks_like(state: dict[str, torch.Tensor]) -> str:
@@ -74,7 +84,8 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module,
     else:
         theirs = ordered_tensors(state, layout)
         if skip_classifier:
-            theirs = theirs[:-2]
+            drop = set(classifier_keys(state))
+            theirs = [(k, v) for k, v in theirs if k not in drop]
         if len(theirs) != len(ours):
             raise CheckpointError(
                 f"cannot load this {layout} checkpoint into {name}: it has {len(theirs)} "

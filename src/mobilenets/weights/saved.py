@@ -98,8 +98,3 @@ def load(directory: str | Path, **overrides) -> nn.Module:
     return create_model(read_config(Path(directory))["architecture"], weights=directory,
                         **overrides)
 
-
-def saved_model_parts(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from .files import read_state_dict
-    config = read_config(directory)
-    return config, read_state_dict(directory / WEIGHTS_FILE)

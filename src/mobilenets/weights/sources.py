@@ -76,8 +76,7 @@ def torchvision_weights_for(tv_name: str, path: Path | None):
 
 def timm_settings(name: str, path: Path | None) -> SourceSettings:
     cfg = _hf_config(path)
-    arch = str(cfg.get("architecture", "")) or (str(path) if path else "")
-    tf_port = "tf_" in arch or name.endswith("_minimal_100")
+    tf_port = is_tf_port(path, cfg) or name.endswith("_minimal_100")
     eps, momentum = TIMM_BN[tf_port]
     options = {"bn_eps": eps, "bn_momentum": momentum}
     notes = []
@@ -100,18 +99,26 @@ def timm_settings(name: str, path: Path | None) -> SourceSettings:
     return SourceSettings(options, preprocess, notes)
 
 
+def is_tf_port(path: Path | None, cfg: dict) -> bool:
+    """A timm ``tf_`` port: by its config.json's architecture, its Hugging Face cache folder
+    (``models--timm--tf_...``) or its file name (``tf_....pth``), never by other folders."""
+    if cfg.get("architecture"):
+        return str(cfg["architecture"]).startswith("tf_")
+    if path is None:
+        return False
+    names = [path.name] + [p.name for p in path.parents if p.name.startswith("models--timm--")]
+    return any(n.startswith("tf_") or n.startswith("models--timm--tf_") for n in names)
+
+
 def _hf_config(path: Path | None) -> dict:
     """timm's config.json beside a Hugging Face cache file, if any."""
     if path is None:
         return {}
-    for folder in (path if path.is_dir() else path.parent, ):
-        candidates = [folder / "config.json"]
-        candidates += sorted((folder / "snapshots").glob("*/config.json")) if (
-            folder / "snapshots").is_dir() else []
-        for c in candidates:
-            if c.is_file():
-                try:
-                    return json.loads(c.read_text())
-                except (OSError, ValueError):
-                    return {}
-    return {}
+    if path.is_dir():
+        from .files import find_weight_file
+        path = find_weight_file(path)
+    c = path.parent / "config.json"      # beside the weights, in the same snapshot
+    try:
+        return json.loads(c.read_text()) if c.is_file() else {}
+    except (OSError, ValueError):
+        return {}
