@@ -115,7 +115,7 @@ def test_bad_training_options(data, tmp_path):
         make_config("nope")
     with pytest.raises(TypeError, match="unknown training option"):
         make_config(learning_rate=0.1)
-    with pytest.raises(ValueError, match="fewer than one batch"):
+    with pytest.raises(ValueError, match="fewer than one global batch"):
         train(make_config(data=str(data), out=str(tmp_path / "x"), epochs=1,
                           **dict(COMMON, batch_size=64)), progress=False)
 

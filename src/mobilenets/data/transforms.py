@@ -6,6 +6,12 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 
 
+def at_resolution(preprocess: dict, resolution: int) -> dict:
+    """``preprocess`` for another input size, keeping its crop ratio (resize = res / crop_pct)."""
+    return dict(preprocess, resolution=resolution,
+                resize=int(round(resolution / preprocess["crop_pct"])))
+
+
 def eval_transform(preprocess: dict) -> v2.Compose:
     """Eval preprocessing: RGB, resize the short side to ``resize``, centre-crop
     ``resolution``, scale to [0, 1], normalise with ``mean``/``std``."""

@@ -50,10 +50,18 @@ class TrainConfig:
     random_erasing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
-    # speed and checkpoints
-    amp: bool = False                  # bf16 autocast on CPU
+    # distillation (Hinton et al. 2015): loss = (1 - a) CE + a T^2 KL(teacher_T || student_T)
+    teacher: str | None = None         # saved-model folder, or registered name + teacher_weights
+    teacher_weights: str | None = None
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.5
+    # speed, processes and checkpoints
+    amp: bool = False                  # autocast: bf16 on CPU; amp_dtype on GPU
+    amp_dtype: str = "bfloat16"        # bfloat16 | float16 (GPU only; with a gradient scaler)
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False              # synchronised BatchNorm under torchrun (DDP)
+    tensorboard: bool = True           # TensorBoard events in OUT/tensorboard when installed
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 0.0
     strict_data: bool = False

@@ -10,23 +10,39 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from ..data import (ImageFolderDataset, collate_skip_bad, eval_transform, mixup_cutmix,
-                    resolve_split, train_transform)
+from ..data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
+                    mixup_cutmix, resolve_split, train_transform)
 from ..models import create_model
 from ..weights import save
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, make_config
+from .distributed import Dist, convert_sync_bn, setup
 from .evaluate import evaluate_model
 from .optim import build_optimizer, build_scheduler
+from .reporting import Reporter, progress_bar
 from .sampling import EpochSampler, SeededView
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
+          model: torch.nn.Module | None = None, **overrides) -> dict:
+    """Train ``cfg.model`` on ``cfg.data`` (the built-in sample when None); write ``last.pt``,
+    ``best/``, ``metrics.jsonl``, ``train_config.json``, ``curves.png`` (and TensorBoard events
+    when tensorboard is installed) into ``cfg.out``. Under ``torchrun`` every process calls this
+    and trains one shard of each global batch (DDP); rank 0 writes the files.
+    ``model``: an already-built network to train instead (e.g. a pruned one to fine-tune).
+    Returns the last epoch's metrics."""
+    cfg = cfg or make_config(**overrides)
+    dist = setup()
+    try:
+        return _Run(cfg, dist, model, progress).fit(resume)
+    finally:
+        dist.close()
 
 
 def _build_model(cfg: TrainConfig, num_classes: int):
@@ -39,186 +55,246 @@ def _build_model(cfg: TrainConfig, num_classes: int):
     return create_model(cfg.model, **options)
 
 
-def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
-          **overrides) -> dict:
-    """Train ``cfg.model`` on ``cfg.data`` (the built-in sample when None); write ``last.pt``,
-    ``best/``, ``metrics.jsonl``, ``train_config.json`` and ``curves.png`` into ``cfg.out``.
-    Returns the last epoch's metrics."""
-    cfg = cfg or make_config(**overrides)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = _device()
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+def _load_teacher(cfg: TrainConfig, classes: list[str], device) -> torch.nn.Module:
+    """The distillation teacher: a saved-model folder, or a registered name + teacher_weights."""
+    from ..weights import load
+    from ..weights.saved import is_saved_model
+    if is_saved_model(Path(cfg.teacher)):
+        teacher = load(cfg.teacher)
+    elif cfg.teacher_weights:
+        teacher = create_model(cfg.teacher, weights=cfg.teacher_weights)
+    else:
+        raise ValueError(f"teacher {cfg.teacher!r} is not a saved-model folder; give a trained "
+                         f"model folder (e.g. OUT/best) or a registered name with "
+                         f"--teacher-weights FILE")
+    if teacher.num_classes != len(classes):
+        raise ValueError(f"the teacher predicts {teacher.num_classes} classes but the data has "
+                         f"{len(classes)}; distil from a teacher trained on these classes")
+    names = teacher.config.get("class_names")
+    if names and list(names) != classes:
+        raise ValueError("the teacher's class names differ from the data's class folders; "
+                         "distil from a teacher trained on this data")
+    return teacher.to(device).eval().requires_grad_(False)
 
-    train_dir, val_dir = resolve_split(cfg.data, cfg.val)
-    train_raw = ImageFolderDataset(train_dir, strict=cfg.strict_data)
-    val_raw = ImageFolderDataset(val_dir, classes=train_raw.classes, strict=cfg.strict_data)
-    classes = list(train_raw.classes)
-    model = _build_model(cfg, len(classes)).to(device)
-    pre = dict(model.preprocess, resolution=cfg.resolution,
-               resize=int(round(cfg.resolution / model.preprocess["crop_pct"])))
-    model.preprocess = pre
-    train_set = SeededView(train_raw, train_transform(
-        cfg.resolution, pre, auto_augment=cfg.auto_augment, color_jitter=cfg.color_jitter,
-        random_erasing=cfg.random_erasing), cfg.seed)
-    val_set = SeededView(val_raw, eval_transform(pre), cfg.seed)
-    sampler = EpochSampler(len(train_set), cfg.seed)
-    loader_rng = torch.Generator().manual_seed(cfg.seed)   # keeps DataLoader off the global RNG
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(train_set)} training images are fewer than one batch of "
-                         f"{cfg.batch_size}; lower --batch-size")
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
-                         use_buffers=True) if cfg.ema_decay > 0 else None)
-    mix = mixup_cutmix(len(classes), cfg.mixup, cfg.cutmix)
-    step_fn = torch.compile(model) if cfg.compile else model
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext())
 
-    start_epoch, start_step, best = 0, 0, -1.0
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    if resume is not None:
-        ckpt = load_checkpoint(Path(resume))
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        start_epoch, start_step, best = ckpt["epoch"], ckpt["step"], ckpt["best_top1"]
-        set_rng_state(ckpt["rng"])
-        _truncate_metrics(out / "metrics.jsonl", start_epoch)
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015, eq. 2 scaled by T^2: KL(softmax(t/T) || softmax(s/T)) * T^2."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True) * (t * t)
 
-    def checkpoint(epoch: int, step: int) -> None:
-        save_checkpoint(out / "last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "epoch": epoch, "step": step, "best_top1": best, "rng": rng_state(),
-            "config": cfg.to_dict(), "classes": classes})
 
-    metrics = {}
-    last_save = time.monotonic()
-    for epoch in range(start_epoch, cfg.epochs):
-        first = start_step if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, first * cfg.batch_size)
-        train_set.epoch = epoch
-        loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True,
+class _Run:
+    """One training run: data, model, optimiser and the files it writes."""
+
+    def __init__(self, cfg: TrainConfig, dist: Dist, model, progress: bool):
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        self.progress = progress and dist.main
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        train_dir, val_dir = resolve_split(cfg.data, cfg.val)
+        train_raw = ImageFolderDataset(train_dir, strict=cfg.strict_data)
+        val_raw = ImageFolderDataset(val_dir, classes=train_raw.classes, strict=cfg.strict_data)
+        self.classes = list(train_raw.classes)
+        if model is None:
+            model = _build_model(cfg, len(self.classes))
+        elif model.num_classes != len(self.classes):
+            raise ValueError(f"the given model has {model.num_classes} classes but the data has "
+                             f"{len(self.classes)}; use model.reset_classifier("
+                             f"{len(self.classes)})")
+        if dist.rank > 0:      # own dropout/mixup draws per process; rank 0 = a 1-process run
+            torch.manual_seed(cfg.seed + 7919 * dist.rank)
+        model.preprocess = at_resolution(model.preprocess, cfg.resolution)
+        self.train_set = SeededView(train_raw, train_transform(
+            cfg.resolution, model.preprocess, auto_augment=cfg.auto_augment,
+            color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing), cfg.seed)
+        self.val_set = SeededView(val_raw, eval_transform(model.preprocess), cfg.seed)
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed, rank=dist.rank,
+                                    world=dist.world)
+        self.loader_rng = torch.Generator().manual_seed(cfg.seed)   # off the global RNG
+        global_batch = cfg.batch_size * dist.world
+        self.steps_per_epoch = len(self.train_set) // global_batch
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(self.train_set)} training images are fewer than one global "
+                             f"batch of {global_batch}; lower --batch-size")
+
+        if cfg.sync_bn and dist.enabled:
+            model = convert_sync_bn(model, self.device)
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                  use_buffers=True) if cfg.ema_decay > 0 else None)
+        self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
+        net = model
+        if dist.enabled:
+            net = DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.net = torch.compile(net) if cfg.compile else net
+        self.autocast, self.scaler = self._amp()
+        self.teacher = _load_teacher(cfg, self.classes, self.device) if cfg.teacher else None
+        self.best = -1.0
+
+    def _amp(self):
+        cfg, kind = self.cfg, self.device.type
+        if cfg.amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"amp_dtype must be bfloat16 or float16, not {cfg.amp_dtype!r}")
+        fp16 = cfg.amp and cfg.amp_dtype == "float16"
+        if fp16 and kind != "cuda":
+            raise ValueError("float16 autocast needs a GPU; use --amp-dtype bfloat16 on CPU")
+        scaler = torch.amp.GradScaler(kind, enabled=fp16)
+        if not cfg.amp:
+            return nullcontext(), scaler
+        return torch.autocast(kind, dtype=getattr(torch, cfg.amp_dtype)), scaler
+
+    # checkpoints ------------------------------------------------------------------------------
+    def checkpoint(self, epoch: int, step: int) -> None:
+        """Collective: every process hands its RNG state to rank 0, which writes last.pt."""
+        rngs = [rng_state()]
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world
+            torch_dist.all_gather_object(rngs, rng_state())
+        if not self.dist.main:
+            return
+        save_checkpoint(self.out / "last.pt", {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": epoch, "step": step, "best_top1": self.best, "rng": rngs,
+            "world": self.dist.world, "config": self.cfg.to_dict(), "classes": self.classes})
+
+    def restore(self, path) -> tuple[int, int]:
+        ckpt = load_checkpoint(Path(path))
+        epoch, step = ckpt["epoch"], ckpt["step"]
+        world = ckpt.get("world", 1)
+        if step and world != self.dist.world:
+            raise ValueError(f"{path} was written mid-epoch by {world} process(es); resume it "
+                             f"with the same number of processes ({world})")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.best = ckpt["best_top1"]
+        rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        return epoch, step
+
+    # the loop ---------------------------------------------------------------------------------
+    def fit(self, resume) -> dict:
+        cfg = self.cfg
+        start_epoch, start_step = self.restore(resume) if resume is not None else (0, 0)
+        if self.dist.main:
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        report = Reporter(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard,
+                          resume_step=(start_epoch * self.steps_per_epoch + start_step
+                                       if resume is not None else None))
+        report.truncate(start_epoch)
+        metrics = {}
+        for epoch in range(start_epoch, cfg.epochs):
+            first = start_step if epoch == start_epoch else 0
+            train_stats = self.train_epoch(epoch, first, report)
+            metrics = self.end_epoch(epoch, train_stats)
+            report.epoch(metrics, (epoch + 1) * self.steps_per_epoch)
+        report.close()
+        self.dist.barrier()
+        return metrics
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        with self.autocast:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(x).float()
+                loss = ((1 - cfg.kd_alpha) * loss
+                        + cfg.kd_alpha * kd_loss(logits.float(), teacher_logits,
+                                                 cfg.kd_temperature))
+        return loss
+
+    def train_epoch(self, epoch: int, first: int, report: Reporter) -> dict:
+        cfg, steps = self.cfg, self.steps_per_epoch
+        self.sampler.set_epoch(epoch, first * cfg.batch_size)
+        self.train_set.epoch = epoch
+        loader = DataLoader(self.train_set, cfg.batch_size, sampler=self.sampler, drop_last=True,
                             num_workers=cfg.workers, collate_fn=collate_skip_bad,
-                            generator=loader_rng, persistent_workers=False)
-        model.train()
-        t0, seen, loss_sum, bad = time.perf_counter(), 0, 0.0, 0
-        bar = _progress(progress, steps_per_epoch - first, f"epoch {epoch + 1}/{cfg.epochs}")
+                            generator=self.loader_rng, persistent_workers=False)
+        self.model.train()
+        t0, sums = time.perf_counter(), torch.zeros(3, dtype=torch.float64)  # loss, seen, bad
+        last_save = time.monotonic()
+        bar = progress_bar(self.progress, steps - first, f"epoch {epoch + 1}/{cfg.epochs}")
         for step, (x, y, n_bad) in enumerate(loader, start=first):
-            if step >= steps_per_epoch:
+            if step >= steps:
                 break
-            bad += n_bad
+            sums[2] += n_bad
             if len(y) == 0:
                 continue
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(self.device), y.to(self.device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = y
-            if mix is not None:
-                x, target = mix(x, y)
-            with autocast:
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits.float(), target,
-                                       label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.mix is not None:
+                x, target = self.mix(x, y)
+            loss = self.loss(x, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at epoch {epoch + 1} step {step}; "
+                                         f"lower the learning rate")
+            sums[0] += value * len(y)
+            sums[1] += len(y)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step "
-                                         f"{step}; lower the learning rate")
-            due_steps = cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
-            due_time = (cfg.checkpoint_every_minutes
-                        and time.monotonic() - last_save > 60 * cfg.checkpoint_every_minutes)
-            if (due_steps or due_time) and step + 1 < steps_per_epoch:
-                checkpoint(epoch, step + 1)
+            bar.set_postfix(loss=f"{value:.3f}")
+            if step % 10 == 0:
+                report.step(epoch * steps + step, value, self.optimizer.param_groups[0]["lr"])
+            due = bool(cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0)
+            if cfg.checkpoint_every_minutes:      # decided together: checkpoint() is collective
+                due |= self.dist.any(time.monotonic() - last_save
+                                     > 60 * cfg.checkpoint_every_minutes)
+            if due and step + 1 < steps:
+                self.checkpoint(epoch, step + 1)
                 last_save = time.monotonic()
         bar.close()
         elapsed = time.perf_counter() - t0
-        eval_model = ema.module if ema is not None else model
-        result = evaluate_model(eval_model, val_set, cfg.batch_size, cfg.workers, device)
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+        loss_sum, seen, bad = self.dist.sum(sums).tolist()
+        return {"train_loss": loss_sum / max(seen, 1), "images_per_s": seen / elapsed,
+                "epoch_time_s": elapsed, "bad_images": int(bad)}
+
+    def end_epoch(self, epoch: int, train_stats: dict) -> dict:
+        cfg = self.cfg
+        eval_model = self.ema.module if self.ema is not None else self.model
+        result = evaluate_model(eval_model, self.val_set, cfg.batch_size, cfg.workers,
+                                self.device, dist=self.dist)
+        metrics = {"epoch": epoch + 1, "train_loss": train_stats["train_loss"],
                    "val_loss": result["loss"], "top1": result["top1"], "top5": result["top5"],
-                   "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / elapsed,
-                   "epoch_time_s": elapsed, "bad_images": bad}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.3f}  top-1 "
-              f"{100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
-              f"{metrics['images_per_s']:.0f} img/s", flush=True)
-        if result["top1"] > best:
-            best = result["top1"]
-            eval_model.config["class_names"] = classes
-            save(eval_model, out / "best", class_names=classes)
-        checkpoint(epoch + 1, 0)
-        last_save = time.monotonic()
-    _plot_curves(out)
-    return metrics
+                   "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+        if result["top1"] > self.best:
+            self.best = result["top1"]
+            if self.dist.main:
+                eval_model.config["class_names"] = self.classes
+                save(eval_model, self.out / "best", class_names=self.classes)
+        self.checkpoint(epoch + 1, 0)
+        return metrics
 
 
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric lines a killed run wrote after its last checkpoint."""
-    if path.is_file():
-        lines = path.read_text().splitlines()[:epochs_done]
-        path.write_text("".join(line + "\n" for line in lines))
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        enabled = False
-    if enabled:
-        return tqdm(total=total, desc=desc, leave=False)
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n): pass
-    def set_postfix(self, **kw): pass
-    def close(self): pass
-
-
-def _plot_curves(out: Path) -> None:
-    """``curves.png``: loss and top-1 per epoch (skipped when matplotlib is missing)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    if not rows:
-        return
-    epochs = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    a.plot(epochs, [r["val_loss"] for r in rows], label="val")
-    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
-    b.plot(epochs, [100 * r["top1"] for r in rows], label="top-1")
-    b.plot(epochs, [100 * r["top5"] for r in rows], label="top-5")
-    b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend()
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
-
-
-__all__ = ["train"]
+__all__ = ["kd_loss", "train"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..data.transforms import at_resolution
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
 from .files import CheckpointError, read_state_dict
@@ -95,8 +96,7 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
     if settings.preprocess:
         pre = dict(settings.preprocess)
         if "resolution" in options:       # the user's resolution, the source's crop ratio
-            pre.update(resolution=options["resolution"],
-                       resize=int(round(options["resolution"] / pre["crop_pct"])))
+            pre = at_resolution(pre, options["resolution"])
         model.preprocess = pre
     model.config["weights"] = str(path)
     if class_names is not None:

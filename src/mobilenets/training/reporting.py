@@ -1,0 +1,98 @@
+"""What a run leaves behind besides checkpoints: ``metrics.jsonl``, ``curves.png``, TensorBoard
+events (when tensorboard is installed), console lines and progress bars. Rank 0 only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class Reporter:
+    """Writes one metrics line per epoch, step and epoch scalars to TensorBoard, and the curves.
+
+    ``enabled`` is False on ranks other than 0: every method is then a no-op."""
+
+    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None):
+        self.out, self.enabled, self.writer = Path(out), enabled, None
+        if not (enabled and tensorboard):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:       # tensorboard is optional
+            return
+        # purge_step drops events a killed run logged after its last checkpoint
+        self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=resume_step)
+
+    def step(self, global_step: int, loss: float, lr: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss_step", loss, global_step)
+            self.writer.add_scalar("train/lr", lr, global_step)
+
+    def epoch(self, metrics: dict, global_step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        print(f"epoch {metrics['epoch']}: loss {metrics['train_loss']:.3f}  top-1 "
+              f"{100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
+              f"{metrics['images_per_s']:.0f} img/s", flush=True)
+        if self.writer is not None:
+            for key in ("train_loss", "val_loss", "top1", "top5", "images_per_s"):
+                self.writer.add_scalar(f"epoch/{key}", metrics[key], metrics["epoch"])
+            self.writer.flush()
+
+    def truncate(self, epochs_done: int) -> None:
+        """Drop metric lines a killed run wrote after its last checkpoint."""
+        path = self.out / "metrics.jsonl"
+        if self.enabled and path.is_file():
+            lines = path.read_text().splitlines()[:epochs_done]
+            path.write_text("".join(line + "\n" for line in lines))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.enabled:
+            plot_curves(self.out)
+
+
+def progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar, or a silent stand-in (no tqdm, ``--no-progress``, or rank > 0)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+    if enabled:
+        return tqdm(total=total, desc=desc, leave=False)
+    return _NoBar()
+
+
+class _NoBar:
+    def update(self, n): pass
+    def set_postfix(self, **kw): pass
+    def close(self): pass
+
+
+def plot_curves(out: Path) -> None:
+    """``curves.png``: loss and top-1 per epoch (skipped when matplotlib is missing)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    path = Path(out) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    a.plot(epochs, [r["val_loss"] for r in rows], label="val")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(epochs, [100 * r["top1"] for r in rows], label="top-1")
+    b.plot(epochs, [100 * r["top5"] for r in rows], label="top-5")
+    b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend()
+    fig.tight_layout()
+    fig.savefig(Path(out) / "curves.png", dpi=100)
+    plt.close(fig)
