@@ -18,6 +18,10 @@ Run from the repository root (timm is a dev dependency; ``make test`` installs i
     .venv/bin/python benchmarks/bench_vs_timm.py                # full run
     .venv/bin/python benchmarks/bench_vs_timm.py --quick --models mobilenet_v3_small_100
     .venv/bin/python benchmarks/bench_vs_timm.py --threads 4 --channels-last --json out.json
+    # training throughput as `mobilenets train` runs it on CPU (issue: training), both sides
+    # channels_last + bf16 autocast, batch 64 at 128 px:
+    .venv/bin/python benchmarks/bench_vs_timm.py --cases train --channels-last --bf16 \
+        --train-batch 64 --models mobilenet_v2_100 mobilenet_v3_small_100
 """
 from __future__ import annotations
 
@@ -63,17 +67,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def make_step(model: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor):
-    """Return a zero-argument callable doing one forward pass or one training step."""
+def make_step(model: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor,
+              bf16: bool = False):
+    """Return a zero-argument callable doing one forward pass or one training step (under
+    bf16 autocast when ``bf16``, as ``mobilenets train --amp`` runs on CPU)."""
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     if kind == "forward":
         model.eval()
-        return lambda: model(x)
+
+        def forward():
+            with autocast():
+                return model(x)
+        return forward
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with autocast():
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
         opt.step()
     return train_step
 
@@ -103,7 +116,7 @@ def run_case(models: dict, kind: str, batch: int, res: int, args) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     mode = torch.inference_mode() if kind == "forward" else contextlib.nullcontext()
     with mode:
-        steps = {side: make_step(m, kind, x, y) for side, m in models.items()}
+        steps = {side: make_step(m, kind, x, y, args.bf16) for side, m in models.items()}
         for step in steps.values():
             for _ in range(args.warmup):
                 step()
@@ -168,6 +181,11 @@ def parse_args(argv=None):
                    help="input size of the training-step case (default 128)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format for models and inputs")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    p.add_argument("--cases", nargs="+", default=["latency1", "latency32", "train"],
+                   choices=["latency1", "latency32", "train"], help="which cases to run")
+    p.add_argument("--train-batch", type=int, default=32,
+                   help="batch of the training-step case (default 32)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 5 repeats, 2 iters, batch-32 cases at 64px")
@@ -186,13 +204,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     big = 64 if args.quick else 224
-    cases = [("forward", 1, 224), ("forward", 32, big), ("train", 32, args.train_resolution)]
+    cases = {"latency1": ("forward", 1, 224), "latency32": ("forward", 32, big),
+             "train": ("train", args.train_batch, args.train_resolution)}
+    cases = [cases[c] for c in args.cases]
     machine = {"torch": torch.__version__, "timm": timm.__version__,
                "python": platform.python_version(), "threads": torch.get_num_threads(),
                "cpu": cpu_model()}
     print(f"torch {machine['torch']}  timm {machine['timm']}  python {machine['python']}  "
           f"threads {machine['threads']}  cpu {machine['cpu']}")
-    print(f"float32  channels_last={args.channels_last}  repeats={args.repeats}  "
+    print(f"{'bf16 autocast' if args.bf16 else 'float32'}  channels_last={args.channels_last}  repeats={args.repeats}  "
           f"iters={args.iters}  warmup={args.warmup}  ratios are ours/timm")
     results = []
     for name in args.models:

@@ -1,0 +1,74 @@
+"""Train a model from scratch on Imagenette (../shared/datasets) and evaluate it on the 3,925
+val images: the recorded command behind the Imagenette figures of the README and closing notes.
+
+    .venv/bin/python experiments/imagenette.py --epochs 8                   # CPU, ~1 h
+    .venv/bin/python experiments/imagenette.py --epochs 40 --batch-size 128  # a GPU
+    .venv/bin/python experiments/imagenette.py --model mobilenet_v2_035 -- --teacher T/best
+
+Arguments after ``--`` go to ``mobilenets train`` unchanged. The run folder (default
+``runs/imagenette-MODEL-RESpx``) holds metrics.jsonl, curves.png and best/ as usual; this
+script also writes ``experiment.json`` there (command, hardware, wall time, final figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import unpacked  # noqa: E402
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mobilenet_v2_100")
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--recipe", default="small-data")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("extra", nargs="*", help="more `mobilenets train` options, after --")
+    args = p.parse_args()
+    data = unpacked("imagenette-224")
+    out = Path(args.out or f"runs/imagenette-{args.model}-{args.resolution}px")
+    cmd = [sys.executable, "-m", "mobilenets", "train", "--recipe", args.recipe,
+           "--model", args.model, "--data", str(data), "--resolution", str(args.resolution),
+           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--workers", str(args.workers), "--seed", str(args.seed), "--out", str(out),
+           *args.extra]
+    print(" ".join(cmd), flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    wall = time.time() - t0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
+               "wall_time_s": wall, "epochs": len(rows), "val_images": 3925,
+               "final_top1": rows[-1]["top1"], "best_top1": max(r["top1"] for r in rows),
+               "curve_top1": [r["top1"] for r in rows],
+               "images_per_s": [r["images_per_s"] for r in rows]}
+    (out / "experiment.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{args.model} {args.resolution}px, {len(rows)} epochs in {wall / 60:.1f} min on "
+          f"{summary['hardware']}: top-1 {100 * summary['final_top1']:.2f}% (best "
+          f"{100 * summary['best_top1']:.2f}%) on 3,925 val images")
+
+
+if __name__ == "__main__":
+    main()
