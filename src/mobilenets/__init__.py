@@ -1,6 +1,7 @@
 """mobilenets: the MobileNet family from the papers' tables to deployed models."""
 
 from .cost import profile
+from .deploy import export_onnx, fuse
 from .models import FeatureNet, MobileNet, create_model, list_models
 from .weights import CheckpointError, load, save
 from .training import evaluate, train
@@ -8,4 +9,4 @@ from .training import evaluate, train
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "FeatureNet", "MobileNet", "__version__", "create_model",
-           "evaluate", "list_models", "load", "profile", "save", "train"]
+           "evaluate", "export_onnx", "fuse", "list_models", "load", "profile", "save", "train"]

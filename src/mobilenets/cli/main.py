@@ -10,7 +10,10 @@ from .. import __version__
 from ..cost import profile
 from ..cost.report import by_type_table, paper_figure_for, paper_params, per_layer_table, summary
 from ..models import create_model, get_entry, list_models
+from .deploy_cmds import add_bench_parser, add_export_parser
 from .run_cmds import add_eval_parser, add_predict_parser, add_train_parser
+from .compress_cmds import add_inspect_parser, add_prune_parser
+from .quantize_cmds import add_quantize_parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -97,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_eval_parser(sub)
     add_predict_parser(sub)
+    add_export_parser(sub)
+    add_bench_parser(sub)
+    add_inspect_parser(sub)
+    add_prune_parser(sub)
+    add_quantize_parser(sub)
 
     p = sub.add_parser("recipes", help="list the named training recipes")
     p.set_defaults(func=cmd_recipes)

@@ -44,10 +44,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def load_cli_model(model: str, weights: str | None):
-    """MODEL on the command line: a saved-model folder, or a registered name (+ --weights)."""
+    """MODEL on the command line: a saved-model folder, a registered name (+ --weights), or an
+    ``.onnx`` file (run in onnxruntime)."""
     import mobilenets
     from ..weights.saved import is_saved_model
     path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        if weights is not None:
+            raise ValueError(f"--weights does not apply to the ONNX file {model}")
+        from ..deploy import OnnxModel
+        return OnnxModel(path)
     if is_saved_model(path):
         return mobilenets.load(path)
     if weights is None and path.exists():

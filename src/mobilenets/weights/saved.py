@@ -93,8 +93,12 @@ def read_config(directory: Path) -> dict:
 
 def load(directory: str | Path, **overrides) -> nn.Module:
     """Rebuild the model saved in ``directory``; ``overrides`` (e.g. ``num_classes``) change
-    builder options, re-initialising the classifier when the class count changes."""
+    builder options, re-initialising the classifier when the class count changes. A pruned
+    model (``options["pruned"]`` holds its per-block widths) is rebuilt with those widths."""
     from ..models import create_model
-    return create_model(read_config(Path(directory))["architecture"], weights=directory,
-                        **overrides)
+    config = read_config(Path(directory))
+    if "pruned" in config.get("options", {}):
+        from ..compress.prune import load_pruned
+        return load_pruned(Path(directory), config, **overrides)
+    return create_model(config["architecture"], weights=directory, **overrides)
 

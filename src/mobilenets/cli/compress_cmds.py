@@ -1,0 +1,97 @@
+"""``mobilenets inspect`` (near-zero depthwise kernels, cost by type) and ``mobilenets prune``
+(structured pruning, then fine-tuning with the training loop)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..training.config import TrainConfig
+from .run_cmds import load_cli_model
+
+# TrainConfig fields the prune command sets itself (or that make no sense for it)
+_SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
+
+
+def add_inspect_parser(sub) -> None:
+    from ..compress.inspect import ZERO_TOL
+    p = sub.add_parser("inspect", help="near-zero depthwise kernels and BN scales; cost by type")
+    p.add_argument("model", help="saved-model folder, or registered name with --weights")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--zero-tol", type=float, default=ZERO_TOL,
+                   help=f"near zero: norm <= this x the layer's largest (default {ZERO_TOL})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..compress import inspect_model
+    result = inspect_model(load_cli_model(args.model, args.weights), args.zero_tol)
+    print(json.dumps(result.to_dict()) if args.json else result.table())
+    return 0
+
+
+def add_prune_parser(sub) -> None:
+    from ..compress.prune import CRITERIA
+    p = sub.add_parser("prune", help="prune channels into a smaller model, then fine-tune it")
+    p.add_argument("model", help="saved-model folder, or registered name with --weights")
+    p.add_argument("--weights", default=None, help="weights of a registered model")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=float, help="share of prunable channels to remove per layer")
+    how.add_argument("--macs-ratio", type=float, help="share of total MACs to remove")
+    p.add_argument("--criterion", choices=CRITERIA, default="bn",
+                   help="rank channels by BN |gamma| (bn) or conv filter L1 norm (l1)")
+    p.add_argument("--data", default=None, help="fine-tuning data (default: built-in sample)")
+    p.add_argument("--out", required=True, help="writes OUT/pruned/, then the training outputs")
+    p.add_argument("--recipe", default=None, help="training recipe; options override it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        kind = float if f.type.startswith("float") else int if f.type.startswith("int") else str
+        p.add_argument(flag, type=kind, default=None,
+                       help="0: prune and save only, no fine-tuning" if f.name == "epochs"
+                       else None)
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..compress import prune
+    from ..data import resolve_split
+    from ..data.folder import class_folders
+    from ..training import train
+    from ..training.config import make_config
+    from ..weights import save
+    model = load_cli_model(args.model, args.weights)
+    pruned = prune(model, ratio=args.ratio, macs_ratio=args.macs_ratio,
+                   criterion=args.criterion)
+    info = pruned.config["pruned"]
+    out = Path(args.out)
+    save(pruned, out / "pruned")
+    n_params = (sum(p.numel() for p in model.parameters()),
+                sum(p.numel() for p in pruned.parameters()))
+    print(f"pruned (ratio {info['ratio']:.3f}, criterion {info['criterion']}): MACs "
+          f"{info['macs_before']:,} -> {info['macs_after']:,} "
+          f"(-{1 - info['macs_after'] / info['macs_before']:.1%}), params {n_params[0]:,} -> "
+          f"{n_params[1]:,}; saved to {out / 'pruned'}", flush=True)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name not in _SKIP}
+    cfg = make_config(args.recipe, model=pruned.config["name"], data=args.data, out=str(out),
+                      extra={"pruned_model": str(out / "pruned")}, **overrides)
+    if cfg.epochs == 0:
+        return 0
+    classes = class_folders(resolve_split(cfg.data, cfg.val)[0])
+    if pruned.num_classes != len(classes):
+        print(f"classifier re-initialised for the data's {len(classes)} classes "
+              f"(the model has {pruned.num_classes})")
+        pruned.reset_classifier(len(classes))
+    metrics = train(cfg, progress=not args.no_progress, model=pruned)
+    print(f"fine-tuned: top-1 {100 * metrics.get('top1', 0):.1f}% after "
+          f"{metrics.get('epoch', 0)} epochs; best model in {out / 'best'}")
+    return 0

@@ -1,0 +1,98 @@
+"""``mobilenets export`` (ONNX) and ``mobilenets bench`` (CPU latency of a backend)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .run_cmds import load_cli_model
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a model to a self-contained ONNX file")
+    p.add_argument("model", help="saved-model folder, or registered name (with --weights)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", default=None, help="output file (default: NAME.onnx)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..deploy import export_onnx
+    model = load_cli_model(args.model, args.weights)
+    if not hasattr(model, "state_dict"):
+        raise ValueError(f"{args.model} is already an ONNX file")
+    out = Path(args.out or f"{model.config['name']}.onnx")
+    export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
+                opset=args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
+          f"{'dynamic' if args.dynamic_batch else 'batch 1'}, "
+          f"{args.resolution or model.preprocess.get('resolution')} px)")
+    return 0
+
+
+def add_bench_parser(sub) -> None:
+    from ..deploy.bench import BACKENDS
+    p = sub.add_parser("bench", help="CPU latency and throughput of a model on a backend")
+    p.add_argument("model", help="saved-model folder, registered name, or .onnx file")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="default: eager (onnxruntime for a .onnx file)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+
+def _onnx_backend(args: argparse.Namespace) -> str:
+    from ..deploy.onnx_model import is_quantized
+    backend = args.backend or "onnxruntime"
+    if backend == "int8" and not is_quantized(args.model):
+        raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; int8 "
+                         f"quantization is not available yet")
+    if backend not in ("onnxruntime", "int8"):
+        raise ValueError(f"{args.model} is an ONNX file: it runs on the onnxruntime backend, "
+                         f"not {backend}")
+    return backend
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..deploy.bench import BackendError, bench_model
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
+    backend, resolution = args.backend or "eager", args.resolution
+    run_as = backend
+    if Path(args.model).suffix.lower() == ".onnx":
+        from ..deploy import OnnxModel
+        backend, run_as = _onnx_backend(args), "onnxruntime"
+        model = OnnxModel(args.model, threads=args.threads)
+        fixed, res = model.batch_size, model.input_shape[-1]
+        if fixed is not None and fixed != args.batch:
+            raise ValueError(f"{args.model} has a fixed batch size of {fixed}; use --batch "
+                             f"{fixed} or export with --dynamic-batch")
+        if isinstance(res, int):
+            if resolution and res != resolution:
+                raise ValueError(f"{args.model} takes {res} px inputs, not {resolution}")
+            resolution = res
+    else:
+        model = load_cli_model(args.model, args.weights)
+    try:
+        r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
+                        args.iters)
+    except BackendError as e:
+        raise ValueError(str(e)) from None
+    r["backend"] = backend
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['model']}  {backend}  batch {r['batch']}  {r['resolution']} px  "
+          f"{r['threads'] or 'default'} threads: median {r['median_ms']:.2f} ms  "
+          f"p90 {r['p90_ms']:.2f} ms  {r['images_per_s']:.1f} images/s")
+    return 0

@@ -1,0 +1,130 @@
+"""Latency of a model on CPU backends: eager, fused, compile, onnxruntime.
+
+Every backend is timed the same way: the same input, the same warm-up, calls under
+``torch.inference_mode()``, one ``time.perf_counter`` interval per call; the result is the
+median and 90th percentile latency in ms and the images/s the median gives.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8")
+
+
+class BackendError(RuntimeError):
+    """A backend could not be built or run (e.g. torch.compile failed)."""
+
+
+def time_calls(fn: Callable, x, iters: int) -> list[float]:
+    """Wall time in seconds of each of ``iters`` calls of ``fn(x)``."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(iters):
+            start = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def summarize(times: list[float], batch: int) -> dict:
+    """Median and p90 latency (ms) and images/s of a list of call times (s)."""
+    ms = sorted(1e3 * t for t in times)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    median = statistics.median(ms)
+    return {"median_ms": median, "p90_ms": p90, "images_per_s": 1e3 * batch / median,
+            "calls": len(ms)}
+
+
+def benchmark(fn: Callable, x: torch.Tensor, warmup: int = 10, iters: int = 50,
+              repeats: int = 1) -> dict:
+    """Time ``fn(x)``: ``warmup`` untimed calls, then ``repeats`` x ``iters`` timed calls.
+
+    Returns median_ms and p90_ms over all timed calls, images_per_s, and the per-repeat
+    medians (``repeat_ms``)."""
+    if iters < 1 or repeats < 1 or warmup < 0:
+        raise ValueError("iters and repeats must be >= 1 and warmup >= 0")
+    time_calls(fn, x, warmup)
+    runs = [time_calls(fn, x, iters) for _ in range(repeats)]
+    result = summarize([t for run in runs for t in run], x.shape[0])
+    result["repeat_ms"] = [1e3 * statistics.median(run) for run in runs]
+    return result
+
+
+def compile_model(model: nn.Module, x: torch.Tensor) -> Callable:
+    """``torch.compile`` of the model (inductor, weights frozen), compiled by one call on
+    ``x``; raises BackendError saying why if compilation fails."""
+    compiled = torch.compile(model, options={"freezing": True})
+    try:
+        with torch.inference_mode():
+            compiled(x)
+    except Exception as e:  # inductor raises many kinds (no compiler, lowering errors)
+        raise BackendError(f"torch.compile failed for this model: {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+    return compiled
+
+
+def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None):
+    """Export ``model`` (fused) for ``x``'s batch and size to a temporary file and open it
+    in onnxruntime with ``threads`` intra-op threads."""
+    from .onnx_export import export_onnx
+    from .onnx_model import OnnxModel
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", resolution=x.shape[-1],
+                           dynamic_batch=x.shape[0] != 1)
+        return OnnxModel(path, threads=threads)
+
+
+def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
+                 threads: int | None = None) -> Callable:
+    """A callable running ``model`` on ``backend`` (one of BACKENDS) for inputs like ``x``."""
+    from .fuse import fuse
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    if backend == "eager":
+        return model.eval()
+    if backend == "fused":
+        return fuse(model)
+    if backend == "compile":
+        return compile_model(fuse(model), x)
+    if backend == "onnxruntime":
+        return onnxruntime_model(model, x, threads)
+    raise ValueError("int8 backend is not available yet (int8 quantization is a later "
+                     "milestone); an int8 .onnx file runs with `mobilenets bench FILE.onnx`")
+
+
+def bench_model(model, backend: str, batch: int = 1, resolution: int | None = None,
+                threads: int | None = None, warmup: int = 10, iters: int = 50,
+                repeats: int = 1) -> dict:
+    """Build ``backend`` for ``model`` and benchmark it on a random batch."""
+    from .onnx_model import OnnxModel
+    resolution = resolution or model.preprocess.get("resolution", 224)
+    in_chans = model.config.get("in_chans", 3)
+    x = torch.randn(batch, in_chans, resolution, resolution,
+                    generator=torch.Generator().manual_seed(0))
+    if isinstance(model, OnnxModel):
+        if backend != "onnxruntime":
+            raise ValueError(f"an ONNX model runs on the onnxruntime backend, not {backend}")
+        fn = model
+    else:
+        fn = make_backend(model, backend, x, threads)
+    if threads:
+        torch.set_num_threads(threads)
+    result = benchmark(fn, x, warmup, iters, repeats)
+    if not threads and backend != "onnxruntime":
+        threads = torch.get_num_threads()
+    return {"model": model.config.get("name"), "backend": backend, "batch": batch,
+            "resolution": resolution, "threads": threads, **result}
+
+
+__all__ = ["BACKENDS", "BackendError", "bench_model", "benchmark", "compile_model",
+           "make_backend", "summarize", "time_calls"]

@@ -1,0 +1,95 @@
+"""Export a model to one self-contained ONNX file (torch.onnx's dynamo-based exporter).
+
+The file carries the model's name, config, class names and eval preprocessing as JSON in
+``metadata_props``, so :class:`~mobilenets.deploy.OnnxModel` (and ``mobilenets eval``,
+``predict`` and ``bench``) can use it without the Python model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MIN_OPSET = 18
+
+
+def _json(value) -> str:
+    return json.dumps(value, default=str)
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """``logits`` for a classifier, ``features`` without one, ``feature_i`` for a backbone."""
+    if model.config.get("features_only"):
+        return [f"feature_{i}" for i in range(len(model.feature_info))]
+    return ["logits" if getattr(model, "num_classes", 1) else "features"]
+
+
+def export_preprocess(model: nn.Module, resolution: int) -> dict:
+    """The model's eval preprocessing, moved to ``resolution`` with the same crop ratio."""
+    pre = dict(model.preprocess)
+    if pre.get("resolution") != resolution:
+        pre["resolution"] = resolution
+        if pre.get("crop_pct"):
+            pre["resize"] = int(round(resolution / pre["crop_pct"]))
+    return pre
+
+
+def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
+    from .. import __version__
+    config = dict(model.config)
+    return {"model_name": str(config.get("name", type(model).__name__)),
+            "preprocess": _json(export_preprocess(model, resolution)),
+            "class_names": _json(config.get("class_names")),
+            "config": _json(config), "fused": _json(fused),
+            "producer": f"mobilenets {__version__}"}
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
+                dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True) -> Path:
+    """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
+
+    The input is ``input`` of shape (batch, C, resolution, resolution); the batch is 1, or a
+    symbolic ``batch`` with ``dynamic_batch``. Weights are stored inside the file (no external
+    ``.data``). The file is checked with ``onnx.checker``. Returns ``path``.
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is not supported: ONNX export needs opset "
+                         f"{MIN_OPSET} or newer")
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the exporter needs it)
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs onnx and onnxscript ({e}); install them with "
+                          f"pip install 'mobilenets[deploy]'") from None
+    if not hasattr(model, "config"):
+        raise TypeError("export_onnx() takes a model made by mobilenets.create_model or load")
+    from .fuse import fuse as fuse_model
+    resolution = int(resolution or model.preprocess.get("resolution")
+                     or model.config.get("resolution") or 224)
+    was_training = model.training
+    net = fuse_model(model) if fuse else model.eval()
+    in_chans = model.config.get("in_chans", 3)
+    x = torch.randn(2 if dynamic_batch else 1, in_chans, resolution, resolution)
+    dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset,
+                                        verbose=False, input_names=["input"],
+                                        output_names=output_names(model), dynamic_shapes=dynamic)
+    finally:
+        if not fuse:
+            model.train(was_training)
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.clear()       # stack traces with this machine's source paths
+    program.model.metadata_props.update(metadata(model, resolution, fuse))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(path, external_data=False)
+    onnx.checker.check_model(str(path))
+    return path
+
+
+__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess"]

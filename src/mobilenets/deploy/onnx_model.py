@@ -1,0 +1,128 @@
+"""An ONNX file in onnxruntime, usable where our models are (evaluate, predict, bench)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                 "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd"}
+_IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+             "interpolation": "bilinear"}
+
+
+def session_options(threads: int | None = None):
+    """ORT options for latency: all graph optimisations, sequential execution, ``threads``
+    intra-op threads (None: onnxruntime's default) and one inter-op thread."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3
+    return so
+
+
+def is_quantized(path: str | Path) -> bool:
+    """True if the ONNX file contains quantized (int8/uint8) operators."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
+
+
+def _meta(meta: dict, key: str, default=None):
+    try:
+        return json.loads(meta[key]) if key in meta else default
+    except ValueError:
+        return default
+
+
+class OnnxModel:
+    """An onnxruntime session that behaves like an eval-mode mobilenets model.
+
+    ``model(x)`` takes and returns torch tensors (a list for several outputs); ``config``
+    (with ``name`` and ``class_names``), ``preprocess`` and ``num_classes`` come from the file's
+    metadata (or its shapes, for files from elsewhere). A file with a fixed batch size runs
+    other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads.
+    """
+
+    training = False
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("running ONNX files needs onnxruntime: pip install "
+                              "'mobilenets[deploy]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no ONNX file {self.path}")
+        self.threads = threads
+        self.session = ort.InferenceSession(str(self.path), session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = inp.name, list(inp.shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
+        self.config = dict(_meta(meta, "config", {}) or {})
+        self.config["name"] = meta.get("model_name") or self.config.get("name") or self.path.stem
+        self.config["class_names"] = _meta(meta, "class_names", self.config.get("class_names"))
+        if isinstance(self.input_shape[1], int):
+            self.config.setdefault("in_chans", self.input_shape[1])
+        out_dim = self.session.get_outputs()[0].shape[-1]
+        if not self.config.get("num_classes") and isinstance(out_dim, int):
+            self.config["num_classes"] = out_dim
+        res = self.input_shape[-1] if isinstance(self.input_shape[-1], int) else 224
+        default = dict(_IMAGENET, resolution=res, resize=int(round(res / 0.875)))
+        self.preprocess = _meta(meta, "preprocess", None) or default
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.get("num_classes") or 0)
+
+    @property
+    def batch_size(self) -> int | None:
+        """The file's fixed batch size, or None if the batch is dynamic."""
+        b = self.input_shape[0]
+        return b if isinstance(b, int) else None
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxModel":
+        if mode:
+            raise RuntimeError("an ONNX model is eval-only and cannot be trained")
+        return self
+
+    def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the session on a float32 array; chunks the batch for fixed-batch files."""
+        b = self.batch_size
+        if b is None or x.shape[0] == b:
+            return self.session.run(self.output_names, {self.input_name: x})
+        parts = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i:i + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n,) + chunk.shape[1:], chunk.dtype)])
+            parts.append([o[:n] for o in self.session.run(self.output_names,
+                                                          {self.input_name: chunk})])
+        return [np.concatenate(outs) for outs in zip(*parts)]
+
+    def __call__(self, x: torch.Tensor):
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        outs = [torch.from_numpy(o) for o in self.run_numpy(arr)]
+        return outs[0] if len(outs) == 1 else outs
+
+    def __repr__(self) -> str:
+        return (f"OnnxModel({str(self.path)!r}, name={self.config['name']!r}, "
+                f"input={self.input_shape}, threads={self.threads})")
+
+
+__all__ = ["OnnxModel", "is_quantized", "session_options"]

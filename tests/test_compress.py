@@ -1,0 +1,165 @@
+"""Compression: inspect_model's shares, structured pruning (exact slicing, MACs targets,
+save/load), and the inspect / prune commands."""
+
+import json
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.cli.main import main
+from mobilenets.compress import inspect_model, keep_count, prune, pruned_widths
+from mobilenets.data import SAMPLE_DIR
+
+from conftest import randomize_bn
+
+X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def small(name: str, **kw) -> torch.nn.Module:
+    return randomize_bn(mobilenets.create_model(name, resolution=64, **kw)).eval()
+
+
+def test_keep_count_rounds_to_multiples_of_8():
+    assert keep_count(96, 0.0) == 96 and keep_count(22, 0.0) == 22
+    assert keep_count(96, 0.3) == 64 and keep_count(144, 0.5) == 72
+    assert keep_count(16, 0.9) == 8 and keep_count(8, 0.5) == 8      # at least 8
+    assert keep_count(22, 0.01) == 22                                # never more than n
+    assert keep_count(6, 0.5) == 3                                   # below 8: plain rounding
+    with pytest.raises(ValueError):
+        keep_count(96, 1.0)
+
+
+def test_ratio_zero_is_identity():
+    model = small("mobilenet_v3_small_100")
+    pruned = prune(model, ratio=0.0).eval()
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters())
+    torch.testing.assert_close(pruned(X), model(X), rtol=0, atol=0)
+
+
+def _zero_ir_channels(model, ratio, gen):
+    """Expansion BN gamma = beta = 0 on the channels pruning will cut (and depthwise BN beta =
+    running mean = 0 there), so those channels carry exact zeros: removing them changes
+    nothing."""
+    widths = pruned_widths(model, ratio)
+    with torch.no_grad():
+        for row, wrow in zip(model.blocks, widths):
+            for block, (_, mid, _) in zip(row, wrow):
+                if isinstance(block.expand, torch.nn.Identity):
+                    continue
+                n = block.expand.bn.num_features
+                drop = torch.randperm(n, generator=gen)[:n - mid]
+                for t in (block.expand.bn.weight, block.expand.bn.bias, block.dw.bn.bias,
+                          block.dw.bn.running_mean):
+                    t[drop] = 0
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_100", "mobilenet_v2_050"])
+def test_removing_dead_hidden_channels_changes_nothing(name):
+    """Inverted residuals (with squeeze-excite for V3): the sliced model computes the same."""
+    model = small(name)
+    _zero_ir_channels(model, 0.5, torch.Generator().manual_seed(0))
+    ref = model(X)
+    pruned = prune(model, ratio=0.5).eval()
+    assert pruned.config["pruned"]["macs_after"] < pruned.config["pruned"]["macs_before"]
+    torch.testing.assert_close(pruned(X), ref, rtol=1e-4, atol=1e-5)
+    # the check has teeth: cutting other channels (L1 ranking) changes the output
+    other = prune(model, ratio=0.5, criterion="l1").eval()
+    assert (other(X) - ref).abs().max() > 1e-3
+
+
+def test_removing_dead_pointwise_channels_changes_nothing():
+    """MobileNetV1: pointwise outputs, next depthwise and pointwise inputs, classifier input."""
+    model = small("mobilenet_v1_050", num_classes=10)
+    widths = pruned_widths(model, 0.4)
+    blocks = [b for row in model.blocks for b in row]
+    outs = [w for row in widths for w in row]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for k, (block, (_, _, out)) in enumerate(zip(blocks, outs)):
+            n = block.pw.bn.num_features
+            drop = torch.randperm(n, generator=gen)[:n - out]
+            block.pw.bn.weight[drop] = 0
+            block.pw.bn.bias[drop] = 0
+            if k + 1 < len(blocks):
+                blocks[k + 1].dw.bn.bias[drop] = 0
+                blocks[k + 1].dw.bn.running_mean[drop] = 0
+    ref = model(X)
+    pruned = prune(model, ratio=0.4).eval()
+    assert pruned.classifier.in_features == outs[-1][2] == pruned.num_features
+    torch.testing.assert_close(pruned(X), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_macs_ratio_is_met_and_pruned_model_trains_saves_and_reloads(tmp_path):
+    model = small("mobilenet_v2_100", num_classes=10)
+    pruned = prune(model, macs_ratio=0.3)
+    before, after = mobilenets.profile(model), mobilenets.profile(pruned)
+    assert abs(1 - after.macs / before.macs - 0.3) < 0.01
+    assert after.macs == pruned.config["pruned"]["macs_after"]
+    assert after.params < before.params
+    for row, prow in zip(model.plan.rows, pruned.plan.rows):
+        for spec, pspec in zip(row, prow):
+            if spec.mid != spec.in_ch:
+                assert pspec.mid % 8 == 0 and pspec.mid < spec.mid
+    # forward / backward: every parameter gets a gradient
+    pruned.train()
+    pruned(X).logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
+    # save / load round trip with identical outputs; num_classes re-initialises the classifier
+    pruned.eval()
+    mobilenets.save(pruned, tmp_path / "p", class_names=[str(i) for i in range(10)])
+    loaded = mobilenets.load(tmp_path / "p").eval()
+    torch.testing.assert_close(loaded(X), pruned(X), rtol=0, atol=0)
+    assert loaded.config["pruned"]["widths"] == pruned.config["pruned"]["widths"]
+    assert loaded.config["class_names"][3] == "3"
+    assert mobilenets.load(tmp_path / "p", num_classes=4)(X).shape == (2, 4)
+    with pytest.raises(ValueError, match="cannot be reached"):
+        prune(model, macs_ratio=0.95)
+
+
+def test_inspect_counts_zeroed_kernels_and_gammas():
+    model = small("mobilenet_v3_small_100")
+    layer = model.blocks[1][0].dw                    # 72 channels, 3x3
+    with torch.no_grad():
+        layer.conv.weight[:9] = 0                    # 9 dead kernels (both norms)
+        layer.conv.weight[9:18] *= 1e-4              # 9 tiny ones
+        layer.bn.weight[:36] = 1e-5                  # half the gammas
+    result = inspect_model(model)
+    stats = {s.name: s for s in result.layers}
+    s = stats["blocks.1.0.dw"]
+    assert (s.channels, s.kernel) == (72, 3)
+    assert s.zero_linf == pytest.approx(18 / 72) and s.zero_l2 == pytest.approx(18 / 72)
+    assert s.zero_gamma == pytest.approx(0.5)
+    assert stats["blocks.0.0.dw"].zero_linf == 0.0 and stats["blocks.0.0.dw"].zero_gamma == 0.0
+    assert len(result.layers) == 11                  # one depthwise conv per bneck
+    assert result.to_dict()["by_type"] == mobilenets.profile(model).by_type()
+    assert "blocks.1.0.dw" in result.table() and "Conv DW" in result.table()
+
+
+def test_train_rejects_a_model_with_other_classes(tmp_path):
+    with pytest.raises(ValueError, match="classes"):
+        mobilenets.train(model=small("mobilenet_v3_small_100", num_classes=3),
+                         out=str(tmp_path), epochs=1, progress=False)
+
+
+def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
+    assert main(["inspect", "mobilenet_v3_small_100", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["macs"] == mobilenets.profile(mobilenets.create_model("mobilenet_v3_small_100")).macs
+    out = tmp_path / "run"
+    assert main(["prune", "mobilenet_v3_small_100", "--macs-ratio", "0.25", "--criterion", "l1",
+                 "--data", str(SAMPLE_DIR), "--out", str(out), "--epochs", "1",
+                 "--max-steps-per-epoch", "2", "--batch-size", "8", "--resolution", "64",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "MACs" in text and "fine-tuned" in text
+    pruned = mobilenets.load(out / "pruned")
+    best = mobilenets.load(out / "best")
+    assert pruned.num_classes == 1000 and best.num_classes == 10
+    assert best.config["pruned"]["widths"] == pruned.config["pruned"]["widths"]
+    info = pruned.config["pruned"]
+    assert abs(1 - info["macs_after"] / info["macs_before"] - 0.25) < 0.02
+    assert main(["prune", "mobilenet_v3_small_100", "--ratio", "0.3", "--out",
+                 str(tmp_path / "r2"), "--epochs", "0"]) == 0
+    assert (tmp_path / "r2" / "pruned" / "model.safetensors").is_file()
+    assert not (tmp_path / "r2" / "best").exists()
