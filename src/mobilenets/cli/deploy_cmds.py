@@ -55,8 +55,8 @@ def _onnx_backend(args: argparse.Namespace) -> str:
     from ..deploy.onnx_model import is_quantized
     backend = args.backend or "onnxruntime"
     if backend == "int8" and not is_quantized(args.model):
-        raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; int8 "
-                         f"quantization is not available yet")
+        raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; make one "
+                         f"with `mobilenets quantize MODEL --calib DIR`")
     if backend not in ("onnxruntime", "int8"):
         raise ValueError(f"{args.model} is an ONNX file: it runs on the onnxruntime backend, "
                          f"not {backend}")

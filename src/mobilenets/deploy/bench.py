@@ -98,8 +98,9 @@ def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
         return compile_model(fuse(model), x)
     if backend == "onnxruntime":
         return onnxruntime_model(model, x, threads)
-    raise ValueError("int8 backend is not available yet (int8 quantization is a later "
-                     "milestone); an int8 .onnx file runs with `mobilenets bench FILE.onnx`")
+    raise ValueError("the int8 backend runs an int8 .onnx file: make one with `mobilenets "
+                     "quantize MODEL --calib DIR --out FILE.onnx`, then `mobilenets bench "
+                     "FILE.onnx`")
 
 
 def bench_model(model, backend: str, batch: int = 1, resolution: int | None = None,
