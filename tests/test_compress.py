@@ -163,3 +163,15 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
                  str(tmp_path / "r2"), "--epochs", "0"]) == 0
     assert (tmp_path / "r2" / "pruned" / "model.safetensors").is_file()
     assert not (tmp_path / "r2" / "best").exists()
+
+
+def test_pruned_folder_loads_through_create_model_weights(tmp_path):
+    import mobilenets
+    from mobilenets.compress import prune
+    model = mobilenets.create_model("mobilenet_v2_050", num_classes=5).eval()
+    pruned = prune(model, ratio=0.3).eval()
+    mobilenets.save(pruned, tmp_path / "p")
+    again = mobilenets.create_model("mobilenet_v2_050", weights=str(tmp_path / "p")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(pruned(x), again(x))
+    assert mobilenets.profile(again).macs < mobilenets.profile(model).macs

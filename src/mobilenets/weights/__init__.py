@@ -47,6 +47,9 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         config = read_config(path)
         if config["architecture"] != name:
             raise CheckpointError(f"{path} holds a {config['architecture']}, not a {name}")
+        if "pruned" in config["options"]:           # its widths are not the table's
+            from ..compress.prune import load_pruned
+            return load_pruned(path, config, **options)
         saved = dict(config["options"])
         if saved.pop("features_only", False):      # a saved backbone: rebuild it as such
             return _load_feature_net(name, path, dict(saved, **options), config)
