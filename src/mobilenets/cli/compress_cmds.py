@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..training.config import TrainConfig
-from .run_cmds import load_cli_model
+from .run_cmds import add_config_flags, load_cli_model
 
 # TrainConfig fields the prune command sets itself (or that make no sense for it)
 _SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
@@ -47,17 +47,7 @@ def add_prune_parser(sub) -> None:
     p.add_argument("--out", required=True, help="writes OUT/pruned/, then the training outputs")
     p.add_argument("--recipe", default=None, help="training recipe; options override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in _SKIP:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-            continue
-        kind = float if f.type.startswith("float") else int if f.type.startswith("int") else str
-        p.add_argument(flag, type=kind, default=None,
-                       help="0: prune and save only, no fine-tuning" if f.name == "epochs"
-                       else None)
+    add_config_flags(p, _SKIP, {"epochs": "0: prune and save only, no fine-tuning"})
     p.set_defaults(func=cmd_prune)
 
 

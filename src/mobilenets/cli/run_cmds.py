@@ -18,17 +18,22 @@ def add_train_parser(sub) -> None:
                    "recipes lists them); command-line options override it")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_flags(p, _TRAIN_SKIP)
+    p.set_defaults(func=cmd_train)
+
+
+def add_config_flags(p, skip: set[str], helps: dict[str, str] | None = None) -> None:
+    """One ``--flag`` per TrainConfig field not in ``skip`` (default None: keep the recipe's)."""
     for f in dataclasses.fields(TrainConfig):
-        if f.name in _TRAIN_SKIP:
+        if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
             continue
         kind = float if f.type.startswith("float") else int if f.type.startswith("int") else str
-        p.add_argument(flag, type=kind, default=None, help=f"(default {f.default!r})"
-                       if f.default is not dataclasses.MISSING else None)
-    p.set_defaults(func=cmd_train)
+        default = (f"(default {f.default!r})" if f.default is not dataclasses.MISSING else None)
+        p.add_argument(flag, type=kind, default=None, help=(helps or {}).get(f.name, default))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
