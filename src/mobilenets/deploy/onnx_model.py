@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.transforms import at_resolution
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                  "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd"}
-_IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+_IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
              "interpolation": "bilinear"}
 
 
@@ -79,7 +82,7 @@ class OnnxModel:
         if not self.config.get("num_classes") and isinstance(out_dim, int):
             self.config["num_classes"] = out_dim
         res = self.input_shape[-1] if isinstance(self.input_shape[-1], int) else 224
-        default = dict(_IMAGENET, resolution=res, resize=int(round(res / 0.875)))
+        default = at_resolution(_IMAGENET, res)
         self.preprocess = _meta(meta, "preprocess", None) or default
 
     @property
