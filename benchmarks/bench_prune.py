@@ -6,6 +6,11 @@ machine load hits both alike) and the median over repeats of the mean per call i
 with the 25-75% spread and the minimum (the least disturbed by other load on the machine).
 
     .venv/bin/python benchmarks/bench_prune.py --model mobilenet_v2_100 --macs-ratio 0.3
+    .venv/bin/python benchmarks/bench_prune.py --model TEACHER/best --pruned PRUNED/best
+
+With ``--pruned``, ``--model`` and ``--pruned`` are saved-model folders (a trained model and
+its pruned, fine-tuned copy, e.g. from ``experiments/imagenette_compress.py``) and those two
+are timed; otherwise a registered model with random BN scales is pruned here.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ def _summary(samples: list[float]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilenet_v2_100")
+    ap.add_argument("--model", default="mobilenet_v2_100",
+                    help="registered name, or a saved-model folder with --pruned")
+    ap.add_argument("--pruned", default=None, help="saved-model folder of --model pruned")
     ap.add_argument("--macs-ratio", type=float, default=0.3)
     ap.add_argument("--criterion", default="bn", choices=("bn", "l1"))
     ap.add_argument("--resolution", type=int, default=224)
@@ -47,12 +54,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base = mobilenets.create_model(args.model, resolution=args.resolution).eval()
-    with torch.no_grad():            # random BN scales, so the ranking is not all ties
-        for m in base.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-    pruned = prune(base, macs_ratio=args.macs_ratio, criterion=args.criterion).eval()
+    if args.pruned:
+        base, pruned = mobilenets.load(args.model).eval(), mobilenets.load(args.pruned).eval()
+        if "pruned" not in pruned.config:
+            raise SystemExit(f"{args.pruned} is not a pruned model (no 'pruned' in its config)")
+        args.macs_ratio, args.criterion = None, pruned.config["pruned"]["criterion"]
+    else:
+        base = mobilenets.create_model(args.model, resolution=args.resolution).eval()
+        with torch.no_grad():            # random BN scales, so the ranking is not all ties
+            for m in base.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+        pruned = prune(base, macs_ratio=args.macs_ratio, criterion=args.criterion).eval()
     x = torch.randn(1, 3, args.resolution, args.resolution)
     models = {"base": base, "pruned": pruned}
     times = {k: [] for k in models}
@@ -67,7 +80,7 @@ def main() -> None:
               "criterion": args.criterion, "repeats": args.repeats, "calls": args.calls,
               "torch": torch.__version__}
     for k, m in models.items():
-        p = mobilenets.profile(m)
+        p = mobilenets.profile(m, (3, args.resolution, args.resolution))
         result[k] = {"params": p.params, "macs": p.macs, **_summary(times[k])}
     result["macs_removed"] = 1 - result["pruned"]["macs"] / result["base"]["macs"]
     result["speedup"] = result["base"]["median_ms"] / result["pruned"]["median_ms"]

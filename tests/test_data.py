@@ -173,6 +173,26 @@ def test_train_transform_shapes(tmp_path, auto_augment):
     assert eval_transform(PRE)(image).shape == (3, 32, 32)
 
 
+def test_train_transform_crop_min_scale(tmp_path):
+    """Crops of >= 90% of the area always span the middle of a half-black, half-white image;
+    crops of 2% of it mostly fall on one side."""
+    pixels = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    pixels[:, :, 32:] = 255
+    image = Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    pre = dict(PRE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+    def two_sided(scale):
+        t = train_transform(16, pre, hflip=0.0, scale=scale)
+        return [bool(x.min() < 0.1 and x.max() > 0.9) for x in (t(image) for _ in range(20))]
+    torch.manual_seed(0)
+    assert all(two_sided((0.9, 1.0)))
+    assert sum(two_sided((0.02, 0.02))) < 10
+    with pytest.raises(ValueError, match="crop scale"):
+        train_transform(16, PRE, scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="crop scale"):
+        train_transform(16, PRE, scale=(0.5, 0.4))
+
+
 def test_train_transform_rejects_unknown_auto_augment():
     with pytest.raises(ValueError, match="randaugment"):
         train_transform(32, PRE, auto_augment="augmix")

@@ -38,6 +38,9 @@ def train_transform(resolution: int, preprocess: dict, auto_augment: str | None 
     (brightness, contrast, saturation) and ``auto_augment`` (None, 'randaugment',
     'trivialaugment' or 'autoaugment'), scale to [0, 1], normalise, optional RandomErasing
     with probability ``random_erasing``."""
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1 (fractions of the "
+                         f"image area), not {tuple(scale)}")
     if auto_augment is not None and auto_augment not in AUTO_AUGMENT:
         raise ValueError(f"auto_augment must be None or one of {', '.join(AUTO_AUGMENT)}, "
                          f"not {auto_augment!r}")

@@ -45,6 +45,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     bn_momentum: float | None = None
     # augmentation
+    crop_min_scale: float = 0.08       # RandomResizedCrop's smallest area fraction (Inception)
     auto_augment: str | None = None
     color_jitter: float = 0.0
     random_erasing: float = 0.0

@@ -110,7 +110,8 @@ class _Run:
         model.preprocess = at_resolution(model.preprocess, cfg.resolution)
         self.train_set = SeededView(train_raw, train_transform(
             cfg.resolution, model.preprocess, auto_augment=cfg.auto_augment,
-            color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing), cfg.seed)
+            color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing,
+            scale=(cfg.crop_min_scale, 1.0)), cfg.seed)
         self.val_set = SeededView(val_raw, eval_transform(model.preprocess), cfg.seed)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, rank=dist.rank,
                                     world=dist.world)
