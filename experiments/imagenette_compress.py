@@ -58,6 +58,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default="runs/in-v2-15/best", help="trained saved-model folder")
     p.add_argument("--out", default="runs/compress")
+    p.add_argument("--data", default=None, help="folder with train/ and val/ (default: "
+                   "Imagenette from ../shared, unpacked into the cache)")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)}")
     p.add_argument("--redo", action="store_true", help="rerun steps that have results")
     p.add_argument("--resolution", type=int, default=128)
@@ -73,7 +75,8 @@ def main() -> None:
     steps = [s for s in args.steps.split(",") if s]
     if unknown := set(steps) - set(STEPS):
         raise SystemExit(f"unknown step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
-    data, teacher, out = unpacked("imagenette-224"), Path(args.teacher), Path(args.out)
+    data = Path(args.data) if args.data else unpacked("imagenette-224")
+    teacher, out = Path(args.teacher), Path(args.out)
     if not (teacher / "config.json").is_file():
         raise SystemExit(f"{teacher} is not a saved-model folder: train the teacher first "
                          f"(see this script's docstring)")
@@ -107,10 +110,11 @@ def main() -> None:
                        "--lr", args.ft_lr, "--warmup-epochs", 0, *train_common)
             before = evaluate(folder / "pruned", data, out)
             after = evaluate(folder / "best", data, out)
-            cfg = json.loads((folder / "pruned" / "config.json").read_text())["pruned"]
+            cfg = json.loads((folder / "pruned" / "config.json").read_text())["options"]["pruned"]
             save(step, {"macs_before": cfg["macs_before"], "macs_after": cfg["macs_after"],
                         "ratio": cfg["ratio"], "top1_pruned": before["top1"],
                         "top1_finetuned": after["top1"], "top5_finetuned": after["top5"],
+                        "top1_finetuned_last_epoch": final_top1(folder),
                         "ft_epochs": args.ft_epochs}, t0)
         elif step == "kd":
             seeds = [int(s) for s in args.seeds.split(",")]
