@@ -8,7 +8,7 @@ import torch
 
 import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.compress import inspect_model, keep_count, prune, pruned_widths
+from mobilenets.compress import inspect_model, keep_count, prune, pruned_widths, recalibrate_bn
 from mobilenets.data import SAMPLE_DIR
 
 from conftest import randomize_bn
@@ -142,6 +142,55 @@ def test_train_rejects_a_model_with_other_classes(tmp_path):
                          out=str(tmp_path), epochs=1, progress=False)
 
 
+def test_recalibrate_bn_estimates_batch_statistics_and_restores_state():
+    model = small("mobilenet_v2_050", drop_path_rate=0.2).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        stem = model.stem.conv(x)
+    assert recalibrate_bn(model, [x]) == 4
+    torch.testing.assert_close(model.stem.bn.running_mean, stem.mean((0, 2, 3)))
+    torch.testing.assert_close(model.stem.bn.running_var, stem.var((0, 2, 3)))   # unbiased
+    # every later BN too: eval-mode outputs then equal BN-in-train-mode outputs up to the
+    # biased/unbiased variance factor n/(n-1), tiny at 4 x 32 x 32 positions per channel
+    first_stats = [m.running_var.clone() for m in norms]
+    assert recalibrate_bn(model, [x[:2], x[2:]]) == 4       # two equal batches: same mean
+    torch.testing.assert_close(model.stem.bn.running_mean, stem.mean((0, 2, 3)))
+    assert recalibrate_bn(model, [x]) == 4                   # deterministic: no drop-path
+    for m, v in zip(norms, first_stats):
+        torch.testing.assert_close(m.running_var, v)
+    assert model.training and all(m.training for m in norms)
+    assert [m.momentum for m in norms] == momenta
+    assert all(torch.equal(v, params[k]) for k, v in model.named_parameters())
+    with pytest.raises(ValueError, match="no images"):
+        recalibrate_bn(model, [])
+
+
+def test_recalibration_recovers_a_pruned_models_outputs():
+    """Statistics re-estimated after pruning bring the pruned model's eval outputs closer to
+    what its BatchNorms see in train mode (the batch's own statistics) than stale ones do."""
+    base = small("mobilenet_v2_050")
+    x = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    recalibrate_bn(base, [x])                     # statistics that fit the unpruned model
+    pruned = prune(base, ratio=0.5).eval()
+
+    def gap(model):
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        with torch.no_grad():
+            stale = model(x)
+            for m in norms:
+                m.train()
+            batch = model(x)
+            for m in norms:
+                m.eval()
+        return (stale - batch).abs().max().item()
+    before = gap(pruned)
+    recalibrate_bn(pruned, [x])
+    assert gap(pruned) < 0.2 * before
+
+
 def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     assert main(["inspect", "mobilenet_v3_small_100", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -150,9 +199,9 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     assert main(["prune", "mobilenet_v3_small_100", "--macs-ratio", "0.25", "--criterion", "l1",
                  "--data", str(SAMPLE_DIR), "--out", str(out), "--epochs", "1",
                  "--max-steps-per-epoch", "2", "--batch-size", "8", "--resolution", "64",
-                 "--no-progress"]) == 0
+                 "--recalibrate-images", "32", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "MACs" in text and "fine-tuned" in text
+    assert "MACs" in text and "fine-tuned" in text and "re-estimated on 32 images" in text
     pruned = mobilenets.load(out / "pruned")
     best = mobilenets.load(out / "best")
     assert pruned.num_classes == 1000 and best.num_classes == 10
@@ -160,7 +209,8 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     info = pruned.config["pruned"]
     assert abs(1 - info["macs_after"] / info["macs_before"] - 0.25) < 0.02
     assert main(["prune", "mobilenet_v3_small_100", "--ratio", "0.3", "--out",
-                 str(tmp_path / "r2"), "--epochs", "0"]) == 0
+                 str(tmp_path / "r2"), "--epochs", "0", "--recalibrate-images", "0"]) == 0
+    assert "re-estimated" not in capsys.readouterr().out
     assert (tmp_path / "r2" / "pruned" / "model.safetensors").is_file()
     assert not (tmp_path / "r2" / "best").exists()
 

@@ -44,6 +44,9 @@ def add_prune_parser(sub) -> None:
     p.add_argument("--criterion", choices=CRITERIA, default="bn",
                    help="rank channels by BN |gamma| (bn) or conv filter L1 norm (l1)")
     p.add_argument("--data", default=None, help="fine-tuning data (default: built-in sample)")
+    p.add_argument("--recalibrate-images", type=int, default=1024, metavar="N",
+                   help="re-estimate BatchNorm statistics on N training images after pruning "
+                   "(adaptive BN; 0: keep the unpruned model's statistics)")
     p.add_argument("--out", required=True, help="writes OUT/pruned/, then the training outputs")
     p.add_argument("--recipe", default=None, help="training recipe; options override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -52,8 +55,8 @@ def add_prune_parser(sub) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..compress import prune
-    from ..data import resolve_split
+    from ..compress import prune, recalibrate_bn
+    from ..data import calibration_batches, resolve_split
     from ..data.folder import class_folders
     from ..training import train
     from ..training.config import make_config
@@ -63,6 +66,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
                    criterion=args.criterion)
     info = pruned.config["pruned"]
     out = Path(args.out)
+    if args.recalibrate_images < 0:
+        raise ValueError(f"--recalibrate-images must be >= 0, not {args.recalibrate_images}")
+    if args.recalibrate_images:
+        train_dir = resolve_split(args.data)[0]
+        seen = recalibrate_bn(pruned, calibration_batches(
+            train_dir, pruned.preprocess, args.recalibrate_images, batch_size=64))
+        print(f"BatchNorm statistics re-estimated on {seen} images of {train_dir} at "
+              f"{pruned.preprocess['resolution']} px", flush=True)
     save(pruned, out / "pruned")
     n_params = (sum(p.numel() for p in model.parameters()),
                 sum(p.numel() for p in pruned.parameters()))

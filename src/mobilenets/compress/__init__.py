@@ -2,5 +2,7 @@
 
 from .inspect import Inspection, inspect_model
 from .prune import keep_count, prune, pruned_widths
+from .recalibrate import recalibrate_bn
 
-__all__ = ["Inspection", "inspect_model", "keep_count", "prune", "pruned_widths"]
+__all__ = ["Inspection", "inspect_model", "keep_count", "prune", "pruned_widths",
+           "recalibrate_bn"]
