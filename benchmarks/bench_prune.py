@@ -58,7 +58,8 @@ def main() -> None:
         base, pruned = mobilenets.load(args.model).eval(), mobilenets.load(args.pruned).eval()
         if "pruned" not in pruned.config:
             raise SystemExit(f"{args.pruned} is not a pruned model (no 'pruned' in its config)")
-        args.macs_ratio, args.criterion = None, pruned.config["pruned"]["criterion"]
+        info = pruned.config["pruned"]
+        args.macs_ratio, args.criterion = info.get("macs_ratio"), info["criterion"]
     else:
         base = mobilenets.create_model(args.model, resolution=args.resolution).eval()
         with torch.no_grad():            # random BN scales, so the ranking is not all ties

@@ -27,6 +27,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
 
 
+def metrics(run_dir: Path) -> list[dict]:
+    """The per-epoch rows of a run's ``metrics.jsonl`` ([] when the run has none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
@@ -59,7 +65,7 @@ def main() -> None:
     t0 = time.time()
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(out)
     summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
                "wall_time_s": wall, "epochs": len(rows), "val_images": 3925,
                "final_top1": rows[-1]["top1"], "best_top1": max(r["top1"] for r in rows),

@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
+from imagenette import metrics  # noqa: E402
+
+from mobilenets.weights.saved import is_saved_model, read_config  # noqa: E402
 
 STEPS = ("fp32", "ptq", "prune", "kd")
 TRAIN_SPEED = ["--amp", "--channels-last", "--no-progress"]
@@ -49,11 +52,6 @@ def evaluate(model, data: Path, out: Path) -> dict:
     return {"top1": result["top1"], "top5": result["top5"], "images": result["images"]}
 
 
-def final_top1(run_dir: Path) -> float:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return rows[-1]["top1"]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default="runs/in-v2-15/best", help="trained saved-model folder")
@@ -77,7 +75,7 @@ def main() -> None:
         raise SystemExit(f"unknown step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
     data = Path(args.data) if args.data else unpacked("imagenette-224")
     teacher, out = Path(args.teacher), Path(args.out)
-    if not (teacher / "config.json").is_file():
+    if not is_saved_model(teacher):
         raise SystemExit(f"{teacher} is not a saved-model folder: train the teacher first "
                          f"(see this script's docstring)")
     out.mkdir(parents=True, exist_ok=True)
@@ -105,16 +103,15 @@ def main() -> None:
             save(step, evaluate(onnx, data, out), t0)
         elif step == "prune":
             folder = out / "prune"
-            mobilenets("prune", teacher, "--macs-ratio", args.prune_macs, "--data", data,
-                       "--out", folder, "--recipe", "small-data", "--epochs", args.ft_epochs,
+            mobilenets("prune", teacher, "--macs-ratio", args.prune_macs, "--out", folder, "--recipe", "small-data", "--epochs", args.ft_epochs,
                        "--lr", args.ft_lr, "--warmup-epochs", 0, *train_common)
             before = evaluate(folder / "pruned", data, out)
             after = evaluate(folder / "best", data, out)
-            cfg = json.loads((folder / "pruned" / "config.json").read_text())["options"]["pruned"]
+            cfg = read_config(folder / "pruned")["options"]["pruned"]
             save(step, {"macs_before": cfg["macs_before"], "macs_after": cfg["macs_after"],
                         "ratio": cfg["ratio"], "top1_pruned": before["top1"],
                         "top1_finetuned": after["top1"], "top5_finetuned": after["top5"],
-                        "top1_finetuned_last_epoch": final_top1(folder),
+                        "top1_finetuned_last_epoch": metrics(folder)[-1]["top1"],
                         "ft_epochs": args.ft_epochs}, t0)
         elif step == "kd":
             seeds = [int(s) for s in args.seeds.split(",")]
@@ -122,13 +119,14 @@ def main() -> None:
             for seed in seeds:
                 for kind in top1:
                     folder = out / "kd" / f"{kind}-seed{seed}"
-                    if not (folder / "metrics.jsonl").is_file() or len(
-                            (folder / "metrics.jsonl").read_text().splitlines()) < args.kd_epochs:
+                    rows = metrics(folder)
+                    if len(rows) < args.kd_epochs:
                         extra = ["--teacher", teacher] if kind == "distilled" else []
                         mobilenets("train", "--recipe", "small-data", "--model", args.student,
                                    "--epochs", args.kd_epochs, "--seed", seed, "--out", folder,
                                    *train_common, *extra)
-                    top1[kind].append(final_top1(folder))
+                        rows = metrics(folder)
+                    top1[kind].append(rows[-1]["top1"])
             summary = {"student": args.student, "epochs": args.kd_epochs, "seeds": seeds,
                        **{f"top1_{k}": v for k, v in top1.items()}}
             for k, v in top1.items():

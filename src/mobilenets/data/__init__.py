@@ -7,5 +7,5 @@ from .folder import (SAMPLE_DIR, DataError, ImageFolderDataset, collate_skip_bad
 from .transforms import at_resolution, eval_transform, mixup_cutmix, train_transform
 
 __all__ = ["SAMPLE_DIR", "DataError", "ImageFolderDataset", "at_resolution", "calibration_batches",
-           "collate_skip_bad", "eval_transform",
-           "load_rgb", "mixup_cutmix", "resolve_split", "train_transform"]
+           "collate_skip_bad", "eval_transform", "load_rgb", "mixup_cutmix", "resolve_split",
+           "train_transform"]
