@@ -64,8 +64,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--prune-macs", type=float, default=0.3, help="share of MACs to remove")
-    p.add_argument("--ft-epochs", type=int, default=3, help="fine-tuning epochs after pruning")
-    p.add_argument("--ft-lr", type=float, default=5e-4, help="fine-tuning lr (AdamW, cosine)")
+    p.add_argument("--ft-epochs", type=int, default=5, help="fine-tuning epochs after pruning")
+    p.add_argument("--ft-lr", type=float, default=0.02, help="fine-tuning lr (recipe's "
+                   "optimiser, cosine, no warmup)")
+    p.add_argument("--ft-distil", action="store_true", help="fine-tune the pruned model with "
+                   "distillation from the unpruned teacher (--teacher of mobilenets prune)")
     p.add_argument("--student", default="mobilenet_v2_035")
     p.add_argument("--kd-epochs", type=int, default=5)
     p.add_argument("--seeds", default="0,1,2")
@@ -103,8 +106,10 @@ def main() -> None:
             save(step, evaluate(onnx, data, out), t0)
         elif step == "prune":
             folder = out / "prune"
-            mobilenets("prune", teacher, "--macs-ratio", args.prune_macs, "--out", folder, "--recipe", "small-data", "--epochs", args.ft_epochs,
-                       "--lr", args.ft_lr, "--warmup-epochs", 0, *train_common)
+            distil = ["--teacher", teacher] if args.ft_distil else []
+            mobilenets("prune", teacher, "--macs-ratio", args.prune_macs, "--out", folder,
+                       "--recipe", "small-data", "--epochs", args.ft_epochs, "--lr", args.ft_lr,
+                       "--warmup-epochs", 0, *distil, *train_common)
             before = evaluate(folder / "pruned", data, out)
             after = evaluate(folder / "best", data, out)
             cfg = read_config(folder / "pruned")["options"]["pruned"]
@@ -112,7 +117,8 @@ def main() -> None:
                         "ratio": cfg["ratio"], "top1_pruned": before["top1"],
                         "top1_finetuned": after["top1"], "top5_finetuned": after["top5"],
                         "top1_finetuned_last_epoch": metrics(folder)[-1]["top1"],
-                        "ft_epochs": args.ft_epochs}, t0)
+                        "ft_epochs": args.ft_epochs, "ft_lr": args.ft_lr,
+                        "ft_distil": args.ft_distil}, t0)
         elif step == "kd":
             seeds = [int(s) for s in args.seeds.split(",")]
             top1 = {"alone": [], "distilled": []}

@@ -215,6 +215,23 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     assert not (tmp_path / "r2" / "best").exists()
 
 
+def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path, capsys):
+    from mobilenets.data.folder import class_folders
+    source = mobilenets.create_model("mobilenet_v2_035", num_classes=10)
+    mobilenets.save(source, tmp_path / "source", class_folders(SAMPLE_DIR / "train"))
+    out = tmp_path / "run"
+    assert main(["prune", str(tmp_path / "source"), "--ratio", "0.3", "--data", str(SAMPLE_DIR),
+                 "--teacher", str(tmp_path / "source"), "--kd-alpha", "0.9", "--out", str(out),
+                 "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8",
+                 "--resolution", "64", "--recalibrate-images", "0", "--no-progress"]) == 0
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["teacher"] == str(tmp_path / "source") and config["kd_alpha"] == 0.9
+    best = mobilenets.load(out / "best")
+    assert best.config["pruned"]["widths"] == mobilenets.load(out / "pruned").config[
+        "pruned"]["widths"]
+    assert mobilenets.profile(best).macs < mobilenets.profile(source).macs
+
+
 def test_pruned_folder_loads_through_create_model_weights(tmp_path):
     import mobilenets
     from mobilenets.compress import prune
