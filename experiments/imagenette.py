@@ -1,8 +1,8 @@
 """Train a model from scratch on Imagenette (../shared/datasets) and evaluate it on the 3,925
 val images: the recorded command behind the Imagenette figures of the README and closing notes.
 
-    .venv/bin/python experiments/imagenette.py --epochs 15 --workers 1 --out runs/in-v2-15 \
-        -- --amp --channels-last --no-progress                  # 2-core CPU, ~40 min
+    .venv/bin/python experiments/imagenette.py --epochs 15 --workers 1 --out runs/in-v2-15-sgd \
+        -- --amp --channels-last --no-progress                  # 2-core CPU, ~45 min
     .venv/bin/python experiments/imagenette.py --epochs 40 --batch-size 128  # a GPU
     .venv/bin/python experiments/imagenette.py --model mobilenet_v2_035 -- --teacher T/best
 
