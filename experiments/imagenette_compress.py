@@ -68,7 +68,7 @@ def main() -> None:
     p.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs")
     p.add_argument("--qat-max-steps", type=int, default=0, help="QAT steps per epoch (0: all)")
     p.add_argument("--prune-macs", type=float, default=0.3, help="share of MACs to remove")
-    p.add_argument("--ft-epochs", type=int, default=5, help="fine-tuning epochs after pruning")
+    p.add_argument("--ft-epochs", type=int, default=8, help="fine-tuning epochs after pruning")
     p.add_argument("--ft-lr", type=float, default=0.02, help="fine-tuning lr (recipe's "
                    "optimiser, cosine, no warmup)")
     p.add_argument("--ft-distil", action="store_true", help="fine-tune the pruned model with "
