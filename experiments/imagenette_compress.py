@@ -74,7 +74,9 @@ def main() -> None:
     p.add_argument("--ft-distil", action="store_true", help="fine-tune the pruned model with "
                    "distillation from the unpruned teacher (--teacher of mobilenets prune)")
     p.add_argument("--student", default="mobilenet_v2_035")
-    p.add_argument("--kd-epochs", type=int, default=5)
+    p.add_argument("--kd-epochs", type=int, default=6)
+    p.add_argument("--kd-warmup-epochs", type=int, default=1,
+                   help="warmup epochs of the student runs (the recipe's 3 suit longer runs)")
     p.add_argument("--seeds", default="0,1,2")
     args = p.parse_args()
     steps = [s for s in args.steps.split(",") if s]
@@ -141,10 +143,12 @@ def main() -> None:
                         extra = ["--teacher", teacher] if kind == "distilled" else []
                         mobilenets("train", "--recipe", "small-data", "--model", args.student,
                                    "--epochs", args.kd_epochs, "--seed", seed, "--out", folder,
+                                   "--warmup-epochs", args.kd_warmup_epochs,
                                    *train_common, *extra)
                         rows = metrics(folder)
                     top1[kind].append(rows[-1]["top1"])
-            summary = {"student": args.student, "epochs": args.kd_epochs, "seeds": seeds,
+            summary = {"student": args.student, "epochs": args.kd_epochs,
+                       "warmup_epochs": args.kd_warmup_epochs, "seeds": seeds,
                        **{f"top1_{k}": v for k, v in top1.items()}}
             for k, v in top1.items():
                 summary[f"mean_{k}"] = statistics.mean(v)

@@ -12,7 +12,7 @@ import torch
 
 import mobilenets
 from mobilenets.data import SAMPLE_DIR
-from mobilenets.deploy import OnnxModel
+from mobilenets.deploy import OnnxModel, export_onnx
 from mobilenets.deploy.bench import BackendError, benchmark, compile_model
 from mobilenets.deploy.onnx_export import export_preprocess
 from conftest import randomize_bn
@@ -242,3 +242,36 @@ def test_cli_refusals(tmp_path, capsys):
     assert "opset 18 or newer" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
 
+
+
+# ---------------------------------------------------------------- onnxruntime profile
+
+def test_profile_onnx_splits_kernel_time_by_convolution_shape(tmp_path):
+    from mobilenets.deploy.ort_profile import format_profile, profile_onnx
+    model = mobilenets.create_model("mobilenet_v2_035", num_classes=10).eval()
+    path = export_onnx(model, tmp_path / "v2.onnx", resolution=RES)
+    x = np.random.default_rng(0).standard_normal((1, 3, RES, RES), dtype=np.float32)
+    r = profile_onnx(path, x, iters=3, warmup=1, threads=1)
+    ops = {o["op"]: o for o in r["ops"]}
+    # every convolution of the folded model ran, counted by shape, and the 3x3 stem
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    dw = sum(m.groups > 1 for m in convs)
+    pw = sum(m.groups == 1 and m.kernel_size == (1, 1) for m in convs)
+    counts = {shape: sum(o["nodes"] for op, o in ops.items() if op.endswith(shape))
+              for shape in ("depthwise", "1x1", "3x3")}
+    assert counts == {"depthwise": dw, "1x1": pw, "3x3": 1}
+    assert abs(sum(o["share"] for o in r["ops"]) - 1) < 1e-6
+    assert all(o["ms"] > 0 for o in r["ops"]) and r["run_ms"] > 0
+    assert r["kernel_ms"] == pytest.approx(sum(o["ms"] for o in r["ops"]))
+    assert "depthwise" in format_profile(r)
+
+
+def test_cli_bench_profile(tmp_path, capsys, keep_threads):
+    from mobilenets.cli.main import main
+    assert main(["bench", "mobilenet_v1_025", "--backend", "onnxruntime", "--threads", "1",
+                 "--resolution", str(RES), "--warmup", "1", "--iters", "2", "--profile",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert any(o["op"].endswith("depthwise") for o in r["profile"]["ops"])
+    assert main(["bench", "mobilenet_v1_025", "--backend", "eager", "--profile"]) == 2
+    assert "--profile" in capsys.readouterr().err

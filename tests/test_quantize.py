@@ -21,7 +21,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
 from mobilenets.deploy.onnx_model import is_quantized  # noqa: E402
-from mobilenets.deploy.quantize import excluded_nodes, mean_to_global_pool  # noqa: E402
+from mobilenets.deploy.onnx_export import mean_to_global_pool  # noqa: E402
+from mobilenets.deploy.quantize import excluded_nodes  # noqa: E402
 
 CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
 MIN_AGREEMENT, MIN_COSINE = 0.92, 0.98
@@ -117,15 +118,31 @@ def test_se_preset_picks_gates_not_hard_swish():
     assert excluded_nodes(h.make_model(graph), "se") == ["se_gate", "se_mul"]
 
 
-def test_mean_to_global_pool_is_exact(files, val_images):
-    fp32, _ = files
-    proto = onnx.load(str(fp32))
-    assert mean_to_global_pool(proto) == 1
+def test_mean_to_global_pool_is_exact():
+    h, rng = onnx.helper, np.random.default_rng(0)
+    axes = onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    nodes = [h.make_node("ReduceMean", ["x", "axes"], ["m"], name="se_pool"),
+             h.make_node("ReduceMean", ["x", "axes"], ["flat"], name="head", keepdims=0)]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", 1, [1, 4, 5, 5])],
+                         [h.make_tensor_value_info("m", 1, [1, 4, 1, 1]),
+                          h.make_tensor_value_info("flat", 1, [1, 4])], [axes])
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
     import onnxruntime as ort
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = val_images[:1].numpy()
-    np.testing.assert_allclose(session.run(None, {"input": x})[0],
-                               OnnxModel(fp32).run_numpy(x)[0], rtol=1e-5, atol=1e-5)
+    x = rng.standard_normal((1, 4, 5, 5), dtype=np.float32)
+    before = ort.InferenceSession(proto.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert mean_to_global_pool(proto) == 1       # keepdims=0 is not a global pool: kept
+    assert [n.op_type for n in proto.graph.node] == ["GlobalAveragePool", "ReduceMean"]
+    after = ort.InferenceSession(proto.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_export_writes_spatial_means_as_global_pool(files):
+    fp32, _ = files
+    ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops
 
 
 def test_cli_quantize_eval_predict_bench(model, tmp_path, capsys):

@@ -48,6 +48,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", action="store_true",
+                   help="also print onnxruntime kernel time per operator kind (onnxruntime "
+                        "and int8 backends; --iters profiled calls)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -83,16 +86,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
             resolution = res
     else:
         model = load_cli_model(args.model, args.weights)
+    if args.profile and run_as != "onnxruntime":
+        raise ValueError("--profile times onnxruntime kernels: use it with --backend "
+                         "onnxruntime or on a .onnx file")
     try:
         r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
                         args.iters)
     except BackendError as e:
         raise ValueError(str(e)) from None
     r["backend"] = backend
+    if args.profile:
+        r["profile"] = _profile(args, model, r)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"{r['model']}  {backend}  batch {r['batch']}  {r['resolution']} px  "
           f"{r['threads'] or 'default'} threads: median {r['median_ms']:.2f} ms  "
           f"p90 {r['p90_ms']:.2f} ms  {r['images_per_s']:.1f} images/s")
+    if args.profile:
+        from ..deploy.ort_profile import format_profile
+        print(format_profile(r["profile"]))
     return 0
+
+
+def _profile(args: argparse.Namespace, model, r: dict) -> dict:
+    """onnxruntime's per-operator kernel times for the benchmarked ONNX file."""
+    import tempfile
+
+    import numpy as np
+
+    from ..deploy import OnnxModel, export_onnx
+    from ..deploy.ort_profile import profile_onnx
+    x = np.random.default_rng(0).standard_normal(
+        (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
+        dtype=np.float32)
+    if isinstance(model, OnnxModel):
+        return profile_onnx(model.path, x, args.iters, args.warmup, args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", resolution=r["resolution"],
+                           dynamic_batch=r["batch"] != 1)
+        return profile_onnx(path, x, args.iters, args.warmup, args.threads)

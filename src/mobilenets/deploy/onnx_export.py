@@ -47,13 +47,43 @@ def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
             "producer": f"mobilenets {__version__}"}
 
 
+def mean_to_global_pool(proto) -> int:
+    """Replace each ReduceMean over the two spatial axes of a 4-D tensor (keepdims) by the
+    equal GlobalAveragePool; returns how many. torch's exporter writes the global pooling of
+    squeeze-excite and of the head as ReduceMean, which onnxruntime runs neither in int8 nor
+    in its blocked NCHWc layout (each one cost a reorder of the feature map)."""
+    import onnx
+    from onnx import numpy_helper
+    consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    graph = onnx.shape_inference.infer_shapes(proto).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in list(graph.value_info) + list(graph.input)}
+    count = 0
+    for node in proto.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        axes = consts.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
+        if (node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4 or axes is None
+                or attrs.get("keepdims", 1) != 1 or sorted(int(a) % 4 for a in axes) != [2, 3]):
+            continue
+        node.op_type = "GlobalAveragePool"
+        del node.input[1:]
+        del node.attribute[:]
+        count += 1
+    used = {i for n in proto.graph.node for i in n.input}
+    unused = [i for i in proto.graph.initializer if i.name not in used]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    return count
+
+
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                 dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True) -> Path:
     """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
 
     The input is ``input`` of shape (batch, C, resolution, resolution); the batch is 1, or a
     symbolic ``batch`` with ``dynamic_batch``. Weights are stored inside the file (no external
-    ``.data``). The file is checked with ``onnx.checker``. Returns ``path``.
+    ``.data``). Spatial means are written as GlobalAveragePool (:func:`mean_to_global_pool`).
+    The file is checked with ``onnx.checker``. Returns ``path``.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported: ONNX export needs opset "
@@ -88,8 +118,11 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(path, external_data=False)
+    proto = onnx.load(str(path))
+    if mean_to_global_pool(proto):
+        onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
     return path
 
 
-__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess"]
+__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess", "mean_to_global_pool"]

@@ -5,8 +5,9 @@ image folder, and quantized in the QDQ format: symmetric per-channel int8 weight
 asymmetric uint8 activations (U8S8), the form whose convolutions onnxruntime's CPU kernels
 run with VNNI ``vpdpbusd`` (unsigned x signed) directly. Measured with onnxruntime 1.32 on an
 AVX-512 VNNI CPU (mobilenet_v2_100, 224 px, 2 threads): U8S8 ~0.45-0.5x the fp32 latency,
-symmetric int8 activations (S8S8) ~1.0x, so uint8 is the default. Spatial ReduceMeans become
-GlobalAveragePool first, which onnxruntime runs in int8. The result keeps the fp32 export's
+symmetric int8 activations (S8S8) ~1.0x, so uint8 is the default. Spatial ReduceMeans of a
+file from elsewhere become GlobalAveragePool first (as in our export), which onnxruntime runs
+in int8. The result keeps the fp32 export's
 ``metadata_props`` (model name, preprocessing, class names), so ``OnnxModel``, ``eval``,
 ``predict`` and ``bench`` take it like any export.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data.calibration import calibration_batches
+from .onnx_export import mean_to_global_pool
 
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
@@ -62,33 +64,6 @@ def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
         return path, onnx_model.preprocess
     export_onnx(model, path, resolution=resolution)
     return path, OnnxModel(path).preprocess
-
-
-def mean_to_global_pool(proto) -> int:
-    """Replace each ReduceMean over the two spatial axes of a 4-D tensor (keepdims) by the
-    equal GlobalAveragePool, which onnxruntime runs in int8; returns how many."""
-    import onnx
-    from onnx import numpy_helper
-    consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    graph = onnx.shape_inference.infer_shapes(proto).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in list(graph.value_info) + list(graph.input)}
-    count = 0
-    for node in proto.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        axes = consts.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
-        if (node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4 or axes is None
-                or attrs.get("keepdims", 1) != 1 or sorted(int(a) % 4 for a in axes) != [2, 3]):
-            continue
-        node.op_type = "GlobalAveragePool"
-        del node.input[1:]
-        del node.attribute[:]
-        count += 1
-    used = {i for n in proto.graph.node for i in n.input}
-    unused = [i for i in proto.graph.initializer if i.name not in used]
-    for init in unused:
-        proto.graph.initializer.remove(init)
-    return count
 
 
 def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
@@ -179,4 +154,4 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return out_path
 
 
-__all__ = ["calibration_batches", "excluded_nodes", "mean_to_global_pool", "quantize_onnx"]
+__all__ = ["calibration_batches", "excluded_nodes", "quantize_onnx"]
