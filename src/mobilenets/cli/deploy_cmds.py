@@ -67,13 +67,18 @@ def _onnx_backend(args: argparse.Namespace) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from ..deploy import OnnxModel, export_onnx
     from ..deploy.bench import BackendError, bench_model
+    from ..deploy.ort_profile import format_profile, profile_onnx
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
     if Path(args.model).suffix.lower() == ".onnx":
-        from ..deploy import OnnxModel
         backend, run_as = _onnx_backend(args), "onnxruntime"
         model = OnnxModel(args.model, threads=args.threads)
         fixed, res = model.batch_size, model.input_shape[-1]
@@ -89,14 +94,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.profile and run_as != "onnxruntime":
         raise ValueError("--profile times onnxruntime kernels: use it with --backend "
                          "onnxruntime or on a .onnx file")
-    try:
-        r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
-                        args.iters)
-    except BackendError as e:
-        raise ValueError(str(e)) from None
-    r["backend"] = backend
-    if args.profile:
-        r["profile"] = _profile(args, model, r)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
+            resolution = resolution or model.preprocess.get("resolution", 224)
+            model = OnnxModel(export_onnx(model, Path(tmp) / "model.onnx", resolution=resolution,
+                                          dynamic_batch=args.batch != 1), threads=args.threads)
+        try:
+            r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
+                            args.iters)
+        except BackendError as e:
+            raise ValueError(str(e)) from None
+        r["backend"] = backend
+        if args.profile:
+            x = np.random.default_rng(0).standard_normal(
+                (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
+                dtype=np.float32)
+            r["profile"] = profile_onnx(model.path, x, args.iters, args.warmup, args.threads)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -104,25 +117,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{r['threads'] or 'default'} threads: median {r['median_ms']:.2f} ms  "
           f"p90 {r['p90_ms']:.2f} ms  {r['images_per_s']:.1f} images/s")
     if args.profile:
-        from ..deploy.ort_profile import format_profile
         print(format_profile(r["profile"]))
     return 0
-
-
-def _profile(args: argparse.Namespace, model, r: dict) -> dict:
-    """onnxruntime's per-operator kernel times for the benchmarked ONNX file."""
-    import tempfile
-
-    import numpy as np
-
-    from ..deploy import OnnxModel, export_onnx
-    from ..deploy.ort_profile import profile_onnx
-    x = np.random.default_rng(0).standard_normal(
-        (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
-        dtype=np.float32)
-    if isinstance(model, OnnxModel):
-        return profile_onnx(model.path, x, args.iters, args.warmup, args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx", resolution=r["resolution"],
-                           dynamic_batch=r["batch"] != 1)
-        return profile_onnx(path, x, args.iters, args.warmup, args.threads)
