@@ -70,9 +70,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import tempfile
 
     import numpy as np
+    import torch
 
-    from ..deploy import OnnxModel, export_onnx
-    from ..deploy.bench import BackendError, bench_model
+    from ..deploy import OnnxModel
+    from ..deploy.bench import BackendError, bench_model, onnxruntime_model
     from ..deploy.ort_profile import format_profile, profile_onnx
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
@@ -97,8 +98,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
             resolution = resolution or model.preprocess.get("resolution", 224)
-            model = OnnxModel(export_onnx(model, Path(tmp) / "model.onnx", resolution=resolution,
-                                          dynamic_batch=args.batch != 1), threads=args.threads)
+            shape = (args.batch, model.config.get("in_chans", 3), resolution, resolution)
+            model = onnxruntime_model(model, torch.empty(shape), args.threads, tmp)
         try:
             r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
                             args.iters)

@@ -71,15 +71,18 @@ def compile_model(model: nn.Module, x: torch.Tensor) -> Callable:
     return compiled
 
 
-def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None):
-    """Export ``model`` (fused) for ``x``'s batch and size to a temporary file and open it
-    in onnxruntime with ``threads`` intra-op threads."""
+def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None,
+                      folder: str | Path | None = None):
+    """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
+    temporary file if None) and open it in onnxruntime with ``threads`` intra-op threads."""
     from .onnx_export import export_onnx
     from .onnx_model import OnnxModel
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx", resolution=x.shape[-1],
+    if folder is not None:
+        path = export_onnx(model, Path(folder) / "model.onnx", resolution=x.shape[-1],
                            dynamic_batch=x.shape[0] != 1)
         return OnnxModel(path, threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnxruntime_model(model, x, threads, tmp)
 
 
 def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
@@ -128,4 +131,4 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
 
 
 __all__ = ["BACKENDS", "BackendError", "bench_model", "benchmark", "compile_model",
-           "make_backend", "summarize", "time_calls"]
+           "make_backend", "onnxruntime_model", "summarize", "time_calls"]

@@ -117,10 +117,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     program.model.metadata_props.update(metadata(model, resolution, fuse))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(path, external_data=False)
-    proto = onnx.load(str(path))
-    if mean_to_global_pool(proto):
-        onnx.save(proto, str(path))
+    proto = program.model_proto
+    mean_to_global_pool(proto)
+    onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
     return path
 
