@@ -275,3 +275,61 @@ def test_cli_bench_profile(tmp_path, capsys, keep_threads):
     assert any(o["op"].endswith("depthwise") for o in r["profile"]["ops"])
     assert main(["bench", "mobilenet_v1_025", "--backend", "eager", "--profile"]) == 2
     assert "--profile" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- onnxruntime layout rewrite
+
+def _optimized_ops(path, rewrite, tmp_path):
+    """Operator types of the graph onnxruntime runs, after its optimisations."""
+    from mobilenets.deploy.onnx_model import session_options
+    from mobilenets.deploy.ort_rewrite import cpu_session
+    so = session_options(1)
+    so.optimized_model_filepath = str(tmp_path / f"optimized-{rewrite}.onnx")
+    session = cpu_session(path, so, rewrite)
+    return session, [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+@pytest.mark.parametrize("dynamic_batch", [False, True])
+def test_se_gate_rewrite_keeps_outputs_and_removes_reorders(tmp_path, dynamic_batch):
+    from mobilenets.deploy.ort_rewrite import blocked_layout_cpu, broadcast_mul_to_resize
+    from mobilenets.layers.squeeze_excite import SqueezeExcite
+    model = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", num_classes=10))
+    path = export_onnx(model.eval(), tmp_path / "v3s.onnx", resolution=RES,
+                       dynamic_batch=dynamic_batch)
+    proto = onnx.load(str(path))
+    # one Resize per squeeze-excite gate; a second pass finds nothing left to rewrite
+    assert broadcast_mul_to_resize(proto) == sum(isinstance(m, SqueezeExcite)
+                                                 for m in model.modules())
+    assert broadcast_mul_to_resize(proto) == 0
+    onnx.checker.check_model(proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, RES, RES), dtype=np.float32)
+    if not dynamic_batch:
+        x = x[:1]
+    plain, plain_ops = _optimized_ops(path, False, tmp_path)
+    fast, fast_ops = _optimized_ops(path, True, tmp_path)
+    ref, got = plain.run(None, {"input": x})[0], fast.run(None, {"input": x})[0]
+    assert np.array_equal(got, ref)       # nearest upsampling of a 1x1 gate is its broadcast
+    if blocked_layout_cpu():
+        # the gates' Muls now run in onnxruntime's blocked layout: far fewer reorders
+        reorders = [sum(op.startswith("Reorder") for op in ops) for ops in (plain_ops, fast_ops)]
+        assert reorders[1] < reorders[0] / 3, reorders
+        assert fast_ops.count("Upsample") == fast_ops.count("Mul") - 1  # the head's hard-swish
+
+
+def test_se_gate_rewrite_leaves_other_graphs_alone(tmp_path):
+    from mobilenets.deploy.ort_rewrite import broadcast_mul_to_resize
+    v2 = export_onnx(mobilenets.create_model("mobilenet_v2_035", num_classes=10).eval(),
+                     tmp_path / "v2.onnx", resolution=RES)
+    proto = onnx.load(str(v2))
+    assert broadcast_mul_to_resize(proto) == 0
+    # a gate is computed and per channel: not a Mul of two full-size maps, nor a constant scale
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 4, 4])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["x", "x"], ["xx"]),
+         onnx.helper.make_node("Mul", ["xx", "c"], ["xc"]),
+         onnx.helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+         onnx.helper.make_node("Mul", ["xc", "g"], ["y"])], "g", [x], [y],
+        [onnx.numpy_helper.from_array(np.ones((1, 8, 1, 1), np.float32), "c")])
+    assert broadcast_mul_to_resize(onnx.helper.make_model(graph)) == 1
+    assert broadcast_mul_to_resize(onnx.helper.make_model(graph), block=16) == 0

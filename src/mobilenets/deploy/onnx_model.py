@@ -51,14 +51,16 @@ class OnnxModel:
     ``model(x)`` takes and returns torch tensors (a list for several outputs); ``config``
     (with ``name`` and ``class_names``), ``preprocess`` and ``num_classes`` come from the file's
     metadata (or its shapes, for files from elsewhere). A file with a fixed batch size runs
-    other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads.
+    other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads;
+    ``rewrite`` gives float graphs :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s
+    layout rewrite (same outputs, faster squeeze-excite on x86).
     """
 
     training = False
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, rewrite: bool = True):
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise ImportError("running ONNX files needs onnxruntime: pip install "
                               "'mobilenets[deploy]'") from None
@@ -66,8 +68,8 @@ class OnnxModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file {self.path}")
         self.threads = threads
-        self.session = ort.InferenceSession(str(self.path), session_options(threads),
-                                            providers=["CPUExecutionProvider"])
+        from .ort_rewrite import cpu_session
+        self.session = cpu_session(self.path, session_options(threads), rewrite)
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -48,20 +48,19 @@ def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int =
     time per call, summed over nodes) and ``ops``: a list of ``{"op", "ms", "share",
     "nodes"}`` per operator kind, ms per call, largest first; shares sum to 1.
     """
-    import onnxruntime as ort
-
     from .onnx_model import session_options
+    from .ort_rewrite import cpu_session
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])  # writes it
+        cpu_session(path, so)  # writes it
         kinds = _conv_kinds(Path(so.optimized_model_filepath))
         so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = cpu_session(path, so)
         name = session.get_inputs()[0].name
         for _ in range(warmup + iters):
             session.run(None, {name: x})

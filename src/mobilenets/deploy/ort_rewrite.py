@@ -1,0 +1,105 @@
+"""Rewrites of a float ONNX graph for onnxruntime's x86 CPU kernels, applied when a file is
+opened (:func:`cpu_session`), so the exported file itself stays portable.
+
+On x86 onnxruntime runs convolutions in a blocked channel layout (NCHWc, 8 or 16 channels a
+block) and keeps element-wise ops in it only when every input is blocked and of equal shape.
+Squeeze-excite's ``x * gate`` (gate of shape N x C x 1 x 1, MobileNetV3 and EfficientNet,
+paper-tables.md) is a broadcast: onnxruntime reorders ``x`` back to NCHW for it and the
+product into NCHWc again, three passes over the expanded feature map per block. Writing the
+broadcast as a nearest-neighbour ``Resize`` of the gate to H x W (exactly the same values)
+lets both run blocked, with no reorder.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+# Gates are rewritten only for channel counts in whole AVX2 blocks (onnxruntime pads them to
+# AVX-512's 16). Our builder's widths are all multiples of 8 (make_divisible).
+NCHWC_BLOCK = 8
+
+
+def _shapes(proto) -> dict[str, list]:
+    import onnx
+    graph = onnx.shape_inference.infer_shapes(proto).graph
+    return {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                     for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+
+
+def _gate_input(node, shapes: dict, constants: set, block: int) -> int | None:
+    """Which input (0 or 1) of ``node`` is a computed N x C x 1 x 1 gate broadcast over an
+    N x C x H x W tensor (static H x W > 1, C a multiple of ``block``); None if it is not
+    such a Mul. A constant scale is no gate: onnxruntime folds it into the convolution."""
+    if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+        return None
+    a, b = (shapes.get(name) for name in node.input)
+    if not a or not b or len(a) != 4 or len(b) != 4 or a[:2] != b[:2]:
+        return None
+    for gate, (x, g) in enumerate(((b, a), (a, b))):
+        channels, h, w = x[1], x[2], x[3]
+        if (g[2:] == [1, 1] and node.input[gate] not in constants and isinstance(channels, int) and channels % block == 0
+                and isinstance(h, int) and isinstance(w, int) and h * w > 1):
+            return gate
+    return None
+
+
+def broadcast_mul_to_resize(proto, block: int = NCHWC_BLOCK) -> int:
+    """Rewrite each ``Mul(x, gate)`` with x of static spatial size H x W > 1 and gate of
+    shape N x C x 1 x 1 (C a multiple of ``block``) as ``Mul(x, Resize(gate))``, the Resize
+    nearest-neighbour with integer scales (1, 1, H, W). In place; returns how many."""
+    import onnx
+    from onnx import numpy_helper
+    shapes = _shapes(proto)
+    constants = {i.name for i in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    nodes, count = [], 0
+    for node in proto.graph.node:
+        gate = _gate_input(node, shapes, constants, block)
+        if gate is not None:
+            h, w = shapes[node.input[1 - gate]][2:]
+            scales, gate_hw = f"{node.output[0]}_gate_scales", f"{node.output[0]}_gate_hw"
+            proto.graph.initializer.append(numpy_helper.from_array(
+                np.array([1, 1, h, w], np.float32), scales))
+            nodes.append(onnx.helper.make_node(
+                "Resize", [node.input[gate], "", scales], [gate_hw],
+                name=f"{node.name or node.output[0]}_gate_resize", mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="floor"))
+            node.input[gate] = gate_hw
+            # The upsampled gate has x's shape, symbolic batch included: onnxruntime keeps the
+            # Mul blocked only when it can prove the two shapes equal.
+            proto.graph.value_info.append(onnx.helper.make_tensor_value_info(
+                gate_hw, onnx.TensorProto.FLOAT, shapes[node.input[1 - gate]]))
+            count += 1
+        nodes.append(node)
+    if count:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    return count
+
+
+def blocked_layout_cpu() -> bool:
+    """True where onnxruntime's CPU provider uses the NCHWc layout (x86-64)."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def cpu_session(path: str | Path, options, rewrite: bool = True):
+    """An onnxruntime CPU session for the ONNX file ``path``; a float graph is first given
+    :func:`broadcast_mul_to_resize` (in memory) where the CPU uses the NCHWc layout."""
+    import onnx
+    import onnxruntime as ort
+
+    from .onnx_model import QUANTIZED_OPS
+    model: str | bytes = str(path)
+    if rewrite and blocked_layout_cpu():
+        proto = onnx.load(str(path))
+        quantized = any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
+        if not quantized and broadcast_mul_to_resize(proto):
+            model = proto.SerializeToString()
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_session"]
