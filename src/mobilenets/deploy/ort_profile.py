@@ -42,7 +42,8 @@ def _conv_kinds(optimized_path: Path) -> dict[str, str]:
 
 def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int = 5,
                  threads: int | None = None) -> dict:
-    """Run ``path`` on ``x`` ``warmup + iters`` times under onnxruntime's profiler.
+    """Run ``path`` on ``x`` ``warmup + iters`` times under onnxruntime's profiler, in the
+    session :class:`~mobilenets.deploy.OnnxModel` would use (:func:`.ort_rewrite.cpu_session`).
 
     Returns ``run_ms`` (median whole-run time of the profiled calls), ``kernel_ms`` (kernel
     time per call, summed over nodes) and ``ops``: a list of ``{"op", "ms", "share",
