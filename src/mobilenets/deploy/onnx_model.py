@@ -31,10 +31,12 @@ def session_options(threads: int | None = None):
     return so
 
 
-def is_quantized(path: str | Path) -> bool:
-    """True if the ONNX file contains quantized (int8/uint8) operators."""
+def is_quantized(model) -> bool:
+    """True if the ONNX file ``model`` (a path, or a loaded ModelProto) contains quantized
+    (int8/uint8) operators."""
     import onnx
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(
+        str(model), load_external_data=False)
     return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
 
 

@@ -92,12 +92,11 @@ def cpu_session(path: str | Path, options, rewrite: bool = True):
     import onnx
     import onnxruntime as ort
 
-    from .onnx_model import QUANTIZED_OPS
+    from .onnx_model import is_quantized
     model: str | bytes = str(path)
     if rewrite and blocked_layout_cpu():
         proto = onnx.load(str(path))
-        quantized = any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
-        if not quantized and broadcast_mul_to_resize(proto):
+        if not is_quantized(proto) and broadcast_mul_to_resize(proto):
             model = proto.SerializeToString()
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
