@@ -47,6 +47,16 @@ def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
             "producer": f"mobilenets {__version__}"}
 
 
+def value_shapes(proto) -> dict[str, list]:
+    """Tensor name -> inferred shape (ints, symbolic names, None where unknown), from
+    ``onnx.shape_inference`` over the graph's inputs, outputs and intermediate values."""
+    import onnx
+    graph = onnx.shape_inference.infer_shapes(proto).graph
+    return {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                     for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+
+
 def mean_to_global_pool(proto) -> int:
     """Replace each ReduceMean over the two spatial axes of a 4-D tensor (keepdims) by the
     equal GlobalAveragePool; returns how many. torch's exporter writes the global pooling of
@@ -55,9 +65,7 @@ def mean_to_global_pool(proto) -> int:
     import onnx
     from onnx import numpy_helper
     consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    graph = onnx.shape_inference.infer_shapes(proto).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in list(graph.value_info) + list(graph.input)}
+    ranks = {name: len(shape) for name, shape in value_shapes(proto).items()}
     count = 0
     for node in proto.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -124,4 +132,4 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     return path
 
 
-__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess", "mean_to_global_pool"]
+__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess", "mean_to_global_pool", "value_shapes"]

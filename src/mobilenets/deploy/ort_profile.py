@@ -43,25 +43,28 @@ def _conv_kinds(optimized_path: Path) -> dict[str, str]:
 def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int = 5,
                  threads: int | None = None) -> dict:
     """Run ``path`` on ``x`` ``warmup + iters`` times under onnxruntime's profiler, in the
-    session :class:`~mobilenets.deploy.OnnxModel` would use (:func:`.ort_rewrite.cpu_session`).
+    session :class:`~mobilenets.deploy.OnnxModel` would use (:func:`.ort_rewrite.cpu_model`).
 
     Returns ``run_ms`` (median whole-run time of the profiled calls), ``kernel_ms`` (kernel
     time per call, summed over nodes) and ``ops``: a list of ``{"op", "ms", "share",
     "nodes"}`` per operator kind, ms per call, largest first; shares sum to 1.
     """
+    import onnxruntime as ort
+
     from .onnx_model import session_options
-    from .ort_rewrite import cpu_session
+    from .ort_rewrite import cpu_model
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
+    model = cpu_model(path)
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        cpu_session(path, so)  # writes it
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])  # writes it
         kinds = _conv_kinds(Path(so.optimized_model_filepath))
         so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "profile")
-        session = cpu_session(path, so)
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         for _ in range(warmup + iters):
             session.run(None, {name: x})

@@ -22,14 +22,6 @@ import numpy as np
 NCHWC_BLOCK = 8
 
 
-def _shapes(proto) -> dict[str, list]:
-    import onnx
-    graph = onnx.shape_inference.infer_shapes(proto).graph
-    return {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                     for d in v.type.tensor_type.shape.dim]
-            for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
-
-
 def _gate_input(node, shapes: dict, constants: set, block: int) -> int | None:
     """Which input (0 or 1) of ``node`` is a computed N x C x 1 x 1 gate broadcast over an
     N x C x H x W tensor (static H x W > 1, C a multiple of ``block``); None if it is not
@@ -41,7 +33,8 @@ def _gate_input(node, shapes: dict, constants: set, block: int) -> int | None:
         return None
     for gate, (x, g) in enumerate(((b, a), (a, b))):
         channels, h, w = x[1], x[2], x[3]
-        if (g[2:] == [1, 1] and node.input[gate] not in constants and isinstance(channels, int) and channels % block == 0
+        if (g[2:] == [1, 1] and node.input[gate] not in constants
+                and isinstance(channels, int) and channels % block == 0
                 and isinstance(h, int) and isinstance(w, int) and h * w > 1):
             return gate
     return None
@@ -53,7 +46,11 @@ def broadcast_mul_to_resize(proto, block: int = NCHWC_BLOCK) -> int:
     nearest-neighbour with integer scales (1, 1, H, W). In place; returns how many."""
     import onnx
     from onnx import numpy_helper
-    shapes = _shapes(proto)
+
+    from .onnx_export import value_shapes
+    if not any(n.op_type == "Mul" for n in proto.graph.node):
+        return 0                          # e.g. MobileNetV1/V2: no shape inference needed
+    shapes = value_shapes(proto)
     constants = {i.name for i in proto.graph.initializer}
     constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
     nodes, count = [], 0
@@ -86,19 +83,26 @@ def blocked_layout_cpu() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def cpu_session(path: str | Path, options, rewrite: bool = True):
-    """An onnxruntime CPU session for the ONNX file ``path``; a float graph is first given
-    :func:`broadcast_mul_to_resize` (in memory) where the CPU uses the NCHWc layout."""
+def cpu_model(path: str | Path, rewrite: bool = True) -> str | bytes:
+    """What to hand ``onnxruntime.InferenceSession`` for the ONNX file ``path``: a float
+    graph given :func:`broadcast_mul_to_resize` (serialised, in memory) where the CPU uses the
+    NCHWc layout and the rewrite changes something; otherwise the path itself."""
     import onnx
-    import onnxruntime as ort
 
     from .onnx_model import is_quantized
-    model: str | bytes = str(path)
     if rewrite and blocked_layout_cpu():
         proto = onnx.load(str(path))
         if not is_quantized(proto) and broadcast_mul_to_resize(proto):
-            model = proto.SerializeToString()
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            return proto.SerializeToString()
+    return str(path)
 
 
-__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_session"]
+def cpu_session(path: str | Path, options, rewrite: bool = True):
+    """An onnxruntime CPU session with ``options`` for the ONNX file ``path``, opened from
+    :func:`cpu_model` (so squeeze-excite runs in the blocked layout)."""
+    import onnxruntime as ort
+    return ort.InferenceSession(cpu_model(path, rewrite), options,
+                                providers=["CPUExecutionProvider"])
+
+
+__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "cpu_session"]
