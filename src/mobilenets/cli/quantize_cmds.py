@@ -26,6 +26,10 @@ def add_quantize_parser(sub) -> None:
                    help="keep these nodes in float (onnxruntime backend)")
     p.add_argument("--activations", choices=["uint8", "int8"], default="uint8",
                    help="activation type (onnxruntime backend; uint8 is faster on x86)")
+    p.add_argument("--channel-multiple", type=int, default=16, metavar="M",
+                   help="pad depthwise channel counts with zero channels to a multiple of M, "
+                   "for onnxruntime's fast int8 depthwise kernels; same outputs; 0: off "
+                   "(onnxruntime backend)")
     p.add_argument("--epochs", type=int, default=2, help="QAT fine-tuning epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="QAT learning rate")
     p.add_argument("--batch-size", type=int, default=32, help="QAT batch size")
@@ -38,6 +42,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     backend = args.backend or ("pt2e" if args.method == "qat" else "onnxruntime")
     if args.method == "qat" and backend != "pt2e":
         raise ValueError("--method qat uses torchao's PT2E QAT: use --backend pt2e (or omit it)")
+    if args.channel_multiple < 0:
+        raise ValueError(f"--channel-multiple must be 0 (off) or positive, not "
+                         f"{args.channel_multiple}")
     if not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
     model = load_cli_model(args.model, args.weights)
@@ -49,7 +56,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from ..deploy.quantize import quantize_onnx
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, activation_type=args.activations,
-                      exclude=args.exclude)
+                      exclude=args.exclude, channel_multiple=args.channel_multiple or None)
     else:
         from ..deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e, quantize_pt2e
         if args.method == "qat":

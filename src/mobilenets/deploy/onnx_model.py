@@ -54,8 +54,9 @@ class OnnxModel:
     (with ``name`` and ``class_names``), ``preprocess`` and ``num_classes`` come from the file's
     metadata (or its shapes, for files from elsewhere). A file with a fixed batch size runs
     other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads;
-    ``rewrite`` gives float graphs :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s
-    layout rewrite (same outputs, faster squeeze-excite on x86).
+    ``rewrite`` applies :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s rewrites: the
+    layout one for float graphs (same outputs, faster squeeze-excite on x86), the int8
+    hard-sigmoid lookup for quantized ones (within one quantization step).
     """
 
     training = False

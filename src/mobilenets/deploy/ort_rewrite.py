@@ -1,5 +1,5 @@
-"""Rewrites of a float ONNX graph for onnxruntime's x86 CPU kernels, applied when a file is
-opened (:func:`cpu_session`), so the exported file itself stays portable.
+"""Rewrites of an ONNX graph for onnxruntime's CPU kernels, applied when a file is opened
+(:func:`cpu_session`), so the exported file itself stays portable.
 
 On x86 onnxruntime runs convolutions in a blocked channel layout (NCHWc, 8 or 16 channels a
 block) and keeps element-wise ops in it only when every input is blocked and of equal shape.
@@ -8,6 +8,9 @@ paper-tables.md) is a broadcast: onnxruntime reorders ``x`` back to NCHW for it 
 product into NCHWc again, three passes over the expanded feature map per block. Writing the
 broadcast as a nearest-neighbour ``Resize`` of the gate to H x W (exactly the same values)
 lets both run blocked, with no reorder.
+
+In an int8 (QDQ) graph, onnxruntime has no int8 hard-sigmoid (MobileNetV3's hard-swish and
+gates): :func:`hard_sigmoid_to_lookup` writes it as the 256-entry table lookup it does have.
 """
 
 from __future__ import annotations
@@ -78,31 +81,101 @@ def broadcast_mul_to_resize(proto, block: int = NCHWC_BLOCK) -> int:
     return count
 
 
+def _scalar(inits: dict, name: str):
+    value = inits.get(name)
+    return None if value is None or value.size != 1 else value.reshape(())
+
+
+def hard_sigmoid_to_lookup(proto) -> int:
+    """In a QDQ int8 graph, replace each ``DequantizeLinear -> HardSigmoid -> QuantizeLinear``
+    (uint8, output zero point 0) by one table lookup on the uint8 values, onnxruntime's
+    ``com.microsoft.QLinearLeakyRelu`` with alpha 1. In place; returns how many.
+
+    onnxruntime has no int8 hard-sigmoid, so each one (and MobileNetV3 has one per hard-swish
+    and per squeeze-excite gate) ran as three float passes. h = clip(a x + b, 0, 1) quantized
+    with scale s and zero point 0 is clamp(round((a x + b) / s), 0, 255): the identity
+    quantized with scale s / a and zero point round(b / s), whose saturation at 0 and 255 is
+    the clip. The one difference is that rounding: at most one step of s, where the float
+    path is at most half a step off (measured top-1: see the README's int8 figures).
+    """
+    import onnx
+    from onnx import numpy_helper
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    drop, replace, count = set(), {}, 0
+    for hs in graph.node:
+        dq = producer.get(hs.input[0])
+        after = consumers.get(hs.output[0], [])
+        if (hs.op_type != "HardSigmoid" or dq is None or dq.op_type != "DequantizeLinear"
+                or len(after) != 1 or after[0].op_type != "QuantizeLinear"):
+            continue
+        q = after[0]
+        x_scale, x_zero = (_scalar(inits, n) for n in (list(dq.input) + [""])[1:3])
+        h_scale, h_zero = (_scalar(inits, n) for n in (list(q.input) + [""])[1:3])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in hs.attribute}
+        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        if (x_scale is None or x_zero is None or h_scale is None or h_zero is None
+                or x_zero.dtype != np.uint8 or h_zero.dtype != np.uint8 or int(h_zero) != 0
+                or alpha <= 0 or not 0 <= round(beta / float(h_scale)) <= 255):
+            continue
+        name = q.output[0]
+        y_scale, y_zero = f"{name}_lookup_scale", f"{name}_lookup_zero_point"
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array(float(h_scale) / alpha, np.float32), y_scale),
+            numpy_helper.from_array(np.array(round(beta / float(h_scale)), np.uint8), y_zero)])
+        replace[id(q)] = onnx.helper.make_node(
+            "QLinearLeakyRelu", [dq.input[0], dq.input[1], dq.input[2], y_scale, y_zero],
+            [name], name=f"{hs.name or name}_lookup", domain="com.microsoft", alpha=1.0)
+        drop.add(id(hs))
+        if len(consumers[dq.output[0]]) == 1 and dq.output[0] not in {
+                o.name for o in graph.output}:
+            drop.add(id(dq))
+        count += 1
+    if count:
+        nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+            proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return count
+
+
 def blocked_layout_cpu() -> bool:
     """True where onnxruntime's CPU provider uses the NCHWc layout (x86-64)."""
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
 def cpu_model(path: str | Path, rewrite: bool = True) -> str | bytes:
-    """What to hand ``onnxruntime.InferenceSession`` for the ONNX file ``path``: a float
-    graph given :func:`broadcast_mul_to_resize` (serialised, in memory) where the CPU uses the
-    NCHWc layout and the rewrite changes something; otherwise the path itself."""
+    """What to hand ``onnxruntime.InferenceSession`` for the ONNX file ``path``: where a
+    rewrite changes something, the graph rewritten (serialised, in memory): an int8 graph
+    given :func:`hard_sigmoid_to_lookup`, a float one :func:`broadcast_mul_to_resize` where
+    the CPU uses the NCHWc layout. Otherwise, or with ``rewrite=False``, the path itself."""
     import onnx
 
     from .onnx_model import is_quantized
-    if rewrite and blocked_layout_cpu():
+    if rewrite:
         proto = onnx.load(str(path))
-        if not is_quantized(proto) and broadcast_mul_to_resize(proto):
+        if is_quantized(proto):
+            changed = hard_sigmoid_to_lookup(proto)
+        else:
+            changed = blocked_layout_cpu() and broadcast_mul_to_resize(proto)
+        if changed:
             return proto.SerializeToString()
     return str(path)
 
 
 def cpu_session(path: str | Path, options, rewrite: bool = True):
     """An onnxruntime CPU session with ``options`` for the ONNX file ``path``, opened from
-    :func:`cpu_model` (so squeeze-excite runs in the blocked layout)."""
+    :func:`cpu_model` (so squeeze-excite runs in the blocked layout, hard-sigmoid in int8)."""
     import onnxruntime as ort
     return ort.InferenceSession(cpu_model(path, rewrite), options,
                                 providers=["CPUExecutionProvider"])
 
 
-__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "cpu_session"]
+__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "cpu_session",
+           "hard_sigmoid_to_lookup"]

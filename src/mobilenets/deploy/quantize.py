@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data.calibration import calibration_batches
+from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
 from .onnx_export import mean_to_global_pool
 
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -93,14 +94,17 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   per_channel: bool = True, resolution: int | None = None,
                   activation_type: str = "uint8", calibrate_method: str = "minmax",
-                  exclude: str | list[str] | None = None, seed: int = 0) -> Path:
+                  exclude: str | list[str] | None = None, seed: int = 0,
+                  channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
     Weights: symmetric int8, per output channel when ``per_channel``. Activations:
     ``activation_type`` uint8 (asymmetric, the fast one in onnxruntime on x86) or int8
     (symmetric). ``calibrate_method``: minmax, percentile or entropy. ``exclude``: nodes kept
-    in float (see :func:`excluded_nodes`). The file keeps the fp32 export's metadata plus a
+    in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
+    padded with zero channels to a multiple of it (:mod:`.channel_pad`; the same outputs,
+    onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32 export's metadata plus a
     ``quantization`` entry; returns ``out_path``.
     """
     try:
@@ -120,7 +124,9 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         fp32, preprocess = _fp32_onnx(model, Path(tmp) / "fp32.onnx", resolution)
         proto = onnx.load(str(fp32))
         meta = {p.key: p.value for p in proto.metadata_props}
-        if mean_to_global_pool(proto):
+        pooled = mean_to_global_pool(proto)
+        padded = pad_depthwise_channels(proto, channel_multiple) if channel_multiple else 0
+        if pooled or padded:
             onnx.save(proto, str(fp32))
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -144,7 +150,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         "format": "QDQ", "weights": "int8 symmetric " + ("per-channel" if per_channel else
                                                          "per-tensor"),
         "activations": activation_type, "calibration": calibrate_method,
-        "num_images": sum(len(b) for b in batches), "exclude": exclude})
+        "num_images": sum(len(b) for b in batches), "exclude": exclude,
+        "depthwise_padded": padded, "channel_multiple": channel_multiple})
     del quantized.metadata_props[:]
     for key, value in meta.items():
         quantized.metadata_props.add(key=key, value=value)

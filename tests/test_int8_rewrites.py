@@ -1,0 +1,169 @@
+"""Graph rewrites for onnxruntime's int8 CPU kernels: depthwise channel padding before
+quantization (``deploy.channel_pad``) and the hard-sigmoid table lookup applied when an int8
+file is opened (``deploy.ort_rewrite.hard_sigmoid_to_lookup``).
+
+Real computations: mobilenet_v3_small_100 (expansion widths 72, 88, 120: not multiples of 16)
+with randomised BatchNorm, 64 px, 10 classes, exported and quantized on the built-in sample.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.data import SAMPLE_DIR, ImageFolderDataset, eval_transform
+from conftest import randomize_bn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
+from mobilenets.deploy.channel_pad import pad_depthwise_channels  # noqa: E402
+from mobilenets.deploy.ort_rewrite import cpu_model, hard_sigmoid_to_lookup  # noqa: E402
+
+CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def v3(tmp_path_factory):
+    """The model, its fp32 export and its int8 quantization, and the sample's val images."""
+    torch.manual_seed(0)
+    model = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", num_classes=10,
+                                                 resolution=64)).eval()
+    model.config["class_names"] = CLASSES
+    tmp = tmp_path_factory.mktemp("v3int8")
+    fp32 = export_onnx(model, tmp / "fp32.onnx")
+    int8 = quantize_onnx(fp32, tmp / "int8.onnx", SAMPLE_DIR, num_images=32)
+    ds = ImageFolderDataset(SAMPLE_DIR / "val", eval_transform(model.preprocess))
+    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    return fp32, int8, images
+
+
+def depthwise_channels(proto) -> list[int]:
+    inits = {i.name: i for i in proto.graph.initializer}
+    out = []
+    for n in proto.graph.node:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if n.op_type in ("Conv", "QLinearConv") and group > 1:
+            w = n.input[1] if n.op_type == "Conv" else n.input[3]
+            dims = list(inits[w].dims) if w in inits else None
+            out.append(group if dims is None else dims[0])
+    return out
+
+
+def run(model, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_depthwise_padding_is_exact_and_aligns_every_group(v3):
+    fp32 = v3[0]
+    proto = onnx.load(str(fp32))
+    before = depthwise_channels(proto)
+    unaligned = [c for c in before if c % 16]
+    assert sorted(set(unaligned)) == [72, 88, 120]            # Table 2's expansion widths
+    assert pad_depthwise_channels(proto) == len(unaligned)
+    after = depthwise_channels(proto)
+    assert all(c % 16 == 0 for c in after)
+    assert [a - b for a, b in zip(after, before)] == [-c % 16 for c in before]
+    x = v3[2][:4].numpy()
+    ref, out = run(fp32, x[:1]), run(proto.SerializeToString(), x[:1])
+    assert np.abs(out - ref).max() <= 2e-5 * np.abs(ref).max() + 1e-6
+    assert pad_depthwise_channels(proto) == 0                # idempotent
+
+
+def test_depthwise_padding_leaves_what_it_cannot_follow_alone():
+    """A depthwise group fed by the graph input, or added to a residual, keeps its width."""
+    rng = np.random.default_rng(0)
+    w = lambda *s, name: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)
+    for head in ("input", "residual"):
+        nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], name="dw", group=8,
+                                  pads=[1, 1, 1, 1])]
+        inits = [w(8, 1, 3, 3, name="dw")]
+        if head == "residual":
+            nodes = [helper.make_node("Conv", ["x", "pw"], ["e"], name="pw")] + nodes
+            nodes[1].input[0] = "e"
+            nodes.append(helper.make_node("Add", ["d", "x"], ["y"], name="add"))
+            inits.append(w(8, 8, 1, 1, name="pw"))
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+            [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT,
+                                           [1, 8, 4, 4])], inits)
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        assert pad_depthwise_channels(proto) == 0
+        assert depthwise_channels(proto) == [8]
+
+
+def test_int8_file_has_aligned_depthwise_and_stays_faithful(v3):
+    fp32, int8, images = v3
+    proto = onnx.load(str(int8))
+    assert all(c % 16 == 0 for c in depthwise_channels(proto))
+    meta = json.loads(OnnxModel(int8).metadata["quantization"])
+    assert meta["depthwise_padded"] == 3 and meta["channel_multiple"] == 16   # 72, 88, 120
+    ref = OnnxModel(fp32)(images)
+    for rewrite in (False, True):                               # without/with the lookup
+        out = OnnxModel(int8, rewrite=rewrite)(images)
+        cos = torch.nn.functional.cosine_similarity(out, ref).mean().item()
+        agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+        assert cos > 0.99 and agree > 0.95, (rewrite, cos, agree)
+
+
+def hard_sigmoid_graph(h_scale: float, h_zero: int, dtype=TensorProto.UINT8):
+    """uint8 x -> DequantizeLinear -> HardSigmoid(1/6, 1/2) -> QuantizeLinear -> h."""
+    np_type = np.uint8 if dtype == TensorProto.UINT8 else np.int8
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(100, np_type), "xz"),
+             numpy_helper.from_array(np.array(h_scale, np.float32), "hs"),
+             numpy_helper.from_array(np.array(h_zero, np_type), "hz")]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"], name="dq"),
+             helper.make_node("HardSigmoid", ["xf"], ["hf"], name="hsig", alpha=1 / 6,
+                              beta=0.5),
+             helper.make_node("QuantizeLinear", ["hf", "hs", "hz"], ["h"], name="q")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, [256])],
+                              [helper.make_tensor_value_info("h", dtype, [256])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("h_scale", [1 / 255, 0.9 / 255])     # gate reaching 1, or not
+def test_hard_sigmoid_lookup_within_one_step_of_the_float_path(h_scale):
+    proto = hard_sigmoid_graph(h_scale, 0)
+    x = np.arange(256, dtype=np.uint8)                          # every uint8 input
+    ref = run(proto.SerializeToString(), x).astype(int)
+    assert hard_sigmoid_to_lookup(proto) == 1
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops == ["QLinearLeakyRelu"]                          # DQ, HardSigmoid, Q: gone
+    out = run(proto.SerializeToString(), x).astype(int)
+    assert np.abs(out - ref).max() <= 1
+    assert (out == ref).mean() > 0.4
+    assert out.min() == 0 and out.max() == 255                  # both saturations kept
+
+
+def test_hard_sigmoid_lookup_skips_what_it_cannot_express():
+    assert hard_sigmoid_to_lookup(hard_sigmoid_graph(1 / 255, 10)) == 0    # offset zero
+    signed = hard_sigmoid_graph(1 / 127, 0, TensorProto.INT8)              # int8 activations
+    assert hard_sigmoid_to_lookup(signed) == 0
+
+
+def test_cpu_model_rewrites_int8_hard_sigmoid(v3):
+    int8 = v3[1]
+    hard_sigmoids = sum(n.op_type == "HardSigmoid" for n in onnx.load(str(int8)).graph.node)
+    rewritten = cpu_model(int8)
+    assert isinstance(rewritten, bytes) and cpu_model(int8, rewrite=False) == str(int8)
+    ops = [n.op_type for n in onnx.load_from_string(rewritten).graph.node]
+    assert "HardSigmoid" not in ops and ops.count("QLinearLeakyRelu") == hard_sigmoids > 0
+
+
+def test_cli_quantize_channel_multiple(v3, tmp_path):
+    from mobilenets.cli.main import main
+    fp32 = v3[0]
+    out = tmp_path / "plain.onnx"
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--out", str(out),
+                 "--num-images", "8", "--channel-multiple", "0"]) == 0
+    assert sorted({c for c in depthwise_channels(onnx.load(str(out))) if c % 16}) == [72, 88, 120]
+    assert json.loads(OnnxModel(out).metadata["quantization"])["depthwise_padded"] == 0
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--out", str(out),
+                 "--channel-multiple", "-8"]) == 2
