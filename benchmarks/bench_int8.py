@@ -10,7 +10,10 @@ For each model: export fp32 ONNX (BatchNorm folded), quantize it with ``quantize
   ``--iters`` calls (order rotated each repeat); figure = median of per-repeat medians, and
   the int8/fp32 ratio taken per repeat (median, min-max).
 
-``--pt2e`` also times torch.compile of the fused fp32 model and of the PT2E int8 model.
+``--plain`` also runs the int8 model quantized without depthwise channel padding and opened
+without the hard-sigmoid lookup (``ort_int8_plain``), so the two int8 rewrites' effect is
+measured side by side. ``--pt2e`` also times torch.compile of the fused fp32 model and of
+the PT2E int8 model.
 A registered name without weights gives latency only (random weights). Run from the root::
 
     .venv/bin/python benchmarks/bench_int8.py --model mobilenet_v3_large_100
@@ -63,8 +66,8 @@ def latency(fns: dict, x: torch.Tensor, repeats: int, iters: int, warmup: int) -
     for r in range(repeats):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             per[k].append(1e3 * statistics.median(time_calls(fns[k], x, iters)))
-    out = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v)}
-           for k, v in per.items()}
+    out = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v),
+               "repeats_ms": v} for k, v in per.items()}
     for k in keys[1:]:
         ratios = [a / b for a, b in zip(per[k], per[keys[0]])]
         out[k]["ratio"] = statistics.median(ratios)
@@ -83,6 +86,12 @@ def run(args, spec: str, tmp: Path) -> dict:
                          activation_type=args.activations)
     ort = {"ort_fp32": OnnxModel(fp32, threads=args.threads),
            "ort_int8": OnnxModel(int8, threads=args.threads)}
+    if args.plain:
+        plain = quantize_onnx(model, tmp / f"{name}-int8-plain.onnx",
+                              args.calib or args.data or SAMPLE_DIR, num_images=args.num_images,
+                              resolution=res, exclude=args.exclude,
+                              activation_type=args.activations, channel_multiple=None)
+        ort["ort_int8_plain"] = OnnxModel(plain, threads=args.threads, rewrite=False)
     result = {"model": spec, "name": name, "resolution": res, "threads": args.threads,
               "fp32_mb": fp32.stat().st_size / 1e6, "int8_mb": int8.stat().st_size / 1e6}
     if args.data:
@@ -100,8 +109,13 @@ def run(args, spec: str, tmp: Path) -> dict:
         fns["compile_int8"] = compile_pt2e(qmodel, x)
     x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
     result["latency"] = latency(fns, x, args.repeats, args.iters, args.warmup)
+    lat = result["latency"]
+    if args.plain:                                   # the rewrites' effect, per repeat
+        ratios = [a / b for a, b in zip(lat["ort_int8"]["repeats_ms"],
+                                        lat["ort_int8_plain"]["repeats_ms"])]
+        lat["ort_int8"]["ratio_to_plain"] = statistics.median(ratios)
+        lat["ort_int8"]["ratio_to_plain_range"] = [min(ratios), max(ratios)]
     if args.pt2e:
-        lat = result["latency"]
         lat["compile_int8"]["ratio_to_compile_fp32"] = (lat["compile_int8"]["median_ms"]
                                                         / lat["compile_fp32"]["median_ms"])
     return result
@@ -111,13 +125,18 @@ def show(r: dict) -> None:
     print(f"{r['name']} ({r['model']}) {r['resolution']} px, {r['threads']} threads, "
           f"files {r['fp32_mb']:.1f} MB fp32 / {r['int8_mb']:.1f} MB int8")
     if "images" in r:
-        fp32, int8 = 100 * r["ort_fp32_top1"], 100 * r["ort_int8_top1"]
-        print(f"  top-1 on {r['images']} images: fp32 {fp32:.2f}%  int8 {int8:.2f}%  (drop "
-              f"{fp32 - int8:.2f} points; top-1 agreement {100 * r['ort_int8_agreement']:.1f}%)")
+        fp32 = 100 * r["ort_fp32_top1"]
+        for k in [k for k in ("ort_int8", "ort_int8_plain") if f"{k}_top1" in r]:
+            top1 = 100 * r[f"{k}_top1"]
+            print(f"  top-1 on {r['images']} images: fp32 {fp32:.2f}%  {k} {top1:.2f}%  (drop "
+                  f"{fp32 - top1:.2f} points; top-1 agreement {100 * r[f'{k}_agreement']:.1f}%)")
     for k, v in r["latency"].items():
         extra = (f"  x{v['ratio']:.3f} of ort_fp32 ({v['ratio_range'][0]:.3f}-"
                  f"{v['ratio_range'][1]:.3f})" if "ratio" in v else "")
-        print(f"  {k:13s} {v['median_ms']:7.2f} ms  ({v['min_ms']:.2f}-{v['max_ms']:.2f}){extra}")
+        if "ratio_to_plain" in v:
+            extra += (f"  x{v['ratio_to_plain']:.3f} of ort_int8_plain ("
+                      f"{v['ratio_to_plain_range'][0]:.3f}-{v['ratio_to_plain_range'][1]:.3f})")
+        print(f"  {k:14s} {v['median_ms']:7.2f} ms  ({v['min_ms']:.2f}-{v['max_ms']:.2f}){extra}")
 
 
 def main() -> int:
@@ -135,6 +154,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--plain", action="store_true", help="also int8 without channel padding "
+                   "and hard-sigmoid lookup")
     p.add_argument("--pt2e", action="store_true", help="also torch.compile fp32 vs PT2E int8")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
     args = p.parse_args()

@@ -79,7 +79,9 @@ def test_depthwise_padding_is_exact_and_aligns_every_group(v3):
 def test_depthwise_padding_leaves_what_it_cannot_follow_alone():
     """A depthwise group fed by the graph input, or added to a residual, keeps its width."""
     rng = np.random.default_rng(0)
-    w = lambda *s, name: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)
+
+    def w(*shape, name):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
     for head in ("input", "residual"):
         nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], name="dw", group=8,
                                   pads=[1, 1, 1, 1])]
