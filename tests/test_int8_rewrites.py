@@ -66,6 +66,8 @@ def test_depthwise_padding_is_exact_and_aligns_every_group(v3):
     before = depthwise_channels(proto)
     unaligned = [c for c in before if c % 16]
     assert sorted(set(unaligned)) == [72, 88, 120]            # Table 2's expansion widths
+    for node in proto.graph.node:
+        node.name = ""                          # files from elsewhere may leave names out
     assert pad_depthwise_channels(proto) == len(unaligned)
     after = depthwise_channels(proto)
     assert all(c % 16 == 0 for c in after)
@@ -169,3 +171,17 @@ def test_cli_quantize_channel_multiple(v3, tmp_path):
     assert json.loads(OnnxModel(out).metadata["quantization"])["depthwise_padded"] == 0
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--out", str(out),
                  "--channel-multiple", "-8"]) == 2
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_025", "mobilenet_v2_075", "fd_mobilenet_025",
+                                  "mobilenet_v3_large_075", "efficientnet_b3"])
+def test_depthwise_padding_is_exact_across_families(name, tmp_path):
+    """Other families' narrow widths: a V1/FD pointwise -> depthwise -> pointwise chain, V2's
+    inverted residual, EfficientNet's SiLU (Sigmoid and Mul) with squeeze-excite."""
+    model = randomize_bn(mobilenets.create_model(name, num_classes=10, resolution=64)).eval()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    proto = onnx.load(str(fp32))
+    assert pad_depthwise_channels(proto) >= 1
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ref, out = run(fp32, x), run(proto.SerializeToString(), x)
+    assert np.abs(out - ref).max() <= 2e-5 * np.abs(ref).max() + 1e-6

@@ -35,9 +35,10 @@ class _Graph:
     """Producers, consumers and initializers of an ONNX graph, by tensor name."""
 
     def __init__(self, graph):
-        self.producer = {o: n for n in graph.node for o in n.output}
+        self.nodes = list(graph.node)     # one wrapper per node, so id(node) is a stable key
+        self.producer = {o: n for n in self.nodes for o in n.output}
         self.consumers: dict[str, list] = {}
-        for n in graph.node:
+        for n in self.nodes:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.inits = {i.name: i for i in graph.initializer}
@@ -58,12 +59,13 @@ class _Graph:
         return w is not None and _attrs(node).get("group", 1) == 1
 
 
-def _channel_closure(g: _Graph, depthwise) -> tuple[set, set, set] | None:
-    """The tensors that carry ``depthwise``'s channels (as channel dimension, 1:1), the dense
-    convolutions that produce them (padded with zero output filters) and those that consume
-    them (zero input weights); None if some op in between would mix or reshape them."""
+def _channel_closure(g: _Graph, depthwise) -> tuple[dict, dict, dict] | None:
+    """Follow the tensors that carry ``depthwise``'s channels (as channel dimension, 1:1):
+    the dense convolutions that produce them (to pad with zero output filters), those that
+    consume them (zero input weights) and the depthwise ones among them, each as a dict
+    id(node) -> node; None if some op in between would mix or reshape the channels."""
     tensors, todo = set(), [depthwise.input[0], depthwise.output[0]]
-    producers, consumers, depthwises = set(), set(), set()
+    producers, consumers, depthwises = {}, {}, {}
     while todo:
         t = todo.pop()
         if t in tensors:
@@ -75,23 +77,24 @@ def _channel_closure(g: _Graph, depthwise) -> tuple[set, set, set] | None:
         if node is None:
             return None                                   # a graph input or initializer
         if g.is_dense_conv(node):
-            producers.add(node.name)
+            producers[id(node)] = node
         elif g.is_depthwise(node) or node.op_type in _CHANNELWISE:
             if node.op_type == "Mul" and any(i in g.inits for i in node.input):
                 return None                               # a constant scale: not padded
             todo += [i for i in node.input[:2 if node.op_type == "Mul" else 1]]
-            depthwises.update([node.name] if g.is_depthwise(node) else [])
+            if g.is_depthwise(node):
+                depthwises[id(node)] = node
         else:
             return None
         for c in g.consumers.get(t, []):
             if g.is_dense_conv(c) and c.input[0] == t:
-                consumers.add(c.name)
+                consumers[id(c)] = c
             elif (g.is_depthwise(c) and c.input[0] == t) or (
                     c.op_type in _CHANNELWISE and t in c.input[:2]):
                 todo += [c.output[0]] + (list(c.input[:2]) if c.op_type == "Mul" else [])
             else:
                 return None
-    if producers & consumers:
+    if producers.keys() & consumers.keys():
         return None
     return producers, consumers, depthwises
 
@@ -110,17 +113,14 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
     import onnx
     from onnx import numpy_helper
     g, done, count = _Graph(proto.graph), set(), 0
-    nodes = {n.name: n for n in proto.graph.node}
-    if len(nodes) != len(proto.graph.node):
-        raise ValueError("pad_depthwise_channels needs unique node names")
 
     def set_weight(node, index, array):
         name = node.input[index]
         g.inits[name].CopyFrom(numpy_helper.from_array(array.astype(
             numpy_helper.to_array(g.inits[name]).dtype), name))
 
-    for dw in list(proto.graph.node):
-        if dw.name in done or not g.is_depthwise(dw):
+    for dw in g.nodes:
+        if id(dw) in done or not g.is_depthwise(dw):
             continue
         channels = g.weight(dw).shape[0]
         extra = -channels % multiple
@@ -128,28 +128,28 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
         if closure is None:
             continue
         producers, consumers, depthwises = closure
-        done |= depthwises
-        sizes = ({g.weight(nodes[n]).shape[0] for n in producers | depthwises}
-                 | {g.weight(nodes[n]).shape[1] for n in consumers})
+        done |= depthwises.keys()
+        widened = [*producers.values(), *depthwises.values()]
+        sizes = ({g.weight(n).shape[0] for n in widened}
+                 | {g.weight(n).shape[1] for n in consumers.values()})
         if extra == 0 or sizes != {channels} or not producers:
             continue
-        shared = {nodes[n].input[k] for n in producers | depthwises | consumers
-                  for k in range(1, len(nodes[n].input))}
+        shared = {n.input[k] for n in widened + list(consumers.values())
+                  for k in range(1, len(n.input))}
         if any(len(g.consumers[s]) > 1 for s in shared if s):
             continue                                      # a weight used elsewhere too
-        for name in producers | depthwises:
-            node = nodes[name]
+        for node in widened:
             for k in range(1, len(node.input)):           # weight, then bias if any
                 if node.input[k]:
                     set_weight(node, k, _pad(g.weight(node) if k == 1 else
                                              numpy_helper.to_array(g.inits[node.input[k]]),
                                              0, extra))
-        for name in depthwises:
-            for a in nodes[name].attribute:
+        for node in depthwises.values():
+            for a in node.attribute:
                 if a.name == "group":
                     a.i = channels + extra
-        for name in consumers:
-            set_weight(nodes[name], 1, _pad(g.weight(nodes[name]), 1, extra))
+        for node in consumers.values():
+            set_weight(node, 1, _pad(g.weight(node), 1, extra))
         count += len(depthwises)
     if count:
         del proto.graph.value_info[:]                     # shapes changed; re-inferred later

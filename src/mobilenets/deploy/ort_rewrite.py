@@ -101,14 +101,15 @@ def hard_sigmoid_to_lookup(proto) -> int:
     import onnx
     from onnx import numpy_helper
     graph = proto.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    nodes = list(graph.node)              # one wrapper per node, so id(node) is a stable key
+    producer = {o: n for n in nodes for o in n.output}
     consumers: dict[str, list] = {}
-    for n in graph.node:
+    for n in nodes:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     drop, replace, count = set(), {}, 0
-    for hs in graph.node:
+    for hs in nodes:
         dq = producer.get(hs.input[0])
         after = consumers.get(hs.output[0], [])
         if (hs.op_type != "HardSigmoid" or dq is None or dq.op_type != "DequantizeLinear"
@@ -137,9 +138,9 @@ def hard_sigmoid_to_lookup(proto) -> int:
             drop.add(id(dq))
         count += 1
     if count:
-        nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+        kept = [replace.get(id(n), n) for n in nodes if id(n) not in drop]
         del graph.node[:]
-        graph.node.extend(nodes)
+        graph.node.extend(kept)
         if not any(o.domain == "com.microsoft" for o in proto.opset_import):
             proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return count

@@ -104,8 +104,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     (symmetric). ``calibrate_method``: minmax, percentile or entropy. ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
     padded with zero channels to a multiple of it (:mod:`.channel_pad`; the same outputs,
-    onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32 export's metadata plus a
-    ``quantization`` entry; returns ``out_path``.
+    onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32
+    export's metadata plus a ``quantization`` entry; returns ``out_path``.
     """
     try:
         import onnx
