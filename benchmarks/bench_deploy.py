@@ -39,10 +39,9 @@ import torch
 import mobilenets
 from mobilenets.deploy import OnnxModel, export_onnx, fuse
 from mobilenets.deploy.bench import BackendError, compile_model, time_calls
-from mobilenets.deploy.ort_rewrite import broadcast_mul_to_resize
 
 try:
-    import onnx
+    import onnx  # noqa: F401  (the exporter needs it)
     import timm
     import torchvision
 except ImportError:
@@ -74,8 +73,9 @@ def timm_onnx(model: torch.nn.Module, x: torch.Tensor, threads: int, tmp: str) -
                                     input_names=["input"], output_names=["logits"])
     program.save(path, external_data=False)
     fns = {"timm onnxruntime": OnnxModel(path, threads=threads, rewrite=False)}
-    if broadcast_mul_to_resize(onnx.load(str(path))):
-        fns["timm onnxruntime+rewrite"] = OnnxModel(path, threads=threads)
+    rewritten = OnnxModel(path, threads=threads)
+    if rewritten.rewritten:
+        fns["timm onnxruntime+rewrite"] = rewritten
     return fns
 
 
@@ -98,7 +98,7 @@ def candidates(name: str, x: torch.Tensor, args, tmp: str) -> tuple[dict, dict]:
         print(f"  ours compile FAILED: {e}", flush=True)
     path = export_onnx(ours, Path(tmp) / f"{name}.onnx", resolution=x.shape[-1])
     fns["ours onnxruntime"] = OnnxModel(path, threads=args.threads)
-    if broadcast_mul_to_resize(onnx.load(str(path))):
+    if fns["ours onnxruntime"].rewritten:
         fns["ours onnxruntime, no rewrite"] = OnnxModel(path, threads=args.threads,
                                                         rewrite=False)
     fns.update(timm_onnx(ref, x, args.threads, tmp))

@@ -69,10 +69,14 @@ def latency(fns: dict, x: torch.Tensor, repeats: int, iters: int, warmup: int) -
     out = {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v),
                "repeats_ms": v} for k, v in per.items()}
     for k in keys[1:]:
-        ratios = [a / b for a, b in zip(per[k], per[keys[0]])]
-        out[k]["ratio"] = statistics.median(ratios)
-        out[k]["ratio_range"] = [min(ratios), max(ratios)]
+        out[k]["ratio"], out[k]["ratio_range"] = ratio_per_repeat(per[k], per[keys[0]])
     return out
+
+
+def ratio_per_repeat(times: list, reference: list) -> tuple[float, list]:
+    """Median and [min, max] of the ratios of two candidates' times, repeat by repeat."""
+    ratios = [a / b for a, b in zip(times, reference)]
+    return statistics.median(ratios), [min(ratios), max(ratios)]
 
 
 def run(args, spec: str, tmp: Path) -> dict:
@@ -111,10 +115,9 @@ def run(args, spec: str, tmp: Path) -> dict:
     result["latency"] = latency(fns, x, args.repeats, args.iters, args.warmup)
     lat = result["latency"]
     if args.plain:                                   # the rewrites' effect, per repeat
-        ratios = [a / b for a, b in zip(lat["ort_int8"]["repeats_ms"],
-                                        lat["ort_int8_plain"]["repeats_ms"])]
-        lat["ort_int8"]["ratio_to_plain"] = statistics.median(ratios)
-        lat["ort_int8"]["ratio_to_plain_range"] = [min(ratios), max(ratios)]
+        int8 = lat["ort_int8"]
+        int8["ratio_to_plain"], int8["ratio_to_plain_range"] = ratio_per_repeat(
+            int8["repeats_ms"], lat["ort_int8_plain"]["repeats_ms"])
     if args.pt2e:
         lat["compile_int8"]["ratio_to_compile_fp32"] = (lat["compile_int8"]["median_ms"]
                                                         / lat["compile_fp32"]["median_ms"])

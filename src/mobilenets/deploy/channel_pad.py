@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .onnx_graph import GraphIndex, node_attrs
+
 INT8_DEPTHWISE_MULTIPLE = 16
 
 # Ops that keep channels apart: output channel c depends on input channel c only.
@@ -26,23 +28,8 @@ _CHANNELWISE = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRel
                 "Mul", "GlobalAveragePool", "Dropout"}
 
 
-def _attrs(node) -> dict:
-    import onnx
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-class _Graph:
-    """Producers, consumers and initializers of an ONNX graph, by tensor name."""
-
-    def __init__(self, graph):
-        self.nodes = list(graph.node)     # one wrapper per node, so id(node) is a stable key
-        self.producer = {o: n for n in self.nodes for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in self.nodes:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.inits = {i.name: i for i in graph.initializer}
-        self.outputs = {o.name for o in graph.output}
+class _Graph(GraphIndex):
+    """The graph index, plus the convolution weights and kinds the padding needs."""
 
     def weight(self, node) -> np.ndarray | None:
         from onnx import numpy_helper
@@ -52,11 +39,11 @@ class _Graph:
     def is_depthwise(self, node) -> bool:
         w = self.weight(node) if node.op_type == "Conv" else None
         return (w is not None and w.ndim == 4 and w.shape[1] == 1
-                and _attrs(node).get("group", 1) == w.shape[0] > 1)
+                and node_attrs(node).get("group", 1) == w.shape[0] > 1)
 
     def is_dense_conv(self, node) -> bool:
         w = self.weight(node) if node.op_type == "Conv" else None
-        return w is not None and _attrs(node).get("group", 1) == 1
+        return w is not None and node_attrs(node).get("group", 1) == 1
 
 
 def _channel_closure(g: _Graph, depthwise) -> tuple[dict, dict, dict] | None:

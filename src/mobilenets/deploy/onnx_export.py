@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .onnx_graph import node_attrs
+
 MIN_OPSET = 18
 
 
@@ -62,13 +64,12 @@ def mean_to_global_pool(proto) -> int:
     equal GlobalAveragePool; returns how many. torch's exporter writes the global pooling of
     squeeze-excite and of the head as ReduceMean, which onnxruntime runs neither in int8 nor
     in its blocked NCHWc layout (each one cost a reorder of the feature map)."""
-    import onnx
     from onnx import numpy_helper
     consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     ranks = {name: len(shape) for name, shape in value_shapes(proto).items()}
     count = 0
     for node in proto.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attrs(node)
         axes = consts.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
         if (node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4 or axes is None
                 or attrs.get("keepdims", 1) != 1 or sorted(int(a) % 4 for a in axes) != [2, 3]):

@@ -56,14 +56,15 @@ class OnnxModel:
     other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads;
     ``rewrite`` applies :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s rewrites: the
     layout one for float graphs (same outputs, faster squeeze-excite on x86), the int8
-    hard-sigmoid lookup for quantized ones (within one quantization step).
+    hard-sigmoid lookup for quantized ones (within one quantization step); ``rewritten``
+    says whether one changed the graph.
     """
 
     training = False
 
     def __init__(self, path: str | Path, threads: int | None = None, rewrite: bool = True):
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime as ort
         except ImportError:
             raise ImportError("running ONNX files needs onnxruntime: pip install "
                               "'mobilenets[deploy]'") from None
@@ -71,8 +72,11 @@ class OnnxModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file {self.path}")
         self.threads = threads
-        from .ort_rewrite import cpu_session
-        self.session = cpu_session(self.path, session_options(threads), rewrite)
+        from .ort_rewrite import cpu_model
+        model = cpu_model(self.path, rewrite)
+        self.rewritten = isinstance(model, bytes)      # a rewrite changed the graph
+        self.session = ort.InferenceSession(model, session_options(threads),
+                                            providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_graph import node_attrs
+
 
 def _conv_kinds(optimized_path: Path) -> dict[str, str]:
     """Node name -> 'OP [NCHWc] depthwise|1x1|kxk' for the convolutions of a graph."""
@@ -27,7 +29,7 @@ def _conv_kinds(optimized_path: Path) -> dict[str, str]:
     for node in onnx.load(str(optimized_path)).graph.node:
         if "Conv" not in node.op_type:
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attrs(node)
         kernel = list(attrs.get("kernel_shape") or [])
         if int(attrs.get("group", 1)) > 1:
             shape = "depthwise"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_graph import GraphIndex, node_attrs
+
 # Gates are rewritten only for channel counts in whole AVX2 blocks (onnxruntime pads them to
 # AVX-512's 16). Our builder's widths are all multiples of 8 (make_divisible).
 NCHWC_BLOCK = 8
@@ -82,7 +84,11 @@ def broadcast_mul_to_resize(proto, block: int = NCHWC_BLOCK) -> int:
 
 
 def _scalar(inits: dict, name: str):
+    """The initializer ``name`` (a TensorProto in ``inits``) as a 0-d array, or None if it is
+    missing or not a single value."""
+    from onnx import numpy_helper
     value = inits.get(name)
+    value = None if value is None else numpy_helper.to_array(value)
     return None if value is None or value.size != 1 else value.reshape(())
 
 
@@ -100,14 +106,8 @@ def hard_sigmoid_to_lookup(proto) -> int:
     """
     import onnx
     from onnx import numpy_helper
-    graph = proto.graph
-    nodes = list(graph.node)              # one wrapper per node, so id(node) is a stable key
-    producer = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    graph, index = proto.graph, GraphIndex(proto.graph)
+    producer, consumers, nodes = index.producer, index.consumers, index.nodes
     drop, replace, count = set(), {}, 0
     for hs in nodes:
         dq = producer.get(hs.input[0])
@@ -116,9 +116,9 @@ def hard_sigmoid_to_lookup(proto) -> int:
                 or len(after) != 1 or after[0].op_type != "QuantizeLinear"):
             continue
         q = after[0]
-        x_scale, x_zero = (_scalar(inits, n) for n in (list(dq.input) + [""])[1:3])
-        h_scale, h_zero = (_scalar(inits, n) for n in (list(q.input) + [""])[1:3])
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in hs.attribute}
+        x_scale, x_zero = (_scalar(index.inits, n) for n in (list(dq.input) + [""])[1:3])
+        h_scale, h_zero = (_scalar(index.inits, n) for n in (list(q.input) + [""])[1:3])
+        attrs = node_attrs(hs)
         alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
         if (x_scale is None or x_zero is None or h_scale is None or h_zero is None
                 or x_zero.dtype != np.uint8 or h_zero.dtype != np.uint8 or int(h_zero) != 0
@@ -133,8 +133,7 @@ def hard_sigmoid_to_lookup(proto) -> int:
             "QLinearLeakyRelu", [dq.input[0], dq.input[1], dq.input[2], y_scale, y_zero],
             [name], name=f"{hs.name or name}_lookup", domain="com.microsoft", alpha=1.0)
         drop.add(id(hs))
-        if len(consumers[dq.output[0]]) == 1 and dq.output[0] not in {
-                o.name for o in graph.output}:
+        if len(consumers[dq.output[0]]) == 1 and dq.output[0] not in index.outputs:
             drop.add(id(dq))
         count += 1
     if count:

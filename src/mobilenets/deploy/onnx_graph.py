@@ -1,0 +1,31 @@
+"""Read-only views of an ONNX graph shared by the graph rewrites (``ort_rewrite``,
+``channel_pad``, ``onnx_export``, ``ort_profile``): node attributes, and who produces and
+who consumes each tensor."""
+
+from __future__ import annotations
+
+
+def node_attrs(node) -> dict:
+    """A node's attributes as plain Python values, by name."""
+    import onnx
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class GraphIndex:
+    """Producers, consumers and initializers of an ONNX graph, by tensor name.
+
+    ``nodes`` holds one Python wrapper per node, taken once, so ``id(node)`` of any node
+    reached through this index is a stable key for sets and dicts of nodes."""
+
+    def __init__(self, graph):
+        self.nodes = list(graph.node)
+        self.producer = {o: n for n in self.nodes for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.inits = {i.name: i for i in graph.initializer}
+        self.outputs = {o.name for o in graph.output}
+
+
+__all__ = ["GraphIndex", "node_attrs"]
