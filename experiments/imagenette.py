@@ -9,6 +9,10 @@ val images: the recorded command behind the Imagenette figures of the README and
 Arguments after ``--`` go to ``mobilenets train`` unchanged. The run folder (default
 ``runs/imagenette-MODEL-RESpx``) holds metrics.jsonl, curves.png and best/ as usual; this
 script also writes ``experiment.json`` there (command, hardware, wall time, final figures).
+A run longer than one sitting is stopped at any point (even SIGKILL) and continued with the
+same command plus ``--resume``, which passes the folder's ``last.pt`` to ``mobilenets train
+--resume``. In experiment.json ``train_time_s`` sums the epochs' training time (without
+evaluation) over all sittings, from metrics.jsonl; ``wall_time_s`` is the last sitting's.
 """
 from __future__ import annotations
 
@@ -52,6 +56,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its "
+                   "last.pt (written every epoch, and every K steps with -- "
+                   "--checkpoint-every-steps K)")
     p.add_argument("extra", nargs="*", help="more `mobilenets train` options, after --")
     args = p.parse_args()
     data = unpacked("imagenette-224")
@@ -61,18 +68,25 @@ def main() -> None:
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
            "--workers", str(args.workers), "--seed", str(args.seed), "--out", str(out),
            *args.extra]
+    if args.resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise SystemExit(f"--resume: {last} does not exist; start the run without --resume")
+        cmd += ["--resume", str(last)]
     print(" ".join(cmd), flush=True)
     t0 = time.time()
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
     rows = metrics(out)
     summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
-               "wall_time_s": wall, "epochs": len(rows), "val_images": 3925,
+               "wall_time_s": wall, "train_time_s": sum(r.get("epoch_time_s", 0) for r in rows),
+               "epochs": len(rows), "val_images": 3925,
                "final_top1": rows[-1]["top1"], "best_top1": max(r["top1"] for r in rows),
                "curve_top1": [r["top1"] for r in rows],
                "images_per_s": [r["images_per_s"] for r in rows]}
     (out / "experiment.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{args.model} {args.resolution}px, {len(rows)} epochs in {wall / 60:.1f} min on "
+    print(f"{args.model} {args.resolution}px, {len(rows)} epochs in "
+          f"{summary['train_time_s'] / 60:.1f} min of training on "
           f"{summary['hardware']}: top-1 {100 * summary['final_top1']:.2f}% (best "
           f"{100 * summary['best_top1']:.2f}%) on 3,925 val images")
 
