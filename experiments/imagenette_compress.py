@@ -67,8 +67,6 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs")
     p.add_argument("--qat-max-steps", type=int, default=0, help="QAT steps per epoch (0: all)")
-    p.add_argument("--qat-backend", default="onnxruntime", choices=["onnxruntime", "pt2e"],
-                   help="who quantizes after the QAT fine-tune (mobilenets quantize --backend)")
     p.add_argument("--prune-macs", type=float, default=0.3, help="share of MACs to remove")
     p.add_argument("--ft-epochs", type=int, default=8, help="fine-tuning epochs after pruning")
     p.add_argument("--ft-lr", type=float, default=0.02, help="fine-tuning lr (recipe's "
@@ -116,9 +114,9 @@ def main() -> None:
             onnx = out / "teacher-qat-int8.onnx"
             mobilenets("quantize", teacher, "--calib", data / "train", "--method", "qat",
                        "--epochs", args.qat_epochs, "--max-steps", args.qat_max_steps,
-                       "--backend", args.qat_backend, "--out", onnx)
+                       "--out", onnx)
             save(step, {**evaluate(onnx, data, out), "epochs": args.qat_epochs,
-                        "max_steps": args.qat_max_steps, "backend": args.qat_backend}, t0)
+                        "max_steps": args.qat_max_steps}, t0)
         elif step == "prune":
             folder = out / "prune"
             distil = ["--teacher", teacher] if args.ft_distil else []

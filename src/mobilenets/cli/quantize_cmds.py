@@ -15,15 +15,12 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--calib", required=True, help="image folder (its train/ if it has one): "
                    "calibration images, and the training data for --method qat")
     p.add_argument("--method", choices=["ptq", "qat"], default="ptq")
-    p.add_argument("--backend", choices=["onnxruntime", "pt2e"], default="onnxruntime",
-                   help="quantizer: onnxruntime's quantize_static (default; with --method qat "
-                   "it quantizes the QAT fine-tuned weights), or torchao PT2E "
-                   "(X86InductorQuantizer), whose graph is fast under torch.compile but runs "
-                   "mostly in float in onnxruntime")
+    p.add_argument("--backend", choices=["onnxruntime", "pt2e"], default=None,
+                   help="quantizer: onnxruntime's quantize_static (ptq default) or torchao "
+                   "PT2E (X86InductorQuantizer; qat always uses it)")
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--num-images", type=int, default=128,
-                   help="calibration images (onnxruntime backend, and pt2e ptq)")
+    p.add_argument("--num-images", type=int, default=128, help="calibration images (ptq)")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
@@ -42,33 +39,30 @@ def add_quantize_parser(sub) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..deploy.onnx_model import OnnxModel, is_quantized
-    backend = args.backend
+    backend = args.backend or ("pt2e" if args.method == "qat" else "onnxruntime")
+    if args.method == "qat" and backend != "pt2e":
+        raise ValueError("--method qat uses torchao's PT2E QAT: use --backend pt2e (or omit it)")
     if args.channel_multiple < 0:
         raise ValueError(f"--channel-multiple must be 0 (off) or positive, not "
                          f"{args.channel_multiple}")
     if not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
     model = load_cli_model(args.model, args.weights)
-    if isinstance(model, OnnxModel) and (backend != "onnxruntime" or args.method == "qat"):
-        why = "QAT fine-tunes" if args.method == "qat" else "PT2E quantizes"
-        raise ValueError(f"{args.model} is an ONNX file: {why} the PyTorch model (give a "
-                         f"saved-model folder, or a registered name with --weights)")
+    if isinstance(model, OnnxModel) and backend != "onnxruntime":
+        raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
+                         f"model (a saved-model folder or a name with --weights)")
     out = Path(args.out or f"{model.config['name']}-int8.onnx")
-    qat = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-               resolution=args.resolution, max_steps=args.max_steps)
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
-        if args.method == "qat":
-            from ..deploy.quantize_pt2e import qat_finetuned
-            model = qat_finetuned(model, args.calib, **qat)
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, activation_type=args.activations,
-                      exclude=args.exclude, channel_multiple=args.channel_multiple or None,
-                      method=args.method)
+                      exclude=args.exclude, channel_multiple=args.channel_multiple or None)
     else:
         from ..deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e, quantize_pt2e
         if args.method == "qat":
-            qmodel = qat_pt2e(model, args.calib, **qat)
+            qmodel = qat_pt2e(model, args.calib, epochs=args.epochs, lr=args.lr,
+                              batch_size=args.batch_size, resolution=args.resolution,
+                              max_steps=args.max_steps)
         else:
             qmodel = quantize_pt2e(model, args.calib, num_images=args.num_images,
                                    resolution=args.resolution)

@@ -95,8 +95,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   per_channel: bool = True, resolution: int | None = None,
                   activation_type: str = "uint8", calibrate_method: str = "minmax",
                   exclude: str | list[str] | None = None, seed: int = 0,
-                  channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE,
-                  method: str = "ptq") -> Path:
+                  channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
@@ -105,9 +104,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     (symmetric). ``calibrate_method``: minmax, percentile or entropy. ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
     padded with zero channels to a multiple of it (:mod:`.channel_pad`; the same outputs,
-    onnxruntime's fast int8 depthwise kernels); None leaves them. ``method`` is recorded
-    only: "qat" when ``model`` comes from :func:`.quantize_pt2e.qat_finetuned`. The file
-    keeps the fp32 export's metadata plus a ``quantization`` entry; returns ``out_path``.
+    onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32
+    export's metadata plus a ``quantization`` entry; returns ``out_path``.
     """
     try:
         import onnx
@@ -149,7 +147,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({
-        "format": "QDQ", "method": method, "weights": "int8 symmetric " + ("per-channel" if per_channel else
+        "format": "QDQ", "weights": "int8 symmetric " + ("per-channel" if per_channel else
                                                          "per-tensor"),
         "activations": activation_type, "calibration": calibrate_method,
         "num_images": sum(len(b) for b in batches), "exclude": exclude,

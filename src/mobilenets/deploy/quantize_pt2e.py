@@ -5,9 +5,7 @@ fine-tune with fake quantization) and converted to a graph of quantize/dequantiz
 float ops: uint8 activations, per-channel symmetric int8 weights. The converted graph runs
 eagerly, but it is only *fast* under ``torch.compile`` with inductor's freezing on
 (:func:`compile_pt2e`), which lowers the q/dq patterns to oneDNN int8 kernels; eagerly it is
-slower than fp32. ``export_pt2e_onnx`` writes it as an ONNX QDQ file, which onnxruntime
-runs correctly but mostly in float; for onnxruntime, :func:`qat_finetuned` hands the QAT
-fine-tuned float weights to onnxruntime's own quantizer instead.
+slower than fp32. ``export_pt2e_onnx`` writes it as an ONNX QDQ file for onnxruntime.
 """
 
 from __future__ import annotations
@@ -98,11 +96,13 @@ def quantize_pt2e(model: nn.Module, calib, *, num_images: int = 128,
     return QuantizedModel(convert_pt2e(prepared), model, res)
 
 
-def _qat_finetune(model: nn.Module, data, *, epochs: int, lr: float, batch_size: int,
-                  resolution: int | None, max_steps: int, freeze_bn_epoch: int | None,
-                  seed: int, log) -> tuple[nn.Module, int]:
-    """The QAT fine-tune shared by :func:`qat_pt2e` and :func:`qat_finetuned`: the prepared
-    (fake-quantized) graph after training, in eval mode, and the resolution it ran at."""
+def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
+             batch_size: int = 32, resolution: int | None = None, max_steps: int = 0,
+             freeze_bn_epoch: int | None = None, seed: int = 0, log=print) -> QuantizedModel:
+    """QAT: export ``model`` in training mode, ``prepare_qat_pt2e``, fine-tune ``epochs`` on the
+    image folder ``data`` (its ``train/``; SGD + cosine from ``lr``; ``max_steps`` caps the
+    steps per epoch), freeze BatchNorm statistics and observers from ``freeze_bn_epoch``
+    (default: the last epoch, if there are several), then convert. ``model`` is not changed."""
     import copy
 
     from torch.utils.data import DataLoader
@@ -110,7 +110,7 @@ def _qat_finetune(model: nn.Module, data, *, epochs: int, lr: float, batch_size:
     from ..data import ImageFolderDataset, collate_skip_bad, train_transform
     from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
                                            move_exported_model_to_train)
-    _, prepare_qat_pt2e, _, Quantizer, default_config = _torchao()
+    _, prepare_qat_pt2e, convert_pt2e, Quantizer, default_config = _torchao()
     torch.manual_seed(seed)
     res = _resolution(model, resolution)
     root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
@@ -151,52 +151,8 @@ def _qat_finetune(model: nn.Module, data, *, epochs: int, lr: float, batch_size:
         if log:
             log(f"qat epoch {epoch + 1}/{epochs}: loss {total / max(seen, 1):.4f}")
     move_exported_model_to_eval(prepared)
-    return prepared, res
-
-
-def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
-             batch_size: int = 32, resolution: int | None = None, max_steps: int = 0,
-             freeze_bn_epoch: int | None = None, seed: int = 0, log=print) -> QuantizedModel:
-    """QAT: export ``model`` in training mode, ``prepare_qat_pt2e``, fine-tune ``epochs`` on the
-    image folder ``data`` (its ``train/``; SGD + cosine from ``lr``; ``max_steps`` caps the
-    steps per epoch), freeze BatchNorm statistics and observers from ``freeze_bn_epoch``
-    (default: the last epoch, if there are several), then convert. ``model`` is not changed.
-    The result is fast under ``torch.compile`` only (see :func:`qat_finetuned` for
-    onnxruntime)."""
-    _, _, convert_pt2e, _, _ = _torchao()
-    prepared, res = _qat_finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
-                                  resolution=resolution, max_steps=max_steps,
-                                  freeze_bn_epoch=freeze_bn_epoch, seed=seed, log=log)
     with torch.no_grad():
         return QuantizedModel(convert_pt2e(prepared), model, res)
-
-
-def qat_finetuned(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
-                  batch_size: int = 32, resolution: int | None = None, max_steps: int = 0,
-                  freeze_bn_epoch: int | None = None, seed: int = 0, log=print) -> nn.Module:
-    """QAT for onnxruntime: the same fine-tune as :func:`qat_pt2e` (fake-quantized per-channel
-    symmetric int8 weights, BatchNorm folded as at export), but returns a float copy of
-    ``model`` (eval mode) carrying the fine-tuned weights and BatchNorm statistics, for
-    :func:`.quantize.quantize_onnx` to quantize and calibrate.
-
-    onnxruntime runs the PT2E graph's ONNX export mostly in float: the x86 quantizer puts no
-    quantize op between a convolution and its hard-swish or hard-sigmoid, so onnxruntime
-    cannot fuse those convolutions into int8 kernels (mobilenet_v3_large_100: about 3x the
-    latency of the onnxruntime-quantized file). The weights QAT adapted to int8 carry over:
-    both quantize the BatchNorm-folded weight per output channel, symmetric int8."""
-    import copy
-    prepared, _ = _qat_finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
-                                resolution=resolution, max_steps=max_steps,
-                                freeze_bn_epoch=freeze_bn_epoch, seed=seed, log=log)
-    tuned = copy.deepcopy(model).eval()
-    state = tuned.state_dict()
-    trained = prepared.state_dict()
-    missing = [k for k in state if k not in trained]
-    if missing:
-        raise RuntimeError(f"the QAT graph lost parameters {missing[:3]}: torch.export "
-                           f"renamed them; use qat_pt2e instead")
-    tuned.load_state_dict({k: trained[k] for k in state})
-    return tuned
 
 
 def compile_pt2e(qmodel: nn.Module, example: torch.Tensor):
@@ -242,5 +198,4 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["QuantizedModel", "compile_pt2e", "export_pt2e_onnx", "qat_finetuned", "qat_pt2e",
-           "quantize_pt2e"]
+__all__ = ["QuantizedModel", "compile_pt2e", "export_pt2e_onnx", "qat_pt2e", "quantize_pt2e"]
