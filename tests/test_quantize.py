@@ -206,6 +206,14 @@ def test_qat_converts_and_exports_to_onnx_qdq(model, tmp_path, val_images):
     assert_faithful(OnnxModel(path)(val_images), ref)           # onnxruntime runs the same int8
 
 
+def test_qat_refuses_to_freeze_observers_before_they_observe(model):
+    pytest.importorskip("torchao")
+    from mobilenets.deploy.quantize_pt2e import qat_pt2e
+    for epoch in (0, 3):
+        with pytest.raises(ValueError, match="freeze_bn_epoch must be between 1 and epochs"):
+            qat_pt2e(model, SAMPLE_DIR, epochs=2, freeze_bn_epoch=epoch, log=None)
+
+
 def test_cli_quantize_pt2e_ptq(model, tmp_path, val_images):
     pytest.importorskip("torchao")
     mobilenets.save(model, tmp_path / "m", class_names=CLASSES)

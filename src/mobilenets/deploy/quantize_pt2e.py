@@ -107,6 +107,11 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
 
     from torch.utils.data import DataLoader
 
+    if freeze_bn_epoch is not None and not 1 <= freeze_bn_epoch <= epochs:
+        raise ValueError(f"freeze_bn_epoch must be between 1 and epochs ({epochs}), not "
+                         f"{freeze_bn_epoch}: the observers need at least one epoch to learn "
+                         f"the activation ranges before they are frozen")
+
     from ..data import ImageFolderDataset, collate_skip_bad, train_transform
     from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
                                            move_exported_model_to_train)
