@@ -65,6 +65,9 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--calibration", default="percentile",
+                   choices=["percentile", "minmax", "entropy"],
+                   help="PTQ activation calibration (mobilenets quantize --calibration)")
     p.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs")
     p.add_argument("--qat-max-steps", type=int, default=0, help="QAT steps per epoch (0: all)")
     p.add_argument("--prune-macs", type=float, default=0.3, help="share of MACs to remove")
@@ -108,8 +111,9 @@ def main() -> None:
             save(step, evaluate(teacher, data, out), t0)
         elif step == "ptq":
             onnx = out / "teacher-int8.onnx"
-            mobilenets("quantize", teacher, "--calib", data / "train", "--out", onnx)
-            save(step, evaluate(onnx, data, out), t0)
+            mobilenets("quantize", teacher, "--calib", data / "train", "--out", onnx,
+                       "--calibration", args.calibration)
+            save(step, {**evaluate(onnx, data, out), "calibration": args.calibration}, t0)
         elif step == "qat":
             onnx = out / "teacher-qat-int8.onnx"
             mobilenets("quantize", teacher, "--calib", data / "train", "--method", "qat",

@@ -21,6 +21,10 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
     p.add_argument("--weights", default=None)
     p.add_argument("--num-images", type=int, default=128, help="calibration images (ptq)")
+    p.add_argument("--calibration", choices=["percentile", "minmax", "entropy"],
+                   default="percentile", help="how activation ranges are set from the "
+                   "calibration images (onnxruntime backend): their 0.001%%-99.999%% "
+                   "percentiles (default), their extremes, or by KL divergence")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
@@ -56,7 +60,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from ..deploy.quantize import quantize_onnx
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, activation_type=args.activations,
-                      exclude=args.exclude, channel_multiple=args.channel_multiple or None)
+                      exclude=args.exclude, channel_multiple=args.channel_multiple or None,
+                      calibrate_method=args.calibration)
     else:
         from ..deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e, quantize_pt2e
         if args.method == "qat":

@@ -14,6 +14,8 @@ in int8. The result keeps the fp32 export's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -93,7 +95,7 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 
 def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   per_channel: bool = True, resolution: int | None = None,
-                  activation_type: str = "uint8", calibrate_method: str = "minmax",
+                  activation_type: str = "uint8", calibrate_method: str = "percentile",
                   exclude: str | list[str] | None = None, seed: int = 0,
                   channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
@@ -101,7 +103,10 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
     Weights: symmetric int8, per output channel when ``per_channel``. Activations:
     ``activation_type`` uint8 (asymmetric, the fast one in onnxruntime on x86) or int8
-    (symmetric). ``calibrate_method``: minmax, percentile or entropy. ``exclude``: nodes kept
+    (symmetric). ``calibrate_method``: percentile (the default: ranges from the 0.001% and
+    99.999% percentiles), minmax (the extremes) or entropy; on Imagenette-trained models
+    percentile measured a drop of 0.79 points for mobilenet_v3_large_100 against minmax's
+    1.63, and 0.15 against 0.00 for mobilenet_v2_100 (README, Deploy). ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
     padded with zero channels to a multiple of it (:mod:`.channel_pad`; the same outputs,
     onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32
@@ -135,16 +140,17 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         batch = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 8
         batches = calibration_batches(calib_dir, preprocess, num_images, batch, seed)
         symmetric = activation_type == "int8"
-        quantize_static(
-            str(pre), str(Path(tmp) / "int8.onnx"), _reader(input_name, batches),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax,
-                              "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[calibrate_method],
-            nodes_to_exclude=excluded_nodes(proto, exclude),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+        with contextlib.redirect_stdout(io.StringIO()):   # the histogram calibrators print
+            quantize_static(
+                str(pre), str(Path(tmp) / "int8.onnx"), _reader(input_name, batches),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                  "percentile": CalibrationMethod.Percentile,
+                                  "entropy": CalibrationMethod.Entropy}[calibrate_method],
+                nodes_to_exclude=excluded_nodes(proto, exclude),
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({
         "format": "QDQ", "weights": "int8 symmetric " + ("per-channel" if per_channel else
