@@ -56,12 +56,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--data", default=None, help="an unpacked copy to train on (train/ and val/ "
+                   "folders), e.g. the 160 px one of `experiments/datasets.py imagenette-224 "
+                   "--short-side 160`; default: imagenette-224 from ../shared")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its "
                    "last.pt (written every epoch, and every K steps with -- "
                    "--checkpoint-every-steps K)")
     p.add_argument("extra", nargs="*", help="more `mobilenets train` options, after --")
     args = p.parse_args()
-    data = unpacked("imagenette-224")
+    data = Path(args.data) if args.data else unpacked("imagenette-224")
     out = Path(args.out or f"runs/imagenette-{args.model}-{args.resolution}px")
     cmd = [sys.executable, "-m", "mobilenets", "train", "--recipe", args.recipe,
            "--model", args.model, "--data", str(data), "--resolution", str(args.resolution),
@@ -80,7 +83,8 @@ def main() -> None:
     rows = metrics(out)
     summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
                "wall_time_s": wall, "train_time_s": sum(r.get("epoch_time_s", 0) for r in rows),
-               "epochs": len(rows), "val_images": 3925,
+               "epochs": len(rows), "data": str(data),
+               "val_images": sum(1 for f in (data / "val").rglob("*") if f.is_file()),
                "final_top1": rows[-1]["top1"], "best_top1": max(r["top1"] for r in rows),
                "curve_top1": [r["top1"] for r in rows],
                "images_per_s": [r["images_per_s"] for r in rows]}
@@ -88,7 +92,7 @@ def main() -> None:
     print(f"{args.model} {args.resolution}px, {len(rows)} epochs in "
           f"{summary['train_time_s'] / 60:.1f} min of training on "
           f"{summary['hardware']}: top-1 {100 * summary['final_top1']:.2f}% (best "
-          f"{100 * summary['best_top1']:.2f}%) on 3,925 val images")
+          f"{100 * summary['best_top1']:.2f}%) on {summary['val_images']} val images")
 
 
 if __name__ == "__main__":

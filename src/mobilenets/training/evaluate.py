@@ -22,7 +22,8 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
     if dist is not None and dist.enabled:
         dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world))
     loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_skip_bad)
+                        collate_fn=collate_skip_bad,
+                        pin_memory=torch.device(device).type == "cuda")
     n = num_classes or model.num_classes
     confusion = torch.zeros(n, n, dtype=torch.long)
     sums = torch.zeros(4, dtype=torch.float64)         # loss, top-5 hits, count, unreadable
@@ -30,7 +31,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
         sums[3] += n_bad
         if len(y) == 0:
             continue
-        logits = model(x.to(device)).float().cpu()
+        logits = model(x.to(device, non_blocking=True)).float().cpu()
         sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
         sums[1] += (logits.topk(min(5, n), 1).indices == y[:, None]).any(1).sum().item()
         sums[2] += len(y)

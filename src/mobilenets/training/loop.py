@@ -230,7 +230,8 @@ class _Run:
         self.train_set.epoch = epoch
         loader = DataLoader(self.train_set, cfg.batch_size, sampler=self.sampler, drop_last=True,
                             num_workers=cfg.workers, collate_fn=collate_skip_bad,
-                            generator=self.loader_rng, persistent_workers=False)
+                            generator=self.loader_rng, persistent_workers=False,
+                            pin_memory=self.device.type == "cuda")
         self.model.train()
         t0, sums = time.perf_counter(), torch.zeros(3, dtype=torch.float64)  # loss, seen, bad
         last_save = time.monotonic()
@@ -241,7 +242,7 @@ class _Run:
             sums[2] += n_bad
             if len(y) == 0:
                 continue
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = y
