@@ -16,6 +16,7 @@ from PIL import Image
 import mobilenets
 from mobilenets.cli.main import main
 from mobilenets.training import make_config, train
+from mobilenets.training.loop import ema_lag
 
 COMMON = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.05,
               workers=0, seed=3, ema_decay=0.9, color_jitter=0.1, label_smoothing=0.1,
@@ -42,10 +43,21 @@ def data(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("data"))
 
 
+def test_ema_lag_warns_only_when_the_average_spans_much_of_the_run():
+    assert ema_lag(0.0, 100) is None                       # EMA off
+    assert ema_lag(0.9998, 1_250_000) is None              # timm's ImageNet setting: 0.4%
+    message = ema_lag(0.998, 3600)                         # 500 steps of 3600: 14%
+    assert message and "~500 steps, 14%" in message
+    suggested = float(message.split("use --ema-decay ")[1].split()[0])
+    assert ema_lag(suggested, 3600) is None and ema_lag(suggested + 1e-3, 3600)
+
+
 def test_train_writes_every_output(data, tmp_path):
     out = tmp_path / "run"
-    metrics = train(make_config(data=str(data), out=str(out), epochs=2, **COMMON),
-                    progress=False)
+    # 2 epochs of 6 steps: EMA decay 0.9 (a 10-step horizon) spans most of the run
+    with pytest.warns(UserWarning, match=r"--ema-decay 0\.9 averages .* 12 steps"):
+        metrics = train(make_config(data=str(data), out=str(out), epochs=2, **COMMON),
+                        progress=False)
     assert metrics["epoch"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
