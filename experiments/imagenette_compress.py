@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
 from imagenette import metrics  # noqa: E402
 
+from mobilenets.deploy.quantize import CALIBRATE_METHODS  # noqa: E402
 from mobilenets.weights.saved import is_saved_model, read_config  # noqa: E402
 
 STEPS = ("fp32", "ptq", "qat", "prune", "kd")
@@ -66,7 +67,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--calibration", default="percentile",
-                   choices=["percentile", "minmax", "entropy"],
+                   choices=CALIBRATE_METHODS,
                    help="PTQ activation calibration (mobilenets quantize --calibration)")
     p.add_argument("--qat-epochs", type=int, default=1, help="quantization-aware training epochs")
     p.add_argument("--qat-max-steps", type=int, default=0, help="QAT steps per epoch (0: all)")

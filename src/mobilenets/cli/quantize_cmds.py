@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..deploy.quantize import ACTIVATION_TYPES, CALIBRATE_METHODS
 from .run_cmds import load_cli_model
 
 
@@ -21,14 +22,14 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
     p.add_argument("--weights", default=None)
     p.add_argument("--num-images", type=int, default=128, help="calibration images (ptq)")
-    p.add_argument("--calibration", choices=["percentile", "minmax", "entropy"],
+    p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
                    "calibration images (onnxruntime backend): their 0.001%%-99.999%% "
                    "percentiles (default), their extremes, or by KL divergence")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
-    p.add_argument("--activations", choices=["uint8", "int8"], default="uint8",
+    p.add_argument("--activations", choices=ACTIVATION_TYPES, default="uint8",
                    help="activation type (onnxruntime backend; uint8 is faster on x86)")
     p.add_argument("--channel-multiple", type=int, default=16, metavar="M",
                    help="pad depthwise channel counts with zero channels to a multiple of M, "
