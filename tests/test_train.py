@@ -102,6 +102,20 @@ def test_sigkill_then_resume_gives_identical_last_checkpoint(data, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
+def test_loader_workers_kept_across_epochs_augment_like_the_main_process(data, tmp_path):
+    """Loader workers live for the whole run (persistent_workers): each sample must still be
+    augmented for the epoch it is drawn in, so the weights equal a run without workers."""
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        with pytest.warns(UserWarning, match="ema-decay"):
+            train(make_config(data=str(data), out=str(out), epochs=3,
+                              **{**COMMON, "workers": workers}), progress=False)
+        runs[workers] = torch.load(out / "last.pt", weights_only=True)["model"]
+    for k, v in runs[0].items():
+        assert torch.equal(v, runs[2][k]), f"{k} differs with 2 loader workers"
+
+
 def test_eval_and_predict_commands(data, tmp_path, capsys):
     out = tmp_path / "run"
     train(make_config(data=str(data), out=str(out), epochs=1, **COMMON), progress=False)

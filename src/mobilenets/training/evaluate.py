@@ -9,21 +9,35 @@ from torch.utils.data import DataLoader, Subset
 from ..data import collate_skip_bad
 
 
+def eval_loader(dataset, batch_size: int = 64, workers: int = 0,
+                device: torch.device | str = "cpu", dist=None,
+                persistent: bool = False) -> DataLoader:
+    """The loader :func:`evaluate_model` reads: in order, this process's share of the images
+    under ``dist``; ``persistent`` keeps its worker processes between passes (training's
+    per-epoch validation)."""
+    if dist is not None and dist.enabled:
+        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world))
+    # its own generator: a loader without one draws its workers' base seed from the global
+    # RNG at every pass, so dropout in the next epoch would depend on the worker count
+    return DataLoader(dataset, batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_skip_bad, persistent_workers=persistent and workers > 0,
+                      pin_memory=torch.device(device).type == "cuda",
+                      generator=torch.Generator().manual_seed(0))
+
+
 @torch.no_grad()
 def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
                    device: torch.device | str = "cpu", num_classes: int | None = None,
                    dist=None) -> dict:
-    """Metrics of ``model`` on ``dataset`` (items (image tensor, label), or None if unreadable).
+    """Metrics of ``model`` on ``dataset`` (items (image tensor, label), or None if unreadable;
+    or a loader of such batches from :func:`eval_loader`).
 
     ``dist`` (a :class:`~mobilenets.training.distributed.Dist`): each process evaluates every
     world-th image and the counts are summed, so every process gets the full-set metrics."""
     was_training = model.training
     model.eval()
-    if dist is not None and dist.enabled:
-        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world))
-    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_skip_bad,
-                        pin_memory=torch.device(device).type == "cuda")
+    loader = (dataset if isinstance(dataset, DataLoader)
+              else eval_loader(dataset, batch_size, workers, device, dist))
     n = num_classes or model.num_classes
     confusion = torch.zeros(n, n, dtype=torch.long)
     sums = torch.zeros(4, dtype=torch.float64)         # loss, top-5 hits, count, unreadable

@@ -7,13 +7,16 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler):
     """A permutation fixed by (seed, epoch), optionally sharded over ``world`` ranks and
-    starting ``start`` indices in (to resume mid-epoch)."""
+    starting ``start`` indices in (to resume mid-epoch). ``keyed``: yield (epoch, index)
+    pairs, which :class:`SeededView` takes, so that loader workers kept alive across epochs
+    (``persistent_workers``) still augment each sample for the epoch it is drawn in."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 keyed: bool = False):
         self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.keyed = 0, 0, keyed
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -25,8 +28,8 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.size, generator=g).tolist()
 
     def __iter__(self):
-        mine = self._order()[self.rank::self.world]
-        return iter(mine[self.start:])
+        mine = self._order()[self.rank::self.world][self.start:]
+        return iter([(self.epoch, i) for i in mine] if self.keyed else mine)
 
     def __len__(self) -> int:
         return max(len(range(self.rank, self.size, self.world)) - self.start, 0)
@@ -34,7 +37,8 @@ class EpochSampler(Sampler[int]):
 
 class SeededView(Dataset):
     """Applies ``transform`` to ``dataset[i]`` under an RNG seeded by (seed, epoch, i): the
-    augmentation of a sample depends on nothing else, and the global RNG is left untouched."""
+    augmentation of a sample depends on nothing else, and the global RNG is left untouched.
+    The key is ``i`` (the epoch is then the ``epoch`` attribute) or an (epoch, i) pair."""
 
     def __init__(self, dataset, transform, seed: int):
         self.dataset, self.transform, self.seed = dataset, transform, seed
@@ -43,11 +47,12 @@ class SeededView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         item = self.dataset[i]
         if item is None:
             return None
         image, label = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
             return self.transform(image), label
