@@ -314,7 +314,6 @@ class _Run:
                 "epoch_time_s": elapsed, "bad_images": int(bad)}
 
     def end_epoch(self, epoch: int, train_stats: dict) -> dict:
-        cfg = self.cfg
         eval_model = self.ema.module if self.ema is not None else self.model
         result = evaluate_model(eval_model, self.val_loader, device=self.device,
                                 num_classes=len(self.classes), dist=self.dist)
