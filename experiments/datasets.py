@@ -8,7 +8,7 @@ under ``datasets/``; a marker file records a completed unpack, so an interrupted
 ``--short-side S`` also writes a copy whose images are resized (bicubic, aspect kept) so their
 shorter side is S px, re-encoded as JPEG (``--quality``), into ``datasets/NAME-Spx``: fast.ai's
 Imagenette leaderboard trains 128 px models on such a 160 px copy, and it is small enough to
-send to a lent GPU machine (the 224 px archive is 126 MiB, the 160 px copy about 97 MiB).
+send to a lent GPU machine (the 224 px archive is 126 MiB, the 160 px copy about 100 MiB).
 """
 from __future__ import annotations
 

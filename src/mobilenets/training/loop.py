@@ -87,8 +87,7 @@ def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
     (without EMA the same run passed 80% by epoch 48) and ended 1.1 points below the run
     without EMA. The averaged weights of a BatchNorm network moving fast at a high learning
     rate do not match the averaged BatchNorm statistics; timm's ImageNet default (0.9998 over
-    about 1.25M steps) is a 0.4% horizon.
-    0.4% horizon."""
+    about 1.25M steps) is a 0.4% horizon."""
     if not 0 < decay < 1 or total_steps <= 0:
         return None
     horizon = 1 / (1 - decay)
