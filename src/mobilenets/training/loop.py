@@ -93,10 +93,13 @@ def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
     horizon = 1 / (1 - decay)
     if horizon <= share * total_steps:
         return None
+    within = 1 - 1 / (share * total_steps)        # the decay whose horizon is share of the run
+    advice = (f"use --ema-decay {within:.4g} or lower, or train longer" if within > 0 else
+              "this run is too short for EMA: use --ema-decay 0 (off), or train longer")
     return (f"--ema-decay {decay} averages the weights over the last ~{horizon:.0f} steps, "
             f"{100 * horizon / total_steps:.0f}% of this run's {total_steps} steps: on a run this "
             f"short the EMA model lags the trained one and can sit near chance for most of it; "
-            f"use --ema-decay {1 - 1 / (share * total_steps):.4g} or lower, or train longer")
+            f"{advice}")
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
