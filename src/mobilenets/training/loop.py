@@ -139,7 +139,7 @@ class _Run:
             scale=(cfg.crop_min_scale, 1.0)), cfg.seed)
         self.val_set = SeededView(val_raw, eval_transform(model.preprocess), cfg.seed)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, rank=dist.rank,
-                                    world=dist.world, keyed=True)
+                                    world=dist.world)
         # one loader each for the whole run: their worker processes (if any) start once, not
         # every epoch (on a GPU, restarting 14 of them cost about 1.8 s per epoch)
         self.train_loader = DataLoader(

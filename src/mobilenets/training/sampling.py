@@ -9,14 +9,13 @@ from torch.utils.data import Dataset, Sampler
 
 class EpochSampler(Sampler):
     """A permutation fixed by (seed, epoch), optionally sharded over ``world`` ranks and
-    starting ``start`` indices in (to resume mid-epoch). ``keyed``: yield (epoch, index)
-    pairs, which :class:`SeededView` takes, so that loader workers kept alive across epochs
+    starting ``start`` indices in (to resume mid-epoch). It yields (epoch, index) pairs, which
+    :class:`SeededView` takes, so that loader workers kept alive across epochs
     (``persistent_workers``) still augment each sample for the epoch it is drawn in."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
-                 keyed: bool = False):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
         self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
-        self.epoch, self.start, self.keyed = 0, 0, keyed
+        self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -29,7 +28,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         mine = self._order()[self.rank::self.world][self.start:]
-        return iter([(self.epoch, i) for i in mine] if self.keyed else mine)
+        return iter([(self.epoch, i) for i in mine])
 
     def __len__(self) -> int:
         return max(len(range(self.rank, self.size, self.world)) - self.start, 0)
