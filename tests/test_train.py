@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,12 @@ def test_train_writes_every_output(data, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["epochs"] == 2
     best = mobilenets.load(out / "best")
     assert best.config["class_names"] == ["a", "b", "c"] and best.num_classes == 3
+    # Fine-tuning from those weights: the EMA starts at a trained model, so no lag warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*ema-decay")
+        train(make_config(data=str(data), out=str(tmp_path / "ft"), epochs=1,
+                          weights=str(out / "best" / "model.safetensors"), **COMMON),
+              progress=False)
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 0
 

@@ -167,7 +167,9 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                   use_buffers=True) if cfg.ema_decay > 0 else None)
-        lag = ema_lag(cfg.ema_decay, self.steps_per_epoch * cfg.epochs)
+        # From --weights the average starts at a trained model, so a long horizon is the
+        # point (fine-tuning), not a lag behind a network still far from converged.
+        lag = None if cfg.weights else ema_lag(cfg.ema_decay, self.steps_per_epoch * cfg.epochs)
         if lag and dist.main:
             warnings.warn(lag, stacklevel=2)
         self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
