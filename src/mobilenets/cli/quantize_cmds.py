@@ -21,7 +21,7 @@ def add_quantize_parser(sub) -> None:
                    "PT2E (X86InductorQuantizer; qat always uses it)")
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--num-images", type=int, default=128, help="calibration images (ptq)")
+    p.add_argument("--num-images", type=int, default=128, help="calibration images")
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
                    "calibration images (onnxruntime backend): their 0.001%%-99.999%% "
@@ -35,6 +35,9 @@ def add_quantize_parser(sub) -> None:
                    help="pad depthwise channel counts with zero channels to a multiple of M, "
                    "for onnxruntime's fast int8 depthwise kernels; same outputs; 0: off "
                    "(onnxruntime backend)")
+    p.add_argument("--pt2e-graph-only", action="store_true", help="pt2e/qat: write the "
+                   "quantized graph as torchao leaves it, without quantizing the activations "
+                   "it keeps in float (onnxruntime then runs those convolutions in float)")
     p.add_argument("--epochs", type=int, default=2, help="QAT fine-tuning epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="QAT learning rate")
     p.add_argument("--batch-size", type=int, default=32, help="QAT batch size")
@@ -72,7 +75,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         else:
             qmodel = quantize_pt2e(model, args.calib, num_images=args.num_images,
                                    resolution=args.resolution)
-        export_pt2e_onnx(qmodel, out)
+        export_pt2e_onnx(qmodel, out, None if args.pt2e_graph_only else args.calib,
+                         num_images=args.num_images)
     if not is_quantized(out):
         raise ValueError(f"{out} has no quantized operators")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, int8 QDQ, {args.method} via "

@@ -179,10 +179,20 @@ def compile_pt2e(qmodel: nn.Module, example: torch.Tensor):
     return run
 
 
-def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path) -> Path:
-    """Write a converted PT2E model as an ONNX QDQ file (batch 1) with our metadata."""
+def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
+                     num_images: int = 64) -> Path:
+    """Write a converted PT2E model as an ONNX QDQ file (batch 1) with our metadata.
+
+    With ``calib`` (an image folder), the activations the X86 quantizer leaves in float are
+    then calibrated on ``num_images`` of its images and quantized (:mod:`.qdq_complete`), so
+    onnxruntime runs every convolution in int8: the mobilenet_v3_large_100 QAT file of the
+    README went from 3.83 to 1.18 ms (128 px, batch 1, 2 threads) and from 79.85% to 79.75%
+    top-1 on Imagenette val."""
+    import json
+
     import onnx
 
+    from ..data import at_resolution
     from .onnx_export import metadata
     x = torch.randn(1, qmodel.config.get("in_chans", 3), qmodel.resolution, qmodel.resolution)
     import warnings
@@ -194,11 +204,22 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path) -> Path:
     for node in program.model.graph.all_nodes():
         node.metadata_props.clear()
     meta = metadata(qmodel, qmodel.resolution, True)
-    meta["quantization"] = '{"format": "QDQ", "source": "torchao PT2E (X86InductorQuantizer)"}'
+    meta["quantization"] = json.dumps({"format": "QDQ",
+                                       "source": "torchao PT2E (X86InductorQuantizer)"})
     program.model.metadata_props.update(meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(path, external_data=False)
+    if calib is not None:
+        from .qdq_complete import complete_qdq
+        completed = complete_qdq(path, calib, at_resolution(qmodel.preprocess, qmodel.resolution),
+                                 num_images=num_images)
+        proto = onnx.load(str(path))
+        for prop in proto.metadata_props:
+            if prop.key == "quantization":
+                prop.value = json.dumps({**json.loads(prop.value),
+                                         "completed_for_onnxruntime": completed})
+        onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
     return path
 
