@@ -185,9 +185,9 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
 
     With ``calib`` (an image folder), the activations the X86 quantizer leaves in float are
     then calibrated on ``num_images`` of its images and quantized (:mod:`.qdq_complete`), so
-    onnxruntime runs every convolution in int8: the mobilenet_v3_large_100 QAT file of the
-    README went from 3.83 to 1.18 ms (128 px, batch 1, 2 threads) and from 79.85% to 79.75%
-    top-1 on Imagenette val."""
+    onnxruntime runs every convolution in int8: for the Imagenette-trained
+    mobilenet_v3_large_100 of the README (QAT, 128 px, batch 1, 2 threads) 1.1 ms instead of
+    3.6, at 79.90% top-1 against the uncompleted file's 79.85%."""
     import json
 
     import onnx
