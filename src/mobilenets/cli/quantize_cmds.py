@@ -24,8 +24,9 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--num-images", type=int, default=128, help="calibration images")
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
-                   "calibration images (onnxruntime backend): their 0.001%%-99.999%% "
-                   "percentiles (default), their extremes, or by KL divergence")
+                   "calibration images (onnxruntime backend; pt2e files are completed with "
+                   "percentile): their 0.001%%-99.999%% percentiles (default), their "
+                   "extremes, or by KL divergence")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
@@ -50,6 +51,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     backend = args.backend or ("pt2e" if args.method == "qat" else "onnxruntime")
     if args.method == "qat" and backend != "pt2e":
         raise ValueError("--method qat uses torchao's PT2E QAT: use --backend pt2e (or omit it)")
+    if args.pt2e_graph_only and backend != "pt2e":
+        raise ValueError("--pt2e-graph-only applies to PT2E files (--backend pt2e or --method "
+                         "qat); onnxruntime's quantizer already writes a complete QDQ file")
     if args.channel_multiple < 0:
         raise ValueError(f"--channel-multiple must be 0 (off) or positive, not "
                          f"{args.channel_multiple}")

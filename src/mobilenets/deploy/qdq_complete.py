@@ -1,21 +1,24 @@
 """Complete a partly quantized QDQ file (torchao PT2E's ONNX export) so that onnxruntime runs
 its convolutions in int8.
 
-torchao's X86InductorQuantizer targets oneDNN under ``torch.compile``, which fuses a
-convolution with the ReLU, hard-swish, hard-sigmoid or residual Add after it, so it puts no
-quantize op on the convolution's own output. onnxruntime fuses a convolution into an int8
-kernel only when a QuantizeLinear follows it (DequantizeLinear -> Conv -> QuantizeLinear);
-in the exported file most convolutions of MobileNetV3 therefore ran in float (38 of 62 for
-mobilenet_v3_large_100, with a reorder around each).
+torchao's X86InductorQuantizer targets oneDNN, which fuses a convolution with the hard-swish,
+hard-sigmoid or residual Add after it, so it puts no quantize op on those convolutions' own
+outputs. onnxruntime fuses a convolution into an int8 kernel only when a QuantizeLinear
+follows it (DequantizeLinear -> Conv [-> ReLU/ReLU6] -> QuantizeLinear), so in the exported
+file it ran the others in float: 38 of mobilenet_v3_large_100's 62 convolutions, with layout
+transposes around them, and the 10 that feed mobilenet_v2's residual Adds.
 
 :func:`complete_qdq` calibrates every float activation the quantizer left unquantized
-(outputs of convolutions, Gemm, ReLU, hard-sigmoid, Mul, Add, global pooling) on real images
-with onnxruntime's own calibrator, the same percentile method as :func:`.quantize_onnx`, and
-inserts a QuantizeLinear/DequantizeLinear pair (uint8, asymmetric) on each. Hard-swish is
-first written as ``x * HardSigmoid(x)`` (the form of our export, exact), so it gets the same
-int8 table lookup when the file is opened (:mod:`.ort_rewrite`); spatial ReduceMeans become
-GlobalAveragePool (:func:`.onnx_export.mean_to_global_pool`). The weights and every
-quantization parameter learned in QAT stay as they are.
+(outputs of convolutions, Gemm, ReLU, Clip, sigmoid, hard-sigmoid, Mul, Add, global pooling)
+on real images with onnxruntime's own calibrator, the same percentile method as
+:func:`.quantize_onnx`, and inserts a QuantizeLinear/DequantizeLinear pair (uint8,
+asymmetric) on each. A convolution read only by a ReLU (or a ReLU6 Clip) is left alone: the
+quantization of the ReLU's output serves it, and a second one before the ReLU would only add
+error and a requantization.
+Hard-swish is first written as ``x * HardSigmoid(x)`` (the form of our export, exact), so it
+gets the same int8 table lookup when the file is opened (:mod:`.ort_rewrite`); spatial
+ReduceMeans become GlobalAveragePool (:func:`.onnx_export.mean_to_global_pool`). The weights
+and every quantization parameter learned in QAT stay as they are.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 from .onnx_graph import GraphIndex
 
 # Float ops whose outputs onnxruntime wants quantized to run the ops around them in int8.
-CALIBRATED_OPS = ("Conv", "Gemm", "Relu", "HardSigmoid", "Mul", "Add", "GlobalAveragePool")
+CALIBRATED_OPS = ("Conv", "Gemm", "Relu", "Clip", "Sigmoid", "HardSigmoid", "Mul", "Add",
+                  "GlobalAveragePool")
 
 
 def decompose_hardswish(proto) -> int:
@@ -55,17 +59,39 @@ def decompose_hardswish(proto) -> int:
 
 
 def unquantized_activations(proto) -> list[str]:
-    """Outputs of :data:`CALIBRATED_OPS` nodes that no QuantizeLinear reads (graph outputs
-    excepted: the logits stay float)."""
+    """Outputs of :data:`CALIBRATED_OPS` nodes that no QuantizeLinear reads, except graph
+    outputs (the logits stay float) and tensors read only by a ReLU or a Clip from 0, whose
+    own output is quantized instead (see the module docstring)."""
+    from onnx import numpy_helper
     g = GraphIndex(proto.graph)
+
+    def clamped_next(readers) -> bool:
+        if len(readers) != 1 or readers[0].op_type not in ("Relu", "Clip"):
+            return False
+        low = readers[0].input[1] if len(readers[0].input) > 1 else ""
+        return readers[0].op_type == "Relu" or (
+            low in g.inits and float(numpy_helper.to_array(g.inits[low])) == 0.0)
+
     out = []
     for node in g.nodes:
         t = node.output[0] if node.output else ""
         if node.op_type not in CALIBRATED_OPS or not t or t in g.outputs:
             continue
-        if not any(c.op_type == "QuantizeLinear" for c in g.consumers.get(t, [])):
+        readers = g.consumers.get(t, [])
+        if not any(c.op_type == "QuantizeLinear" for c in readers) and not clamped_next(readers):
             out.append(t)
     return out
+
+
+def activation_type(proto) -> str:
+    """'uint8' or 'int8': the type of the file's quantized activations (its QuantizeLinear
+    nodes with a scalar zero point), 'uint8' if it has none."""
+    from onnx import TensorProto
+    g = GraphIndex(proto.graph)
+    types = {g.inits[n.input[2]].data_type for n in g.nodes
+             if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in g.inits
+             and not list(g.inits[n.input[2]].dims)}
+    return "int8" if TensorProto.INT8 in types else "uint8"
 
 
 def scale_and_zero_point(low: float, high: float) -> tuple[float, int]:
@@ -75,44 +101,16 @@ def scale_and_zero_point(low: float, high: float) -> tuple[float, int]:
     return scale, int(np.clip(round(-low / scale), 0, 255))
 
 
-def relu_quantization(proto, tensor: str) -> tuple[float, int] | None:
-    """When ``tensor``'s only reader is a ReLU (or a Clip from 0, as ReLU6) whose output is
-    quantized with zero point 0 over a range the Clip does not cut, that quantization's
-    (scale, 0): quantizing ``tensor`` the same way clamps it as the ReLU does, so onnxruntime
-    drops the ReLU and the repeated quantization, and runs the convolution before it as one
-    int8 kernel."""
-    from onnx import numpy_helper
-    g = GraphIndex(proto.graph)
-    readers = g.consumers.get(tensor, [])
-    if len(readers) != 1 or readers[0].op_type not in ("Relu", "Clip"):
-        return None
-    act = readers[0]
-    bounds = [float(numpy_helper.to_array(g.inits[i])) if i in g.inits else None
-              for i in list(act.input[1:3]) + [""] * (3 - len(act.input))]
-    if act.op_type == "Clip" and (bounds[0] != 0.0 or any(
-            i and i not in g.inits for i in act.input[1:])):
-        return None
-    for q in g.consumers.get(act.output[0], []):
-        if q.op_type != "QuantizeLinear" or len(q.input) != 3 or q.input[2] not in g.inits:
-            continue
-        zero = numpy_helper.to_array(g.inits[q.input[2]])
-        scale = numpy_helper.to_array(g.inits.get(q.input[1])) if q.input[1] in g.inits \
-            else None
-        if (scale is None or zero.dtype != np.uint8 or zero.size != 1 or int(zero) != 0
-                or scale.size != 1):
-            continue
-        if act.op_type == "Clip" and bounds[1] is not None and 255 * float(scale) > bounds[1] * (1 + 1e-6):
-            continue                                      # the Clip cuts inside the range
-        return float(scale), 0
-    return None
-
-
 def insert_qdq(proto, params: dict[str, tuple[float, int]]) -> int:
     """Insert, in place, QuantizeLinear -> DequantizeLinear (uint8, the given scale and zero
     point) after each tensor of ``params`` and feed its readers the dequantized tensor.
     Returns how many pairs were inserted."""
     from onnx import helper, numpy_helper
     g = GraphIndex(proto.graph)
+    missing = [t for t in params if t not in g.producer]
+    if missing:
+        raise ValueError(f"insert_qdq quantizes node outputs; {missing} are graph inputs, "
+                         f"initializers or not in the graph")
     after: dict[str, list] = {}
     for t, (scale, zero) in params.items():
         proto.graph.initializer.extend([
@@ -143,21 +141,21 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
                  seed: int = 0) -> int:
     """Complete the QDQ file ``path`` in place (module docstring), calibrating on
     ``num_images`` images of ``calib_dir`` (its ``train/`` if any) with the eval transform of
-    ``preprocess``. A convolution followed by a quantized ReLU takes that quantization
-    (:func:`relu_quantization`). Returns how many tensors were quantized."""
+    ``preprocess``. Returns how many tensors were quantized."""
     import onnx
 
     from .onnx_export import mean_to_global_pool
     path = Path(path)
     proto = onnx.load(str(path))
+    if activation_type(proto) != "uint8":
+        raise NotImplementedError(f"{path} quantizes activations to int8; completing it for "
+                                  f"onnxruntime is implemented for uint8 activations (the "
+                                  f"X86 quantizer's) only")
     mean_to_global_pool(proto)
     decompose_hardswish(proto)
     tensors = unquantized_activations(proto)
-    params = {t: q for t in tensors if (q := relu_quantization(proto, t)) is not None}
-    ranges = _calibrate(proto, [t for t in tensors if t not in params], calib_dir, preprocess,
-                        num_images, seed)
-    params.update({t: scale_and_zero_point(*r) for t, r in ranges.items()})
-    count = insert_qdq(proto, params)
+    ranges = _calibrate(proto, tensors, calib_dir, preprocess, num_images, seed)
+    count = insert_qdq(proto, {t: scale_and_zero_point(*ranges[t]) for t in tensors})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return count
@@ -170,8 +168,6 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
     if not tensors:
         return {}
     import onnx
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator
 
     from ..data.calibration import calibration_batches
     from .quantize import _reader
@@ -181,15 +177,34 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain.onnx"
         onnx.save(proto, str(plain))
-        calibrator = create_calibrator(plain, op_types_to_calibrate=list(CALIBRATED_OPS),
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.Percentile)
+        calibrator = _only(tensors)(plain, symmetric=True,    # create_calibrator's default
+                                    augmented_model_path=str(Path(tmp) / "augmented.onnx"))
+        calibrator.augment_graph()
+        calibrator.create_inference_session()
         with contextlib.redirect_stdout(io.StringIO()):   # the histogram calibrator prints
             calibrator.collect_data(_reader(first.name, batches))
             data = calibrator.compute_data()
+    missing = [t for t in tensors if t not in data]
+    if missing:
+        raise ValueError(f"onnxruntime's calibrator recorded no range for {missing}: their "
+                         f"shapes or types could not be inferred")
     return {t: tuple(float(v) for v in np.asarray(data[t].range_value).ravel()[:2])
             for t in tensors}
 
 
-__all__ = ["CALIBRATED_OPS", "complete_qdq", "decompose_hardswish", "insert_qdq",
-           "relu_quantization", "scale_and_zero_point", "unquantized_activations"]
+def _only(tensors: list[str]):
+    """onnxruntime's percentile calibrator recording ``tensors`` only (its own selection
+    takes every input and output of the ops it is given: 5x the memory on V3-Large)."""
+    from onnxruntime.quantization.calibrate import PercentileCalibrater
+    wanted = set(tensors)
+
+    class Calibrator(PercentileCalibrater):
+        def select_tensors_to_calibrate(self, model):
+            chosen, value_infos = super().select_tensors_to_calibrate(model)
+            return chosen & wanted, value_infos
+
+    return Calibrator
+
+
+__all__ = ["CALIBRATED_OPS", "activation_type", "complete_qdq", "decompose_hardswish",
+           "insert_qdq", "scale_and_zero_point", "unquantized_activations"]
