@@ -187,7 +187,7 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     then calibrated on ``num_images`` of its images and quantized (:mod:`.qdq_complete`), so
     onnxruntime runs every convolution in int8: for the Imagenette-trained
     mobilenet_v3_large_100 of the README (QAT, 128 px, batch 1, 2 threads) 1.1 ms instead of
-    3.6, at 79.90% top-1 against the uncompleted file's 79.85%."""
+    3.6, at 79.90% top-1 (the uncompleted file of the same QAT recipe: 79.85%)."""
     import json
 
     import onnx
