@@ -73,6 +73,11 @@ def test_train_writes_every_output(data, tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*ema-decay")
         train(make_config(data=str(data), out=str(tmp_path / "ft"), epochs=1,
+                          weights=str(out / "best"), **COMMON), progress=False)
+    # ... but with fewer classes the classifier starts afresh, and the warning stays
+    two = make_folder(tmp_path / "two", classes=("a", "b"))
+    with pytest.warns(UserWarning, match="--ema-decay 0.9 averages"):
+        train(make_config(data=str(two), out=str(tmp_path / "ft2"), epochs=1,
                           weights=str(out / "best" / "model.safetensors"), **COMMON),
               progress=False)
     ckpt = torch.load(out / "last.pt", weights_only=True)

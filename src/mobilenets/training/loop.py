@@ -78,6 +78,17 @@ def _load_teacher(cfg: TrainConfig, classes: list[str], device) -> torch.nn.Modu
     return teacher.to(device).eval().requires_grad_(False)
 
 
+def _loads_trained_classifier(cfg: TrainConfig, num_classes: int) -> bool:
+    """True when ``--weights`` is a file (or saved-model folder) whose classifier has
+    ``num_classes`` outputs, so the whole network, head included, starts trained."""
+    from ..weights import classifier_classes, is_saved_model, read_state_dict
+    if not cfg.weights or cfg.weights in ("torchvision", "timm"):
+        return False
+    path = Path(cfg.weights)
+    path = path / "model.safetensors" if is_saved_model(path) else path
+    return path.is_file() and classifier_classes(read_state_dict(path)) == num_classes
+
+
 def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
     """A warning when model EMA with ``decay`` averages over more than ``share`` of a run's
     ``total_steps`` (its horizon is 1/(1-decay) steps), else None.
@@ -167,9 +178,10 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                   use_buffers=True) if cfg.ema_decay > 0 else None)
-        # From --weights the average starts at a trained model, so a long horizon is the
-        # point (fine-tuning), not a lag behind a network still far from converged.
-        lag = None if cfg.weights else ema_lag(cfg.ema_decay, self.steps_per_epoch * cfg.epochs)
+        # From --weights with their classifier the average starts at a trained model, so a
+        # long horizon is the point (fine-tuning), not a lag behind a network far from converged.
+        lag = (None if _loads_trained_classifier(cfg, len(self.classes)) else
+               ema_lag(cfg.ema_decay, self.steps_per_epoch * cfg.epochs))
         if lag and dist.main:
             warnings.warn(lag, stacklevel=2)
         self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
