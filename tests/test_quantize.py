@@ -311,3 +311,15 @@ def test_qdq_completion_rewrites_are_exact():
     assert list(proto.graph.node[4].input) == ["r_dequantized", "r_dequantized"]
     with pytest.raises(ValueError, match="graph inputs"):
         insert_qdq(proto, {"x": (0.05, 0)})
+
+
+def test_histogram_calibration_of_vanishing_activations_says_what_to_do(tmp_path):
+    """An untrained efficientnet_b0's activations shrink to ranges numpy cannot split into
+    2048 bins: percentile calibration fails with advice, and minmax calibrates it."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model("efficientnet_b0", num_classes=10, resolution=64).eval()
+    fp32 = export_onnx(model, tmp_path / "b0.onnx")
+    with pytest.raises(ValueError, match="percentile calibration failed.*--calibration minmax"):
+        quantize_onnx(fp32, tmp_path / "p.onnx", SAMPLE_DIR, num_images=8)
+    assert is_quantized(quantize_onnx(fp32, tmp_path / "m.onnx", SAMPLE_DIR, num_images=8,
+                                      calibrate_method="minmax"))

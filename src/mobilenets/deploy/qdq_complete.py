@@ -170,7 +170,7 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
     import onnx
 
     from ..data.calibration import calibration_batches
-    from .quantize import _reader
+    from .quantize import _reader, histogram_errors
     first = proto.graph.input[0]
     batch = first.type.tensor_type.shape.dim[0].dim_value or 8
     batches = calibration_batches(calib_dir, preprocess, num_images, batch, seed)
@@ -181,7 +181,7 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
                                     augmented_model_path=str(Path(tmp) / "augmented.onnx"))
         calibrator.augment_graph()
         calibrator.create_inference_session()
-        with contextlib.redirect_stdout(io.StringIO()):   # the histogram calibrator prints
+        with contextlib.redirect_stdout(io.StringIO()), histogram_errors("percentile"):
             calibrator.collect_data(_reader(first.name, batches))
             data = calibrator.compute_data()
     missing = [t for t in tensors if t not in data]

@@ -49,6 +49,22 @@ def _reader(input_name: str, batches: list[torch.Tensor]):
     return Reader()
 
 
+@contextlib.contextmanager
+def histogram_errors(method: str):
+    """Turn numpy's failure inside onnxruntime's histogram calibrators (percentile, entropy)
+    into an error that says what to do: an activation whose values span too small a range for
+    2048 bins, as in an untrained model whose activations vanish, cannot be histogrammed."""
+    try:
+        yield
+    except ValueError as e:
+        if "Too many bins" not in str(e):
+            raise
+        raise ValueError(f"{method} calibration failed: an activation spans a range too small "
+                         f"to histogram (numpy: {e}); this happens with untrained models whose "
+                         f"activations vanish. Calibrate a trained model, or use --calibration "
+                         f"minmax") from None
+
+
 def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
     """Write (or copy) the fp32 ONNX of ``model`` to ``path``; its file and preprocessing."""
     import onnx
@@ -140,7 +156,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         batch = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 8
         batches = calibration_batches(calib_dir, preprocess, num_images, batch, seed)
         symmetric = activation_type == "int8"
-        with contextlib.redirect_stdout(io.StringIO()):   # the histogram calibrators print
+        with contextlib.redirect_stdout(io.StringIO()), histogram_errors(calibrate_method):
             quantize_static(
                 str(pre), str(Path(tmp) / "int8.onnx"), _reader(input_name, batches),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
@@ -167,4 +183,4 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return out_path
 
 
-__all__ = ["calibration_batches", "excluded_nodes", "quantize_onnx"]
+__all__ = ["calibration_batches", "excluded_nodes", "histogram_errors", "quantize_onnx"]
