@@ -185,3 +185,27 @@ def test_depthwise_padding_is_exact_across_families(name, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     ref, out = run(fp32, x), run(proto.SerializeToString(), x)
     assert np.abs(out - ref).max() <= 2e-5 * np.abs(ref).max() + 1e-6
+
+
+def test_depthwise_padding_of_a_qdq_file_is_exact(v3, tmp_path):
+    """A PT2E (QDQ) file: the quantized weights behind DequantizeLinear, their per-channel
+    scales and zero points are padded too, and onnxruntime computes the very same logits."""
+    pytest.importorskip("torchao")
+    import shutil
+
+    from mobilenets.deploy.qdq_complete import complete_qdq
+    from mobilenets.deploy.quantize_pt2e import export_pt2e_onnx, quantize_pt2e
+    torch.manual_seed(0)
+    model = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", num_classes=10,
+                                                 resolution=64)).eval()
+    raw = export_pt2e_onnx(quantize_pt2e(model, SAMPLE_DIR, num_images=16), tmp_path / "raw.onnx")
+    plain, padded = tmp_path / "plain.onnx", tmp_path / "padded.onnx"
+    shutil.copy(raw, plain)
+    shutil.copy(raw, padded)
+    pre = OnnxModel(raw).preprocess
+    assert complete_qdq(plain, SAMPLE_DIR, pre, num_images=16,
+                        channel_multiple=None)["depthwise_padded"] == 0
+    assert complete_qdq(padded, SAMPLE_DIR, pre, num_images=16)["depthwise_padded"] == 3
+    assert sorted({c % 16 for c in depthwise_channels(onnx.load(str(padded)))}) == [0]
+    x = v3[2].numpy()[:1]
+    np.testing.assert_allclose(run(padded, x), run(plain, x), rtol=0, atol=1e-5)

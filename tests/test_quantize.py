@@ -230,7 +230,8 @@ def test_qat_converts_and_exports_to_onnx_qdq(model, tmp_path, val_images):
     ops = ort_ops(done)
     assert ops["QLinearConv"] == 52 and not ops.keys() & {"Conv", "FusedConv", "Clip"}
     assert ops["QLinearAdd"] == 10 and ops["QuantizeLinear"] <= 2   # the input's, the head's
-    assert json.loads(OnnxModel(done).metadata["quantization"])["completed_for_onnxruntime"] > 0
+    completed = json.loads(OnnxModel(done).metadata["quantization"])["completed_for_onnxruntime"]
+    assert completed["quantized"] > 0 and completed["depthwise_padded"] == 0   # all 16k wide
     assert_faithful(OnnxModel(done)(val_images), ref, min_agreement=0.85)
 
 

@@ -29,12 +29,24 @@ _CHANNELWISE = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRel
 
 
 class _Graph(GraphIndex):
-    """The graph index, plus the convolution weights and kinds the padding needs."""
+    """The graph index, plus the convolution weights and kinds the padding needs. A weight
+    (or bias) is an initializer, or, in a QDQ file, the quantized initializer behind a
+    DequantizeLinear."""
+
+    def source(self, node, index: int) -> tuple[str | None, object]:
+        """(initializer name, DequantizeLinear node or None) behind ``node.input[index]``."""
+        name = node.input[index] if len(node.input) > index else ""
+        if name in self.inits:
+            return name, None
+        dq = self.producer.get(name)
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.inits:
+            return dq.input[0], dq
+        return None, None
 
     def weight(self, node) -> np.ndarray | None:
         from onnx import numpy_helper
-        init = self.inits.get(node.input[1]) if len(node.input) > 1 else None
-        return None if init is None else numpy_helper.to_array(init)
+        name, _ = self.source(node, 1)
+        return None if name is None else numpy_helper.to_array(self.inits[name])
 
     def is_depthwise(self, node) -> bool:
         w = self.weight(node) if node.op_type == "Conv" else None
@@ -44,6 +56,14 @@ class _Graph(GraphIndex):
     def is_dense_conv(self, node) -> bool:
         w = self.weight(node) if node.op_type == "Conv" else None
         return w is not None and node_attrs(node).get("group", 1) == 1
+
+    def is_channelwise(self, node) -> bool:
+        """An op whose output channel c depends on input channel c only: those of
+        _CHANNELWISE, and per-tensor (activation) Quantize/DequantizeLinear."""
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale = self.inits.get(node.input[1])
+            return scale is not None and not list(scale.dims)
+        return node.op_type in _CHANNELWISE
 
 
 def _channel_closure(g: _Graph, depthwise) -> tuple[dict, dict, dict] | None:
@@ -65,7 +85,7 @@ def _channel_closure(g: _Graph, depthwise) -> tuple[dict, dict, dict] | None:
             return None                                   # a graph input or initializer
         if g.is_dense_conv(node):
             producers[id(node)] = node
-        elif g.is_depthwise(node) or node.op_type in _CHANNELWISE:
+        elif g.is_depthwise(node) or g.is_channelwise(node):
             if node.op_type == "Mul" and any(i in g.inits for i in node.input):
                 return None                               # a constant scale: not padded
             todo += [i for i in node.input[:2 if node.op_type == "Mul" else 1]]
@@ -77,7 +97,7 @@ def _channel_closure(g: _Graph, depthwise) -> tuple[dict, dict, dict] | None:
             if g.is_dense_conv(c) and c.input[0] == t:
                 consumers[id(c)] = c
             elif (g.is_depthwise(c) and c.input[0] == t) or (
-                    c.op_type in _CHANNELWISE and t in c.input[:2]):
+                    g.is_channelwise(c) and t in c.input[:2]):
                 todo += [c.output[0]] + (list(c.input[:2]) if c.op_type == "Mul" else [])
             else:
                 return None
@@ -101,10 +121,31 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
     from onnx import numpy_helper
     g, done, count = _Graph(proto.graph), set(), 0
 
-    def set_weight(node, index, array):
-        name = node.input[index]
+    def write(name, array):
         g.inits[name].CopyFrom(numpy_helper.from_array(array.astype(
             numpy_helper.to_array(g.inits[name]).dtype), name))
+
+    def set_weight(node, index, array, axis=0):
+        """Store the padded weight or bias; in a QDQ file also pad its per-channel scale
+        (with ones) and zero point (zeros) when the new channels are output channels."""
+        name, dq = g.source(node, index)
+        write(name, array)
+        if dq is None or axis != 0:
+            return
+        for k, fill in ((1, 1), (2, 0)):
+            param = dq.input[k] if len(dq.input) > k else ""
+            values = numpy_helper.to_array(g.inits[param]) if param in g.inits else None
+            if values is None or values.ndim != 1:
+                continue                                  # per-tensor: nothing to pad
+            own = f"{name}_padded_{'scale' if k == 1 else 'zero_point'}"
+            proto.graph.initializer.append(numpy_helper.from_array(
+                np.pad(values, (0, array.shape[0] - len(values)), constant_values=fill), own))
+            g.inits[own] = proto.graph.initializer[-1]
+            dq.input[k] = own                             # its own copy: others may share it
+
+    def current(node, index):
+        name, _ = g.source(node, index)
+        return numpy_helper.to_array(g.inits[name])
 
     for dw in g.nodes:
         if id(dw) in done or not g.is_depthwise(dw):
@@ -121,22 +162,24 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
                  | {g.weight(n).shape[1] for n in consumers.values()})
         if extra == 0 or sizes != {channels} or not producers:
             continue
-        shared = {n.input[k] for n in widened + list(consumers.values())
-                  for k in range(1, len(n.input))}
-        if any(len(g.consumers[s]) > 1 for s in shared if s):
+        nodes = widened + list(consumers.values())
+        sources = [g.source(n, k) for n in nodes for k in range(1, len(n.input)) if n.input[k]]
+        if any(name is None for name, _ in sources):
+            continue                                      # a weight computed in the graph
+        shared = {n.input[k] for n in nodes for k in range(1, len(n.input))}
+        shared |= {name for name, dq in sources if dq is not None}
+        if any(len(g.consumers.get(s, [])) > 1 for s in shared if s):
             continue                                      # a weight used elsewhere too
         for node in widened:
             for k in range(1, len(node.input)):           # weight, then bias if any
                 if node.input[k]:
-                    set_weight(node, k, _pad(g.weight(node) if k == 1 else
-                                             numpy_helper.to_array(g.inits[node.input[k]]),
-                                             0, extra))
+                    set_weight(node, k, _pad(current(node, k), 0, extra))
         for node in depthwises.values():
             for a in node.attribute:
                 if a.name == "group":
                     a.i = channels + extra
         for node in consumers.values():
-            set_weight(node, 1, _pad(g.weight(node), 1, extra))
+            set_weight(node, 1, _pad(g.weight(node), 1, extra), axis=1)
         count += len(depthwises)
     if count:
         del proto.graph.value_info[:]                     # shapes changed; re-inferred later

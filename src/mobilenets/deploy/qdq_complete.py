@@ -17,8 +17,9 @@ quantization of the ReLU's output serves it, and a second one before the ReLU wo
 error and a requantization.
 Hard-swish is first written as ``x * HardSigmoid(x)`` (the form of our export, exact), so it
 gets the same int8 table lookup when the file is opened (:mod:`.ort_rewrite`); spatial
-ReduceMeans become GlobalAveragePool (:func:`.onnx_export.mean_to_global_pool`). The weights
-and every quantization parameter learned in QAT stay as they are.
+ReduceMeans become GlobalAveragePool (:func:`.onnx_export.mean_to_global_pool`), and
+depthwise channel counts are padded for onnxruntime's fast int8 kernels (:mod:`.channel_pad`,
+exact). The weights and every quantization parameter learned in QAT stay as they are.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
 from .onnx_graph import GraphIndex
 
 # Float ops whose outputs onnxruntime wants quantized to run the ops around them in int8.
@@ -138,10 +140,12 @@ def insert_qdq(proto, params: dict[str, tuple[float, int]]) -> int:
 
 
 def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: int = 64,
-                 seed: int = 0) -> int:
+                 seed: int = 0, channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE) -> dict:
     """Complete the QDQ file ``path`` in place (module docstring), calibrating on
     ``num_images`` images of ``calib_dir`` (its ``train/`` if any) with the eval transform of
-    ``preprocess``. Returns how many tensors were quantized."""
+    ``preprocess``; then pad depthwise channel counts to a multiple of ``channel_multiple``
+    as :func:`.quantize_onnx` does (:mod:`.channel_pad`; None: not). Returns how many tensors
+    were quantized and how many depthwise convolutions padded."""
     import onnx
 
     from .onnx_export import mean_to_global_pool
@@ -156,9 +160,10 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     tensors = unquantized_activations(proto)
     ranges = _calibrate(proto, tensors, calib_dir, preprocess, num_images, seed)
     count = insert_qdq(proto, {t: scale_and_zero_point(*ranges[t]) for t in tensors})
+    padded = pad_depthwise_channels(proto, channel_multiple) if channel_multiple else 0
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return count
+    return {"quantized": count, "depthwise_padded": padded}
 
 
 def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_images: int,
