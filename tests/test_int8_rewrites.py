@@ -209,3 +209,50 @@ def test_depthwise_padding_of_a_qdq_file_is_exact(v3, tmp_path):
     assert sorted({c % 16 for c in depthwise_channels(onnx.load(str(padded)))}) == [0]
     x = v3[2].numpy()[:1]
     np.testing.assert_allclose(run(padded, x), run(plain, x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout, padded", [("per-channel", 1), ("shared-per-channel", 1),
+                                            ("per-tensor", 1), ("zero-point-3", 0),
+                                            ("axis-1", 0)])
+def test_depthwise_padding_of_qdq_weights_pads_only_what_stays_exact(layout, padded):
+    """pointwise -> depthwise -> pointwise over 8 channels, weights behind DequantizeLinear:
+    padded to 16 only where the new channels dequantize to exactly 0, with the same outputs;
+    a nonzero zero point or scales along another axis leave the group alone."""
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    shapes = {"pw": (8, 8, 1, 1), "dw": (8, 1, 3, 3), "out": (8, 8, 1, 1)}
+    for name, shape in shapes.items():
+        q = rng.integers(-100, 100, shape).astype(np.int8)
+        zero = 3 if layout == "zero-point-3" else 0
+        if layout == "per-tensor":
+            scale, zp, axis = np.array([0.01], np.float32), np.array([0], np.int8), 0
+        elif layout == "axis-1":
+            scale = np.full(shape[1], 0.01, np.float32)
+            zp, axis = np.zeros(shape[1], np.int8), 1
+        else:
+            scale = rng.uniform(0.005, 0.02, shape[0]).astype(np.float32)
+            zp, axis = np.full(shape[0], zero, np.int8), 0
+        scale_name = "shared_scale" if layout == "shared-per-channel" else f"{name}_s"
+        if scale_name not in {i.name for i in inits}:
+            inits.append(numpy_helper.from_array(scale, scale_name))
+        inits += [numpy_helper.from_array(q, f"{name}_q"),
+                  numpy_helper.from_array(zp, f"{name}_z")]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", scale_name,
+                                                           f"{name}_z"], [f"{name}_w"],
+                                      axis=axis))
+    nodes += [helper.make_node("Conv", ["x", "pw_w"], ["e"], name="pw"),
+              helper.make_node("Relu", ["e"], ["r"]),
+              helper.make_node("Conv", ["r", "dw_w"], ["d"], name="dw", group=8,
+                               pads=[1, 1, 1, 1]),
+              helper.make_node("Conv", ["d", "out_w"], ["y"], name="out")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    ref = run(proto.SerializeToString(), x)
+    assert pad_depthwise_channels(proto) == padded
+    assert depthwise_channels(proto) == [16 if padded else 8]
+    np.testing.assert_allclose(run(proto.SerializeToString(), x), ref, rtol=1e-6, atol=1e-6)
+    used = {i for n in proto.graph.node for i in n.input}
+    assert all(i.name in used for i in proto.graph.initializer)   # replaced scales removed

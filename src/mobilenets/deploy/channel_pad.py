@@ -57,6 +57,24 @@ class _Graph(GraphIndex):
         w = self.weight(node) if node.op_type == "Conv" else None
         return w is not None and node_attrs(node).get("group", 1) == 1
 
+    def exact_dequantize(self, dq, channels: int) -> bool:
+        """True if padding the initializer behind ``dq`` with zeros (and its scale with
+        ones, zero point with zeros, when per channel) keeps the new channels at exactly 0:
+        scale and zero point are initializers, every zero point is 0, and the scale is one
+        value or one per output channel (axis 0)."""
+        from onnx import numpy_helper
+        params = [i for i in list(dq.input[1:3]) if i]
+        if not params or any(i not in self.inits for i in params):
+            return False
+        scale = numpy_helper.to_array(self.inits[params[0]])
+        if len(params) > 1 and np.any(numpy_helper.to_array(self.inits[params[1]]) != 0):
+            return False
+        if scale.size == 1:
+            return True
+        rank = len(self.inits[dq.input[0]].dims)
+        axis = node_attrs(dq).get("axis", 1) % max(rank, 1)
+        return axis == 0 and scale.ndim == 1 and len(scale) == channels
+
     def is_channelwise(self, node) -> bool:
         """An op whose output channel c depends on input channel c only: those of
         _CHANNELWISE, and per-tensor (activation) Quantize/DequantizeLinear."""
@@ -119,7 +137,7 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
     consumers it cannot follow (a residual Add, a reshape, a graph input) is left alone."""
     import onnx
     from onnx import numpy_helper
-    g, done, count = _Graph(proto.graph), set(), 0
+    g, done, count, replaced = _Graph(proto.graph), set(), 0, set()
 
     def write(name, array):
         g.inits[name].CopyFrom(numpy_helper.from_array(array.astype(
@@ -135,12 +153,15 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
         for k, fill in ((1, 1), (2, 0)):
             param = dq.input[k] if len(dq.input) > k else ""
             values = numpy_helper.to_array(g.inits[param]) if param in g.inits else None
-            if values is None or values.ndim != 1:
+            if values is None or values.size == 1:
                 continue                                  # per-tensor: nothing to pad
             own = f"{name}_padded_{'scale' if k == 1 else 'zero_point'}"
+            while own in g.inits:
+                own += "_"
             proto.graph.initializer.append(numpy_helper.from_array(
                 np.pad(values, (0, array.shape[0] - len(values)), constant_values=fill), own))
             g.inits[own] = proto.graph.initializer[-1]
+            replaced.add(param)
             dq.input[k] = own                             # its own copy: others may share it
 
     def current(node, index):
@@ -166,6 +187,9 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
         sources = [g.source(n, k) for n in nodes for k in range(1, len(n.input)) if n.input[k]]
         if any(name is None for name, _ in sources):
             continue                                      # a weight computed in the graph
+        if not all(g.exact_dequantize(dq, g.inits[name].dims[0])
+                   for name, dq in sources if dq is not None):
+            continue                                      # padded zeros would not stay 0
         shared = {n.input[k] for n in nodes for k in range(1, len(n.input))}
         shared |= {name for name, dq in sources if dq is not None}
         if any(len(g.consumers.get(s, [])) > 1 for s in shared if s):
@@ -182,6 +206,9 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
             set_weight(node, 1, _pad(g.weight(node), 1, extra), axis=1)
         count += len(depthwises)
     if count:
+        read = {i for n in proto.graph.node for i in n.input}
+        for init in [i for i in proto.graph.initializer if i.name in replaced - read]:
+            proto.graph.initializer.remove(init)          # scales now copied per node
         del proto.graph.value_info[:]                     # shapes changed; re-inferred later
         onnx.checker.check_model(proto)
     return count
