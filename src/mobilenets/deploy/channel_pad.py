@@ -43,9 +43,10 @@ class _Graph(GraphIndex):
             return dq.input[0], dq
         return None, None
 
-    def weight(self, node) -> np.ndarray | None:
+    def weight(self, node, index: int = 1) -> np.ndarray | None:
+        """The array behind ``node.input[index]`` (1: the weight, 2: the bias), or None."""
         from onnx import numpy_helper
-        name, _ = self.source(node, 1)
+        name, _ = self.source(node, index)
         return None if name is None else numpy_helper.to_array(self.inits[name])
 
     def is_depthwise(self, node) -> bool:
@@ -164,10 +165,6 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
             replaced.add(param)
             dq.input[k] = own                             # its own copy: others may share it
 
-    def current(node, index):
-        name, _ = g.source(node, index)
-        return numpy_helper.to_array(g.inits[name])
-
     for dw in g.nodes:
         if id(dw) in done or not g.is_depthwise(dw):
             continue
@@ -197,7 +194,7 @@ def pad_depthwise_channels(proto, multiple: int = INT8_DEPTHWISE_MULTIPLE) -> in
         for node in widened:
             for k in range(1, len(node.input)):           # weight, then bias if any
                 if node.input[k]:
-                    set_weight(node, k, _pad(current(node, k), 0, extra))
+                    set_weight(node, k, _pad(g.weight(node, k), 0, extra))
         for node in depthwises.values():
             for a in node.attribute:
                 if a.name == "group":

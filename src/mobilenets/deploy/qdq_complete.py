@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 from pathlib import Path
 
@@ -145,7 +146,8 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     ``num_images`` images of ``calib_dir`` (its ``train/`` if any) with the eval transform of
     ``preprocess``; then pad depthwise channel counts to a multiple of ``channel_multiple``
     as :func:`.quantize_onnx` does (:mod:`.channel_pad`; None: not). Returns how many tensors
-    were quantized and how many depthwise convolutions padded."""
+    were quantized and how many depthwise convolutions padded, also recorded in the file's
+    ``quantization`` metadata as ``completed_for_onnxruntime``."""
     import onnx
 
     from .onnx_export import mean_to_global_pool
@@ -161,9 +163,15 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     ranges = _calibrate(proto, tensors, calib_dir, preprocess, num_images, seed)
     count = insert_qdq(proto, {t: scale_and_zero_point(*ranges[t]) for t in tensors})
     padded = pad_depthwise_channels(proto, channel_multiple) if channel_multiple else 0
+    done = {"quantized": count, "depthwise_padded": padded}
+    meta = {p.key: p for p in proto.metadata_props}
+    if "quantization" not in meta:
+        meta["quantization"] = proto.metadata_props.add(key="quantization", value="{}")
+    meta["quantization"].value = json.dumps({**json.loads(meta["quantization"].value),
+                                             "completed_for_onnxruntime": done})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return {"quantized": count, "depthwise_padded": padded}
+    return done
 
 
 def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_images: int,
@@ -174,11 +182,8 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
         return {}
     import onnx
 
-    from ..data.calibration import calibration_batches
-    from .quantize import _reader, histogram_errors
-    first = proto.graph.input[0]
-    batch = first.type.tensor_type.shape.dim[0].dim_value or 8
-    batches = calibration_batches(calib_dir, preprocess, num_images, batch, seed)
+    from .quantize import _reader, calibration_input, histogram_errors
+    input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain.onnx"
         onnx.save(proto, str(plain))
@@ -187,7 +192,7 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
         calibrator.augment_graph()
         calibrator.create_inference_session()
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors("percentile"):
-            calibrator.collect_data(_reader(first.name, batches))
+            calibrator.collect_data(_reader(input_name, batches))
             data = calibrator.compute_data()
     missing = [t for t in tensors if t not in data]
     if missing:

@@ -49,6 +49,15 @@ def _reader(input_name: str, batches: list[torch.Tensor]):
     return Reader()
 
 
+def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
+                      seed: int = 0) -> tuple[str, list[torch.Tensor]]:
+    """The name of ``proto``'s first input and the calibration batches for it (its fixed
+    batch size, or 8 when the batch is symbolic)."""
+    first = proto.graph.input[0]
+    batch = first.type.tensor_type.shape.dim[0].dim_value or 8
+    return first.name, calibration_batches(calib_dir, preprocess, num_images, batch, seed)
+
+
 @contextlib.contextmanager
 def histogram_errors(method: str):
     """Turn numpy's failure inside onnxruntime's histogram calibrators (percentile, entropy)
@@ -152,9 +161,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         proto = onnx.load(str(pre))
-        input_name = proto.graph.input[0].name
-        batch = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 8
-        batches = calibration_batches(calib_dir, preprocess, num_images, batch, seed)
+        input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
         symmetric = activation_type == "int8"
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors(calibrate_method):
             quantize_static(
@@ -183,4 +190,5 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return out_path
 
 
-__all__ = ["calibration_batches", "excluded_nodes", "histogram_errors", "quantize_onnx"]
+__all__ = ["calibration_batches", "calibration_input", "excluded_nodes", "histogram_errors",
+           "quantize_onnx"]

@@ -210,17 +210,12 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(path, external_data=False)
-    if calib is not None:
+    if calib is None:
+        onnx.checker.check_model(str(path))
+    else:                                 # checks and saves the completed file itself
         from .qdq_complete import complete_qdq
-        completed = complete_qdq(path, calib, at_resolution(qmodel.preprocess, qmodel.resolution),
-                                 num_images=num_images)
-        proto = onnx.load(str(path))
-        for prop in proto.metadata_props:
-            if prop.key == "quantization":
-                prop.value = json.dumps({**json.loads(prop.value),
-                                         "completed_for_onnxruntime": completed})
-        onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path))
+        complete_qdq(path, calib, at_resolution(qmodel.preprocess, qmodel.resolution),
+                     num_images=num_images)
     return path
 
 
