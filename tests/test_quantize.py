@@ -283,6 +283,8 @@ def test_qdq_completion_rewrites_are_exact():
     np.testing.assert_allclose(run(proto), ref, rtol=1e-6, atol=1e-6)
     assert scale_and_zero_point(-1.0, 3.0) == (4 / 255, 64)
     assert scale_and_zero_point(0.5, 2.0) == (2 / 255, 0)      # the range keeps 0 in it
+    assert scale_and_zero_point(-1.0, 3.0, "int8") == (4 / 255, -64)
+    assert scale_and_zero_point(0.5, 2.0, "int8") == (2 / 255, -128)
 
     def chain(act, zero_type=np.uint8):
         """x -> Add(x, x) -> act -> Mul -> QuantizeLinear"""
@@ -312,6 +314,56 @@ def test_qdq_completion_rewrites_are_exact():
     assert list(proto.graph.node[4].input) == ["r_dequantized", "r_dequantized"]
     with pytest.raises(ValueError, match="graph inputs"):
         insert_qdq(proto, {"x": (0.05, 0)})
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        insert_qdq(proto, {"m": (0.05, 0)}, "int4")
+    signed = chain("Relu", np.int8)
+    assert insert_qdq(signed, {"r": (0.05, -128)}, "int8") == 1
+    zero = next(i for i in signed.graph.initializer if i.name == "r_qdq_zero_point")
+    assert zero.data_type == TensorProto.INT8 and numpy_helper.to_array(zero) == -128
+    ort.InferenceSession(signed.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_completion_of_a_file_with_int8_activations(model, tmp_path, val_images):
+    """A QDQ file with signed activations, some of them left in float (here: the quantization
+    of the convolutions that feed residual Adds removed from onnxruntime's own int8 file),
+    is completed in its own type, back to the structure of the full file."""
+    from mobilenets.deploy.onnx_graph import GraphIndex
+    from mobilenets.deploy.qdq_complete import complete_qdq, unquantized_activations
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx")
+    full = quantize_onnx(fp32, tmp_path / "s8.onnx", SAMPLE_DIR, num_images=16,
+                         activation_type="int8")
+    proto = onnx.load(str(full))
+    assert unquantized_activations(proto) == []
+    g = GraphIndex(proto.graph)
+    dropped, removed = set(), 0
+    for q in g.nodes:
+        conv = g.producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if conv is None or conv.op_type != "Conv":
+            continue
+        dqs = g.consumers[q.output[0]]
+        if any(r.op_type == "Add" for d in dqs for r in g.consumers[d.output[0]]):
+            for d in dqs:
+                for reader in g.consumers[d.output[0]]:
+                    reader.input[:] = [q.input[0] if i == d.output[0] else i
+                                       for i in reader.input]
+            dropped |= {q.name, *(d.name for d in dqs)}
+            removed += 1
+    kept = [n for n in proto.graph.node if n.name not in dropped]
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    partial = tmp_path / "partial.onnx"
+    onnx.save(proto, str(partial))
+    # the 10 blocks that end in an Add, and the 5 whose output is an Add's other input
+    assert removed == 15 and len(unquantized_activations(proto)) == removed
+    assert ort_ops(partial)["FusedConv"] == 10
+    done = complete_qdq(partial, SAMPLE_DIR, model.preprocess, num_images=16)
+    assert done["quantized"] == removed
+    completed = onnx.load(str(partial))
+    assert {i.data_type for i in completed.graph.initializer if i.name.endswith("_qdq_zero_point")} \
+        == {onnx.TensorProto.INT8}
+    assert ort_ops(partial) == ort_ops(full)
+    with torch.no_grad():
+        assert_faithful(OnnxModel(partial)(val_images), model(val_images))
 
 
 def test_histogram_calibration_of_vanishing_activations_says_what_to_do(tmp_path):

@@ -11,8 +11,8 @@ transposes around them, and the 10 that feed mobilenet_v2's residual Adds.
 :func:`complete_qdq` calibrates every float activation the quantizer left unquantized
 (outputs of convolutions, Gemm, ReLU, Clip, sigmoid, hard-sigmoid, Mul, Add, global pooling)
 on real images with onnxruntime's own calibrator, the same percentile method as
-:func:`.quantize_onnx`, and inserts a QuantizeLinear/DequantizeLinear pair (uint8,
-asymmetric) on each. A convolution read only by a ReLU (or a ReLU6 Clip) is left alone: the
+:func:`.quantize_onnx`, and inserts a QuantizeLinear/DequantizeLinear pair (asymmetric, of
+the file's activation type: uint8 as the X86 quantizer writes, or int8) on each. A convolution read only by a ReLU (or a ReLU6 Clip) is left alone: the
 quantization of the ReLU's output serves it, and a second one before the ReLU would only add
 error and a requantization.
 Hard-swish is first written as ``x * HardSigmoid(x)`` (the form of our export, exact), so it
@@ -97,18 +97,26 @@ def activation_type(proto) -> str:
     return "int8" if TensorProto.INT8 in types else "uint8"
 
 
-def scale_and_zero_point(low: float, high: float) -> tuple[float, int]:
-    """uint8 asymmetric quantization of the range (low, high), widened to include 0."""
+# Integer range of each activation type.
+QUANT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def scale_and_zero_point(low: float, high: float, dtype: str = "uint8") -> tuple[float, int]:
+    """Asymmetric quantization of the range (low, high), widened to include 0, to ``dtype``
+    ('uint8' or 'int8'): ``x = scale * (q - zero_point)``."""
+    qmin, qmax = QUANT_RANGES[dtype]
     low, high = min(float(low), 0.0), max(float(high), 0.0)
-    scale = (high - low) / 255 if high > low else 1.0
-    return scale, int(np.clip(round(-low / scale), 0, 255))
+    scale = (high - low) / (qmax - qmin) if high > low else 1.0
+    return scale, int(np.clip(qmin + round(-low / scale), qmin, qmax))
 
 
-def insert_qdq(proto, params: dict[str, tuple[float, int]]) -> int:
-    """Insert, in place, QuantizeLinear -> DequantizeLinear (uint8, the given scale and zero
-    point) after each tensor of ``params`` and feed its readers the dequantized tensor.
+def insert_qdq(proto, params: dict[str, tuple[float, int]], dtype: str = "uint8") -> int:
+    """Insert, in place, QuantizeLinear -> DequantizeLinear (``dtype``, the given scale and
+    zero point) after each tensor of ``params`` and feed its readers the dequantized tensor.
     Returns how many pairs were inserted."""
     from onnx import helper, numpy_helper
+    if dtype not in QUANT_RANGES:
+        raise ValueError(f"dtype must be one of {sorted(QUANT_RANGES)}, not {dtype!r}")
     g = GraphIndex(proto.graph)
     missing = [t for t in params if t not in g.producer]
     if missing:
@@ -118,7 +126,7 @@ def insert_qdq(proto, params: dict[str, tuple[float, int]]) -> int:
     for t, (scale, zero) in params.items():
         proto.graph.initializer.extend([
             numpy_helper.from_array(np.array(scale, np.float32), f"{t}_qdq_scale"),
-            numpy_helper.from_array(np.array(zero, np.uint8), f"{t}_qdq_zero_point")])
+            numpy_helper.from_array(np.array(zero, np.dtype(dtype)), f"{t}_qdq_zero_point")])
         for reader in g.consumers.get(t, []):
             for k, name in enumerate(reader.input):
                 if name == t:
@@ -153,15 +161,13 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     from .onnx_export import mean_to_global_pool
     path = Path(path)
     proto = onnx.load(str(path))
-    if activation_type(proto) != "uint8":
-        raise NotImplementedError(f"{path} quantizes activations to int8; completing it for "
-                                  f"onnxruntime is implemented for uint8 activations (the "
-                                  f"X86 quantizer's) only")
+    dtype = activation_type(proto)
     mean_to_global_pool(proto)
     decompose_hardswish(proto)
     tensors = unquantized_activations(proto)
     ranges = _calibrate(proto, tensors, calib_dir, preprocess, num_images, seed)
-    count = insert_qdq(proto, {t: scale_and_zero_point(*ranges[t]) for t in tensors})
+    count = insert_qdq(proto, {t: scale_and_zero_point(*ranges[t], dtype) for t in tensors},
+                       dtype)
     padded = pad_depthwise_channels(proto, channel_multiple) if channel_multiple else 0
     done = {"quantized": count, "depthwise_padded": padded}
     meta = {p.key: p for p in proto.metadata_props}
@@ -216,5 +222,5 @@ def _only(tensors: list[str]):
     return Calibrator
 
 
-__all__ = ["CALIBRATED_OPS", "activation_type", "complete_qdq", "decompose_hardswish",
+__all__ = ["CALIBRATED_OPS", "QUANT_RANGES", "activation_type", "complete_qdq", "decompose_hardswish",
            "insert_qdq", "scale_and_zero_point", "unquantized_activations"]
