@@ -1,12 +1,16 @@
 """MACs, params and CPU latency of a model before and after ``mobilenets.compress.prune``.
 
-Latency: batch 1 at the model's resolution, ``torch.inference_mode``, eager, fp32, contiguous,
-``--threads`` intra-op threads; the two models alternate (interleaved repeats, so drifting
+Latency: batch 1 at ``--resolution`` (default 224), fp32, ``--threads`` intra-op threads, in
+``--backend`` eager (``torch.inference_mode``, contiguous) or onnxruntime (each model exported
+with :func:`mobilenets.export_onnx` and run by :class:`mobilenets.deploy.OnnxModel`, the
+deployment path); the two models alternate (interleaved repeats, so drifting
 machine load hits both alike) and the median over repeats of the mean per call is reported,
 with the 25-75% spread and the minimum (the least disturbed by other load on the machine).
 
     .venv/bin/python benchmarks/bench_prune.py --model mobilenet_v2_100 --macs-ratio 0.3
     .venv/bin/python benchmarks/bench_prune.py --model TEACHER/best --pruned PRUNED/best
+    .venv/bin/python benchmarks/bench_prune.py --model TEACHER/best --pruned PRUNED/best \
+        --backend onnxruntime
 
 With ``--pruned``, ``--model`` and ``--pruned`` are saved-model folders (a trained model and
 its pruned, fine-tuned copy, e.g. from ``experiments/imagenette_compress.py``) and those two
@@ -18,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -50,6 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=100, help="interleaved rounds")
     ap.add_argument("--calls", type=int, default=1, help="forward calls per round")
+    ap.add_argument("--backend", default="eager", choices=("eager", "onnxruntime"))
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,14 +76,21 @@ def main() -> None:
         pruned = prune(base, macs_ratio=args.macs_ratio, criterion=args.criterion).eval()
     x = torch.randn(1, 3, args.resolution, args.resolution)
     models = {"base": base, "pruned": pruned}
+    runners = models
+    if args.backend == "onnxruntime":
+        from mobilenets.deploy import OnnxModel, export_onnx
+        tmp = Path(tempfile.mkdtemp())
+        runners = {k: OnnxModel(export_onnx(m, tmp / f"{k}.onnx", resolution=args.resolution),
+                                threads=args.threads) for k, m in models.items()}
     times = {k: [] for k in models}
     with torch.inference_mode():
-        for m in models.values():       # warm-up
+        for m in runners.values():       # warm-up
             _time(m, x, 10)
         for _ in range(args.repeats):
-            for k, m in models.items():
+            for k, m in runners.items():
                 times[k].append(_time(m, x, args.calls))
-    result = {"model": args.model, "resolution": args.resolution, "threads": args.threads,
+    result = {"model": args.model, "backend": args.backend, "resolution": args.resolution,
+              "threads": args.threads,
               "macs_ratio": args.macs_ratio, "ratio": pruned.config["pruned"]["ratio"],
               "criterion": args.criterion, "repeats": args.repeats, "calls": args.calls,
               "torch": torch.__version__}
@@ -88,8 +102,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.model} at {args.resolution} px, batch 1, {args.threads} threads, "
-          f"{args.repeats} interleaved rounds of {args.calls} calls (torch {torch.__version__})")
+    print(f"{args.model} at {args.resolution} px, {args.backend}, batch 1, {args.threads} "
+          f"threads, {args.repeats} interleaved rounds of {args.calls} calls "
+          f"(torch {torch.__version__})")
     print(f"{'':8s} {'params':>11s} {'MMACs':>9s} {'median ms':>10s} {'p25-p75 ms':>14s} {'min ms':>7s}")
     for k in models:
         r = result[k]
