@@ -167,3 +167,14 @@ def test_recipes_load():
     cfg = make_config("mobilenet_v2", epochs=2)
     assert cfg.optimizer == "rmsprop" and cfg.lr == 0.045 and cfg.decay_rate == 0.98
     assert cfg.epochs == 2
+    for name in names:                                 # every shipped recipe builds a config
+        assert make_config(name).recipe == name
+    v3 = make_config("mobilenet_v3")
+    assert v3.optimizer == "rmsprop" and v3.ema_decay == 0.9999
+
+
+def test_bad_recipe_file_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lr = "0.1" "x"\n')
+    with pytest.raises(ValueError, match=f"recipe {bad} is not valid TOML"):
+        make_config(str(bad))

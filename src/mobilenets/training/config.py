@@ -86,7 +86,10 @@ def load_recipe(name_or_path: str) -> dict:
     if not path.is_file():
         raise ValueError(f"unknown recipe {name_or_path!r}; available: "
                          f"{', '.join(list_recipes())} (or a path to a .toml file)")
-    values = tomllib.loads(path.read_text())
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"recipe {path} is not valid TOML: {e}") from None
     values.pop("description", None)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
