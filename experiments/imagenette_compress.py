@@ -127,7 +127,7 @@ def main() -> None:
             distil = ["--teacher", teacher] if args.ft_distil else []
             mobilenets("prune", teacher, "--macs-ratio", args.prune_macs, "--out", folder,
                        "--recipe", "small-data", "--epochs", args.ft_epochs, "--lr", args.ft_lr,
-                       "--warmup-epochs", 0, *distil, *train_common)
+                       "--warmup-epochs", 0, *distil, *train_common, "--overwrite")
             before = evaluate(folder / "pruned", data, out)
             after = evaluate(folder / "best", data, out)
             cfg = read_config(folder / "pruned")["options"]["pruned"]
@@ -149,7 +149,7 @@ def main() -> None:
                         mobilenets("train", "--recipe", "small-data", "--model", args.student,
                                    "--epochs", args.kd_epochs, "--seed", seed, "--out", folder,
                                    "--warmup-epochs", args.kd_warmup_epochs,
-                                   *train_common, *extra)
+                                   *train_common, *extra, "--overwrite")   # a fresh run
                         rows = metrics(folder)
                     top1[kind].append(rows[-1]["top1"])
             summary = {"student": args.student, "epochs": args.kd_epochs,

@@ -215,6 +215,24 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     assert not (tmp_path / "r2" / "best").exists()
 
 
+def test_cli_prune_never_overwrites_its_source_or_an_earlier_run(tmp_path, capsys):
+    source = tmp_path / "run" / "best"
+    mobilenets.save(mobilenets.create_model("mobilenet_v2_035", num_classes=10), source)
+    for out in (tmp_path / "run", source):
+        assert main(["prune", str(source), "--ratio", "0.3", "--out", str(out),
+                     "--epochs", "0", "--recalibrate-images", "0"]) == 2
+        assert "contains the model to prune" in capsys.readouterr().err
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "metrics.jsonl").write_text("{}\n")
+    args = ["prune", str(source), "--ratio", "0.3", "--out", str(tmp_path / "earlier"),
+            "--epochs", "0", "--recalibrate-images", "0"]
+    assert main(args) == 2 and "already holds a training run" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "earlier" / "pruned" / "model.safetensors").is_file()
+    (tmp_path / "earlier" / "metrics.jsonl").unlink()        # an earlier prune-only run
+    assert main(args) == 2 and "pruned exists" in capsys.readouterr().err
+
+
 def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path, capsys):
     from mobilenets.data.folder import class_folders
     source = mobilenets.create_model("mobilenet_v2_035", num_classes=10)

@@ -115,6 +115,46 @@ def test_sigkill_then_resume_gives_identical_last_checkpoint(data, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
+def test_output_folder_is_protected_and_resume_continues_its_own_run(data, tmp_path, capsys):
+    """A new run never replaces an earlier one by accident; --resume takes the checkpoint's
+    options and folder; a finished run, another architecture and bad numbers are refused."""
+    out = tmp_path / "run"
+    quick = ["--data", str(data), "--resolution", "32", "--batch-size", "4",
+             "--max-steps-per-epoch", "2", "--no-progress"]
+    assert main(["train", "--model", "mobilenet_v3_small_075", "--epochs", "1", "--out",
+                 str(out), *quick]) == 0
+    best = (out / "best" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--model", "mobilenet_v2_035", "--epochs", "1", "--out", str(out),
+                 *quick]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (out / "best" / "model.safetensors").read_bytes() == best
+    # resumed with no --out and no --model: the checkpoint's run, in its folder
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2",
+                 "--no-progress"]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["model"] == "mobilenet_v3_small_075" and config["max_steps_per_epoch"] == 2
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / "last.pt"), "--no-progress"]) == 2
+    assert "finished run of 2 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--model",
+                 "mobilenet_v2_035", "--no-progress"]) == 2
+    assert "is a checkpoint of mobilenet_v3_small_075" in capsys.readouterr().err
+    assert main(["train", "--model", "mobilenet_v2_035", "--epochs", "1", "--out", str(out),
+                 "--overwrite", *quick]) == 0
+    assert mobilenets.load(out / "best").config["name"] == "mobilenet_v2_035"
+    capsys.readouterr()
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path / "zero"), *quick]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "neg"), *quick,
+                 "--max-steps-per-epoch", "-1"]) == 2
+    assert "--max-steps-per-epoch) must be >= 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(data / "train" / "a" / "0.jpg"), *quick]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
 def test_loader_workers_kept_across_epochs_augment_like_the_main_process(data, tmp_path):
     """Loader workers live for the whole run (persistent_workers): each sample must still be
     augmented for the epoch it is drawn in, so the weights equal a run without workers."""

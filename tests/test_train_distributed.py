@@ -89,7 +89,8 @@ def test_checkpoint_every_minutes_writes_mid_epoch(data, tmp_path, monkeypatch):
     # 24 images / batch 4 = 6 steps: a timed save after steps 1..5, then the end of the epoch
     assert saved == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 0)]
     saved.clear()
-    train(make_config(**dict(cfg.to_dict(), checkpoint_every_minutes=0.0)), progress=False)
+    train(make_config(**dict(cfg.to_dict(), checkpoint_every_minutes=0.0)), progress=False,
+          overwrite=True)
     assert saved == [(1, 0)]
 
 

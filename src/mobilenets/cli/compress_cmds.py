@@ -49,6 +49,8 @@ def add_prune_parser(sub) -> None:
                    "(adaptive BN; 0: keep the unpruned model's statistics)")
     p.add_argument("--out", required=True, help="writes OUT/pruned/, then the training outputs")
     p.add_argument("--recipe", default=None, help="training recipe; options override it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(p, _SKIP, {"epochs": "0: prune and save only, no fine-tuning"})
     p.set_defaults(func=cmd_prune)
@@ -60,12 +62,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..data.folder import class_folders
     from ..training import train
     from ..training.config import make_config
+    from ..training.loop import check_out_folder
     from ..weights import save
+    out = Path(args.out)
+    source = Path(args.model).resolve()
+    if source == out.resolve() or out.resolve() in source.parents:
+        raise ValueError(f"--out {out} contains the model to prune ({args.model}), which the "
+                         f"pruned model and its fine-tuning would overwrite; choose another "
+                         f"--out")
+    check_out_folder(out, overwrite=args.overwrite)
+    if (out / "pruned").exists() and not args.overwrite:
+        raise ValueError(f"{out / 'pruned'} exists; write to another --out, or pass "
+                         f"--overwrite to replace it")
     model = load_cli_model(args.model, args.weights)
     pruned = prune(model, ratio=args.ratio, macs_ratio=args.macs_ratio,
                    criterion=args.criterion)
     info = pruned.config["pruned"]
-    out = Path(args.out)
     if args.recalibrate_images < 0:
         raise ValueError(f"--recalibrate-images must be >= 0, not {args.recalibrate_images}")
     if args.recalibrate_images:
@@ -92,7 +104,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"classifier re-initialised for the data's {len(classes)} classes "
               f"(the model has {pruned.num_classes})")
         pruned.reset_classifier(len(classes))
-    metrics = train(cfg, progress=not args.no_progress, model=pruned)
+    metrics = train(cfg, progress=not args.no_progress, model=pruned, overwrite=args.overwrite)
     print(f"fine-tuned: top-1 {100 * metrics.get('top1', 0):.1f}% after "
           f"{metrics.get('epoch', 0)} epochs; best model in {out / 'best'}")
     return 0

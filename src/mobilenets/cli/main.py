@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:      # OSError: missing files, bad paths
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,11 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (the built-in sample when --data is absent)")
     p.add_argument("--recipe", default=None, help="named recipe or .toml path (mobilenets "
                    "recipes lists them); command-line options override it")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue from last.pt")
+    p.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue the run of this last.pt, with its options (given ones "
+                   "override them) and, unless --out is given, in its folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds an earlier one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(p, _TRAIN_SKIP)
     p.set_defaults(func=cmd_train)
@@ -40,12 +44,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training import train
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name not in _TRAIN_SKIP}
-    cfg = make_config(args.recipe, **overrides)
-    metrics = train(cfg, resume=args.resume, progress=not args.no_progress)
-    print(f"done: top-1 {100 * metrics.get('top1', 0):.1f}%  top-5 "
-          f"{100 * metrics.get('top5', 0):.1f}% after {metrics.get('epoch', 0)} epochs; "
-          f"best model in {Path(cfg.out) / 'best'}")
+    if args.resume:
+        cfg = resumed_config(args.resume, args.recipe, overrides)
+    else:
+        cfg = make_config(args.recipe, **overrides)
+    metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
+                    overwrite=args.overwrite)
+    print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
+          f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
     return 0
+
+
+def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
+    """The options of the run saved in ``checkpoint``, then ``recipe``'s and the given
+    ``overrides`` (None: not given) on top; ``out`` defaults to the checkpoint's folder."""
+    from ..training.checkpoint import load_checkpoint
+    from ..training.config import load_recipe
+    saved = load_checkpoint(Path(checkpoint)).get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{checkpoint} holds no run options; it is not a last.pt written by "
+                         f"mobilenets train")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values["out"] = str(Path(checkpoint).parent)
+    if recipe:
+        values.update(load_recipe(recipe), recipe=recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
 
 
 def load_cli_model(model: str, weights: str | None):

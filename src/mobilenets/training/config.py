@@ -70,8 +70,50 @@ class TrainConfig:
     recipe: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        bad = [f"{name} (--{name.replace('_', '-')}) must be {rule}, not {value!r}"
+               for name, rule, ok in _RULES
+               if (value := getattr(self, name)) is not None and not ok(value)]
+        if bad:
+            raise ValueError("; ".join(bad))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _unit(v) -> bool:
+    return 0 <= v <= 1
+
+
+# (option, rule in words, test) checked when a TrainConfig is made
+_RULES = [
+    ("epochs", ">= 0", lambda v: v >= 0),
+    ("resolution", ">= 1", lambda v: v >= 1),
+    ("batch_size", ">= 1", lambda v: v >= 1),
+    ("workers", ">= 0", lambda v: v >= 0),
+    ("lr", "> 0", lambda v: v > 0),
+    ("momentum", "in [0, 1]", _unit),
+    ("weight_decay", ">= 0", lambda v: v >= 0),
+    ("warmup_epochs", ">= 0", lambda v: v >= 0),
+    ("decay_epochs", "> 0", lambda v: v > 0),
+    ("decay_rate", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("min_lr", ">= 0", lambda v: v >= 0),
+    ("label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("dropout", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("drop_path_rate", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("ema_decay", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("grad_clip", ">= 0", lambda v: v >= 0),
+    ("crop_min_scale", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("color_jitter", ">= 0", lambda v: v >= 0),
+    ("random_erasing", "in [0, 1]", _unit),
+    ("mixup", ">= 0", lambda v: v >= 0),
+    ("cutmix", ">= 0", lambda v: v >= 0),
+    ("kd_temperature", "> 0", lambda v: v > 0),
+    ("kd_alpha", "in [0, 1]", _unit),
+    ("checkpoint_every_steps", ">= 0", lambda v: v >= 0),
+    ("checkpoint_every_minutes", ">= 0", lambda v: v >= 0),
+    ("max_steps_per_epoch", ">= 0 (0: the whole epoch)", lambda v: v >= 0),
+]
 
 
 def list_recipes() -> list[str]:

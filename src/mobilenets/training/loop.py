@@ -31,19 +31,47 @@ from .sampling import EpochSampler, SeededView
 
 
 def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
-          model: torch.nn.Module | None = None, **overrides) -> dict:
+          model: torch.nn.Module | None = None, overwrite: bool = False, **overrides) -> dict:
     """Train ``cfg.model`` on ``cfg.data`` (the built-in sample when None); write ``last.pt``,
     ``best/``, ``metrics.jsonl``, ``train_config.json``, ``curves.png`` (and TensorBoard events
     when tensorboard is installed) into ``cfg.out``. Under ``torchrun`` every process calls this
     and trains one shard of each global batch (DDP); rank 0 writes the files.
     ``model``: an already-built network to train instead (e.g. a pruned one to fine-tune).
+    ``resume``: a ``last.pt`` to continue. A ``cfg.out`` that already holds another run is
+    refused unless ``overwrite`` (see :func:`check_out_folder`).
     Returns the last epoch's metrics."""
     cfg = cfg or make_config(**overrides)
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
+    check_out_folder(Path(cfg.out), resume, overwrite)
     dist = setup()
     try:
         return _Run(cfg, dist, model, progress).fit(resume)
     finally:
         dist.close()
+
+
+# What a run writes into its folder; any of them there means the folder holds a run.
+RUN_FILES = ("last.pt", "best", "metrics.jsonl", "train_config.json")
+
+
+def check_out_folder(out: Path, resume=None, overwrite: bool = False) -> None:
+    """Refuse to start a run in ``out`` when it is a file, or when it holds another run (its
+    checkpoint, best model and metrics would be replaced), unless ``overwrite`` (then the old
+    TensorBoard events go, so the curves do not mix) or ``resume`` is that run's own
+    ``last.pt``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is a file; give a folder with --out")
+    if resume is not None and out.resolve() == Path(resume).resolve().parent:
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise ValueError(f"{out} already holds a training run ({', '.join(found)}); continue "
+                         f"it with --resume {out / 'last.pt'}, write to another --out, or "
+                         f"pass --overwrite to replace it")
+    if found:
+        import shutil
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
 
 
 def _build_model(cfg: TrainConfig, num_classes: int):
@@ -226,6 +254,16 @@ class _Run:
         ckpt = load_checkpoint(Path(path))
         epoch, step = ckpt["epoch"], ckpt["step"]
         world = ckpt.get("world", 1)
+        arch = ckpt.get("config", {}).get("model")
+        if arch and arch != self.cfg.model:
+            raise ValueError(f"{path} is a checkpoint of {arch}, not {self.cfg.model}; resume "
+                             f"it with --model {arch} (or leave --model out)")
+        if ckpt.get("classes") and list(ckpt["classes"]) != self.classes:
+            raise ValueError(f"{path} was trained on the classes {ckpt['classes']}, but the "
+                             f"data has {self.classes}; resume it on the same data")
+        if epoch >= self.cfg.epochs and not step:
+            raise ValueError(f"{path} is a finished run of {epoch} epochs; to train on, resume "
+                             f"with --epochs greater than {epoch}")
         if step and world != self.dist.world:
             raise ValueError(f"{path} was written mid-epoch by {world} process(es); resume it "
                              f"with the same number of processes ({world})")
