@@ -83,3 +83,50 @@ def test_console_script_version():
         pytest.skip("console script not installed (run via `make test`)")
     r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and mobilenets.__version__ in r.stdout
+
+
+def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
+    """Each bad request names the problem: exit 2 and a message, never a traceback."""
+    from mobilenets.data import SAMPLE_DIR
+    from mobilenets.deploy import export_onnx
+    image = str(next((SAMPLE_DIR / "val").rglob("*.jpg")))
+    for argv in (["predict", "mobilenet_v2_035", image, "--top-k", "0"],
+                 ["eval", "mobilenet_v2_035", "--data", str(SAMPLE_DIR), "--resolution", "-64"],
+                 ["export", "mobilenet_v2_035", "--resolution", "0"],
+                 ["bench", "mobilenet_v2_035", "--threads", "-1"],
+                 ["quantize", "mobilenet_v2_035", "--calib", str(SAMPLE_DIR), "--method", "qat",
+                  "--epochs", "0"]):
+        with pytest.raises(SystemExit) as exit_:           # argparse: a usage error
+            main(argv)
+        assert exit_.value.code == 2
+        assert "must be a positive integer" in capsys.readouterr().err, argv
+    model = mobilenets.create_model("mobilenet_v2_035", num_classes=10, resolution=64)
+    folder = tmp_path / "m"
+    mobilenets.save(model, folder)
+    onnx_file = export_onnx(model, tmp_path / "m.onnx")
+    (tmp_path / "broken.onnx").write_bytes(onnx_file.read_bytes()[:5000])
+    cases = [
+        (["eval", str(onnx_file), "--data", str(SAMPLE_DIR), "--resolution", "96"],
+         "takes 64 px inputs, not 96"),
+        (["predict", str(tmp_path / "broken.onnx"), image], "cannot be loaded as an ONNX model"),
+        (["inspect", str(onnx_file)], "is an ONNX file"),
+        (["prune", str(onnx_file), "--ratio", "0.3", "--out", str(tmp_path / "p")],
+         "is an ONNX file"),
+        (["predict", str(folder), image, "--weights", str(folder / "model.safetensors")],
+         "--weights does not apply to the saved-model folder"),
+        (["predict", str(tmp_path / "mistyped"), image], "no model folder or file"),
+        (["predict", str(tmp_path), image], "not a mobilenets saved-model folder"),
+        (["eval", "mobilenet_v2_035", "--data", str(SAMPLE_DIR)],
+         "predicts 1000 classes and has no class names"),
+        (["eval", str(folder), "--data", str(SAMPLE_DIR), "--confusion-png",
+          str(tmp_path / "no" / "c.png")], "give a file path in an existing folder"),
+        (["export", str(folder), "--out", str(tmp_path)], "is a folder"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and message in err, (argv, err)
+    code, out, err = run(capsys, "predict", "mobilenet_v2_035", image, "--top-k", "2", "--json")
+    assert code == 0 and "random weights" in err
+    (result,) = json.loads(out)["predictions"]
+    assert result["image"] == image and len(result["classes"]) == 2
+    assert result["probabilities"] == sorted(result["probabilities"], reverse=True)

@@ -28,6 +28,10 @@ def add_inspect_parser(sub) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..compress import inspect_model
+    if Path(args.model).suffix.lower() == ".onnx":
+        raise ValueError(f"inspect reads PyTorch models (a saved-model folder or a registered "
+                         f"name); {args.model} is an ONNX file: inspect the model it was "
+                         f"exported from")
     result = inspect_model(load_cli_model(args.model, args.weights), args.zero_tol)
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return 0
@@ -65,6 +69,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..training.loop import check_out_folder
     from ..weights import save
     out = Path(args.out)
+    if Path(args.model).suffix.lower() == ".onnx":
+        raise ValueError(f"prune works on PyTorch models (a saved-model folder or a registered "
+                         f"name); {args.model} is an ONNX file: prune the model it was "
+                         f"exported from, then export the pruned one")
     source = Path(args.model).resolve()
     if source == out.resolve() or out.resolve() in source.parents:
         raise ValueError(f"--out {out} contains the model to prune ({args.model}), which the "

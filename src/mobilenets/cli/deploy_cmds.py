@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .arguments import non_negative_int, positive_int
 from .run_cmds import load_cli_model
 
 
@@ -15,7 +16,8 @@ def add_export_parser(sub) -> None:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", default=None, help="output file (default: NAME.onnx)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size (default: model's)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")
     p.set_defaults(func=cmd_export)
@@ -27,6 +29,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not hasattr(model, "state_dict"):
         raise ValueError(f"{args.model} is already an ONNX file")
     out = Path(args.out or f"{model.config['name']}.onnx")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the .onnx file to write")
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
                 opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
@@ -42,11 +46,11 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="default: eager (onnxruntime for a .onnx file)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
+    p.add_argument("--resolution", type=positive_int, default=None)
+    p.add_argument("--warmup", type=non_negative_int, default=10)
+    p.add_argument("--iters", type=positive_int, default=50)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--profile", action="store_true",
                    help="also print onnxruntime kernel time per operator kind (onnxruntime "
@@ -75,8 +79,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy import OnnxModel
     from ..deploy.bench import BackendError, bench_model, onnxruntime_model
     from ..deploy.ort_profile import format_profile, profile_onnx
-    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
-        raise ValueError("--batch and --iters must be >= 1, --warmup >= 0")
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
     if Path(args.model).suffix.lower() == ".onnx":

@@ -10,6 +10,7 @@ from .. import __version__
 from ..cost import profile
 from ..cost.report import by_type_table, paper_figure_for, paper_params, per_layer_table, summary
 from ..models import create_model, get_entry, list_models
+from .arguments import positive_int
 from .deploy_cmds import add_bench_parser, add_export_parser
 from .run_cmds import add_eval_parser, add_predict_parser, add_train_parser
 from .compress_cmds import add_inspect_parser, add_prune_parser
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="params, MACs and memory of a model")
     p.add_argument("model", help="registered name or timm/torchvision alias")
     p.add_argument("--width-mult", type=float, default=None)
-    p.add_argument("--resolution", type=int, default=None, help="input size in pixels")
+    p.add_argument("--resolution", type=positive_int, default=None, help="input size in pixels")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--by-type", action="store_true", help="split by layer type (V1 Table 2)")
     p.add_argument("--per-layer", action="store_true", help="one row per conv/linear/BN layer")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..deploy.quantize import ACTIVATION_TYPES, CALIBRATE_METHODS
+from .arguments import non_negative_int, positive_int
 from .run_cmds import load_cli_model
 
 
@@ -21,28 +22,30 @@ def add_quantize_parser(sub) -> None:
                    "PT2E (X86InductorQuantizer; qat always uses it)")
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--num-images", type=int, default=128, help="calibration images")
+    p.add_argument("--num-images", type=positive_int, default=128, help="calibration images")
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
                    "calibration images (onnxruntime backend; pt2e files are completed with "
                    "percentile): their 0.001%%-99.999%% percentiles (default), their "
                    "extremes, or by KL divergence")
-    p.add_argument("--resolution", type=int, default=None, help="input size (default: model's)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default="uint8",
                    help="activation type (onnxruntime backend; uint8 is faster on x86)")
-    p.add_argument("--channel-multiple", type=int, default=16, metavar="M",
+    p.add_argument("--channel-multiple", type=non_negative_int, default=16, metavar="M",
                    help="pad depthwise channel counts with zero channels to a multiple of M, "
                    "for onnxruntime's fast int8 depthwise kernels; same outputs; 0: off "
                    "(onnxruntime backend)")
     p.add_argument("--pt2e-graph-only", action="store_true", help="pt2e/qat: write the "
                    "quantized graph as torchao leaves it, without quantizing the activations "
                    "it keeps in float (onnxruntime then runs those convolutions in float)")
-    p.add_argument("--epochs", type=int, default=2, help="QAT fine-tuning epochs")
+    p.add_argument("--epochs", type=positive_int, default=2, help="QAT fine-tuning epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="QAT learning rate")
-    p.add_argument("--batch-size", type=int, default=32, help="QAT batch size")
-    p.add_argument("--max-steps", type=int, default=0, help="QAT steps per epoch cap (0: all)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="QAT batch size")
+    p.add_argument("--max-steps", type=non_negative_int, default=0,
+                   help="QAT steps per epoch cap (0: all)")
     p.set_defaults(func=cmd_quantize)
 
 
@@ -54,9 +57,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.pt2e_graph_only and backend != "pt2e":
         raise ValueError("--pt2e-graph-only applies to PT2E files (--backend pt2e or --method "
                          "qat); onnxruntime's quantizer already writes a complete QDQ file")
-    if args.channel_multiple < 0:
-        raise ValueError(f"--channel-multiple must be 0 (off) or positive, not "
-                         f"{args.channel_multiple}")
     if not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
     model = load_cli_model(args.model, args.weights)
@@ -64,6 +64,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
                          f"model (a saved-model folder or a name with --weights)")
     out = Path(args.out or f"{model.config['name']}-int8.onnx")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the .onnx file to write")
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
         quantize_onnx(model, out, args.calib, num_images=args.num_images,

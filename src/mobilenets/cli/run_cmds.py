@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..training.config import TrainConfig, make_config
+from .arguments import non_negative_int, positive_int
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -73,9 +74,12 @@ def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> Trai
     return TrainConfig(**values)
 
 
-def load_cli_model(model: str, weights: str | None):
+def load_cli_model(model: str, weights: str | None, purpose: str | None = None):
     """MODEL on the command line: a saved-model folder, a registered name (+ --weights), or an
-    ``.onnx`` file (run in onnxruntime)."""
+    ``.onnx`` file (run in onnxruntime). ``purpose`` (e.g. "predictions"): say on stderr when
+    a registered name without --weights gives random weights for it."""
+    import sys
+
     import mobilenets
     from ..weights.saved import is_saved_model
     path = Path(model)
@@ -85,11 +89,26 @@ def load_cli_model(model: str, weights: str | None):
         from ..deploy import OnnxModel
         return OnnxModel(path)
     if is_saved_model(path):
+        if weights is not None:
+            raise ValueError(f"--weights does not apply to the saved-model folder {model}, "
+                             f"which holds its own weights; give a registered name with "
+                             f"--weights, or the folder alone")
         return mobilenets.load(path)
+    if path.is_dir():
+        raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json); "
+                         f"give a folder written by mobilenets train or mobilenets.save "
+                         f"(e.g. RUN/best)")
     if weights is None and path.exists():
-        raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json)")
+        raise ValueError(f"{model} is a file, not a model: give a saved-model folder, a "
+                         f"registered name (with --weights FILE) or an .onnx file")
+    if weights is None and ("/" in model or "\\" in model):
+        raise FileNotFoundError(f"no model folder or file {model}")
     options = {"weights": weights} if weights else {}
-    return mobilenets.create_model(model, **options)
+    created = mobilenets.create_model(model, **options)
+    if purpose and weights is None:
+        print(f"note: {model} has random weights (no --weights given), so its {purpose} mean "
+              f"nothing", file=sys.stderr)
+    return created
 
 
 def add_eval_parser(sub) -> None:
@@ -97,9 +116,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("model", help="saved-model folder, or registered name with --weights")
     p.add_argument("--data", required=True, help="folder of class folders (or with val/)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--resolution", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--workers", type=non_negative_int, default=0)
     p.add_argument("--confusion-png", default="confusion.png")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
@@ -107,19 +126,23 @@ def add_eval_parser(sub) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..training import evaluate
-    model = load_cli_model(args.model, args.weights).eval()
+    png = Path(args.confusion_png)
+    if png.is_dir() or not png.parent.is_dir():
+        raise ValueError(f"--confusion-png {png}: give a file path in an existing folder")
+    model = load_cli_model(args.model, args.weights, purpose="scores").eval()
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
-    _confusion_png(result["confusion"], result["classes"], Path(args.confusion_png))
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"],
                           "loss": result["loss"], "images": result["count"],
-                          "unreadable": result["bad_images"], "per_class": result["per_class"]}))
-        return 0
-    print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
-          f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
-    for name, acc in result["per_class"].items():
-        print(f"  {name:24s} {100 * acc:6.2f}%")
-    print(f"confusion matrix: {args.confusion_png}")
+                          "unreadable": result["bad_images"], "per_class": result["per_class"]}),
+              flush=True)
+    else:
+        print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
+              f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
+        for name, acc in result["per_class"].items():
+            print(f"  {name:24s} {100 * acc:6.2f}%")
+        print(f"confusion matrix: {png}", flush=True)
+    _confusion_png(result["confusion"], result["classes"], png)
     return 0
 
 
@@ -143,7 +166,8 @@ def add_predict_parser(sub) -> None:
     p.add_argument("model", help="saved-model folder, or registered name with --weights")
     p.add_argument("images", nargs="+")
     p.add_argument("--weights", default=None)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
 
 
@@ -152,9 +176,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..data import eval_transform
-    model = load_cli_model(args.model, args.weights).eval()
+    model = load_cli_model(args.model, args.weights, purpose="predictions").eval()
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
     transform = eval_transform(model.preprocess)
+    results = []
     for path in args.images:
         try:
             with Image.open(path) as img:
@@ -163,9 +188,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"cannot read image {path}: {e}") from None
         with torch.no_grad():
             probs = model(x).softmax(1)[0]
-        k = min(args.top_k, len(names))
-        values, indices = probs.topk(k)
-        print(path)
-        for v, i in zip(values.tolist(), indices.tolist()):
-            print(f"  {names[i]:24s} {v:.4f}")
+        values, indices = probs.topk(min(args.top_k, len(names)))
+        top = [(names[i], v) for v, i in zip(values.tolist(), indices.tolist())]
+        results.append({"image": path, "classes": [n for n, _ in top],
+                        "probabilities": [v for _, v in top]})
+        if not args.json:
+            print(path)
+            for name, v in top:
+                print(f"  {name:24s} {v:.4f}")
+    if args.json:
+        print(json.dumps({"predictions": results}))
     return 0

@@ -73,10 +73,15 @@ class OnnxModel:
             raise FileNotFoundError(f"no ONNX file {self.path}")
         self.threads = threads
         from .ort_rewrite import cpu_model
-        model = cpu_model(self.path, rewrite)
+        try:
+            model = cpu_model(self.path, rewrite)
+            self.session = ort.InferenceSession(model, session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:    # protobuf's DecodeError, onnxruntime's InvalidProtobuf/Fail
+            raise ValueError(f"{self.path} cannot be loaded as an ONNX model "
+                             f"({type(e).__name__}: {str(e)[:300]}); if the file is truncated "
+                             f"or corrupt, export or copy it again") from e
         self.rewritten = isinstance(model, bytes)      # a rewrite changed the graph
-        self.session = ort.InferenceSession(model, session_options(threads),
-                                            providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -97,6 +102,12 @@ class OnnxModel:
     @property
     def num_classes(self) -> int:
         return int(self.config.get("num_classes") or 0)
+
+    @property
+    def fixed_resolution(self) -> int | None:
+        """The file's fixed input size in pixels, or None if it is symbolic."""
+        res = self.input_shape[-1]
+        return res if isinstance(res, int) else None
 
     @property
     def batch_size(self) -> int | None:

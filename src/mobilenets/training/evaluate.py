@@ -72,8 +72,17 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     from .sampling import SeededView
     root = Path(data)
     root = root / "val" if (root / "val").is_dir() else root
+    fixed = getattr(model, "fixed_resolution", None)             # an ONNX file's input size
+    if resolution and fixed and resolution != fixed:
+        raise ValueError(f"{model.path} takes {fixed} px inputs, not {resolution}; evaluate it "
+                         f"without --resolution, or export the model again at {resolution} px")
     names = model.config.get("class_names")
     dataset = ImageFolderDataset(root, classes=names)
+    if not names and model.num_classes != len(dataset.classes):
+        raise ValueError(f"the model predicts {model.num_classes} classes and has no class "
+                         f"names, but {root} has {len(dataset.classes)} class folders; evaluate "
+                         f"a model trained on these classes (e.g. the best/ folder of "
+                         f"mobilenets train)")
     pre = at_resolution(model.preprocess, resolution) if resolution else dict(model.preprocess)
     result = evaluate_model(model, SeededView(dataset, eval_transform(pre), 0), batch_size,
                             workers)
