@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/mobilenets train --recipe small-data --out runs/demo
+	$(VENV)/bin/mobilenets train --recipe small-data --out runs/demo --overwrite
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
