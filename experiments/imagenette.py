@@ -13,6 +13,8 @@ A run longer than one sitting is stopped at any point (even SIGKILL) and continu
 same command plus ``--resume``, which passes the folder's ``last.pt`` to ``mobilenets train
 --resume``. In experiment.json ``train_time_s`` sums the epochs' training time (without
 evaluation) over all sittings, from metrics.jsonl; ``wall_time_s`` is the last sitting's.
+Without ``--resume``, a folder that already holds a run is refused (``mobilenets train``
+keeps earlier runs); ``-- --overwrite`` starts afresh there.
 """
 from __future__ import annotations
 

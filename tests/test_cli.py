@@ -108,7 +108,7 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
     cases = [
         (["eval", str(onnx_file), "--data", str(SAMPLE_DIR), "--resolution", "96"],
          "takes 64 px inputs, not 96"),
-        (["predict", str(tmp_path / "broken.onnx"), image], "cannot be loaded as an ONNX model"),
+        (["predict", str(tmp_path / "broken.onnx"), image], "is not a readable ONNX file"),
         (["inspect", str(onnx_file)], "is an ONNX file"),
         (["prune", str(onnx_file), "--ratio", "0.3", "--out", str(tmp_path / "p")],
          "is an ONNX file"),

@@ -208,6 +208,12 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     assert best.config["pruned"]["widths"] == pruned.config["pruned"]["widths"]
     info = pruned.config["pruned"]
     assert abs(1 - info["macs_after"] / info["macs_before"] - 0.25) < 0.02
+    # the fine-tune resumes on the pruned network
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2",
+                 "--no-progress"]) == 0
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and mobilenets.load(out / "best").config["pruned"]["widths"] == \
+        pruned.config["pruned"]["widths"]
     assert main(["prune", "mobilenet_v3_small_100", "--ratio", "0.3", "--out",
                  str(tmp_path / "r2"), "--epochs", "0", "--recalibrate-images", "0"]) == 0
     assert "re-estimated" not in capsys.readouterr().out

@@ -138,7 +138,17 @@ def test_output_folder_is_protected_and_resume_continues_its_own_run(data, tmp_p
     assert config["model"] == "mobilenet_v3_small_075" and config["max_steps_per_epoch"] == 2
     capsys.readouterr()
     assert main(["train", "--resume", str(out / "last.pt"), "--no-progress"]) == 2
-    assert "finished run of 2 epochs" in capsys.readouterr().err
+    assert "has trained 2 epochs, as many as --epochs 2" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--recipe",
+                 "mobilenet_v2", "--no-progress"]) == 2
+    assert "a resumed run keeps its options" in capsys.readouterr().err
+    other = make_folder(tmp_path / "other", classes=("a", "b", "x"))
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--data",
+                 str(other), "--no-progress"]) == 2
+    assert "was trained on the classes ['a', 'b', 'c']" in capsys.readouterr().err
+    torch.save({"model": {}}, tmp_path / "bare.pt")
+    assert main(["train", "--resume", str(tmp_path / "bare.pt"), "--no-progress"]) == 2
+    assert "holds no run options" in capsys.readouterr().err
     assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--model",
                  "mobilenet_v2_035", "--no-progress"]) == 2
     assert "is a checkpoint of mobilenet_v3_small_075" in capsys.readouterr().err
@@ -150,7 +160,7 @@ def test_output_folder_is_protected_and_resume_continues_its_own_run(data, tmp_p
     assert "epochs must be >= 1" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "neg"), *quick,
                  "--max-steps-per-epoch", "-1"]) == 2
-    assert "--max-steps-per-epoch) must be >= 0" in capsys.readouterr().err
+    assert "--max-steps-per-epoch) must be a number >= 0" in capsys.readouterr().err
     assert main(["train", "--out", str(data / "train" / "a" / "0.jpg"), *quick]) == 2
     assert "is a file" in capsys.readouterr().err
 

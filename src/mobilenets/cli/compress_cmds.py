@@ -74,11 +74,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
                          f"name); {args.model} is an ONNX file: prune the model it was "
                          f"exported from, then export the pruned one")
     source = Path(args.model).resolve()
-    if source == out.resolve() or out.resolve() in source.parents:
+    if Path(args.model).exists() and (source == out.resolve() or out.resolve() in source.parents):
         raise ValueError(f"--out {out} contains the model to prune ({args.model}), which the "
                          f"pruned model and its fine-tuning would overwrite; choose another "
                          f"--out")
-    check_out_folder(out, overwrite=args.overwrite)
+    check_out_folder(out, overwrite=args.overwrite, can_resume=False)
     if (out / "pruned").exists() and not args.overwrite:
         raise ValueError(f"{out / 'pruned'} exists; write to another --out, or pass "
                          f"--overwrite to replace it")

@@ -57,19 +57,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
-    """The options of the run saved in ``checkpoint``, then ``recipe``'s and the given
-    ``overrides`` (None: not given) on top; ``out`` defaults to the checkpoint's folder."""
+    """The options of the run saved in ``checkpoint`` (which already include its recipe's),
+    with the given ``overrides`` (None: not given) on top; ``out`` defaults to the
+    checkpoint's folder. The initial ``weights`` are not loaded again (the checkpoint holds
+    the weights), and another ``recipe`` than the run's is refused."""
     from ..training.checkpoint import load_checkpoint
-    from ..training.config import load_recipe
     saved = load_checkpoint(Path(checkpoint)).get("config")
     if not isinstance(saved, dict):
         raise ValueError(f"{checkpoint} holds no run options; it is not a last.pt written by "
                          f"mobilenets train")
+    if recipe and recipe != saved.get("recipe"):
+        raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
+                         f"resumed run keeps its options: leave --recipe out, and give the "
+                         f"options to change one by one")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in saved.items() if k in known}
-    values["out"] = str(Path(checkpoint).parent)
-    if recipe:
-        values.update(load_recipe(recipe), recipe=recipe)
+    values.update(out=str(Path(checkpoint).parent), weights=None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
 

@@ -72,15 +72,17 @@ class OnnxModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file {self.path}")
         self.threads = threads
+        from google.protobuf.message import DecodeError
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
         from .ort_rewrite import cpu_model
         try:
             model = cpu_model(self.path, rewrite)
             self.session = ort.InferenceSession(model, session_options(threads),
                                                 providers=["CPUExecutionProvider"])
-        except Exception as e:    # protobuf's DecodeError, onnxruntime's InvalidProtobuf/Fail
-            raise ValueError(f"{self.path} cannot be loaded as an ONNX model "
-                             f"({type(e).__name__}: {str(e)[:300]}); if the file is truncated "
-                             f"or corrupt, export or copy it again") from e
+        except (DecodeError, InvalidProtobuf) as e:      # not a readable ONNX protobuf
+            raise ValueError(f"{self.path} is not a readable ONNX file ({str(e)[:300]}); if "
+                             f"it is truncated or corrupt, export or copy it again") from e
         self.rewritten = isinstance(model, bytes)      # a rewrite changed the graph
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)

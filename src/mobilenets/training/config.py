@@ -71,9 +71,10 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        bad = [f"{name} (--{name.replace('_', '-')}) must be {rule}, not {value!r}"
-               for name, rule, ok in _RULES
-               if (value := getattr(self, name)) is not None and not ok(value)]
+        bad = [f"{name} (--{name.replace('_', '-')}) must be a number {rule}, not {value!r}"
+               for name, rule, ok in _RULES if (value := getattr(self, name)) is not None
+               and (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not ok(value))]
         if bad:
             raise ValueError("; ".join(bad))
 

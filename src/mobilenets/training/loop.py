@@ -55,26 +55,34 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
 RUN_FILES = ("last.pt", "best", "metrics.jsonl", "train_config.json")
 
 
-def check_out_folder(out: Path, resume=None, overwrite: bool = False) -> None:
+def check_out_folder(out: Path, resume=None, overwrite: bool = False,
+                     can_resume: bool = True) -> None:
     """Refuse to start a run in ``out`` when it is a file, or when it holds another run (its
     checkpoint, best model and metrics would be replaced), unless ``overwrite`` (then the old
     TensorBoard events go, so the curves do not mix) or ``resume`` is that run's own
-    ``last.pt``."""
+    ``last.pt``. ``can_resume``: the caller has a --resume to suggest."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"the output folder {out} is a file; give a folder with --out")
     if resume is not None and out.resolve() == Path(resume).resolve().parent:
         return
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not overwrite:
-        raise ValueError(f"{out} already holds a training run ({', '.join(found)}); continue "
-                         f"it with --resume {out / 'last.pt'}, write to another --out, or "
-                         f"pass --overwrite to replace it")
+        resume_it = (f"continue it with --resume {out / 'last.pt'}, "
+                     if can_resume and "last.pt" in found else "")
+        raise ValueError(f"{out} already holds a training run ({', '.join(found)}); "
+                         f"{resume_it}write to another --out, or pass --overwrite to replace it")
     if found:
         import shutil
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
 
 
 def _build_model(cfg: TrainConfig, num_classes: int):
+    if cfg.extra.get("pruned_model"):      # a prune fine-tune resumed: the pruned network
+        from ..weights import load
+        model = load(cfg.extra["pruned_model"])
+        if model.num_classes != num_classes:
+            model.reset_classifier(num_classes)
+        return model
     options = {"num_classes": num_classes, "resolution": cfg.resolution}
     for key in ("dropout", "drop_path_rate", "bn_momentum"):
         if getattr(cfg, key) is not None:
@@ -261,9 +269,11 @@ class _Run:
         if ckpt.get("classes") and list(ckpt["classes"]) != self.classes:
             raise ValueError(f"{path} was trained on the classes {ckpt['classes']}, but the "
                              f"data has {self.classes}; resume it on the same data")
-        if epoch >= self.cfg.epochs and not step:
-            raise ValueError(f"{path} is a finished run of {epoch} epochs; to train on, resume "
-                             f"with --epochs greater than {epoch}")
+        if epoch >= self.cfg.epochs:
+            done = f"{epoch} epochs" + (f" and {step} steps of the next" if step else "")
+            raise ValueError(f"{path} has trained {done}, as many as --epochs "
+                             f"{self.cfg.epochs} asks for; to train on, resume with --epochs "
+                             f"greater than {epoch}")
         if step and world != self.dist.world:
             raise ValueError(f"{path} was written mid-epoch by {world} process(es); resume it "
                              f"with the same number of processes ({world})")
