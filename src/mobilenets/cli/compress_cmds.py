@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..training.config import TrainConfig
-from .run_cmds import add_config_flags, load_cli_model
+from .run_cmds import add_config_flags, is_onnx_file, load_cli_model
 
 # TrainConfig fields the prune command sets itself (or that make no sense for it)
 _SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
@@ -28,7 +28,7 @@ def add_inspect_parser(sub) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..compress import inspect_model
-    if Path(args.model).suffix.lower() == ".onnx":
+    if is_onnx_file(args.model):
         raise ValueError(f"inspect reads PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: inspect the model it was "
                          f"exported from")
@@ -69,7 +69,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..training.loop import check_out_folder
     from ..weights import save
     out = Path(args.out)
-    if Path(args.model).suffix.lower() == ".onnx":
+    if is_onnx_file(args.model):
         raise ValueError(f"prune works on PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: prune the model it was "
                          f"exported from, then export the pruned one")

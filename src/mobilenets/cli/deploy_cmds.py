@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .arguments import non_negative_int, positive_int
-from .run_cmds import load_cli_model
+from .run_cmds import is_onnx_file, load_cli_model
 
 
 def add_export_parser(sub) -> None:
@@ -81,14 +81,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy.ort_profile import format_profile, profile_onnx
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
-    if Path(args.model).suffix.lower() == ".onnx":
+    if is_onnx_file(args.model):
         backend, run_as = _onnx_backend(args), "onnxruntime"
         model = OnnxModel(args.model, threads=args.threads)
-        fixed, res = model.batch_size, model.input_shape[-1]
+        fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:
             raise ValueError(f"{args.model} has a fixed batch size of {fixed}; use --batch "
                              f"{fixed} or export with --dynamic-batch")
-        if isinstance(res, int):
+        if res is not None:
             if resolution and res != resolution:
                 raise ValueError(f"{args.model} takes {res} px inputs, not {resolution}")
             resolution = res

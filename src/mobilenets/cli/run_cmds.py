@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..training.config import TrainConfig, make_config
+from ..training.config import OPTION_NAMES, TrainConfig, make_config
 from .arguments import non_negative_int, positive_int
 
 _TRAIN_SKIP = {"extra", "recipe"}
@@ -62,7 +62,7 @@ def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> Trai
     checkpoint's folder. The initial ``weights`` are not loaded again (the checkpoint holds
     the weights), and another ``recipe`` than the run's is refused."""
     from ..training.checkpoint import load_checkpoint
-    saved = load_checkpoint(Path(checkpoint)).get("config")
+    saved = load_checkpoint(Path(checkpoint), mmap=True).get("config")
     if not isinstance(saved, dict):
         raise ValueError(f"{checkpoint} holds no run options; it is not a last.pt written by "
                          f"mobilenets train")
@@ -70,11 +70,15 @@ def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> Trai
         raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
                          f"resumed run keeps its options: leave --recipe out, and give the "
                          f"options to change one by one")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in saved.items() if k in known}
+    values = {k: v for k, v in saved.items() if k in OPTION_NAMES}
     values.update(out=str(Path(checkpoint).parent), weights=None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
+
+
+def is_onnx_file(model: str) -> bool:
+    """MODEL names an ONNX file (by its suffix), which onnxruntime runs."""
+    return Path(model).suffix.lower() == ".onnx"
 
 
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None):
@@ -86,7 +90,7 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None):
     import mobilenets
     from ..weights.saved import is_saved_model
     path = Path(model)
-    if path.suffix.lower() == ".onnx":
+    if is_onnx_file(model):
         if weights is not None:
             raise ValueError(f"--weights does not apply to the ONNX file {model}")
         from ..deploy import OnnxModel

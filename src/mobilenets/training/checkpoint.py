@@ -46,12 +46,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A resume checkpoint; ``mmap``: tensors are mapped, not read (to look at its options)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:   # truncated, corrupt, or holding code
         raise ValueError(f"checkpoint {path} cannot be read safely ({e}); it may be truncated "
                          f"or not a mobilenets resume checkpoint") from e

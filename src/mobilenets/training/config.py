@@ -72,9 +72,9 @@ class TrainConfig:
 
     def __post_init__(self):
         bad = [f"{name} (--{name.replace('_', '-')}) must be a number {rule}, not {value!r}"
-               for name, rule, ok in _RULES if (value := getattr(self, name)) is not None
+               for name, rule in _RULES.items() if (value := getattr(self, name)) is not None
                and (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not ok(value))]
+                    or not _TESTS[rule](value))]
         if bad:
             raise ValueError("; ".join(bad))
 
@@ -82,39 +82,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _unit(v) -> bool:
-    return 0 <= v <= 1
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
-
-# (option, rule in words, test) checked when a TrainConfig is made
-_RULES = [
-    ("epochs", ">= 0", lambda v: v >= 0),
-    ("resolution", ">= 1", lambda v: v >= 1),
-    ("batch_size", ">= 1", lambda v: v >= 1),
-    ("workers", ">= 0", lambda v: v >= 0),
-    ("lr", "> 0", lambda v: v > 0),
-    ("momentum", "in [0, 1]", _unit),
-    ("weight_decay", ">= 0", lambda v: v >= 0),
-    ("warmup_epochs", ">= 0", lambda v: v >= 0),
-    ("decay_epochs", "> 0", lambda v: v > 0),
-    ("decay_rate", "in (0, 1]", lambda v: 0 < v <= 1),
-    ("min_lr", ">= 0", lambda v: v >= 0),
-    ("label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("dropout", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("drop_path_rate", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("ema_decay", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("grad_clip", ">= 0", lambda v: v >= 0),
-    ("crop_min_scale", "in (0, 1]", lambda v: 0 < v <= 1),
-    ("color_jitter", ">= 0", lambda v: v >= 0),
-    ("random_erasing", "in [0, 1]", _unit),
-    ("mixup", ">= 0", lambda v: v >= 0),
-    ("cutmix", ">= 0", lambda v: v >= 0),
-    ("kd_temperature", "> 0", lambda v: v > 0),
-    ("kd_alpha", "in [0, 1]", _unit),
-    ("checkpoint_every_steps", ">= 0", lambda v: v >= 0),
-    ("checkpoint_every_minutes", ">= 0", lambda v: v >= 0),
-    ("max_steps_per_epoch", ">= 0 (0: the whole epoch)", lambda v: v >= 0),
-]
+# The range each numeric option must lie in, checked when a TrainConfig is made.
+_TESTS = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0,
+          "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
+          "in (0, 1]": lambda v: 0 < v <= 1}
+_RULES = {
+    "epochs": ">= 0", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
+    "lr": "> 0", "momentum": "in [0, 1]", "weight_decay": ">= 0", "warmup_epochs": ">= 0",
+    "decay_epochs": "> 0", "decay_rate": "in (0, 1]", "min_lr": ">= 0",
+    "label_smoothing": "in [0, 1)", "dropout": "in [0, 1)", "drop_path_rate": "in [0, 1)",
+    "ema_decay": "in [0, 1)", "grad_clip": ">= 0", "crop_min_scale": "in (0, 1]",
+    "color_jitter": ">= 0", "random_erasing": "in [0, 1]", "mixup": ">= 0", "cutmix": ">= 0",
+    "kd_temperature": "> 0", "kd_alpha": "in [0, 1]", "checkpoint_every_steps": ">= 0",
+    "checkpoint_every_minutes": ">= 0", "max_steps_per_epoch": ">= 0",   # 0: whole epoch
+}
 
 
 def list_recipes() -> list[str]:
@@ -134,8 +117,7 @@ def load_recipe(name_or_path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"recipe {path} is not valid TOML: {e}") from None
     values.pop("description", None)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - OPTION_NAMES)
     if unknown:
         raise ValueError(f"recipe {path} has unknown option(s) {', '.join(unknown)}")
     return values
@@ -146,8 +128,7 @@ def make_config(recipe: str | None = None, **overrides) -> TrainConfig:
     values = load_recipe(recipe) if recipe else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["recipe"] = recipe
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - OPTION_NAMES)
     if unknown:
         raise TypeError(f"unknown training option(s) {', '.join(unknown)}")
     return TrainConfig(**values)
