@@ -1,4 +1,4 @@
-"""fp32 vs int8 in onnxruntime: top-1 and batch-1 CPU latency.
+"""fp32 vs int8 in onnxruntime (and OpenVINO): top-1 and batch-1 CPU latency.
 
 For each model: export fp32 ONNX (BatchNorm folded), quantize it with ``quantize_onnx``
 (static PTQ, QDQ, per-channel int8 weights, uint8 activations, calibrated on
@@ -12,7 +12,9 @@ For each model: export fp32 ONNX (BatchNorm folded), quantize it with ``quantize
 
 ``--plain`` also runs the int8 model quantized without depthwise channel padding and opened
 without the hard-sigmoid lookup (``ort_int8_plain``), so the two int8 rewrites' effect is
-measured side by side. ``--pt2e`` also times torch.compile of the fused fp32 model and of
+measured side by side. ``--openvino`` also runs the same two files in OpenVINO's CPU runtime
+(``ov_fp32``, ``ov_int8``; accuracy too, and ov_int8's ratio to ov_fp32 per repeat).
+``--pt2e`` also times torch.compile of the fused fp32 model and of
 the PT2E int8 model.
 A registered name without weights gives latency only (random weights). Run from the root::
 
@@ -96,6 +98,9 @@ def run(args, spec: str, tmp: Path) -> dict:
                               resolution=res, exclude=args.exclude,
                               activation_type=args.activations, channel_multiple=None)
         ort["ort_int8_plain"] = OnnxModel(plain, threads=args.threads, rewrite=False)
+    if args.openvino:
+        ort["ov_fp32"] = OnnxModel(fp32, threads=args.threads, runtime="openvino")
+        ort["ov_int8"] = OnnxModel(int8, threads=args.threads, runtime="openvino")
     result = {"model": spec, "name": name, "resolution": res, "threads": args.threads,
               "fp32_mb": fp32.stat().st_size / 1e6, "int8_mb": int8.stat().st_size / 1e6}
     if args.data:
@@ -118,6 +123,10 @@ def run(args, spec: str, tmp: Path) -> dict:
         int8 = lat["ort_int8"]
         int8["ratio_to_plain"], int8["ratio_to_plain_range"] = ratio_per_repeat(
             int8["repeats_ms"], lat["ort_int8_plain"]["repeats_ms"])
+    if args.openvino:
+        ov = lat["ov_int8"]
+        ov["ratio_to_ov_fp32"], ov["ratio_to_ov_fp32_range"] = ratio_per_repeat(
+            ov["repeats_ms"], lat["ov_fp32"]["repeats_ms"])
     if args.pt2e:
         lat["compile_int8"]["ratio_to_compile_fp32"] = (lat["compile_int8"]["median_ms"]
                                                         / lat["compile_fp32"]["median_ms"])
@@ -129,7 +138,8 @@ def show(r: dict) -> None:
           f"files {r['fp32_mb']:.1f} MB fp32 / {r['int8_mb']:.1f} MB int8")
     if "images" in r:
         fp32 = 100 * r["ort_fp32_top1"]
-        for k in [k for k in ("ort_int8", "ort_int8_plain") if f"{k}_top1" in r]:
+        for k in [k for k in ("ort_int8", "ort_int8_plain", "ov_fp32", "ov_int8")
+                  if f"{k}_top1" in r]:
             top1 = 100 * r[f"{k}_top1"]
             print(f"  top-1 on {r['images']} images: fp32 {fp32:.2f}%  {k} {top1:.2f}%  (drop "
                   f"{fp32 - top1:.2f} points; top-1 agreement {100 * r[f'{k}_agreement']:.1f}%)")
@@ -139,6 +149,9 @@ def show(r: dict) -> None:
         if "ratio_to_plain" in v:
             extra += (f"  x{v['ratio_to_plain']:.3f} of ort_int8_plain ("
                       f"{v['ratio_to_plain_range'][0]:.3f}-{v['ratio_to_plain_range'][1]:.3f})")
+        if "ratio_to_ov_fp32" in v:
+            lo, hi = v["ratio_to_ov_fp32_range"]
+            extra += f"  x{v['ratio_to_ov_fp32']:.3f} of ov_fp32 ({lo:.3f}-{hi:.3f})"
         print(f"  {k:14s} {v['median_ms']:7.2f} ms  ({v['min_ms']:.2f}-{v['max_ms']:.2f}){extra}")
 
 
@@ -159,6 +172,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--plain", action="store_true", help="also int8 without channel padding "
                    "and hard-sigmoid lookup")
+    p.add_argument("--openvino", action="store_true", help="also both files in OpenVINO")
     p.add_argument("--pt2e", action="store_true", help="also torch.compile fp32 vs PT2E int8")
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
     args = p.parse_args()

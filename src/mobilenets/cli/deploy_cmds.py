@@ -44,7 +44,8 @@ def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="CPU latency and throughput of a model on a backend")
     p.add_argument("model", help="saved-model folder, registered name, or .onnx file")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="default: eager (onnxruntime for a .onnx file)")
+                   help="default: eager (onnxruntime for a .onnx file; int8 runs an int8 "
+                        ".onnx file in onnxruntime, openvino any .onnx file or model)")
     p.add_argument("--weights", default=None)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
@@ -59,14 +60,15 @@ def add_bench_parser(sub) -> None:
 
 
 def _onnx_backend(args: argparse.Namespace) -> str:
+    from ..deploy.bench import ONNX_BACKENDS
     from ..deploy.onnx_model import is_quantized
     backend = args.backend or "onnxruntime"
     if backend == "int8" and not is_quantized(args.model):
         raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; make one "
                          f"with `mobilenets quantize MODEL --calib DIR`")
-    if backend not in ("onnxruntime", "int8"):
-        raise ValueError(f"{args.model} is an ONNX file: it runs on the onnxruntime backend, "
-                         f"not {backend}")
+    if backend not in ONNX_BACKENDS:
+        raise ValueError(f"{args.model} is an ONNX file: it runs on the "
+                         f"{', '.join(ONNX_BACKENDS)} backends, not {backend}")
     return backend
 
 
@@ -82,8 +84,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
     if is_onnx_file(args.model):
-        backend, run_as = _onnx_backend(args), "onnxruntime"
-        model = OnnxModel(args.model, threads=args.threads)
+        backend = _onnx_backend(args)
+        run_as = "openvino" if backend == "openvino" else "onnxruntime"
+        model = OnnxModel(args.model, threads=args.threads, runtime=run_as)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:
             raise ValueError(f"{args.model} has a fixed batch size of {fixed}; use --batch "

@@ -81,10 +81,12 @@ def is_onnx_file(model: str) -> bool:
     return Path(model).suffix.lower() == ".onnx"
 
 
-def load_cli_model(model: str, weights: str | None, purpose: str | None = None):
+def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
+                   runtime: str | None = None):
     """MODEL on the command line: a saved-model folder, a registered name (+ --weights), or an
-    ``.onnx`` file (run in onnxruntime). ``purpose`` (e.g. "predictions"): say on stderr when
-    a registered name without --weights gives random weights for it."""
+    ``.onnx`` file (run in ``runtime``, onnxruntime by default). ``purpose`` (e.g.
+    "predictions"): say on stderr when a registered name without --weights gives random
+    weights for it."""
     import sys
 
     import mobilenets
@@ -94,7 +96,10 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None):
         if weights is not None:
             raise ValueError(f"--weights does not apply to the ONNX file {model}")
         from ..deploy import OnnxModel
-        return OnnxModel(path)
+        return OnnxModel(path, runtime=runtime or "onnxruntime")
+    if runtime is not None:
+        raise ValueError(f"--runtime {runtime} runs .onnx files, and {model} is not one: "
+                         f"export it first with `mobilenets export {model} --out FILE.onnx`")
     if is_saved_model(path):
         if weights is not None:
             raise ValueError(f"--weights does not apply to the saved-model folder {model}, "
@@ -126,17 +131,26 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--resolution", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--workers", type=non_negative_int, default=0)
-    p.add_argument("--confusion-png", default="confusion.png")
+    p.add_argument("--confusion-png", default=None, metavar="FILE",
+                   help="also plot the confusion matrix to this PNG file")
+    add_runtime_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
 
+def add_runtime_flag(p) -> None:
+    from ..deploy.onnx_model import RUNTIMES
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help="what runs a .onnx MODEL (default: onnxruntime)")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..training import evaluate
-    png = Path(args.confusion_png)
-    if png.is_dir() or not png.parent.is_dir():
+    png = Path(args.confusion_png) if args.confusion_png else None
+    if png is not None and (png.is_dir() or not png.parent.is_dir()):
         raise ValueError(f"--confusion-png {png}: give a file path in an existing folder")
-    model = load_cli_model(args.model, args.weights, purpose="scores").eval()
+    model = load_cli_model(args.model, args.weights, purpose="scores",
+                           runtime=args.runtime).eval()
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"],
@@ -148,8 +162,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
         for name, acc in result["per_class"].items():
             print(f"  {name:24s} {100 * acc:6.2f}%")
-        print(f"confusion matrix: {png}", flush=True)
-    _confusion_png(result["confusion"], result["classes"], png)
+        if png is not None:
+            print(f"confusion matrix: {png}", flush=True)
+    if png is not None:
+        _confusion_png(result["confusion"], result["classes"], png)
     return 0
 
 
@@ -174,6 +190,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--weights", default=None)
     p.add_argument("--top-k", type=positive_int, default=5)
+    add_runtime_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
 
@@ -183,7 +200,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..data import eval_transform
-    model = load_cli_model(args.model, args.weights, purpose="predictions").eval()
+    model = load_cli_model(args.model, args.weights, purpose="predictions",
+                           runtime=args.runtime).eval()
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
     transform = eval_transform(model.preprocess)
     results = []

@@ -1,4 +1,4 @@
-"""Latency of a model on CPU backends: eager, fused, compile, onnxruntime.
+"""Latency of a model on CPU backends: eager, fused, compile, onnxruntime, openvino.
 
 Every backend is timed the same way: the same input, the same warm-up, calls under
 ``torch.inference_mode()``, one ``time.perf_counter`` interval per call; the result is the
@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8", "openvino")
+ONNX_BACKENDS = ("onnxruntime", "int8", "openvino")     # the ones a .onnx file runs on
 
 
 class BackendError(RuntimeError):
@@ -72,17 +73,18 @@ def compile_model(model: nn.Module, x: torch.Tensor) -> Callable:
 
 
 def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None,
-                      folder: str | Path | None = None):
+                      folder: str | Path | None = None, runtime: str = "onnxruntime"):
     """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
-    temporary file if None) and open it in onnxruntime with ``threads`` intra-op threads."""
+    temporary file if None) and open it in ``runtime`` (onnxruntime or openvino) with
+    ``threads`` threads."""
     from .onnx_export import export_onnx
     from .onnx_model import OnnxModel
     if folder is not None:
         path = export_onnx(model, Path(folder) / "model.onnx", resolution=x.shape[-1],
                            dynamic_batch=x.shape[0] != 1)
-        return OnnxModel(path, threads=threads)
+        return OnnxModel(path, threads=threads, runtime=runtime)
     with tempfile.TemporaryDirectory() as tmp:
-        return onnxruntime_model(model, x, threads, tmp)
+        return onnxruntime_model(model, x, threads, tmp, runtime)
 
 
 def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
@@ -99,8 +101,8 @@ def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
         return fuse(model)
     if backend == "compile":
         return compile_model(fuse(model), x)
-    if backend == "onnxruntime":
-        return onnxruntime_model(model, x, threads)
+    if backend in ("onnxruntime", "openvino"):
+        return onnxruntime_model(model, x, threads, runtime=backend)
     raise ValueError("the int8 backend runs an int8 .onnx file: make one with `mobilenets "
                      "quantize MODEL --calib DIR --out FILE.onnx`, then `mobilenets bench "
                      "FILE.onnx`")
@@ -116,19 +118,20 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
     x = torch.randn(batch, in_chans, resolution, resolution,
                     generator=torch.Generator().manual_seed(0))
     if isinstance(model, OnnxModel):
-        if backend != "onnxruntime":
-            raise ValueError(f"an ONNX model runs on the onnxruntime backend, not {backend}")
+        if backend != model.runtime:
+            raise ValueError(f"this OnnxModel runs in {model.runtime}, not on the {backend} "
+                             f"backend; open it with OnnxModel(path, runtime=...)")
         fn = model
     else:
         fn = make_backend(model, backend, x, threads)
     if threads:
         torch.set_num_threads(threads)
     result = benchmark(fn, x, warmup, iters, repeats)
-    if not threads and backend != "onnxruntime":
+    if not threads and backend not in ONNX_BACKENDS:
         threads = torch.get_num_threads()
     return {"model": model.config.get("name"), "backend": backend, "batch": batch,
             "resolution": resolution, "threads": threads, **result}
 
 
-__all__ = ["BACKENDS", "BackendError", "bench_model", "benchmark", "compile_model",
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "BackendError", "bench_model", "benchmark", "compile_model",
            "make_backend", "onnxruntime_model", "summarize", "time_calls"]

@@ -13,6 +13,7 @@ from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                  "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd"}
+RUNTIMES = ("onnxruntime", "openvino")
 _IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
              "interpolation": "bilinear"}
 
@@ -40,6 +41,26 @@ def is_quantized(model) -> bool:
     return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
 
 
+def _ort_session(path: Path, threads: int | None, rewrite: bool):
+    """An onnxruntime CPU session for ``path`` and whether a rewrite changed its graph."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("running ONNX files needs onnxruntime: pip install "
+                          "'mobilenets[deploy]'") from None
+    from google.protobuf.message import DecodeError
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
+    from .ort_rewrite import cpu_model
+    try:
+        model = cpu_model(path, rewrite)
+        session = ort.InferenceSession(model, session_options(threads),
+                                       providers=["CPUExecutionProvider"])
+    except InvalidProtobuf as e:
+        raise DecodeError(str(e)) from e
+    return session, isinstance(model, bytes)      # bytes: a rewrite changed the graph
+
+
 def _meta(meta: dict, key: str, default=None):
     try:
         return json.loads(meta[key]) if key in meta else default
@@ -48,7 +69,7 @@ def _meta(meta: dict, key: str, default=None):
 
 
 class OnnxModel:
-    """An onnxruntime session that behaves like an eval-mode mobilenets model.
+    """An ONNX file in onnxruntime (or OpenVINO) that behaves like an eval-mode mobilenets model.
 
     ``model(x)`` takes and returns torch tensors (a list for several outputs); ``config``
     (with ``name`` and ``class_names``), ``preprocess`` and ``num_classes`` come from the file's
@@ -57,33 +78,31 @@ class OnnxModel:
     ``rewrite`` applies :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s rewrites: the
     layout one for float graphs (same outputs, faster squeeze-excite on x86), the int8
     hard-sigmoid lookup for quantized ones (within one quantization step); ``rewritten``
-    says whether one changed the graph.
+    says whether one changed the graph. ``runtime="openvino"`` runs the file in OpenVINO's CPU
+    runtime instead (:class:`~mobilenets.deploy.openvino_session.OpenVinoSession`; the
+    rewrites are onnxruntime's and do not apply).
     """
 
     training = False
 
-    def __init__(self, path: str | Path, threads: int | None = None, rewrite: bool = True):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError("running ONNX files needs onnxruntime: pip install "
-                              "'mobilenets[deploy]'") from None
+    def __init__(self, path: str | Path, threads: int | None = None, rewrite: bool = True,
+                 runtime: str = "onnxruntime"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file {self.path}")
-        self.threads = threads
+        self.threads, self.runtime = threads, runtime
         from google.protobuf.message import DecodeError
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
-
-        from .ort_rewrite import cpu_model
         try:
-            model = cpu_model(self.path, rewrite)
-            self.session = ort.InferenceSession(model, session_options(threads),
-                                                providers=["CPUExecutionProvider"])
-        except (DecodeError, InvalidProtobuf) as e:      # not a readable ONNX protobuf
+            if runtime == "openvino":
+                from .openvino_session import OpenVinoSession
+                self.session, self.rewritten = OpenVinoSession(self.path, threads), False
+            else:
+                self.session, self.rewritten = _ort_session(self.path, threads, rewrite)
+        except DecodeError as e:      # not a readable ONNX protobuf
             raise ValueError(f"{self.path} is not a readable ONNX file ({str(e)[:300]}); if "
                              f"it is truncated or corrupt, export or copy it again") from e
-        self.rewritten = isinstance(model, bytes)      # a rewrite changed the graph
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -147,7 +166,7 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return (f"OnnxModel({str(self.path)!r}, name={self.config['name']!r}, "
-                f"input={self.input_shape}, threads={self.threads})")
+                f"input={self.input_shape}, threads={self.threads}, runtime={self.runtime!r})")
 
 
-__all__ = ["OnnxModel", "is_quantized", "session_options"]
+__all__ = ["RUNTIMES", "OnnxModel", "is_quantized", "session_options"]
