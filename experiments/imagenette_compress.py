@@ -113,13 +113,13 @@ def main() -> None:
         elif step == "ptq":
             onnx = out / "teacher-int8.onnx"
             mobilenets("quantize", teacher, "--calib", data / "train", "--out", onnx,
-                       "--calibration", args.calibration)
+                       "--calibration", args.calibration, "--overwrite")
             save(step, {**evaluate(onnx, data, out), "calibration": args.calibration}, t0)
         elif step == "qat":
             onnx = out / "teacher-qat-int8.onnx"
             mobilenets("quantize", teacher, "--calib", data / "train", "--method", "qat",
                        "--epochs", args.qat_epochs, "--max-steps", args.qat_max_steps,
-                       "--out", onnx)
+                       "--out", onnx, "--overwrite")
             save(step, {**evaluate(onnx, data, out), "epochs": args.qat_epochs,
                         "max_steps": args.qat_max_steps}, t0)
         elif step == "prune":

@@ -121,6 +121,9 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
         (["eval", str(folder), "--data", str(SAMPLE_DIR), "--confusion-png",
           str(tmp_path / "no" / "c.png")], "give a file path in an existing folder"),
         (["export", str(folder), "--out", str(tmp_path)], "is a folder"),
+        (["export", str(folder), "--out", str(onnx_file)], "already exists; pass --overwrite"),
+        (["quantize", str(onnx_file), "--calib", str(SAMPLE_DIR), "--out", str(onnx_file),
+          "--overwrite"], "is the input model"),
     ]
     for argv, message in cases:
         code, out, err = run(capsys, *argv)

@@ -163,6 +163,14 @@ def test_output_folder_is_protected_and_resume_continues_its_own_run(data, tmp_p
     assert "--max-steps-per-epoch) must be a number >= 0" in capsys.readouterr().err
     assert main(["train", "--out", str(data / "train" / "a" / "0.jpg"), *quick]) == 2
     assert "is a file" in capsys.readouterr().err
+    # distillation options without a teacher are refused, not ignored
+    assert main(["train", "--out", str(tmp_path / "kd"), "--kd-alpha", "0.9", *quick]) == 2
+    assert "--kd-alpha sets up distillation, which needs a teacher" in capsys.readouterr().err
+    # a run that fails before writing anything leaves no empty folder behind
+    (tmp_path / "no-images" / "train").mkdir(parents=True)
+    assert main(["train", "--out", str(tmp_path / "failed"), "--data",
+                 str(tmp_path / "no-images"), "--no-progress"]) == 2
+    assert not (tmp_path / "failed").exists() and not (tmp_path / "kd").exists()
 
 
 def test_loader_workers_kept_across_epochs_augment_like_the_main_process(data, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import non_negative_int, positive_int
+from .arguments import add_overwrite_flag, non_negative_int, output_file, positive_int
 from .run_cmds import is_onnx_file, load_cli_model
 
 
@@ -15,6 +15,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("model", help="saved-model folder, or registered name (with --weights)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", default=None, help="output file (default: NAME.onnx)")
+    add_overwrite_flag(p)
     p.add_argument("--weights", default=None)
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size (default: model's)")
@@ -28,9 +29,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = load_cli_model(args.model, args.weights)
     if not hasattr(model, "state_dict"):
         raise ValueError(f"{args.model} is already an ONNX file")
-    out = Path(args.out or f"{model.config['name']}.onnx")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the path of the .onnx file to write")
+    out = output_file(Path(args.out or f"{model.config['name']}.onnx"), args.overwrite)
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
                 opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..deploy.quantize import ACTIVATION_TYPES, CALIBRATE_METHODS
-from .arguments import non_negative_int, positive_int
+from .arguments import add_overwrite_flag, non_negative_int, output_file, positive_int
 from .run_cmds import load_cli_model
 
 
@@ -21,6 +21,7 @@ def add_quantize_parser(sub) -> None:
                    help="quantizer: onnxruntime's quantize_static (ptq default) or torchao "
                    "PT2E (X86InductorQuantizer; qat always uses it)")
     p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
+    add_overwrite_flag(p)
     p.add_argument("--weights", default=None)
     p.add_argument("--num-images", type=positive_int, default=128, help="calibration images")
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
@@ -63,9 +64,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if isinstance(model, OnnxModel) and backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
                          f"model (a saved-model folder or a name with --weights)")
-    out = Path(args.out or f"{model.config['name']}-int8.onnx")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the path of the .onnx file to write")
+    out = output_file(Path(args.out or f"{model.config['name']}-int8.onnx"), args.overwrite,
+                      args.model)
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
         quantize_onnx(model, out, args.calib, num_images=args.num_images,

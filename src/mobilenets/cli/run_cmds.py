@@ -49,11 +49,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args.resume, args.recipe, overrides)
     else:
         cfg = make_config(args.recipe, **overrides)
+    if cfg.teacher is None:
+        given = [f"--{k.replace('_', '-')}" for k in _DISTILLATION_OPTIONS
+                 if overrides.get(k) is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} up "
+                             f"distillation, which needs a teacher: add --teacher MODEL (a "
+                             f"saved-model folder, or a registered name with "
+                             f"--teacher-weights)")
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
                     overwrite=args.overwrite)
     print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
           f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
     return 0
+
+
+_DISTILLATION_OPTIONS = ("teacher_weights", "kd_temperature", "kd_alpha")
 
 
 def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:

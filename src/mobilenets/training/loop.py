@@ -43,10 +43,19 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
     cfg = cfg or make_config(**overrides)
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
-    check_out_folder(Path(cfg.out), resume, overwrite)
+    out = Path(cfg.out)
+    check_out_folder(out, resume, overwrite)
+    new_folder = not out.exists()
     dist = setup()
     try:
         return _Run(cfg, dist, model, progress).fit(resume)
+    except BaseException:
+        if new_folder:                 # a run that failed before writing anything leaves
+            try:                       # no empty folder behind
+                out.rmdir()
+            except OSError:            # not empty (or already gone): keep what is there
+                pass
+        raise
     finally:
         dist.close()
 
