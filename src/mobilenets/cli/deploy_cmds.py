@@ -53,8 +53,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--iters", type=positive_int, default=50)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--profile", action="store_true",
-                   help="also print onnxruntime kernel time per operator kind (onnxruntime "
-                        "and int8 backends; --iters profiled calls)")
+                   help="also print kernel time per operator kind (onnxruntime, int8 and "
+                        "openvino backends; --iters profiled calls)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -79,6 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..deploy import OnnxModel
     from ..deploy.bench import BackendError, bench_model, onnxruntime_model
+    from ..deploy.openvino_session import profile_openvino
     from ..deploy.ort_profile import format_profile, profile_onnx
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
@@ -96,14 +97,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             resolution = res
     else:
         model = load_cli_model(args.model, args.weights)
-    if args.profile and run_as != "onnxruntime":
-        raise ValueError("--profile times onnxruntime kernels: use it with --backend "
-                         "onnxruntime or on a .onnx file")
+    if args.profile and run_as not in ("onnxruntime", "openvino"):
+        raise ValueError("--profile times onnxruntime's or OpenVINO's kernels: use it with "
+                         "--backend onnxruntime or openvino, or on a .onnx file")
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
             resolution = resolution or model.preprocess.get("resolution", 224)
             shape = (args.batch, model.config.get("in_chans", 3), resolution, resolution)
-            model = onnxruntime_model(model, torch.empty(shape), args.threads, tmp)
+            model = onnxruntime_model(model, torch.empty(shape), args.threads, tmp,
+                                      runtime=run_as)
         try:
             r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,
                             args.iters)
@@ -114,7 +116,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             x = np.random.default_rng(0).standard_normal(
                 (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
                 dtype=np.float32)
-            r["profile"] = profile_onnx(model.path, x, args.iters, args.warmup, args.threads)
+            profile = profile_openvino if run_as == "openvino" else profile_onnx
+            r["profile"] = profile(model.path, x, args.iters, args.warmup, args.threads)
     if args.json:
         print(json.dumps(r))
         return 0

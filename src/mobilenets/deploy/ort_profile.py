@@ -83,16 +83,17 @@ def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int =
     kernel_us = sum(total.values())
     ops = [{"op": op, "ms": us / iters / 1e3, "share": us / kernel_us, "nodes": len(count[op])}
            for op, us in sorted(total.items(), key=lambda kv: -kv[1])]
-    return {"run_ms": statistics.median(runs) / 1e3, "kernel_ms": kernel_us / iters / 1e3,
-            "ops": ops}
+    return {"runtime": "onnxruntime", "run_ms": statistics.median(runs) / 1e3,
+            "kernel_ms": kernel_us / iters / 1e3, "ops": ops}
 
 
 def format_profile(result: dict) -> str:
-    """A table of :func:`profile_onnx`'s result, one operator kind per line."""
-    lines = [f"onnxruntime profile: {result['run_ms']:.2f} ms per run, "
+    """A table of :func:`profile_onnx`'s (or ``profile_openvino``'s) result, one operator
+    kind per line."""
+    lines = [f"{result.get('runtime', 'onnxruntime')} profile: {result['run_ms']:.2f} ms per run, "
              f"{result['kernel_ms']:.2f} ms in kernels",
-             f"  {'operator':32s} {'nodes':>5s} {'ms/run':>8s} {'share':>6s}"]
-    lines += [f"  {o['op']:32s} {o['nodes']:5d} {o['ms']:8.2f} {100 * o['share']:5.1f}%"
+             f"  {'operator':46s} {'nodes':>5s} {'ms/run':>8s} {'share':>6s}"]
+    lines += [f"  {o['op']:46s} {o['nodes']:5d} {o['ms']:8.2f} {100 * o['share']:5.1f}%"
               for o in result["ops"]]
     return "\n".join(lines)
 
