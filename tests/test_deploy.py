@@ -213,6 +213,10 @@ def test_cli_export_bench_predict(tmp_path, capsys, keep_threads):
     before = out.read_bytes()
     assert main(["export", "mobilenet_v3_small_075", "--out", str(out)]) == 2   # not replaced
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["export", "mobilenet_v3_small_075", "--out", str(out), "--resolution",
+                 str(RES), "--dynamic-batch", "--overwrite"]) == 0
+    assert OnnxModel(out).config["name"] == "mobilenet_v3_small_075"
+    capsys.readouterr()
     assert main(["bench", str(out), "--batch", "2", "--threads", "1", "--warmup", "1",
                  "--iters", "3", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -7,7 +7,9 @@ run on the sample's 250 val images in both runtimes.
 """
 
 import json
+import platform
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -23,6 +25,8 @@ pytest.importorskip("openvino")
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
 
 CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
+# which kernels OpenVINO picks depends on the CPU: the precision checks are for x86
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,9 @@ def test_fp32_file_matches_pytorch_and_onnxruntime(model, files, val_images):
     assert (got - ref).abs().max().item() <= tol
     assert torch.equal(got.argmax(1), ort(val_images).argmax(1))
     layers = ov.session.executed_layers()
-    assert layers[("Convolution", "f32")] == 52 and ("Convolution", "bf16") not in layers
+    assert ("Convolution", "bf16") not in layers          # f32, not OpenVINO's bf16 default
+    if X86:
+        assert layers[("Convolution", "f32")] == 52
     # the same metadata as in onnxruntime: name, classes, preprocessing, shapes
     assert ov.config == ort.config and ov.preprocess == ort.preprocess
     assert ov.input_shape == ort.input_shape and ov.output_names == ort.output_names
@@ -71,7 +77,8 @@ def test_int8_file_runs_in_int8_as_faithfully_as_in_onnxruntime(model, files, va
     ov = OnnxModel(int8, threads=2, runtime="openvino")
     layers = ov.session.executed_layers()
     # every convolution runs on uint8 activations, none falls back to float
-    assert layers[("Convolution", "u8")] == 52 and ("Convolution", "f32") not in layers
+    if X86:
+        assert layers[("Convolution", "u8")] == 52 and ("Convolution", "f32") not in layers
     ref = OnnxModel(fp32)(val_images)
     errors = {}
     for name, out in {"openvino": ov(val_images), "onnxruntime": OnnxModel(int8)(val_images)
@@ -91,6 +98,33 @@ def test_fixed_batch_file_runs_other_batch_sizes(model, tmp_path, val_images):
     with torch.no_grad():
         ref = model(val_images[:5])
     assert (ov(val_images[:5]) - ref).abs().max().item() <= 2e-5 * ref.abs().max().item() + 1e-6
+
+
+def test_threads_and_several_inputs(files, tmp_path, val_images):
+    """As in onnxruntime: one model may be called from several threads at once, and a graph
+    with two inputs takes both by name."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    fp32, _ = files
+    ov, ort = OnnxModel(fp32, runtime="openvino"), OnnxModel(fp32)
+    chunks = [val_images[i:i + 4] for i in range(0, 64, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(ov, chunks))
+    for chunk, out in zip(chunks, outs):
+        assert torch.equal(out.argmax(1), ort(chunk).argmax(1))
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["a", "b"], ["y"])], "sub",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    session = OnnxModel(path, runtime="openvino").session
+    a, b = np.ones((1, 3), np.float32), np.arange(3, dtype=np.float32)[None]
+    (y,) = session.run(None, {"b": b, "a": a})
+    assert np.array_equal(y, a - b)
+    with pytest.raises(ValueError, match="inputs are"):
+        session.run(None, {"a": a})
 
 
 def test_cli_eval_predict_and_bench_in_openvino(files, capsys, tmp_path, monkeypatch):
@@ -123,7 +157,8 @@ def test_cli_eval_predict_and_bench_in_openvino(files, capsys, tmp_path, monkeyp
     assert profile["runtime"] == "openvino"
     assert abs(sum(o["share"] for o in profile["ops"]) - 1) < 1e-6
     convs = [o for o in profile["ops"] if "Convolution" in o["op"]]
-    assert sum(o["nodes"] for o in convs) == 52 and all("I8" in o["op"] for o in convs)
+    assert sum(o["nodes"] for o in convs) == 52
+    assert all("I8" in o["op"] for o in convs) or not X86
     # a PyTorch model is exported, then compiled by OpenVINO
     assert main(["bench", "mobilenet_v2_035", "--backend", "openvino", "--resolution", "64",
                  "--warmup", "1", "--iters", "2", "--json"]) == 0
@@ -140,3 +175,7 @@ def test_openvino_misuse_is_a_clear_error(files, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "openvino", None)          # as if not installed
     with pytest.raises(ImportError, match=r"mobilenets\[openvino\]"):
         OnnxModel(fp32, runtime="openvino")
+    capsys.readouterr()
+    assert main(["predict", str(fp32), str(next((SAMPLE_DIR / "val").glob("*/*.jpg"))),
+                 "--runtime", "openvino"]) == 2                 # a one-line error
+    assert "pip install 'mobilenets[openvino]'" in capsys.readouterr().err

@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as e:      # OSError: missing files, bad paths
+    # OSError: missing files, bad paths; ImportError: an optional dependency not installed
+    # (its message says which extra to install)
+    except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
         return 2
 

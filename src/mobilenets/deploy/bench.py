@@ -118,7 +118,7 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
     x = torch.randn(batch, in_chans, resolution, resolution,
                     generator=torch.Generator().manual_seed(0))
     if isinstance(model, OnnxModel):
-        if backend != model.runtime:
+        if ("onnxruntime" if backend == "int8" else backend) != model.runtime:
             raise ValueError(f"this OnnxModel runs in {model.runtime}, not on the {backend} "
                              f"backend; open it with OnnxModel(path, runtime=...)")
         fn = model

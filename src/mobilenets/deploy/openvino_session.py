@@ -9,6 +9,7 @@ run float models in bfloat16 and the outputs would no longer match PyTorch's.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +67,12 @@ class OpenVinoSession:
         self._outputs = _args(proto.graph.output)
         self._meta = _Meta({p.key: p.value for p in proto.metadata_props})
         core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                           latency_config(threads))
-        self._request = self.compiled.create_infer_request()
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                               latency_config(threads))
+        except RuntimeError as e:
+            raise ValueError(f"OpenVINO cannot run {path}: {str(e).strip()[:500]}") from e
+        self._local = threading.local()     # one infer request per calling thread
         self._index = {name: i for i, o in enumerate(self.compiled.outputs)
                        for name in o.get_names()}
 
@@ -93,10 +97,22 @@ class OpenVinoSession:
     def get_modelmeta(self) -> _Meta:
         return self._meta
 
+    @property
+    def _request(self):
+        """This thread's infer request: a request is not safe to share between threads."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
     def run(self, output_names, feeds: dict) -> list[np.ndarray]:
-        """Outputs ``output_names`` (all if None) for ``feeds`` (input name -> array);
-        copies, since OpenVINO reuses its output buffers between calls."""
-        results = self._request.infer([feeds[self._inputs[0].name]])
+        """Outputs ``output_names`` (all if None) for ``feeds`` (input name -> array), as
+        onnxruntime's ``run``; copies, since OpenVINO reuses its output buffers."""
+        expected = {i.name for i in self._inputs}
+        if set(feeds) != expected:
+            raise ValueError(f"the model's inputs are {sorted(expected)}, but "
+                             f"{sorted(feeds)} were given")
+        results = self._request.infer(dict(feeds))
         names = output_names or [o.name for o in self._outputs]
         return [np.array(results[self._index[n]]) for n in names]
 
@@ -118,10 +134,11 @@ def profile_openvino(path: str | Path, x: np.ndarray, iters: int = 20, warmup: i
     compiled = core.compile_model(core.read_model(str(path)), "CPU",
                                   {**latency_config(threads), "PERF_COUNT": True})
     request = compiled.create_infer_request()
+    name = compiled.inputs[0].get_any_name()
     total, nodes, runs = defaultdict(float), defaultdict(set), []
     for i in range(warmup + iters):
         start = time.perf_counter()
-        request.infer([x])
+        request.infer({name: x})
         if i < warmup:
             continue
         runs.append(time.perf_counter() - start)

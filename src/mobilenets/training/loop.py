@@ -45,19 +45,28 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, prog
         raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
-    new_folder = not out.exists()
+    created = _missing_folders(out)
     dist = setup()
     try:
         return _Run(cfg, dist, model, progress).fit(resume)
     except BaseException:
-        if new_folder:                 # a run that failed before writing anything leaves
-            try:                       # no empty folder behind
-                out.rmdir()
+        for folder in created:         # a run that failed before writing anything leaves
+            try:                       # none of the folders it made behind
+                folder.rmdir()
             except OSError:            # not empty (or already gone): keep what is there
-                pass
+                break
         raise
     finally:
         dist.close()
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 # What a run writes into its folder; any of them there means the folder holds a run.
