@@ -9,6 +9,7 @@ times batch-1 forward passes of
   inductor with frozen weights), onnxruntime (our ONNX export, in the session mobilenets
   opens; for models with squeeze-excite also without its layout rewrite, ``ours
   onnxruntime, no rewrite``),
+* with ``--openvino``, our ONNX export in OpenVINO (``ours openvino``, f32),
 * onnxruntime running timm's model exported with the same exporter (``torch.onnx.export``,
   dynamo, opset 18), with the same session options as ours: as onnxruntime opens it
   (``timm onnxruntime``) and, for models with squeeze-excite, also with the layout rewrite
@@ -101,6 +102,8 @@ def candidates(name: str, x: torch.Tensor, args, tmp: str) -> tuple[dict, dict]:
     if fns["ours onnxruntime"].rewritten:
         fns["ours onnxruntime, no rewrite"] = OnnxModel(path, threads=args.threads,
                                                         rewrite=False)
+    if args.openvino:
+        fns["ours openvino"] = OnnxModel(path, threads=args.threads, runtime="openvino")
     fns.update(timm_onnx(ref, x, args.threads, tmp))
     return fns, failed
 
@@ -160,6 +163,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats, >= 5 (7)")
     p.add_argument("--iters", type=int, default=20, help="timed calls per repeat (20)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up calls per candidate (10)")
+    p.add_argument("--openvino", action="store_true", help="also our export in OpenVINO")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.repeats < 5 or args.iters < 1:
