@@ -14,6 +14,8 @@ For each model: export fp32 ONNX (BatchNorm folded), quantize it with ``quantize
 without the hard-sigmoid lookup (``ort_int8_plain``), so the two int8 rewrites' effect is
 measured side by side. ``--openvino`` also runs the same two files in OpenVINO's CPU runtime
 (``ov_fp32``, ``ov_int8``; accuracy too, and ov_int8's ratio to ov_fp32 per repeat).
+Prefer not to combine it with ``--pt2e``: in the test suite, a process with OpenVINO loaded
+died later while torch.compile spawned its compiler (see tests/test_openvino.py).
 ``--pt2e`` also times torch.compile of the fused fp32 model and of
 the PT2E int8 model.
 A registered name without weights gives latency only (random weights). Run from the root::
