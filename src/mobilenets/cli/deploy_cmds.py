@@ -78,7 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..deploy import OnnxModel
-    from ..deploy.bench import BackendError, bench_model, onnxruntime_model
+    from ..deploy.bench import BackendError, bench_model, exported_model
     from ..deploy.openvino_session import profile_openvino
     from ..deploy.ort_profile import format_profile, profile_onnx
     backend, resolution = args.backend or "eager", args.resolution
@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
             resolution = resolution or model.preprocess.get("resolution", 224)
             shape = (args.batch, model.config.get("in_chans", 3), resolution, resolution)
-            model = onnxruntime_model(model, torch.empty(shape), args.threads, tmp,
+            model = exported_model(model, torch.empty(shape), args.threads, tmp,
                                       runtime=run_as)
         try:
             r = bench_model(model, run_as, args.batch, resolution, args.threads, args.warmup,

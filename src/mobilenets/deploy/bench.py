@@ -72,7 +72,7 @@ def compile_model(model: nn.Module, x: torch.Tensor) -> Callable:
     return compiled
 
 
-def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None,
+def exported_model(model: nn.Module, x: torch.Tensor, threads: int | None,
                       folder: str | Path | None = None, runtime: str = "onnxruntime"):
     """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
     temporary file if None) and open it in ``runtime`` (onnxruntime or openvino) with
@@ -84,7 +84,7 @@ def onnxruntime_model(model: nn.Module, x: torch.Tensor, threads: int | None,
                            dynamic_batch=x.shape[0] != 1)
         return OnnxModel(path, threads=threads, runtime=runtime)
     with tempfile.TemporaryDirectory() as tmp:
-        return onnxruntime_model(model, x, threads, tmp, runtime)
+        return exported_model(model, x, threads, tmp, runtime)
 
 
 def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
@@ -102,7 +102,7 @@ def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
     if backend == "compile":
         return compile_model(fuse(model), x)
     if backend in ("onnxruntime", "openvino"):
-        return onnxruntime_model(model, x, threads, runtime=backend)
+        return exported_model(model, x, threads, runtime=backend)
     raise ValueError("the int8 backend runs an int8 .onnx file: make one with `mobilenets "
                      "quantize MODEL --calib DIR --out FILE.onnx`, then `mobilenets bench "
                      "FILE.onnx`")
@@ -133,5 +133,5 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
             "resolution": resolution, "threads": threads, **result}
 
 
-__all__ = ["BACKENDS", "ONNX_BACKENDS", "BackendError", "bench_model", "benchmark", "compile_model",
-           "make_backend", "onnxruntime_model", "summarize", "time_calls"]
+__all__ = ["BACKENDS", "ONNX_BACKENDS", "BackendError", "bench_model", "benchmark",
+           "compile_model", "exported_model", "make_backend", "summarize", "time_calls"]
