@@ -23,6 +23,26 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def sample_classifier() -> torch.nn.Module:
+    """mobilenet_v2_035 for the built-in sample: 64 px, 10 classes named as its folders,
+    random weights (seed 0) with randomised BatchNorm statistics, in eval mode."""
+    import mobilenets
+    from mobilenets.data import SAMPLE_DIR
+    torch.manual_seed(0)
+    model = randomize_bn(mobilenets.create_model("mobilenet_v2_035", num_classes=10,
+                                                 resolution=64)).eval()
+    model.config["class_names"] = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir()
+                                         if p.is_dir())
+    return model
+
+
+def sample_val_images(preprocess: dict) -> torch.Tensor:
+    """The built-in sample's 250 val images, preprocessed for evaluation, as one batch."""
+    from mobilenets.data import SAMPLE_DIR, ImageFolderDataset, eval_transform
+    ds = ImageFolderDataset(SAMPLE_DIR / "val", eval_transform(preprocess))
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

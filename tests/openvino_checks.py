@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.data import SAMPLE_DIR, ImageFolderDataset, eval_transform
-from conftest import randomize_bn
+from mobilenets.data import SAMPLE_DIR
+from conftest import sample_classifier, sample_val_images
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -34,11 +33,7 @@ X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = randomize_bn(mobilenets.create_model("mobilenet_v2_035", num_classes=10,
-                                             resolution=64)).eval()
-    m.config["class_names"] = CLASSES
-    return m
+    return sample_classifier()
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +46,7 @@ def files(model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def val_images(model):
-    ds = ImageFolderDataset(SAMPLE_DIR / "val", eval_transform(model.preprocess))
-    return torch.stack([ds[i][0] for i in range(len(ds))])
+    return sample_val_images(model.preprocess)
 
 
 def test_fp32_file_matches_pytorch_and_onnxruntime(model, files, val_images):

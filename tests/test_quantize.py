@@ -15,8 +15,8 @@ import torch
 
 import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.data import SAMPLE_DIR, ImageFolderDataset, eval_transform
-from conftest import randomize_bn
+from mobilenets.data import SAMPLE_DIR
+from conftest import sample_classifier, sample_val_images
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -29,23 +29,14 @@ CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
 MIN_AGREEMENT, MIN_COSINE = 0.92, 0.98
 
 
-def make_model():
-    torch.manual_seed(0)
-    model = randomize_bn(mobilenets.create_model("mobilenet_v2_035", num_classes=10,
-                                                 resolution=64)).eval()
-    model.config["class_names"] = CLASSES
-    return model
-
-
 @pytest.fixture(scope="module")
 def model():
-    return make_model()
+    return sample_classifier()
 
 
 @pytest.fixture(scope="module")
 def val_images(model):
-    ds = ImageFolderDataset(SAMPLE_DIR / "val", eval_transform(model.preprocess))
-    return torch.stack([ds[i][0] for i in range(len(ds))])
+    return sample_val_images(model.preprocess)
 
 
 @pytest.fixture(scope="module")

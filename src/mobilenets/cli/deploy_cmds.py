@@ -78,14 +78,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..deploy import OnnxModel
-    from ..deploy.bench import BackendError, bench_model, exported_model
+    from ..deploy.bench import BackendError, bench_model, exported_model, runtime_of
     from ..deploy.openvino_session import profile_openvino
     from ..deploy.ort_profile import format_profile, profile_onnx
     backend, resolution = args.backend or "eager", args.resolution
     run_as = backend
     if is_onnx_file(args.model):
         backend = _onnx_backend(args)
-        run_as = "openvino" if backend == "openvino" else "onnxruntime"
+        run_as = runtime_of(backend)
         model = OnnxModel(args.model, threads=args.threads, runtime=run_as)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:

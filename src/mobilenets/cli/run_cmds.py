@@ -88,7 +88,7 @@ def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> Trai
 
 
 def is_onnx_file(model: str) -> bool:
-    """MODEL names an ONNX file (by its suffix), which onnxruntime runs."""
+    """MODEL names an ONNX file (by its suffix), which onnxruntime or OpenVINO runs."""
     return Path(model).suffix.lower() == ".onnx"
 
 
@@ -173,9 +173,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
         for name, acc in result["per_class"].items():
             print(f"  {name:24s} {100 * acc:6.2f}%")
-        if png is not None:
-            print(f"confusion matrix: {png}", flush=True)
     if png is not None:
+        if not args.json:
+            print(f"confusion matrix: {png}", flush=True)
         _confusion_png(result["confusion"], result["classes"], png)
     return 0
 

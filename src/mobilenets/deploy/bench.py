@@ -20,6 +20,11 @@ BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8", "openvino")
 ONNX_BACKENDS = ("onnxruntime", "int8", "openvino")     # the ones a .onnx file runs on
 
 
+def runtime_of(backend: str) -> str:
+    """The runtime an ONNX backend runs in: int8 is an int8 file in onnxruntime."""
+    return "onnxruntime" if backend == "int8" else backend
+
+
 class BackendError(RuntimeError):
     """A backend could not be built or run (e.g. torch.compile failed)."""
 
@@ -73,7 +78,7 @@ def compile_model(model: nn.Module, x: torch.Tensor) -> Callable:
 
 
 def exported_model(model: nn.Module, x: torch.Tensor, threads: int | None,
-                      folder: str | Path | None = None, runtime: str = "onnxruntime"):
+                   folder: str | Path | None = None, runtime: str = "onnxruntime"):
     """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
     temporary file if None) and open it in ``runtime`` (onnxruntime or openvino) with
     ``threads`` threads."""
@@ -118,7 +123,7 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
     x = torch.randn(batch, in_chans, resolution, resolution,
                     generator=torch.Generator().manual_seed(0))
     if isinstance(model, OnnxModel):
-        if ("onnxruntime" if backend == "int8" else backend) != model.runtime:
+        if runtime_of(backend) != model.runtime:
             raise ValueError(f"this OnnxModel runs in {model.runtime}, not on the {backend} "
                              f"backend; open it with OnnxModel(path, runtime=...)")
         fn = model
@@ -134,4 +139,5 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
 
 
 __all__ = ["BACKENDS", "ONNX_BACKENDS", "BackendError", "bench_model", "benchmark",
-           "compile_model", "exported_model", "make_backend", "summarize", "time_calls"]
+           "compile_model", "exported_model", "make_backend", "runtime_of", "summarize",
+           "time_calls"]

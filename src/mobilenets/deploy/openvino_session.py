@@ -52,9 +52,9 @@ def latency_config(threads: int | None = None) -> dict:
 class OpenVinoSession:
     """The subset of ``onnxruntime.InferenceSession`` that OnnxModel uses (get_inputs,
     get_outputs, get_modelmeta, run), for the ONNX file ``path`` compiled by OpenVINO for
-    the CPU with ``threads`` inference threads."""
+    the CPU with ``threads`` inference threads (and more OpenVINO options in ``config``)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, config: dict | None = None):
         try:
             import openvino as ov
         except ImportError:
@@ -69,7 +69,7 @@ class OpenVinoSession:
         core = ov.Core()
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                               latency_config(threads))
+                                               {**latency_config(threads), **(config or {})})
         except RuntimeError as e:
             raise ValueError(f"OpenVINO cannot run {path}: {str(e).strip()[:500]}") from e
         self._local = threading.local()     # one infer request per calling thread
@@ -127,18 +127,14 @@ def profile_openvino(path: str | Path, x: np.ndarray, iters: int = 20, warmup: i
     import time
     from collections import defaultdict
 
-    import openvino as ov
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                  {**latency_config(threads), "PERF_COUNT": True})
-    request = compiled.create_infer_request()
-    name = compiled.inputs[0].get_any_name()
+    session = OpenVinoSession(path, threads, {"PERF_COUNT": True})
+    request, feeds = session._request, {session.get_inputs()[0].name: x}
     total, nodes, runs = defaultdict(float), defaultdict(set), []
     for i in range(warmup + iters):
         start = time.perf_counter()
-        request.infer({name: x})
+        request.infer(feeds)
         if i < warmup:
             continue
         runs.append(time.perf_counter() - start)

@@ -90,7 +90,7 @@ def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int =
 def format_profile(result: dict) -> str:
     """A table of :func:`profile_onnx`'s (or ``profile_openvino``'s) result, one operator
     kind per line."""
-    lines = [f"{result.get('runtime', 'onnxruntime')} profile: {result['run_ms']:.2f} ms per run, "
+    lines = [f"{result['runtime']} profile: {result['run_ms']:.2f} ms per run, "
              f"{result['kernel_ms']:.2f} ms in kernels",
              f"  {'operator':46s} {'nodes':>5s} {'ms/run':>8s} {'share':>6s}"]
     lines += [f"  {o['op']:46s} {o['nodes']:5d} {o['ms']:8.2f} {100 * o['share']:5.1f}%"
