@@ -3,33 +3,77 @@ calibrate int8 quantization and to re-estimate BatchNorm statistics after prunin
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .folder import ImageFolderDataset
+from .folder import DataError, ImageFolderDataset, class_folders, load_rgb
 from .transforms import eval_transform
+
+logger = logging.getLogger("mobilenets.data")
+
+
+class LooseImages:
+    """The image files directly in a folder, in name order: calibration needs no labels, so
+    a flat folder of images serves as well as class folders. Items are ``(image, 0)``, or
+    None for an unreadable file (logged), like :class:`ImageFolderDataset`'s."""
+
+    def __init__(self, root: Path, transform=None):
+        self.files = sorted(root / e.name for e in os.scandir(root)
+                            if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        if not self.files:
+            raise DataError(f"no image files in {root} (extensions {', '.join(IMG_EXTENSIONS)})")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_rgb(str(self.files[index]))
+        except (OSError, ValueError, SyntaxError) as e:
+            logger.warning("skipping unreadable image %s: %s", self.files[index], e)
+            return None
+        return (self.transform(image) if self.transform else image), 0
 
 
 def calibration_batches(calib_dir, preprocess: dict, num_images: int = 128,
                         batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """``num_images`` images of ``calib_dir`` (its ``train/`` if it has one), drawn at random
-    (``seed``) over all classes, with the eval transform of ``preprocess``; a list of
-    (batch_size, C, H, W) tensors. Unreadable images are skipped."""
+    """``num_images`` images of ``calib_dir`` (its ``train/`` if it has one; class folders
+    or a flat folder of images), drawn at random (``seed``), with the eval transform of
+    ``preprocess``; a list of (batch_size, C, H, W) tensors. Unreadable images are skipped;
+    a folder with fewer readable images gives them all, with a warning, and one with none
+    raises DataError."""
     root = Path(calib_dir)
     root = root / "train" if (root / "train").is_dir() else root
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, not {num_images}")
-    dataset = ImageFolderDataset(root, transform=eval_transform(preprocess))
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an int >= 1, not {num_images!r}")
+    if not root.is_dir():
+        raise DataError(f"calibration folder {root} does not exist")
+    transform = eval_transform(preprocess)
+    dataset = (ImageFolderDataset(root, transform=transform) if class_folders(root)
+               else LooseImages(root, transform))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    images = []
+    images, unreadable = [], 0
     for i in order.tolist():
         item = dataset[i]
-        if item is not None:
+        if item is None:
+            unreadable += 1
+        else:
             images.append(item[0])
         if len(images) == num_images:
             break
+    if not images:
+        raise DataError(f"no readable images in {root} ({unreadable} unreadable skipped); "
+                        f"calibrate on a folder of real images")
+    if len(images) < num_images:
+        logger.warning("calibrating on %d images of %s, fewer than the %d asked for%s",
+                       len(images), root, num_images,
+                       f" ({unreadable} unreadable skipped)" if unreadable else "")
     return [torch.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
 
 
-__all__ = ["calibration_batches"]
+__all__ = ["LooseImages", "calibration_batches"]

@@ -41,7 +41,7 @@ def export_preprocess(model: nn.Module, resolution: int) -> dict:
 
 def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
     from .. import __version__
-    config = dict(model.config)
+    config = dict(model.config, resolution=resolution)     # the file's input size
     return {"model_name": str(config.get("name", type(model).__name__)),
             "preprocess": _json(export_preprocess(model, resolution)),
             "class_names": _json(config.get("class_names")),
@@ -85,6 +85,25 @@ def mean_to_global_pool(proto) -> int:
     return count
 
 
+def _check_exportable(model) -> None:
+    """Raise TypeError/ValueError, saying what to do, for models this export cannot write."""
+    if type(model).__name__ == "QuantizedModel":
+        raise TypeError("this is a PT2E int8 model: write it with "
+                        "mobilenets.deploy.quantize_pt2e.export_pt2e_onnx")
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError("export_onnx() takes a model made by mobilenets.create_model or load")
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers()
+                                                      if b.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ValueError(f"export_onnx() writes float32 files and this model holds "
+                         f"{sorted(map(str, dtypes - {torch.float32}))}: call model.float() "
+                         f"first (quantize the float32 file for int8)")
+    names, classes = model.config.get("class_names"), getattr(model, "num_classes", None)
+    if names is not None and classes and len(names) != classes:
+        raise ValueError(f"the model's config has {len(names)} class names for {classes} "
+                         f"outputs: set model.config['class_names'] to one name per class")
+
+
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                 dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True) -> Path:
     """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
@@ -92,22 +111,30 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     The input is ``input`` of shape (batch, C, resolution, resolution); the batch is 1, or a
     symbolic ``batch`` with ``dynamic_batch``. Weights are stored inside the file (no external
     ``.data``). Spatial means are written as GlobalAveragePool (:func:`mean_to_global_pool`).
-    The file is checked with ``onnx.checker``. Returns ``path``.
+    The file is checked with ``onnx.checker`` before it replaces ``path`` (so an existing
+    file survives a failed export). The metadata's ``fused`` says whether the graph is free of
+    BatchNormalization; torch's exporter folds it in eval mode even with ``fuse=False``.
+    Returns ``path``.
     """
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is not supported: ONNX export needs opset "
-                         f"{MIN_OPSET} or newer")
     try:
         import onnx
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx and onnxscript ({e}); install them with "
                           f"pip install 'mobilenets[deploy]'") from None
-    if not hasattr(model, "config"):
-        raise TypeError("export_onnx() takes a model made by mobilenets.create_model or load")
+    _check_exportable(model)
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset {opset!r} is not supported: ONNX export needs opset "
+                         f"{MIN_OPSET} or newer, up to {newest} (the newest the installed "
+                         f"onnx {onnx.__version__} knows)")
     from .fuse import fuse as fuse_model
-    resolution = int(resolution or model.preprocess.get("resolution")
-                     or model.config.get("resolution") or 224)
+    if resolution is None:
+        resolution = int(model.preprocess.get("resolution") or model.config.get("resolution")
+                         or 224)
+    elif isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int (square inputs), not "
+                         f"{resolution!r}")
     was_training = model.training
     net = fuse_model(model) if fuse else model.eval()
     in_chans = model.config.get("in_chans", 3)
@@ -124,13 +151,34 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     for node in program.model.graph.all_nodes():
         node.metadata_props.clear()       # stack traces with this machine's source paths
     program.model.metadata_props.update(metadata(model, resolution, fuse))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     proto = program.model_proto
     mean_to_global_pool(proto)
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path))
+    written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
+    if written != {opset}:       # the exporter logs a failed conversion and goes on
+        raise RuntimeError(f"the exporter wrote opset {sorted(written)}, not the {opset} "
+                           f"asked for; export with opset={MIN_OPSET}")
+    folded = not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    for prop in proto.metadata_props:  # what the file holds: the exporter folds BN itself
+        if prop.key == "fused":
+            prop.value = _json(folded)
+    return save_checked(proto, path)
+
+
+def save_checked(proto, path: str | Path) -> Path:
+    """Write the ONNX ``proto`` to ``path`` through a temporary file that must pass
+    ``onnx.checker``: an existing file is replaced only by a good one. Returns ``path``."""
+    import onnx
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        onnx.checker.check_model(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess", "mean_to_global_pool", "value_shapes"]
+__all__ = ["MIN_OPSET", "export_onnx", "export_preprocess", "mean_to_global_pool", "save_checked",
+           "value_shapes"]

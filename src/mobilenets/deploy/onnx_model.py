@@ -92,6 +92,8 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file {self.path}")
+        if self.path.stat().st_size == 0:
+            raise ValueError(f"{self.path} is empty; export or copy it again")
         self.threads, self.runtime = threads, runtime
         from google.protobuf.message import DecodeError
         try:
@@ -114,7 +116,7 @@ class OnnxModel:
         if isinstance(self.input_shape[1], int):
             self.config.setdefault("in_chans", self.input_shape[1])
         out_dim = self.session.get_outputs()[0].shape[-1]
-        if not self.config.get("num_classes") and isinstance(out_dim, int):
+        if self.config.get("num_classes") is None and isinstance(out_dim, int):
             self.config["num_classes"] = out_dim
         res = self.input_shape[-1] if isinstance(self.input_shape[-1], int) else 224
         default = at_resolution(_IMAGENET, res)
@@ -159,9 +161,35 @@ class OnnxModel:
                                                           {self.input_name: chunk})])
         return [np.concatenate(outs) for outs in zip(*parts)]
 
-    def __call__(self, x: torch.Tensor):
-        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        outs = [torch.from_numpy(o) for o in self.run_numpy(arr)]
+    def check_input(self, x) -> None:
+        """Raise ValueError/TypeError naming the file's expected input if ``x`` (a tensor or
+        array) cannot be its input: a batch of float images, N x C x H x W."""
+        dtype = getattr(x, "dtype", None)
+        floating = (x.is_floating_point() if isinstance(x, torch.Tensor)
+                    else np.issubdtype(dtype, np.floating))
+        expected = ["N"] + [str(d) if isinstance(d, int) else "?" for d in self.input_shape[1:]]
+        want = f"{self.path.name} takes float images of shape {' x '.join(expected)}"
+        if not floating:
+            raise TypeError(f"{want}, normalised as its preprocess says; got dtype {dtype} "
+                            f"(convert images with the model's eval transform)")
+        if x.ndim != len(self.input_shape):
+            raise ValueError(f"{want}; got shape {tuple(x.shape)}")
+        for axis in range(1, x.ndim):
+            if isinstance(self.input_shape[axis], int) and x.shape[axis] != self.input_shape[axis]:
+                raise ValueError(f"{want}; got shape {tuple(x.shape)}")
+
+    def __call__(self, x: torch.Tensor | np.ndarray):
+        if not isinstance(x, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"an OnnxModel takes a torch tensor or numpy array, not "
+                            f"{type(x).__name__}")
+        self.check_input(x)
+        arr = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if arr.shape[0] == 0:                 # shapes of the outputs, from a one-image run
+            outs = [o[:0] for o in self.run_numpy(np.zeros((1,) + arr.shape[1:], np.float32))]
+        else:
+            outs = self.run_numpy(arr)
+        outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in outs]
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:

@@ -159,8 +159,13 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     import onnx
 
     from .onnx_export import mean_to_global_pool
+    from .onnx_model import is_quantized
     path = Path(path)
     proto = onnx.load(str(path))
+    if not is_quantized(proto):
+        raise ValueError(f"{path} holds no quantized operators: complete_qdq completes an int8 "
+                         f"QDQ file from another quantizer; quantize a float file with "
+                         f"quantize_onnx")
     dtype = activation_type(proto)
     mean_to_global_pool(proto)
     decompose_hardswish(proto)

@@ -24,7 +24,7 @@ import torch
 
 from ..data.calibration import calibration_batches
 from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
-from .onnx_export import mean_to_global_pool
+from .onnx_export import mean_to_global_pool, save_checked
 
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
@@ -49,12 +49,21 @@ def _reader(input_name: str, batches: list[torch.Tensor]):
     return Reader()
 
 
+def check_rgb(in_chans: int) -> None:
+    """Calibration reads images as RGB: raise ValueError for a model of other input channels."""
+    if in_chans != 3:
+        raise ValueError(f"the model takes {in_chans}-channel inputs, but calibration reads "
+                         f"images as RGB (3 channels): int8 calibration supports 3-channel "
+                         f"models only")
+
+
 def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
                       seed: int = 0) -> tuple[str, list[torch.Tensor]]:
     """The name of ``proto``'s first input and the calibration batches for it (its fixed
     batch size, or 8 when the batch is symbolic)."""
     first = proto.graph.input[0]
     batch = first.type.tensor_type.shape.dim[0].dim_value or 8
+    check_rgb(first.type.tensor_type.shape.dim[1].dim_value or 3)
     return first.name, calibration_batches(calib_dir, preprocess, num_images, batch, seed)
 
 
@@ -70,28 +79,49 @@ def histogram_errors(method: str):
             raise
         raise ValueError(f"{method} calibration failed: an activation spans a range too small "
                          f"to histogram (numpy: {e}); this happens with untrained models whose "
-                         f"activations vanish. Calibrate a trained model, or use --calibration "
-                         f"minmax") from None
+                         f"activations vanish. Calibrate a trained model, or use minmax "
+                         f"calibration (--calibration minmax)") from None
 
 
 def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
-    """Write (or copy) the fp32 ONNX of ``model`` to ``path``; its file and preprocessing."""
+    """Write (or copy) the fp32 ONNX of ``model`` (a model, an fp32 ``.onnx`` file or
+    OnnxModel, or a saved-model folder) to ``path``; its file and preprocessing."""
     import onnx
 
+    from ..data.transforms import at_resolution
+    from ..weights.saved import is_saved_model
     from .onnx_export import export_onnx
     from .onnx_model import OnnxModel, is_quantized
+    if isinstance(model, (str, Path)) and is_saved_model(Path(model)):
+        from ..weights import load
+        model = load(model)
     if isinstance(model, (str, Path, OnnxModel)):
         src = Path(model.path if isinstance(model, OnnxModel) else model)
+        if src.is_dir():
+            raise ValueError(f"{src} is a folder but not a saved model (no config.json); give "
+                             f"a model, an fp32 .onnx file or a saved-model folder")
+        onnx_model = OnnxModel(src)            # clear errors for missing or unreadable files
         if is_quantized(src):
             raise ValueError(f"{src} is already quantized")
-        onnx_model = OnnxModel(src)
-        if resolution and onnx_model.input_shape[-1] != resolution:
-            raise ValueError(f"{src} takes {onnx_model.input_shape[-1]} px inputs; export the "
-                             f"model again at {resolution} px")
+        fixed, preprocess = onnx_model.fixed_resolution, onnx_model.preprocess
+        if resolution and fixed and fixed != resolution:
+            raise ValueError(f"{src} takes {fixed} px inputs; export the model again at "
+                             f"{resolution} px")
+        if resolution and fixed is None:       # a file of any input size: calibrate at this
+            preprocess = at_resolution(preprocess, resolution)
         onnx.save(onnx.load(str(src)), str(path))
-        return path, onnx_model.preprocess
+        return path, preprocess
     export_onnx(model, path, resolution=resolution)
     return path, OnnxModel(path).preprocess
+
+
+def _same_file(a, b: Path) -> bool:
+    """True if ``a`` (the model argument) names the file ``b``."""
+    from .onnx_model import OnnxModel
+    a = a.path if isinstance(a, OnnxModel) else a
+    if not isinstance(a, (str, Path)) or not Path(a).exists() or not b.exists():
+        return False
+    return Path(a).resolve() == b.resolve()
 
 
 def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
@@ -100,6 +130,11 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     that scales a feature map by it; hard-swish's ``x * hardsigmoid(x)`` is not one),
     ``"classifier+se"``, or None."""
     if exclude is None or isinstance(exclude, (list, tuple)):
+        unknown = sorted(set(exclude or []) - {n.name for n in proto.graph.node})
+        if unknown:
+            raise ValueError(f"exclude names node(s) not in the graph: {', '.join(unknown)}; "
+                             f"node names are those of the fp32 ONNX file (see them with "
+                             f"onnx.load(path).graph.node or Netron)")
         return list(exclude or [])
     parts = set(exclude.split("+"))
     if parts - {"classifier", "se"}:
@@ -149,7 +184,14 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         raise ValueError(f"activation_type must be one of {ACTIVATION_TYPES}")
     if calibrate_method not in CALIBRATE_METHODS:
         raise ValueError(f"calibrate_method must be one of {CALIBRATE_METHODS}")
+    if channel_multiple is not None and (not isinstance(channel_multiple, int)
+                                         or channel_multiple < 2):
+        raise ValueError(f"channel_multiple must be an int >= 2 or None, not "
+                         f"{channel_multiple!r}")
     out_path = Path(out_path)
+    if _same_file(model, out_path):
+        raise ValueError(f"out_path {out_path} is the fp32 file being quantized; give "
+                         f"another path")
     with tempfile.TemporaryDirectory() as tmp:
         fp32, preprocess = _fp32_onnx(model, Path(tmp) / "fp32.onnx", resolution)
         proto = onnx.load(str(fp32))
@@ -184,11 +226,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     del quantized.metadata_props[:]
     for key, value in meta.items():
         quantized.metadata_props.add(key=key, value=value)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(quantized, str(out_path))
-    onnx.checker.check_model(str(out_path))
-    return out_path
+    return save_checked(quantized, out_path)
 
 
-__all__ = ["calibration_batches", "calibration_input", "excluded_nodes", "histogram_errors",
+__all__ = ["calibration_batches", "calibration_input", "check_rgb", "excluded_nodes", "histogram_errors",
            "quantize_onnx"]

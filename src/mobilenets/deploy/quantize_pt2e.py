@@ -65,8 +65,9 @@ def _export(net: nn.Module, resolution: int) -> nn.Module:
 def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[torch.Tensor]:
     """Calibration batches: a list of tensors, a DataLoader of (x, ...), or an image folder."""
     from ..data import at_resolution
-    from .quantize import calibration_batches
+    from .quantize import calibration_batches, check_rgb
     if isinstance(data, (str, Path)):
+        check_rgb(model.config.get("in_chans", 3))
         pre = at_resolution(model.preprocess, resolution)
         return calibration_batches(data, pre, num_images, batch_size=16)
     out, seen = [], 0
@@ -76,6 +77,8 @@ def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[t
         seen += len(x)
         if seen >= num_images:
             break
+    if not out:
+        raise ValueError("the calibration data gave no batches")
     return out
 
 

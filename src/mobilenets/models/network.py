@@ -92,10 +92,12 @@ class MobileNet(Trunk):
         return fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one for ``num_classes`` classes."""
+        """Replace the classifier with a freshly initialised one for ``num_classes`` classes
+        (the old class names are dropped: they name the old classifier's outputs)."""
         self.classifier = self._classifier(num_classes)
         self.num_classes = num_classes
         self.config["num_classes"] = num_classes
+        self.config.pop("class_names", None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.plan.stem.in_ch, self.plan.total_stride)

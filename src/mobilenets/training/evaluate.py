@@ -61,21 +61,40 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
             "confusion": confusion.tolist(), "count": count, "bad_images": int(bad)}
 
 
+def _open(path):
+    """The model at ``path``: an ONNX file (in onnxruntime) or a saved-model folder."""
+    from ..weights import load
+    if path.is_file() and path.suffix == ".onnx":
+        from ..deploy import OnnxModel
+        return OnnxModel(path)
+    if path.is_dir():
+        return load(path)
+    raise ValueError(f"{path} is neither an .onnx file nor a saved-model folder")
+
+
 def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
              workers: int = 0) -> dict:
-    """Evaluate ``model`` on the image folder ``data`` (its ``val/`` if it has one) with the
+    """Evaluate ``model`` (a model, an OnnxModel, or the path of an ``.onnx`` file or
+    saved-model folder) on the image folder ``data`` (its ``val/`` if it has one) with the
     model's eval preprocessing. Classes are matched by name when the model knows its class
     names. Returns top1, top5, loss, per-class accuracy (by name), confusion, counts."""
     from pathlib import Path
 
     from ..data import ImageFolderDataset, at_resolution, eval_transform
     from .sampling import SeededView
+    if isinstance(model, (str, Path)):          # an .onnx file or a saved-model folder
+        model = _open(Path(model))
+    in_chans = model.config.get("in_chans", 3)
+    if in_chans != 3:
+        raise ValueError(f"evaluate() reads images as RGB (3 channels), and this model takes "
+                         f"{in_chans}-channel inputs; evaluate it with your own loader")
     root = Path(data)
     root = root / "val" if (root / "val").is_dir() else root
     fixed = getattr(model, "fixed_resolution", None)             # an ONNX file's input size
     if resolution and fixed and resolution != fixed:
         raise ValueError(f"{model.path} takes {fixed} px inputs, not {resolution}; evaluate it "
-                         f"without --resolution, or export the model again at {resolution} px")
+                         f"at its own size (no resolution), or export the model again at "
+                         f"{resolution} px")
     names = model.config.get("class_names")
     dataset = ImageFolderDataset(root, classes=names)
     if not names and model.num_classes != len(dataset.classes):

@@ -43,23 +43,41 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _check_savable(model) -> None:
+    """Raise TypeError, saying what to do instead, for models ``load`` could not rebuild."""
+    from ..deploy.fuse import EvalOnly
+    if not isinstance(model, nn.Module) or not hasattr(model, "config") \
+            or "name" not in getattr(model, "config", {}):
+        what = "an ONNX model" if hasattr(model, "session") else type(model).__name__
+        raise TypeError(f"save() takes a model made by mobilenets.create_model or load, not "
+                        f"{what}")
+    if isinstance(model, EvalOnly):
+        raise TypeError("save() stores trainable models, and this one is fused (BatchNorm "
+                        "folded, as mobilenets.fuse returns): save the model you fused; "
+                        "export_onnx fuses it again")
+    if type(model).__name__ == "QuantizedModel":
+        raise TypeError("save() cannot store a PT2E int8 model: write it as an int8 ONNX file "
+                        "with mobilenets.deploy.quantize_pt2e.export_pt2e_onnx")
+
+
 def save(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
-    """Write ``model`` to ``directory`` (created if needed) in the saved-model format."""
+    """Write ``model`` to ``directory`` (created if needed) in the saved-model format.
+
+    Everything is checked and computed before anything is written; each file is then
+    replaced atomically, so a failed save leaves an existing saved model as it was."""
     from safetensors.torch import save_file
 
     from .. import __version__
     from ..cost import profile
-    if not hasattr(model, "config") or "name" not in model.config:
-        raise TypeError("save() takes a model made by mobilenets.create_model or load")
+    _check_savable(model)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file; save() writes a folder")
     class_names = class_names if class_names is not None else model.config.get("class_names")
     if class_names is not None and len(class_names) != model.config.get("num_classes"):
         raise ValueError(f"{len(class_names)} class names for a model with "
                          f"{model.config.get('num_classes')} classes")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE,
-                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     cost = profile(model)
     config = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "library_version": __version__,
@@ -70,6 +88,9 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
         "cost": {"params": cost.params, "macs": cost.macs, "resolution": cost.resolution},
     }
     text = json.dumps(config, indent=2) + "\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / WEIGHTS_FILE,
+                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     return directory
 
@@ -95,6 +116,12 @@ def load(directory: str | Path, **overrides) -> nn.Module:
     builder options, re-initialising the classifier when the class count changes. A pruned
     model (``options["pruned"]`` holds its per-block widths) is rebuilt with those widths."""
     from ..models import create_model
+    if Path(directory).is_file():
+        hint = (" open an ONNX file with mobilenets.deploy.OnnxModel" if
+                str(directory).endswith(".onnx") else
+                " for a state-dict file use create_model(NAME, weights=PATH)")
+        raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"
+                              f"{hint}")
     config = read_config(Path(directory))
     if "pruned" in config.get("options", {}):
         from ..compress.prune import load_pruned
