@@ -1,4 +1,5 @@
-"""``mobilenets`` command line: list, profile, demo, train, eval, predict, recipes."""
+"""``mobilenets`` command line: list, profile, costs, train, eval, predict, recipes, export,
+quantize, prune, inspect, bench."""
 
 from __future__ import annotations
 

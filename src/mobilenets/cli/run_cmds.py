@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
@@ -59,8 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"--teacher-weights)")
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
                     overwrite=args.overwrite)
-    print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
-          f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
+    if int(os.environ.get("RANK", "0")) == 0:          # torchrun: rank 0 alone prints
+        print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
+              f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
     return 0
 
 

@@ -39,7 +39,8 @@ def torchvision_file(name: str, allow_download: bool = False) -> Path:
         if not allow_download:
             raise CheckpointError(
                 f"torchvision's {tv} weights are not in the local cache ({path}); pass "
-                f"allow_download=True to download them from {weights.url}, or put the file there")
+                f"allow_download=True (Python) to download them from {weights.url}, or put "
+                f"the file there (or give its path as --weights)")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(weights.url, str(path),
                                        hash_prefix=prefix[1] if prefix else None)
@@ -93,7 +94,7 @@ def timm_file(name: str, allow_download: bool = False) -> Path:
                                   f"repository of {arch} (its default tag)") from None
         return Path(hf_hub_download(repo, "model.safetensors"))
     raise CheckpointError(f"no timm weights for {arch} in the Hugging Face cache ({cache}); "
-                          f"pass allow_download=True, or load them once with timm "
+                          f"pass allow_download=True (Python), or load them once with timm "
                           f"(timm.create_model('{arch}', pretrained=True))")
 
 
