@@ -12,6 +12,14 @@ def at_resolution(preprocess: dict, resolution: int) -> dict:
                 resize=int(round(resolution / preprocess["crop_pct"])))
 
 
+def check_rgb_model(in_chans: int, reader: str) -> None:
+    """Raise ValueError if a model of ``in_chans`` input channels cannot take the 3-channel
+    images :func:`eval_transform` makes (``reader``: who reads them, for the message)."""
+    if in_chans != 3:
+        raise ValueError(f"the model takes {in_chans}-channel inputs, but {reader} reads images "
+                         f"as RGB (3 channels): use 3-channel models, or your own loader")
+
+
 def eval_transform(preprocess: dict) -> v2.Compose:
     """Eval preprocessing: RGB, resize the short side to ``resize``, centre-crop
     ``resolution``, scale to [0, 1], normalise with ``mean``/``std``."""

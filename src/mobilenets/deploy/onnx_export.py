@@ -98,10 +98,8 @@ def _check_exportable(model) -> None:
         raise ValueError(f"export_onnx() writes float32 files and this model holds "
                          f"{sorted(map(str, dtypes - {torch.float32}))}: call model.float() "
                          f"first (quantize the float32 file for int8)")
-    names, classes = model.config.get("class_names"), getattr(model, "num_classes", None)
-    if names is not None and classes and len(names) != classes:
-        raise ValueError(f"the model's config has {len(names)} class names for {classes} "
-                         f"outputs: set model.config['class_names'] to one name per class")
+    from ..weights.saved import check_class_names
+    check_class_names(model.config.get("class_names"), getattr(model, "num_classes", None))
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
@@ -150,17 +148,16 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
             model.train(was_training)
     for node in program.model.graph.all_nodes():
         node.metadata_props.clear()       # stack traces with this machine's source paths
-    program.model.metadata_props.update(metadata(model, resolution, fuse))
     proto = program.model_proto
     mean_to_global_pool(proto)
     written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
     if written != {opset}:       # the exporter logs a failed conversion and goes on
         raise RuntimeError(f"the exporter wrote opset {sorted(written)}, not the {opset} "
                            f"asked for; export with opset={MIN_OPSET}")
+    # "fused" says what the file holds: torch's exporter folds BatchNorm itself in eval mode
     folded = not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    for prop in proto.metadata_props:  # what the file holds: the exporter folds BN itself
-        if prop.key == "fused":
-            prop.value = _json(folded)
+    for key, value in metadata(model, resolution, folded).items():
+        proto.metadata_props.add(key=key, value=value)
     return save_checked(proto, path)
 
 

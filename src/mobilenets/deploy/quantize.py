@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..data.calibration import calibration_batches
+from ..data.transforms import check_rgb_model
 from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
 from .onnx_export import mean_to_global_pool, save_checked
 
@@ -49,21 +50,13 @@ def _reader(input_name: str, batches: list[torch.Tensor]):
     return Reader()
 
 
-def check_rgb(in_chans: int) -> None:
-    """Calibration reads images as RGB: raise ValueError for a model of other input channels."""
-    if in_chans != 3:
-        raise ValueError(f"the model takes {in_chans}-channel inputs, but calibration reads "
-                         f"images as RGB (3 channels): int8 calibration supports 3-channel "
-                         f"models only")
-
-
 def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
                       seed: int = 0) -> tuple[str, list[torch.Tensor]]:
     """The name of ``proto``'s first input and the calibration batches for it (its fixed
     batch size, or 8 when the batch is symbolic)."""
     first = proto.graph.input[0]
     batch = first.type.tensor_type.shape.dim[0].dim_value or 8
-    check_rgb(first.type.tensor_type.shape.dim[1].dim_value or 3)
+    check_rgb_model(first.type.tensor_type.shape.dim[1].dim_value or 3, "int8 calibration")
     return first.name, calibration_batches(calib_dir, preprocess, num_images, batch, seed)
 
 
@@ -229,5 +222,5 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return save_checked(quantized, out_path)
 
 
-__all__ = ["calibration_batches", "calibration_input", "check_rgb", "excluded_nodes", "histogram_errors",
+__all__ = ["calibration_batches", "calibration_input", "excluded_nodes", "histogram_errors",
            "quantize_onnx"]

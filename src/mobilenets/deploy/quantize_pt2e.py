@@ -65,9 +65,10 @@ def _export(net: nn.Module, resolution: int) -> nn.Module:
 def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[torch.Tensor]:
     """Calibration batches: a list of tensors, a DataLoader of (x, ...), or an image folder."""
     from ..data import at_resolution
-    from .quantize import calibration_batches, check_rgb
+    from ..data.transforms import check_rgb_model
+    from .quantize import calibration_batches
     if isinstance(data, (str, Path)):
-        check_rgb(model.config.get("in_chans", 3))
+        check_rgb_model(model.config.get("in_chans", 3), "int8 calibration")
         pre = at_resolution(model.preprocess, resolution)
         return calibration_batches(data, pre, num_images, batch_size=16)
     out, seen = [], 0

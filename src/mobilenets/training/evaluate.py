@@ -64,7 +64,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
 def _open(path):
     """The model at ``path``: an ONNX file (in onnxruntime) or a saved-model folder."""
     from ..weights import load
-    if path.is_file() and path.suffix == ".onnx":
+    if path.is_file() and path.suffix.lower() == ".onnx":
         from ..deploy import OnnxModel
         return OnnxModel(path)
     if path.is_dir():
@@ -81,13 +81,11 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     from pathlib import Path
 
     from ..data import ImageFolderDataset, at_resolution, eval_transform
+    from ..data.transforms import check_rgb_model
     from .sampling import SeededView
     if isinstance(model, (str, Path)):          # an .onnx file or a saved-model folder
         model = _open(Path(model))
-    in_chans = model.config.get("in_chans", 3)
-    if in_chans != 3:
-        raise ValueError(f"evaluate() reads images as RGB (3 channels), and this model takes "
-                         f"{in_chans}-channel inputs; evaluate it with your own loader")
+    check_rgb_model(model.config.get("in_chans", 3), "evaluate()")
     root = Path(data)
     root = root / "val" if (root / "val").is_dir() else root
     fixed = getattr(model, "fixed_resolution", None)             # an ONNX file's input size

@@ -43,6 +43,13 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def check_class_names(names: list[str] | None, num_classes: int | None) -> None:
+    """Raise ValueError unless ``names`` (None: no names) gives one name per class."""
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes: give one name "
+                         f"per class (model.config['class_names'])")
+
+
 def _check_savable(model) -> None:
     """Raise TypeError, saying what to do instead, for models ``load`` could not rebuild."""
     from ..deploy.fuse import EvalOnly
@@ -74,9 +81,7 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory} is a file; save() writes a folder")
     class_names = class_names if class_names is not None else model.config.get("class_names")
-    if class_names is not None and len(class_names) != model.config.get("num_classes"):
-        raise ValueError(f"{len(class_names)} class names for a model with "
-                         f"{model.config.get('num_classes')} classes")
+    check_class_names(class_names, model.config.get("num_classes"))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cost = profile(model)
     config = {
