@@ -110,11 +110,26 @@ def test_macs_ratio_is_met_and_pruned_model_trains_saves_and_reloads(tmp_path):
     mobilenets.save(pruned, tmp_path / "p", class_names=[str(i) for i in range(10)])
     loaded = mobilenets.load(tmp_path / "p").eval()
     torch.testing.assert_close(loaded(X), pruned(X), rtol=0, atol=0)
-    assert loaded.config["pruned"]["widths"] == pruned.config["pruned"]["widths"]
+    assert loaded.config["block_widths"] == pruned.config["block_widths"]
+    assert loaded.config["pruned"] == pruned.config["pruned"]
     assert loaded.config["class_names"][3] == "3"
     assert mobilenets.load(tmp_path / "p", num_classes=4)(X).shape == (2, 4)
     with pytest.raises(ValueError, match="cannot be reached"):
         prune(model, macs_ratio=0.95)
+
+
+def test_a_pruned_model_saved_with_its_widths_only_in_pruned_still_loads(tmp_path):
+    """Saved pruned models that record their widths as options["pruned"]["widths"] (and no
+    block_widths option) rebuild with those widths."""
+    import json
+    pruned = prune(small("mobilenet_v2_035"), ratio=0.5).eval()
+    folder = mobilenets.save(pruned, tmp_path / "p")
+    config = json.loads((folder / "config.json").read_text())
+    config["options"]["pruned"]["widths"] = config["options"].pop("block_widths")
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = mobilenets.load(folder).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), pruned(x), rtol=0, atol=0)
 
 
 def test_inspect_counts_zeroed_kernels_and_gammas():
@@ -205,15 +220,15 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     pruned = mobilenets.load(out / "pruned")
     best = mobilenets.load(out / "best")
     assert pruned.num_classes == 1000 and best.num_classes == 10
-    assert best.config["pruned"]["widths"] == pruned.config["pruned"]["widths"]
+    assert best.config["block_widths"] == pruned.config["block_widths"]
     info = pruned.config["pruned"]
     assert abs(1 - info["macs_after"] / info["macs_before"] - 0.25) < 0.02
     # the fine-tune resumes on the pruned network
     assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2",
                  "--no-progress"]) == 0
     rows = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 2 and mobilenets.load(out / "best").config["pruned"]["widths"] == \
-        pruned.config["pruned"]["widths"]
+    assert len(rows) == 2 and mobilenets.load(out / "best").config["block_widths"] == \
+        pruned.config["block_widths"]
     assert main(["prune", "mobilenet_v3_small_100", "--ratio", "0.3", "--out",
                  str(tmp_path / "r2"), "--epochs", "0", "--recalibrate-images", "0"]) == 0
     assert "re-estimated" not in capsys.readouterr().out
@@ -251,8 +266,8 @@ def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path
     config = json.loads((out / "train_config.json").read_text())
     assert config["teacher"] == str(tmp_path / "source") and config["kd_alpha"] == 0.9
     best = mobilenets.load(out / "best")
-    assert best.config["pruned"]["widths"] == mobilenets.load(out / "pruned").config[
-        "pruned"]["widths"]
+    assert best.config["block_widths"] == mobilenets.load(out / "pruned").config[
+        "block_widths"]
     assert mobilenets.profile(best).macs < mobilenets.profile(source).macs
 
 

@@ -2,11 +2,10 @@
 
 from .cost import profile
 from .deploy import export_onnx, fuse
-from .models import FeatureNet, MobileNet, create_model, list_models
-from .weights import CheckpointError, load, save
+from .models import FeatureNet, MobileNet, list_models
+from .weights import CheckpointError, create_model, load, save
 from .training import evaluate, train
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["CheckpointError", "FeatureNet", "MobileNet", "__version__", "create_model",
            "evaluate", "export_onnx", "fuse", "list_models", "load", "profile", "save", "train"]

@@ -13,21 +13,18 @@ al. 2017, arXiv 1708.06519) or by the L1 norm of their conv filter (Li et al. 20
   inputs, or from the head / classifier inputs after the last block.
 
 Kept counts are rounded to a multiple of 8 (vector width; see :func:`keep_count`). The pruned
-model is a :class:`MobileNet` rebuilt from its plan with the new widths, which are recorded in
-``model.config["pruned"]["widths"]`` so that ``mobilenets.save`` / ``mobilenets.load`` round-trip
-it (:func:`load_pruned`).
+model is a :class:`MobileNet` rebuilt from its plan with the new widths: its ``block_widths``
+option (see ``models/widths.py``), so ``mobilenets.save`` / ``mobilenets.load`` round-trip it
+like any model; ``model.config["pruned"]`` records how it was pruned.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from ..models.architecture import _feature_taps
-from ..models.network import MobileNet
+from ..models import MobileNet
+from ..models.widths import BlockWidths, block_widths, with_block_widths
 
 CRITERIA = ("bn", "l1")
 DIVISOR = 8
@@ -48,7 +45,7 @@ def keep_count(n: int, ratio: float, divisor: int = DIVISOR) -> int:
     return min(n, max(divisor, int(round(target / divisor)) * divisor))
 
 
-def pruned_widths(model: MobileNet, ratio: float) -> list[list[list[int]]]:
+def pruned_widths(model: MobileNet, ratio: float) -> BlockWidths:
     """``[in, mid, out]`` of every block (nested by row) after pruning ``ratio`` of the prunable
     channels. An expansion width that would equal the block input is moved by 8 (the builder
     drops the expansion conv when ``mid == in``)."""
@@ -75,25 +72,12 @@ def pruned_widths(model: MobileNet, ratio: float) -> list[list[list[int]]]:
     return widths
 
 
-def rebuild(model: MobileNet, widths: list[list[list[int]]]) -> MobileNet:
+def rebuild(model: MobileNet, widths: BlockWidths) -> MobileNet:
     """A fresh (randomly initialised) :class:`MobileNet` like ``model`` with block widths
-    ``widths`` (as :func:`pruned_widths` gives)."""
-    plan = model.plan
-    if [len(r) for r in widths] != [len(r) for r in plan.rows]:
-        raise ValueError(f"widths for rows of {[len(r) for r in widths]} blocks do not fit "
-                         f"{model.config.get('name')} ({[len(r) for r in plan.rows]})")
-    rows = tuple(tuple(replace(s, in_ch=int(w[0]), mid=int(w[1]), out=int(w[2]))
-                       for s, w in zip(row, wrow)) for row, wrow in zip(plan.rows, widths))
-    last = rows[-1][-1].out
-    head, pre = plan.head, plan.pre_logits
-    if head is not None:
-        head = replace(head, in_ch=last)
-    elif pre is not None:
-        pre = replace(pre, in_ch=last)
-    new_plan = replace(plan, rows=rows, head=head, pre_logits=pre,
-                       taps=_feature_taps(plan.stem, rows, head))
-    return MobileNet(new_plan, model.num_classes, model.dropout.p, model.config,
-                     model.preprocess)
+    ``widths`` (as :func:`pruned_widths` gives), recorded as its ``block_widths`` option."""
+    new_plan = with_block_widths(model.plan, widths)
+    config = dict(model.config, block_widths=block_widths(new_plan))
+    return MobileNet(new_plan, model.num_classes, model.dropout.p, config, model.preprocess)
 
 
 def _scores(block: nn.Module, criterion: str) -> torch.Tensor:
@@ -259,37 +243,8 @@ def prune(model: MobileNet, ratio: float | None = None, macs_ratio: float | None
     new.load_state_dict(state)
     new = new.to(device=p.device, dtype=p.dtype).train(model.training)
     new.config["pruned"] = {"criterion": criterion, "ratio": ratio, "macs_ratio": macs_ratio,
-                            "macs_before": before, "macs_after": count_macs(new, hw),
-                            "widths": widths}
+                            "macs_before": before, "macs_after": count_macs(new, hw)}
     return new
 
 
-def load_pruned(directory: Path, config: dict, **overrides) -> MobileNet:
-    """Rebuild and load a pruned model saved by ``mobilenets.save`` (``config`` is its
-    config.json); ``num_classes`` re-initialises the classifier, other overrides are builder
-    options (``mobilenets.load`` calls this)."""
-    from ..models import create_model
-    from ..models.registry import _OPTIONS
-    from ..weights.files import read_state_dict
-    options = {k: v for k, v in config["options"].items()
-               if k in _OPTIONS and k not in ("features_only", "out_indices")}
-    num_classes = overrides.pop("num_classes", options.get("num_classes"))
-    options.update(overrides)
-    model = rebuild(create_model(config["architecture"], **options),
-                    config["options"]["pruned"]["widths"])
-    model.load_state_dict(read_state_dict(Path(directory) / "model.safetensors"))
-    model.config["pruned"] = config["options"]["pruned"]
-    model.preprocess = dict(config.get("preprocess") or model.preprocess)
-    if "resolution" in overrides:
-        model.preprocess.update(resolution=overrides["resolution"], resize=int(round(
-            overrides["resolution"] / model.preprocess["crop_pct"])))
-    model.config["weights"] = str(directory)
-    if num_classes != model.num_classes:
-        model.reset_classifier(num_classes)
-    elif config.get("class_names") is not None:
-        model.config["class_names"] = list(config["class_names"])
-    return model
-
-
-__all__ = ["CRITERIA", "count_macs", "keep_count", "load_pruned", "prune", "pruned_widths",
-           "rebuild"]
+__all__ = ["CRITERIA", "count_macs", "keep_count", "prune", "pruned_widths", "rebuild"]

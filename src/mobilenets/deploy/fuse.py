@@ -12,7 +12,10 @@ import copy
 import torch
 from torch import nn
 
-from ..models.network import FeatureNet, MobileNet
+# why a fused model refuses train() and save() (the network's ``eval_only``)
+FUSED = ("it is fused (BatchNorm folded into the convolutions by mobilenets.fuse), so it "
+         "cannot be trained or saved; train or save the unfused model and fuse it again "
+         "(export_onnx fuses by itself)")
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -49,40 +52,11 @@ def _fold_sequential(seq: nn.Sequential) -> None:
             del seq._modules[name]
 
 
-class EvalOnly:
-    """Mixin: the model is for inference only; ``train()`` / ``train(True)`` raise."""
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise RuntimeError(f"{type(self).__name__} is eval-only: its BatchNorms are folded "
-                               f"into the convolutions, so it cannot be trained; train the "
-                               f"unfused model and call mobilenets.fuse() again")
-        return super().train(False)
-
-
-class FusedMobileNet(EvalOnly, MobileNet):
-    """A :class:`MobileNet` with BatchNorm folded into the convolutions (eval-only)."""
-
-
-class FusedFeatureNet(EvalOnly, FeatureNet):
-    """A :class:`FeatureNet` with BatchNorm folded into the convolutions (eval-only)."""
-
-
-_FUSED = {MobileNet: FusedMobileNet, FeatureNet: FusedFeatureNet}
-
-
-def _eval_only_class(cls: type) -> type:
-    if issubclass(cls, EvalOnly):
-        return cls
-    if cls not in _FUSED:
-        _FUSED[cls] = type(f"Fused{cls.__name__}", (EvalOnly, cls), {})
-    return _FUSED[cls]
-
-
 def fuse(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` in eval mode with every BatchNorm folded into its conv.
 
-    Keeps ``config`` and ``preprocess``; parameters do not require grad; ``train()`` raises.
+    Keeps ``config`` and ``preprocess``; parameters do not require grad; ``train()`` and
+    ``mobilenets.save`` raise (``eval_only`` says why).
     Raises ValueError if a BatchNorm does not directly follow a convolution.
     """
     fused = copy.deepcopy(model).eval()
@@ -94,8 +68,8 @@ def fuse(model: nn.Module) -> nn.Module:
         raise ValueError(f"cannot fold BatchNorm layers that do not follow a Conv2d: {left}")
     for p in fused.parameters():
         p.requires_grad_(False)
-    fused.__class__ = _eval_only_class(type(fused))
+    fused.eval_only = FUSED
     return fused
 
 
-__all__ = ["EvalOnly", "FusedFeatureNet", "FusedMobileNet", "fold_conv_bn", "fuse"]
+__all__ = ["FUSED", "fold_conv_bn", "fuse"]

@@ -13,7 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..version import __version__
+from ..weights.saved import check_class_names
+from .fuse import fuse as fuse_model
 from .onnx_graph import node_attrs
+from .quantized_model import QuantizedModel
 
 MIN_OPSET = 18
 
@@ -40,7 +44,6 @@ def export_preprocess(model: nn.Module, resolution: int) -> dict:
 
 
 def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
-    from .. import __version__
     config = dict(model.config, resolution=resolution)     # the file's input size
     return {"model_name": str(config.get("name", type(model).__name__)),
             "preprocess": _json(export_preprocess(model, resolution)),
@@ -87,7 +90,7 @@ def mean_to_global_pool(proto) -> int:
 
 def _check_exportable(model) -> None:
     """Raise TypeError/ValueError, saying what to do, for models this export cannot write."""
-    if type(model).__name__ == "QuantizedModel":
+    if isinstance(model, QuantizedModel):
         raise TypeError("this is a PT2E int8 model: write it with "
                         "mobilenets.deploy.quantize_pt2e.export_pt2e_onnx")
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
@@ -98,7 +101,6 @@ def _check_exportable(model) -> None:
         raise ValueError(f"export_onnx() writes float32 files and this model holds "
                          f"{sorted(map(str, dtypes - {torch.float32}))}: call model.float() "
                          f"first (quantize the float32 file for int8)")
-    from ..weights.saved import check_class_names
     check_class_names(model.config.get("class_names"), getattr(model, "num_classes", None))
 
 
@@ -126,7 +128,6 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
         raise ValueError(f"opset {opset!r} is not supported: ONNX export needs opset "
                          f"{MIN_OPSET} or newer, up to {newest} (the newest the installed "
                          f"onnx {onnx.__version__} knows)")
-    from .fuse import fuse as fuse_model
     if resolution is None:
         resolution = int(model.preprocess.get("resolution") or model.config.get("resolution")
                          or 224)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .quantized_model import QuantizedModel
+
 
 def _torchao():
     try:
@@ -27,28 +29,6 @@ def _torchao():
         raise ImportError(f"PT2E quantization needs torchao ({e}): pip install torchao") from None
     return prepare_pt2e, prepare_qat_pt2e, convert_pt2e, X86InductorQuantizer, \
         get_default_x86_inductor_quantization_config
-
-
-class QuantizedModel(nn.Module):
-    """A converted PT2E graph with our model's ``config``, ``preprocess`` and ``num_classes``,
-    so ``evaluate``, ``bench`` and ``torch.compile`` take it. Eval-only."""
-
-    def __init__(self, graph: nn.Module, like: nn.Module, resolution: int):
-        super().__init__()
-        self.graph = graph
-        self.config = dict(like.config)
-        self.preprocess = dict(like.preprocess)
-        self.resolution = resolution
-        self.num_classes = getattr(like, "num_classes", self.config.get("num_classes", 0))
-        self.training = False
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise RuntimeError("a PT2E-quantized model is eval-only")
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
 
 
 def _resolution(model: nn.Module, resolution: int | None) -> int:

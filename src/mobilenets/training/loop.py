@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ..data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                     mixup_cutmix, resolve_split, train_transform)
-from ..models import create_model
+from ..weights import create_model
 from ..weights import save
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, make_config

@@ -1,7 +1,7 @@
 """Our own model format: a folder with ``model.safetensors`` and ``config.json``.
 
 The config names the architecture and every builder option, so ``load`` rebuilds the same model;
-it also carries class names, eval preprocessing, cost figures, the library version and a schema
+it also carries class names, eval preprocessing, the parameter count, the library version and a schema
 version. Both files are written atomically (temporary file, then rename).
 """
 
@@ -12,8 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from safetensors.torch import save_file
 from torch import nn
 
+from ..version import __version__
 from .files import CheckpointError
 
 SCHEMA = "mobilenets.saved_model"
@@ -52,19 +54,14 @@ def check_class_names(names: list[str] | None, num_classes: int | None) -> None:
 
 def _check_savable(model) -> None:
     """Raise TypeError, saying what to do instead, for models ``load`` could not rebuild."""
-    from ..deploy.fuse import EvalOnly
     if not isinstance(model, nn.Module) or not hasattr(model, "config") \
             or "name" not in getattr(model, "config", {}):
         what = "an ONNX model" if hasattr(model, "session") else type(model).__name__
         raise TypeError(f"save() takes a model made by mobilenets.create_model or load, not "
                         f"{what}")
-    if isinstance(model, EvalOnly):
-        raise TypeError("save() stores trainable models, and this one is fused (BatchNorm "
-                        "folded, as mobilenets.fuse returns): save the model you fused; "
-                        "export_onnx fuses it again")
-    if type(model).__name__ == "QuantizedModel":
-        raise TypeError("save() cannot store a PT2E int8 model: write it as an int8 ONNX file "
-                        "with mobilenets.deploy.quantize_pt2e.export_pt2e_onnx")
+    if getattr(model, "eval_only", None):       # fused, or PT2E-quantized
+        raise TypeError(f"save() stores trainable models, and this one is eval-only: "
+                        f"{model.eval_only}")
 
 
 def save(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
@@ -72,10 +69,6 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
 
     Everything is checked and computed before anything is written; each file is then
     replaced atomically, so a failed save leaves an existing saved model as it was."""
-    from safetensors.torch import save_file
-
-    from .. import __version__
-    from ..cost import profile
     _check_savable(model)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -83,14 +76,14 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
     class_names = class_names if class_names is not None else model.config.get("class_names")
     check_class_names(class_names, model.config.get("num_classes"))
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    cost = profile(model)
     config = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "library_version": __version__,
         "architecture": model.config["name"],
         "options": {k: v for k, v in model.config.items()
                     if k not in _NOT_OPTIONS and k != "class_names" and k != "weights"},
         "class_names": class_names, "preprocess": model.preprocess,
-        "cost": {"params": cost.params, "macs": cost.macs, "resolution": cost.resolution},
+        "cost": {"params": sum(p.numel() for p in model.parameters()),
+                 "resolution": model.config.get("resolution")},
     }
     text = json.dumps(config, indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
@@ -114,22 +107,3 @@ def read_config(directory: Path) -> dict:
             f"{config.get('library_version')}); this mobilenets reads up to version "
             f"{SCHEMA_VERSION}: upgrade mobilenets")
     return config
-
-
-def load(directory: str | Path, **overrides) -> nn.Module:
-    """Rebuild the model saved in ``directory``; ``overrides`` (e.g. ``num_classes``) change
-    builder options, re-initialising the classifier when the class count changes. A pruned
-    model (``options["pruned"]`` holds its per-block widths) is rebuilt with those widths."""
-    from ..models import create_model
-    if Path(directory).is_file():
-        hint = (" open an ONNX file with mobilenets.deploy.OnnxModel" if
-                str(directory).endswith(".onnx") else
-                " for a state-dict file use create_model(NAME, weights=PATH)")
-        raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"
-                              f"{hint}")
-    config = read_config(Path(directory))
-    if "pruned" in config.get("options", {}):
-        from ..compress.prune import load_pruned
-        return load_pruned(Path(directory), config, **overrides)
-    return create_model(config["architecture"], weights=directory, **overrides)
-

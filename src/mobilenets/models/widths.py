@@ -1,0 +1,49 @@
+"""Per-block channel widths other than the table's: how a pruned network is described.
+
+A pruned model is still a registered architecture; only the ``[in, mid, out]`` channels of its
+blocks differ from what the table and multipliers give. ``create_model(name,
+block_widths=...)`` builds it, so a saved pruned model reloads like any other (its
+``config.json`` records the widths) and nothing below the compress package needs to know how
+the widths were chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .architecture import NetworkPlan, _feature_taps
+
+BlockWidths = list[list[list[int]]]
+
+
+def block_widths(plan: NetworkPlan) -> BlockWidths:
+    """``[in, mid, out]`` of every block, nested by table row."""
+    return [[[s.in_ch, s.mid, s.out] for s in row] for row in plan.rows]
+
+
+def with_block_widths(plan: NetworkPlan, widths: BlockWidths) -> NetworkPlan:
+    """``plan`` with block widths ``widths`` (nested like :func:`block_widths`); the head (or
+    pre-logits) input and the feature taps follow the last block's width."""
+    if not isinstance(widths, (list, tuple)) or \
+            [len(r) for r in widths] != [len(r) for r in plan.rows]:
+        shape = [len(r) for r in widths] if isinstance(widths, (list, tuple)) else widths
+        raise ValueError(f"block_widths for rows of {shape} blocks do not fit this network's "
+                         f"rows of {[len(r) for r in plan.rows]} blocks")
+    for row in widths:
+        for w in row:
+            if len(w) != 3 or not all(isinstance(c, int) and c > 0 for c in w):
+                raise ValueError(f"each block width is [in, mid, out] of positive integers, "
+                                 f"got {w!r}")
+    rows = tuple(tuple(replace(s, in_ch=w[0], mid=w[1], out=w[2]) for s, w in zip(row, wrow))
+                 for row, wrow in zip(plan.rows, widths))
+    last = rows[-1][-1].out
+    head, pre = plan.head, plan.pre_logits
+    if head is not None:
+        head = replace(head, in_ch=last)
+    elif pre is not None:
+        pre = replace(pre, in_ch=last)
+    return replace(plan, rows=rows, head=head, pre_logits=pre,
+                   taps=_feature_taps(plan.stem, rows, head))
+
+
+__all__ = ["BlockWidths", "block_widths", "with_block_widths"]

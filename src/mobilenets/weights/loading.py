@@ -1,0 +1,147 @@
+"""Building a registered model with weights: ``create_model(name, weights=...)`` and ``load``."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from torch import nn
+
+from ..data.transforms import at_resolution
+from ..models import FeatureNet, resolve_name
+from ..models import create_model as build_model
+from .cache import timm_file, torchvision_file
+from .convert import classifier_classes, convert_state_dict
+from .files import CheckpointError, read_state_dict
+from .layouts import detect_layout
+from .saved import is_saved_model, read_config
+from .sources import SourceSettings, timm_settings, torchvision_settings
+
+
+class WeightsNote(UserWarning):
+    """What loading changed or decided (classifier re-initialised, ReLU6 for timm's V1...)."""
+
+
+def _note(message: str) -> None:
+    warnings.warn(message, WeightsNote, stacklevel=4)
+
+
+def create_model(name: str, weights=None, allow_download: bool = False, **options) -> nn.Module:
+    """Build a registered model (see :func:`mobilenets.models.create_model` for the options),
+    with ``weights``: a checkpoint file or folder (torchvision, timm or our own saved format),
+    or ``"torchvision"`` / ``"timm"`` for the file in those libraries' local caches
+    (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights."""
+    if weights is None:
+        return build_model(name, **options)
+    return create_with_weights(name, weights, allow_download, **options)
+
+
+def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
+    name = resolve_name(name)
+    if weights in ("torchvision", "timm"):
+        path = (torchvision_file if weights == "torchvision" else timm_file)(name, allow_download)
+    else:
+        path = Path(weights)
+    features_only = options.pop("features_only", False)
+    out_indices = options.pop("out_indices", None)
+    ours, pruned = is_saved_model(path), None
+    if ours:
+        config = read_config(path)
+        if config["architecture"] != name:
+            raise CheckpointError(f"{path} holds a {config['architecture']}, not a {name}")
+        saved = dict(config["options"])
+        pruned = saved.pop("pruned", None)           # how it was pruned: kept as a record
+        if pruned and "block_widths" not in saved:   # older saved models record them only there
+            saved["block_widths"] = pruned["widths"]
+        if saved.pop("features_only", False):      # a saved backbone: rebuild it as such
+            return _load_feature_net(name, path, dict(saved, **options), config)
+        saved.pop("out_indices", None)
+        settings = SourceSettings(saved, config.get("preprocess"))
+        state = read_state_dict(path / "model.safetensors")
+        class_names = config.get("class_names")
+    else:
+        state = read_state_dict(path)
+        try:
+            layout = detect_layout(state)
+        except ValueError as e:
+            raise CheckpointError(f"cannot load {path} into {name}: {e}") from None
+        if layout == "torchvision":
+            settings = torchvision_settings(name, path)
+        elif layout == "timm":
+            settings = timm_settings(name, path)
+        else:
+            settings = SourceSettings()
+        class_names = None
+    file_classes = classifier_classes(state)
+    merged = dict(settings.options)
+    for key, value in options.items():
+        if (not ours and key in _COMPUTATION and key in settings.options
+                and value != settings.options[key]):
+            _note(f"{key}={value!r} overrides the checkpoint's {settings.options[key]!r}: the "
+                  f"model will not compute what the checkpoint's source computes")
+        merged[key] = value
+    merged.setdefault("num_classes", file_classes)
+    model = build_model(name, **merged)
+    fresh_classifier = model.num_classes != file_classes
+    converted = convert_state_dict(state, model, skip_classifier=fresh_classifier)
+    result = model.load_state_dict(converted, strict=False)
+    leftover = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")
+                and not (fresh_classifier and k.startswith("classifier."))]
+    if leftover or result.unexpected_keys:   # convert_state_dict checked this; keep it honest
+        raise CheckpointError(f"partial load refused: missing {leftover}, unexpected "
+                              f"{result.unexpected_keys}")
+    if fresh_classifier:
+        _note(f"classifier removed (the checkpoint has {file_classes} classes)"
+              if model.num_classes == 0 else
+              f"classifier re-initialised for {model.num_classes} classes (the checkpoint has "
+              f"{file_classes}): ready for fine-tuning")
+        class_names = None
+    for note in settings.notes:
+        _note(f"{name} from {path.name}: {note}")
+    if settings.preprocess:
+        pre = dict(settings.preprocess)
+        if "resolution" in options:       # the user's resolution, the source's crop ratio
+            pre = at_resolution(pre, options["resolution"])
+        model.preprocess = pre
+    model.config["weights"] = str(path)
+    if ours and pruned:
+        model.config["pruned"] = pruned
+    if class_names is not None:
+        model.config["class_names"] = list(class_names)
+    if features_only:
+        return FeatureNet(model, out_indices)
+    return model
+
+
+# options that change what the network computes: overriding the source's value warns
+_COMPUTATION = ("bn_eps", "bn_momentum", "padding", "act")
+
+
+def _load_feature_net(name: str, path: Path, options: dict, config: dict) -> nn.Module:
+    """A saved ``features_only`` model: rebuilt as the same backbone, loaded key by key."""
+    model = build_model(name, features_only=True, **options)
+    state = read_state_dict(path / "model.safetensors")
+    missing = sorted(set(model.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit {name} features_only "
+                              f"{model.out_indices}: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}")
+    model.load_state_dict(state)
+    model.preprocess = dict(config.get("preprocess") or model.preprocess)
+    model.config["weights"] = str(path)
+    return model
+
+
+def load(directory: str | Path, **overrides) -> nn.Module:
+    """Rebuild the model saved in ``directory``; ``overrides`` (e.g. ``num_classes``) change
+    builder options, re-initialising the classifier when the class count changes. A pruned
+    model (``options["pruned"]`` holds its per-block widths) is rebuilt with those widths."""
+    if Path(directory).is_file():
+        hint = (" open an ONNX file with mobilenets.deploy.OnnxModel" if
+                str(directory).endswith(".onnx") else
+                " for a state-dict file use create_model(NAME, weights=PATH)")
+        raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"
+                              f"{hint}")
+    config = read_config(Path(directory))
+    return create_with_weights(config["architecture"], directory, **overrides)
