@@ -1,4 +1,10 @@
-"""Convolution -> BatchNorm -> activation, the unit every table row is made of."""
+"""Convolution -> BatchNorm -> activation, the unit every table row is made of.
+
+The layers are portable: plain ``forward`` methods that ``torch.export``, ``torch.compile``
+(``fullgraph=True``), FX and the ONNX exporter trace without graph breaks. Training policies such
+as running some convolutions in float32 under autocast live on the training side
+(:mod:`mobilenets.training.precision`). TorchScript (deprecated in torch 2.14) is not a target.
+"""
 
 from __future__ import annotations
 
@@ -61,17 +67,3 @@ class ConvNormAct(nn.Sequential):
         self.bn = nn.BatchNorm2d(out_ch, eps=norm.eps, momentum=norm.momentum)
         # in place: the BatchNorm output is a fresh tensor only the activation reads
         self.act = make_activation(act, inplace=True) if act else nn.Identity()
-        self.float32_under_cpu_autocast = (groups > 1 and groups == in_ch == out_ch
-                                           and (stride > 1 or kernel > 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Under CPU autocast (bf16 training), strided or 5x5 depthwise convolutions run in
-        float32: oneDNN's bf16 kernels for them are slow. Measured on the 2-core AVX-512 CPU,
-        batch 64, forward + backward, channels_last: 3x3 stride 2 over 96 channels at 64x64,
-        224 ms in bf16 against 60 ms in float32; 576 channels at 8x8, 83 against 2.1 ms; 5x5
-        stride 1 over 672 channels at 8x8, 41 against 17 ms. 3x3 stride-1 ones are as fast in
-        bf16 (43 against 53 ms at 144 channels, 32x32) and stay in it."""
-        if self.float32_under_cpu_autocast and torch.is_autocast_enabled("cpu") and x.is_cpu:
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
