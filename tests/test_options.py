@@ -5,6 +5,7 @@ import torch
 
 import mobilenets
 from mobilenets.layers import DropPath, SqueezeExcite
+from mobilenets.models import get_entry
 
 
 def n_params(m):
@@ -139,9 +140,36 @@ def test_act_override_num_classes_in_chans_and_bn_options():
 
 
 def test_reference_bn_defaults_recorded():
+    """The reference eps is used; the momentum default is PyTorch's 0.1 for every family (the
+    reference codes' tiny momenta leave the running statistics at their initial values in a
+    short run), with the reference value kept in the family's table."""
     assert mobilenets.create_model("mobilenet_v3_small_100").config["bn_eps"] == 1e-3
-    assert mobilenets.create_model("efficientnet_b0").config["bn_momentum"] == 0.01
     assert mobilenets.create_model("fd_mobilenet_100").config["bn_eps"] == 1e-5
+    for name, reference in (("mobilenet_v1_100", 3e-4), ("mobilenet_v2_100", 3e-3),
+                            ("mobilenet_v3_small_100", 0.01), ("efficientnet_b0", 0.01),
+                            ("fd_mobilenet_100", 0.1)):
+        model = mobilenets.create_model(name)
+        assert model.config["bn_momentum"] == 0.1
+        assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+        assert get_entry(name).arch.reference_bn_momentum == reference
+
+
+def test_bn_momentum_default_lets_running_stats_follow_a_short_run():
+    """After 50 train-mode steps on the same batch, the stem's BatchNorm running mean has moved
+    99.5% of the way to the batch mean (1 - 0.9 ** 50); with V2's reference momentum 3e-3 it has
+    moved 14%, so an eval-mode model would still normalise with its initial statistics."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32) + 3.0
+    for momentum, close in ((None, True), (3e-3, False)):
+        options = {} if momentum is None else {"bn_momentum": momentum}
+        model = mobilenets.create_model("mobilenet_v2_035", num_classes=10, **options)
+        stem = model.stem
+        with torch.no_grad():
+            for _ in range(50):
+                stem.train()(x)
+            batch = stem.conv(x).mean((0, 2, 3))
+            moved = (stem.bn.running_mean @ batch / (batch @ batch)).item()
+        assert (moved > 0.98) == close, (momentum, moved)
 
 
 def test_reset_classifier_and_headless():
@@ -196,4 +224,6 @@ def test_out_indices_int_duplicates_and_backbone_stride():
     with torch.no_grad():   # a /8 backbone takes an 8x8 input
         assert b.eval()(torch.randn(1, 3, 8, 8))[0].shape == (1, 32, 1, 1)
     model = mobilenets.create_model("mobilenet_v3_small_100")
-    assert model.feature_info.reduction() == [2, 4, 8, 16, 32, 32]
+    # MobileNetV3's head conv is its /32 tap (timm's index 4), not an extra one
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
+    assert model.feature_info.channels() == [16, 16, 24, 48, 576]

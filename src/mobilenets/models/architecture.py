@@ -4,6 +4,19 @@
 it plus the user's multipliers into a ``NetworkPlan``: every layer's channel count, stride and
 activation, and the feature taps for dense tasks. ``network.MobileNet`` builds modules from a
 plan; the same plan serves every family.
+
+Departures from the reference code, the same for every family:
+
+- BatchNorm momentum: ``create_model`` uses 0.1 (PyTorch's default, as timm's models do), not
+  the reference code's (3e-4 V1, 3e-3 V2, 0.01 V3 and EfficientNet, recorded per family as
+  ``Architecture.reference_bn_momentum``). Those tiny values suit runs of hundreds of thousands
+  of steps at batch 4096; in a run of a few hundred steps the running statistics barely move
+  from their initial values, and the eval-mode model scores chance. The papers' recipes
+  (``training/recipes/*.toml``) set the papers' values with ``bn_momentum``, and a torchvision
+  or timm checkpoint keeps its source's value (``mobilenets.weights``).
+- Classifier initialisation: see ``network.init_classifier`` (the reference's
+  uniform(+-1/sqrt(num_classes)) is far too wide for few classes).
+- Feature taps (``features_only``): indexed like timm's, see ``_feature_taps``.
 """
 
 from __future__ import annotations
@@ -33,6 +46,12 @@ class Architecture:
     # depth_mult scales each row's repeats (ceil(d * n)); tables written one block per row
     # (MobileNetV1/V3, FD-MobileNet) have no stage repeats to scale
     depth_scalable: bool = False
+    # the reference code's BatchNorm momentum (PyTorch convention, 1 - TF decay); ``norm`` holds
+    # the default the model is built with (see the module docstring)
+    reference_bn_momentum: float = 0.1
+    # the 1x1 head conv is the last /32 feature tap, replacing the body's last block (timm's
+    # MobileNetV3 counts it as its last block stage); otherwise it is an extra tap after it
+    head_is_last_tap: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +103,20 @@ class NetworkPlan:
         return self.pre_logits.out if self.pre_logits is not None else self.feature_channels
 
 
-def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None) -> tuple[FeatureTap, ...]:
-    """The last output at each reduction (2, 4, 8, ...), then the head's high-channel map."""
+def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None,
+                  head_is_last_tap: bool = False) -> tuple[FeatureTap, ...]:
+    """The feature taps, indexed as timm's ``features_only`` models for every model timm has.
+
+    Index ``i`` is the last map at reduction ``2 ** (i + 1)`` (from the stem or a block: indices
+    0-4 are /2, /4, /8, /16, /32 at the default stride 32). The head conv's high-channel map
+    (1x1 conv before pooling) is:
+
+    - MobileNetV3 (``head_is_last_tap``): index 4, the /32 tap (960 Large, 576 Small), in place
+      of the last block's map (160 / 96), as in timm where that conv is the last block stage;
+    - MobileNetV2 and EfficientNet: an extra index 5 after the last block's map (index 4: 320 for
+      V2 1.0 and EfficientNet-B0, as timm's); timm's ``features_only`` has no such map;
+    - MobileNetV1 and FD-MobileNet have no head conv: index 4 is the last block (1024).
+    """
     points = [("stem", stem.out, stem.stride)]
     reduction = stem.stride
     for r, row in enumerate(rows):
@@ -95,6 +126,8 @@ def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None) -> tuple[Featur
     taps = [FeatureTap(name, ch, red) for k, (name, ch, red) in enumerate(points)
             if k + 1 == len(points) or points[k + 1][2] != red]
     if head is not None:
+        if head_is_last_tap:
+            taps.pop()
         taps.append(FeatureTap("head", head.out, reduction))
     return tuple(taps)
 
@@ -134,6 +167,6 @@ def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
     if arch.pre_logits is not None:
         pre = LayerPlan(channels, arch.pre_logits.width(scaling), 1, 1,
                         scaling.act(arch.pre_logits.act))
-    taps = _feature_taps(stem, ramped, head)
+    taps = _feature_taps(stem, ramped, head, arch.head_is_last_tap)
     return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps, padding)
 

@@ -3,8 +3,9 @@
 Reference code: tensorflow/tpu models/official/efficientnet (``efficientnet_builder.py`` block
 strings and ``efficientnet_params``; ``efficientnet_model.py`` ``round_filters`` /
 ``round_repeats``). MBConv with SE on the block's input channels (ratio 0.25), swish, sigmoid
-gate; BatchNorm eps 1e-3, momentum 0.99 (PyTorch 0.01); stochastic depth 0.2 ramped linearly over
-blocks; the stem and head convs are scaled with ``round_filters`` too.
+gate; BatchNorm eps 1e-3, momentum 0.99 (PyTorch 0.01: the reference momentum; models are built
+with momentum 0.1, see ``architecture``); stochastic depth 0.2 ramped linearly over blocks; the
+stem and head convs are scaled with ``round_filters`` too.
 """
 
 from ..layers import NormConfig
@@ -30,7 +31,8 @@ EFFICIENTNET = Architecture(
     pre_logits=None,
     act="swish",
     round_channels=MakeDivisible(8),
-    norm=NormConfig(eps=1e-3, momentum=0.01),
+    norm=NormConfig(eps=1e-3),
+    reference_bn_momentum=0.01,
     dropout=0.2,
     drop_path_rate=0.2,
     depth_scalable=True,

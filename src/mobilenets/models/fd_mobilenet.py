@@ -32,6 +32,7 @@ FD_MOBILENET = Architecture(
     act="relu",
     round_channels=Truncate(min_value=1),
     norm=NormConfig(eps=1e-5, momentum=0.1),
+    reference_bn_momentum=0.1,
     dropout=0.0,
 )
 

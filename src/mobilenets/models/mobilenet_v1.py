@@ -2,7 +2,8 @@
 
 Reference code: tensorflow/models research/slim/nets/mobilenet_v1.py (``_CONV_DEFS``).
 Width rounding is slim's ``max(int(d * alpha), 8)`` (truncation, no divisor). BatchNorm
-eps 1e-3 and decay 0.9997 (momentum 3e-4), dropout keep 0.999, as in slim's arg scope.
+eps 1e-3 and decay 0.9997 (reference momentum 3e-4; models are built with momentum 0.1, see
+``architecture``), dropout keep 0.999, as in slim's arg scope.
 """
 
 from ..layers import NormConfig
@@ -30,7 +31,8 @@ MOBILENET_V1 = Architecture(
     pre_logits=None,
     act="relu",
     round_channels=Truncate(min_value=8),
-    norm=NormConfig(eps=1e-3, momentum=3e-4),
+    norm=NormConfig(eps=1e-3),
+    reference_bn_momentum=3e-4,
     dropout=0.001,
 )
 

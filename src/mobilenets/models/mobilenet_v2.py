@@ -3,7 +3,8 @@
 Reference code: slim nets/mobilenet/mobilenet_v2.py ``V2_DEF``. Channels round with
 ``make_divisible(c * width, 8)``; the last 1x1 conv keeps 1280 channels for width < 1
 (paper §4, slim ``finegrain_classification_mode``) and grows above 1. BatchNorm eps 1e-3,
-decay 0.997 (momentum 3e-3); dropout keep 0.8.
+decay 0.997 (reference momentum 3e-3; models are built with momentum 0.1, see
+``architecture``); dropout keep 0.8.
 """
 
 from ..layers import NormConfig
@@ -29,7 +30,8 @@ MOBILENET_V2 = Architecture(
     pre_logits=None,
     act="relu6",
     round_channels=MakeDivisible(8),
-    norm=NormConfig(eps=1e-3, momentum=3e-3),
+    norm=NormConfig(eps=1e-3),
+    reference_bn_momentum=3e-3,
     dropout=0.2,
     depth_scalable=True,
 )

@@ -6,7 +6,9 @@ Reference code: slim nets/mobilenet/mobilenet_v3.py ``V3_LARGE``, ``V3_SMALL`` a
 1024) keeps its width for multipliers below one, as the paper's 0.75 models do (slim
 ``finegrain_classification_mode``). Small's final layer is 1024 (v5 and slim; an earlier
 version printed 1280), and Table 2's SE mark on the 576-channel conv is not in the code, so it is
-not here. BatchNorm eps 1e-3, decay 0.99 (momentum 0.01) (paper §6.1.1); dropout keep 0.8.
+not here. BatchNorm eps 1e-3, decay 0.99 (reference momentum 0.01, paper §6.1.1; models are
+built with momentum 0.1, see ``architecture``); dropout keep 0.8. The 1x1 head conv (960 / 576)
+is feature tap 4, the /32 map, as in timm.
 """
 
 from dataclasses import replace
@@ -44,7 +46,9 @@ MOBILENET_V3_LARGE = Architecture(
     pre_logits=Conv(1280, kernel=1, act=HS, scale=UP_ONLY),
     act=HS,
     round_channels=MakeDivisible(8),
-    norm=NormConfig(eps=1e-3, momentum=0.01),
+    norm=NormConfig(eps=1e-3),
+    reference_bn_momentum=0.01,
+    head_is_last_tap=True,
     dropout=0.2,
 )
 
