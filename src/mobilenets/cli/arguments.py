@@ -1,11 +1,23 @@
 """Argument types shared by the commands: numbers checked when the command line is parsed,
 so a bad value is a usage error naming the option, not a traceback later; and the check of
-an output file before anything is computed."""
+an output file before anything is computed; and the option definitions every command shares
+(the model and its weights, --runtime, --format, --precision), so one word means one thing
+on every command."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
+
+# The deployment vocabulary of every command: what runs a model, the file kind it is written
+# to, and the number format of its weights and activations.
+RUNTIMES = ("eager", "onnxruntime", "openvino")
+FORMATS = ("onnx",)
+PRECISIONS = ("fp32", "int8")
+MODEL_HELP = ("saved-model folder (e.g. RUN/best), registered name (see `mobilenets list`; "
+              "random weights unless --weights), or .onnx file")
 
 
 def positive_int(text: str) -> int:
@@ -41,4 +53,64 @@ def add_overwrite_flag(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
-__all__ = ["add_overwrite_flag", "non_negative_int", "output_file", "positive_int"]
+def add_model_argument(p, help: str = MODEL_HELP) -> None:
+    """The positional MODEL."""
+    p.add_argument("model", help=help)
+
+
+def add_weights_flags(p, download: bool = True) -> None:
+    """--weights for a registered name, and --allow-download for its 'torchvision' / 'timm'
+    values (which otherwise read only the local cache)."""
+    p.add_argument("--weights", default=None, metavar="FILE|torchvision|timm",
+                   help="weights of a registered MODEL: a checkpoint file or folder, or "
+                   "'torchvision' / 'timm' (that library's file, from its local cache)")
+    if download:
+        p.add_argument("--allow-download", action="store_true",
+                       help="download --weights torchvision|timm when not in the local cache")
+
+
+def add_runtime_option(p, help: str | None = None) -> None:
+    """--runtime: what runs the model (eager: PyTorch in this process)."""
+    p.add_argument("--runtime", choices=RUNTIMES, default=None,
+                   help=help or "what runs MODEL: eager (PyTorch) for a PyTorch model, "
+                   "onnxruntime (default) or openvino for a .onnx file")
+
+
+def add_format_option(p, help: str | None = None) -> None:
+    """--format: the kind of file written."""
+    p.add_argument("--format", choices=FORMATS, default="onnx",
+                   help=help or "file format to write (default onnx)")
+
+
+def add_precision_option(p, help: str | None = None) -> None:
+    """--precision: fp32 or int8 (an int8 model is a quantized .onnx file)."""
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help=help or "fp32, or int8 (a .onnx file written by `mobilenets "
+                   "quantize`); default: the file's own")
+
+
+class DeprecatedOption(argparse.Action):
+    """An old spelling kept for one release: stores its value, and warns (a
+    DeprecationWarning, and a note on stderr, which a user sees) naming the new spelling."""
+
+    def __init__(self, option_strings, dest, replacement: str = "", **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        message = (f"{option_string} is deprecated and will be removed in the next release; "
+                   f"use {self.replacement}")
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        print(f"note: {message}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_option(p, flag: str, choices, replacement: str) -> None:
+    p.add_argument(flag, choices=choices, default=None, action=DeprecatedOption,
+                   replacement=replacement, help=f"deprecated: use {replacement}")
+
+
+__all__ = ["FORMATS", "MODEL_HELP", "PRECISIONS", "RUNTIMES", "DeprecatedOption",
+           "add_deprecated_option", "add_format_option", "add_model_argument",
+           "add_overwrite_flag", "add_precision_option", "add_runtime_option",
+           "add_weights_flags", "non_negative_int", "output_file", "positive_int"]

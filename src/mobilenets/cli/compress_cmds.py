@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ..training.config import TrainConfig
+from .arguments import add_model_argument, add_weights_flags
 from .run_cmds import add_config_flags, is_onnx_file, load_cli_model
 
 # TrainConfig fields the prune command sets itself (or that make no sense for it)
@@ -18,8 +19,9 @@ _SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
 def add_inspect_parser(sub) -> None:
     from ..compress.inspect import ZERO_TOL
     p = sub.add_parser("inspect", help="near-zero depthwise kernels and BN scales; cost by type")
-    p.add_argument("model", help="saved-model folder, or registered name with --weights")
-    p.add_argument("--weights", default=None)
+    add_model_argument(p, "saved-model folder (e.g. RUN/best), or registered name (see "
+                       "`mobilenets list`) with --weights")
+    add_weights_flags(p)
     p.add_argument("--zero-tol", type=float, default=ZERO_TOL,
                    help=f"near zero: norm <= this x the layer's largest (default {ZERO_TOL})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,7 +34,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise ValueError(f"inspect reads PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: inspect the model it was "
                          f"exported from")
-    result = inspect_model(load_cli_model(args.model, args.weights), args.zero_tol)
+    result = inspect_model(load_cli_model(args.model, args.weights,
+                                          allow_download=args.allow_download), args.zero_tol)
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return 0
 
@@ -40,8 +43,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def add_prune_parser(sub) -> None:
     from ..compress.prune import CRITERIA
     p = sub.add_parser("prune", help="prune channels into a smaller model, then fine-tune it")
-    p.add_argument("model", help="saved-model folder, or registered name with --weights")
-    p.add_argument("--weights", default=None, help="weights of a registered model")
+    add_model_argument(p, "saved-model folder (e.g. RUN/best), or registered name (see "
+                       "`mobilenets list`) with --weights")
+    add_weights_flags(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="share of prunable channels to remove per layer")
     how.add_argument("--macs-ratio", type=float, help="share of total MACs to remove")
@@ -82,7 +86,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if (out / "pruned").exists() and not args.overwrite:
         raise ValueError(f"{out / 'pruned'} exists; write to another --out, or pass "
                          f"--overwrite to replace it")
-    model = load_cli_model(args.model, args.weights)
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     pruned = prune(model, ratio=args.ratio, macs_ratio=args.macs_ratio,
                    criterion=args.criterion)
     info = pruned.config["pruned"]

@@ -1,4 +1,5 @@
-"""``mobilenets export`` (ONNX) and ``mobilenets bench`` (CPU latency of a backend)."""
+"""``mobilenets export`` (ONNX) and ``mobilenets bench`` (CPU latency of a model on a runtime,
+at a precision)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,24 @@ import argparse
 import json
 from pathlib import Path
 
-from .arguments import add_overwrite_flag, non_negative_int, output_file, positive_int
+from .arguments import (MODEL_HELP, add_deprecated_option, add_format_option,
+                        add_model_argument, add_overwrite_flag, add_precision_option,
+                        add_runtime_option, add_weights_flags, non_negative_int, output_file,
+                        positive_int)
 from .run_cmds import is_onnx_file, load_cli_model
 
 
 def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a model to a self-contained ONNX file")
-    p.add_argument("model", help="saved-model folder, or registered name (with --weights)")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", default=None, help="output file (default: NAME.onnx)")
+    add_model_argument(p, "saved-model folder (e.g. RUN/best), or registered name (see "
+                       "`mobilenets list`; random weights unless --weights)")
+    add_format_option(p)
+    p.add_argument("--out", default=None, help="output file (default: MODEL/model.onnx for a "
+                   "saved-model folder, NAME.onnx here for a registered name)")
     add_overwrite_flag(p)
-    p.add_argument("--weights", default=None)
+    add_weights_flags(p)
     p.add_argument("--resolution", type=positive_int, default=None,
-                   help="input size (default: model's)")
+                   help="input size in pixels (default: the model's)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")
     p.set_defaults(func=cmd_export)
@@ -26,10 +32,11 @@ def add_export_parser(sub) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy import export_onnx
-    model = load_cli_model(args.model, args.weights)
-    if not hasattr(model, "state_dict"):
+    if is_onnx_file(args.model):
         raise ValueError(f"{args.model} is already an ONNX file")
-    out = output_file(Path(args.out or f"{model.config['name']}.onnx"), args.overwrite)
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    out = output_file(Path(args.out) if args.out else default_output(args.model, model, ".onnx"),
+                      args.overwrite)
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
                 opset=args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
@@ -38,37 +45,108 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_output(model_arg: str, model, suffix: str) -> Path:
+    """Where export (``suffix`` .onnx) and quantize (-int8.onnx) write without --out: beside
+    the input, so two runs never share a file: into a saved-model folder (RUN/best ->
+    RUN/best/model.onnx), beside an .onnx file (x.onnx -> x-int8.onnx); a registered name
+    (random or --weights weights) writes NAME.onnx in the current folder."""
+    from ..weights.saved import is_saved_model
+    source = Path(model_arg)
+    if is_onnx_file(model_arg):
+        return source.with_name(source.stem + suffix)
+    if is_saved_model(source):
+        return source / f"model{suffix}"
+    return Path(f"{model.config['name']}{suffix}")
+
+
+# bench's former --backend values, as the runtime, precision and --optimize they stand for
+_BACKEND_ALIASES = {"eager": ("eager", None, "none"), "fused": ("eager", None, "fuse"),
+                    "compile": ("eager", None, "compile"),
+                    "onnxruntime": ("onnxruntime", None, "none"),
+                    "int8": ("onnxruntime", "int8", "none"),
+                    "openvino": ("openvino", None, "none")}
+OPTIMIZE = ("none", "fuse", "compile")
+
+
+def backend_for(runtime: str, precision: str, optimize: str = "none") -> str:
+    """The deploy.bench backend name for a runtime, precision and (eager only) optimisation."""
+    if precision == "int8":
+        if runtime == "eager":
+            raise ValueError("--precision int8 runs an int8 .onnx file in onnxruntime or "
+                             "openvino: make one with `mobilenets quantize MODEL --calib DIR`, "
+                             "then `mobilenets bench FILE.onnx`")
+        return "int8" if runtime == "onnxruntime" else runtime
+    if runtime == "eager":
+        return {"none": "eager", "fuse": "fused", "compile": "compile"}[optimize]
+    return runtime
+
+
 def add_bench_parser(sub) -> None:
-    from ..deploy.bench import BACKENDS
-    p = sub.add_parser("bench", help="CPU latency and throughput of a model on a backend")
-    p.add_argument("model", help="saved-model folder, registered name, or .onnx file")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="default: eager (onnxruntime for a .onnx file; int8 runs an int8 "
-                        ".onnx file in onnxruntime, openvino any .onnx file or model)")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
-    p.add_argument("--resolution", type=positive_int, default=None)
-    p.add_argument("--warmup", type=non_negative_int, default=10)
-    p.add_argument("--iters", type=positive_int, default=50)
+    p = sub.add_parser("bench", help="CPU latency and throughput of a model on a runtime")
+    add_model_argument(p, MODEL_HELP)
+    add_runtime_option(p, "what runs MODEL: eager (PyTorch; the default for a PyTorch model), "
+                       "onnxruntime (the default for a .onnx file; a PyTorch model is exported "
+                       "first) or openvino")
+    add_precision_option(p)
+    p.add_argument("--optimize", choices=OPTIMIZE, default=None,
+                   help="--runtime eager only: none (default), fuse (BatchNorm folded into "
+                   "the convolutions) or compile (fused, then torch.compile)")
+    add_deprecated_option(p, "--backend", tuple(_BACKEND_ALIASES),
+                          "--runtime eager|onnxruntime|openvino, --precision int8, "
+                          "--optimize fuse|compile")
+    add_weights_flags(p)
+    p.add_argument("--batch", type=positive_int, default=1, help="images per call (default 1)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads (default: the runtime's)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size in pixels (default: the model's)")
+    p.add_argument("--warmup", type=non_negative_int, default=10,
+                   help="untimed calls first (default 10)")
+    p.add_argument("--iters", type=positive_int, default=50, help="timed calls (default 50)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--profile", action="store_true",
-                   help="also print kernel time per operator kind (onnxruntime, int8 and "
-                        "openvino backends; --iters profiled calls)")
+                   help="also print kernel time per operator kind (onnxruntime and openvino "
+                        "runtimes; --iters profiled calls)")
     p.set_defaults(func=cmd_bench)
 
 
-def _onnx_backend(args: argparse.Namespace) -> str:
-    from ..deploy.bench import ONNX_BACKENDS
-    from ..deploy.onnx_model import is_quantized
-    backend = args.backend or "onnxruntime"
-    if backend == "int8" and not is_quantized(args.model):
-        raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; make one "
-                         f"with `mobilenets quantize MODEL --calib DIR`")
-    if backend not in ONNX_BACKENDS:
-        raise ValueError(f"{args.model} is an ONNX file: it runs on the "
-                         f"{', '.join(ONNX_BACKENDS)} backends, not {backend}")
-    return backend
+def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(runtime, precision, optimize) from --runtime/--precision/--optimize, or from the
+    deprecated --backend; the defaults: a .onnx file in onnxruntime at its own precision, a
+    PyTorch model eager in fp32."""
+    runtime, precision, optimize = args.runtime, args.precision, args.optimize
+    if args.backend is not None:
+        given = [f for f, v in (("--runtime", runtime), ("--precision", precision),
+                                ("--optimize", optimize)) if v is not None]
+        if given:
+            raise ValueError(f"--backend (deprecated) and {', '.join(given)} both given: "
+                             f"use {', '.join(given)} alone")
+        runtime, precision, optimize = _BACKEND_ALIASES[args.backend]
+    onnx_file = is_onnx_file(args.model)
+    runtime = runtime or ("onnxruntime" if onnx_file else "eager")
+    optimize = optimize or "none"
+    if optimize != "none" and runtime != "eager":
+        raise ValueError(f"--optimize {optimize} applies to --runtime eager (PyTorch), not "
+                         f"{runtime}")
+    if onnx_file:
+        from ..deploy.onnx_model import is_quantized
+        if runtime == "eager":
+            raise ValueError(f"{args.model} is an ONNX file: it runs with --runtime "
+                             f"onnxruntime or openvino, not eager")
+        quantized = is_quantized(args.model)
+        if precision == "int8" and not quantized:
+            raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; make one "
+                             f"with `mobilenets quantize MODEL --calib DIR`")
+        if precision == "fp32" and quantized:
+            raise ValueError(f"{args.model} is an int8 (quantized) ONNX file, not fp32; "
+                             f"give --precision int8 or leave it out")
+        precision = "int8" if quantized else "fp32"
+    elif precision == "int8":
+        raise ValueError(f"--precision int8 runs an int8 .onnx file, and {args.model} is a "
+                         f"PyTorch model: make one with `mobilenets quantize {args.model} "
+                         f"--calib DIR`, then `mobilenets bench FILE.onnx`")
+    precision = precision or "fp32"
+    return runtime, precision, optimize
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -81,11 +159,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy.bench import BackendError, bench_model, exported_model, runtime_of
     from ..deploy.openvino_session import profile_openvino
     from ..deploy.ort_profile import format_profile, profile_onnx
-    backend, resolution = args.backend or "eager", args.resolution
-    run_as = backend
+    runtime, precision, optimize = bench_options(args)
+    backend, resolution = backend_for(runtime, precision, optimize), args.resolution
+    run_as = runtime_of(backend)
     if is_onnx_file(args.model):
-        backend = _onnx_backend(args)
-        run_as = runtime_of(backend)
         model = OnnxModel(args.model, threads=args.threads, runtime=run_as)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:
@@ -96,10 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.model} takes {res} px inputs, not {resolution}")
             resolution = res
     else:
-        model = load_cli_model(args.model, args.weights)
+        model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     if args.profile and run_as not in ("onnxruntime", "openvino"):
         raise ValueError("--profile times onnxruntime's or OpenVINO's kernels: use it with "
-                         "--backend onnxruntime or openvino, or on a .onnx file")
+                         "--runtime onnxruntime or openvino, or on a .onnx file")
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
             resolution = resolution or model.preprocess.get("resolution", 224)
@@ -111,7 +188,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             args.iters)
         except BackendError as e:
             raise ValueError(str(e)) from None
-        r["backend"] = backend
+        r.update(backend=backend, runtime=runtime, precision=precision)
         if args.profile:
             x = np.random.default_rng(0).standard_normal(
                 (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
@@ -121,7 +198,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"{r['model']}  {backend}  batch {r['batch']}  {r['resolution']} px  "
+    what = f"{runtime} {precision}" + (f" {optimize}" if optimize != "none" else "")
+    print(f"{r['model']}  {what}  batch {r['batch']}  {r['resolution']} px  "
           f"{r['threads'] or 'default'} threads: median {r['median_ms']:.2f} ms  "
           f"p90 {r['p90_ms']:.2f} ms  {r['images_per_s']:.1f} images/s")
     if args.profile:

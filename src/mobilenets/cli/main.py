@@ -81,16 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add_with_description(name, **options):
+        # `mobilenets CMD --help` opens with the command's one-line help
+        options.setdefault("description", options.get("help"))
+        return add_parser(name, **options)
+    sub.add_parser = add_with_description
 
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default=None, help="shell wildcard, e.g. '*v3*'")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("profile", help="params, MACs and memory of a model")
-    p.add_argument("model", help="registered name or timm/torchvision alias")
-    p.add_argument("--width-mult", type=float, default=None)
-    p.add_argument("--resolution", type=positive_int, default=None, help="input size in pixels")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("model", help="registered name or timm/torchvision alias (see "
+                   "`mobilenets list`)")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help="channel width multiplier (default: the name's)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size in pixels (default: the name's)")
+    p.add_argument("--num-classes", type=positive_int, default=1000,
+                   help="classifier outputs (default 1000)")
     p.add_argument("--by-type", action="store_true", help="split by layer type (V1 Table 2)")
     p.add_argument("--per-layer", action="store_true", help="one row per conv/linear/BN layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")

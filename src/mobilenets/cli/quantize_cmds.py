@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
+import time
 from pathlib import Path
 
+from ..deploy.bench import time_calls
 from ..deploy.quantize import ACTIVATION_TYPES, CALIBRATE_METHODS
-from .arguments import add_overwrite_flag, non_negative_int, output_file, positive_int
+from .arguments import (add_deprecated_option, add_format_option, add_model_argument,
+                        add_overwrite_flag, add_weights_flags, non_negative_int, output_file,
+                        positive_int)
+from .deploy_cmds import default_output
 from .run_cmds import load_cli_model
+
+QUANTIZERS = ("onnxruntime", "pt2e")
+# int8 taking more than this share of the float file's time is reported as not faster
+SLOW_INT8_RATIO = 0.95
 
 
 def add_quantize_parser(sub) -> None:
     p = sub.add_parser("quantize", help="int8 quantization to an ONNX file (PTQ or QAT)")
-    p.add_argument("model", help="saved-model folder, registered name (with --weights), or an "
-                   "fp32 .onnx file (--backend onnxruntime only)")
+    add_model_argument(p, "saved-model folder (e.g. RUN/best), registered name (see "
+                       "`mobilenets list`; with --weights), or an fp32 .onnx file (--quantizer "
+                       "onnxruntime only)")
     p.add_argument("--calib", required=True, help="image folder (its train/ if it has one): "
                    "calibration images, and the training data for --method qat")
-    p.add_argument("--method", choices=["ptq", "qat"], default="ptq")
-    p.add_argument("--backend", choices=["onnxruntime", "pt2e"], default=None,
-                   help="quantizer: onnxruntime's quantize_static (ptq default) or torchao "
-                   "PT2E (X86InductorQuantizer; qat always uses it)")
-    p.add_argument("--out", default=None, help="output .onnx (default: NAME-int8.onnx)")
+    p.add_argument("--method", choices=["ptq", "qat"], default="ptq",
+                   help="post-training quantization (default), or quantization-aware training")
+    p.add_argument("--quantizer", choices=QUANTIZERS, default=None,
+                   help="onnxruntime's quantize_static (the ptq default) or torchao PT2E "
+                   "(X86InductorQuantizer; qat always uses it)")
+    add_deprecated_option(p, "--backend", QUANTIZERS, "--quantizer onnxruntime|pt2e")
+    add_format_option(p)
+    p.add_argument("--out", default=None, help="output file (default: MODEL/model-int8.onnx "
+                   "for a saved-model folder, X-int8.onnx beside an X.onnx input, "
+                   "NAME-int8.onnx here for a registered name)")
     add_overwrite_flag(p)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--num-images", type=positive_int, default=128, help="calibration images")
+    add_weights_flags(p)
+    p.add_argument("--no-check-speed", dest="check_speed", action="store_false",
+                   help="skip timing the int8 file against the float model afterwards (a "
+                   "warning when int8 is not faster)")
+    p.add_argument("--num-images", type=positive_int, default=128,
+                   help="calibration images (default 128)")
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
                    "calibration images (onnxruntime backend; pt2e files are completed with "
@@ -51,20 +72,28 @@ def add_quantize_parser(sub) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from ..deploy.onnx_model import OnnxModel, is_quantized
-    backend = args.backend or ("pt2e" if args.method == "qat" else "onnxruntime")
+    from ..deploy import OnnxModel
+    from ..deploy.onnx_model import is_quantized
+    if args.quantizer and args.backend and args.quantizer != args.backend:
+        raise ValueError(f"--quantizer {args.quantizer} and --backend {args.backend} "
+                         f"(deprecated) disagree: give --quantizer alone")
+    backend = (args.quantizer or args.backend
+               or ("pt2e" if args.method == "qat" else "onnxruntime"))
     if args.method == "qat" and backend != "pt2e":
-        raise ValueError("--method qat uses torchao's PT2E QAT: use --backend pt2e (or omit it)")
+        raise ValueError("--method qat uses torchao's PT2E QAT: use --quantizer pt2e (or omit "
+                         "it)")
     if args.pt2e_graph_only and backend != "pt2e":
-        raise ValueError("--pt2e-graph-only applies to PT2E files (--backend pt2e or --method "
-                         "qat); onnxruntime's quantizer already writes a complete QDQ file")
+        raise ValueError("--pt2e-graph-only applies to PT2E files (--quantizer pt2e or "
+                         "--method qat); onnxruntime's quantizer already writes a complete "
+                         "QDQ file")
     if not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
-    model = load_cli_model(args.model, args.weights)
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     if isinstance(model, OnnxModel) and backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
                          f"model (a saved-model folder or a name with --weights)")
-    out = output_file(Path(args.out or f"{model.config['name']}-int8.onnx"), args.overwrite,
+    out = output_file(Path(args.out) if args.out else
+                      default_output(args.model, model, "-int8.onnx"), args.overwrite,
                       args.model)
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
@@ -86,5 +115,50 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if not is_quantized(out):
         raise ValueError(f"{out} has no quantized operators")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, int8 QDQ, {args.method} via "
-          f"{backend}); run it with `mobilenets eval|predict|bench {out}`")
+          f"{backend}); run it with `mobilenets eval|predict|bench {out}`", flush=True)
+    if args.check_speed:
+        check_int8_speed(model, out)
     return 0
+
+
+def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0) -> float:
+    """Time the int8 file against the float model in onnxruntime, in this process, and warn on
+    stderr when int8 takes more than SLOW_INT8_RATIO of the float time (small models at small
+    resolutions can be slower in int8: the quantize/dequantize work outweighs the faster
+    convolutions). The calls alternate between the two, so that a change of machine load hits
+    both alike; each side's time is the median of its calls. Returns int8 / float time."""
+    import tempfile
+
+    import torch
+
+    from ..deploy import OnnxModel, export_onnx
+    int8 = OnnxModel(int8_path)
+    resolution = int8.fixed_resolution or model.preprocess.get("resolution", 224)
+    x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
+                    resolution, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(model, OnnxModel):
+            fp32 = OnnxModel(model.path)
+        else:
+            fp32 = OnnxModel(export_onnx(model, Path(tmp) / "fp32.onnx", resolution=resolution))
+        times = {"fp32": [], "int8": []}
+        for fn in (fp32, int8):                       # warm-up: first calls allocate
+            time_calls(fn, x, 2)
+        start = time.perf_counter()
+        for round_ in range(30):                      # at least 5 rounds, then within budget
+            times["fp32"] += time_calls(fp32, x, 2)
+            times["int8"] += time_calls(int8, x, 2)
+            if round_ >= 4 and time.perf_counter() - start > budget_s:
+                break
+    fp32_ms, int8_ms = (1e3 * statistics.median(times[k]) for k in ("fp32", "int8"))
+    ratio = int8_ms / fp32_ms
+    where = f"onnxruntime, batch {x.shape[0]}, {resolution} px, {torch.get_num_threads()} threads"
+    if ratio > SLOW_INT8_RATIO:
+        print(f"warning: the int8 file is not faster than the float model here: {int8_ms:.2f} "
+              f"ms against {fp32_ms:.2f} ms per call ({ratio:.2f}x; {where}); small models at "
+              f"small resolutions often gain nothing from int8 (check with `mobilenets bench`, "
+              f"or keep the float model; --no-check-speed skips this check)", file=sys.stderr)
+    else:
+        print(f"int8 speed: {int8_ms:.2f} ms against {fp32_ms:.2f} ms for the float model "
+              f"({1 / ratio:.2f}x faster; {where})")
+    return ratio

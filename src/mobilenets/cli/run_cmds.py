@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
-from .arguments import non_negative_int, positive_int
+from .arguments import (MODEL_HELP, add_model_argument, add_runtime_option, add_weights_flags,
+                        non_negative_int, positive_int)
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -24,22 +25,92 @@ def add_train_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out folder that holds an earlier one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-download", action="store_true",
+                   help="download --weights / --teacher-weights torchvision|timm when not in "
+                   "the local cache")
     add_config_flags(p, _TRAIN_SKIP)
     p.set_defaults(func=cmd_train)
 
 
+# One line per training option for --help (the default, or the recipe's value, is appended).
+_CONFIG_HELP = {
+    "model": "registered model name (see `mobilenets list`)",
+    "data": "folder with train/ and val/ class folders (default: the built-in sample)",
+    "val": "validation folder of class folders, replacing DATA/val",
+    "out": "run folder: last.pt, best/, metrics.jsonl, curves.png",
+    "weights": "initial weights: a checkpoint file or folder, or 'torchvision' / 'timm' "
+               "(local cache; see --allow-download)",
+    "epochs": "training epochs",
+    "resolution": "training and validation image size in pixels",
+    "batch_size": "images per step (over all processes under torchrun)",
+    "workers": "data-loading worker processes (0: load in the main process)",
+    "seed": "random seed (initialisation, data order, augmentation)",
+    "optimizer": "optimiser: sgd (Nesterov), rmsprop (TF-style eps) or adamw",
+    "lr": "peak learning rate",
+    "momentum": "momentum of sgd and rmsprop",
+    "weight_decay": "L2 weight decay (not on BatchNorm and biases)",
+    "rmsprop_decay": "rmsprop: decay of the squared-gradient average",
+    "rmsprop_eps": "rmsprop: epsilon (TF convention)",
+    "schedule": "learning-rate schedule, stepped per batch",
+    "warmup_epochs": "linear warm-up from 0 over this many epochs",
+    "decay_epochs": "step/exponential schedule: decay period in epochs",
+    "decay_rate": "step/exponential schedule: factor per decay period",
+    "min_lr": "cosine schedule: final learning rate",
+    "label_smoothing": "label smoothing of the cross-entropy loss",
+    "dropout": "dropout before the classifier (default: the model's)",
+    "drop_path_rate": "stochastic depth rate (default: the model's)",
+    "ema_decay": "decay of an exponential moving average of the weights (0: off)",
+    "grad_clip": "clip the gradient norm to this (0: off)",
+    "bn_momentum": "BatchNorm momentum (default: the model's)",
+    "crop_min_scale": "RandomResizedCrop's smallest area fraction",
+    "auto_augment": "automatic augmentation policy (default: none)",
+    "color_jitter": "brightness/contrast/saturation jitter strength (0: off)",
+    "random_erasing": "probability of random erasing (0: off)",
+    "mixup": "mixup alpha (0: off)",
+    "cutmix": "cutmix alpha (0: off)",
+    "teacher": "distillation teacher: saved-model folder, or registered name with "
+               "--teacher-weights",
+    "teacher_weights": "weights of a registered --teacher (file, 'torchvision' or 'timm')",
+    "kd_temperature": "distillation temperature",
+    "kd_alpha": "weight of the distillation loss (1 - alpha: the label loss)",
+    "amp": "mixed precision (bf16 on CPU, --amp-dtype on GPU)",
+    "amp_dtype": "mixed-precision type on GPU (float16 adds a gradient scaler)",
+    "channels_last": "channels-last memory format",
+    "compile": "torch.compile the model",
+    "sync_bn": "synchronised BatchNorm across processes (torchrun)",
+    "tensorboard": "write TensorBoard events to OUT/tensorboard (when installed)",
+    "checkpoint_every_steps": "also write last.pt every N steps (0: at epoch ends only)",
+    "checkpoint_every_minutes": "also write last.pt every M minutes (0: at epoch ends only)",
+    "strict_data": "stop on an unreadable image instead of skipping it",
+    "max_steps_per_epoch": "cap on steps per epoch (0: the whole epoch; for quick runs)",
+}
+
+
+def _config_choices() -> dict[str, tuple[str, ...]]:
+    """The closed sets of values of string options."""
+    from ..data.transforms import AUTO_AUGMENT
+    from ..training.optim import OPTIMIZERS, SCHEDULES
+    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp_dtype": ("bfloat16", "float16"),
+            "auto_augment": tuple(AUTO_AUGMENT)}
+
+
 def add_config_flags(p, skip: set[str], helps: dict[str, str] | None = None) -> None:
-    """One ``--flag`` per TrainConfig field not in ``skip`` (default None: keep the recipe's)."""
+    """One ``--flag`` per TrainConfig field not in ``skip`` (default None: keep the recipe's),
+    each with a one-line help (``helps`` replaces it for a field)."""
+    choices = _config_choices()
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
+        text = (helps or {}).get(f.name) or _CONFIG_HELP.get(f.name, f.name.replace("_", " "))
         if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default {'on' if f.default else 'off'})")
             continue
         kind = float if f.type.startswith("float") else int if f.type.startswith("int") else str
-        default = (f"(default {f.default!r})" if f.default is not dataclasses.MISSING else None)
-        p.add_argument(flag, type=kind, default=None, help=(helps or {}).get(f.name, default))
+        if f.default not in (dataclasses.MISSING, None) and f.name not in (helps or {}):
+            text += f" (default {f.default})"
+        p.add_argument(flag, type=kind, default=None, choices=choices.get(f.name), help=text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -58,15 +129,45 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"distillation, which needs a teacher: add --teacher MODEL (a "
                              f"saved-model folder, or a registered name with "
                              f"--teacher-weights)")
+    if args.allow_download:
+        fetch_weights(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:          # torchrun: rank 0 alone prints
+        print(data_summary(cfg), flush=True)
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
                     overwrite=args.overwrite)
-    if int(os.environ.get("RANK", "0")) == 0:          # torchrun: rank 0 alone prints
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
               f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
     return 0
 
 
 _DISTILLATION_OPTIONS = ("teacher_weights", "kd_temperature", "kd_alpha")
+
+
+def fetch_weights(cfg: TrainConfig) -> None:
+    """--allow-download: put the model's (and the teacher's) 'torchvision' / 'timm' weights in
+    the local cache, where training then finds them; a failed download is a one-line error."""
+    import mobilenets
+    for name, weights in ((cfg.model, cfg.weights), (cfg.teacher, cfg.teacher_weights)):
+        if name and weights in ("torchvision", "timm"):
+            mobilenets.create_model(name, weights=weights, allow_download=True)
+
+
+def data_summary(cfg: TrainConfig) -> str:
+    """What a run is about to train on: the data's classes, image counts of train and val,
+    the resolution and the model (checks the data layout first)."""
+    from ..data import ImageFolderDataset, resolve_split
+    train_dir, val_dir = resolve_split(cfg.data, cfg.val)
+    train_set = ImageFolderDataset(train_dir)
+    classes = list(train_set.classes)
+    val_set = ImageFolderDataset(val_dir, classes=classes)
+    shown = ", ".join(classes[:8]) + (f", ... ({len(classes) - 8} more)"
+                                      if len(classes) > 8 else "")
+    return (f"data: {len(classes)} classes ({shown}); {len(train_set.samples)} train images "
+            f"in {train_dir}, {len(val_set.samples)} val images in {val_dir}\n"
+            f"model: {cfg.model} at {cfg.resolution} px, weights "
+            f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+            f"writing to {cfg.out}")
 
 
 def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
@@ -95,11 +196,11 @@ def is_onnx_file(model: str) -> bool:
 
 
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
-                   runtime: str | None = None):
+                   runtime: str | None = None, allow_download: bool = False):
     """MODEL on the command line: a saved-model folder, a registered name (+ --weights), or an
-    ``.onnx`` file (run in ``runtime``, onnxruntime by default). ``purpose`` (e.g.
-    "predictions"): say on stderr when a registered name without --weights gives random
-    weights for it."""
+    ``.onnx`` file (run in ``runtime``, onnxruntime by default; eager runs PyTorch models).
+    ``purpose`` (e.g. "predictions"): say on stderr when a registered name without --weights
+    gives random weights for it. ``allow_download``: --weights torchvision|timm may download."""
     import sys
 
     import mobilenets
@@ -109,8 +210,11 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
         if weights is not None:
             raise ValueError(f"--weights does not apply to the ONNX file {model}")
         from ..deploy import OnnxModel
+        if runtime == "eager":
+            raise ValueError(f"{model} is an ONNX file: it runs with --runtime onnxruntime or "
+                             f"openvino, not eager (PyTorch)")
         return OnnxModel(path, runtime=runtime or "onnxruntime")
-    if runtime is not None:
+    if runtime not in (None, "eager"):
         raise ValueError(f"--runtime {runtime} runs .onnx files, and {model} is not one: "
                          f"export it first with `mobilenets export {model} --out FILE.onnx`")
     if is_saved_model(path):
@@ -128,7 +232,7 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
                          f"registered name (with --weights FILE) or an .onnx file")
     if weights is None and ("/" in model or "\\" in model):
         raise FileNotFoundError(f"no model folder or file {model}")
-    options = {"weights": weights} if weights else {}
+    options = {"weights": weights, "allow_download": allow_download} if weights else {}
     created = mobilenets.create_model(model, **options)
     if purpose and weights is None:
         print(f"note: {model} has random weights (no --weights given), so its {purpose} mean "
@@ -138,23 +242,20 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
 
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy on an image folder")
-    p.add_argument("model", help="saved-model folder, or registered name with --weights")
+    add_model_argument(p)
     p.add_argument("--data", required=True, help="folder of class folders (or with val/)")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--resolution", type=positive_int, default=None)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--workers", type=non_negative_int, default=0)
+    add_weights_flags(p)
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="images per batch (default 64)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="data-loading worker processes (default 0: the main process)")
     p.add_argument("--confusion-png", default=None, metavar="FILE",
                    help="also plot the confusion matrix to this PNG file")
-    add_runtime_flag(p)
+    add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
-
-
-def add_runtime_flag(p) -> None:
-    from ..deploy.onnx_model import RUNTIMES
-    p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="what runs a .onnx MODEL (default: onnxruntime)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -162,8 +263,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     png = Path(args.confusion_png) if args.confusion_png else None
     if png is not None and (png.is_dir() or not png.parent.is_dir()):
         raise ValueError(f"--confusion-png {png}: give a file path in an existing folder")
-    model = load_cli_model(args.model, args.weights, purpose="scores",
-                           runtime=args.runtime).eval()
+    model = load_cli_model(args.model, args.weights, purpose="scores", runtime=args.runtime,
+                           allow_download=args.allow_download).eval()
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"],
@@ -199,13 +300,34 @@ def _confusion_png(confusion, classes, path: Path) -> None:
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-k classes of images")
-    p.add_argument("model", help="saved-model folder, or registered name with --weights")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--top-k", type=positive_int, default=5)
-    add_runtime_flag(p)
+    add_model_argument(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or folders (every image file in them, sorted by name)")
+    add_weights_flags(p)
+    p.add_argument("--top-k", type=positive_int, default=5,
+                   help="classes to print per image (default 5)")
+    add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
+
+
+def image_files(paths: list[str]) -> list[str]:
+    """The IMAGE arguments of predict: a file as given; a folder as the image files directly
+    in it (by extension, hidden files skipped), sorted by name."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    files = []
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(f) for f in folder.iterdir() if f.is_file()
+                       and not f.name.startswith(".") and f.name.lower().endswith(IMG_EXTENSIONS))
+        if not found:
+            raise ValueError(f"folder {path} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
+                             f"its sub-folders are not searched: give them one by one")
+        files += found
+    return files
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -213,12 +335,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ..data import eval_transform
+    images = image_files(args.images)
     model = load_cli_model(args.model, args.weights, purpose="predictions",
-                           runtime=args.runtime).eval()
+                           runtime=args.runtime, allow_download=args.allow_download).eval()
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
     transform = eval_transform(model.preprocess)
     results = []
-    for path in args.images:
+    for path in images:
         try:
             with Image.open(path) as img:
                 x = transform(img.convert("RGB"))[None]

@@ -4,6 +4,8 @@ events (when tensorboard is installed), console lines and progress bars. Rank 0 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 
@@ -56,15 +58,55 @@ class Reporter:
             plot_curves(self.out)
 
 
-def progress_bar(enabled: bool, total: int, desc: str):
-    """A tqdm bar, or a silent stand-in (no tqdm, ``--no-progress``, or rank > 0)."""
+def progress_bar(enabled: bool, total: int, desc: str, stream=None):
+    """A tqdm bar on a terminal; on a log file or pipe (where a bar would write a line per
+    refresh) a line per tenth of ``total``; or a silent stand-in (``--no-progress``, rank >
+    0). ``stream``: where it writes (default stderr, as tqdm)."""
+    if not enabled:
+        return _NoBar()
+    stream = stream or sys.stderr
     try:
         from tqdm import tqdm
     except ImportError:
-        enabled = False
-    if enabled:
-        return tqdm(total=total, desc=desc, leave=False)
-    return _NoBar()
+        tqdm = None
+    if tqdm is not None and _is_terminal(stream):
+        return tqdm(total=total, desc=desc, leave=False, file=stream)
+    return _LineBar(total, desc, stream)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):      # no isatty, or a closed stream
+        return False
+
+
+class _LineBar:
+    """Progress for logs: one line each time another tenth of the steps is done."""
+
+    def __init__(self, total: int, desc: str, stream, parts: int = 10):
+        self.total, self.desc, self.stream, self.parts = total, desc, stream, parts
+        self.done, self.printed, self.postfix = 0, 0, {}
+        self.start = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.total <= 0:
+            return
+        part = min(self.parts, self.done * self.parts // self.total)
+        if part > self.printed:
+            self.printed = part
+            extra = "".join(f"  {k} {v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {self.done}/{self.total} steps "
+                  f"({100 * self.done / self.total:.0f}%)  "
+                  f"{time.perf_counter() - self.start:.1f} s{extra}",
+                  file=self.stream, flush=True)
+
+    def set_postfix(self, **kw) -> None:
+        self.postfix = kw
+
+    def close(self) -> None:
+        pass
 
 
 class _NoBar:

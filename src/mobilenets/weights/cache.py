@@ -39,11 +39,17 @@ def torchvision_file(name: str, allow_download: bool = False) -> Path:
         if not allow_download:
             raise CheckpointError(
                 f"torchvision's {tv} weights are not in the local cache ({path}); pass "
-                f"allow_download=True (Python) to download them from {weights.url}, or put "
-                f"the file there (or give its path as --weights)")
+                f"--allow-download (command line) or allow_download=True (Python) to download "
+                f"them from {weights.url}, or put the file there (or give its path as "
+                f"--weights)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(weights.url, str(path),
-                                       hash_prefix=prefix[1] if prefix else None)
+        try:
+            torch.hub.download_url_to_file(weights.url, str(path),
+                                           hash_prefix=prefix[1] if prefix else None)
+        except Exception as e:   # URLError, HTTPError, timeouts, a hash mismatch (RuntimeError)
+            raise download_error(weights.url, e,
+                                 f"download it yourself to {path} (or give its path as "
+                                 f"--weights)") from e
     if prefix and not sha256(path).startswith(prefix[1]):
         raise CheckpointError(f"{path} fails its hash check (sha256 should start with "
                               f"{prefix[1]}): the file is corrupt or not torchvision's; delete it "
@@ -92,10 +98,25 @@ def timm_file(name: str, allow_download: bool = False) -> Path:
         except Exception:
             raise CheckpointError(f"downloading needs timm installed to name the Hugging Face "
                                   f"repository of {arch} (its default tag)") from None
-        return Path(hf_hub_download(repo, "model.safetensors"))
+        try:
+            return Path(hf_hub_download(repo, "model.safetensors"))
+        except Exception as e:   # network errors, an unknown repository or file
+            raise download_error(f"https://huggingface.co/{repo}/resolve/main/model.safetensors",
+                                 e, f"load them once with timm on a machine online "
+                                 f"(timm.create_model('{arch}', pretrained=True)) and copy "
+                                 f"{cache}, or give the file's path as --weights") from e
     raise CheckpointError(f"no timm weights for {arch} in the Hugging Face cache ({cache}); "
-                          f"pass allow_download=True (Python), or load them once with timm "
+                          f"pass --allow-download (command line) or allow_download=True "
+                          f"(Python), or load them once with timm "
                           f"(timm.create_model('{arch}', pretrained=True))")
+
+
+def download_error(url: str, error: Exception, fix: str) -> CheckpointError:
+    """One line for a failed download: the URL, why it failed, and what to do instead."""
+    reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+    reason = " ".join(str(reason).split())     # one line, whatever the exception held
+    return CheckpointError(f"could not download {url} ({type(error).__name__}: {reason}); "
+                           f"check the network connection (or proxy settings), or {fix}")
 
 
 def _check_blob(path: Path) -> None:
