@@ -7,6 +7,17 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 
+def _fit_seed(key: int) -> int:
+    """``key`` as a seed torch's generators take: unchanged in their range (-2**63 to
+    2**64 - 1), else folded into it, so that large ``--seed`` values work too."""
+    return key if -2**63 <= key < 2**64 else key % 2**64
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the augmentation of sample ``index`` in ``epoch`` of a run seeded ``seed``."""
+    return _fit_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+
 class EpochSampler(Sampler):
     """A permutation fixed by (seed, epoch), optionally sharded over ``world`` ranks and
     starting ``start`` indices in (to resume mid-epoch). It yields (epoch, index) pairs, which
@@ -23,7 +34,7 @@ class EpochSampler(Sampler):
     def _order(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.size))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(_fit_seed(self.seed * 1_000_003 + self.epoch))
         return torch.randperm(self.size, generator=g).tolist()
 
     def __iter__(self):
@@ -52,6 +63,14 @@ class SeededView(Dataset):
         if item is None:
             return None
         image, label = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
+        # torchvision's random transforms draw from the global CPU generator: seed it for this
+        # sample and put its state back afterwards (the CPU draws of fork_rng + manual_seed).
+        # torch.manual_seed is avoided: it also seeds every accelerator type, formatting a
+        # stack trace per type while they are uninitialised (about 1 ms a sample), and would
+        # reseed an initialised GPU generator that fork_rng(devices=[]) does not restore.
+        state = torch.get_rng_state()
+        torch.default_generator.manual_seed(sample_seed(self.seed, epoch, i))
+        try:
             return self.transform(image), label
+        finally:
+            torch.set_rng_state(state)

@@ -1,0 +1,153 @@
+"""Images/s per loader worker of the training input pipeline, per-sample seeding old and new.
+
+The pipeline is the one ``mobilenets train`` reads: the train split of ``--data`` (default:
+the built-in sample) as an ``ImageFolderDataset`` (decode to RGB), a ``SeededView`` applying
+``train_transform`` (the training defaults of ``TrainConfig`` for the model's preprocessing,
+overridable below) under a generator seeded by (seed, epoch, index), keys from an
+``EpochSampler``, batches made by ``collate_skip_bad`` in a ``DataLoader`` with ``--workers``
+persistent worker processes (0: in this process, on one intra-op thread like a worker).
+
+Two seedings are compared, each with its own loader, in this one process:
+
+* ``fork_rng``: the anchor, kept only here: ``torch.random.fork_rng(devices=[])`` around
+  ``torch.manual_seed(key)``, as the dataset seeded each sample before;
+* ``current``: ``mobilenets.training.sampling.SeededView`` as it is now.
+
+Both give the same augmented tensors (checked on the first batch before timing). After one
+warm-up epoch each, every one of ``--repeats`` interleaved repeats reads one epoch (of at most
+``--images`` images) through each loader, in an order rotated each repeat, so that drifting
+machine load hits both alike. A candidate's figure is the median over repeats of images/s
+divided by the worker count, with the min-max spread; the ratio current/fork_rng is taken per
+repeat (median and spread printed). Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_input.py
+    .venv/bin/python benchmarks/bench_input.py --workers 0 --repeats 20
+    .venv/bin/python benchmarks/bench_input.py --data FOLDER --images 2000 --auto-augment randaugment
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+
+import mobilenets
+from mobilenets.data import (ImageFolderDataset, at_resolution, collate_skip_bad, resolve_split,
+                             train_transform)
+from mobilenets.training.config import TrainConfig
+from mobilenets.training.sampling import EpochSampler, SeededView
+
+
+class ForkRngSeededView(SeededView):
+    """SeededView with the per-sample seeding it had before: fork_rng + torch.manual_seed
+    (the same seed, so the same augmentations; the benchmark's anchor)."""
+
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        item = self.dataset[i]
+        if item is None:
+            return None
+        image, label = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
+            return self.transform(image), label
+
+
+def _epoch(loader: DataLoader, sampler: EpochSampler, epoch: int) -> tuple[int, float]:
+    """Read one epoch; (images read, seconds)."""
+    sampler.set_epoch(epoch)
+    n = 0
+    t0 = time.perf_counter()
+    for images, _, _ in loader:
+        n += len(images)
+    return n, time.perf_counter() - t0
+
+
+def main() -> None:
+    defaults = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None,
+                    help="folder with train/ and val/ class folders (default: built-in sample)")
+    ap.add_argument("--model", default=defaults.model, help="whose preprocessing to use")
+    ap.add_argument("--resolution", type=int, default=defaults.resolution)
+    ap.add_argument("--auto-augment", default=defaults.auto_augment,
+                    choices=("randaugment", "trivialaugment", "autoaugment"))
+    ap.add_argument("--color-jitter", type=float, default=defaults.color_jitter)
+    ap.add_argument("--random-erasing", type=float, default=defaults.random_erasing)
+    ap.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="loader worker processes per candidate (0: in this process)")
+    ap.add_argument("--images", type=int, default=600, help="images per epoch (at most)")
+    ap.add_argument("--repeats", type=int, default=10, help="interleaved repeats")
+    ap.add_argument("--seed", type=int, default=defaults.seed)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    if args.workers == 0:
+        torch.set_num_threads(1)     # as in a loader worker process
+
+    train_dir, _ = resolve_split(args.data)
+    raw = ImageFolderDataset(train_dir)
+    pre = at_resolution(mobilenets.create_model(args.model).preprocess, args.resolution)
+    transform = train_transform(args.resolution, pre, auto_augment=args.auto_augment,
+                                color_jitter=args.color_jitter,
+                                random_erasing=args.random_erasing,
+                                scale=(defaults.crop_min_scale, 1.0))
+    size = min(len(raw), args.images)
+    candidates = {}
+    for name, view in (("fork_rng", ForkRngSeededView), ("current", SeededView)):
+        sampler = EpochSampler(size, args.seed)
+        loader = DataLoader(view(raw, transform, args.seed), args.batch_size, sampler=sampler,
+                            num_workers=args.workers, collate_fn=collate_skip_bad,
+                            persistent_workers=args.workers > 0)
+        candidates[name] = (loader, sampler)
+
+    first = {name: next(iter(loader))[0] for name, (loader, _) in candidates.items()}
+    if not torch.equal(first["fork_rng"], first["current"]):
+        raise SystemExit("the two seedings augment differently: the comparison is void")
+    for loader, sampler in candidates.values():        # warm-up (workers start here)
+        _epoch(loader, sampler, 0)
+
+    names = list(candidates)
+    rates = {name: [] for name in names}
+    ratios = []
+    for r in range(args.repeats):
+        for name in names[r % 2:] + names[:r % 2]:
+            n, seconds = _epoch(*candidates[name], epoch=r + 1)
+            rates[name].append(n / seconds / max(args.workers, 1))
+        ratios.append(rates["current"][-1] / rates["fork_rng"][-1])
+
+    result = {"data": str(train_dir), "images": size, "resolution": args.resolution,
+              "auto_augment": args.auto_augment, "color_jitter": args.color_jitter,
+              "random_erasing": args.random_erasing, "batch_size": args.batch_size,
+              "workers": args.workers, "repeats": args.repeats, "torch": torch.__version__,
+              "torchvision": torchvision.__version__, "python": platform.python_version()}
+    for name in names:
+        v = rates[name]
+        result[name] = {"median_img_s": statistics.median(v), "min_img_s": min(v),
+                        "max_img_s": max(v)}
+    result["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
+                       "max": max(ratios)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    where = f"{args.workers} worker process(es) each" if args.workers else "in this process"
+    print(f"{size} images of {train_dir}, {args.resolution} px, batch {args.batch_size}, "
+          f"{where}, {args.repeats} interleaved repeats (torch {torch.__version__}, "
+          f"torchvision {torchvision.__version__})")
+    print(f"{'seeding':10s} {'median img/s/worker':>20s} {'min-max':>16s}")
+    for name in names:
+        s = result[name]
+        print(f"{name:10s} {s['median_img_s']:>20.0f} "
+              f"{s['min_img_s']:>7.0f}-{s['max_img_s']:<8.0f}")
+    q = result["ratio"]
+    print(f"current / fork_rng: x{q['median']:.2f} (per-repeat min-max "
+          f"{q['min']:.2f}-{q['max']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
