@@ -22,7 +22,8 @@ repeat (median and spread printed). Run from the repository root::
 
     .venv/bin/python benchmarks/bench_input.py
     .venv/bin/python benchmarks/bench_input.py --workers 0 --repeats 20
-    .venv/bin/python benchmarks/bench_input.py --data FOLDER --images 2000 --auto-augment randaugment
+    .venv/bin/python benchmarks/bench_input.py --data FOLDER --images 2000 \
+        --auto-augment randaugment
 """
 from __future__ import annotations
 
