@@ -117,6 +117,12 @@ def test_bench_new_options_and_deprecated_backend(saved, tmp_path, capsys, keep_
     assert code == 2 and "--backend (deprecated) and --runtime both given" in err
     code, _, err = run(capsys, "bench", saved, "--precision", "int8")
     assert code == 2 and "mobilenets quantize" in err
+    # quantize: --quantizer, with --backend its deprecated spelling
+    with pytest.warns(DeprecationWarning):
+        code, _, err = run(capsys, "quantize", saved, "--calib", SAMPLE_DIR, "--backend",
+                           "pt2e", "--quantizer", "onnxruntime")
+    assert code == 2 and "--backend is deprecated" in err and "--quantizer" in err
+    assert "disagree" in err
     code, _, err = run(capsys, "bench", saved, "--runtime", "onnxruntime", "--optimize", "fuse")
     assert code == 2 and "--optimize fuse applies to --runtime eager" in err
     # eval and predict take the same --runtime: eager is PyTorch, and a .onnx file is not
