@@ -13,7 +13,7 @@ times batch-1 forward passes of
 * onnxruntime running timm's model exported with the same exporter (``torch.onnx.export``,
   dynamo, opset 18), with the same session options as ours: as onnxruntime opens it
   (``timm onnxruntime``) and, for models with squeeze-excite, also with the layout rewrite
-  our sessions apply (``timm onnxruntime+rewrite``, see ``deploy/ort_rewrite.py``).
+  our sessions apply (``timm onnxruntime+rewrite``, see ``deploy/runtimes/onnxruntime/rewrite.py``).
 
 Each of ``--repeats`` interleaved repeats times every candidate for ``--iters`` calls, in an
 order rotated each repeat; a candidate's figure is the median over repeats of its per-repeat

@@ -177,7 +177,7 @@ def test_quantize_takes_a_saved_model_folder(model, tmp_path):
 
 
 def test_complete_qdq_refuses_a_float_file(fp32, tmp_path):
-    from mobilenets.deploy.qdq_complete import complete_qdq
+    from mobilenets.deploy.runtimes.onnxruntime.qdq_complete import complete_qdq
     src = tmp_path / "f.onnx"
     shutil.copy(fp32, src)
     before = src.read_bytes()

@@ -254,7 +254,7 @@ def test_cli_refusals(tmp_path, capsys):
 # ---------------------------------------------------------------- onnxruntime profile
 
 def test_profile_onnx_splits_kernel_time_by_convolution_shape(tmp_path):
-    from mobilenets.deploy.ort_profile import format_profile, profile_onnx
+    from mobilenets.deploy.runtimes.onnxruntime.profile import format_profile, profile_onnx
     model = mobilenets.create_model("mobilenet_v2_035", num_classes=10).eval()
     path = export_onnx(model, tmp_path / "v2.onnx", resolution=RES)
     x = np.random.default_rng(0).standard_normal((1, 3, RES, RES), dtype=np.float32)
@@ -288,8 +288,8 @@ def test_cli_bench_profile(tmp_path, capsys, keep_threads):
 
 def _optimized_ops(path, rewrite, tmp_path):
     """Operator types of the graph onnxruntime runs, after its optimisations."""
-    from mobilenets.deploy.onnx_model import session_options
-    from mobilenets.deploy.ort_rewrite import cpu_session
+    from mobilenets.deploy.runtimes.onnxruntime.session import session_options
+    from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_session
     so = session_options(1)
     so.optimized_model_filepath = str(tmp_path / f"optimized-{rewrite}.onnx")
     session = cpu_session(path, so, rewrite)
@@ -298,7 +298,7 @@ def _optimized_ops(path, rewrite, tmp_path):
 
 @pytest.mark.parametrize("dynamic_batch", [False, True])
 def test_se_gate_rewrite_keeps_outputs_and_removes_reorders(tmp_path, dynamic_batch):
-    from mobilenets.deploy.ort_rewrite import blocked_layout_cpu, broadcast_mul_to_resize
+    from mobilenets.deploy.runtimes.onnxruntime.rewrite import blocked_layout_cpu, broadcast_mul_to_resize
     from mobilenets.layers.squeeze_excite import SqueezeExcite
     model = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", num_classes=10))
     path = export_onnx(model.eval(), tmp_path / "v3s.onnx", resolution=RES,
@@ -324,7 +324,7 @@ def test_se_gate_rewrite_keeps_outputs_and_removes_reorders(tmp_path, dynamic_ba
 
 
 def test_se_gate_rewrite_leaves_other_graphs_alone(tmp_path):
-    from mobilenets.deploy.ort_rewrite import broadcast_mul_to_resize
+    from mobilenets.deploy.runtimes.onnxruntime.rewrite import broadcast_mul_to_resize
     v2 = export_onnx(mobilenets.create_model("mobilenet_v2_035", num_classes=10).eval(),
                      tmp_path / "v2.onnx", resolution=RES)
     proto = onnx.load(str(v2))

@@ -1,6 +1,6 @@
 """Graph rewrites for onnxruntime's int8 CPU kernels: depthwise channel padding before
-quantization (``deploy.channel_pad``) and the hard-sigmoid table lookup applied when an int8
-file is opened (``deploy.ort_rewrite.hard_sigmoid_to_lookup``).
+quantization (``deploy.runtimes.onnxruntime.channel_pad``) and the hard-sigmoid table lookup applied when an int8
+file is opened (``deploy.runtimes.onnxruntime.rewrite.hard_sigmoid_to_lookup``).
 
 Real computations: mobilenet_v3_small_100 (expansion widths 72, 88, 120: not multiples of 16)
 with randomised BatchNorm, 64 px, 10 classes, exported and quantized on the built-in sample.
@@ -21,8 +21,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
-from mobilenets.deploy.channel_pad import pad_depthwise_channels  # noqa: E402
-from mobilenets.deploy.ort_rewrite import cpu_model, hard_sigmoid_to_lookup  # noqa: E402
+from mobilenets.deploy.runtimes.onnxruntime.channel_pad import pad_depthwise_channels  # noqa: E402
+from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_model, hard_sigmoid_to_lookup  # noqa: E402
 
 CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
 
@@ -195,7 +195,7 @@ def test_depthwise_padding_of_a_qdq_file_is_exact(v3, tmp_path):
     pytest.importorskip("torchao")
     import shutil
 
-    from mobilenets.deploy.qdq_complete import complete_qdq
+    from mobilenets.deploy.runtimes.onnxruntime.qdq_complete import complete_qdq
     from mobilenets.deploy.quantize_pt2e import export_pt2e_onnx, quantize_pt2e
     torch.manual_seed(0)
     model = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", num_classes=10,

@@ -21,7 +21,7 @@ from conftest import sample_classifier, sample_val_images
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
-from mobilenets.deploy.onnx_model import is_quantized  # noqa: E402
+from mobilenets.deploy.onnx_graph import is_quantized  # noqa: E402
 from mobilenets.deploy.onnx_export import mean_to_global_pool  # noqa: E402
 from mobilenets.deploy.quantize import excluded_nodes  # noqa: E402
 
@@ -54,8 +54,8 @@ def ort_ops(path) -> dict:
     import tempfile
 
     import onnxruntime as ort
-    from mobilenets.deploy.onnx_model import session_options
-    from mobilenets.deploy.ort_rewrite import cpu_model
+    from mobilenets.deploy.runtimes.onnxruntime.session import session_options
+    from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_model
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(1)
         so.optimized_model_filepath = f"{tmp}/optimized.onnx"
@@ -253,7 +253,7 @@ def test_qdq_completion_rewrites_are_exact():
     """HardSwish as x * HardSigmoid(x) gives the same values; what is quantized and what is
     left to the ReLU after it; bad requests are refused."""
     from onnx import TensorProto, helper, numpy_helper
-    from mobilenets.deploy.qdq_complete import (activation_type, decompose_hardswish,
+    from mobilenets.deploy.runtimes.onnxruntime.qdq_complete import (activation_type, decompose_hardswish,
                                                 insert_qdq, scale_and_zero_point,
                                                 unquantized_activations)
     import onnxruntime as ort
@@ -319,7 +319,7 @@ def test_completion_of_a_file_with_int8_activations(model, tmp_path, val_images)
     of the convolutions that feed residual Adds removed from onnxruntime's own int8 file),
     is completed in its own type, back to the structure of the full file."""
     from mobilenets.deploy.onnx_graph import GraphIndex
-    from mobilenets.deploy.qdq_complete import complete_qdq, unquantized_activations
+    from mobilenets.deploy.runtimes.onnxruntime.qdq_complete import complete_qdq, unquantized_activations
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     full = quantize_onnx(fp32, tmp_path / "s8.onnx", SAMPLE_DIR, num_images=16,
                          activation_type="int8")

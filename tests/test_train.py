@@ -16,8 +16,8 @@ from PIL import Image
 
 import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.training import make_config, train
-from mobilenets.training.loop import ema_lag
+from mobilenets import train
+from mobilenets.training import ema_lag, make_config
 
 COMMON = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.05,
               workers=0, seed=3, ema_decay=0.9, color_jitter=0.1, label_smoothing=0.1,

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import mobilenets
-from mobilenets.training import make_config, train
-from mobilenets.training import loop as loop_module
-from mobilenets.training.loop import kd_loss
+from mobilenets import train
+from mobilenets.tasks.classification import kd_loss
+from mobilenets.training import engine
+from mobilenets.training import make_config
 
 from test_train import make_folder
 
@@ -78,8 +79,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_pa
 
 def test_checkpoint_every_minutes_writes_mid_epoch(data, tmp_path, monkeypatch):
     saved = []
-    real = loop_module.save_checkpoint
-    monkeypatch.setattr(loop_module, "save_checkpoint",
+    real = engine.save_checkpoint
+    monkeypatch.setattr(engine, "save_checkpoint",
                         lambda path, state: (saved.append((state["epoch"], state["step"])),
                                              real(path, state)))
     cfg = make_config(data=str(data), out=str(tmp_path / "run"), batch_size=4,

@@ -65,58 +65,20 @@ def add_prune_parser(sub) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..compress import prune, recalibrate_bn
-    from ..data import calibration_batches, resolve_split
-    from ..data.folder import class_folders
-    from ..training import train
-    from ..training.config import make_config
-    from ..training.loop import check_out_folder
-    from ..weights import save
-    out = Path(args.out)
+    from ..tasks.classification import prune_and_finetune
     if is_onnx_file(args.model):
         raise ValueError(f"prune works on PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: prune the model it was "
                          f"exported from, then export the pruned one")
-    source = Path(args.model).resolve()
-    if Path(args.model).exists() and (source == out.resolve() or out.resolve() in source.parents):
-        raise ValueError(f"--out {out} contains the model to prune ({args.model}), which the "
-                         f"pruned model and its fine-tuning would overwrite; choose another "
-                         f"--out")
-    check_out_folder(out, overwrite=args.overwrite, can_resume=False)
-    if (out / "pruned").exists() and not args.overwrite:
-        raise ValueError(f"{out / 'pruned'} exists; write to another --out, or pass "
-                         f"--overwrite to replace it")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
-    pruned = prune(model, ratio=args.ratio, macs_ratio=args.macs_ratio,
-                   criterion=args.criterion)
-    info = pruned.config["pruned"]
-    if args.recalibrate_images < 0:
-        raise ValueError(f"--recalibrate-images must be >= 0, not {args.recalibrate_images}")
-    if args.recalibrate_images:
-        train_dir = resolve_split(args.data)[0]
-        seen = recalibrate_bn(pruned, calibration_batches(
-            train_dir, pruned.preprocess, args.recalibrate_images, batch_size=64))
-        print(f"BatchNorm statistics re-estimated on {seen} images of {train_dir} at "
-              f"{pruned.preprocess['resolution']} px", flush=True)
-    save(pruned, out / "pruned")
-    n_params = (sum(p.numel() for p in model.parameters()),
-                sum(p.numel() for p in pruned.parameters()))
-    print(f"pruned (ratio {info['ratio']:.3f}, criterion {info['criterion']}): MACs "
-          f"{info['macs_before']:,} -> {info['macs_after']:,} "
-          f"(-{1 - info['macs_after'] / info['macs_before']:.1%}), params {n_params[0]:,} -> "
-          f"{n_params[1]:,}; saved to {out / 'pruned'}", flush=True)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if f.name not in _SKIP}
-    cfg = make_config(args.recipe, model=pruned.config["name"], data=args.data, out=str(out),
-                      extra={"pruned_model": str(out / "pruned")}, **overrides)
-    if cfg.epochs == 0:
-        return 0
-    classes = class_folders(resolve_split(cfg.data, cfg.val)[0])
-    if pruned.num_classes != len(classes):
-        print(f"classifier re-initialised for the data's {len(classes)} classes "
-              f"(the model has {pruned.num_classes})")
-        pruned.reset_classifier(len(classes))
-    metrics = train(cfg, progress=not args.no_progress, model=pruned, overwrite=args.overwrite)
-    print(f"fine-tuned: top-1 {100 * metrics.get('top1', 0):.1f}% after "
-          f"{metrics.get('epoch', 0)} epochs; best model in {out / 'best'}")
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if f.name not in _SKIP and getattr(args, f.name) is not None}
+    _, metrics = prune_and_finetune(
+        model, args.out, ratio=args.ratio, macs_ratio=args.macs_ratio,
+        criterion=args.criterion, data=args.data, recalibrate_images=args.recalibrate_images,
+        recipe=args.recipe, overwrite=args.overwrite, progress=not args.no_progress,
+        log=lambda line: print(line, flush=True), **options)
+    if metrics is not None:
+        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {metrics['epoch']} "
+              f"epochs; best model in {Path(args.out) / 'best'}")
     return 0

@@ -129,7 +129,7 @@ def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
         raise ValueError(f"--optimize {optimize} applies to --runtime eager (PyTorch), not "
                          f"{runtime}")
     if onnx_file:
-        from ..deploy.onnx_model import is_quantized
+        from ..deploy.onnx_graph import is_quantized
         if runtime == "eager":
             raise ValueError(f"{args.model} is an ONNX file: it runs with --runtime "
                              f"onnxruntime or openvino, not eager")
@@ -157,8 +157,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..deploy import OnnxModel
     from ..deploy.bench import BackendError, bench_model, exported_model, runtime_of
-    from ..deploy.openvino_session import profile_openvino
-    from ..deploy.ort_profile import format_profile, profile_onnx
+    from ..deploy.runtimes.openvino import profile as profile_openvino
+    from ..deploy.runtimes.onnxruntime import format_profile
+    from ..deploy.runtimes.onnxruntime import profile as profile_onnx
     runtime, precision, optimize = bench_options(args)
     backend, resolution = backend_for(runtime, precision, optimize), args.resolution
     run_as = runtime_of(backend)

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..cost import profile
 from ..cost.report import by_type_table, paper_figure_for, paper_params, per_layer_table, summary
 from ..models import create_model, get_entry, list_models

@@ -73,7 +73,7 @@ def add_quantize_parser(sub) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..deploy import OnnxModel
-    from ..deploy.onnx_model import is_quantized
+    from ..deploy.onnx_graph import is_quantized
     if args.quantizer and args.backend and args.quantizer != args.backend:
         raise ValueError(f"--quantizer {args.quantizer} and --backend {args.backend} "
                          f"(deprecated) disagree: give --quantizer alone")

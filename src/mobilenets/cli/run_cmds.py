@@ -114,7 +114,7 @@ def add_config_flags(p, skip: set[str], helps: dict[str, str] | None = None) -> 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..training import train
+    from ..tasks.classification import train
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name not in _TRAIN_SKIP}
     if args.resume:
@@ -131,8 +131,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"--teacher-weights)")
     if args.allow_download:
         fetch_weights(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:          # torchrun: rank 0 alone prints
-        print(data_summary(cfg), flush=True)
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
                     overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -147,27 +145,10 @@ _DISTILLATION_OPTIONS = ("teacher_weights", "kd_temperature", "kd_alpha")
 def fetch_weights(cfg: TrainConfig) -> None:
     """--allow-download: put the model's (and the teacher's) 'torchvision' / 'timm' weights in
     the local cache, where training then finds them; a failed download is a one-line error."""
-    import mobilenets
+    from ..weights import create_model
     for name, weights in ((cfg.model, cfg.weights), (cfg.teacher, cfg.teacher_weights)):
         if name and weights in ("torchvision", "timm"):
-            mobilenets.create_model(name, weights=weights, allow_download=True)
-
-
-def data_summary(cfg: TrainConfig) -> str:
-    """What a run is about to train on: the data's classes, image counts of train and val,
-    the resolution and the model (checks the data layout first)."""
-    from ..data import ImageFolderDataset, resolve_split
-    train_dir, val_dir = resolve_split(cfg.data, cfg.val)
-    train_set = ImageFolderDataset(train_dir)
-    classes = list(train_set.classes)
-    val_set = ImageFolderDataset(val_dir, classes=classes)
-    shown = ", ".join(classes[:8]) + (f", ... ({len(classes) - 8} more)"
-                                      if len(classes) > 8 else "")
-    return (f"data: {len(classes)} classes ({shown}); {len(train_set.samples)} train images "
-            f"in {train_dir}, {len(val_set.samples)} val images in {val_dir}\n"
-            f"model: {cfg.model} at {cfg.resolution} px, weights "
-            f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
-            f"writing to {cfg.out}")
+            create_model(name, weights=weights, allow_download=True)
 
 
 def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
@@ -197,47 +178,20 @@ def is_onnx_file(model: str) -> bool:
 
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
                    runtime: str | None = None, allow_download: bool = False):
-    """MODEL on the command line: a saved-model folder, a registered name (+ --weights), or an
-    ``.onnx`` file (run in ``runtime``, onnxruntime by default; eager runs PyTorch models).
+    """MODEL on the command line, opened by :func:`mobilenets.deploy.open_model`.
     ``purpose`` (e.g. "predictions"): say on stderr when a registered name without --weights
-    gives random weights for it. ``allow_download``: --weights torchvision|timm may download."""
+    gives random weights for it."""
     import sys
 
-    import mobilenets
-    from ..weights.saved import is_saved_model
-    path = Path(model)
-    if is_onnx_file(model):
-        if weights is not None:
-            raise ValueError(f"--weights does not apply to the ONNX file {model}")
-        from ..deploy import OnnxModel
-        if runtime == "eager":
-            raise ValueError(f"{model} is an ONNX file: it runs with --runtime onnxruntime or "
-                             f"openvino, not eager (PyTorch)")
-        return OnnxModel(path, runtime=runtime or "onnxruntime")
-    if runtime not in (None, "eager"):
-        raise ValueError(f"--runtime {runtime} runs .onnx files, and {model} is not one: "
-                         f"export it first with `mobilenets export {model} --out FILE.onnx`")
-    if is_saved_model(path):
-        if weights is not None:
-            raise ValueError(f"--weights does not apply to the saved-model folder {model}, "
-                             f"which holds its own weights; give a registered name with "
-                             f"--weights, or the folder alone")
-        return mobilenets.load(path)
-    if path.is_dir():
-        raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json); "
-                         f"give a folder written by mobilenets train or mobilenets.save "
-                         f"(e.g. RUN/best)")
-    if weights is None and path.exists():
-        raise ValueError(f"{model} is a file, not a model: give a saved-model folder, a "
-                         f"registered name (with --weights FILE) or an .onnx file")
-    if weights is None and ("/" in model or "\\" in model):
-        raise FileNotFoundError(f"no model folder or file {model}")
-    options = {"weights": weights, "allow_download": allow_download} if weights else {}
-    created = mobilenets.create_model(model, **options)
-    if purpose and weights is None:
+    from ..deploy import open_model
+    from ..weights import is_saved_model
+    opened = open_model(model, weights=weights, runtime=runtime,
+                        allow_download=allow_download)
+    if (purpose and weights is None and not is_onnx_file(model)
+            and not is_saved_model(Path(model))):
         print(f"note: {model} has random weights (no --weights given), so its {purpose} mean "
               f"nothing", file=sys.stderr)
-    return created
+    return opened
 
 
 def add_eval_parser(sub) -> None:
@@ -259,7 +213,7 @@ def add_eval_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..training import evaluate
+    from ..deploy import evaluate
     png = Path(args.confusion_png) if args.confusion_png else None
     if png is not None and (png.is_dir() or not png.parent.is_dir()):
         raise ValueError(f"--confusion-png {png}: give a file path in an existing folder")

@@ -16,6 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .fuse import fuse
+from .onnx_export import export_onnx
+from .onnx_model import OnnxModel
+
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8", "openvino")
 ONNX_BACKENDS = ("onnxruntime", "int8", "openvino")     # the ones a .onnx file runs on
 
@@ -82,8 +86,6 @@ def exported_model(model: nn.Module, x: torch.Tensor, threads: int | None,
     """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
     temporary file if None) and open it in ``runtime`` (onnxruntime or openvino) with
     ``threads`` threads."""
-    from .onnx_export import export_onnx
-    from .onnx_model import OnnxModel
     if folder is not None:
         path = export_onnx(model, Path(folder) / "model.onnx", resolution=x.shape[-1],
                            dynamic_batch=x.shape[0] != 1)
@@ -95,7 +97,6 @@ def exported_model(model: nn.Module, x: torch.Tensor, threads: int | None,
 def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
                  threads: int | None = None) -> Callable:
     """A callable running ``model`` on ``backend`` (one of BACKENDS) for inputs like ``x``."""
-    from .fuse import fuse
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if threads:
@@ -117,7 +118,6 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
                 threads: int | None = None, warmup: int = 10, iters: int = 50,
                 repeats: int = 1) -> dict:
     """Build ``backend`` for ``model`` and benchmark it on a random batch."""
-    from .onnx_model import OnnxModel
     resolution = resolution or model.preprocess.get("resolution", 224)
     in_chans = model.config.get("in_chans", 3)
     x = torch.randn(batch, in_chans, resolution, resolution,

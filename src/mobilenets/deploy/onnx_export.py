@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..tasks import TASKS
 from ..version import __version__
 from ..weights.saved import check_class_names
 from .fuse import fuse as fuse_model
@@ -26,11 +27,15 @@ def _json(value) -> str:
     return json.dumps(value, default=str)
 
 
-def output_names(model: nn.Module) -> list[str]:
-    """``logits`` for a classifier, ``features`` without one, ``feature_i`` for a backbone."""
-    if model.config.get("features_only"):
-        return [f"feature_{i}" for i in range(len(model.feature_info))]
-    return ["logits" if getattr(model, "num_classes", 1) else "features"]
+def output_names(model: nn.Module, task: str = "classification") -> list[str]:
+    """The graph's output names, as ``task`` describes them (e.g. ``logits``)."""
+    return [name for name, _ in task_outputs(model, task)]
+
+
+def task_outputs(model: nn.Module, task: str = "classification") -> list[tuple[str, str]]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[task]().outputs(model)
 
 
 def export_preprocess(model: nn.Module, resolution: int) -> dict:
@@ -43,13 +48,15 @@ def export_preprocess(model: nn.Module, resolution: int) -> dict:
     return pre
 
 
-def metadata(model: nn.Module, resolution: int, fused: bool) -> dict[str, str]:
+def metadata(model: nn.Module, resolution: int, fused: bool,
+             task: str = "classification") -> dict[str, str]:
     config = dict(model.config, resolution=resolution)     # the file's input size
+    outputs = [{"name": n, "meaning": m} for n, m in task_outputs(model, task)]
     return {"model_name": str(config.get("name", type(model).__name__)),
             "preprocess": _json(export_preprocess(model, resolution)),
             "class_names": _json(config.get("class_names")),
-            "config": _json(config), "fused": _json(fused),
-            "producer": f"mobilenets {__version__}"}
+            "config": _json(config), "fused": _json(fused), "task": task,
+            "outputs": _json(outputs), "producer": f"mobilenets {__version__}"}
 
 
 def value_shapes(proto) -> dict[str, list]:
@@ -105,8 +112,12 @@ def _check_exportable(model) -> None:
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
-                dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True) -> Path:
+                dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True,
+                task: str = "classification") -> Path:
     """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
+
+    ``task`` (a name in ``mobilenets.tasks.TASKS``) names the outputs and describes them in
+    the metadata (``task``, ``outputs``: name and meaning of each).
 
     The input is ``input`` of shape (batch, C, resolution, resolution); the batch is 1, or a
     symbolic ``batch`` with ``dynamic_batch``. Weights are stored inside the file (no external
@@ -143,7 +154,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
         with torch.no_grad():
             program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset,
                                         verbose=False, input_names=["input"],
-                                        output_names=output_names(model), dynamic_shapes=dynamic)
+                                        output_names=output_names(model, task),
+                                        dynamic_shapes=dynamic)
     finally:
         if not fuse:
             model.train(was_training)
@@ -157,7 +169,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
                            f"asked for; export with opset={MIN_OPSET}")
     # "fused" says what the file holds: torch's exporter folds BatchNorm itself in eval mode
     folded = not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    for key, value in metadata(model, resolution, folded).items():
+    for key, value in metadata(model, resolution, folded, task).items():
         proto.metadata_props.add(key=key, value=value)
     return save_checked(proto, path)
 

@@ -1,6 +1,5 @@
-"""Read-only views of an ONNX graph shared by the graph rewrites (``ort_rewrite``,
-``channel_pad``, ``onnx_export``, ``ort_profile``): node attributes, and who produces and
-who consumes each tensor."""
+"""Read-only views of an ONNX graph shared by the export and every runtime's passes: node
+attributes, who produces and who consumes each tensor, and whether a file is quantized."""
 
 from __future__ import annotations
 
@@ -28,4 +27,17 @@ class GraphIndex:
         self.outputs = {o.name for o in graph.output}
 
 
-__all__ = ["GraphIndex", "node_attrs"]
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                 "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd"}
+
+
+def is_quantized(model) -> bool:
+    """True if the ONNX file ``model`` (a path, or a loaded ModelProto) contains quantized
+    (int8/uint8) operators."""
+    import onnx
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(
+        str(model), load_external_data=False)
+    return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
+
+
+__all__ = ["QUANTIZED_OPS", "GraphIndex", "is_quantized", "node_attrs"]

@@ -1,4 +1,4 @@
-"""An ONNX file in onnxruntime, usable where our models are (evaluate, predict, bench)."""
+"""An exported ONNX file in a runtime (onnxruntime or OpenVINO), usable where our models are (evaluate, predict, bench)."""
 
 from __future__ import annotations
 
@@ -10,55 +10,10 @@ import torch
 
 from ..data.transforms import at_resolution
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .runtimes import RUNTIMES, open_runtime_session
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
-                 "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd"}
-RUNTIMES = ("onnxruntime", "openvino")
 _IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
              "interpolation": "bilinear"}
-
-
-def session_options(threads: int | None = None):
-    """ORT options for latency: all graph optimisations, sequential execution, ``threads``
-    intra-op threads (None: onnxruntime's default) and one inter-op thread."""
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.inter_op_num_threads = 1
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    so.log_severity_level = 3
-    return so
-
-
-def is_quantized(model) -> bool:
-    """True if the ONNX file ``model`` (a path, or a loaded ModelProto) contains quantized
-    (int8/uint8) operators."""
-    import onnx
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(
-        str(model), load_external_data=False)
-    return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
-
-
-def _ort_session(path: Path, threads: int | None, rewrite: bool):
-    """An onnxruntime CPU session for ``path`` and whether a rewrite changed its graph."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError("running ONNX files needs onnxruntime: pip install "
-                          "'mobilenets[deploy]'") from None
-    from google.protobuf.message import DecodeError
-    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
-
-    from .ort_rewrite import cpu_model
-    try:
-        model = cpu_model(path, rewrite)
-        session = ort.InferenceSession(model, session_options(threads),
-                                       providers=["CPUExecutionProvider"])
-    except InvalidProtobuf as e:
-        raise DecodeError(str(e)) from e
-    return session, isinstance(model, bytes)      # bytes: a rewrite changed the graph
 
 
 def _meta(meta: dict, key: str, default=None):
@@ -69,18 +24,19 @@ def _meta(meta: dict, key: str, default=None):
 
 
 class OnnxModel:
-    """An ONNX file in onnxruntime (or OpenVINO) that behaves like an eval-mode mobilenets model.
+    """An exported ONNX file in a runtime, used like an eval-mode mobilenets model.
 
-    ``model(x)`` takes and returns torch tensors (a list for several outputs); ``config``
-    (with ``name`` and ``class_names``), ``preprocess`` and ``num_classes`` come from the file's
-    metadata (or its shapes, for files from elsewhere). A file with a fixed batch size runs
-    other batch sizes in chunks. ``threads`` sets onnxruntime's intra-op threads;
-    ``rewrite`` applies :func:`~mobilenets.deploy.ort_rewrite.cpu_session`'s rewrites: the
-    layout one for float graphs (same outputs, faster squeeze-excite on x86), the int8
-    hard-sigmoid lookup for quantized ones (within one quantization step); ``rewritten``
-    says whether one changed the graph. ``runtime="openvino"`` runs the file in OpenVINO's CPU
-    runtime instead (:class:`~mobilenets.deploy.openvino_session.OpenVinoSession`; the
-    rewrites are onnxruntime's and do not apply).
+    ``OnnxModel(path, runtime="onnxruntime")`` (or ``"openvino"``; see
+    :mod:`mobilenets.deploy.runtimes`). ``model(x)`` takes a float batch N x C x H x W that is
+    already resized, cropped and normalised as ``model.preprocess`` says (e.g. with
+    ``mobilenets.data.eval_transform(model.preprocess)``), as a torch tensor or numpy array,
+    and returns torch tensors (a list for several outputs). ``config`` (with ``name`` and
+    ``class_names``), ``preprocess`` and ``num_classes`` come from the file's metadata (or its
+    shapes, for files from elsewhere). A file with a fixed batch size runs other batch sizes
+    in chunks. ``threads``: the runtime's intra-op threads. ``rewrite``: onnxruntime only,
+    apply its x86 passes (:mod:`mobilenets.deploy.runtimes.onnxruntime.rewrite`: same outputs
+    for float graphs, within one quantization step for int8 ones); ``rewritten`` says whether
+    one changed the graph.
     """
 
     training = False
@@ -97,11 +53,8 @@ class OnnxModel:
         self.threads, self.runtime = threads, runtime
         from google.protobuf.message import DecodeError
         try:
-            if runtime == "openvino":
-                from .openvino_session import OpenVinoSession
-                self.session, self.rewritten = OpenVinoSession(self.path, threads), False
-            else:
-                self.session, self.rewritten = _ort_session(self.path, threads, rewrite)
+            self.session, self.rewritten = open_runtime_session(runtime, self.path, threads,
+                                                                rewrite)
         except DecodeError as e:      # not a readable ONNX protobuf
             raise ValueError(f"{self.path} is not a readable ONNX file ({str(e)[:300]}); if "
                              f"it is truncated or corrupt, export or copy it again") from e
@@ -197,4 +150,4 @@ class OnnxModel:
                 f"input={self.input_shape}, threads={self.threads}, runtime={self.runtime!r})")
 
 
-__all__ = ["RUNTIMES", "OnnxModel", "is_quantized", "session_options"]
+__all__ = ["RUNTIMES", "OnnxModel"]

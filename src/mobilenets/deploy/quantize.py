@@ -23,15 +23,18 @@ from pathlib import Path
 import torch
 
 from ..data.calibration import calibration_batches
-from ..data.transforms import check_rgb_model
-from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
-from .onnx_export import mean_to_global_pool, save_checked
+from ..data.transforms import at_resolution, check_rgb_model
+from .onnx_graph import is_quantized
+from .runtimes.onnxruntime.channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
+from .onnx_export import export_onnx, mean_to_global_pool, save_checked
+from .onnx_model import OnnxModel
+from .open import open_model
 
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 
 
-def _reader(input_name: str, batches: list[torch.Tensor]):
+def calibration_reader(input_name: str, batches: list[torch.Tensor]):
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -81,19 +84,11 @@ def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
     OnnxModel, or a saved-model folder) to ``path``; its file and preprocessing."""
     import onnx
 
-    from ..data.transforms import at_resolution
-    from ..weights.saved import is_saved_model
-    from .onnx_export import export_onnx
-    from .onnx_model import OnnxModel, is_quantized
-    if isinstance(model, (str, Path)) and is_saved_model(Path(model)):
-        from ..weights import load
-        model = load(model)
-    if isinstance(model, (str, Path, OnnxModel)):
-        src = Path(model.path if isinstance(model, OnnxModel) else model)
-        if src.is_dir():
-            raise ValueError(f"{src} is a folder but not a saved model (no config.json); give "
-                             f"a model, an fp32 .onnx file or a saved-model folder")
-        onnx_model = OnnxModel(src)            # clear errors for missing or unreadable files
+    if isinstance(model, (str, Path)):
+        model = open_model(model)
+    if isinstance(model, OnnxModel):
+        src = Path(model.path)
+        onnx_model = model
         if is_quantized(src):
             raise ValueError(f"{src} is already quantized")
         fixed, preprocess = onnx_model.fixed_resolution, onnx_model.preprocess
@@ -110,7 +105,6 @@ def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
 
 def _same_file(a, b: Path) -> bool:
     """True if ``a`` (the model argument) names the file ``b``."""
-    from .onnx_model import OnnxModel
     a = a.path if isinstance(a, OnnxModel) else a
     if not isinstance(a, (str, Path)) or not Path(a).exists() or not b.exists():
         return False
@@ -161,7 +155,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     percentile measured a drop of 0.79 points for mobilenet_v3_large_100 against minmax's
     1.63, and 0.15 against 0.00 for mobilenet_v2_100 (README, Deploy). ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
-    padded with zero channels to a multiple of it (:mod:`.channel_pad`; the same outputs,
+    padded with zero channels to a multiple of it (:mod:`.runtimes.onnxruntime.channel_pad`; the same outputs,
     onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32
     export's metadata plus a ``quantization`` entry; returns ``out_path``.
     """
@@ -200,7 +194,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         symmetric = activation_type == "int8"
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors(calibrate_method):
             quantize_static(
-                str(pre), str(Path(tmp) / "int8.onnx"), _reader(input_name, batches),
+                str(pre), str(Path(tmp) / "int8.onnx"), calibration_reader(input_name, batches),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,

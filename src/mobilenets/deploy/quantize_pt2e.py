@@ -10,11 +10,22 @@ slower than fp32. ``export_pt2e_onnx`` writes it as an ONNX QDQ file for onnxrun
 
 from __future__ import annotations
 
-import math
+import copy
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..data import at_resolution
+from ..data.calibration import calibration_batches
+from ..data.transforms import check_rgb_model
+from ..tasks.classification import ClassificationTask
+from ..training import fit, make_config
+from ..training.checkpoint import save_checkpoint
+from .fuse import fuse
+from .onnx_export import metadata
+from .runtimes.onnxruntime.qdq_complete import complete_qdq
 
 from .quantized_model import QuantizedModel
 
@@ -44,9 +55,6 @@ def _export(net: nn.Module, resolution: int) -> nn.Module:
 
 def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[torch.Tensor]:
     """Calibration batches: a list of tensors, a DataLoader of (x, ...), or an image folder."""
-    from ..data import at_resolution
-    from ..data.transforms import check_rgb_model
-    from .quantize import calibration_batches
     if isinstance(data, (str, Path)):
         check_rgb_model(model.config.get("in_chans", 3), "int8 calibration")
         pre = at_resolution(model.preprocess, resolution)
@@ -71,7 +79,6 @@ def quantize_pt2e(model: nn.Module, calib, *, num_images: int = 128,
     ``train/`` if any, or an iterable of batches), ``convert_pt2e``. Fast under
     ``torch.compile`` only."""
     prepare_pt2e, _, convert_pt2e, Quantizer, default_config = _torchao()
-    from .fuse import fuse
     res = _resolution(model, resolution)
     quantizer = Quantizer().set_global(default_config())
     prepared = prepare_pt2e(_export(fuse(model), res), quantizer)
@@ -80,68 +87,94 @@ def quantize_pt2e(model: nn.Module, calib, *, num_images: int = 128,
     return QuantizedModel(convert_pt2e(prepared), model, res)
 
 
+class QatTask(ClassificationTask):
+    """Classification QAT on the training engine: the float model is exported in training
+    mode and prepared with fake quantization (``prepare_qat_pt2e``); from epoch
+    ``freeze_epoch`` (0-based) on, observers stop updating and BatchNorm uses its running
+    statistics. The prepared graph is ``self.model`` after :func:`mobilenets.training.fit`."""
+
+    def __init__(self, model: nn.Module, resolution: int, freeze_epoch: int):
+        super().__init__(classes=model.config.get("class_names"))
+        self.float_model, self.resolution, self.freeze_epoch = model, resolution, freeze_epoch
+        self.frozen = False
+
+    def build_model(self, cfg, resumed: dict | None = None) -> nn.Module:
+        if len(self.classes) != self.float_model.num_classes:
+            raise ValueError(f"{self.dirs[0]} has {len(self.classes)} classes, the model "
+                             f"{self.float_model.num_classes}")
+        _, prepare_qat_pt2e, _, quantizer, default_config = _torchao()
+        net = copy.deepcopy(self.float_model).train()
+        prepared = prepare_qat_pt2e(_export(net, self.resolution),
+                                    quantizer().set_global(default_config(is_qat=True)))
+        prepared.config = dict(self.float_model.config)
+        prepared.preprocess = dict(self.float_model.preprocess)
+        prepared.num_classes = self.float_model.num_classes
+        self.model = prepared
+        return prepared
+
+    def start_epoch(self, model, epoch: int) -> None:
+        from torchao.quantization.pt2e import disable_observer
+        if epoch >= self.freeze_epoch and not self.frozen:
+            model.apply(disable_observer)
+            self.frozen = True
+
+    def set_mode(self, model, training: bool) -> None:
+        from torchao.quantization.pt2e import (move_exported_model_to_eval,
+                                               move_exported_model_to_train)
+        if training and not self.frozen:
+            move_exported_model_to_train(model)
+        else:                               # frozen: BatchNorm uses its running statistics
+            move_exported_model_to_eval(model)
+
+    def save_best(self, model, folder) -> None:
+        """The prepared graph's state (fake-quantization parameters and observers included),
+        which a run rebuilt with the same model and resolution loads."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_checkpoint(Path(folder) / "qat_state.pt", model.state_dict())
+
+    def convert(self) -> QuantizedModel:
+        _, _, convert_pt2e, _, _ = _torchao()
+        self.set_mode(self.model, False)
+        with torch.no_grad():
+            return QuantizedModel(convert_pt2e(self.model), self.float_model, self.resolution)
+
+
 def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
              batch_size: int = 32, resolution: int | None = None, max_steps: int = 0,
-             freeze_bn_epoch: int | None = None, seed: int = 0, log=print) -> QuantizedModel:
+             freeze_bn_epoch: int | None = None, seed: int = 0, out: str | Path | None = None,
+             progress: bool = False, log=print, **train_options) -> QuantizedModel:
     """QAT: export ``model`` in training mode, ``prepare_qat_pt2e``, fine-tune ``epochs`` on the
-    image folder ``data`` (its ``train/``; SGD + cosine from ``lr``; ``max_steps`` caps the
-    steps per epoch), freeze BatchNorm statistics and observers from ``freeze_bn_epoch``
-    (default: the last epoch, if there are several), then convert. ``model`` is not changed."""
-    import copy
-
-    from torch.utils.data import DataLoader
-
+    image folder ``data`` (its ``train/``; validation on its ``val/``) on the training engine
+    (SGD + cosine from ``lr``, label smoothing 0.1; ``max_steps`` caps the steps per epoch;
+    other :class:`~mobilenets.training.TrainConfig` options in ``train_options``), freeze
+    BatchNorm statistics and observers after ``freeze_bn_epoch`` epochs (default: for the
+    last epoch, if there are several), then convert the last epoch's graph. ``out``: the run's
+    folder (checkpoints, metrics, ``best/qat_state.pt``); a temporary one when None.
+    ``model`` is not changed."""
     if freeze_bn_epoch is not None and not 1 <= freeze_bn_epoch <= epochs:
         raise ValueError(f"freeze_bn_epoch must be between 1 and epochs ({epochs}), not "
                          f"{freeze_bn_epoch}: the observers need at least one epoch to learn "
                          f"the activation ranges before they are frozen")
-
-    from ..data import ImageFolderDataset, collate_skip_bad, train_transform
-    from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
-                                           move_exported_model_to_train)
-    _, prepare_qat_pt2e, convert_pt2e, Quantizer, default_config = _torchao()
-    torch.manual_seed(seed)
+    _torchao()
     res = _resolution(model, resolution)
-    root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
-    dataset = ImageFolderDataset(root, transform=train_transform(res, model.preprocess),
-                                 classes=model.config.get("class_names"))
-    if len(dataset.classes) != model.num_classes:
-        raise ValueError(f"{root} has {len(dataset.classes)} classes, the model "
-                         f"{model.num_classes}")
-    loader = DataLoader(dataset, batch_size, shuffle=True, drop_last=True,
-                        collate_fn=collate_skip_bad)
-    net = copy.deepcopy(model).train()
-    quantizer = Quantizer().set_global(default_config(is_qat=True))
-    prepared = prepare_qat_pt2e(_export(net, res), quantizer)
-    steps = min(len(loader), max_steps or len(loader))
-    params = [p for p in prepared.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, epochs * steps))))
+    # observers and BatchNorm are frozen after this many epochs (0-based index of the first
+    # frozen epoch)
     freeze = (epochs - 1 if epochs > 1 else epochs) if freeze_bn_epoch is None else \
         freeze_bn_epoch
-    for epoch in range(epochs):
-        move_exported_model_to_train(prepared)
-        if epoch >= freeze:
-            prepared.apply(disable_observer)
-            move_exported_model_to_eval(prepared)   # BN uses its running statistics
-        total, seen = 0.0, 0
-        for step, (x, y, _) in enumerate(loader):
-            if step >= steps:
-                break
-            if len(y) == 0:
-                continue
-            loss = nn.functional.cross_entropy(prepared(x), y, label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, seen = total + loss.item() * len(y), seen + len(y)
-        if log:
-            log(f"qat epoch {epoch + 1}/{epochs}: loss {total / max(seen, 1):.4f}")
-    move_exported_model_to_eval(prepared)
-    with torch.no_grad():
-        return QuantizedModel(convert_pt2e(prepared), model, res)
+    options = dict(lr=lr, optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine",
+                   warmup_epochs=0.0, label_smoothing=0.1, ema_decay=0.0, epochs=epochs,
+                   batch_size=batch_size, resolution=res, max_steps_per_epoch=max_steps,
+                   seed=seed, tensorboard=False)
+    options.update(train_options)
+    task = QatTask(model, res, freeze)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_config(model=model.config["name"], data=str(data),
+                          out=str(out if out is not None else Path(tmp) / "qat"), **options)
+        metrics = fit(task, cfg, progress=progress, overwrite=out is None)
+    if log:
+        log(f"qat: {epochs} epoch(s), train loss {metrics['train_loss']:.4f}, "
+            f"fake-quantized val top-1 {100 * metrics['top1']:.1f}%")
+    return task.convert()
 
 
 def compile_pt2e(qmodel: nn.Module, example: torch.Tensor):
@@ -168,7 +201,7 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     """Write a converted PT2E model as an ONNX QDQ file (batch 1) with our metadata.
 
     With ``calib`` (an image folder), the activations the X86 quantizer leaves in float are
-    then calibrated on ``num_images`` of its images and quantized (:mod:`.qdq_complete`), so
+    then calibrated on ``num_images`` of its images and quantized (:mod:`.runtimes.onnxruntime.qdq_complete`), so
     onnxruntime runs every convolution in int8: for the Imagenette-trained
     mobilenet_v3_large_100 of the README (QAT, 128 px, batch 1, 2 threads) 1.1 ms instead of
     3.6, at 79.90% top-1 (the uncompleted file of the same QAT recipe: 79.85%)."""
@@ -176,8 +209,6 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
 
     import onnx
 
-    from ..data import at_resolution
-    from .onnx_export import metadata
     x = torch.randn(1, qmodel.config.get("in_chans", 3), qmodel.resolution, qmodel.resolution)
     import warnings
     with torch.no_grad(), warnings.catch_warnings():
@@ -197,7 +228,6 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     if calib is None:
         onnx.checker.check_model(str(path))
     else:                                 # checks and saves the completed file itself
-        from .qdq_complete import complete_qdq
         complete_qdq(path, calib, at_resolution(qmodel.preprocess, qmodel.resolution),
                      num_images=num_images)
     return path

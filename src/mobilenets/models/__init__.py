@@ -6,7 +6,9 @@ Importing this package registers every model.
 from . import efficientnet, fd_mobilenet, mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401
 from .architecture import Architecture, FeatureTap, NetworkPlan, plan
 from .network import FeatureNet, MobileNet
-from .registry import ModelEntry, create_model, get_entry, list_models, register, resolve_name
+from .registry import (MODEL_OPTIONS, ModelEntry, create_model, get_entry, list_models, register,
+                       resolve_name)
 
-__all__ = ["Architecture", "FeatureNet", "FeatureTap", "MobileNet", "ModelEntry", "NetworkPlan",
-           "create_model", "get_entry", "list_models", "plan", "register", "resolve_name"]
+__all__ = ["MODEL_OPTIONS", "Architecture", "FeatureNet", "FeatureTap", "MobileNet", "ModelEntry",
+           "NetworkPlan", "create_model", "get_entry", "list_models", "plan", "register",
+           "resolve_name"]

@@ -38,6 +38,14 @@ def check_input(x: torch.Tensor, in_chans: int, total_stride: int) -> None:
 class Trunk(nn.Module):
     """Stem, body blocks and head conv: everything up to the final feature map."""
 
+    #: why this model cannot be trained or saved (``mobilenets.fuse`` sets it), else None
+    eval_only: str | None = None
+
+    def train(self, mode: bool = True):
+        if mode and self.eval_only:
+            raise RuntimeError(f"this model is eval-only: {self.eval_only}")
+        return super().train(mode)
+
     def __init__(self, plan: NetworkPlan):
         super().__init__()
         n, pad = plan.norm, plan.padding

@@ -11,6 +11,7 @@ from ..layers import NormConfig, canonical_activation
 from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
 from .network import FeatureNet, MobileNet
+from .widths import block_widths, with_block_widths
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,9 +76,11 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
             "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
-_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout", "drop_path_rate",
-            "act", "in_chans", "bn_eps", "bn_momentum", "padding", "features_only", "out_indices",
-            "weights", "allow_download")
+# what create_model takes; mobilenets.create_model (the weights layer) adds weights and
+# allow_download
+MODEL_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout",
+                 "drop_path_rate", "act", "in_chans", "bn_eps", "bn_momentum", "padding",
+                 "features_only", "out_indices", "block_widths")
 
 
 def _check(name: str, value, ok: bool, allowed: str) -> None:
@@ -86,27 +89,24 @@ def _check(name: str, value, ok: bool, allowed: str) -> None:
 
 
 def create_model(name: str, **options) -> MobileNet | FeatureNet:
-    """Build a registered model (random initialisation).
+    """Build a registered model with random initialisation (``mobilenets.create_model`` also
+    takes ``weights``).
 
     Options: ``num_classes`` (1000; 0 removes the classifier), ``width_mult`` and ``depth_mult``
     (the registered values by default), ``resolution`` (default input size, used for
     preprocessing and cost figures), ``dropout``, ``drop_path_rate``, ``act`` (replaces every
     activation but the squeeze-excite gate), ``in_chans``, ``bn_eps``, ``bn_momentum``
     (PyTorch convention), ``padding`` (``"symmetric"``, or ``"same"`` for TensorFlow's),
-    ``features_only`` and ``out_indices`` (see ``feature_info``), and ``weights``: a checkpoint
-    file or folder (torchvision, timm or our own saved format), or ``"torchvision"`` /
-    ``"timm"`` to take the file from those libraries' local caches (see
-    :mod:`mobilenets.weights`).
+    ``features_only`` and ``out_indices`` (see ``feature_info``), ``block_widths`` (per-block
+    ``[in, mid, out]`` channels instead of the table's: a pruned network).
     """
-    unknown = sorted(set(options) - set(_OPTIONS))
+    if "weights" in options or "allow_download" in options:
+        raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
+                        "use mobilenets.create_model (mobilenets.weights.create_model)")
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
-                        f"{', '.join(_OPTIONS)}")
-    if options.get("weights") is not None:
-        from ..weights import create_with_weights
-        return create_with_weights(name, **options)
-    options.pop("weights", None)
-    options.pop("allow_download", None)
+                        f"{', '.join(MODEL_OPTIONS)}, weights, allow_download")
     entry = get_entry(name)
     width = options.get("width_mult", entry.width_mult)
     depth = options.get("depth_mult", entry.depth_mult)
@@ -142,6 +142,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
         act = canonical_activation(act)
     net_plan = plan(entry.arch, width, depth, act, drop_path, NormConfig(norm.eps, norm.momentum),
                     in_chans, padding)
+    widths = options.get("block_widths")
+    if widths is not None:       # a pruned network (see models/widths.py)
+        net_plan = with_block_widths(net_plan, widths)
+        widths = block_widths(net_plan)
     if resolution < net_plan.total_stride:
         raise ValueError(f"resolution={resolution} is smaller than the network's total stride "
                          f"{net_plan.total_stride}; use at least {net_plan.total_stride}")
@@ -149,6 +153,8 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
               "width_mult": width, "depth_mult": depth, "resolution": resolution,
               "dropout": dropout, "drop_path_rate": drop_path, "act": act, "in_chans": in_chans,
               "bn_eps": norm.eps, "bn_momentum": norm.momentum, "padding": padding}
+    if widths is not None:
+        config["block_widths"] = widths
     model = MobileNet(net_plan, num_classes, dropout, config, preprocessing(entry, resolution))
     if options.get("features_only"):
         return FeatureNet(model, options.get("out_indices"))

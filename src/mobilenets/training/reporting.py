@@ -12,11 +12,14 @@ from pathlib import Path
 class Reporter:
     """Writes one metrics line per epoch, step and epoch scalars to TensorBoard, and the curves.
 
-    ``enabled`` is False on ranks other than 0: every method is then a no-op."""
+    ``enabled`` is False on ranks other than 0: every method is then a no-op. ``metrics``: the
+    task's validation metrics besides the loss, name -> (label, shown as a percentage)."""
 
     def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = True,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None,
+                 metrics: dict[str, tuple[str, bool]] | None = None):
         self.out, self.enabled, self.writer = Path(out), enabled, None
+        self.metrics = dict(metrics or {})
         if not (enabled and tensorboard):
             return
         try:
@@ -36,11 +39,12 @@ class Reporter:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
-        print(f"epoch {metrics['epoch']}: loss {metrics['train_loss']:.3f}  top-1 "
-              f"{100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
+        shown = "".join(f"  {label} {_value(metrics[key], percent)}"
+                        for key, (label, percent) in self.metrics.items())
+        print(f"epoch {metrics['epoch']}: loss {metrics['train_loss']:.3f}{shown}  "
               f"{metrics['images_per_s']:.0f} img/s", flush=True)
         if self.writer is not None:
-            for key in ("train_loss", "val_loss", "top1", "top5", "images_per_s"):
+            for key in ("train_loss", "val_loss", *self.metrics, "images_per_s"):
                 self.writer.add_scalar(f"epoch/{key}", metrics[key], metrics["epoch"])
             self.writer.flush()
 
@@ -55,7 +59,11 @@ class Reporter:
         if self.writer is not None:
             self.writer.close()
         if self.enabled:
-            plot_curves(self.out)
+            plot_curves(self.out, self.metrics)
+
+
+def _value(value: float, percent: bool) -> str:
+    return f"{100 * value:.1f}%" if percent else f"{value:.4g}"
 
 
 def progress_bar(enabled: bool, total: int, desc: str, stream=None):
@@ -115,8 +123,9 @@ class _NoBar:
     def close(self): pass
 
 
-def plot_curves(out: Path) -> None:
-    """``curves.png``: loss and top-1 per epoch (skipped when matplotlib is missing)."""
+def plot_curves(out: Path, metrics: dict[str, tuple[str, bool]] | None = None) -> None:
+    """``curves.png``: the losses per epoch, and beside them the task's validation ``metrics``
+    (as :class:`Reporter` takes them); skipped when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -132,9 +141,12 @@ def plot_curves(out: Path) -> None:
     a.plot(epochs, [r["train_loss"] for r in rows], label="train")
     a.plot(epochs, [r["val_loss"] for r in rows], label="val")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
-    b.plot(epochs, [100 * r["top1"] for r in rows], label="top-1")
-    b.plot(epochs, [100 * r["top5"] for r in rows], label="top-5")
-    b.set_xlabel("epoch"), b.set_ylabel("val accuracy (%)"), b.legend()
+    for key, (label, percent) in (metrics or {}).items():
+        b.plot(epochs, [(100 if percent else 1) * r[key] for r in rows], label=label)
+    percents = {percent for _, percent in (metrics or {}).values()}
+    b.set_xlabel("epoch"), b.set_ylabel("validation" + (" (%)" if percents == {True} else ""))
+    if metrics:
+        b.legend()
     fig.tight_layout()
     fig.savefig(Path(out) / "curves.png", dpi=100)
     plt.close(fig)

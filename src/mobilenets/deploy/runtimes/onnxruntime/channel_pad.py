@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_graph import GraphIndex, node_attrs
+from ...onnx_graph import GraphIndex, node_attrs
 
 INT8_DEPTHWISE_MULTIPLE = 16
 

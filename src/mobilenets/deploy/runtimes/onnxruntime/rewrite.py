@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_graph import GraphIndex, node_attrs
+from ...onnx_export import value_shapes
+from ...onnx_graph import GraphIndex, is_quantized, node_attrs
 
 # Gates are rewritten only for channel counts in whole AVX2 blocks (onnxruntime pads them to
 # AVX-512's 16). Our builder's widths are all multiples of 8 (make_divisible).
@@ -52,7 +53,6 @@ def broadcast_mul_to_resize(proto, block: int = NCHWC_BLOCK) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from .onnx_export import value_shapes
     if not any(n.op_type == "Mul" for n in proto.graph.node):
         return 0                          # e.g. MobileNetV1/V2: no shape inference needed
     shapes = value_shapes(proto)
@@ -157,7 +157,6 @@ def cpu_model(path: str | Path, rewrite: bool = True) -> str | bytes:
     the CPU uses the NCHWc layout. Otherwise, or with ``rewrite=False``, the path itself."""
     import onnx
 
-    from .onnx_model import is_quantized
     if rewrite:
         proto = onnx.load(str(path))
         if is_quantized(proto):

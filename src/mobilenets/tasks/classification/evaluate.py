@@ -1,43 +1,33 @@
-"""Evaluation: loss, top-1, top-5, per-class accuracy and the confusion matrix."""
+"""Classification metrics: loss, top-1, top-5, per-class accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from ..data import collate_skip_bad
-
-
-def eval_loader(dataset, batch_size: int = 64, workers: int = 0,
-                device: torch.device | str = "cpu", dist=None,
-                persistent: bool = False) -> DataLoader:
-    """The loader :func:`evaluate_model` reads: in order, this process's share of the images
-    under ``dist``; ``persistent`` keeps its worker processes between passes (training's
-    per-epoch validation)."""
-    if dist is not None and dist.enabled:
-        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world))
-    # its own generator: a loader without one draws its workers' base seed from the global
-    # RNG at every pass, so dropout in the next epoch would depend on the worker count
-    return DataLoader(dataset, batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate_skip_bad, persistent_workers=persistent and workers > 0,
-                      pin_memory=torch.device(device).type == "cuda",
-                      generator=torch.Generator().manual_seed(0))
+from ...data import ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform
+from ...data.transforms import check_rgb_model
+from ...training.engine import eval_loader
+from ...training.sampling import SeededView
 
 
 @torch.no_grad()
 def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
                    device: torch.device | str = "cpu", num_classes: int | None = None,
-                   dist=None) -> dict:
+                   dist=None, set_eval: bool = True) -> dict:
     """Metrics of ``model`` on ``dataset`` (items (image tensor, label), or None if unreadable;
-    or a loader of such batches from :func:`eval_loader`).
+    or a loader of such batches from :func:`~mobilenets.training.engine.eval_loader`).
 
     ``dist`` (a :class:`~mobilenets.training.distributed.Dist`): each process evaluates every
     world-th image and the counts are summed, so every process gets the full-set metrics."""
     was_training = model.training
-    model.eval()
+    if set_eval:           # False: the caller has set the mode (the engine, via its task)
+        model.eval()
     loader = (dataset if isinstance(dataset, DataLoader)
-              else eval_loader(dataset, batch_size, workers, device, dist))
+              else eval_loader(dataset, collate_skip_bad, batch_size, workers, device, dist))
     n = num_classes or model.num_classes
     confusion = torch.zeros(n, n, dtype=torch.long)
     sums = torch.zeros(4, dtype=torch.float64)         # loss, top-5 hits, count, unreadable
@@ -50,7 +40,8 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
         sums[1] += (logits.topk(min(5, n), 1).indices == y[:, None]).any(1).sum().item()
         sums[2] += len(y)
         confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n).view(n, n)
-    model.train(was_training)
+    if set_eval:
+        model.train(was_training)
     if dist is not None:
         confusion, sums = dist.sum(confusion), dist.sum(sums)
     loss_sum, top5, count, bad = sums.tolist()
@@ -61,30 +52,13 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
             "confusion": confusion.tolist(), "count": count, "bad_images": int(bad)}
 
 
-def _open(path):
-    """The model at ``path``: an ONNX file (in onnxruntime) or a saved-model folder."""
-    from ..weights import load
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        from ..deploy import OnnxModel
-        return OnnxModel(path)
-    if path.is_dir():
-        return load(path)
-    raise ValueError(f"{path} is neither an .onnx file nor a saved-model folder")
-
-
 def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
              workers: int = 0) -> dict:
-    """Evaluate ``model`` (a model, an OnnxModel, or the path of an ``.onnx`` file or
-    saved-model folder) on the image folder ``data`` (its ``val/`` if it has one) with the
-    model's eval preprocessing. Classes are matched by name when the model knows its class
-    names. Returns top1, top5, loss, per-class accuracy (by name), confusion, counts."""
-    from pathlib import Path
-
-    from ..data import ImageFolderDataset, at_resolution, eval_transform
-    from ..data.transforms import check_rgb_model
-    from .sampling import SeededView
-    if isinstance(model, (str, Path)):          # an .onnx file or a saved-model folder
-        model = _open(Path(model))
+    """Evaluate ``model`` (a model, or an exported file opened with
+    ``mobilenets.open_model``; ``mobilenets.evaluate`` also takes its path) on the image
+    folder ``data`` (its ``val/`` if it has one) with the model's eval preprocessing. Classes
+    are matched by name when the model knows its class names. Returns top1, top5, loss,
+    per-class accuracy (by name), confusion, counts."""
     check_rgb_model(model.config.get("in_chans", 3), "evaluate()")
     root = Path(data)
     root = root / "val" if (root / "val").is_dir() else root

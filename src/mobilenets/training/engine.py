@@ -1,10 +1,17 @@
-"""``mobilenets.train``: the training loop (one process, or DDP under torchrun)."""
+"""The training engine: one run of any task, in one process or under DDP (torchrun).
+
+``fit(task, cfg)`` runs the processes, optimiser and schedule, AMP, EMA, gradient clipping,
+checkpoints with exact resume (even after SIGKILL), progress, ``metrics.jsonl``, curves and
+TensorBoard, and the distillation mix; the :class:`~mobilenets.training.task.Task` says what
+the data, model, loss and metrics are.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -12,43 +19,36 @@ from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from ..data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
-                    mixup_cutmix, resolve_split, train_transform)
-from ..weights import create_model
-from ..weights import save
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, make_config
+from .config import TrainConfig
 from .distributed import Dist, convert_sync_bn, setup
-from .evaluate import eval_loader, evaluate_model
 from .optim import build_optimizer, build_scheduler
+from .precision import float32_depthwise_under_cpu_autocast
 from .reporting import Reporter, progress_bar
-from .sampling import EpochSampler, SeededView
+from .sampling import EpochSampler
+from .task import Task
 
 
-def train(cfg: TrainConfig | None = None, resume: str | Path | None = None, progress: bool = True,
-          model: torch.nn.Module | None = None, overwrite: bool = False, **overrides) -> dict:
-    """Train ``cfg.model`` on ``cfg.data`` (the built-in sample when None); write ``last.pt``,
-    ``best/``, ``metrics.jsonl``, ``train_config.json``, ``curves.png`` (and TensorBoard events
-    when tensorboard is installed) into ``cfg.out``. Under ``torchrun`` every process calls this
-    and trains one shard of each global batch (DDP); rank 0 writes the files.
-    ``model``: an already-built network to train instead (e.g. a pruned one to fine-tune).
+def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+        model: torch.nn.Module | None = None, overwrite: bool = False) -> dict:
+    """Train ``task`` as ``cfg`` says; write ``last.pt``, ``best/``, ``metrics.jsonl``,
+    ``train_config.json``, ``curves.png`` (and TensorBoard events when tensorboard is
+    installed) into ``cfg.out``. Under ``torchrun`` every process calls this and trains one
+    shard of each global batch (DDP); rank 0 writes the files.
+    ``model``: an already-built network to train instead of ``task.build_model(cfg)``.
     ``resume``: a ``last.pt`` to continue. A ``cfg.out`` that already holds another run is
     refused unless ``overwrite`` (see :func:`check_out_folder`).
     Returns the last epoch's metrics."""
-    cfg = cfg or make_config(**overrides)
-    if cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
     created = _missing_folders(out)
     dist = setup()
     try:
-        return _Run(cfg, dist, model, progress).fit(resume)
+        return _Run(task, cfg, dist, model, progress, resume).fit()
     except BaseException:
         for folder in created:         # a run that failed before writing anything leaves
             try:                       # none of the folders it made behind
@@ -90,57 +90,7 @@ def check_out_folder(out: Path, resume=None, overwrite: bool = False,
         raise ValueError(f"{out} already holds a training run ({', '.join(found)}); "
                          f"{resume_it}write to another --out, or pass --overwrite to replace it")
     if found:
-        import shutil
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
-
-
-def _build_model(cfg: TrainConfig, num_classes: int):
-    if cfg.extra.get("pruned_model"):      # a prune fine-tune resumed: the pruned network
-        from ..weights import load
-        model = load(cfg.extra["pruned_model"])
-        if model.num_classes != num_classes:
-            model.reset_classifier(num_classes)
-        return model
-    options = {"num_classes": num_classes, "resolution": cfg.resolution}
-    for key in ("dropout", "drop_path_rate", "bn_momentum"):
-        if getattr(cfg, key) is not None:
-            options[key] = getattr(cfg, key)
-    if cfg.weights:
-        options["weights"] = cfg.weights
-    return create_model(cfg.model, **options)
-
-
-def _load_teacher(cfg: TrainConfig, classes: list[str], device) -> torch.nn.Module:
-    """The distillation teacher: a saved-model folder, or a registered name + teacher_weights."""
-    from ..weights import load
-    from ..weights.saved import is_saved_model
-    if is_saved_model(Path(cfg.teacher)):
-        teacher = load(cfg.teacher)
-    elif cfg.teacher_weights:
-        teacher = create_model(cfg.teacher, weights=cfg.teacher_weights)
-    else:
-        raise ValueError(f"teacher {cfg.teacher!r} is not a saved-model folder; give a trained "
-                         f"model folder (e.g. OUT/best) or a registered name with "
-                         f"--teacher-weights FILE")
-    if teacher.num_classes != len(classes):
-        raise ValueError(f"the teacher predicts {teacher.num_classes} classes but the data has "
-                         f"{len(classes)}; distil from a teacher trained on these classes")
-    names = teacher.config.get("class_names")
-    if names and list(names) != classes:
-        raise ValueError("the teacher's class names differ from the data's class folders; "
-                         "distil from a teacher trained on this data")
-    return teacher.to(device).eval().requires_grad_(False)
-
-
-def _loads_trained_classifier(cfg: TrainConfig, num_classes: int) -> bool:
-    """True when ``--weights`` is a file (or saved-model folder) whose classifier has
-    ``num_classes`` outputs, so the whole network, head included, starts trained."""
-    from ..weights import classifier_classes, is_saved_model, read_state_dict
-    if not cfg.weights or cfg.weights in ("torchvision", "timm"):
-        return False
-    path = Path(cfg.weights)
-    path = path / "model.safetensors" if is_saved_model(path) else path
-    return path.is_file() and classifier_classes(read_state_dict(path)) == num_classes
 
 
 def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
@@ -167,59 +117,72 @@ def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
             f"{advice}")
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al. 2015, eq. 2 scaled by T^2: KL(softmax(t/T) || softmax(s/T)) * T^2."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
-                    reduction="batchmean", log_target=True) * (t * t)
+def eval_loader(dataset, collate, batch_size: int = 64, workers: int = 0,
+                device: torch.device | str = "cpu", dist=None,
+                persistent: bool = False) -> DataLoader:
+    """A loader over ``dataset`` in order: this process's share of the items under ``dist``;
+    ``persistent`` keeps its worker processes between passes (per-epoch validation)."""
+    if dist is not None and dist.enabled:
+        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world))
+    # its own generator: a loader without one draws its workers' base seed from the global
+    # RNG at every pass, so dropout in the next epoch would depend on the worker count
+    return DataLoader(dataset, batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate, persistent_workers=persistent and workers > 0,
+                      pin_memory=torch.device(device).type == "cuda",
+                      generator=torch.Generator().manual_seed(0))
+
+
+def model_spec(model) -> dict:
+    """What rebuilds ``model``'s architecture on resume: its ``config`` (builder options) and
+    ``preprocess``, as plain values (empty for a model without them)."""
+    spec = {k: getattr(model, k) for k in ("config", "preprocess")
+            if isinstance(getattr(model, k, None), dict)}
+    return json.loads(json.dumps(spec, default=str))
 
 
 class _Run:
     """One training run: data, model, optimiser and the files it writes."""
 
-    def __init__(self, cfg: TrainConfig, dist: Dist, model, progress: bool):
-        self.cfg, self.dist, self.device = cfg, dist, dist.device
+    def __init__(self, task: Task, cfg: TrainConfig, dist: Dist, model, progress: bool,
+                 resume=None):
+        self.task, self.cfg, self.dist, self.device = task, cfg, dist, dist.device
+        self.resume = resume
+        self.ckpt = load_checkpoint(Path(resume)) if resume is not None else None
         self.progress = progress and dist.main
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
 
-        train_dir, val_dir = resolve_split(cfg.data, cfg.val)
-        train_raw = ImageFolderDataset(train_dir, strict=cfg.strict_data)
-        val_raw = ImageFolderDataset(val_dir, classes=train_raw.classes, strict=cfg.strict_data)
-        self.classes = list(train_raw.classes)
-        if model is None:
-            model = _build_model(cfg, len(self.classes))
-        elif model.num_classes != len(self.classes):
-            raise ValueError(f"the given model has {model.num_classes} classes but the data has "
-                             f"{len(self.classes)}; use model.reset_classifier("
-                             f"{len(self.classes)})")
+        self.train_set, val_set = task.datasets(cfg)
+        if dist.main:
+            print(task.summary(self.train_set, val_set), flush=True)
+        if cfg.epochs < 1:        # after the summary: what would have been trained on
+            raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
+        if model is None:          # resumed: the very network the checkpoint was trained as
+            model = task.build_model(cfg, (self.ckpt or {}).get("model_spec"))
+        else:
+            task.check_model(model)
+        task.model_ready(model)
         if dist.rank > 0:      # own dropout/mixup draws per process; rank 0 = a 1-process run
             torch.manual_seed(cfg.seed + 7919 * dist.rank)
-        model.preprocess = at_resolution(model.preprocess, cfg.resolution)
-        self.train_set = SeededView(train_raw, train_transform(
-            cfg.resolution, model.preprocess, auto_augment=cfg.auto_augment,
-            color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing,
-            scale=(cfg.crop_min_scale, 1.0)), cfg.seed)
-        self.val_set = SeededView(val_raw, eval_transform(model.preprocess), cfg.seed)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, rank=dist.rank,
                                     world=dist.world)
         # one loader each for the whole run: their worker processes (if any) start once, not
-        # every epoch (on a GPU, restarting 14 of them cost about 1.8 s per epoch)
+        # every epoch
         self.train_loader = DataLoader(
             self.train_set, cfg.batch_size, sampler=self.sampler, drop_last=True,
-            num_workers=cfg.workers, collate_fn=collate_skip_bad,
+            num_workers=cfg.workers, collate_fn=task.collate,
             generator=torch.Generator().manual_seed(cfg.seed),      # off the global RNG
             persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
-        self.val_loader = eval_loader(self.val_set, cfg.batch_size, cfg.workers, self.device,
-                                      dist, persistent=True)
+        self.val_loader = eval_loader(val_set, task.collate, cfg.batch_size, cfg.workers,
+                                      self.device, dist, persistent=True)
         global_batch = cfg.batch_size * dist.world
         self.steps_per_epoch = len(self.train_set) // global_batch
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"{len(self.train_set)} training images are fewer than one global "
+            raise ValueError(f"{len(self.train_set)} training items are fewer than one global "
                              f"batch of {global_batch}; lower --batch-size")
 
         if cfg.sync_bn and dist.enabled:
@@ -227,26 +190,27 @@ class _Run:
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.amp and self.device.type == "cpu":
+            float32_depthwise_under_cpu_autocast(model)
         self.model = model
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                   use_buffers=True) if cfg.ema_decay > 0 else None)
-        # From --weights with their classifier the average starts at a trained model, so a
-        # long horizon is the point (fine-tuning), not a lag behind a network far from converged.
-        lag = (None if _loads_trained_classifier(cfg, len(self.classes)) else
+        # From weights trained for this task the average starts at a trained model, so a long
+        # horizon is the point (fine-tuning), not a lag behind a network far from converged.
+        lag = (None if task.starts_trained(cfg) else
                ema_lag(cfg.ema_decay, self.steps_per_epoch * cfg.epochs))
         if lag and dist.main:
             warnings.warn(lag, stacklevel=2)
-        self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
         net = model
         if dist.enabled:
             net = DistributedDataParallel(
                 model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.net = torch.compile(net) if cfg.compile else net
         self.autocast, self.scaler = self._amp()
-        self.teacher = _load_teacher(cfg, self.classes, self.device) if cfg.teacher else None
-        self.best = -1.0
+        self.teacher = task.build_teacher(cfg, self.device)
+        self.best = None
 
     def _amp(self):
         cfg, kind = self.cfg, self.device.type
@@ -273,20 +237,20 @@ class _Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": epoch, "step": step, "best_top1": self.best, "rng": rngs,
-            "world": self.dist.world, "config": self.cfg.to_dict(), "classes": self.classes})
+            "epoch": epoch, "step": step, "best": self.best,
+            "best_metric": self.task.best_metric, "rng": rngs, "world": self.dist.world,
+            "config": self.cfg.to_dict(), "model_spec": model_spec(self.model),
+            **self.task.state()})
 
-    def restore(self, path) -> tuple[int, int]:
-        ckpt = load_checkpoint(Path(path))
+    def restore(self) -> tuple[int, int]:
+        ckpt, path = self.ckpt, self.resume
         epoch, step = ckpt["epoch"], ckpt["step"]
         world = ckpt.get("world", 1)
         arch = ckpt.get("config", {}).get("model")
         if arch and arch != self.cfg.model:
             raise ValueError(f"{path} is a checkpoint of {arch}, not {self.cfg.model}; resume "
                              f"it with --model {arch} (or leave --model out)")
-        if ckpt.get("classes") and list(ckpt["classes"]) != self.classes:
-            raise ValueError(f"{path} was trained on the classes {ckpt['classes']}, but the "
-                             f"data has {self.classes}; resume it on the same data")
+        self.task.check_resume(ckpt, path)
         if epoch >= self.cfg.epochs:
             done = f"{epoch} epochs" + (f" and {step} steps of the next" if step else "")
             raise ValueError(f"{path} has trained {done}, as many as --epochs "
@@ -302,20 +266,24 @@ class _Run:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
-        self.best = ckpt["best_top1"]
+        self.best = ckpt.get("best", ckpt.get("best_top1"))
+        if self.best is not None and self.best < 0:      # "nothing yet" in older checkpoints
+            self.best = None
         rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        self.ckpt = None                  # the tensors are in the model and optimiser now
         return epoch, step
 
     # the loop ---------------------------------------------------------------------------------
-    def fit(self, resume) -> dict:
-        cfg = self.cfg
-        start_epoch, start_step = self.restore(resume) if resume is not None else (0, 0)
+    def fit(self) -> dict:
+        cfg, resume = self.cfg, self.resume
+        start_epoch, start_step = self.restore() if resume is not None else (0, 0)
         if self.dist.main:
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         report = Reporter(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard,
                           resume_step=(start_epoch * self.steps_per_epoch + start_step
-                                       if resume is not None else None))
+                                       if resume is not None else None),
+                          metrics=self.task.metrics)
         report.truncate(start_epoch)
         metrics = {}
         for epoch in range(start_epoch, cfg.epochs):
@@ -327,40 +295,36 @@ class _Run:
         self.dist.barrier()
         return metrics
 
-    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, x, target) -> torch.Tensor:
         cfg = self.cfg
         with self.autocast:
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+            outputs = self.net(x)
+            loss = self.task.loss(outputs, target)
             if self.teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = self.teacher(x).float()
-                loss = ((1 - cfg.kd_alpha) * loss
-                        + cfg.kd_alpha * kd_loss(logits.float(), teacher_logits,
-                                                 cfg.kd_temperature))
+                    teacher_outputs = self.teacher(x)
+                loss = ((1 - cfg.kd_alpha) * loss + cfg.kd_alpha
+                        * self.task.distillation_loss(outputs, teacher_outputs, cfg))
         return loss
 
     def train_epoch(self, epoch: int, first: int, report: Reporter) -> dict:
         cfg, steps = self.cfg, self.steps_per_epoch
         self.sampler.set_epoch(epoch, first * cfg.batch_size)
         self.train_set.epoch = epoch     # for plain indexing; the loader's keys carry the epoch
-        loader = self.train_loader
-        self.model.train()
+        self.task.start_epoch(self.model, epoch)
+        self.task.set_mode(self.model, True)
         t0, sums = time.perf_counter(), torch.zeros(3, dtype=torch.float64)  # loss, seen, bad
         last_save = time.monotonic()
         bar = progress_bar(self.progress, steps - first, f"epoch {epoch + 1}/{cfg.epochs}")
-        for step, (x, y, n_bad) in enumerate(loader, start=first):
+        for step, (x, y, n_bad) in enumerate(self.train_loader, start=first):
             if step >= steps:
                 break
             sums[2] += n_bad
             if len(y) == 0:
                 continue
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if cfg.channels_last:
+            x, target, count = self.task.prepare(x, y, self.device)
+            if cfg.channels_last and isinstance(x, torch.Tensor):
                 x = x.contiguous(memory_format=torch.channels_last)
-            target = y
-            if self.mix is not None:
-                x, target = self.mix(x, y)
             loss = self.loss(x, target)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -376,8 +340,8 @@ class _Run:
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss is {value} at epoch {epoch + 1} step {step}; "
                                          f"lower the learning rate")
-            sums[0] += value * len(y)
-            sums[1] += len(y)
+            sums[0] += value * count
+            sums[1] += count
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
             if step % 10 == 0:
@@ -397,18 +361,21 @@ class _Run:
 
     def end_epoch(self, epoch: int, train_stats: dict) -> dict:
         eval_model = self.ema.module if self.ema is not None else self.model
-        result = evaluate_model(eval_model, self.val_loader, device=self.device,
-                                num_classes=len(self.classes), dist=self.dist)
+        self.task.set_mode(eval_model, False)
+        with torch.no_grad():
+            result = self.task.evaluate(eval_model, self.val_loader, self.device, self.dist)
         metrics = {"epoch": epoch + 1, "train_loss": train_stats["train_loss"],
-                   "val_loss": result["loss"], "top1": result["top1"], "top5": result["top5"],
+                   "val_loss": result["loss"],
+                   **{k: v for k, v in result.items() if k != "loss"},
                    "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
-        if result["top1"] > self.best:
-            self.best = result["top1"]
+        score = result[self.task.best_metric]
+        if self.best is None or (score > self.best if self.task.higher_is_better
+                                 else score < self.best):
+            self.best = score
             if self.dist.main:
-                eval_model.config["class_names"] = self.classes
-                save(eval_model, self.out / "best", class_names=self.classes)
+                self.task.save_best(eval_model, self.out / "best")
         self.checkpoint(epoch + 1, 0)
         return metrics
 
 
-__all__ = ["ema_lag", "kd_loss", "train"]
+__all__ = ["RUN_FILES", "check_out_folder", "ema_lag", "eval_loader", "fit"]

@@ -122,7 +122,7 @@ def profile_openvino(path: str | Path, x: np.ndarray, iters: int = 20, warmup: i
     """Run ``path`` on ``x`` ``warmup + iters`` times in OpenVINO with its performance
     counters on, and group the executed layers' time by layer type and kernel (e.g.
     ``GroupConvolution brgconv_avx512_dw_I8``: the kernel name says the precision it ran in).
-    Returns the same structure as :func:`.ort_profile.profile_onnx` (``run_ms``, ``kernel_ms``,
+    Returns the same structure as :func:`mobilenets.deploy.runtimes.onnxruntime.profile` (``run_ms``, ``kernel_ms``,
     ``ops``), with ``runtime`` "openvino". The counters add overhead: read the shares."""
     import time
     from collections import defaultdict

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_graph import node_attrs
+from ...onnx_graph import node_attrs
+from .session import session_options
+from .rewrite import cpu_model
 
 
 def _conv_kinds(optimized_path: Path) -> dict[str, str]:
@@ -53,8 +55,6 @@ def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int =
     """
     import onnxruntime as ort
 
-    from .onnx_model import session_options
-    from .ort_rewrite import cpu_model
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
     model = cpu_model(path)

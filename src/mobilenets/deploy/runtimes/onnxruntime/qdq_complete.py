@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from .channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
-from .onnx_graph import GraphIndex
+from ...onnx_export import mean_to_global_pool
+from ...onnx_graph import GraphIndex, is_quantized
+from ...quantize import calibration_input, calibration_reader, histogram_errors
 
 # Float ops whose outputs onnxruntime wants quantized to run the ops around them in int8.
 CALIBRATED_OPS = ("Conv", "Gemm", "Relu", "Clip", "Sigmoid", "HardSigmoid", "Mul", "Add",
@@ -158,8 +160,6 @@ def complete_qdq(path: str | Path, calib_dir, preprocess: dict, *, num_images: i
     ``quantization`` metadata as ``completed_for_onnxruntime``."""
     import onnx
 
-    from .onnx_export import mean_to_global_pool
-    from .onnx_model import is_quantized
     path = Path(path)
     proto = onnx.load(str(path))
     if not is_quantized(proto):
@@ -193,7 +193,6 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
         return {}
     import onnx
 
-    from .quantize import _reader, calibration_input, histogram_errors
     input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain.onnx"
@@ -203,7 +202,7 @@ def _calibrate(proto, tensors: list[str], calib_dir, preprocess: dict, num_image
         calibrator.augment_graph()
         calibrator.create_inference_session()
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors("percentile"):
-            calibrator.collect_data(_reader(input_name, batches))
+            calibrator.collect_data(calibration_reader(input_name, batches))
             data = calibrator.compute_data()
     missing = [t for t in tensors if t not in data]
     if missing:

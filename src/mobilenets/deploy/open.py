@@ -1,0 +1,81 @@
+"""One way in: turn what a user names (a registered model, weights, a saved-model folder or
+an exported file) into something to run, for every command and Python entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ..tasks.classification import evaluate as evaluate_classifier
+from ..weights import create_model, is_saved_model, load
+from .onnx_model import OnnxModel
+from .runtimes import RUNTIMES
+
+EXPORTED_SUFFIXES = (".onnx",)
+
+
+def is_exported_file(model) -> bool:
+    """``model`` names an exported file (by its suffix) that a runtime runs."""
+    return isinstance(model, (str, Path)) and Path(model).suffix.lower() in EXPORTED_SUFFIXES
+
+
+def open_model(model, weights=None, runtime: str | None = None, allow_download: bool = False,
+               threads: int | None = None, **options) -> nn.Module | OnnxModel:
+    """The model ``model`` names, ready to run:
+
+    - an exported ``.onnx`` file: an :class:`OnnxModel` in ``runtime`` (onnxruntime by
+      default, or openvino; ``threads`` sets its intra-op threads);
+    - a saved-model folder (``mobilenets.save``, a run's ``best/``): ``mobilenets.load``;
+    - a registered name: ``mobilenets.create_model(name, weights=weights, **options)``
+      (random weights without ``weights``; ``allow_download`` lets ``"torchvision"`` /
+      ``"timm"`` fetch a missing file);
+    - a model object: returned as it is.
+
+    ``runtime="eager"`` (or None) runs PyTorch models; errors say what to give instead."""
+    if not isinstance(model, (str, Path)):
+        if weights is not None:
+            raise ValueError("weights (--weights) apply to a registered model name, not to a model")
+        return model
+    path = Path(model)
+    if runtime not in (None, "eager", *RUNTIMES):
+        raise ValueError(f"unknown runtime {runtime!r}; choose eager or one of "
+                         f"{', '.join(RUNTIMES)}")
+    if is_exported_file(model):
+        if weights is not None:
+            raise ValueError(f"weights (--weights) do not apply to the exported file {model}")
+        if runtime == "eager":
+            raise ValueError(f"{model} is an ONNX file: it runs with runtime onnxruntime or "
+                             f"openvino, not eager (PyTorch)")
+        return OnnxModel(path, threads=threads, runtime=runtime or "onnxruntime")
+    if runtime not in (None, "eager"):
+        raise ValueError(f"runtime {runtime} runs .onnx files, and {model} is not one: export "
+                         f"it first (`mobilenets export {model}`)")
+    if is_saved_model(path):
+        if weights is not None:
+            raise ValueError(f"--weights does not apply to the saved-model folder {model}, "
+                             f"which holds its own weights; give a registered name with "
+                             f"--weights (weights= in Python), or the folder alone")
+        return load(path, **options)
+    if path.is_dir():
+        raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json); "
+                         f"give a folder written by mobilenets train or mobilenets.save "
+                         f"(e.g. RUN/best)")
+    if weights is None and path.exists():
+        raise ValueError(f"{model} is a file, not a model: give a saved-model folder, a "
+                         f"registered name (with --weights FILE, weights= in Python) or an .onnx file")
+    if weights is None and ("/" in str(model) or "\\" in str(model)):
+        raise FileNotFoundError(f"no model folder or file {model}")
+    return create_model(str(model), weights=weights, allow_download=allow_download, **options)
+
+
+def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
+             workers: int = 0, runtime: str | None = None) -> dict:
+    """Top-1, top-5, loss, per-class accuracy and the confusion matrix of ``model`` (anything
+    :func:`open_model` opens: a model, a saved-model folder, an ``.onnx`` file) on the image
+    folder ``data`` (its ``val/`` if it has one), with the model's eval preprocessing."""
+    return evaluate_classifier(open_model(model, runtime=runtime), data, resolution,
+                               batch_size, workers)
+
+
+__all__ = ["EXPORTED_SUFFIXES", "evaluate", "is_exported_file", "open_model"]

@@ -1,0 +1,82 @@
+"""Prune a classifier, re-estimate its BatchNorm statistics, and fine-tune it on the engine.
+
+``mobilenets prune`` is this function with command-line options; from Python::
+
+    pruned, metrics = prune_and_finetune(model, "runs/pruned", macs_ratio=0.3,
+                                         data="my_images", epochs=5)
+
+It writes ``OUT/pruned/`` (the pruned, recalibrated model as a saved-model folder) and then
+the training run's files into ``OUT``; the fine-tune starts from ``OUT/pruned`` as its
+``weights``, so a resumed fine-tune rebuilds the pruned network (its ``block_widths``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ...compress import prune, recalibrate_bn
+from ...data import calibration_batches, resolve_split
+from ...data.folder import class_folders
+from ...training import check_out_folder, make_config
+from ...weights import load, save
+from .task import train
+
+
+def prune_and_finetune(model: nn.Module, out: str | Path, *, ratio: float | None = None,
+                       macs_ratio: float | None = None, criterion: str = "bn",
+                       data: str | Path | None = None, recalibrate_images: int = 1024,
+                       recipe: str | None = None, overwrite: bool = False,
+                       progress: bool = True, log=print,
+                       **train_options) -> tuple[nn.Module, dict | None]:
+    """Prune ``model`` (``ratio`` of the prunable channels per layer, or ``macs_ratio`` of
+    its MACs; see :func:`mobilenets.compress.prune`), re-estimate its BatchNorm statistics on
+    ``recalibrate_images`` training images of ``data`` (0: keep the unpruned statistics),
+    save it to ``OUT/pruned``, then fine-tune it on ``data`` for ``epochs`` (a
+    :class:`~mobilenets.training.TrainConfig` option, like every other ``train_options``;
+    ``recipe`` gives their defaults; ``epochs=0``: prune and save only). ``OUT`` is refused
+    when it holds another run or contains the model's own folder, unless ``overwrite``.
+    Returns the pruned model (fine-tuned, the best epoch's, when trained) and the last
+    epoch's metrics (None without fine-tuning)."""
+    out = Path(out)
+    source = Path(str(model.config.get("weights", "")))
+    if source.exists() and (source.resolve() == out.resolve()
+                            or out.resolve() in source.resolve().parents):
+        raise ValueError(f"{out} contains the model to prune ({source}), which the pruned "
+                         f"model and its fine-tuning would overwrite; choose another output "
+                         f"folder")
+    check_out_folder(out, overwrite=overwrite, can_resume=False)
+    if (out / "pruned").exists() and not overwrite:
+        raise ValueError(f"{out / 'pruned'} exists; write to another folder, or pass "
+                         f"overwrite to replace it")
+    if recalibrate_images < 0:
+        raise ValueError(f"recalibrate_images must be >= 0, not {recalibrate_images}")
+    cfg = make_config(recipe, model=model.config["name"], data=data and str(data), out=str(out),
+                      weights=str(out / "pruned"), **train_options)
+    pruned = prune(model, ratio=ratio, macs_ratio=macs_ratio, criterion=criterion)
+    info = pruned.config["pruned"]
+    if recalibrate_images:
+        train_dir = resolve_split(data)[0]
+        seen = recalibrate_bn(pruned, calibration_batches(
+            train_dir, pruned.preprocess, recalibrate_images, batch_size=64))
+        log(f"BatchNorm statistics re-estimated on {seen} images of {train_dir} at "
+            f"{pruned.preprocess['resolution']} px")
+    save(pruned, out / "pruned")
+    params = (sum(p.numel() for p in model.parameters()),
+              sum(p.numel() for p in pruned.parameters()))
+    log(f"pruned (ratio {info['ratio']:.3f}, criterion {info['criterion']}): MACs "
+        f"{info['macs_before']:,} -> {info['macs_after']:,} "
+        f"(-{1 - info['macs_after'] / info['macs_before']:.1%}), params {params[0]:,} -> "
+        f"{params[1]:,}; saved to {out / 'pruned'}")
+    if cfg.epochs == 0:
+        return pruned, None
+    classes = class_folders(resolve_split(cfg.data, cfg.val)[0])
+    if pruned.num_classes != len(classes):
+        log(f"classifier re-initialised for the data's {len(classes)} classes (the model has "
+            f"{pruned.num_classes})")
+    metrics = train(cfg, progress=progress, overwrite=overwrite)
+    return load(out / "best"), metrics
+
+
+__all__ = ["prune_and_finetune"]

@@ -1,0 +1,186 @@
+"""Image classification on the training engine: image folders in, a classifier out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
+                     mixup_cutmix, resolve_split, train_transform)
+from ...models import MODEL_OPTIONS
+from ...training.config import TrainConfig, make_config
+from ...training.engine import fit
+from ...training.sampling import SeededView
+from ...training.task import Task
+from ...weights import classifier_classes, create_model, is_saved_model, load, read_state_dict
+from ...weights import save
+from .evaluate import evaluate_model
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015, eq. 2 scaled by T^2: KL(softmax(t/T) || softmax(s/T)) * T^2."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
+class ClassificationTask(Task):
+    """Cross-entropy (label smoothing, mixup/cutmix) on an image folder; ``best/`` by top-1;
+    distillation from a teacher's logits."""
+
+    best_metric = "top1"
+    higher_is_better = True
+    metrics = {"top1": ("top-1", True), "top5": ("top-5", True)}
+
+    def __init__(self, classes: list[str] | None = None):
+        """``classes``: the class folders to read, in this order (default: every folder,
+        sorted), e.g. a trained model's class names."""
+        self.given_classes = classes
+
+    def datasets(self, cfg: TrainConfig):
+        self.cfg = cfg
+        train_dir, val_dir = resolve_split(cfg.data, cfg.val)
+        train_raw = ImageFolderDataset(train_dir, classes=self.given_classes,
+                                       strict=cfg.strict_data)
+        val_raw = ImageFolderDataset(val_dir, classes=train_raw.classes, strict=cfg.strict_data)
+        self.classes = list(train_raw.classes)
+        self.dirs = (train_dir, val_dir)
+        # the transforms come from the model's preprocessing (model_ready)
+        self.train_set = SeededView(train_raw, None, cfg.seed)
+        self.val_set = SeededView(val_raw, None, cfg.seed)
+        self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
+        return self.train_set, self.val_set
+
+    def collate(self, items):
+        return collate_skip_bad(items)
+
+    def summary(self, train_set, val_set) -> str:
+        cfg, classes = self.cfg, self.classes
+        shown = ", ".join(classes[:8]) + (f", ... ({len(classes) - 8} more)"
+                                          if len(classes) > 8 else "")
+        return (f"data: {len(classes)} classes ({shown}); {len(train_set)} train images in "
+                f"{self.dirs[0]}, {len(val_set)} val images in {self.dirs[1]}\n"
+                f"model: {cfg.model} at {cfg.resolution} px, weights "
+                f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"writing to {cfg.out}")
+
+    def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
+        if resumed and resumed.get("config"):     # e.g. a pruned network: its block_widths
+            config = resumed["config"]
+            model = create_model(config["name"],
+                                 **{k: v for k, v in config.items() if k in MODEL_OPTIONS})
+            model.config.update({k: config[k] for k in ("pruned", "weights") if k in config})
+            model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
+            return model
+        options = {"num_classes": len(self.classes), "resolution": cfg.resolution}
+        for key in ("dropout", "drop_path_rate", "bn_momentum"):
+            if getattr(cfg, key) is not None:
+                options[key] = getattr(cfg, key)
+        weights = cfg.weights or cfg.extra.get("pruned_model")   # a prune fine-tune
+        if weights:
+            options["weights"] = weights
+        return create_model(cfg.model, **options)
+
+    def check_model(self, model: nn.Module) -> None:
+        if model.num_classes != len(self.classes):
+            raise ValueError(f"the given model has {model.num_classes} classes but the data "
+                             f"has {len(self.classes)}; use model.reset_classifier("
+                             f"{len(self.classes)})")
+
+    def model_ready(self, model: nn.Module) -> None:
+        cfg = self.cfg
+        model.preprocess = at_resolution(model.preprocess, cfg.resolution)
+        self.train_set.transform = train_transform(
+            cfg.resolution, model.preprocess, auto_augment=cfg.auto_augment,
+            color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing,
+            scale=(cfg.crop_min_scale, 1.0))
+        self.val_set.transform = eval_transform(model.preprocess)
+
+    def starts_trained(self, cfg: TrainConfig) -> bool:
+        """True when ``--weights`` is a file (or saved-model folder) whose classifier has as
+        many outputs as the data has classes: the whole network, head included, is trained."""
+        if not cfg.weights or cfg.weights in ("torchvision", "timm"):
+            return False
+        path = Path(cfg.weights)
+        path = path / "model.safetensors" if is_saved_model(path) else path
+        return path.is_file() and classifier_classes(read_state_dict(path)) == len(self.classes)
+
+    def prepare(self, x, y, device):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        target = y
+        if self.mix is not None:
+            x, target = self.mix(x, y)
+        return x, target, len(y)
+
+    def loss(self, logits, target) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.cfg.label_smoothing)
+
+    def build_teacher(self, cfg: TrainConfig, device) -> nn.Module | None:
+        """A saved-model folder, or a registered name + ``teacher_weights``."""
+        if not cfg.teacher:
+            return None
+        if is_saved_model(Path(cfg.teacher)):
+            teacher = load(cfg.teacher)
+        elif cfg.teacher_weights:
+            teacher = create_model(cfg.teacher, weights=cfg.teacher_weights)
+        else:
+            raise ValueError(f"teacher {cfg.teacher!r} is not a saved-model folder; give a "
+                             f"trained model folder (e.g. OUT/best) or a registered name with "
+                             f"--teacher-weights FILE")
+        if teacher.num_classes != len(self.classes):
+            raise ValueError(f"the teacher predicts {teacher.num_classes} classes but the data "
+                             f"has {len(self.classes)}; distil from a teacher trained on these "
+                             f"classes")
+        names = teacher.config.get("class_names")
+        if names and list(names) != self.classes:
+            raise ValueError("the teacher's class names differ from the data's class folders; "
+                             "distil from a teacher trained on this data")
+        return teacher.to(device).eval().requires_grad_(False)
+
+    def distillation_loss(self, logits, teacher_logits, cfg: TrainConfig) -> torch.Tensor:
+        return kd_loss(logits.float(), teacher_logits.float(), cfg.kd_temperature)
+
+    def evaluate(self, model, loader, device, dist) -> dict:
+        result = evaluate_model(model, loader, device=device, num_classes=len(self.classes),
+                                dist=dist, set_eval=False)
+        return {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]}
+
+    def save_best(self, model, folder) -> None:
+        model.config["class_names"] = self.classes
+        save(model, folder, class_names=self.classes)
+
+    def outputs(self, model) -> list[tuple[str, str]]:
+        if model.config.get("features_only"):      # a backbone: its feature maps
+            return [(f"feature_{i}", f"N x {t.channels} x H/{t.reduction} x W/{t.reduction} "
+                     f"feature map ({t.module})") for i, t in enumerate(model.feature_info)]
+        if getattr(model, "num_classes", 1):
+            return [("logits", f"N x {model.num_classes} class scores before softmax")]
+        return [("features", "N x C pooled features (no classifier)")]
+
+    def state(self) -> dict:
+        return {"classes": self.classes}
+
+    def check_resume(self, state: dict, path) -> None:
+        if state.get("classes") and list(state["classes"]) != self.classes:
+            raise ValueError(f"{path} was trained on the classes {state['classes']}, but the "
+                             f"data has {self.classes}; resume it on the same data")
+
+
+def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
+          model: nn.Module | None = None, overwrite: bool = False, **overrides) -> dict:
+    """Train a classifier: ``cfg.model`` (or ``model``, an already-built network such as a
+    pruned one) on the image folder ``cfg.data`` (the built-in sample when None); see
+    :func:`mobilenets.training.fit` for the files it writes, ``resume`` and ``overwrite``.
+    ``overrides`` make a config when ``cfg`` is None (``model`` may be a registered name
+    there too: ``train(model="mobilenet_v2_035", epochs=1)``). Returns the last epoch's
+    metrics."""
+    if isinstance(model, str):            # the config option, not a built network
+        overrides["model"], model = model, None
+    cfg = cfg or make_config(**overrides)
+    return fit(ClassificationTask(), cfg, resume, progress, model, overwrite)
+
+
+__all__ = ["ClassificationTask", "kd_loss", "train"]

@@ -1,0 +1,107 @@
+"""What a task gives the training engine (:func:`mobilenets.training.fit`).
+
+The engine knows no task: it runs the processes (DDP), the optimiser and schedule, AMP, EMA,
+gradient clipping, checkpoints with exact resume, progress, ``metrics.jsonl``, curves and
+TensorBoard, and the distillation mix. A task (classification today; segmentation, depth and
+detection next) says what the data, the model, the loss and the metrics are. Subclass
+:class:`Task` and override what your task needs; the methods are called in the order listed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Task:
+    """The task-specific half of a training run. ``cfg`` is the run's
+    :class:`~mobilenets.training.config.TrainConfig`."""
+
+    #: the name of the metric that picks ``best/``, and whether higher is better
+    best_metric: str = "loss"
+    higher_is_better: bool = False
+    #: what :meth:`evaluate` returns besides ``loss``, for the epoch lines, TensorBoard and
+    #: the curves: name -> (label, shown as a percentage)
+    metrics: dict[str, tuple[str, bool]] = {}
+
+    def datasets(self, cfg) -> tuple[Dataset, Dataset]:
+        """The training and validation datasets. Items are what :meth:`collate` takes; the
+        training set must give the same item for the same (epoch, index), whatever the worker
+        count, so that resume is exact (see :class:`~mobilenets.training.sampling.SeededView`:
+        the engine sets ``train_set.epoch`` and its sampler yields ``(epoch, index)`` keys)."""
+        raise NotImplementedError(f"{type(self).__name__} must define datasets()")
+
+    def collate(self, items: list):
+        """A batch from dataset items: ``(inputs, targets, n_unreadable)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define collate()")
+
+    def summary(self, train_set: Dataset, val_set: Dataset) -> str:
+        """One line on the data, printed before training starts."""
+        return f"{len(train_set)} training and {len(val_set)} validation items"
+
+    def build_model(self, cfg, resumed: dict | None = None) -> nn.Module:
+        """The network to train (called after :meth:`datasets`). ``resumed``: when a run is
+        resumed, the ``config`` and ``preprocess`` of the model its checkpoint was trained as
+        (build that architecture again; the checkpoint then gives the weights), else None."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_model()")
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError if a model given to ``fit`` cannot be trained on this data."""
+
+    def model_ready(self, model: nn.Module) -> None:
+        """Called once the model is known (built or given), before the first batch is read:
+        e.g. to take the input transforms from the model's preprocessing."""
+
+    def starts_trained(self, cfg) -> bool:
+        """True when the model starts from weights trained for this very task (then a long
+        EMA horizon is fine-tuning, not lag)."""
+        return False
+
+    def set_mode(self, model: nn.Module, training: bool) -> None:
+        """Put ``model`` in training or eval mode (an exported graph needs its own calls)."""
+        model.train(training)
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Called before each training epoch (0-based), e.g. to freeze observers."""
+
+    def prepare(self, inputs, targets, device: torch.device):
+        """Move a training batch to ``device``; augmentations that mix samples go here.
+        Returns ``(inputs, targets, count)``."""
+        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True), \
+            len(targets)
+
+    def loss(self, outputs, targets) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+    def build_teacher(self, cfg, device: torch.device) -> nn.Module | None:
+        """The distillation teacher (eval mode, no grad), or None."""
+        return None
+
+    def distillation_loss(self, outputs, teacher_outputs, cfg) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no distillation loss")
+
+    def evaluate(self, model: nn.Module, loader, device: torch.device, dist) -> dict:
+        """Metrics on the validation loader (full-set values in every process under DDP:
+        sum the counts with ``dist.sum``); must include ``loss`` and :attr:`best_metric`."""
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate()")
+
+    def save_best(self, model: nn.Module, folder) -> None:
+        """Write the best model so far (rank 0 only)."""
+        raise NotImplementedError(f"{type(self).__name__} must define save_best()")
+
+    def outputs(self, model: nn.Module) -> list[tuple[str, str]]:
+        """``(name, meaning)`` of each output of ``model``, for exported files' graphs and
+        metadata."""
+        return [("output", "the model's output")]
+
+    def state(self) -> dict:
+        """What the checkpoint records of the data, to refuse resuming on other data."""
+        return {}
+
+    def check_resume(self, state: dict, path) -> None:
+        """Raise ValueError if a checkpoint whose :meth:`state` is ``state`` cannot continue
+        on this task's data."""
+
+
+__all__ = ["Task"]
