@@ -1,7 +1,11 @@
 """The same checks for every registered model (as timm's and torchvision's suites do).
 
-Each model is built once for this module (module-scoped fixture) at a small input size.
+Each model is built once for this module (module-scoped fixture) at a small input size; the
+variants a check needs (a copy without classifier, a one-channel model) are made from it
+without building and initialising another full model.
 """
+
+import copy
 
 import numpy as np
 import pytest
@@ -20,13 +24,6 @@ def model(request):
     m = mobilenets.create_model(request.param, num_classes=10)
     randomize_bn(m)
     return m.eval()
-
-
-@pytest.fixture(scope="module")
-def exported(model):
-    """torch.export program of the eval model (reused for the ONNX export)."""
-    x = torch.randn(2, 3, RES, RES)
-    return torch.export.export(model, (x,))
 
 
 def test_forward_finite(model):
@@ -117,22 +114,62 @@ def test_fx_symbolic_trace(model):
         torch.testing.assert_close(gm(x), model(x))
 
 
-def test_torch_export(model, exported):
+def test_fuse_matches_eval_model(model):
+    """mobilenets.fuse: a BatchNorm-free eval-only copy that computes the eval model's logits;
+    the original keeps its BatchNorms."""
+    fused = mobilenets.fuse(model)
+    bn = torch.nn.modules.batchnorm._BatchNorm
+    assert not any(isinstance(m, bn) for m in fused.modules())
+    assert any(isinstance(m, bn) for m in model.modules())
+    assert fused.config == model.config and fused.preprocess == model.preprocess
+    assert not fused.training and not any(p.requires_grad for p in fused.parameters())
     x = torch.randn(2, 3, RES, RES)
     with torch.no_grad():
-        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+        assert_same_logits(fused(x), model(x))
 
 
-def test_onnx_export_runs_in_onnxruntime(model, exported, tmp_path):
-    onnx = pytest.importorskip("onnx")
+def test_export_onnx_runs_in_onnxruntime(model, tmp_path):
+    """The library's own export gives the eval model's logits in onnxruntime. With
+    ``fuse=False`` it traces the model itself with torch.export (the dynamo exporter), so this
+    is also every model's torch.export check; fusing is checked above, and the fused export
+    path in test_deploy.py."""
     ort = pytest.importorskip("onnxruntime")
-    path = tmp_path / "model.onnx"
-    torch.onnx.export(exported, dynamo=True, opset_version=18, f=str(path))
-    proto = onnx.load(str(path))
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    path = mobilenets.export_onnx(model, tmp_path / "model.onnx", resolution=RES, fuse=False)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(2, 3, RES, RES)
+    x = torch.randn(1, 3, RES, RES)
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         ref = model(x).numpy()
     assert_same_logits(got, ref)
+
+
+def test_pre_logits_and_headless(model):
+    """forward_head(pre_logits=True) gives the classifier's input; after reset_classifier(0)
+    the model outputs those features."""
+    x = torch.randn(2, 3, RES, RES)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.num_features)
+        torch.testing.assert_close(model.classifier(pre), model(x))
+        headless = copy.deepcopy(model)
+        headless.reset_classifier(0)
+        assert headless.num_classes == 0 and headless.config["num_classes"] == 0
+        torch.testing.assert_close(headless(x), pre)
+
+
+def test_one_input_channel(model):
+    """in_chans=1 changes only the stem conv: a one-channel model whose stem weights are the
+    RGB model's summed over channels computes, on a grey image, the RGB model's logits for that
+    image repeated on three channels. (Built on the meta device and given the RGB model's
+    tensors, so no second full initialisation.)"""
+    with torch.device("meta"):
+        grey = mobilenets.create_model(model.config["name"], num_classes=10, in_chans=1)
+    assert grey.stem.conv.weight.shape[1] == 1 and grey.config["in_chans"] == 1
+    state = dict(model.state_dict())
+    state["stem.conv.weight"] = state["stem.conv.weight"].sum(1, keepdim=True)
+    grey.load_state_dict(state, assign=True)
+    grey.eval()
+    x = torch.randn(1, 1, RES, RES)
+    with torch.no_grad():
+        assert_same_logits(grey(x), model(x.expand(-1, 3, -1, -1)))
