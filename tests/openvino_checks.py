@@ -55,7 +55,7 @@ def test_fp32_file_matches_pytorch_and_onnxruntime(model, files, val_images):
     with torch.no_grad():
         ref = model(val_images)
     got = ov(val_images)
-    tol = 2e-5 * ref.abs().max().item() + 1e-6            # the export's rule (issue 5)
+    tol = 2e-5 * ref.abs().max().item() + 1e-6            # the export's tolerance
     assert (got - ref).abs().max().item() <= tol
     assert torch.equal(got.argmax(1), ort(val_images).argmax(1))
     layers = ov.session.executed_layers()

@@ -132,6 +132,17 @@ def test_a_pruned_model_saved_with_its_widths_only_in_pruned_still_loads(tmp_pat
     torch.testing.assert_close(loaded(x), pruned(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1_050", "mobilenet_v3_small_100"])
+def test_a_pruned_backbone_reports_its_own_feature_widths(name):
+    widths = prune(small(name), ratio=0.5).config["block_widths"]
+    backbone = mobilenets.create_model(name, features_only=True, block_widths=widths,
+                                       resolution=64)
+    maps = backbone(X)
+    assert [m.shape[1] for m in maps] == [t.channels for t in backbone.feature_info]
+    assert [t.module for t in backbone.feature_info] == \
+        [t.module for t in mobilenets.create_model(name, features_only=True).feature_info]
+
+
 def test_inspect_counts_zeroed_kernels_and_gammas():
     model = small("mobilenet_v3_small_100")
     layer = model.blocks[1][0].dw                    # 72 channels, 3x3

@@ -78,6 +78,25 @@ def test_depthwise_padding_is_exact_and_aligns_every_group(v3):
     assert pad_depthwise_channels(proto) == 0                # idempotent
 
 
+def test_quantization_recipe_follows_the_target_runtime(v3, tmp_path):
+    """onnxruntime's recipe pads depthwise channels for its int8 kernels, OpenVINO's does not;
+    explicit options override the recipe."""
+    fp32, int8, _ = v3
+    meta = json.loads(OnnxModel(int8).metadata["quantization"])
+    assert meta["target"] == "onnxruntime" and meta["depthwise_padded"] == 3
+    ov = quantize_onnx(fp32, tmp_path / "ov.onnx", SAMPLE_DIR, num_images=8, target="openvino")
+    meta = json.loads(OnnxModel(ov).metadata["quantization"])
+    assert meta["target"] == "openvino" and meta["depthwise_padded"] == 0
+    assert meta["activations"] == "uint8"
+    assert sorted(set(c for c in depthwise_channels(onnx.load(str(ov))) if c % 16)) == \
+        [72, 88, 120]
+    both = quantize_onnx(fp32, tmp_path / "both.onnx", SAMPLE_DIR, num_images=8,
+                         target="openvino", channel_multiple=16)
+    assert json.loads(OnnxModel(both).metadata["quantization"])["depthwise_padded"] == 3
+    with pytest.raises(ValueError, match="unknown target"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", SAMPLE_DIR, target="tflite")
+
+
 def test_depthwise_padding_leaves_what_it_cannot_follow_alone():
     """A depthwise group fed by the graph input, or added to a residual, keeps its width."""
     rng = np.random.default_rng(0)

@@ -3,9 +3,8 @@ own.
 
 OpenVINO brings its own threading (TBB) and oneDNN into the process. In the full suite, with
 OpenVINO loaded early and torch.compile's C++ compilation running later in the same process,
-the process died of a segmentation fault while inductor spawned its compiler (2026-11-24, two
-runs out of two; the same tests passed without OpenVINO loaded, and in shorter sequences with
-it). A separate process keeps the rest of the suite independent of that interaction; a
+the process can die of a segmentation fault while inductor spawns its compiler (the same
+tests pass without OpenVINO loaded; docs/known-issues.md). A separate process keeps the rest of the suite independent of that interaction; a
 failure there is reported here with the child's output.
 """
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..deploy.bench import time_calls
 from ..deploy.quantize import ACTIVATION_TYPES, CALIBRATE_METHODS
 from .arguments import (add_deprecated_option, add_format_option, add_model_argument,
-                        add_overwrite_flag, add_weights_flags, non_negative_int, output_file,
-                        positive_int)
+                        add_overwrite_flag, add_runtime_option, add_weights_flags,
+                        non_negative_int, output_file, positive_int)
 from .deploy_cmds import default_output
 from .run_cmds import load_cli_model
 
@@ -35,6 +35,9 @@ def add_quantize_parser(sub) -> None:
                    "(X86InductorQuantizer; qat always uses it)")
     add_deprecated_option(p, "--backend", QUANTIZERS, "--quantizer onnxruntime|pt2e")
     add_format_option(p)
+    add_runtime_option(p, "the runtime the int8 file is for: its recipe's defaults for "
+                       "--activations and --channel-multiple (onnxruntime, the default, or "
+                       "openvino; the file is standard QDQ either way)")
     p.add_argument("--out", default=None, help="output file (default: MODEL/model-int8.onnx "
                    "for a saved-model folder, X-int8.onnx beside an X.onnx input, "
                    "NAME-int8.onnx here for a registered name)")
@@ -54,12 +57,13 @@ def add_quantize_parser(sub) -> None:
                    help="input size (default: model's)")
     p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
                    help="keep these nodes in float (onnxruntime backend)")
-    p.add_argument("--activations", choices=ACTIVATION_TYPES, default="uint8",
-                   help="activation type (onnxruntime backend; uint8 is faster on x86)")
-    p.add_argument("--channel-multiple", type=non_negative_int, default=16, metavar="M",
-                   help="pad depthwise channel counts with zero channels to a multiple of M, "
-                   "for onnxruntime's fast int8 depthwise kernels; same outputs; 0: off "
-                   "(onnxruntime backend)")
+    p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
+                   help="activation type (--quantizer onnxruntime; default: the --runtime's "
+                   "recipe, uint8, which is faster on x86)")
+    p.add_argument("--channel-multiple", type=non_negative_int, default=None, metavar="M",
+                   help="pad depthwise channel counts with zero channels to a multiple of M "
+                   "(same outputs); 0: off. Default: the --runtime's recipe (16 for "
+                   "onnxruntime's fast int8 depthwise kernels, off for openvino)")
     p.add_argument("--pt2e-graph-only", action="store_true", help="pt2e/qat: write the "
                    "quantized graph as torchao leaves it, without quantizing the activations "
                    "it keeps in float (onnxruntime then runs those convolutions in float)")
@@ -86,6 +90,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ValueError("--pt2e-graph-only applies to PT2E files (--quantizer pt2e or "
                          "--method qat); onnxruntime's quantizer already writes a complete "
                          "QDQ file")
+    if args.runtime == "eager":
+        raise ValueError("--runtime eager runs PyTorch models; an int8 file is for "
+                         "--runtime onnxruntime (the default) or openvino")
     if not Path(args.calib).is_dir():
         raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
@@ -97,10 +104,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                       args.model)
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
+        given = {}                               # the rest: the target's recipe
+        if args.activations is not None:
+            given["activation_type"] = args.activations
+        if args.channel_multiple is not None:
+            given["channel_multiple"] = args.channel_multiple or None
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
-                      resolution=args.resolution, activation_type=args.activations,
-                      exclude=args.exclude, channel_multiple=args.channel_multiple or None,
-                      calibrate_method=args.calibration)
+                      resolution=args.resolution, exclude=args.exclude,
+                      calibrate_method=args.calibration, target=args.runtime or "onnxruntime",
+                      **given)
     else:
         from ..deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e, quantize_pt2e
         if args.method == "qat":
@@ -117,12 +129,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, int8 QDQ, {args.method} via "
           f"{backend}); run it with `mobilenets eval|predict|bench {out}`", flush=True)
     if args.check_speed:
-        check_int8_speed(model, out)
+        check_int8_speed(model, out, runtime=args.runtime or "onnxruntime")
     return 0
 
 
-def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0) -> float:
-    """Time the int8 file against the float model in onnxruntime, in this process, and warn on
+def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
+                     runtime: str = "onnxruntime") -> float:
+    """Time the int8 file against the float model in ``runtime``, in this process, and warn on
     stderr when int8 takes more than SLOW_INT8_RATIO of the float time (small models at small
     resolutions can be slower in int8: the quantize/dequantize work outweighs the faster
     convolutions). The calls alternate between the two, so that a change of machine load hits
@@ -132,15 +145,16 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0) -> float:
     import torch
 
     from ..deploy import OnnxModel, export_onnx
-    int8 = OnnxModel(int8_path)
+    int8 = OnnxModel(int8_path, runtime=runtime)
     resolution = int8.fixed_resolution or model.preprocess.get("resolution", 224)
     x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
                     resolution, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, OnnxModel):
-            fp32 = OnnxModel(model.path)
+            fp32 = OnnxModel(model.path, runtime=runtime)
         else:
-            fp32 = OnnxModel(export_onnx(model, Path(tmp) / "fp32.onnx", resolution=resolution))
+            fp32 = OnnxModel(export_onnx(model, Path(tmp) / "fp32.onnx", resolution=resolution),
+                             runtime=runtime)
         times = {"fp32": [], "int8": []}
         for fn in (fp32, int8):                       # warm-up: first calls allocate
             time_calls(fn, x, 2)
@@ -152,7 +166,7 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0) -> float:
                 break
     fp32_ms, int8_ms = (1e3 * statistics.median(times[k]) for k in ("fp32", "int8"))
     ratio = int8_ms / fp32_ms
-    where = f"onnxruntime, batch {x.shape[0]}, {resolution} px, {torch.get_num_threads()} threads"
+    where = f"{runtime}, batch {x.shape[0]}, {resolution} px, {torch.get_num_threads()} threads"
     if ratio > SLOW_INT8_RATIO:
         print(f"warning: the int8 file is not faster than the float model here: {int8_ms:.2f} "
               f"ms against {fp32_ms:.2f} ms per call ({ratio:.2f}x; {where}); small models at "

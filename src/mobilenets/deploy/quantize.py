@@ -3,9 +3,8 @@
 The fp32 export is pre-processed (``quant_pre_process``), calibrated on real images from an
 image folder, and quantized in the QDQ format: symmetric per-channel int8 weights and
 asymmetric uint8 activations (U8S8), the form whose convolutions onnxruntime's CPU kernels
-run with VNNI ``vpdpbusd`` (unsigned x signed) directly. Measured with onnxruntime 1.32 on an
-AVX-512 VNNI CPU (mobilenet_v2_100, 224 px, 2 threads): U8S8 ~0.45-0.5x the fp32 latency,
-symmetric int8 activations (S8S8) ~1.0x, so uint8 is the default. Spatial ReduceMeans of a
+run with VNNI ``vpdpbusd`` (unsigned x signed) directly, so uint8 is the default: symmetric
+int8 activations (S8S8) were about as slow as fp32 (docs/results/2026-11-24-int8-deploy.md). Spatial ReduceMeans of a
 file from elsewhere become GlobalAveragePool first (as in our export), which onnxruntime runs
 in int8. The result keeps the fp32 export's
 ``metadata_props`` (model name, preprocessing, class names), so ``OnnxModel``, ``eval``,
@@ -31,6 +30,25 @@ from .onnx_model import OnnxModel
 from .open import open_model
 
 ACTIVATION_TYPES = ("uint8", "int8")
+
+
+class _FromTarget:
+    """The default of a ``quantize_onnx`` option: the target runtime's recipe value."""
+
+    def __repr__(self) -> str:
+        return "FROM_TARGET"
+
+
+FROM_TARGET = _FromTarget()
+
+# What each runtime's int8 kernels want, as quantize_onnx's defaults for ``target``. Both run
+# convolutions on uint8 activations x int8 weights (VNNI on x86). Depthwise channel padding is
+# for onnxruntime's fast int8 depthwise kernels, which need a multiple of 16 channels;
+# OpenVINO's kernels have no such need, so its files keep their channel counts.
+INT8_RECIPES = {
+    "onnxruntime": {"activation_type": "uint8", "channel_multiple": INT8_DEPTHWISE_MULTIPLE},
+    "openvino": {"activation_type": "uint8", "channel_multiple": None},
+}
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -142,21 +160,23 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 
 def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   per_channel: bool = True, resolution: int | None = None,
-                  activation_type: str = "uint8", calibrate_method: str = "percentile",
+                  activation_type: str = FROM_TARGET, calibrate_method: str = "percentile",
                   exclude: str | list[str] | None = None, seed: int = 0,
-                  channel_multiple: int | None = INT8_DEPTHWISE_MULTIPLE) -> Path:
+                  channel_multiple: int | None = FROM_TARGET,
+                  target: str = "onnxruntime") -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
+    ``target``: the runtime the file is for (``INT8_RECIPES``); it gives the defaults of
+    ``activation_type`` and ``channel_multiple``. The file is standard QDQ either way.
     Weights: symmetric int8, per output channel when ``per_channel``. Activations:
     ``activation_type`` uint8 (asymmetric, the fast one in onnxruntime on x86) or int8
     (symmetric). ``calibrate_method``: percentile (the default: ranges from the 0.001% and
-    99.999% percentiles), minmax (the extremes) or entropy; on Imagenette-trained models
-    percentile measured a drop of 0.79 points for mobilenet_v3_large_100 against minmax's
-    1.63, and 0.15 against 0.00 for mobilenet_v2_100 (README, Deploy). ``exclude``: nodes kept
+    99.999% percentiles), minmax (the extremes) or entropy; percentile lost less top-1 on the
+    models compared (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
-    padded with zero channels to a multiple of it (:mod:`.runtimes.onnxruntime.channel_pad`; the same outputs,
-    onnxruntime's fast int8 depthwise kernels); None leaves them. The file keeps the fp32
+    padded with zero channels to a multiple of it (the same outputs, onnxruntime's fast int8
+    depthwise kernels; :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
     export's metadata plus a ``quantization`` entry; returns ``out_path``.
     """
     try:
@@ -167,6 +187,13 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     except ImportError as e:
         raise ImportError(f"int8 quantization needs onnx and onnxruntime ({e}); pip install "
                           f"'mobilenets[deploy]'") from None
+    if target not in INT8_RECIPES:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(INT8_RECIPES)}")
+    recipe = INT8_RECIPES[target]
+    if activation_type is FROM_TARGET:
+        activation_type = recipe["activation_type"]
+    if channel_multiple is FROM_TARGET:
+        channel_multiple = recipe["channel_multiple"]
     if activation_type not in ACTIVATION_TYPES:
         raise ValueError(f"activation_type must be one of {ACTIVATION_TYPES}")
     if calibrate_method not in CALIBRATE_METHODS:
@@ -209,12 +236,12 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                                                          "per-tensor"),
         "activations": activation_type, "calibration": calibrate_method,
         "num_images": sum(len(b) for b in batches), "exclude": exclude,
-        "depthwise_padded": padded, "channel_multiple": channel_multiple})
+        "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target})
     del quantized.metadata_props[:]
     for key, value in meta.items():
         quantized.metadata_props.add(key=key, value=value)
     return save_checked(quantized, out_path)
 
 
-__all__ = ["calibration_batches", "calibration_input", "excluded_nodes", "histogram_errors",
-           "quantize_onnx"]
+__all__ = ["FROM_TARGET", "INT8_RECIPES", "calibration_batches", "calibration_input",
+           "calibration_reader", "excluded_nodes", "histogram_errors", "quantize_onnx"]

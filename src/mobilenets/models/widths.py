@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .architecture import NetworkPlan, _feature_taps
+from .architecture import NetworkPlan
 
 BlockWidths = list[list[list[int]]]
 
@@ -42,8 +42,11 @@ def with_block_widths(plan: NetworkPlan, widths: BlockWidths) -> NetworkPlan:
         head = replace(head, in_ch=last)
     elif pre is not None:
         pre = replace(pre, in_ch=last)
-    return replace(plan, rows=rows, head=head, pre_logits=pre,
-                   taps=_feature_taps(plan.stem, rows, head))
+    # the same taps (modules and strides); a block's tap carries its new output width
+    taps = tuple(replace(t, channels=rows[int(t.module.split(".")[1])]
+                         [int(t.module.split(".")[2])].out)
+                 if t.module.startswith("blocks.") else t for t in plan.taps)
+    return replace(plan, rows=rows, head=head, pre_logits=pre, taps=taps)
 
 
 __all__ = ["BlockWidths", "block_widths", "with_block_widths"]

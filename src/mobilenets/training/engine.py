@@ -97,12 +97,10 @@ def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
     """A warning when model EMA with ``decay`` averages over more than ``share`` of a run's
     ``total_steps`` (its horizon is 1/(1-decay) steps), else None.
 
-    Measured (GPU, Imagenette, mobilenet_v2_100, 100 epochs of 36 steps, lr 0.2): decay
-    0.998, a 500-step horizon (14% of the run), kept the EMA model near chance for 60 epochs
-    (without EMA the same run passed 80% by epoch 48) and ended 1.1 points below the run
-    without EMA. The averaged weights of a BatchNorm network moving fast at a high learning
-    rate do not match the averaged BatchNorm statistics; timm's ImageNet default (0.9998 over
-    about 1.25M steps) is a 0.4% horizon."""
+    Why: the averaged weights of a BatchNorm network that moves fast at a high learning rate
+    do not match the averaged BatchNorm statistics, so an EMA whose horizon is a large share
+    of a short run sits near chance for most of it (docs/results/2026-11-24-imagenette-gpu.md);
+    timm's ImageNet default (0.9998 over about 1.25M steps) is a 0.4% horizon."""
     if not 0 < decay < 1 or total_steps <= 0:
         return None
     horizon = 1 / (1 - decay)

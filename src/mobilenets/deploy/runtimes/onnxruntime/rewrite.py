@@ -102,7 +102,7 @@ def hard_sigmoid_to_lookup(proto) -> int:
     with scale s and zero point 0 is clamp(round((a x + b) / s), 0, 255): the identity
     quantized with scale s / a and zero point round(b / s), whose saturation at 0 and 255 is
     the clip. The one difference is that rounding: at most one step of s, where the float
-    path is at most half a step off (measured top-1: see the README's int8 figures).
+    path is at most half a step off (top-1: docs/results/2026-11-24-int8-deploy.md).
     """
     import onnx
     from onnx import numpy_helper
