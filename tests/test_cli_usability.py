@@ -85,7 +85,7 @@ def test_runtime_format_precision_are_one_definition_everywhere():
                     "precision": {("fp32", "int8")}, "format": {("onnx",)}}
     runtime_users = {n for n, p in commands.items()
                      if any(a.dest == "runtime" for a in p._actions)}
-    assert runtime_users == {"eval", "predict", "bench"}
+    assert runtime_users == {"eval", "predict", "bench", "quantize"}
 
 
 def test_backend_for_maps_the_vocabulary_to_bench_backends():

@@ -33,7 +33,7 @@ def test_slow_bf16_depthwise_convs_run_in_float32_under_cpu_autocast():
              "pointwise": (ConvNormAct(8, 16, 1), torch.bfloat16)}
     for name, (unit, dtype) in units.items():
         keys = list(unit.state_dict())
-        assert float32_depthwise_under_cpu_autocast(unit) is unit
+        unit = float32_depthwise_under_cpu_autocast(unit)
         assert list(unit.state_dict()) == keys
         unit.eval()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -236,3 +236,16 @@ def test_bad_recipe_file_is_named(tmp_path):
     bad.write_text('lr = "0.1" "x"\n')
     with pytest.raises(ValueError, match=f"recipe {bad} is not valid TOML"):
         make_config(str(bad))
+
+
+def test_a_run_stuck_above_chance_is_told_what_to_change():
+    from mobilenets.tasks.classification import ClassificationTask
+    task = ClassificationTask()
+    task.classes, task.cfg = [str(i) for i in range(10)], make_config(lr=0.5)
+    assert task.epoch_note({"epoch": 1, "train_loss": 9.0}) is None      # too early to tell
+    note = task.epoch_note({"epoch": 2, "train_loss": 3.0})
+    assert "above chance level (ln 10 = 2.30)" in note and "--lr (now 0.5)" in note
+    assert "--recipe small-data" in note
+    assert task.epoch_note({"epoch": 2, "train_loss": 2.0}) is None
+    task.cfg = make_config("small-data")
+    assert "--recipe" not in task.epoch_note({"epoch": 2, "train_loss": 3.0})

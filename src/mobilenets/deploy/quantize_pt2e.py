@@ -113,18 +113,21 @@ class QatTask(ClassificationTask):
         return prepared
 
     def start_epoch(self, model, epoch: int) -> None:
-        from torchao.quantization.pt2e import disable_observer
-        if epoch >= self.freeze_epoch and not self.frozen:
-            model.apply(disable_observer)
-            self.frozen = True
+        self.frozen = epoch >= self.freeze_epoch      # set_mode freezes observers and BN
 
     def set_mode(self, model, training: bool) -> None:
-        from torchao.quantization.pt2e import (move_exported_model_to_eval,
+        """Training: BatchNorm on batch statistics and observers updating, until frozen.
+        Otherwise (validation, and training once frozen): BatchNorm on its running statistics
+        and observers still, so that validating leaves the quantization ranges alone."""
+        from torchao.quantization.pt2e import (disable_observer, enable_observer,
+                                               move_exported_model_to_eval,
                                                move_exported_model_to_train)
         if training and not self.frozen:
             move_exported_model_to_train(model)
-        else:                               # frozen: BatchNorm uses its running statistics
+            model.apply(enable_observer)
+        else:
             move_exported_model_to_eval(model)
+            model.apply(disable_observer)
 
     def save_best(self, model, folder) -> None:
         """The prepared graph's state (fake-quantization parameters and observers included),

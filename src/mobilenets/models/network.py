@@ -84,8 +84,6 @@ class MobileNet(Trunk):
         self.dropout = nn.Dropout(dropout)
         self.classifier = self._classifier(num_classes)
         init_weights(self)
-        if isinstance(self.classifier, nn.Linear):
-            init_classifier(self.classifier)
 
     @property
     def num_features(self) -> int:
@@ -202,9 +200,13 @@ def init_weights(module: nn.Module) -> None:
     reference ``conv_kernel_initializer``; a depthwise kernel's fan_out is k * k, which keeps
     depthwise weights from starting near zero); Linear: uniform(+-1/sqrt(out)) (its
     ``dense_kernel_initializer``; MobileNetV3's pre-logits layer, whose width is fixed); BN:
-    weight 1, bias 0. The classifier is set by :func:`init_classifier` afterwards."""
+    weight 1, bias 0; the ``classifier``: :func:`init_classifier`. Modules are visited in
+    order and each draws once, so a seed gives the same network whatever the bounds."""
+    classifier = getattr(module, "classifier", None)
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if m is classifier and isinstance(m, nn.Linear):
+            init_classifier(m)
+        elif isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
             if m.bias is not None:

@@ -26,7 +26,7 @@ class TrainConfig:
     seed: int = 0
     # optimiser
     optimizer: str = "sgd"             # sgd (nesterov) | rmsprop (TF-style eps) | adamw
-    lr: float = 0.05
+    lr: float = 0.0125                 # 0.1 per 256 images at batch 32 (linear scaling rule)
     momentum: float = 0.9
     weight_decay: float = 4e-5
     rmsprop_decay: float = 0.9

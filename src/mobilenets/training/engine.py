@@ -189,7 +189,7 @@ class _Run:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.amp and self.device.type == "cpu":
-            float32_depthwise_under_cpu_autocast(model)
+            model = float32_depthwise_under_cpu_autocast(model)
         self.model = model
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
@@ -283,12 +283,16 @@ class _Run:
                                        if resume is not None else None),
                           metrics=self.task.metrics)
         report.truncate(start_epoch)
-        metrics = {}
+        metrics, notes = {}, set()
         for epoch in range(start_epoch, cfg.epochs):
             first = start_step if epoch == start_epoch else 0
             train_stats = self.train_epoch(epoch, first, report)
             metrics = self.end_epoch(epoch, train_stats)
             report.epoch(metrics, (epoch + 1) * self.steps_per_epoch)
+            note = self.task.epoch_note(metrics)
+            if note and self.dist.main and note not in notes:
+                notes.add(note)
+                warnings.warn(note, stacklevel=2)
         report.close()
         self.dist.barrier()
         return metrics

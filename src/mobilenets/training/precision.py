@@ -1,10 +1,8 @@
 """Precision policy for training: which convolutions stay in float32 under CPU autocast.
 
 Under CPU bf16 autocast, oneDNN's bf16 kernels for strided and 5x5 depthwise convolutions are
-slow. Measured on a 2-core AVX-512 CPU, batch 64, forward + backward, channels_last: 3x3 stride 2
-over 96 channels at 64x64, 224 ms in bf16 against 60 ms in float32; 576 channels at 8x8, 83
-against 2.1 ms; 5x5 stride 1 over 672 channels at 8x8, 41 against 17 ms. 3x3 stride-1 depthwise
-convolutions are as fast in bf16 (43 against 53 ms at 144 channels, 32x32) and stay in it.
+several times slower than its float32 ones, while 3x3 stride-1 depthwise convolutions are as
+fast in bf16 and stay in it (the timings: docs/results/2026-11-24-bench-vs-timm.md).
 
 The layers in :mod:`mobilenets.layers` stay plain (portable to ``torch.export``,
 ``torch.compile(fullgraph=True)``, FX and ONNX); the training engine applies this policy to the
@@ -26,9 +24,19 @@ from ..layers import ConvNormAct
 class Float32UnderCpuAutocast(ConvNormAct):
     """A :class:`ConvNormAct` that computes in float32 while CPU autocast is on.
 
-    ``float32_depthwise_under_cpu_autocast`` switches an existing unit's class to this one: the
-    same submodules, parameters and ``state_dict`` keys, and it deep-copies and pickles like the
-    plain unit (a bound forward stored on the instance would not pickle)."""
+    ``float32_depthwise_under_cpu_autocast`` puts one in place of an existing unit, holding
+    the same submodules: the same parameters and ``state_dict`` keys, and it deep-copies and
+    pickles like the plain unit (a bound forward stored on the instance would not pickle)."""
+
+    @classmethod
+    def holding(cls, unit: ConvNormAct) -> "Float32UnderCpuAutocast":
+        """A new unit of this class with ``unit``'s submodules (not copies)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for name, child in unit.named_children():
+            new.add_module(name, child)
+        new.train(unit.training)
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled("cpu") and x.is_cpu:
@@ -49,12 +57,17 @@ def slow_in_bf16(module: nn.Module) -> bool:
 def float32_depthwise_under_cpu_autocast(model: nn.Module) -> nn.Module:
     """Make the model's strided and 5x5 depthwise units run in float32 under CPU autocast.
 
-    Changes ``model`` in place (and returns it); parameters, buffers and ``state_dict`` keys are
-    untouched, so optimisers, EMA copies, checkpoints and DDP see the same model. Idempotent.
+    Replaces those units in ``model`` (and returns it; ``model`` itself such a unit: the unit
+    that replaces it) by ones holding the same submodules, so parameters, buffers and
+    ``state_dict`` keys are untouched: optimisers, EMA copies, checkpoints and DDP see the
+    same model. Idempotent.
     """
-    for m in model.modules():
-        if type(m) is ConvNormAct and slow_in_bf16(m):
-            m.__class__ = Float32UnderCpuAutocast
+    if type(model) is ConvNormAct and slow_in_bf16(model):
+        return Float32UnderCpuAutocast.holding(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is ConvNormAct and slow_in_bf16(child):
+                setattr(parent, name, Float32UnderCpuAutocast.holding(child))
     return model
 
 

@@ -90,6 +90,11 @@ class Task:
         """Write the best model so far (rank 0 only)."""
         raise NotImplementedError(f"{type(self).__name__} must define save_best()")
 
+    def epoch_note(self, metrics: dict) -> str | None:
+        """A warning for the user after an epoch (printed once per run by rank 0), e.g. that
+        training diverges, or None."""
+        return None
+
     def outputs(self, model: nn.Module) -> list[tuple[str, str]]:
         """``(name, meaning)`` of each output of ``model``, for exported files' graphs and
         metadata."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -151,6 +152,19 @@ class ClassificationTask(Task):
     def save_best(self, model, folder) -> None:
         model.config["class_names"] = self.classes
         save(model, folder, class_names=self.classes)
+
+    def epoch_note(self, metrics: dict) -> str | None:
+        """Training that has not got below chance level (the loss of a uniform guess, ln C)
+        after its first epoch has diverged or is not learning: say what to change."""
+        chance = math.log(len(self.classes))
+        if metrics["epoch"] < 2 or metrics["train_loss"] <= chance:
+            return None
+        recipe = ("" if self.cfg.recipe == "small-data" else
+                  "; for a small data set, --recipe small-data (30 epochs) is the tested start")
+        return (f"the training loss {metrics['train_loss']:.2f} is still above chance level "
+                f"(ln {len(self.classes)} = {chance:.2f}) after {metrics['epoch']} epochs: the "
+                f"run is diverging or not learning. Lower --lr (now {self.cfg.lr:g}) or add "
+                f"--warmup-epochs{recipe}")
 
     def outputs(self, model) -> list[tuple[str, str]]:
         if model.config.get("features_only"):      # a backbone: its feature maps
