@@ -283,16 +283,16 @@ class _Run:
                                        if resume is not None else None),
                           metrics=self.task.metrics)
         report.truncate(start_epoch)
-        metrics, notes = {}, set()
+        metrics, noted = {}, False
         for epoch in range(start_epoch, cfg.epochs):
             first = start_step if epoch == start_epoch else 0
             train_stats = self.train_epoch(epoch, first, report)
             metrics = self.end_epoch(epoch, train_stats)
             report.epoch(metrics, (epoch + 1) * self.steps_per_epoch)
-            note = self.task.epoch_note(metrics)
-            if note and self.dist.main and note not in notes:
-                notes.add(note)
+            note = None if noted else self.task.epoch_note(metrics)
+            if note and self.dist.main:
                 warnings.warn(note, stacklevel=2)
+            noted = noted or bool(note)
         report.close()
         self.dist.barrier()
         return metrics

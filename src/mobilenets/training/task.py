@@ -91,8 +91,8 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__} must define save_best()")
 
     def epoch_note(self, metrics: dict) -> str | None:
-        """A warning for the user after an epoch (printed once per run by rank 0), e.g. that
-        training diverges, or None."""
+        """A warning for the user after an epoch, e.g. that training diverges, or None; rank
+        0 prints the first one of a run."""
         return None
 
     def outputs(self, model: nn.Module) -> list[tuple[str, str]]:

@@ -154,16 +154,17 @@ class ClassificationTask(Task):
         save(model, folder, class_names=self.classes)
 
     def epoch_note(self, metrics: dict) -> str | None:
-        """Training that has not got below chance level (the loss of a uniform guess, ln C)
-        after its first epoch has diverged or is not learning: say what to change."""
+        """Training whose loss is still well above chance level (the loss of a uniform guess,
+        ln C) after two epochs is diverging: say what to change. (Heavily augmented small
+        images can keep a run that learns a little above ln C, hence the margin.)"""
         chance = math.log(len(self.classes))
-        if metrics["epoch"] < 2 or metrics["train_loss"] <= chance:
+        if metrics["epoch"] < 2 or metrics["train_loss"] <= 1.5 * chance:
             return None
         recipe = ("" if self.cfg.recipe == "small-data" else
                   "; for a small data set, --recipe small-data (30 epochs) is the tested start")
-        return (f"the training loss {metrics['train_loss']:.2f} is still above chance level "
-                f"(ln {len(self.classes)} = {chance:.2f}) after {metrics['epoch']} epochs: the "
-                f"run is diverging or not learning. Lower --lr (now {self.cfg.lr:g}) or add "
+        return (f"the training loss {metrics['train_loss']:.2f} is still well above chance "
+                f"level (ln {len(self.classes)} = {chance:.2f}) after {metrics['epoch']} "
+                f"epochs: the run is diverging. Lower --lr (now {self.cfg.lr:g}) or add "
                 f"--warmup-epochs{recipe}")
 
     def outputs(self, model) -> list[tuple[str, str]]:
