@@ -4,17 +4,19 @@ The engine knows no task: it runs the processes (DDP), the optimiser and schedul
 gradient clipping, checkpoints with exact resume, progress, ``metrics.jsonl``, curves and
 TensorBoard, and the distillation mix. A task (classification today; segmentation, depth and
 detection next) says what the data, the model, the loss and the metrics are. Subclass
-:class:`Task` and override what your task needs; the methods are called in the order listed.
+:class:`Task`, define its abstract methods and override the rest as needed (in call order).
 """
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 
-class Task:
+class Task(ABC):
     """The task-specific half of a training run. ``cfg`` is the run's
     :class:`~mobilenets.training.config.TrainConfig`."""
 
@@ -25,26 +27,26 @@ class Task:
     #: the curves: name -> (label, shown as a percentage)
     metrics: dict[str, tuple[str, bool]] = {}
 
+    @abstractmethod
     def datasets(self, cfg) -> tuple[Dataset, Dataset]:
         """The training and validation datasets. Items are what :meth:`collate` takes; the
         training set must give the same item for the same (epoch, index), whatever the worker
         count, so that resume is exact (see :class:`~mobilenets.training.sampling.SeededView`:
         the engine sets ``train_set.epoch`` and its sampler yields ``(epoch, index)`` keys)."""
-        raise NotImplementedError(f"{type(self).__name__} must define datasets()")
 
+    @abstractmethod
     def collate(self, items: list):
         """A batch from dataset items: ``(inputs, targets, n_unreadable)``."""
-        raise NotImplementedError(f"{type(self).__name__} must define collate()")
 
     def summary(self, train_set: Dataset, val_set: Dataset) -> str:
         """One line on the data, printed before training starts."""
         return f"{len(train_set)} training and {len(val_set)} validation items"
 
+    @abstractmethod
     def build_model(self, cfg, resumed: dict | None = None) -> nn.Module:
         """The network to train (called after :meth:`datasets`). ``resumed``: when a run is
         resumed, the ``config`` and ``preprocess`` of the model its checkpoint was trained as
         (build that architecture again; the checkpoint then gives the weights), else None."""
-        raise NotImplementedError(f"{type(self).__name__} must define build_model()")
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError if a model given to ``fit`` cannot be trained on this data."""
@@ -71,24 +73,26 @@ class Task:
         return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True), \
             len(targets)
 
+    @abstractmethod
     def loss(self, outputs, targets) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+        """The training loss of a batch (a scalar), from the model's outputs."""
 
     def build_teacher(self, cfg, device: torch.device) -> nn.Module | None:
         """The distillation teacher (eval mode, no grad), or None."""
         return None
 
     def distillation_loss(self, outputs, teacher_outputs, cfg) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no distillation loss")
+        raise ValueError(f"{type(self).__name__} has no distillation loss: train it without "
+                         f"a teacher")
 
+    @abstractmethod
     def evaluate(self, model: nn.Module, loader, device: torch.device, dist) -> dict:
         """Metrics on the validation loader (full-set values in every process under DDP:
         sum the counts with ``dist.sum``); must include ``loss`` and :attr:`best_metric`."""
-        raise NotImplementedError(f"{type(self).__name__} must define evaluate()")
 
+    @abstractmethod
     def save_best(self, model: nn.Module, folder) -> None:
         """Write the best model so far (rank 0 only)."""
-        raise NotImplementedError(f"{type(self).__name__} must define save_best()")
 
     def epoch_note(self, metrics: dict) -> str | None:
         """A warning for the user after an epoch, e.g. that training diverges, or None; rank
