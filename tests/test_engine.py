@@ -95,6 +95,17 @@ def test_a_task_of_its_own_trains_picks_best_by_its_metric_and_resumes_exactly(t
         torch.testing.assert_close(split[key], straight[key], rtol=0, atol=0)
 
 
+def test_resuming_under_another_best_metric_is_refused(tmp_path):
+    class ByR2(Regression):
+        best_metric = "r2"
+
+    with pytest.raises(Stopped):
+        fit(Regression(stop_at=1), config(tmp_path, "run", 3), progress=False)
+    with pytest.raises(ValueError, match="picked its best model by 'mse'"):
+        fit(ByR2(), config(tmp_path, "run", 3), resume=tmp_path / "run" / "last.pt",
+            progress=False)
+
+
 def test_best_follows_a_metric_where_lower_is_better(tmp_path):
     class Scripted(Regression):
         scores = iter([3.0, 1.0, 2.0])

@@ -46,6 +46,9 @@ def test_open_model_takes_every_kind_of_model_argument(saved):
      "no model folder"),
     (lambda f, o: mobilenets.open_model("mobilenet_v9"), ValueError, "unknown model"),
     (lambda f, o: mobilenets.open_model(o, runtime="tflite"), ValueError, "unknown runtime"),
+    (lambda f, o: mobilenets.open_model("best"), ValueError, "nor is best an existing file"),
+    (lambda f, o: mobilenets.open_model(mobilenets.load(f), runtime="openvino"), ValueError,
+     "export it first"),
 ])
 def test_open_model_says_what_to_give_instead(saved, call, error, words):
     _, folder, onnx_file = saved
@@ -68,6 +71,23 @@ def test_exported_files_describe_their_outputs(saved, tmp_path):
     assert outputs[1]["meaning"].startswith(f"N x {tap.channels} x H/{tap.reduction} ")
     with pytest.raises(ValueError, match="unknown task"):
         mobilenets.export_onnx(backbone, tmp_path / "c.onnx", task="haiku")
+
+
+def test_prune_refuses_only_an_output_holding_its_source(saved, tmp_path, monkeypatch):
+    """A model built in memory has no source folder: any output folder is fine for it, the
+    current folder's parent included."""
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    model = mobilenets.create_model("mobilenet_v2_035", num_classes=10, resolution=RES)
+    pruned, metrics = prune_and_finetune(model, tmp_path, ratio=0.3, epochs=0,
+                                         recalibrate_images=0, log=lambda line: None)
+    assert metrics is None and (tmp_path / "pruned" / "config.json").is_file()
+
+
+def test_random_weights_for_results_are_warned_about():
+    with pytest.warns(UserWarning, match="random weights"):
+        with pytest.raises(Exception):          # the warning comes before the data is read
+            mobilenets.evaluate("mobilenet_v2_035", "/no/such/data")
 
 
 def test_prune_and_finetune_from_python(saved, tmp_path):

@@ -164,6 +164,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend, resolution = backend_for(runtime, precision, optimize), args.resolution
     run_as = runtime_of(backend)
     if is_onnx_file(args.model):
+        if args.weights is not None:
+            raise ValueError(f"--weights does not apply to the ONNX file {args.model}")
         model = OnnxModel(args.model, threads=args.threads, runtime=run_as)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
-from .arguments import (MODEL_HELP, add_model_argument, add_runtime_option, add_weights_flags,
+from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
 
 _TRAIN_SKIP = {"extra", "recipe"}

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 from torch import nn
 
 from ..tasks.classification import evaluate as evaluate_classifier
+from ..models import resolve_name
 from ..weights import create_model, is_saved_model, load
 from .onnx_model import OnnxModel
 from .runtimes import RUNTIMES
@@ -21,7 +24,8 @@ def is_exported_file(model) -> bool:
 
 
 def open_model(model, weights=None, runtime: str | None = None, allow_download: bool = False,
-               threads: int | None = None, **options) -> nn.Module | OnnxModel:
+               threads: int | None = None, purpose: str | None = None,
+               **options) -> nn.Module | OnnxModel:
     """The model ``model`` names, ready to run:
 
     - an exported ``.onnx`` file: an :class:`OnnxModel` in ``runtime`` (onnxruntime by
@@ -32,10 +36,15 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
       ``"timm"`` fetch a missing file);
     - a model object: returned as it is.
 
-    ``runtime="eager"`` (or None) runs PyTorch models; errors say what to give instead."""
+    ``runtime="eager"`` (or None) runs PyTorch models; errors say what to give instead.
+    ``purpose`` (e.g. "results"): warn when a registered name without weights gives random
+    weights for it."""
     if not isinstance(model, (str, Path)):
         if weights is not None:
             raise ValueError("weights (--weights) apply to a registered model name, not to a model")
+        if runtime not in (None, "eager") and not isinstance(model, OnnxModel):
+            raise ValueError(f"runtime {runtime!r} runs exported files; this is a PyTorch "
+                             f"model (runtime eager): export it first (mobilenets.export_onnx)")
         return model
     path = Path(model)
     if runtime not in (None, "eager", *RUNTIMES):
@@ -66,6 +75,13 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
                          f"registered name (with --weights FILE, weights= in Python) or an .onnx file")
     if weights is None and ("/" in str(model) or "\\" in str(model)):
         raise FileNotFoundError(f"no model folder or file {model}")
+    try:
+        resolve_name(str(model))
+    except ValueError as e:
+        raise ValueError(f"{e}; nor is {model} an existing file or folder") from None
+    if weights is None and purpose:
+        warnings.warn(f"{model} has random weights (no weights given), so its {purpose} mean "
+                      f"nothing", stacklevel=2)
     return create_model(str(model), weights=weights, allow_download=allow_download, **options)
 
 
@@ -74,8 +90,8 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     """Top-1, top-5, loss, per-class accuracy and the confusion matrix of ``model`` (anything
     :func:`open_model` opens: a model, a saved-model folder, an ``.onnx`` file) on the image
     folder ``data`` (its ``val/`` if it has one), with the model's eval preprocessing."""
-    return evaluate_classifier(open_model(model, runtime=runtime), data, resolution,
-                               batch_size, workers)
+    return evaluate_classifier(open_model(model, runtime=runtime, purpose="results"), data,
+                               resolution, batch_size, workers)
 
 
 __all__ = ["EXPORTED_SUFFIXES", "evaluate", "is_exported_file", "open_model"]

@@ -103,7 +103,7 @@ def _fp32_onnx(model, path: Path, resolution: int | None) -> tuple[Path, dict]:
     import onnx
 
     if isinstance(model, (str, Path)):
-        model = open_model(model)
+        model = open_model(model, purpose="int8 ranges")
     if isinstance(model, OnnxModel):
         src = Path(model.path)
         onnx_model = model

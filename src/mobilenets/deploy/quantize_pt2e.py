@@ -98,6 +98,20 @@ class QatTask(ClassificationTask):
         self.float_model, self.resolution, self.freeze_epoch = model, resolution, freeze_epoch
         self.frozen = False
 
+    def split(self, cfg):
+        """``DATA/train`` if there is one, else ``DATA`` itself (class folders); validation on
+        ``DATA/val`` if there is one, else on the training folder."""
+        root = Path(cfg.data)
+        train = root / "train" if (root / "train").is_dir() else root
+        return train, (root / "val" if (root / "val").is_dir() else train)
+
+    def summary(self, train_set, val_set) -> str:
+        return (f"qat: {len(self.classes)} classes, {len(train_set)} training images in "
+                f"{self.dirs[0]}, {len(val_set)} validation images in {self.dirs[1]}")
+
+    def epoch_note(self, metrics: dict) -> str | None:
+        return None                # the hints name train's options, which QAT does not have
+
     def build_model(self, cfg, resumed: dict | None = None) -> nn.Module:
         if len(self.classes) != self.float_model.num_classes:
             raise ValueError(f"{self.dirs[0]} has {len(self.classes)} classes, the model "
@@ -147,7 +161,8 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
              freeze_bn_epoch: int | None = None, seed: int = 0, out: str | Path | None = None,
              progress: bool = False, log=print, **train_options) -> QuantizedModel:
     """QAT: export ``model`` in training mode, ``prepare_qat_pt2e``, fine-tune ``epochs`` on the
-    image folder ``data`` (its ``train/``; validation on its ``val/``) on the training engine
+    image folder ``data`` (its ``train/`` if it has one; validation on its ``val/`` if it has
+    one, else on the training images) on the training engine
     (SGD + cosine from ``lr``, label smoothing 0.1; ``max_steps`` caps the steps per epoch;
     other :class:`~mobilenets.training.TrainConfig` options in ``train_options``), freeze
     BatchNorm statistics and observers after ``freeze_bn_epoch`` epochs (default: for the
@@ -204,10 +219,10 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     """Write a converted PT2E model as an ONNX QDQ file (batch 1) with our metadata.
 
     With ``calib`` (an image folder), the activations the X86 quantizer leaves in float are
-    then calibrated on ``num_images`` of its images and quantized (:mod:`.runtimes.onnxruntime.qdq_complete`), so
-    onnxruntime runs every convolution in int8: for the Imagenette-trained
-    mobilenet_v3_large_100 of the README (QAT, 128 px, batch 1, 2 threads) 1.1 ms instead of
-    3.6, at 79.90% top-1 (the uncompleted file of the same QAT recipe: 79.85%)."""
+    then calibrated on ``num_images`` of its images and quantized
+    (:mod:`.runtimes.onnxruntime.qdq_complete`), so that onnxruntime runs every convolution in
+    int8 (about 3x faster than the file as torchao leaves it, at the same top-1:
+    docs/results/2026-11-24-int8-deploy.md)."""
     import json
 
     import onnx

@@ -106,7 +106,8 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
-                        f"{', '.join(MODEL_OPTIONS)}, weights, allow_download")
+                        f"{', '.join(MODEL_OPTIONS)} (and weights, allow_download in "
+                        f"mobilenets.create_model)")
     entry = get_entry(name)
     width = options.get("width_mult", entry.width_mult)
     depth = options.get("depth_mult", entry.depth_mult)

@@ -157,7 +157,7 @@ class _Run:
             print(task.summary(self.train_set, val_set), flush=True)
         if cfg.epochs < 1:        # after the summary: what would have been trained on
             raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
-        if model is None:          # resumed: the very network the checkpoint was trained as
+        if model is None:          # when resuming: the network the checkpoint was trained as
             model = task.build_model(cfg, (self.ckpt or {}).get("model_spec"))
         else:
             task.check_model(model)
@@ -208,6 +208,8 @@ class _Run:
         self.net = torch.compile(net) if cfg.compile else net
         self.autocast, self.scaler = self._amp()
         self.teacher = task.build_teacher(cfg, self.device)
+        if self.teacher is not None and cfg.amp and self.device.type == "cpu":
+            self.teacher = float32_depthwise_under_cpu_autocast(self.teacher)
         self.best = None
 
     def _amp(self):
@@ -238,7 +240,7 @@ class _Run:
             "epoch": epoch, "step": step, "best": self.best,
             "best_metric": self.task.best_metric, "rng": rngs, "world": self.dist.world,
             "config": self.cfg.to_dict(), "model_spec": model_spec(self.model),
-            **self.task.state()})
+            "task": self.task.state()})
 
     def restore(self) -> tuple[int, int]:
         ckpt, path = self.ckpt, self.resume
@@ -248,7 +250,12 @@ class _Run:
         if arch and arch != self.cfg.model:
             raise ValueError(f"{path} is a checkpoint of {arch}, not {self.cfg.model}; resume "
                              f"it with --model {arch} (or leave --model out)")
-        self.task.check_resume(ckpt, path)
+        saved_metric = ckpt.get("best_metric", self.task.best_metric)
+        if saved_metric != self.task.best_metric:
+            raise ValueError(f"{path} picked its best model by {saved_metric!r}, this task by "
+                             f"{self.task.best_metric!r}; resume it with the task it was "
+                             f"trained with")
+        self.task.check_resume(ckpt.get("task", ckpt), path)   # older: the state at top level
         if epoch >= self.cfg.epochs:
             done = f"{epoch} epochs" + (f" and {step} steps of the next" if step else "")
             raise ValueError(f"{path} has trained {done}, as many as --epochs "
@@ -264,9 +271,11 @@ class _Run:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
-        self.best = ckpt.get("best", ckpt.get("best_top1"))
-        if self.best is not None and self.best < 0:      # "nothing yet" in older checkpoints
-            self.best = None
+        if "best" in ckpt:
+            self.best = ckpt["best"]
+        else:                         # older checkpoints: top-1, with -1 for "nothing yet"
+            self.best = ckpt.get("best_top1")
+            self.best = None if self.best is None or self.best < 0 else self.best
         rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.ckpt = None                  # the tensors are in the model and optimiser now

@@ -4,7 +4,7 @@ The engine knows no task: it runs the processes (DDP), the optimiser and schedul
 gradient clipping, checkpoints with exact resume, progress, ``metrics.jsonl``, curves and
 TensorBoard, and the distillation mix. A task (classification today; segmentation, depth and
 detection next) says what the data, the model, the loss and the metrics are. Subclass
-:class:`Task`, define its abstract methods and override the rest as needed (in call order).
+:class:`Task`, define its abstract methods and override the rest as needed.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ class Task(ABC):
         return {}
 
     def check_resume(self, state: dict, path) -> None:
-        """Raise ValueError if a checkpoint whose :meth:`state` is ``state`` cannot continue
-        on this task's data."""
+        """Raise ValueError if the checkpoint ``path``, whose task wrote :meth:`state`
+        ``state``, cannot continue on this task's data."""
 
 
 __all__ = ["Task"]

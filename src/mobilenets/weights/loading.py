@@ -136,9 +136,9 @@ def _load_feature_net(name: str, path: Path, options: dict, config: dict) -> nn.
 def load(directory: str | Path, **overrides) -> nn.Module:
     """Rebuild the model saved in ``directory``; ``overrides`` (e.g. ``num_classes``) change
     builder options, re-initialising the classifier when the class count changes. A pruned
-    model (``options["pruned"]`` holds its per-block widths) is rebuilt with those widths."""
+    model is rebuilt with its ``block_widths``."""
     if Path(directory).is_file():
-        hint = (" open an ONNX file with mobilenets.deploy.OnnxModel" if
+        hint = (" open an ONNX file with mobilenets.open_model (an OnnxModel)" if
                 str(directory).endswith(".onnx") else
                 " for a state-dict file use create_model(NAME, weights=PATH)")
         raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"

@@ -40,8 +40,8 @@ def prune_and_finetune(model: nn.Module, out: str | Path, *, ratio: float | None
     Returns the pruned model (fine-tuned, the best epoch's, when trained) and the last
     epoch's metrics (None without fine-tuning)."""
     out = Path(out)
-    source = Path(str(model.config.get("weights", "")))
-    if source.exists() and (source.resolve() == out.resolve()
+    source = Path(str(model.config["weights"])) if model.config.get("weights") else None
+    if source is not None and source.exists() and (source.resolve() == out.resolve()
                             or out.resolve() in source.resolve().parents):
         raise ValueError(f"{out} contains the model to prune ({source}), which the pruned "
                          f"model and its fine-tuning would overwrite; choose another output "

@@ -43,7 +43,7 @@ class ClassificationTask(Task):
 
     def datasets(self, cfg: TrainConfig):
         self.cfg = cfg
-        train_dir, val_dir = resolve_split(cfg.data, cfg.val)
+        train_dir, val_dir = self.split(cfg)
         train_raw = ImageFolderDataset(train_dir, classes=self.given_classes,
                                        strict=cfg.strict_data)
         val_raw = ImageFolderDataset(val_dir, classes=train_raw.classes, strict=cfg.strict_data)
@@ -54,6 +54,11 @@ class ClassificationTask(Task):
         self.val_set = SeededView(val_raw, None, cfg.seed)
         self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
         return self.train_set, self.val_set
+
+    def split(self, cfg: TrainConfig):
+        """The training and validation folders: ``DATA/train`` and ``DATA/val`` (or
+        ``cfg.val``)."""
+        return resolve_split(cfg.data, cfg.val)
 
     def collate(self, items):
         return collate_skip_bad(items)
@@ -71,8 +76,12 @@ class ClassificationTask(Task):
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
         if resumed and resumed.get("config"):     # e.g. a pruned network: its block_widths
             config = resumed["config"]
-            model = create_model(config["name"],
-                                 **{k: v for k, v in config.items() if k in MODEL_OPTIONS})
+            options = {k: v for k, v in config.items() if k in MODEL_OPTIONS}
+            options["resolution"] = cfg.resolution
+            for key in ("dropout", "drop_path_rate", "bn_momentum"):   # may change on resume
+                if getattr(cfg, key) is not None:
+                    options[key] = getattr(cfg, key)
+            model = create_model(config["name"], **options)
             model.config.update({k: config[k] for k in ("pruned", "weights") if k in config})
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
@@ -80,7 +89,8 @@ class ClassificationTask(Task):
         for key in ("dropout", "drop_path_rate", "bn_momentum"):
             if getattr(cfg, key) is not None:
                 options[key] = getattr(cfg, key)
-        weights = cfg.weights or cfg.extra.get("pruned_model")   # a prune fine-tune
+        # extra["pruned_model"]: prune fine-tunes checkpointed before block_widths existed
+        weights = cfg.weights or cfg.extra.get("pruned_model")
         if weights:
             options["weights"] = weights
         return create_model(cfg.model, **options)
