@@ -11,9 +11,11 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..deploy.runtimes import RUNTIMES as FILE_RUNTIMES
+
 # The deployment vocabulary of every command: what runs a model, the file kind it is written
 # to, and the number format of its weights and activations.
-RUNTIMES = ("eager", "onnxruntime", "openvino")
+RUNTIMES = ("eager", *FILE_RUNTIMES)      # eager: PyTorch in this process
 FORMATS = ("onnx",)
 PRECISIONS = ("fp32", "int8")
 MODEL_HELP = ("saved-model folder (e.g. RUN/best), registered name (see `mobilenets list`; "

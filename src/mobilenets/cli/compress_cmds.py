@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..training.config import TrainConfig
 from .arguments import add_model_argument, add_weights_flags
-from .run_cmds import add_config_flags, is_onnx_file, load_cli_model
+from ..deploy.open import is_exported_file
+from .run_cmds import add_config_flags, load_cli_model
 
 # TrainConfig fields the prune command sets itself (or that make no sense for it)
 _SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
@@ -30,7 +31,7 @@ def add_inspect_parser(sub) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..compress import inspect_model
-    if is_onnx_file(args.model):
+    if is_exported_file(args.model):
         raise ValueError(f"inspect reads PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: inspect the model it was "
                          f"exported from")
@@ -66,7 +67,7 @@ def add_prune_parser(sub) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..tasks.classification import prune_and_finetune
-    if is_onnx_file(args.model):
+    if is_exported_file(args.model):
         raise ValueError(f"prune works on PyTorch models (a saved-model folder or a registered "
                          f"name); {args.model} is an ONNX file: prune the model it was "
                          f"exported from, then export the pruned one")

@@ -11,7 +11,8 @@ from .arguments import (MODEL_HELP, add_deprecated_option, add_format_option,
                         add_model_argument, add_overwrite_flag, add_precision_option,
                         add_runtime_option, add_weights_flags, non_negative_int, output_file,
                         positive_int)
-from .run_cmds import is_onnx_file, load_cli_model
+from ..deploy.open import is_exported_file
+from .run_cmds import load_cli_model
 
 
 def add_export_parser(sub) -> None:
@@ -32,7 +33,7 @@ def add_export_parser(sub) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy import export_onnx
-    if is_onnx_file(args.model):
+    if is_exported_file(args.model):
         raise ValueError(f"{args.model} is already an ONNX file")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     out = output_file(Path(args.out) if args.out else default_output(args.model, model, ".onnx"),
@@ -52,7 +53,7 @@ def default_output(model_arg: str, model, suffix: str) -> Path:
     (random or --weights weights) writes NAME.onnx in the current folder."""
     from ..weights.saved import is_saved_model
     source = Path(model_arg)
-    if is_onnx_file(model_arg):
+    if is_exported_file(model_arg):
         return source.with_name(source.stem + suffix)
     if is_saved_model(source):
         return source / f"model{suffix}"
@@ -122,7 +123,7 @@ def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
             raise ValueError(f"--backend (deprecated) and {', '.join(given)} both given: "
                              f"use {', '.join(given)} alone")
         runtime, precision, optimize = _BACKEND_ALIASES[args.backend]
-    onnx_file = is_onnx_file(args.model)
+    onnx_file = is_exported_file(args.model)
     runtime = runtime or ("onnxruntime" if onnx_file else "eager")
     optimize = optimize or "none"
     if optimize != "none" and runtime != "eager":
@@ -163,7 +164,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runtime, precision, optimize = bench_options(args)
     backend, resolution = backend_for(runtime, precision, optimize), args.resolution
     run_as = runtime_of(backend)
-    if is_onnx_file(args.model):
+    if is_exported_file(args.model):
         if args.weights is not None:
             raise ValueError(f"--weights does not apply to the ONNX file {args.model}")
         model = OnnxModel(args.model, threads=args.threads, runtime=run_as)

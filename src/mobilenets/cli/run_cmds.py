@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from ..deploy.open import is_exported_file
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
@@ -171,11 +172,6 @@ def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> Trai
     return TrainConfig(**values)
 
 
-def is_onnx_file(model: str) -> bool:
-    """MODEL names an ONNX file (by its suffix), which onnxruntime or OpenVINO runs."""
-    return Path(model).suffix.lower() == ".onnx"
-
-
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
                    runtime: str | None = None, allow_download: bool = False):
     """MODEL on the command line, opened by :func:`mobilenets.deploy.open_model`.
@@ -187,7 +183,7 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
     from ..weights import is_saved_model
     opened = open_model(model, weights=weights, runtime=runtime,
                         allow_download=allow_download)
-    if (purpose and weights is None and not is_onnx_file(model)
+    if (purpose and weights is None and not is_exported_file(model)
             and not is_saved_model(Path(model))):
         print(f"note: {model} has random weights (no --weights given), so its {purpose} mean "
               f"nothing", file=sys.stderr)

@@ -10,7 +10,7 @@ import torch
 
 from ..data.transforms import at_resolution
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .runtimes import RUNTIMES, open_runtime_session
+from .runtimes import RUNTIMES, runtime as runtime_package
 
 _IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
              "interpolation": "bilinear"}
@@ -53,8 +53,8 @@ class OnnxModel:
         self.threads, self.runtime = threads, runtime
         from google.protobuf.message import DecodeError
         try:
-            self.session, self.rewritten = open_runtime_session(runtime, self.path, threads,
-                                                                rewrite)
+            self.session, self.rewritten = runtime_package(runtime).open_session(
+                self.path, threads, rewrite)
         except DecodeError as e:      # not a readable ONNX protobuf
             raise ValueError(f"{self.path} is not a readable ONNX file ({str(e)[:300]}); if "
                              f"it is truncated or corrupt, export or copy it again") from e

@@ -17,8 +17,6 @@ in its folder. Runtimes are imported when first used, so an uninstalled one cost
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-
 RUNTIMES = ("onnxruntime", "openvino")
 
 
@@ -29,10 +27,4 @@ def runtime(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def open_runtime_session(name: str, path: Path, threads: int | None = None,
-                         rewrite: bool = True):
-    """``runtime(name).open_session(path, threads, rewrite)``."""
-    return runtime(name).open_session(path, threads, rewrite)
-
-
-__all__ = ["RUNTIMES", "open_runtime_session", "runtime"]
+__all__ = ["RUNTIMES", "runtime"]
