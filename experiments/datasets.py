@@ -6,7 +6,8 @@
 The archive is unpacked once into ``$MOBILENETS_CACHE`` (default ``~/.cache/mobilenets``)
 under ``datasets/``; a marker file records a completed unpack, so an interrupted one is redone.
 ``--short-side S`` also writes a copy whose images are resized (bicubic, aspect kept) so their
-shorter side is S px, re-encoded as JPEG (``--quality``), into ``datasets/NAME-Spx``: fast.ai's
+shorter side is S px, re-encoded as JPEG (``--quality``), into ``datasets/NAME-Spx`` (``-qQ`` added for a quality
+other than 85): fast.ai's
 Imagenette leaderboard trains 128 px models on such a 160 px copy, and it is small enough to
 send to a lent GPU machine (the 224 px archive is 126 MiB, the 160 px copy about 100 MiB).
 """
@@ -46,7 +47,8 @@ def downsized(name: str, short_side: int, quality: int = 85) -> Path:
 
     source = unpacked(name)
     root = CACHE / "datasets"
-    folder, marker = root / f"{name}-{short_side}px", root / f".{name}-{short_side}px.complete"
+    stem = f"{name}-{short_side}px" + ("" if quality == 85 else f"-q{quality}")
+    folder, marker = root / stem, root / f".{stem}.complete"
     if marker.is_file() and folder.is_dir():
         return folder
     for path in sorted(p for p in source.rglob("*") if p.is_file()):

@@ -78,6 +78,9 @@ _CONFIG_HELP = {
     "amp_dtype": "mixed-precision type on GPU (float16 adds a gradient scaler)",
     "channels_last": "channels-last memory format",
     "compile": "torch.compile the model",
+    "device_data": "decode the images once, keep them in device (GPU) memory and crop, flip, "
+                   "normalise and erase whole batches there (fast on a GPU; see "
+                   "docs/training.md)",
     "sync_bn": "synchronised BatchNorm across processes (torchrun)",
     "tensorboard": "write TensorBoard events to OUT/tensorboard (when installed)",
     "checkpoint_every_steps": "also write last.pt every N steps (0: at epoch ends only)",

@@ -20,18 +20,18 @@ def check_rgb_model(in_chans: int, reader: str) -> None:
                          f"as RGB (3 channels): use 3-channel models, or your own loader")
 
 
-def eval_transform(preprocess: dict) -> v2.Compose:
+def eval_transform(preprocess: dict, normalize: bool = True) -> v2.Compose:
     """Eval preprocessing: RGB, resize the short side to ``resize``, centre-crop
-    ``resolution``, scale to [0, 1], normalise with ``mean``/``std``."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RGB(),
-        v2.Resize(preprocess["resize"], interpolation=InterpolationMode(
-            preprocess["interpolation"]), antialias=True),
-        v2.CenterCrop(preprocess["resolution"]),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(preprocess["mean"]), list(preprocess["std"])),
-    ])
+    ``resolution``, scale to [0, 1], normalise with ``mean``/``std`` (without ``normalize``:
+    the uint8 image after the crop)."""
+    ops = [v2.ToImage(), v2.RGB(),
+           v2.Resize(preprocess["resize"], interpolation=InterpolationMode(
+               preprocess["interpolation"]), antialias=True),
+           v2.CenterCrop(preprocess["resolution"])]
+    if normalize:
+        ops += [v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(preprocess["mean"]), list(preprocess["std"]))]
+    return v2.Compose(ops)
 
 
 AUTO_AUGMENT = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide,

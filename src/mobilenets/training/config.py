@@ -61,6 +61,7 @@ class TrainConfig:
     amp_dtype: str = "bfloat16"        # bfloat16 | float16 (GPU only; with a gradient scaler)
     channels_last: bool = False
     compile: bool = False
+    device_data: bool = False          # decode once, keep on the device, augment batches there
     sync_bn: bool = False              # synchronised BatchNorm under torchrun (DDP)
     tensorboard: bool = True           # TensorBoard events in OUT/tensorboard when installed
     checkpoint_every_steps: int = 0

@@ -69,6 +69,9 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
+# Training steps between reads of the loss (each read waits for the device).
+SYNC_EVERY = 10
+
 # What a run writes into its folder; any of them there means the folder holds a run.
 RUN_FILES = ("last.pt", "best", "metrics.jsonl", "train_config.json")
 
@@ -166,15 +169,19 @@ class _Run:
             torch.manual_seed(cfg.seed + 7919 * dist.rank)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, rank=dist.rank,
                                     world=dist.world)
-        # one loader each for the whole run: their worker processes (if any) start once, not
-        # every epoch
-        self.train_loader = DataLoader(
-            self.train_set, cfg.batch_size, sampler=self.sampler, drop_last=True,
-            num_workers=cfg.workers, collate_fn=task.collate,
-            generator=torch.Generator().manual_seed(cfg.seed),      # off the global RNG
-            persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
-        self.val_loader = eval_loader(val_set, task.collate, cfg.batch_size, cfg.workers,
-                                      self.device, dist, persistent=True)
+        if cfg.device_data:        # decoded once, augmented on the device
+            self.train_loader, self.val_loader = task.device_loaders(
+                self.sampler, cfg, self.device, dist)
+        else:
+            # one loader each for the whole run: their worker processes (if any) start once,
+            # not every epoch
+            self.train_loader = DataLoader(
+                self.train_set, cfg.batch_size, sampler=self.sampler, drop_last=True,
+                num_workers=cfg.workers, collate_fn=task.collate,
+                generator=torch.Generator().manual_seed(cfg.seed),      # off the global RNG
+                persistent_workers=cfg.workers > 0, pin_memory=self.device.type == "cuda")
+            self.val_loader = eval_loader(val_set, task.collate, cfg.batch_size, cfg.workers,
+                                          self.device, dist, persistent=True)
         global_batch = cfg.batch_size * dist.world
         self.steps_per_epoch = len(self.train_set) // global_batch
         if cfg.max_steps_per_epoch:
@@ -325,6 +332,9 @@ class _Run:
         self.task.start_epoch(self.model, epoch)
         self.task.set_mode(self.model, True)
         t0, sums = time.perf_counter(), torch.zeros(3, dtype=torch.float64)  # loss, seen, bad
+        # the loss sum stays on the device: reading a loss waits for the GPU, so it is read
+        # only every SYNC_EVERY steps (progress, TensorBoard, the divergence check)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         last_save = time.monotonic()
         bar = progress_bar(self.progress, steps - first, f"epoch {epoch + 1}/{cfg.epochs}")
         for step, (x, y, n_bad) in enumerate(self.train_loader, start=first):
@@ -347,15 +357,16 @@ class _Run:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss is {value} at epoch {epoch + 1} step {step}; "
-                                         f"lower the learning rate")
-            sums[0] += value * count
+            loss_sum += loss.detach().double() * count
             sums[1] += count
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
-            if step % 10 == 0:
+            if step % SYNC_EVERY == 0 or step + 1 == steps:
+                value = loss.item()
+                if not math.isfinite(value) or not math.isfinite(loss_sum.item()):
+                    raise FloatingPointError(
+                        f"loss is not finite by epoch {epoch + 1} step {step} ({value} "
+                        f"there); lower the learning rate")
+                bar.set_postfix(loss=f"{value:.3f}")
                 report.step(epoch * steps + step, value, self.optimizer.param_groups[0]["lr"])
             due = bool(cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0)
             if cfg.checkpoint_every_minutes:      # decided together: checkpoint() is collective
@@ -365,6 +376,7 @@ class _Run:
                 self.checkpoint(epoch, step + 1)
                 last_save = time.monotonic()
         bar.close()
+        sums[0] = loss_sum.item()
         elapsed = time.perf_counter() - t0
         loss_sum, seen, bad = self.dist.sum(sums).tolist()
         return {"train_loss": loss_sum / max(seen, 1), "images_per_s": seen / elapsed,

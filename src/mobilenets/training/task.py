@@ -55,6 +55,14 @@ class Task(ABC):
         """Called once the model is known (built or given), before the first batch is read:
         e.g. to take the input transforms from the model's preprocessing."""
 
+    def device_loaders(self, sampler, cfg, device: torch.device, dist):
+        """Training and validation batches for ``--device-data``: the data decoded once and
+        kept on ``device``, augmented there (see :mod:`mobilenets.data.device`); called after
+        :meth:`model_ready`. The training batches follow ``sampler`` (its epoch, shard and
+        start) and yield what :meth:`collate` does."""
+        raise ValueError(f"--device-data is not available for {type(self).__name__}; train "
+                         f"without it")
+
     def starts_trained(self, cfg) -> bool:
         """True when the model starts from weights trained for this very task (then a long
         EMA horizon is fine-tuning, not lag)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from ...data import ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform
 from ...data.transforms import check_rgb_model
@@ -19,15 +19,16 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
                    device: torch.device | str = "cpu", num_classes: int | None = None,
                    dist=None, set_eval: bool = True) -> dict:
     """Metrics of ``model`` on ``dataset`` (items (image tensor, label), or None if unreadable;
-    or a loader of such batches from :func:`~mobilenets.training.engine.eval_loader`).
+    or an iterable of batches (images, labels, n_unreadable), such as a loader from
+    :func:`~mobilenets.training.engine.eval_loader`).
 
     ``dist`` (a :class:`~mobilenets.training.distributed.Dist`): each process evaluates every
     world-th image and the counts are summed, so every process gets the full-set metrics."""
     was_training = model.training
     if set_eval:           # False: the caller has set the mode (the engine, via its task)
         model.eval()
-    loader = (dataset if isinstance(dataset, DataLoader)
-              else eval_loader(dataset, collate_skip_bad, batch_size, workers, device, dist))
+    loader = (eval_loader(dataset, collate_skip_bad, batch_size, workers, device, dist)
+              if isinstance(dataset, Dataset) else dataset)
     n = num_classes or model.num_classes
     confusion = torch.zeros(n, n, dtype=torch.long)
     sums = torch.zeros(4, dtype=torch.float64)         # loss, top-5 hits, count, unreadable

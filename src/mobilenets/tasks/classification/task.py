@@ -11,6 +11,7 @@ from torch import nn
 
 from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                      mixup_cutmix, resolve_split, train_transform)
+from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
 from ...models import MODEL_OPTIONS
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -104,11 +105,40 @@ class ClassificationTask(Task):
     def model_ready(self, model: nn.Module) -> None:
         cfg = self.cfg
         model.preprocess = at_resolution(model.preprocess, cfg.resolution)
+        self.preprocess = model.preprocess
         self.train_set.transform = train_transform(
             cfg.resolution, model.preprocess, auto_augment=cfg.auto_augment,
             color_jitter=cfg.color_jitter, random_erasing=cfg.random_erasing,
             scale=(cfg.crop_min_scale, 1.0))
         self.val_set.transform = eval_transform(model.preprocess)
+
+    def device_loaders(self, sampler, cfg: TrainConfig, device, dist):
+        """Images decoded once into device memory: training images fit into a canvas of
+        1.25 x the resolution (4:3; at least the resolution), validation images through the
+        eval transform; RandomResizedCrop, flip, normalisation and random erasing run on whole
+        batches there (:mod:`mobilenets.data.device`). Mixup/cutmix stay in :meth:`prepare`.
+        Colour jitter and auto-augment are per-image PIL operations: refused here."""
+        given = [f"--{k.replace('_', '-')}" for k in ("auto_augment", "color_jitter")
+                 if getattr(cfg, k)]
+        if given:
+            raise ValueError(f"{' and '.join(given)} cannot run with --device-data (they work "
+                             f"on single images in the loader processes); drop one or the other")
+        pre = self.preprocess
+        short = max(cfg.resolution, round(1.25 * cfg.resolution))
+        train = DeviceImages(self.train_set.dataset, (short, round(short * 4 / 3)), device,
+                             pre["interpolation"], workers=cfg.workers)
+        size = (pre["resolution"], pre["resolution"])
+        val = DeviceImages(self.val_set.dataset, size, device, pre["interpolation"],
+                           transform=eval_transform(pre, normalize=False), workers=cfg.workers)
+        unreadable = train.unreadable + val.unreadable
+        if unreadable:
+            print(f"skipped {unreadable} unreadable image(s)", flush=True)
+        train_batches = DeviceTrainBatches(
+            train, sampler, cfg.batch_size, cfg.resolution, pre["mean"], pre["std"], cfg.seed,
+            scale=(cfg.crop_min_scale, 1.0), random_erasing=cfg.random_erasing)
+        rank, world = (dist.rank, dist.world) if dist is not None and dist.enabled else (0, 1)
+        return train_batches, DeviceEvalBatches(val, cfg.batch_size, pre["mean"], pre["std"],
+                                                rank, world)
 
     def starts_trained(self, cfg: TrainConfig) -> bool:
         """True when ``--weights`` is a file (or saved-model folder) whose classifier has as
