@@ -13,7 +13,8 @@ import mobilenets
 # figures from the issue / the model cards, typed once
 KNOWN_PARAMS = {"mobilenet_v1_100": 4_231_976, "mobilenet_v2_100": 3_504_872,
                 "mobilenet_v3_large_100": 5_483_032, "mobilenet_v3_small_100": 2_542_856,
-                "efficientnet_b0": 5_288_548, "efficientnet_b7": 66_347_960}
+                "efficientnet_b0": 5_288_548, "efficientnet_b7": 66_347_960,
+                "efficientnet_lite0": 4_652_008, "efficientnet_lite4": 13_006_568}
 
 TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
         **{f"mobilenet_v2_{w}": f"mobilenetv2_{w}" for w in ("140", "100", "075", "050", "035")},
@@ -21,7 +22,8 @@ TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
            for w in ("100", "075")},
         "mobilenet_v3_large_minimal_100": "tf_mobilenetv3_large_minimal_100",
         "mobilenet_v3_small_minimal_100": "tf_mobilenetv3_small_minimal_100",
-        **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+        **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+        **{f"efficientnet_lite{b}": f"tf_efficientnet_lite{b}" for b in range(5)}}
 
 TORCHVISION = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobilenet_v3_large",
                "mobilenet_v3_small_100": "mobilenet_v3_small",

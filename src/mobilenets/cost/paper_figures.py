@@ -54,6 +54,7 @@ V3_TABLE9 = "MobileNetV3 paper (arXiv 1905.02244 v5) Table 9"
 V3_README = "slim research/slim/nets/mobilenet/README.md (MobileNetV3 checkpoints)"
 EFF_TABLE2 = "EfficientNet paper Table 2"
 FD_README = "qinzheng93/FD-MobileNet README, Results on ImageNet 2012"
+LITE_README = "tensorflow/tpu models/official/efficientnet/lite/README.md"
 
 _V1_WIDTHS = (("100", 1.0), ("075", 0.75), ("050", 0.5), ("025", 0.25))
 
@@ -100,6 +101,12 @@ FIGURES: list[PaperFigure] = [
       for b, r, p, f in ((0, 224, "5.3", "0.39"), (1, 240, "7.8", "0.70"), (2, 260, "9.2", "1.0"),
                          (3, 300, "12", "1.8"), (4, 380, "19", "4.2"), (5, 456, "30", "9.9"),
                          (6, 528, "43", "19"), (7, 600, "66", "37"))],
+    # EfficientNet-Lite README table: Params (M, TF trainable variables: BN included), MAdds
+    # at the builder's resolutions
+    *[PaperFigure(f"efficientnet_lite{b}", r, m, p, LITE_README, macs_unit=u, params_bn=True)
+      for b, r, p, m, u in ((0, 224, "4.7", "407", 1e6), (1, 240, "5.4", "631", 1e6),
+                            (2, 260, "6.1", "899", 1e6), (3, 280, "8.2", "1.44", 1e9),
+                            (4, 300, "13.0", "2.64", 1e9))],
     # FD-MobileNet: MFLOPs (multiply-adds) from the official README
     PaperFigure("fd_mobilenet_100", 224, "144", None, FD_README),
     PaperFigure("fd_mobilenet_050", 224, "40", None, FD_README),

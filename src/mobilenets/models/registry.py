@@ -31,6 +31,8 @@ class ModelEntry:
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
     aliases: tuple[str, ...] = ()
+    mean: tuple[float, float, float] = IMAGENET_MEAN    # eval normalisation of [0, 1] pixels
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -73,7 +75,7 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
     """Eval preprocessing: resize the short side to ``resize``, centre-crop ``resolution``."""
     return {"resolution": resolution, "resize": int(round(resolution / entry.crop_pct)),
             "crop_pct": entry.crop_pct, "interpolation": entry.interpolation,
-            "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+            "mean": entry.mean, "std": entry.std}
 
 
 # what create_model takes; mobilenets.create_model (the weights layer) adds weights and

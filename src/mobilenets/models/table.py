@@ -182,6 +182,7 @@ class MBConv:
     n: int
     s: int
     se: float = 0.25
+    depth_scaled: bool = True     # False: n repeats whatever the depth multiplier (Lite)
 
     @property
     def paper_out(self) -> int:
@@ -194,4 +195,9 @@ class MBConv:
             se = max(1, int(in_ch * self.se)) if self.se else 0
             return BlockSpec("ir", in_ch, in_ch * self.e, out, self.k, stride, scaling.act(), se,
                              scaling.se_act, scaling.se_gate)
-        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
+        repeats = scaling.repeats(self.n) if self.depth_scaled else self.n
+        return _stack(state.actual, out, repeats, self.s, make)
+
+    def lite(self, depth_scaled: bool = True) -> "MBConv":
+        """EfficientNet-Lite's version of the row: no squeeze-excite (the TPU lite builder)."""
+        return replace(self, se=0.0, depth_scaled=depth_scaled)

@@ -25,10 +25,11 @@ def shape_signature(state: dict[str, torch.Tensor], layout: str | None = None,
 
 
 def classifier_keys(state: dict[str, torch.Tensor]) -> list[str]:
-    """Keys of the final classifier layer (``classifier.weight``/``.bias``; torchvision's
-    ``classifier.N.*`` with the highest N), or [] for a headless checkpoint."""
-    if "classifier.weight" in state:
-        return [k for k in ("classifier.weight", "classifier.bias") if k in state]
+    """Keys of the final classifier layer (``classifier.weight``/``.bias``, or ``_fc.*``;
+    torchvision's ``classifier.N.*`` with the highest N), or [] for a headless checkpoint."""
+    for name in ("classifier", "_fc"):          # _fc: efficientnet_pytorch
+        if f"{name}.weight" in state:
+            return [k for k in (f"{name}.weight", f"{name}.bias") if k in state]
     indices = [int(k.split(".")[1]) for k in state
                if k.startswith("classifier.") and k.split(".")[1].isdigit()]
     if not indices:

