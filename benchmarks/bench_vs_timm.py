@@ -52,6 +52,7 @@ TIMM_NAMES = {
     "mobilenet_v3_large_100": "mobilenetv3_large_100",
     "mobilenet_v3_small_100": "mobilenetv3_small_100",
     **{f"efficientnet_b{i}": f"efficientnet_b{i}" for i in range(8)},
+    **{f"efficientnet_lite{i}": f"efficientnet_lite{i}" for i in range(5)},
 }
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
 SEED = 0

@@ -96,22 +96,54 @@ def _imagenette_val(every: int):
     return items
 
 
-def test_pip_lite0_is_an_imagenet_classifier_on_imagenette():
+@pytest.fixture(scope="module")
+def imagenette_items():
+    return _imagenette_val(16)
+
+
+def _top1(predict, items, transform) -> tuple[float, float]:
+    """1000-way and 10-way (Imagenette's classes only) top-1 of ``predict`` (a batch of
+    images -> ImageNet logits)."""
+    columns = torch.tensor(sorted(IMAGENET_INDEX.values()))
+    hits1000 = hits10 = 0
+    for b in range(0, len(items), 64):
+        chunk = items[b:b + 64]
+        logits = torch.as_tensor(predict(torch.stack([transform(im) for im, _ in chunk])))
+        y = torch.tensor([label for _, label in chunk])
+        hits1000 += (logits.argmax(1) == y).sum().item()
+        hits10 += (columns[logits[:, columns].argmax(1)] == y).sum().item()
+    return hits1000 / len(items), hits10 / len(items)
+
+
+def test_pip_lite0_is_an_imagenet_classifier_on_imagenette(imagenette_items):
     """1000-way and 10-way top-1 on every 16th Imagenette val image (246), with the model's
     own preprocessing (the TF reference's: bicubic, crop 224 of 256, mean = std = 0.5)."""
     model, _ = _load("efficientnet_lite0", _pip_file(0))
-    items = _imagenette_val(16)
-    transform = eval_transform(model.preprocess)
-    columns = torch.tensor(sorted(IMAGENET_INDEX.values()))
-    hits1000 = hits10 = 0
+    assert len(imagenette_items) == 246
     with torch.no_grad():
-        for b in range(0, len(items), 64):
-            chunk = items[b:b + 64]
-            logits = model(torch.stack([transform(image) for image, _ in chunk]))
-            y = torch.tensor([label for _, label in chunk])
-            hits1000 += (logits.argmax(1) == y).sum().item()
-            hits10 += (columns[logits[:, columns].argmax(1)] == y).sum().item()
-    assert len(items) == 246
-    print(f"lite0 on {len(items)} Imagenette val images: 1000-way {hits1000 / len(items):.4f}, "
-          f"10-way {hits10 / len(items):.4f}")
-    assert hits1000 / len(items) >= 0.73 and hits10 / len(items) >= 0.98, (hits1000, hits10)
+        top1, top1_10 = _top1(model, imagenette_items, eval_transform(model.preprocess))
+    print(f"lite0 on 246 Imagenette val images: 1000-way {top1:.4f}, 10-way {top1_10:.4f}")
+    assert top1 >= 0.73 and top1_10 >= 0.98
+
+
+def test_pip_lite0_int8_keeps_its_accuracy(imagenette_items, tmp_path):
+    """The int8 path on real weights: exported, quantized (onnxruntime QDQ, calibrated on the
+    built-in sample) and run in onnxruntime at 160 px, within 2 points of its float export."""
+    pytest.importorskip("onnxruntime")
+    from mobilenets import export_onnx, open_model
+    from mobilenets.data import SAMPLE_DIR
+    from mobilenets.deploy.quantize import quantize_onnx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeightsNote)
+        model = mobilenets.create_model("efficientnet_lite0", weights=_pip_file(0),
+                                        resolution=160)
+    fp32 = export_onnx(model.eval(), tmp_path / "lite0.onnx")
+    int8 = quantize_onnx(fp32, tmp_path / "lite0_int8.onnx", SAMPLE_DIR, num_images=32)
+    transform = eval_transform(model.preprocess)
+    scores = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        session = open_model(path)
+        scores[name] = _top1(session, imagenette_items, transform)
+    print(f"lite0 at 160 px, 246 images, onnxruntime: {scores}")
+    assert scores["fp32"][0] >= 0.70
+    assert scores["int8"][0] >= scores["fp32"][0] - 0.02
