@@ -35,7 +35,9 @@ TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         "tf_mobilenetv3_large_minimal_100": "mobilenet_v3_large_minimal_100",
         "tf_mobilenetv3_small_minimal_100": "mobilenet_v3_small_minimal_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
-        "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3"}
+        "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3",
+        **{f"mobilenetv4_conv_{s}": f"mobilenet_v4_conv_{s}_100" for s in ("small", "medium",
+                                                                           "large")}}
 
 
 
