@@ -231,12 +231,7 @@ class UIB:
         return self.out
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
-        out = scaling.width(self.out)
-
-        def make(in_ch: int, stride: int) -> BlockSpec:
-            return BlockSpec("uib", in_ch, scaling.round_channels(in_ch * self.e), out, self.k2,
-                             stride, scaling.act(), start_kernel=self.k1)
-        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
+        return _expanded("uib", self, self.k2, state, scaling, start_kernel=self.k1)
 
 
 # The paper's names for the four UIB settings (MobileNetV4 Fig. 4), as table rows.
@@ -276,9 +271,16 @@ class FusedIB:
         return self.out
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
-        out = scaling.width(self.out)
+        return _expanded("fused", self, self.k, state, scaling)
 
-        def make(in_ch: int, stride: int) -> BlockSpec:
-            return BlockSpec("fused", in_ch, scaling.round_channels(in_ch * self.e), out, self.k,
-                             stride, scaling.act())
-        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
+
+def _expanded(kind: str, row: "UIB | FusedIB", kernel: int, state: BodyState, scaling: Scaling,
+              start_kernel: int = 0) -> list[BlockSpec]:
+    """A MobileNetV4 row's blocks: expanded width ``make_divisible(in * e, 8)`` of each block's
+    scaled input (timm ``mid_chs``), output ``row.out`` scaled, ``row.n`` repeats."""
+    out = scaling.width(row.out)
+
+    def make(in_ch: int, stride: int) -> BlockSpec:
+        return BlockSpec(kind, in_ch, scaling.round_channels(in_ch * row.e), out, kernel, stride,
+                         scaling.act(), start_kernel=start_kernel)
+    return _stack(state.actual, out, scaling.repeats(row.n), row.s, make)
