@@ -139,3 +139,18 @@ def test_timm_small_050_checkpoint_loads_with_width_mult(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert_same_logits(model.eval()(x), ref(x))
+
+
+def test_timm_layout_is_ordered_whatever_the_file_order():
+    """timm's UIR (dw_start, pw_exp, dw_mid, pw_proj; conv before bn inside each), EdgeResidual
+    and norm_head keys sort into execution order from their names alone, as safetensors files
+    store them in alphabetical order (shapes on the meta device)."""
+    timm = pytest.importorskip("timm")
+    import random
+
+    from mobilenets.weights.layouts import ordered_tensors
+    with torch.device("meta"):
+        state = timm.create_model("mobilenetv4_conv_medium").state_dict()
+    want = [k for k in state if not k.endswith("num_batches_tracked")]
+    for items in (sorted(state.items()), random.Random(0).sample(list(state.items()), len(state))):
+        assert [k for k, _ in ordered_tensors(dict(items), "timm")] == want

@@ -329,7 +329,8 @@ def test_our_layout_is_ordered_whatever_the_file_order():
     """safetensors stores keys sorted by name; execution order is recovered from the names."""
     import random
     from mobilenets.weights.layouts import ordered_tensors
-    for name in ("mobilenet_v3_large_100", "efficientnet_b0", "mobilenet_v1_100"):
+    for name in ("mobilenet_v3_large_100", "efficientnet_b0", "mobilenet_v1_100",
+                 "mobilenet_v4_conv_small_100"):
         state = mobilenets.create_model(name).state_dict()
         items = list(state.items())
         random.Random(0).shuffle(items)

@@ -91,10 +91,10 @@ class InvertedResidual(nn.Module):
 
 
 class UniversalInvertedBottleneck(nn.Module):
-    """MobileNetV4 UIB (timm ``UniversalInvertedResidual``, TF-models ``UniversalInvertedBottleneck
-    Block``): ``dw_start`` (kxk depthwise -> BN, no activation; ``spec.start_kernel``), ``expand``
-    (1x1, BN, act), ``dw`` (kxk depthwise, BN, act; ``spec.kernel``), ``project`` (1x1, BN,
-    linear). A missing depthwise is an ``nn.Identity``. The stride is on the middle depthwise, or
+    """MobileNetV4 UIB (timm ``UniversalInvertedResidual``; TF-models
+    ``UniversalInvertedBottleneckBlock``): ``dw_start`` (kxk depthwise -> BN, no activation;
+    ``spec.start_kernel``), ``expand`` (1x1, BN, act), ``dw`` (kxk depthwise, BN, act;
+    ``spec.kernel``), ``project`` (1x1, BN, linear). A missing depthwise is an ``nn.Identity``. The stride is on the middle depthwise, or
     on the start one when there is no middle one. Shortcut (with stochastic depth) when stride 1
     and channels match; no layer scale (the conv models have none)."""
 
