@@ -54,7 +54,8 @@ def test_tiny_peak_memory_by_hand(tiny_profile):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_050", "mobilenet_v3_small_100",
-                                  "efficientnet_b0", "fd_mobilenet_025"])
+                                  "efficientnet_b0", "fd_mobilenet_025",
+                                  "mobilenet_v4_conv_small_100"])
 def test_macs_are_half_of_flop_counter(name):
     model = mobilenets.create_model(name).eval()
     p = mobilenets.profile(model, (3, 160, 160))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import mobilenets
 
 ONE_PER_FAMILY = ["mobilenet_v1_025", "mobilenet_v2_035", "mobilenet_v3_small_100",
-                  "efficientnet_b0", "fd_mobilenet_025"]
+                  "efficientnet_b0", "fd_mobilenet_025", "mobilenet_v4_conv_small_100"]
 
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)

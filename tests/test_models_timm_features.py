@@ -28,9 +28,9 @@ PAIRS = [(n, timm_name(n)) for n in mobilenets.list_models() if timm_name(n)]
 
 def test_timm_covers_the_families_it_has():
     families = {get_entry(n).arch.family for n, _ in PAIRS}
-    assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet",
-                        "efficientnet_lite"}
-    assert len(PAIRS) == 25
+    assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4",
+                        "efficientnet", "efficientnet_lite"}
+    assert len(PAIRS) == 28
 
 
 @pytest.mark.parametrize("name,timm_model", PAIRS)
@@ -41,8 +41,9 @@ def test_feature_info_matches_timm(name, timm_model):
     assert ours.feature_info.channels() == ref.feature_info.channels()
     assert ours.feature_info.reduction() == ref.feature_info.reduction()
     head, taps = ours.plan.head, ours.plan.taps     # every tap of the network
-    if get_entry(name).arch.family == "mobilenet_v3":
-        # the head conv (960 Large, 576 Small at width 1) is the /32 map, as timm's last stage
+    if get_entry(name).arch.head_is_last_tap:
+        # V3 and V4: the head conv (960; V3 Small 576, at width 1) is the /32 map, as timm's
+        # last stage
         assert ours.feature_info[4].module == "head" and len(taps) == 5
     elif head is not None:
         # V2 / EfficientNet: index 4 is the last block; the head conv is an extra index 5

@@ -11,7 +11,8 @@ from mobilenets.training.precision import (Float32UnderCpuAutocast,
                                            float32_depthwise_under_cpu_autocast)
 
 # MobileNetV3 is exported and compiled in the precision-policy test below
-FAMILIES = ["mobilenet_v1_025", "mobilenet_v2_035", "efficientnet_b0", "fd_mobilenet_025"]
+FAMILIES = ["mobilenet_v1_025", "mobilenet_v2_035", "efficientnet_b0", "fd_mobilenet_025",
+            "mobilenet_v4_conv_small_100"]
 RES = 64
 
 

@@ -14,7 +14,7 @@ def n_params(m):
 
 def test_list_models_and_pattern():
     names = mobilenets.list_models()
-    assert len(names) == 27
+    assert len(names) == 35
     assert mobilenets.list_models("mobilenet_v3_*") == [n for n in names
                                                         if n.startswith("mobilenet_v3_")]
     assert mobilenets.list_models("nothing*") == []
@@ -26,7 +26,9 @@ def test_list_models_and_pattern():
                                         ("mobilenetv3_small_075", "mobilenet_v3_small_075"),
                                         ("mobilenetv1_100", "mobilenet_v1_100"),
                                         ("tf_mobilenetv3_small_minimal_100",
-                                         "mobilenet_v3_small_minimal_100")])
+                                         "mobilenet_v3_small_minimal_100"),
+                                        ("mobilenetv4_conv_medium",
+                                         "mobilenet_v4_conv_medium_100")])
 def test_aliases(alias, name):
     assert mobilenets.create_model(alias).config["name"] == name
 

@@ -1,5 +1,7 @@
 """Parameter counts and MACs equal timm's and torchvision's for every model they also have.
 
+Both sides are built on the meta device: counts and FlopCounterMode need shapes only.
+
 Where timm and torchvision differ (MobileNetV3 0.75: torchvision widens the 1280 head), we match
 timm and the paper; torchvision's builder is compared only where it agrees with the papers.
 """
@@ -14,7 +16,10 @@ import mobilenets
 KNOWN_PARAMS = {"mobilenet_v1_100": 4_231_976, "mobilenet_v2_100": 3_504_872,
                 "mobilenet_v3_large_100": 5_483_032, "mobilenet_v3_small_100": 2_542_856,
                 "efficientnet_b0": 5_288_548, "efficientnet_b7": 66_347_960,
-                "efficientnet_lite0": 4_652_008, "efficientnet_lite4": 13_006_568}
+                "efficientnet_lite0": 4_652_008, "efficientnet_lite4": 13_006_568,
+                "mobilenet_v4_conv_small_100": 3_774_024,
+                "mobilenet_v4_conv_medium_100": 9_715_512,
+                "mobilenet_v4_conv_large_100": 32_590_864}
 
 TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
         **{f"mobilenet_v2_{w}": f"mobilenetv2_{w}" for w in ("140", "100", "075", "050", "035")},
@@ -23,7 +28,9 @@ TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
         "mobilenet_v3_large_minimal_100": "tf_mobilenetv3_large_minimal_100",
         "mobilenet_v3_small_minimal_100": "tf_mobilenetv3_small_minimal_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
-        **{f"efficientnet_lite{b}": f"tf_efficientnet_lite{b}" for b in range(5)}}
+        **{f"efficientnet_lite{b}": f"tf_efficientnet_lite{b}" for b in range(5)},
+        **{f"mobilenet_v4_conv_{s}_100": f"mobilenetv4_conv_{s}" for s in ("small", "medium",
+                                                                          "large")}}
 
 TORCHVISION = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobilenet_v3_large",
                "mobilenet_v3_small_100": "mobilenet_v3_small",
@@ -36,21 +43,27 @@ def n_params(model):
 
 def flops(model, res):
     model.eval()
+    device = next(model.parameters()).device
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, res, res))
+        model(torch.zeros(1, 3, res, res, device=device))
     return counter.get_total_flops()
+
+
+def meta(build, name):
+    with torch.device("meta"):
+        return build(name)
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_PARAMS))
 def test_known_parameter_counts(name):
-    assert n_params(mobilenets.create_model(name)) == KNOWN_PARAMS[name]
+    assert n_params(meta(mobilenets.create_model, name)) == KNOWN_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", sorted(TIMM))
 def test_matches_timm(name):
     timm = pytest.importorskip("timm")
-    ours = mobilenets.create_model(name)
-    theirs = timm.create_model(TIMM[name], pretrained=False)
+    ours = meta(mobilenets.create_model, name)
+    theirs = meta(timm.create_model, TIMM[name])
     assert n_params(ours) == n_params(theirs)
     # same MACs at 128 px means the same strides and kernels, not only the same weights
     assert 2 * mobilenets.profile(ours, (3, 128, 128)).macs == flops(theirs, 128)
@@ -59,13 +72,13 @@ def test_matches_timm(name):
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_matches_torchvision(name):
     import torchvision
-    ours = mobilenets.create_model(name)
-    theirs = torchvision.models.get_model(TORCHVISION[name], weights=None)
+    ours = meta(mobilenets.create_model, name)
+    theirs = meta(torchvision.models.get_model, TORCHVISION[name])
     assert n_params(ours) == n_params(theirs)
     assert 2 * mobilenets.profile(ours, (3, 128, 128)).macs == flops(theirs, 128)
 
 
 def test_timm_aliases_resolve_to_same_architecture():
     for ours, theirs in TIMM.items():
-        if theirs.startswith("mobilenetv"):
+        if theirs.startswith("mobilenetv"):      # mobilenetv1/2/3/4 names are our aliases
             assert mobilenets.create_model(theirs).config["name"] == ours

@@ -37,7 +37,9 @@ TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
         "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3",
         "efficientnet_lite0": "efficientnet_lite0", "tf_efficientnet_lite0": "efficientnet_lite0",
-        "tf_efficientnet_lite3": "efficientnet_lite3"}
+        "tf_efficientnet_lite3": "efficientnet_lite3",
+        **{f"mobilenetv4_conv_{s}": f"mobilenet_v4_conv_{s}_100" for s in ("small", "medium",
+                                                                           "large")}}
 
 
 
@@ -329,7 +331,8 @@ def test_our_layout_is_ordered_whatever_the_file_order():
     """safetensors stores keys sorted by name; execution order is recovered from the names."""
     import random
     from mobilenets.weights.layouts import ordered_tensors
-    for name in ("mobilenet_v3_large_100", "efficientnet_b0", "mobilenet_v1_100"):
+    for name in ("mobilenet_v3_large_100", "efficientnet_b0", "mobilenet_v1_100",
+                 "mobilenet_v4_conv_small_100"):
         state = mobilenets.create_model(name).state_dict()
         items = list(state.items())
         random.Random(0).shuffle(items)

@@ -49,6 +49,11 @@ def pruned_widths(model: MobileNet, ratio: float) -> BlockWidths:
     """``[in, mid, out]`` of every block (nested by row) after pruning ``ratio`` of the prunable
     channels. An expansion width that would equal the block input is moved by 8 (the builder
     drops the expansion conv when ``mid == in``)."""
+    kinds = sorted({spec.kind for row in model.plan.rows for spec in row} - {"ir", "ds"})
+    if kinds:
+        raise ValueError(f"pruning covers inverted residual and depthwise separable blocks; "
+                         f"{model.config.get('name', 'this model')} also has {', '.join(kinds)} "
+                         f"blocks (MobileNetV4), which it does not prune yet")
     widths, prev = [], model.plan.stem.out
     for row in model.plan.rows:
         out_row = []

@@ -7,6 +7,7 @@ the data (``"4.2"`` means +-0.1 M). Our own figures are never typed here: tests 
 ``params_bn`` says whether a table's parameter counts include BatchNorm's scale and shift: the
 MobileNetV2 slim README and the MobileNetV3 paper count conv/SE/FC weights and biases only; the
 MobileNetV1 slim README and the EfficientNet paper (TensorFlow's trainable variables) include BN.
+MobileNetV4's Table 6 does not say; its Conv-S figure fits either count (Conv-M/L fit neither).
 The MobileNetV1 paper's one-decimal figures fit either count.
 """
 
@@ -55,6 +56,7 @@ V3_README = "slim research/slim/nets/mobilenet/README.md (MobileNetV3 checkpoint
 EFF_TABLE2 = "EfficientNet paper Table 2"
 FD_README = "qinzheng93/FD-MobileNet README, Results on ImageNet 2012"
 LITE_README = "tensorflow/tpu models/official/efficientnet/lite/README.md"
+V4_TABLE6 = "MobileNetV4 paper (arXiv 2404.10518) Table 6"
 
 _V1_WIDTHS = (("100", 1.0), ("075", 0.75), ("050", 0.5), ("025", 0.25))
 
@@ -111,6 +113,11 @@ FIGURES: list[PaperFigure] = [
     PaperFigure("fd_mobilenet_100", 224, "144", None, FD_README),
     PaperFigure("fd_mobilenet_050", 224, "40", None, FD_README),
     PaperFigure("fd_mobilenet_025", 224, "12", None, FD_README),
+    # MobileNetV4 Table 6: Params (M), MACs (G), at the tables' input sizes
+    *[PaperFigure(f"mobilenet_v4_conv_{size}_100", r, m, p, V4_TABLE6, macs_unit=1e9,
+                  params_bn=True)
+      for size, r, p, m in (("small", 224, "3.8", "0.2"), ("medium", 256, "9.2", "1.0"),
+                            ("large", 384, "31", "5.9"))],
 ]
 
 # MobileNetV1 paper Table 2, "Resource Per Layer Type" (percent of Mult-Adds, of parameters).

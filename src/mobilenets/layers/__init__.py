@@ -1,11 +1,13 @@
 """Building blocks shared by every architecture."""
 
 from .activations import ACTIVATIONS, canonical_activation, make_activation
-from .blocks import BlockSpec, DepthwiseSeparable, InvertedResidual, make_block
-from .conv_norm_act import ConvNormAct, NormConfig
+from .blocks import (BlockSpec, DepthwiseSeparable, FusedInvertedBottleneck, InvertedResidual,
+                     UniversalInvertedBottleneck, make_block)
+from .conv_norm_act import ConvNormAct, NormConfig, PooledConvNormAct
 from .drop_path import DropPath
 from .squeeze_excite import SqueezeExcite
 
 __all__ = ["ACTIVATIONS", "BlockSpec", "ConvNormAct", "DepthwiseSeparable", "DropPath",
-           "InvertedResidual", "NormConfig", "SqueezeExcite", "canonical_activation",
+           "FusedInvertedBottleneck", "InvertedResidual", "NormConfig", "PooledConvNormAct",
+           "SqueezeExcite", "UniversalInvertedBottleneck", "canonical_activation",
            "make_activation", "make_block"]

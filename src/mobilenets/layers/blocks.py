@@ -1,10 +1,17 @@
-"""The two building blocks of the family, built from a resolved :class:`BlockSpec`.
+"""The building blocks of the family, built from a resolved :class:`BlockSpec`.
 
 - :class:`DepthwiseSeparable`: MobileNetV1 Fig. 3 (3x3 depthwise -> BN -> ReLU, 1x1 pointwise ->
   BN -> ReLU); also FD-MobileNet's block.
 - :class:`InvertedResidual`: MobileNetV2 Table 1 (1x1 expand -> kxk depthwise -> linear 1x1
   project, shortcut when stride 1 and channels match), with the optional squeeze-excite of
   MobileNetV3's bneck (after the depthwise) and EfficientNet's MBConv, and stochastic depth.
+- :class:`UniversalInvertedBottleneck`: MobileNetV4 §4 Fig. 4 (optional start depthwise ->
+  1x1 expand -> optional middle depthwise -> linear 1x1 project; IB, ExtraDW, ConvNext-like and
+  FFN are its four settings).
+- :class:`FusedInvertedBottleneck`: MobileNetV4's FusedIB (kxk full conv expanding -> linear
+  1x1 project).
+- a plain ``conv2d`` row in the body (``"cn"``: conv -> BN -> act, no shortcut) is a
+  :class:`ConvNormAct` itself (MobileNetV4-Conv-S's first two stages, as the reference code).
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from .squeeze_excite import SqueezeExcite
 class BlockSpec:
     """One block with every width resolved to a channel count.
 
-    ``kind`` is ``"ds"`` (depthwise separable) or ``"ir"`` (inverted residual); ``mid`` is the
-    expanded width (equal to ``in_ch`` when there is no expansion conv); ``se`` is the squeeze
-    width (0 for no squeeze-excite).
+    ``kind`` is ``"ds"`` (depthwise separable), ``"ir"`` (inverted residual), ``"uib"``
+    (universal inverted bottleneck), ``"fused"`` (FusedIB) or ``"cn"`` (conv -> BN -> act);
+    ``mid`` is the expanded width (equal to ``in_ch`` when there is no expansion conv; ``out``
+    for ``"cn"``); ``se`` is the squeeze width (0 for no squeeze-excite). ``kernel`` is the
+    depthwise kernel (``"uib"``: the middle one, 0 for none; ``"fused"`` and ``"cn"``: the full
+    conv's); ``start_kernel`` is the UIB's start depthwise kernel (0 for none).
     """
 
     kind: str
@@ -39,10 +49,14 @@ class BlockSpec:
     se_act: str = "relu"
     se_gate: str = "hard_sigmoid"
     drop_path: float = 0.0
+    start_kernel: int = 0
 
     @property
     def has_residual(self) -> bool:
-        return self.kind == "ir" and self.stride == 1 and self.in_ch == self.out
+        return self.kind in RESIDUAL_KINDS and self.stride == 1 and self.in_ch == self.out
+
+
+RESIDUAL_KINDS = ("ir", "uib", "fused")
 
 
 class DepthwiseSeparable(nn.Module):
@@ -76,7 +90,64 @@ class InvertedResidual(nn.Module):
         return y
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"ds": DepthwiseSeparable, "ir": InvertedResidual}
+class UniversalInvertedBottleneck(nn.Module):
+    """MobileNetV4 UIB (timm ``UniversalInvertedResidual``; TF-models
+    ``UniversalInvertedBottleneckBlock``): ``dw_start`` (kxk depthwise -> BN, no activation;
+    ``spec.start_kernel``), ``expand`` (1x1, BN, act), ``dw`` (kxk depthwise, BN, act;
+    ``spec.kernel``), ``project`` (1x1, BN, linear). A missing depthwise is an ``nn.Identity``. The stride is on the middle depthwise, or
+    on the start one when there is no middle one. Shortcut (with stochastic depth) when stride 1
+    and channels match; no layer scale (the conv models have none)."""
+
+    def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
+        super().__init__()
+        self.has_residual = spec.has_residual
+        k1, k2 = spec.start_kernel, spec.kernel
+        if spec.stride > 1 and not (k1 or k2):
+            raise ValueError("a strided UIB needs a depthwise conv (FFN blocks have stride 1)")
+        self.dw_start = (ConvNormAct(spec.in_ch, spec.in_ch, k1, 1 if k2 else spec.stride,
+                                     groups=spec.in_ch, act=None, norm=norm, padding=padding)
+                         if k1 else nn.Identity())
+        self.expand = ConvNormAct(spec.in_ch, spec.mid, 1, act=spec.act, norm=norm)
+        self.dw = (ConvNormAct(spec.mid, spec.mid, k2, spec.stride, groups=spec.mid,
+                               act=spec.act, norm=norm, padding=padding)
+                   if k2 else nn.Identity())
+        self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
+        self.drop_path = DropPath(spec.drop_path) if self.has_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.dw(self.expand(self.dw_start(x))))
+        if self.has_residual:
+            y = x + self.drop_path(y)
+        return y
+
+
+class FusedInvertedBottleneck(nn.Module):
+    """MobileNetV4 FusedIB (timm ``EdgeResidual``): ``expand`` (kxk full conv to ``mid``, BN,
+    act, with the stride) then ``project`` (1x1, BN, linear); shortcut when stride 1 and channels
+    match."""
+
+    def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
+        super().__init__()
+        self.has_residual = spec.has_residual
+        self.expand = ConvNormAct(spec.in_ch, spec.mid, spec.kernel, spec.stride, act=spec.act,
+                                  norm=norm, padding=padding)
+        self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
+        self.drop_path = DropPath(spec.drop_path) if self.has_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.expand(x))
+        if self.has_residual:
+            y = x + self.drop_path(y)
+        return y
+
+
+def _conv_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -> ConvNormAct:
+    return ConvNormAct(spec.in_ch, spec.out, spec.kernel, spec.stride, act=spec.act, norm=norm,
+                       padding=padding)
+
+
+BLOCKS = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "uib": UniversalInvertedBottleneck,
+          "fused": FusedInvertedBottleneck, "cn": _conv_block}
 
 
 def make_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -> nn.Module:

@@ -67,3 +67,12 @@ class ConvNormAct(nn.Sequential):
         self.bn = nn.BatchNorm2d(out_ch, eps=norm.eps, momentum=norm.momentum)
         # in place: the BatchNorm output is a fresh tensor only the activation reads
         self.act = make_activation(act, inplace=True) if act else nn.Identity()
+
+
+class PooledConvNormAct(ConvNormAct):
+    """A 1x1 ``ConvNormAct`` on pooled features ``(batch, channels)``: MobileNetV4's head after
+    pooling (1x1 conv without bias -> BN -> act; timm ``head_norm``). It holds the same modules
+    as any ``ConvNormAct``, so fusing folds its BatchNorm like the others."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x[:, :, None, None]).flatten(1)

@@ -35,7 +35,7 @@ class Architecture:
     stem: Conv
     body: tuple[Row, ...]
     head: Conv | None               # 1x1 conv at full resolution after the body (V2, V3, EffNet)
-    pre_logits: Conv | None         # MobileNetV3's "conv2d 1x1, NBN" after pooling (bias, no BN)
+    pre_logits: Conv | None         # 1x1 conv after pooling: MobileNetV3's "NBN" (bias, no BN)
     act: str                        # default activation
     round_channels: Callable[[float], int]
     norm: NormConfig
@@ -52,6 +52,8 @@ class Architecture:
     # the 1x1 head conv is the last /32 feature tap, replacing the body's last block (timm's
     # MobileNetV3 counts it as its last block stage); otherwise it is an extra tap after it
     head_is_last_tap: bool = False
+    # the pre-logits conv has BatchNorm and no bias (MobileNetV4; timm ``head_norm``)
+    pre_logits_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class NetworkPlan:
     norm: NormConfig
     taps: tuple[FeatureTap, ...] = field(default=())
     padding: str = "symmetric"
+    pre_logits_norm: bool = False
 
     @property
     def total_stride(self) -> int:
@@ -111,8 +114,9 @@ def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None,
     0-4 are /2, /4, /8, /16, /32 at the default stride 32). The head conv's high-channel map
     (1x1 conv before pooling) is:
 
-    - MobileNetV3 (``head_is_last_tap``): index 4, the /32 tap (960 Large, 576 Small), in place
-      of the last block's map (160 / 96), as in timm where that conv is the last block stage;
+    - MobileNetV3 and MobileNetV4 (``head_is_last_tap``): index 4, the /32 tap (960 for V3
+      Large and every V4, 576 V3 Small), in place of the last block's map, as in timm where
+      that conv is the last block stage;
     - MobileNetV2 and EfficientNet: an extra index 5 after the last block's map (index 4: 320 for
       V2 1.0 and EfficientNet-B0, as timm's); timm's ``features_only`` has no such map;
     - MobileNetV1 and FD-MobileNet have no head conv: index 4 is the last block (1024).
@@ -168,5 +172,6 @@ def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
         pre = LayerPlan(channels, arch.pre_logits.width(scaling), 1, 1,
                         scaling.act(arch.pre_logits.act))
     taps = _feature_taps(stem, ramped, head, arch.head_is_last_tap)
-    return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps, padding)
+    return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps, padding,
+                       arch.pre_logits_norm)
 

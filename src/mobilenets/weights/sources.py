@@ -30,7 +30,10 @@ TIMM_NAMES = {"mobilenet_v1_100": "mobilenetv1_100",
               "mobilenet_v3_large_minimal_100": "tf_mobilenetv3_large_minimal_100",
               "mobilenet_v3_small_minimal_100": "tf_mobilenetv3_small_minimal_100",
               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
-              **{f"efficientnet_lite{b}": f"efficientnet_lite{b}" for b in range(5)}}
+              **{f"efficientnet_lite{b}": f"efficientnet_lite{b}" for b in range(5)},
+              "mobilenet_v4_conv_small_100": "mobilenetv4_conv_small",
+              "mobilenet_v4_conv_medium_100": "mobilenetv4_conv_medium",
+              "mobilenet_v4_conv_large_100": "mobilenetv4_conv_large"}
 
 # timm's constants: PyTorch defaults, and its TF ports' BN_EPS/MOMENTUM_TF_DEFAULT
 TIMM_BN = {False: (1e-5, 0.1), True: (1e-3, 0.01)}
