@@ -3,9 +3,18 @@
 Each model is built once for this module (module-scoped fixture) at a small input size; the
 variants a check needs (a copy without classifier, a one-channel model) are made from it
 without building and initialising another full model.
+
+EfficientNetV2 is too big to run here at full depth (on two cores the three models take
+minutes, most of it in the ONNX export): the battery builds V2-S with one block per row, two in
+the last (``depth_mult=0.1``: every row kind, width, stride, squeeze-excite and shortcut), and
+leaves out V2-M and V2-L, which are the same blocks at other widths and repeats. Their
+full-depth nets are checked against torchvision and timm (parameters, MACs, feature taps) in
+test_reference_implementations.py and test_models_timm_features.py, and V2-S's logits in
+test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth.
 """
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -15,13 +24,22 @@ import mobilenets
 from mobilenets.layers import DropPath
 from conftest import randomize_bn
 
-NAMES = mobilenets.list_models()
+FULL = bool(os.environ.get("MOBILENETS_FULL_BATTERY"))
+# V2-S: 7 blocks instead of 40
+OPTIONS = {} if FULL else {"efficientnet_v2_s": {"depth_mult": 0.1}}
+NAMES = [n for n in mobilenets.list_models()
+         if FULL or n not in ("efficientnet_v2_m", "efficientnet_v2_l")]
 RES = 64
+
+
+def create(name, **options):
+    """The battery's build of ``name`` (see ``OPTIONS``)."""
+    return mobilenets.create_model(name, **OPTIONS.get(name, {}), **options)
 
 
 @pytest.fixture(scope="module", params=NAMES)
 def model(request):
-    m = mobilenets.create_model(request.param, num_classes=10)
+    m = create(request.param, num_classes=10)
     randomize_bn(m)
     return m.eval()
 
@@ -80,7 +98,7 @@ def test_features_only_matches_feature_info(model):
     reductions = [t.reduction for t in info]
     for r in (2, 4, 8, 16, 32):
         assert r in reductions, f"no feature tap at reduction {r}: {info}"
-    fnet = mobilenets.create_model(model.config["name"], features_only=True)
+    fnet = create(model.config["name"], features_only=True)
     fnet.load_state_dict(model.state_dict(), strict=False)
     fnet.eval()
     x = torch.randn(1, 3, RES, RES)
@@ -102,7 +120,7 @@ def test_features_only_matches_feature_info(model):
     if model.plan.head is not None:
         assert info[-1].module == "head" and info[-1].channels == model.plan.head.out
     # a subset of taps, and the feature net's weights are the classifier's
-    sub = mobilenets.create_model(model.config["name"], features_only=True, out_indices=(1, 3))
+    sub = create(model.config["name"], features_only=True, out_indices=(1, 3))
     assert [t.reduction for t in sub.feature_info] == [info[1].reduction, info[3].reduction]
     assert set(sub.state_dict()) <= set(model.state_dict())
 
@@ -164,7 +182,7 @@ def test_one_input_channel(model):
     image repeated on three channels. (Built on the meta device and given the RGB model's
     tensors, so no second full initialisation.)"""
     with torch.device("meta"):
-        grey = mobilenets.create_model(model.config["name"], num_classes=10, in_chans=1)
+        grey = create(model.config["name"], num_classes=10, in_chans=1)
     assert grey.stem.conv.weight.shape[1] == 1 and grey.config["in_chans"] == 1
     state = dict(model.state_dict())
     state["stem.conv.weight"] = state["stem.conv.weight"].sum(1, keepdim=True)

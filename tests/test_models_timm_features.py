@@ -28,8 +28,9 @@ PAIRS = [(n, timm_name(n)) for n in mobilenets.list_models() if timm_name(n)]
 
 def test_timm_covers_the_families_it_has():
     families = {get_entry(n).arch.family for n, _ in PAIRS}
-    assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet"}
-    assert len(PAIRS) == 20
+    assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet",
+                        "efficientnet_v2"}
+    assert len(PAIRS) == 23
 
 
 @pytest.mark.parametrize("name,timm_model", PAIRS)
@@ -44,6 +45,6 @@ def test_feature_info_matches_timm(name, timm_model):
         # the head conv (960 Large, 576 Small at width 1) is the /32 map, as timm's last stage
         assert ours.feature_info[4].module == "head" and len(taps) == 5
     elif head is not None:
-        # V2 / EfficientNet: index 4 is the last block; the head conv is an extra index 5
+        # V2 / EfficientNet(V2): index 4 is the last block; the head conv is an extra index 5
         assert ours.feature_info[4].module != "head"
         assert taps[5].module == "head" and taps[5].channels == head.out

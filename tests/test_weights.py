@@ -27,7 +27,9 @@ timm = pytest.importorskip("timm")
 
 TORCHVISION = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobilenet_v3_large",
                "mobilenet_v3_small_100": "mobilenet_v3_small",
-               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+               # EfficientNetV2: S only (M and L are the same blocks, 3-6x the build time)
+               "efficientnet_v2_s": "efficientnet_v2_s"}
 TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         **{f"mobilenetv2_{w}": f"mobilenet_v2_{w}" for w in ("140", "100", "075", "050", "035")},
         **{f"{p}mobilenetv3_{s}_{w}": f"mobilenet_v3_{s}_{w}" for p in ("", "tf_")
@@ -35,7 +37,8 @@ TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         "tf_mobilenetv3_large_minimal_100": "mobilenet_v3_large_minimal_100",
         "tf_mobilenetv3_small_minimal_100": "mobilenet_v3_small_minimal_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
-        "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3"}
+        "tf_efficientnet_b0": "efficientnet_b0", "tf_efficientnet_b3": "efficientnet_b3",
+        "tf_efficientnetv2_s": "efficientnet_v2_s"}
 
 
 

@@ -26,7 +26,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         e = get_entry(name)
         aliases = f"  (also: {', '.join(e.aliases)})" if e.aliases else ""
-        print(f"{name:32s} {e.arch.family:13s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
+        print(f"{name:32s} {e.arch.family:15s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
               f" {e.resolution:>4d} px{aliases}")
     return 0
 
@@ -61,8 +61,10 @@ def cmd_costs(args: argparse.Namespace) -> int:
           f"counted as that table counts them)\n")
     print(f"{'model':32s} {'px':>4s} {'params':>11s} {'MMACs':>10s} {'paper MMACs':>12s} "
           f"{'paper Mparams':>14s}")
+    import torch
     for name in list_models():
-        model = create_model(name)
+        with torch.device("meta"):   # shapes only: the same figures without initialising
+            model = create_model(name)
         p = profile(model)
         f = paper_figure_for(name, p.resolution)
         paper_macs = paper_par = "-"

@@ -53,6 +53,9 @@ V2_README = "slim research/slim/nets/mobilenet/README.md"
 V3_TABLE9 = "MobileNetV3 paper (arXiv 1905.02244 v5) Table 9"
 V3_README = "slim research/slim/nets/mobilenet/README.md (MobileNetV3 checkpoints)"
 EFF_TABLE2 = "EfficientNet paper Table 2"
+# EfficientNetV2 paper Table 7 could not be read (only third-party copies: 22M/8.8B, 54M/24B,
+# 120M/53B, unverified); the reference code's README is typed instead
+EFF_V2_README = "google/automl efficientnetv2/README.md"
 FD_README = "qinzheng93/FD-MobileNet README, Results on ImageNet 2012"
 
 _V1_WIDTHS = (("100", 1.0), ("075", 0.75), ("050", 0.5), ("025", 0.25))
@@ -100,6 +103,10 @@ FIGURES: list[PaperFigure] = [
       for b, r, p, f in ((0, 224, "5.3", "0.39"), (1, 240, "7.8", "0.70"), (2, 260, "9.2", "1.0"),
                          (3, 300, "12", "1.8"), (4, 380, "19", "4.2"), (5, 456, "30", "9.9"),
                          (6, 528, "43", "19"), (7, 600, "66", "37"))],
+    # EfficientNetV2 (automl README): Params (M), FLOPs (B; multiply-adds) at the eval size
+    *[PaperFigure(f"efficientnet_v2_{v}", r, f, p, EFF_V2_README, macs_unit=1e9, params_bn=True)
+      for v, r, p, f in (("s", 384, "21.5", "8.4"), ("m", 480, "54.1", "24.7"),
+                         ("l", 480, "119.5", "56.3"))],
     # FD-MobileNet: MFLOPs (multiply-adds) from the official README
     PaperFigure("fd_mobilenet_100", 224, "144", None, FD_README),
     PaperFigure("fd_mobilenet_050", 224, "40", None, FD_README),

@@ -1,11 +1,11 @@
 """Building blocks shared by every architecture."""
 
 from .activations import ACTIVATIONS, canonical_activation, make_activation
-from .blocks import BlockSpec, DepthwiseSeparable, InvertedResidual, make_block
+from .blocks import BlockSpec, DepthwiseSeparable, FusedMBConv, InvertedResidual, make_block
 from .conv_norm_act import ConvNormAct, NormConfig
 from .drop_path import DropPath
 from .squeeze_excite import SqueezeExcite
 
 __all__ = ["ACTIVATIONS", "BlockSpec", "ConvNormAct", "DepthwiseSeparable", "DropPath",
-           "InvertedResidual", "NormConfig", "SqueezeExcite", "canonical_activation",
+           "FusedMBConv", "InvertedResidual", "NormConfig", "SqueezeExcite", "canonical_activation",
            "make_activation", "make_block"]

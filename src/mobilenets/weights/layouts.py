@@ -19,15 +19,17 @@ TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "cl
 TIMM_BLOCKS = {
     "ir": ("conv_pw", "bn1", "conv_dw", "bn2", "se", "conv_pwl", "bn3"),   # InvertedResidual
     "ds": ("conv_dw", "bn1", "se", "conv_pw", "bn2"),                      # DepthwiseSeparable
+    "er": ("conv_exp", "bn1", "se", "conv_pwl", "bn2"),                    # EdgeResidual (fused)
     "cn": ("conv", "bn1"),                                                 # ConvBnAct
 }
 TIMM_SE = {"conv_reduce": 0, "conv_expand": 1}
 TORCHVISION_TOP = {"features": 0, "classifier": 1}
 # ours: module names in execution order (stem, blocks, head, pre_logits, classifier; inside a
-# block expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE reduce, expand)
+# block expand, dw, se, project / dw, pw / fused, project; inside ConvNormAct conv, bn; inside
+# SE reduce, expand)
 OURS_ORDER = {name: i for i, name in enumerate(
-    ("stem", "blocks", "head", "pre_logits", "classifier", "expand", "dw", "se", "project", "pw",
-     "conv", "bn", "reduce"))}
+    ("stem", "blocks", "head", "pre_logits", "classifier", "expand", "fused", "dw", "se",
+     "project", "pw", "conv", "bn", "reduce"))}
 
 
 def detect_layout(keys) -> str:
@@ -52,6 +54,8 @@ def _split(key: str) -> tuple[list[str], str]:
 
 
 def _timm_block_kind(names: set[str]) -> str:
+    if "conv_exp" in names:
+        return "er"
     if "conv_pwl" in names:
         return "ir"
     if "conv_dw" in names:
