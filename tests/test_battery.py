@@ -10,7 +10,13 @@ the last (``depth_mult=0.1``: every row kind, width, stride, squeeze-excite and 
 leaves out V2-M and V2-L, which are the same blocks at other widths and repeats. Their
 full-depth nets are checked against torchvision and timm (parameters, MACs, feature taps) in
 test_reference_implementations.py and test_models_timm_features.py, and V2-S's logits in
-test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth.
+test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth; there
+(2026-12-04, 13 minutes on two busy cores) V2-S/M/L pass every structural check but fail the
+four that compare logits of two computations (batch of 1 vs 4, fused, ONNX, one channel):
+with random weights and randomised BatchNorm statistics nothing normalises the eval-mode
+activations, which grow through the 40-79 blocks to logits of 1e3-1e6, and float32 rounding
+differences between kernels grow with them (in float64 a batch of 1 and of 4 agree to 2e-12
+relative). EfficientNet-B7 (55 blocks, no full 3x3 fused convolutions) stays near 1.
 """
 
 import copy

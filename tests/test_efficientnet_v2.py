@@ -3,16 +3,23 @@ builder option on the new block kind.
 
 Parameter counts, MACs and feature taps against torchvision and timm are in
 test_reference_implementations.py and test_models_timm_features.py, loading their checkpoints in
-test_weights.py, the printed figures in test_paper_figures.py; the shared checks in
-test_battery.py. Whole models are built on the meta device here (shapes only).
+test_weights.py (torchvision's V2-S at full depth; timm's ``tf_`` port here, at a quarter of
+its depth: the same layers, a quarter of the time), the printed figures in
+test_paper_figures.py; the shared checks in test_battery.py. Whole models are built on the meta
+device here (shapes only) unless they run.
 """
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import mobilenets
 from mobilenets.layers import BlockSpec, DropPath, FusedMBConv, NormConfig, SqueezeExcite
+from mobilenets.weights import WeightsNote
+from conftest import randomize_bn
 
 
 def meta_model(name, **options):
@@ -107,3 +114,26 @@ def test_names_and_aliases():
         assert meta_model(f"tf_efficientnetv2_{v}").config["name"] == f"efficientnet_v2_{v}"
     with pytest.raises(ValueError, match="unknown model"):     # another network (272 / 1792)
         mobilenets.models.resolve_name("efficientnetv2_rw_s")
+
+
+def test_timm_tf_port_loads_with_same_padding(tmp_path):
+    """timm's ``tf_efficientnetv2_s`` (ConvBnAct, EdgeResidual and InvertedResidual blocks; TF
+    "SAME" padding, eps 1e-3) at depth 0.26, two blocks in every fused row but the first: its
+    file loads into ours at the same depth and gives the same logits and features, at an even
+    and an odd size (SAME padding's asymmetric case)."""
+    timm = pytest.importorskip("timm")
+    ref = randomize_bn(timm.create_model("tf_efficientnetv2_s", depth_multiplier=0.26), 2).eval()
+    path = tmp_path / "tf_efficientnetv2_s.pth"
+    torch.save(ref.state_dict(), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeightsNote)
+        ours = mobilenets.create_model("efficientnet_v2_s", weights=path, depth_mult=0.26).eval()
+    assert [len(r) for r in ours.plan.rows] == [len(s) for s in ref.blocks] == [1, 2, 2, 2, 3, 4]
+    assert ours.config["padding"] == "same" and ours.config["bn_eps"] == 1e-3
+    for res in (64, 71):
+        x = torch.randn(2, 3, res, res)
+        with torch.no_grad():
+            for got, want in ((ours(x), ref(x)), (ours.forward_features(x),
+                                                  ref.forward_features(x))):
+                got, want = got.numpy(), want.numpy()
+                assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max() + 1e-6
