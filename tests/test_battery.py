@@ -5,12 +5,12 @@ variants a check needs (a copy without classifier, a one-channel model) are made
 without building and initialising another full model.
 
 EfficientNetV2 is too big to run here at full depth (on two cores the three models take
-minutes, most of it in the ONNX export): the battery builds V2-S with one block per row, two in
-the last (``depth_mult=0.1``: every row kind, width, stride, squeeze-excite and shortcut), and
-leaves out V2-M and V2-L, which are the same blocks at other widths and repeats. Their
+minutes, most of it in the ONNX export): the battery builds V2-S, M and L with one block per
+row, two or three in the longest (``depth_mult=0.1``, 7 / 9 / 10 blocks instead of 40 / 57 /
+79: every row kind, width, stride, squeeze-excite and shortcut but the fused rows'). Their
 full-depth nets are checked against torchvision and timm (parameters, MACs, feature taps) in
-test_reference_implementations.py and test_models_timm_features.py, and V2-S's logits in
-test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth; there
+test_reference_implementations.py and test_models_timm_features.py, and V2-S's logits (every
+shortcut) in test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth; there
 (2026-12-04, 13 minutes on two busy cores) V2-S/M/L pass every structural check but fail the
 four that compare logits of two computations (batch of 1 vs 4, fused, ONNX, one channel):
 with random weights and randomised BatchNorm statistics nothing normalises the eval-mode
@@ -30,11 +30,10 @@ import mobilenets
 from mobilenets.layers import DropPath
 from conftest import randomize_bn
 
+NAMES = mobilenets.list_models()
 FULL = bool(os.environ.get("MOBILENETS_FULL_BATTERY"))
-# V2-S: 7 blocks instead of 40
-OPTIONS = {} if FULL else {"efficientnet_v2_s": {"depth_mult": 0.1}}
-NAMES = [n for n in mobilenets.list_models()
-         if FULL or n not in ("efficientnet_v2_m", "efficientnet_v2_l")]
+OPTIONS = {} if FULL else {n: {"depth_mult": 0.1} for n in NAMES
+                           if n.startswith("efficientnet_v2_")}
 RES = 64
 
 
