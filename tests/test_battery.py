@@ -7,11 +7,12 @@ without building and initialising another full model.
 EfficientNetV2 is too big to run here at full depth (on two cores the three models take
 minutes, most of it in the ONNX export): the battery builds V2-S, M and L with one block per
 row, two or three in the longest (``depth_mult=0.1``, 7 / 9 / 10 blocks instead of 40 / 57 /
-79: every row kind, width, stride, squeeze-excite and shortcut but the fused rows'). Their
-full-depth nets are checked against torchvision and timm (parameters, MACs, feature taps) in
-test_reference_implementations.py and test_models_timm_features.py, and V2-S's logits (every
-shortcut) in test_weights.py. ``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth; there
-(2026-12-04, 13 minutes on two busy cores) V2-S/M/L pass every structural check but fail the
+79: every row kind, width, stride and squeeze-excite, and every kind of shortcut but that of
+the expanding fused rows). Their full-depth nets are checked against torchvision and timm
+(parameters, MACs, feature taps) in test_reference_implementations.py and
+test_models_timm_features.py, and V2-S's logits (every shortcut) in test_weights.py.
+``MOBILENETS_FULL_BATTERY=1`` runs every registered model at full depth; there (2026-12-04, 13
+minutes on two busy cores) V2-S/M/L pass every structural check but fail the
 four that compare logits of two computations (batch of 1 vs 4, fused, ONNX, one channel):
 with random weights and randomised BatchNorm statistics nothing normalises the eval-mode
 activations, which grow through the 40-79 blocks to logits of 1e3-1e6, and float32 rounding
