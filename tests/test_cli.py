@@ -22,7 +22,7 @@ def test_list(capsys):
     assert code == 0
     assert out.count("\n") == len(mobilenets.list_models())
     code, out, _ = run(capsys, "list", "efficientnet_*")
-    assert code == 0 and out.count("\n") == 8
+    assert code == 0 and out.count("\n") == 16
 
 
 def test_profile_json_matches_python_api(capsys):

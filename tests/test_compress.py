@@ -40,11 +40,19 @@ def test_ratio_zero_is_identity():
 def _zero_ir_channels(model, ratio, gen):
     """Expansion BN gamma = beta = 0 on the channels pruning will cut (and depthwise BN beta =
     running mean = 0 there), so those channels carry exact zeros: removing them changes
-    nothing."""
+    nothing. For a fused block (EfficientNetV2), the fused conv's BN there."""
     widths = pruned_widths(model, ratio)
     with torch.no_grad():
         for row, wrow in zip(model.blocks, widths):
             for block, (_, mid, _) in zip(row, wrow):
+                if hasattr(block, "fused"):
+                    if not isinstance(block.project, torch.nn.Identity):
+                        bn = block.fused.bn
+                        drop = torch.randperm(bn.num_features, generator=gen)[
+                            :bn.num_features - mid]
+                        bn.weight[drop] = 0
+                        bn.bias[drop] = 0
+                    continue
                 if isinstance(block.expand, torch.nn.Identity):
                     continue
                 n = block.expand.bn.num_features
@@ -54,10 +62,13 @@ def _zero_ir_channels(model, ratio, gen):
                     t[drop] = 0
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small_100", "mobilenet_v2_050"])
-def test_removing_dead_hidden_channels_changes_nothing(name):
-    """Inverted residuals (with squeeze-excite for V3): the sliced model computes the same."""
-    model = small(name)
+@pytest.mark.parametrize("name,options", [
+    pytest.param(n, o, id=n) for n, o in (("mobilenet_v3_small_100", {}), ("mobilenet_v2_050", {}),
+                                          ("efficientnet_v2_s", {"depth_mult": 0.1}))])
+def test_removing_dead_hidden_channels_changes_nothing(name, options):
+    """Inverted residuals (with squeeze-excite for V3 and EfficientNetV2) and EfficientNetV2's
+    fused blocks: the sliced model computes the same."""
+    model = small(name, **options)
     _zero_ir_channels(model, 0.5, torch.Generator().manual_seed(0))
     ref = model(X)
     pruned = prune(model, ratio=0.5).eval()

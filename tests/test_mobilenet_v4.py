@@ -60,8 +60,8 @@ def test_fused_ib_and_conv_rows():
     conv -> BN -> act with no shortcut (Conv-S's first stages, as the reference code)."""
     model = tiny(FusedIB(3, e=4, out=24, s=2), Conv(24, kernel=1))
     fused, conv = model.blocks[0][0], model.blocks[1][0]
-    assert fused.expand.conv.kernel_size == (3, 3) and fused.expand.conv.stride == (2, 2)
-    assert fused.expand.conv.out_channels == 64 and isinstance(fused.project.act, nn.Identity)
+    assert fused.fused.conv.kernel_size == (3, 3) and fused.fused.conv.stride == (2, 2)
+    assert fused.fused.conv.out_channels == 64 and isinstance(fused.project.act, nn.Identity)
     assert isinstance(conv.act, nn.ReLU) and model.plan.rows[1][0].has_residual is False
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

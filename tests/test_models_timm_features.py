@@ -29,8 +29,8 @@ PAIRS = [(n, timm_name(n)) for n in mobilenets.list_models() if timm_name(n)]
 def test_timm_covers_the_families_it_has():
     families = {get_entry(n).arch.family for n, _ in PAIRS}
     assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4",
-                        "efficientnet", "efficientnet_lite"}
-    assert len(PAIRS) == 28
+                        "efficientnet", "efficientnet_lite", "efficientnet_v2"}
+    assert len(PAIRS) == 31
 
 
 @pytest.mark.parametrize("name,timm_model", PAIRS)
@@ -46,6 +46,6 @@ def test_feature_info_matches_timm(name, timm_model):
         # last stage
         assert ours.feature_info[4].module == "head" and len(taps) == 5
     elif head is not None:
-        # V2 / EfficientNet: index 4 is the last block; the head conv is an extra index 5
+        # V2 / EfficientNet(V2): index 4 is the last block; the head conv is an extra index 5
         assert ours.feature_info[4].module != "head"
         assert taps[5].module == "head" and taps[5].channels == head.out

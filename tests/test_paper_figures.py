@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets.cost.paper_figures import (EFF_TABLE2, FIGURES, LITE_README, V1_README,
-                                           V1_TABLE2, V2_TABLE3_MAX_KB, V3_README, V3_TABLE9,
-                                           V4_TABLE6, PaperFigure)
+from mobilenets.cost.paper_figures import (EFF_TABLE2, EFF_V2_README, FIGURES, LITE_README,
+                                           V1_README, V1_TABLE2, V2_TABLE3_MAX_KB, V3_README,
+                                           V3_TABLE9, V4_TABLE6, PaperFigure)
 
 # (figure key, "macs" | "params", source) -> (reason, the reference code's arithmetic as
 # printed in paper-tables.md, in the figure's own unit)
@@ -40,6 +40,16 @@ EXCEPTIONS = {
     ("mobilenet_v1_025@192", "macs", V1_README): (
         "slim README prints 34; slim's layers give 30.2 (every other entry matches to 1M)",
         "30.2"),
+    ("efficientnet_v2_m@480", "macs", EFF_V2_README): (
+        "automl README prints 24.7B; automl's and torchvision's layers give 24.582B "
+        "(torchvision's _ops for EfficientNet_V2_M_Weights)", "24.582"),
+    ("efficientnet_v2_l@480", "macs", EFF_V2_README): (
+        "automl README prints 56.3B; automl's and torchvision's layers give 56.08B "
+        "(torchvision's _ops for EfficientNet_V2_L_Weights, a port of automl's checkpoint)",
+        "56.08"),
+    ("efficientnet_v2_l@480", "params", EFF_V2_README): (
+        "automl README prints 119.5M; the layers give 118.515M, torchvision's num_params and "
+        "timm's tf_efficientnetv2_l alike (unexplained)", "118.515"),
     ("mobilenet_v3_large_100@w1.25@224", "params", V3_TABLE9): (
         "Table 9's 7.5M implies the final 1280 layer kept its width at 1.25, but Small 1.25's "
         "3.6M implies it widened; we follow slim (finegrain_classification_mode keeps it only "

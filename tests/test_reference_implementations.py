@@ -4,6 +4,9 @@ Both sides are built on the meta device: counts and FlopCounterMode need shapes 
 
 Where timm and torchvision differ (MobileNetV3 0.75: torchvision widens the 1280 head), we match
 timm and the paper; torchvision's builder is compared only where it agrees with the papers.
+
+Models are built on the meta device: parameter counts and FLOPs depend on shapes only, and
+EfficientNetV2-L (118M parameters) then costs no initialisation or arithmetic.
 """
 
 import pytest
@@ -19,7 +22,10 @@ KNOWN_PARAMS = {"mobilenet_v1_100": 4_231_976, "mobilenet_v2_100": 3_504_872,
                 "efficientnet_lite0": 4_652_008, "efficientnet_lite4": 13_006_568,
                 "mobilenet_v4_conv_small_100": 3_774_024,
                 "mobilenet_v4_conv_medium_100": 9_715_512,
-                "mobilenet_v4_conv_large_100": 32_590_864}
+                "mobilenet_v4_conv_large_100": 32_590_864,
+                # torchvision's model cards (num_params)
+                "efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
+                "efficientnet_v2_l": 118_515_272}
 
 TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
         **{f"mobilenet_v2_{w}": f"mobilenetv2_{w}" for w in ("140", "100", "075", "050", "035")},
@@ -30,11 +36,19 @@ TIMM = {"mobilenet_v1_100": "mobilenetv1_100",
         **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
         **{f"efficientnet_lite{b}": f"tf_efficientnet_lite{b}" for b in range(5)},
         **{f"mobilenet_v4_conv_{s}_100": f"mobilenetv4_conv_{s}" for s in ("small", "medium",
-                                                                          "large")}}
+                                                                          "large")},
+        **{f"efficientnet_v2_{v}": f"tf_efficientnetv2_{v}" for v in "sml"}}
 
 TORCHVISION = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobilenet_v3_large",
                "mobilenet_v3_small_100": "mobilenet_v3_small",
-               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+               **{f"efficientnet_v2_{v}": f"efficientnet_v2_{v}" for v in "sml"}}
+
+
+def meta(build, *args, **kwargs):
+    """``build(*args, **kwargs)`` on the meta device (shapes only)."""
+    with torch.device("meta"):
+        return build(*args, **kwargs)
 
 
 def n_params(model):
@@ -80,5 +94,5 @@ def test_matches_torchvision(name):
 
 def test_timm_aliases_resolve_to_same_architecture():
     for ours, theirs in TIMM.items():
-        if theirs.startswith("mobilenetv"):      # mobilenetv1/2/3/4 names are our aliases
-            assert mobilenets.create_model(theirs).config["name"] == ours
+        if theirs.startswith(("mobilenetv", "tf_efficientnetv2_")):
+            assert meta(mobilenets.create_model, theirs).config["name"] == ours

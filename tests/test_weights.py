@@ -27,7 +27,9 @@ timm = pytest.importorskip("timm")
 
 TORCHVISION = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobilenet_v3_large",
                "mobilenet_v3_small_100": "mobilenet_v3_small",
-               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+               **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+               # EfficientNetV2: S only (M and L are the same blocks, 3-6x the build time)
+               "efficientnet_v2_s": "efficientnet_v2_s"}
 TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         **{f"mobilenetv2_{w}": f"mobilenet_v2_{w}" for w in ("140", "100", "075", "050", "035")},
         **{f"{p}mobilenetv3_{s}_{w}": f"mobilenet_v3_{s}_{w}" for p in ("", "tf_")
@@ -40,6 +42,7 @@ TIMM = {"mobilenetv1_100": "mobilenet_v1_100",
         "tf_efficientnet_lite3": "efficientnet_lite3",
         **{f"mobilenetv4_conv_{s}": f"mobilenet_v4_conv_{s}_100" for s in ("small", "medium",
                                                                            "large")}}
+# timm's tf_efficientnetv2_s: test_efficientnet_v2.py (at a fraction of its depth)
 
 
 

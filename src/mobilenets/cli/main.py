@@ -26,7 +26,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         e = get_entry(name)
         aliases = f"  (also: {', '.join(e.aliases)})" if e.aliases else ""
-        print(f"{name:32s} {e.arch.family:13s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
+        print(f"{name:32s} {e.arch.family:15s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
               f" {e.resolution:>4d} px{aliases}")
     return 0
 

@@ -8,6 +8,9 @@ al. 2017, arXiv 1708.06519) or by the L1 norm of their conv filter (Li et al. 20
   ranked on the expansion conv / BN; they are sliced from the expansion conv's outputs and BN,
   the depthwise conv and BN, the squeeze-excite convs (reduce inputs, expand outputs; the
   squeeze width stays) and the projection conv's inputs. Block outputs stay (residuals).
+- :class:`FusedMBConv` with a projection (EfficientNetV2 Fused-MBConv, expansion > 1): the
+  hidden channels, ranked on the fused kxk conv / BN; sliced from its outputs and BN and the
+  projection conv's inputs. Block outputs stay, and expansion-1 blocks are left whole.
 - :class:`DepthwiseSeparable` (MobileNetV1 Fig. 3): the pointwise outputs, ranked on the
   pointwise conv / BN; sliced from it, from the next block's depthwise conv, BN and pointwise
   inputs, or from the head / classifier inputs after the last block.
@@ -49,16 +52,18 @@ def pruned_widths(model: MobileNet, ratio: float) -> BlockWidths:
     """``[in, mid, out]`` of every block (nested by row) after pruning ``ratio`` of the prunable
     channels. An expansion width that would equal the block input is moved by 8 (the builder
     drops the expansion conv when ``mid == in``)."""
-    kinds = sorted({spec.kind for row in model.plan.rows for spec in row} - {"ir", "ds"})
+    kinds = sorted({spec.kind for row in model.plan.rows for spec in row}
+                   - {"ir", "ds", "fused"})
     if kinds:
-        raise ValueError(f"pruning covers inverted residual and depthwise separable blocks; "
+        raise ValueError(f"pruning covers inverted residual, fused and depthwise separable "
+                         f"blocks; "
                          f"{model.config.get('name', 'this model')} also has {', '.join(kinds)} "
                          f"blocks (MobileNetV4), which it does not prune yet")
     widths, prev = [], model.plan.stem.out
     for row in model.plan.rows:
         out_row = []
         for spec in row:
-            if spec.kind == "ir":
+            if spec.kind in ("ir", "fused"):
                 if prev != spec.in_ch:
                     raise ValueError("an inverted residual after a pruned block is not supported")
                 mid = spec.mid
@@ -86,7 +91,8 @@ def rebuild(model: MobileNet, widths: BlockWidths) -> MobileNet:
 
 
 def _scores(block: nn.Module, criterion: str) -> torch.Tensor:
-    layer = block.expand if hasattr(block, "expand") else block.pw
+    layer = (block.expand if hasattr(block, "expand") else
+             block.fused if hasattr(block, "fused") else block.pw)
     if criterion == "bn":
         return layer.bn.weight.detach().abs().float()
     return layer.conv.weight.detach().abs().float().sum((1, 2, 3))
@@ -104,7 +110,14 @@ def _slices(model: MobileNet, widths, criterion: str) -> dict[str, dict[int, tor
     for r, (row, wrow) in enumerate(zip(model.blocks, widths)):
         for i, (block, (_, mid, out)) in enumerate(zip(row, wrow)):
             p = f"blocks.{r}.{i}"
-            if hasattr(block, "expand"):            # InvertedResidual
+            if hasattr(block, "fused"):             # FusedMBConv
+                if isinstance(block.project, nn.Identity):
+                    continue
+                k = _keep(_scores(block, criterion), mid)
+                idx[f"{p}.fused.conv"] = {0: k}
+                idx[f"{p}.fused.bn"] = {0: k}
+                idx[f"{p}.project.conv"] = {1: k}
+            elif hasattr(block, "expand"):          # InvertedResidual
                 if isinstance(block.expand, nn.Identity):
                     continue
                 k = _keep(_scores(block, criterion), mid)
@@ -177,7 +190,12 @@ def _macs_for_widths(model: MobileNet, widths, hw: dict[str, int]) -> int:
     for r, wrow in enumerate(widths):
         for i, (cin, mid, out) in enumerate(wrow):
             p = f"blocks.{r}.{i}"
-            if f"{p}.project.conv" in shapes:
+            if f"{p}.fused.conv" in shapes:
+                projects = f"{p}.project.conv" in shapes
+                shapes[f"{p}.fused.conv"][:2] = cin, mid if projects else out
+                if projects:
+                    shapes[f"{p}.project.conv"][:2] = mid, out
+            elif f"{p}.project.conv" in shapes:
                 if f"{p}.expand.conv" in shapes:
                     shapes[f"{p}.expand.conv"][:2] = cin, mid
                 shapes[f"{p}.dw.conv"][:3] = mid, mid, mid

@@ -54,6 +54,9 @@ V2_README = "slim research/slim/nets/mobilenet/README.md"
 V3_TABLE9 = "MobileNetV3 paper (arXiv 1905.02244 v5) Table 9"
 V3_README = "slim research/slim/nets/mobilenet/README.md (MobileNetV3 checkpoints)"
 EFF_TABLE2 = "EfficientNet paper Table 2"
+# EfficientNetV2 paper Table 7 could not be read (only third-party copies: 22M/8.8B, 54M/24B,
+# 120M/53B, unverified); the reference code's README is typed instead
+EFF_V2_README = "google/automl efficientnetv2/README.md"
 FD_README = "qinzheng93/FD-MobileNet README, Results on ImageNet 2012"
 LITE_README = "tensorflow/tpu models/official/efficientnet/lite/README.md"
 V4_TABLE6 = "MobileNetV4 paper (arXiv 2404.10518) Table 6"
@@ -109,6 +112,10 @@ FIGURES: list[PaperFigure] = [
       for b, r, p, m, u in ((0, 224, "4.7", "407", 1e6), (1, 240, "5.4", "631", 1e6),
                             (2, 260, "6.1", "899", 1e6), (3, 280, "8.2", "1.44", 1e9),
                             (4, 300, "13.0", "2.64", 1e9))],
+    # EfficientNetV2 (automl README): Params (M), FLOPs (B; multiply-adds) at the eval size
+    *[PaperFigure(f"efficientnet_v2_{v}", r, f, p, EFF_V2_README, macs_unit=1e9, params_bn=True)
+      for v, r, p, f in (("s", 384, "21.5", "8.4"), ("m", 480, "54.1", "24.7"),
+                         ("l", 480, "119.5", "56.3"))],
     # FD-MobileNet: MFLOPs (multiply-adds) from the official README
     PaperFigure("fd_mobilenet_100", 224, "144", None, FD_README),
     PaperFigure("fd_mobilenet_050", 224, "40", None, FD_README),

@@ -8,8 +8,9 @@
 - :class:`UniversalInvertedBottleneck`: MobileNetV4 §4 Fig. 4 (optional start depthwise ->
   1x1 expand -> optional middle depthwise -> linear 1x1 project; IB, ExtraDW, ConvNext-like and
   FFN are its four settings).
-- :class:`FusedInvertedBottleneck`: MobileNetV4's FusedIB (kxk full conv expanding -> linear
-  1x1 project).
+- :class:`FusedMBConv`: EfficientNetV2 Table 4's Fused-MBConv and MobileNetV4's FusedIB (kxk conv expanding -> BN -> act,
+  then linear 1x1 project -> BN; with expansion 1 the kxk conv maps to the output itself and
+  there is no projection); shortcut and stochastic depth as the inverted residual.
 - a plain ``conv2d`` row in the body (``"cn"``: conv -> BN -> act, no shortcut) is a
   :class:`ConvNormAct` itself (MobileNetV4-Conv-S's first two stages, as the reference code).
 """
@@ -31,7 +32,8 @@ class BlockSpec:
     """One block with every width resolved to a channel count.
 
     ``kind`` is ``"ds"`` (depthwise separable), ``"ir"`` (inverted residual), ``"uib"``
-    (universal inverted bottleneck), ``"fused"`` (FusedIB) or ``"cn"`` (conv -> BN -> act);
+    (universal inverted bottleneck), ``"fused"`` (Fused-MBConv / FusedIB; with no
+    expansion, ``mid == in_ch``, no projection) or ``"cn"`` (conv -> BN -> act);
     ``mid`` is the expanded width (equal to ``in_ch`` when there is no expansion conv; ``out``
     for ``"cn"``); ``se`` is the squeeze width (0 for no squeeze-excite). ``kernel`` is the
     depthwise kernel (``"uib"``: the middle one, 0 for none; ``"fused"`` and ``"cn"``: the full
@@ -121,21 +123,25 @@ class UniversalInvertedBottleneck(nn.Module):
         return y
 
 
-class FusedInvertedBottleneck(nn.Module):
-    """MobileNetV4 FusedIB (timm ``EdgeResidual``): ``expand`` (kxk full conv to ``mid``, BN,
-    act, with the stride) then ``project`` (1x1, BN, linear); shortcut when stride 1 and channels
-    match."""
+class FusedMBConv(nn.Module):
+    """EfficientNetV2's Fused-MBConv and MobileNetV4's FusedIB (timm ``EdgeResidual``):
+    ``fused`` (kxk full conv to ``mid``, BN, act, with the stride) then ``project`` (1x1, BN,
+    linear); with ``mid == in_ch`` (expansion 1, EfficientNetV2's first stage) ``fused`` maps to
+    ``out`` and ``project`` is an identity. Shortcut (with stochastic depth) when stride 1 and
+    channels match."""
 
     def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
         super().__init__()
         self.has_residual = spec.has_residual
-        self.expand = ConvNormAct(spec.in_ch, spec.mid, spec.kernel, spec.stride, act=spec.act,
-                                  norm=norm, padding=padding)
-        self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
+        expands = spec.mid != spec.in_ch
+        self.fused = ConvNormAct(spec.in_ch, spec.mid if expands else spec.out, spec.kernel,
+                                 spec.stride, act=spec.act, norm=norm, padding=padding)
+        self.project = (ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm) if expands
+                        else nn.Identity())
         self.drop_path = DropPath(spec.drop_path) if self.has_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.expand(x))
+        y = self.project(self.fused(x))
         if self.has_residual:
             y = x + self.drop_path(y)
         return y
@@ -147,7 +153,7 @@ def _conv_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -
 
 
 BLOCKS = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "uib": UniversalInvertedBottleneck,
-          "fused": FusedInvertedBottleneck, "cn": _conv_block}
+          "fused": FusedMBConv, "cn": _conv_block}
 
 
 def make_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -> nn.Module:

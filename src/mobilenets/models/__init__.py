@@ -3,8 +3,8 @@
 Importing this package registers every model.
 """
 
-from . import (efficientnet, fd_mobilenet, mobilenet_v1, mobilenet_v2,  # noqa: F401
-               mobilenet_v3, mobilenet_v4)
+from . import (efficientnet, efficientnet_v2, fd_mobilenet, mobilenet_v1,  # noqa: F401
+               mobilenet_v2, mobilenet_v3, mobilenet_v4)
 from .architecture import Architecture, FeatureTap, NetworkPlan, plan
 from .network import FeatureNet, MobileNet
 from .registry import (MODEL_OPTIONS, ModelEntry, create_model, get_entry, list_models, register,

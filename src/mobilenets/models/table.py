@@ -63,6 +63,18 @@ def _stack(in_ch: int, out: int, repeats: int, stride: int, make) -> list[BlockS
     return specs
 
 
+def _expanding(kind: str, e: float, c: int, n: int, s: int, kernel: int, state: BodyState,
+               scaling: Scaling) -> list[BlockSpec]:
+    """A row of ``kind`` blocks without squeeze-excite whose expanded width is
+    ``make_divisible(in * e, 8)``, or the input width itself when ``e`` is 1."""
+    out = scaling.width(c)
+
+    def make(in_ch: int, stride: int) -> BlockSpec:
+        mid = in_ch if e == 1 else scaling.round_channels(in_ch * e)
+        return BlockSpec(kind, in_ch, mid, out, kernel, stride, scaling.act())
+    return _stack(state.actual, out, scaling.repeats(n), s, make)
+
+
 # Scale rules for a stem or head convolution under the width multiplier.
 ALWAYS, UP_ONLY, NEVER = "always", "up_only", "never"
 
@@ -134,12 +146,7 @@ class Bottleneck:
         return self.c
 
     def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
-        out = scaling.width(self.c)
-
-        def make(in_ch: int, stride: int) -> BlockSpec:
-            mid = in_ch if self.t == 1 else scaling.round_channels(in_ch * self.t)
-            return BlockSpec("ir", in_ch, mid, out, self.kernel, stride, scaling.act())
-        return _stack(state.actual, out, scaling.repeats(self.n), self.s, make)
+        return _expanding("ir", self.t, self.c, self.n, self.s, self.kernel, state, scaling)
 
 
 @dataclass(frozen=True)
@@ -290,3 +297,29 @@ def _expanded(kind: str, row: "UIB | FusedIB", kernel: int, state: BodyState, sc
         return BlockSpec(kind, in_ch, scaling.round_channels(in_ch * row.e), out, kernel, stride,
                          scaling.act(), start_kernel=start_kernel)
     return _stack(state.actual, out, scaling.repeats(row.n), row.s, make)
+
+
+@dataclass(frozen=True)
+class FusedMBConv:
+    """EfficientNetV2 Table 4 row "Fused-MBConv{e}, k": expansion e, kernel k, channels c,
+    layers n, stride s (of the stage's first block); no squeeze-excite.
+
+    The depthwise kxk and the 1x1 expansion of MBConv are fused into one kxk convolution to
+    ``make_divisible(in * e, 8)`` channels (torchvision ``FusedMBConv``, automl
+    ``FusedMBConvBlock``), followed by the linear 1x1 projection. With e = 1 the kxk
+    convolution maps ``in`` to ``out`` itself and there is no projection (``mid == in_ch`` in
+    the spec, as for an inverted residual without expansion).
+    """
+
+    e: int
+    k: int
+    c: int
+    n: int
+    s: int
+
+    @property
+    def paper_out(self) -> int:
+        return self.c
+
+    def expand(self, state: BodyState, scaling: Scaling) -> list[BlockSpec]:
+        return _expanding("fused", self.e, self.c, self.n, self.s, self.k, state, scaling)

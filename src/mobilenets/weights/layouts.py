@@ -21,6 +21,7 @@ TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "no
 TIMM_BLOCKS = {
     "ir": ("conv_pw", "bn1", "conv_dw", "bn2", "se", "conv_pwl", "bn3"),   # InvertedResidual
     "ds": ("conv_dw", "bn1", "se", "conv_pw", "bn2"),                      # DepthwiseSeparable
+    "er": ("conv_exp", "bn1", "se", "conv_pwl", "bn2"),                    # EdgeResidual (fused)
     "cn": ("conv", "bn1"),                                                 # ConvBnAct
     "er": ("conv_exp", "bn1", "se", "conv_pwl", "bn2"),                    # EdgeResidual
     "uir": ("dw_start", "pw_exp", "dw_mid", "se", "pw_proj", "dw_end",     # UniversalInverted-
@@ -36,10 +37,10 @@ EFFNET_PYTORCH_TOP = {"_conv_stem": 0, "_bn0": 1, "_blocks": 2, "_conv_head": 3,
 EFFNET_PYTORCH_BLOCK = {"_expand_conv": 0, "_bn0": 1, "_depthwise_conv": 2, "_bn1": 3,
                         "_se_reduce": 4, "_se_expand": 5, "_project_conv": 6, "_bn2": 7}
 # ours: module names in execution order (stem, blocks, head, pre_logits, classifier; inside a
-# block dw_start, expand, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE
+# block dw_start, expand, fused, dw, se, project / dw, pw; inside ConvNormAct conv, bn; inside SE
 # reduce, expand)
 OURS_ORDER = {name: i for i, name in enumerate(
-    ("stem", "blocks", "head", "pre_logits", "classifier", "dw_start", "expand", "dw", "se",
+    ("stem", "blocks", "head", "pre_logits", "classifier", "dw_start", "expand", "fused", "dw", "se",
      "project", "pw", "conv", "bn", "reduce"))}
 
 

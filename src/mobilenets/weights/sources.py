@@ -19,7 +19,8 @@ from ..models import get_entry
 TORCHVISION_NAMES = {"mobilenet_v2_100": "mobilenet_v2",
                      "mobilenet_v3_large_100": "mobilenet_v3_large",
                      "mobilenet_v3_small_100": "mobilenet_v3_small",
-                     **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)}}
+                     **{f"efficientnet_b{b}": f"efficientnet_b{b}" for b in range(8)},
+                     **{f"efficientnet_v2_{v}": f"efficientnet_v2_{v}" for v in "sml"}}
 
 # our registered name -> timm's architecture name (tf_ variants add the prefix)
 TIMM_NAMES = {"mobilenet_v1_100": "mobilenetv1_100",
@@ -33,7 +34,10 @@ TIMM_NAMES = {"mobilenet_v1_100": "mobilenetv1_100",
               **{f"efficientnet_lite{b}": f"efficientnet_lite{b}" for b in range(5)},
               "mobilenet_v4_conv_small_100": "mobilenetv4_conv_small",
               "mobilenet_v4_conv_medium_100": "mobilenetv4_conv_medium",
-              "mobilenet_v4_conv_large_100": "mobilenetv4_conv_large"}
+              "mobilenet_v4_conv_large_100": "mobilenetv4_conv_large",
+              # timm's EfficientNetV2 weights with our layers are TF ports (its non-tf_
+              # efficientnetv2_s/m/l have none; efficientnetv2_rw_* are other networks)
+              **{f"efficientnet_v2_{v}": f"tf_efficientnetv2_{v}" for v in "sml"}}
 
 # timm's constants: PyTorch defaults, and its TF ports' BN_EPS/MOMENTUM_TF_DEFAULT
 TIMM_BN = {False: (1e-5, 0.1), True: (1e-3, 0.01)}
