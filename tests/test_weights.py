@@ -281,7 +281,7 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
 
 def test_not_a_state_dict(tmp_path):
     torch.save({"foo": torch.zeros(2)}, tmp_path / "x.pth")
-    with pytest.raises(CheckpointError, match="not a torchvision, timm or mobilenets"):
+    with pytest.raises(CheckpointError, match="not a torchvision, timm, efficientnet_pytorch or mobilenets"):
         mobilenets.create_model("mobilenet_v2_100", weights=tmp_path / "x.pth")
     torch.save([1, 2, 3], tmp_path / "y.pth")
     with pytest.raises(CheckpointError, match="holds no state dict"):
