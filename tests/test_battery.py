@@ -31,7 +31,7 @@ import mobilenets
 from mobilenets.layers import DropPath
 from conftest import randomize_bn
 
-NAMES = mobilenets.list_models()
+NAMES = mobilenets.list_models(task="classification")
 FULL = bool(os.environ.get("MOBILENETS_FULL_BATTERY"))
 OPTIONS = {} if FULL else {n: {"depth_mult": 0.1} for n in NAMES
                            if n.startswith("efficientnet_v2_")}

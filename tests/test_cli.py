@@ -52,7 +52,7 @@ def test_errors_exit_2_with_message(capsys):
 def test_costs_prints_every_model_with_paper_figures(capsys):
     code, out, _ = run(capsys, "costs")
     assert code == 0
-    for name in mobilenets.list_models():
+    for name in mobilenets.list_models(task="classification"):
         assert name in out
     assert "3,504,872" in out and "300.8" in out
 

@@ -19,11 +19,17 @@ from .quantize_cmds import add_quantize_parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    names = list_models(args.pattern)
+    names = list_models(args.pattern, task=args.task)
     if not names:
         print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
         return 1
+    heads = {n: t for t in ("segmentation", "depth", "detection")
+             for n in list_models(task=t)}
     for name in names:
+        if name in heads:
+            print(f"{name:32s} {heads[name]:15s} (a head: any backbone, "
+                  f"`create_model(HEAD, backbone=NAME)`)")
+            continue
         e = get_entry(name)
         aliases = f"  (also: {', '.join(e.aliases)})" if e.aliases else ""
         print(f"{name:32s} {e.arch.family:15s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
@@ -62,7 +68,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
     print(f"{'model':32s} {'px':>4s} {'params':>11s} {'MMACs':>10s} {'paper MMACs':>12s} "
           f"{'paper Mparams':>14s}")
     import torch
-    for name in list_models():
+    for name in list_models(task="classification"):
         with torch.device("meta"):      # the profile needs shapes only: no weights to initialise
             model = create_model(name)
         p = profile(model)
@@ -93,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default=None, help="shell wildcard, e.g. '*v3*'")
+    p.add_argument("--task", choices=("classification", "segmentation", "depth", "detection"),
+                   help="only this task's models (heads are listed once, on their default "
+                        "backbone, plus torchvision's names)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("profile", help="params, MACs and memory of a model")

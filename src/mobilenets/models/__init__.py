@@ -5,6 +5,7 @@ Importing this package registers every model.
 
 from . import (efficientnet, efficientnet_v2, fd_mobilenet, mobilenet_v1,  # noqa: F401
                mobilenet_v2, mobilenet_v3, mobilenet_v4)
+from . import heads  # noqa: F401  (registers the dense-prediction heads)
 from .architecture import Architecture, FeatureTap, NetworkPlan, plan
 from .network import FeatureNet, MobileNet
 from .registry import (MODEL_OPTIONS, ModelEntry, create_model, get_entry, list_models, register,

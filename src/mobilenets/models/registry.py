@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from ..layers import NormConfig, canonical_activation
 from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
+from .heads.registry import head_listing, resolve_head
 from .network import FeatureNet, MobileNet
 from .widths import block_widths, with_block_widths
 
@@ -49,9 +50,20 @@ def register(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered names (not aliases), sorted; ``pattern`` is a shell wildcard like ``'*v3*'``."""
-    names = sorted(_REGISTRY)
+TASKS = ("classification", "segmentation", "depth", "detection")
+
+
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Registered names (not aliases), sorted; ``pattern`` is a shell wildcard like ``'*v3*'``.
+
+    ``task`` keeps one task's models: ``"classification"`` (the registered classifiers, which
+    are also every head's possible backbones), ``"segmentation"``, ``"depth"`` or
+    ``"detection"`` (each head once on its default backbone, plus torchvision's names)."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
+    names = {n: "classification" for n in _REGISTRY}
+    names.update(head_listing())
+    names = sorted(n for n, t in names.items() if task is None or t == task)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
@@ -105,6 +117,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     if "weights" in options or "allow_download" in options:
         raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
                         "use mobilenets.create_model (mobilenets.weights.create_model)")
+    if name not in _REGISTRY and name not in _ALIASES:
+        head = resolve_head(name)
+        if head is not None:
+            return _create_head(name, *head, options)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
@@ -164,6 +180,19 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     if options.get("out_indices") is not None:
         raise ValueError("out_indices needs features_only=True")
     return model
+
+
+def _create_head(name: str, entry, backbone: str | None, options: dict):
+    """A head model: ``entry.build(backbone, **options)``, the backbone resolved from aliases."""
+    if backbone is not None and "backbone" in options:
+        raise ValueError(f"{name!r} names its backbone already; pass backbone= only with the "
+                         f"bare head name {entry.name!r}")
+    backbone = options.pop("backbone", None) or backbone or entry.default_backbone
+    try:
+        backbone = resolve_name(backbone)
+    except ValueError as e:
+        raise ValueError(f"{name!r}: head {entry.name!r} on backbone {backbone!r}: {e}") from None
+    return entry.build(backbone, **options)
 
 
 def _positive(v) -> bool:

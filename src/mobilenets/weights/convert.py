@@ -51,7 +51,7 @@ def looks_like(state: dict[str, torch.Tensor]) -> str:
         target = shape_signature(state)
     except ValueError as e:
         return str(e)
-    for name in list_models():
+    for name in list_models(task="classification"):
         with torch.device("meta"):
             model = create_model(name)
         if shape_signature(model.state_dict(), "mobilenets") == target:
