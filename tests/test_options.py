@@ -189,7 +189,7 @@ def test_reset_classifier_and_headless():
 
 def test_features_only_errors_and_truncation():
     with pytest.raises(ValueError,
-                       match=r"out_indices \(9,\) not available.*0: blocks.0.0 \(16 ch, /2\)"):
+                       match=r"out_indices 9 not available.*0: blocks.0.0 \(16 ch, /2\)"):
         mobilenets.create_model("mobilenet_v2_100", features_only=True, out_indices=(9,))
     with pytest.raises(ValueError, match="needs features_only"):
         mobilenets.create_model("mobilenet_v2_100", out_indices=(1,))

@@ -38,6 +38,11 @@ class BlockSpec:
     for ``"cn"``); ``se`` is the squeeze width (0 for no squeeze-excite). ``kernel`` is the
     depthwise kernel (``"uib"``: the middle one, 0 for none; ``"fused"`` and ``"cn"``: the full
     conv's); ``start_kernel`` is the UIB's start depthwise kernel (0 for none).
+
+    ``dilation`` > 1 dilates the block's spatial convolutions (``output_stride`` below 32);
+    a block whose stride was traded for dilation has ``stride`` 1 and keeps the table's
+    stride in ``nominal_stride``, which still decides the shortcut (torchvision's MobileNetV3
+    ``dilated=True`` rule: no shortcut appears where the table has none).
     """
 
     kind: str
@@ -52,10 +57,16 @@ class BlockSpec:
     se_gate: str = "hard_sigmoid"
     drop_path: float = 0.0
     start_kernel: int = 0
+    dilation: int = 1
+    nominal_stride: int = 0     # the table's stride where dilation replaced it, else 0
+
+    @property
+    def table_stride(self) -> int:
+        return self.nominal_stride or self.stride
 
     @property
     def has_residual(self) -> bool:
-        return self.kind in RESIDUAL_KINDS and self.stride == 1 and self.in_ch == self.out
+        return self.kind in RESIDUAL_KINDS and self.table_stride == 1 and self.in_ch == self.out
 
 
 RESIDUAL_KINDS = ("ir", "uib", "fused")
@@ -65,7 +76,7 @@ class DepthwiseSeparable(nn.Module):
     def __init__(self, spec: BlockSpec, norm: NormConfig, padding: str = "symmetric"):
         super().__init__()
         self.dw = ConvNormAct(spec.in_ch, spec.in_ch, spec.kernel, spec.stride, groups=spec.in_ch,
-                              act=spec.act, norm=norm, padding=padding)
+                              act=spec.act, norm=norm, padding=padding, dilation=spec.dilation)
         self.pw = ConvNormAct(spec.in_ch, spec.out, 1, act=spec.act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +90,7 @@ class InvertedResidual(nn.Module):
         self.expand = (ConvNormAct(spec.in_ch, spec.mid, 1, act=spec.act, norm=norm)
                        if spec.mid != spec.in_ch else nn.Identity())
         self.dw = ConvNormAct(spec.mid, spec.mid, spec.kernel, spec.stride, groups=spec.mid,
-                              act=spec.act, norm=norm, padding=padding)
+                              act=spec.act, norm=norm, padding=padding, dilation=spec.dilation)
         self.se = (SqueezeExcite(spec.mid, spec.se, spec.se_act, spec.se_gate)
                    if spec.se else nn.Identity())
         self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
@@ -107,11 +118,12 @@ class UniversalInvertedBottleneck(nn.Module):
         if spec.stride > 1 and not (k1 or k2):
             raise ValueError("a strided UIB needs a depthwise conv (FFN blocks have stride 1)")
         self.dw_start = (ConvNormAct(spec.in_ch, spec.in_ch, k1, 1 if k2 else spec.stride,
-                                     groups=spec.in_ch, act=None, norm=norm, padding=padding)
+                                     groups=spec.in_ch, act=None, norm=norm, padding=padding,
+                                     dilation=spec.dilation)
                          if k1 else nn.Identity())
         self.expand = ConvNormAct(spec.in_ch, spec.mid, 1, act=spec.act, norm=norm)
         self.dw = (ConvNormAct(spec.mid, spec.mid, k2, spec.stride, groups=spec.mid,
-                               act=spec.act, norm=norm, padding=padding)
+                               act=spec.act, norm=norm, padding=padding, dilation=spec.dilation)
                    if k2 else nn.Identity())
         self.project = ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm)
         self.drop_path = DropPath(spec.drop_path) if self.has_residual else nn.Identity()
@@ -135,7 +147,8 @@ class FusedMBConv(nn.Module):
         self.has_residual = spec.has_residual
         expands = spec.mid != spec.in_ch
         self.fused = ConvNormAct(spec.in_ch, spec.mid if expands else spec.out, spec.kernel,
-                                 spec.stride, act=spec.act, norm=norm, padding=padding)
+                                 spec.stride, act=spec.act, norm=norm, padding=padding,
+                                 dilation=spec.dilation)
         self.project = (ConvNormAct(spec.mid, spec.out, 1, act=None, norm=norm) if expands
                         else nn.Identity())
         self.drop_path = DropPath(spec.drop_path) if self.has_residual else nn.Identity()
@@ -149,7 +162,7 @@ class FusedMBConv(nn.Module):
 
 def _conv_block(spec: BlockSpec, norm: NormConfig, padding: str = "symmetric") -> ConvNormAct:
     return ConvNormAct(spec.in_ch, spec.out, spec.kernel, spec.stride, act=spec.act, norm=norm,
-                       padding=padding)
+                       padding=padding, dilation=spec.dilation)
 
 
 BLOCKS = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "uib": UniversalInvertedBottleneck,

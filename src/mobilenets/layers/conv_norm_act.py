@@ -51,19 +51,24 @@ class PadSame(nn.Module):
 class ConvNormAct(nn.Sequential):
     """``conv`` (no bias) -> ``bn`` -> ``act``; ``act=None`` gives the linear projection of
     MobileNetV2 Table 1. ``groups=channels`` makes it a depthwise convolution. ``padding`` is
-    ``"symmetric"`` (k // 2 on each side, PyTorch's usual) or ``"same"`` (TensorFlow's)."""
+    ``"symmetric"`` (k // 2 on each side, PyTorch's usual) or ``"same"`` (TensorFlow's).
+    ``dilation`` > 1 (a stride traded for dilation, ``output_stride``) pads
+    ``dilation * (k // 2)``: for stride 1 and odd kernels symmetric and SAME padding agree."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
                  act: str | None = "relu", norm: NormConfig = NormConfig(),
-                 padding: str = "symmetric"):
+                 padding: str = "symmetric", dilation: int = 1):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+        if dilation > 1 and stride > 1:
+            raise ValueError("a dilated convolution has stride 1 (dilation replaces the stride)")
         dynamic = padding == "same" and stride > 1
         if dynamic:
             self.pad = PadSame(kernel, stride)
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=0 if dynamic else kernel // 2,
-                              groups=groups, bias=False)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride,
+                              padding=0 if dynamic else dilation * (kernel // 2),
+                              dilation=dilation, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_ch, eps=norm.eps, momentum=norm.momentum)
         # in place: the BatchNorm output is a fresh tensor only the activation reads
         self.act = make_activation(act, inplace=True) if act else nn.Identity()

@@ -7,10 +7,11 @@ from . import (efficientnet, efficientnet_v2, fd_mobilenet, mobilenet_v1,  # noq
                mobilenet_v2, mobilenet_v3, mobilenet_v4)
 from . import heads  # noqa: F401  (registers the dense-prediction heads)
 from .architecture import Architecture, FeatureTap, NetworkPlan, plan
+from .backbones import FPNBackbone, convert_norm
 from .network import FeatureNet, MobileNet
 from .registry import (MODEL_OPTIONS, ModelEntry, create_model, get_entry, list_models, register,
                        resolve_name)
 
-__all__ = ["MODEL_OPTIONS", "Architecture", "FeatureNet", "FeatureTap", "MobileNet", "ModelEntry",
-           "NetworkPlan", "create_model", "get_entry", "list_models", "plan", "register",
-           "resolve_name"]
+__all__ = ["MODEL_OPTIONS", "Architecture", "FPNBackbone", "FeatureNet", "FeatureTap", "MobileNet",
+           "ModelEntry", "NetworkPlan", "convert_norm", "create_model",
+           "get_entry", "list_models", "plan", "register", "resolve_name"]

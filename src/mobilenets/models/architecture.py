@@ -17,6 +17,12 @@ Departures from the reference code, the same for every family:
 - Classifier initialisation: see ``network.init_classifier`` (the reference's
   uniform(+-1/sqrt(num_classes)) is far too wide for few classes).
 - Feature taps (``features_only``): indexed like timm's, see ``_feature_taps``.
+- Output stride (``output_stride`` 8 or 16, for DeepLab-style heads): every stride that would
+  take the network past it becomes 1, and that block and all later ones dilate their spatial
+  convolutions by the product of the strides dropped. This is torchvision's MobileNetV3
+  ``dilated=True`` rule (its last stage's three blocks all have dilation 2), which the
+  segmentation models reproduce; timm instead keeps the old dilation on the first block of a
+  dilated stage. Feature taps keep their indices, their reduction capped at the output stride.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ class NetworkPlan:
     taps: tuple[FeatureTap, ...] = field(default=())
     padding: str = "symmetric"
     pre_logits_norm: bool = False
+    output_stride: int = 32
 
     @property
     def total_stride(self) -> int:
@@ -125,7 +132,7 @@ def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None,
     reduction = stem.stride
     for r, row in enumerate(rows):
         for i, b in enumerate(row):
-            reduction *= b.stride
+            reduction *= b.table_stride
             points.append((f"blocks.{r}.{i}", b.out, reduction))
     taps = [FeatureTap(name, ch, red) for k, (name, ch, red) in enumerate(points)
             if k + 1 == len(points) or points[k + 1][2] != red]
@@ -136,11 +143,35 @@ def _feature_taps(stem: LayerPlan, rows, head: LayerPlan | None,
     return tuple(taps)
 
 
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def dilate(stem_stride: int, rows, output_stride: int):
+    """``rows`` with the strides past ``output_stride`` traded for dilation (module docstring)."""
+    current, dilation, out = stem_stride, 1, []
+    for specs in rows:
+        row = []
+        for b in specs:
+            if b.stride > 1 and current * b.stride > output_stride:
+                dilation *= b.stride
+                b = replace(b, stride=1, nominal_stride=b.stride, dilation=dilation)
+            else:
+                current *= b.stride
+                if dilation > 1:
+                    b = replace(b, dilation=dilation)
+            row.append(b)
+        out.append(tuple(row))
+    return tuple(out)
+
+
 def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
          act: str | None = None, drop_path_rate: float | None = None,
          norm: NormConfig | None = None, in_chans: int = 3,
-         padding: str = "symmetric") -> NetworkPlan:
+         padding: str = "symmetric", output_stride: int = 32) -> NetworkPlan:
     """Resolve ``arch`` under the multipliers into channel counts (see module docstring)."""
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
+                         f"got {output_stride!r}")
     scaling = Scaling(arch.round_channels, width_mult, depth_mult, arch.act, arch.se_act,
                       arch.se_gate, canonical_activation(act) if act else None)
     stem = LayerPlan(in_chans, arch.stem.width(scaling), arch.stem.kernel, arch.stem.stride,
@@ -172,6 +203,9 @@ def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
         pre = LayerPlan(channels, arch.pre_logits.width(scaling), 1, 1,
                         scaling.act(arch.pre_logits.act))
     taps = _feature_taps(stem, ramped, head, arch.head_is_last_tap)
+    if output_stride < 32:
+        taps = tuple(replace(t, reduction=min(t.reduction, output_stride)) for t in taps)
+        ramped = dilate(stem.stride, ramped, output_stride)
     return NetworkPlan(stem, tuple(ramped), head, pre, norm or arch.norm, taps, padding,
-                       arch.pre_logits_norm)
+                       arch.pre_logits_norm, output_stride)
 

@@ -8,6 +8,8 @@ Module names follow the paper's tables: ``stem`` (the first conv2d row), ``block
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -127,51 +129,82 @@ class MobileNet(Trunk):
 
 
 class FeatureNet(Trunk):
-    """``features_only`` model: returns the feature maps at ``out_indices`` of ``feature_info``.
+    """``features_only`` model: the feature maps at ``out_indices`` (a list, in forward order)
+    or, with ``return_layers``, a dict of named maps (torchvision's ``IntermediateLayerGetter``
+    convention, what torchvision's ``LRASPP`` and ``DeepLabV3`` heads take).
 
-    Shares its parameter names with :class:`MobileNet`, and drops the layers after the last
-    requested tap.
+    ``out_indices`` and the keys of ``return_layers`` are tap indices of the model's
+    ``feature_info`` (timm's numbering) or module names: ``"stem"``, ``"blocks.R.I"`` (any
+    block, e.g. torchvision's LR-ASPP low tap is MobileNetV3-Large's ``"blocks.3.0"``, the
+    first block at /8) or ``"head"``. ``out_channels`` gives the channels per output (a list,
+    or a dict keyed like the output). Shares its parameter names with :class:`MobileNet` and
+    drops the layers after the last requested tap.
     """
 
-    def __init__(self, model: MobileNet, out_indices: tuple[int, ...] | None = None):
+    def __init__(self, model: MobileNet, out_indices=None, return_layers: dict | None = None):
         nn.Module.__init__(self)
-        taps = model.feature_info
-        if out_indices is None:
-            out_indices = tuple(range(len(taps)))
-        elif isinstance(out_indices, int):
-            out_indices = (out_indices,)
-        out_indices = tuple(out_indices)
-        bad = [i for i in out_indices if not -len(taps) <= i < len(taps)]
-        if bad or not out_indices:
-            listing = ", ".join(f"{k}: {t.module} ({t.channels} ch, /{t.reduction})"
-                                for k, t in enumerate(taps))
-            raise ValueError(f"out_indices {tuple(out_indices)} not available; this model's "
-                             f"feature taps are {listing}")
-        self.out_indices = tuple(sorted({i % len(taps) for i in out_indices}))
-        self.feature_info = FeatureInfo(taps[i] for i in self.out_indices)
+        if return_layers is not None and out_indices is not None:
+            raise ValueError("give out_indices (a list of maps) or return_layers (a dict of "
+                             "named maps), not both")
+        if return_layers is not None:
+            if not isinstance(return_layers, dict) or not return_layers:
+                raise ValueError(f"return_layers must be a non-empty dict {{tap index or module "
+                                 f"name: output name}}, got {return_layers!r}")
+            keys = list(return_layers)
+        elif out_indices is None:
+            keys = list(range(len(model.feature_info)))
+        else:
+            keys = [out_indices] if isinstance(out_indices, (int, str)) else list(out_indices)
+        if not keys:
+            raise ValueError("out_indices is empty; give at least one tap")
+        resolved = [_tap(model, k) for k in keys]
+        order = {n: k for k, n in enumerate(_module_names(model))}
+        by_module = {}
+        for key, tap in zip(keys, resolved):
+            if tap.module in by_module and return_layers is not None:
+                raise ValueError(f"return_layers names {tap.module} twice")
+            by_module[tap.module] = (key, tap)
+        modules = sorted(by_module, key=order.__getitem__)
+        self.feature_info = FeatureInfo(by_module[m][1] for m in modules)
+        if return_layers is not None:
+            names = [return_layers[by_module[m][0]] for m in modules]
+            if len(set(names)) != len(names):
+                raise ValueError(f"return_layers maps two taps to one name: {return_layers}")
+            self.return_layers = dict(zip(modules, names))
+            self.out_channels = {n: t.channels for n, t in zip(names, self.feature_info)}
+            self.out_indices = None
+        else:
+            self.return_layers = None
+            self.out_channels = self.feature_info.channels()
+            taps = list(model.feature_info)
+            self.out_indices = tuple(taps.index(t) if t in taps else t.module
+                                     for t in self.feature_info)
         self.total_stride = max(t.reduction for t in self.feature_info)
         self.plan = model.plan
-        self.config = dict(model.config, features_only=True, out_indices=list(self.out_indices))
+        self.config = dict(model.config, features_only=True)
+        if self.return_layers is not None:
+            self.config["return_layers"] = dict(self.return_layers)
+        else:
+            self.config["out_indices"] = list(self.out_indices)
         self.preprocess = model.preprocess
-        wanted = {t.module for t in self.feature_info}
-        last = max(self.out_indices)
+        wanted = set(modules)
+        last = modules[-1]
         self.stem = model.stem
         keep_rows = []
-        self._taps: list[tuple[bool, ...]] = []   # per row, per block: is it a tap
-        for r, row in enumerate(model.blocks):
-            names = [f"blocks.{r}.{i}" for i in range(len(row))]
-            keep_rows.append(row)
-            self._taps.append(tuple(n in wanted for n in names))
-            if taps[last].module in names:
-                break
-        if taps[last].module == "stem":
-            keep_rows, self._taps = [], []
+        self._taps: list[tuple[str | None, ...]] = []   # per row, per block: tap name or None
+        if last != "stem":
+            for r, row in enumerate(model.blocks):
+                names = [f"blocks.{r}.{i}" for i in range(len(row))]
+                keep_rows.append(row)
+                self._taps.append(tuple(n if n in wanted else None for n in names))
+                if last in names:
+                    break
         self.blocks = nn.Sequential(*keep_rows)
         self.head = model.head if "head" in wanted else nn.Identity()
         self._stem_tap = "stem" in wanted
         self._head_tap = "head" in wanted
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor):
         check_input(x, self.plan.stem.in_ch, self.total_stride)
         out = []
         x = self.stem(x)
@@ -180,11 +213,47 @@ class FeatureNet(Trunk):
         for row, taps in zip(self.blocks, self._taps):
             for block, tap in zip(row, taps):
                 x = block(x)
-                if tap:
+                if tap is not None:
                     out.append(x)
         if self._head_tap:
             out.append(self.head(x))
-        return out
+        if self.return_layers is None:
+            return out
+        return OrderedDict(zip(self.return_layers.values(), out))
+
+
+def _module_names(model: MobileNet) -> list[str]:
+    names = ["stem"] + [f"blocks.{r}.{i}" for r, row in enumerate(model.blocks)
+                        for i in range(len(row))]
+    return names + (["head"] if model.plan.head is not None else [])
+
+
+def _tap(model: MobileNet, key) -> FeatureTap:
+    """The tap for a ``feature_info`` index or a module name (channels and reduction of any
+    block, computed from the plan's strides)."""
+    taps = model.feature_info
+    listing = (f"this model's feature taps are "
+               + ", ".join(f"{k}: {t.module} ({t.channels} ch, /{t.reduction})"
+                           for k, t in enumerate(taps))
+               + "; any module name 'stem', 'blocks.R.I' or 'head' works too")
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise ValueError(f"feature tap {key!r} is neither an index nor a module name; {listing}")
+    if isinstance(key, int):
+        if not -len(taps) <= key < len(taps):
+            raise ValueError(f"out_indices {key} not available; {listing}")
+        return taps[key]
+    p = model.plan
+    reduction = p.stem.stride
+    if key == "stem":
+        return FeatureTap("stem", p.stem.out, reduction)
+    for r, row in enumerate(p.rows):
+        for i, b in enumerate(row):
+            reduction *= b.stride
+            if key == f"blocks.{r}.{i}":
+                return FeatureTap(key, b.out, reduction)
+    if key == "head" and p.head is not None:
+        return FeatureTap("head", p.head.out, reduction)
+    raise ValueError(f"no module {key!r} to tap; {listing}")
 
 
 class FeatureInfo(list):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from ..layers import NormConfig, canonical_activation
 from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
+from .backbones import NORM_LAYERS, convert_norm
 from .heads.registry import head_listing, resolve_head
 from .network import FeatureNet, MobileNet
 from .widths import block_widths, with_block_widths
@@ -94,7 +95,8 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
 # allow_download
 MODEL_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout",
                  "drop_path_rate", "act", "in_chans", "bn_eps", "bn_momentum", "padding",
-                 "features_only", "out_indices", "block_widths")
+                 "features_only", "out_indices", "return_layers", "output_stride", "norm_layer",
+                 "block_widths")
 
 
 def _check(name: str, value, ok: bool, allowed: str) -> None:
@@ -111,8 +113,12 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     preprocessing and cost figures), ``dropout``, ``drop_path_rate``, ``act`` (replaces every
     activation but the squeeze-excite gate), ``in_chans``, ``bn_eps``, ``bn_momentum``
     (PyTorch convention), ``padding`` (``"symmetric"``, or ``"same"`` for TensorFlow's),
-    ``features_only`` and ``out_indices`` (see ``feature_info``), ``block_widths`` (per-block
-    ``[in, mid, out]`` channels instead of the table's: a pruned network).
+    ``features_only`` with ``out_indices`` (a list of maps) or ``return_layers`` (a dict of
+    named maps; see :class:`~mobilenets.models.FeatureNet`), ``output_stride`` (8 or 16 trade
+    the last strides for dilation, as DeepLab heads need; 32, the default, changes nothing),
+    ``norm_layer`` (``"batchnorm"``, ``"frozen_batchnorm"``, ``"sync_batchnorm"``: see
+    :mod:`~mobilenets.models.backbones`), ``block_widths`` (per-block ``[in, mid, out]``
+    channels instead of the table's: a pruned network).
     """
     if "weights" in options or "allow_download" in options:
         raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
@@ -159,8 +165,11 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     _check("padding", padding, padding in PADDINGS, f"one of {', '.join(PADDINGS)}")
     if act is not None:
         act = canonical_activation(act)
+    output_stride = options.get("output_stride", 32)
+    norm_layer = options.get("norm_layer", "batchnorm")
+    _check("norm_layer", norm_layer, norm_layer in NORM_LAYERS, f"one of {', '.join(NORM_LAYERS)}")
     net_plan = plan(entry.arch, width, depth, act, drop_path, NormConfig(norm.eps, norm.momentum),
-                    in_chans, padding)
+                    in_chans, padding, output_stride)
     widths = options.get("block_widths")
     if widths is not None:       # a pruned network (see models/widths.py)
         net_plan = with_block_widths(net_plan, widths)
@@ -174,11 +183,22 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
               "bn_eps": norm.eps, "bn_momentum": norm.momentum, "padding": padding}
     if widths is not None:
         config["block_widths"] = widths
+    if output_stride != 32:
+        config["output_stride"] = output_stride
+    if norm_layer != "batchnorm":
+        config["norm_layer"] = norm_layer
     model = MobileNet(net_plan, num_classes, dropout, config, preprocessing(entry, resolution))
+    model = convert_norm(model, norm_layer)
+    return as_features(model, options)
+
+
+def as_features(model: MobileNet, options: dict):
+    """``model``, or its :class:`FeatureNet` when ``options`` ask for ``features_only``."""
     if options.get("features_only"):
-        return FeatureNet(model, options.get("out_indices"))
-    if options.get("out_indices") is not None:
-        raise ValueError("out_indices needs features_only=True")
+        return FeatureNet(model, options.get("out_indices"), options.get("return_layers"))
+    for key in ("out_indices", "return_layers"):
+        if options.get(key) is not None:
+            raise ValueError(f"{key} needs features_only=True")
     return model
 
 

@@ -12,9 +12,9 @@
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes
 from .files import CheckpointError, read_state_dict
-from .loading import WeightsNote, create_model, create_with_weights, load
+from .loading import WeightsNote, create_model, create_with_weights, fpn_backbone, load
 from .saved import is_saved_model, read_config, save
 
 __all__ = ["CheckpointError", "WeightsNote", "classifier_classes", "create_model",
-           "create_with_weights", "is_saved_model", "load", "read_config", "read_state_dict",
+           "create_with_weights", "fpn_backbone", "is_saved_model", "load", "read_config", "read_state_dict",
            "save", "timm_file", "torchvision_file"]

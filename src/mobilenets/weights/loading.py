@@ -8,7 +8,9 @@ from pathlib import Path
 from torch import nn
 
 from ..data.transforms import at_resolution
-from ..models import FeatureNet, resolve_name
+from ..models import resolve_name
+from ..models.backbones import convert_norm
+from ..models.registry import as_features
 from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
@@ -43,8 +45,10 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         path = (torchvision_file if weights == "torchvision" else timm_file)(name, allow_download)
     else:
         path = Path(weights)
-    features_only = options.pop("features_only", False)
-    out_indices = options.pop("out_indices", None)
+    # the backbone forms are applied once the classifier's weights are in
+    features = {k: options.pop(k) for k in ("features_only", "out_indices", "return_layers")
+                if k in options}
+    norm_layer = options.pop("norm_layer", None)
     ours, pruned = is_saved_model(path), None
     if ours:
         config = read_config(path)
@@ -55,8 +59,15 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         if pruned and "block_widths" not in saved:   # older saved models record them only there
             saved["block_widths"] = pruned["widths"]
         if saved.pop("features_only", False):      # a saved backbone: rebuild it as such
-            return _load_feature_net(name, path, dict(saved, **options), config)
+            if norm_layer is not None:
+                saved["norm_layer"] = norm_layer
+            if "out_indices" in features or "return_layers" in features:  # the user's taps
+                saved.pop("out_indices", None)
+                saved.pop("return_layers", None)
+            return _load_feature_net(name, path, dict(saved, **options, **features), config)
         saved.pop("out_indices", None)
+        saved.pop("return_layers", None)
+        norm_layer = norm_layer or saved.pop("norm_layer", None)
         settings = SourceSettings(saved, config.get("preprocess"))
         state = read_state_dict(path / "model.safetensors")
         class_names = config.get("class_names")
@@ -111,9 +122,10 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         model.config["pruned"] = pruned
     if class_names is not None:
         model.config["class_names"] = list(class_names)
-    if features_only:
-        return FeatureNet(model, out_indices)
-    return model
+    if norm_layer not in (None, "batchnorm"):
+        model = convert_norm(model, norm_layer)
+        model.config["norm_layer"] = norm_layer
+    return as_features(model, features)
 
 
 # options that change what the network computes: overriding the source's value warns
@@ -122,7 +134,8 @@ _COMPUTATION = ("bn_eps", "bn_momentum", "padding", "act")
 
 def _load_feature_net(name: str, path: Path, options: dict, config: dict) -> nn.Module:
     """A saved ``features_only`` model: rebuilt as the same backbone, loaded key by key."""
-    model = build_model(name, features_only=True, **options)
+    options["features_only"] = True
+    model = build_model(name, **options)
     state = read_state_dict(path / "model.safetensors")
     missing = sorted(set(model.state_dict()) - set(state))
     unexpected = sorted(set(state) - set(model.state_dict()))
@@ -148,3 +161,16 @@ def load(directory: str | Path, **overrides) -> nn.Module:
                               f"{hint}")
     config = read_config(Path(directory))
     return create_with_weights(config["architecture"], directory, **overrides)
+
+
+def fpn_backbone(name: str, weights=None, out_indices=(1, 2, 3, 4), out_channels: int = 256,
+                 extra_blocks: bool = True, **options) -> nn.Module:
+    """A backbone under torchvision's FPN, for ``FasterRCNN`` / ``MaskRCNN`` / ``RetinaNet``:
+    the taps ``out_indices`` (default /4, /8, /16, /32, plus the ``"pool"`` level: the five
+    levels torchvision's default anchor generator and RoI pooler expect, as its
+    ``resnet_fpn_backbone``) with one ``out_channels``. ``weights`` and ``options`` as
+    :func:`create_model` (e.g. ``norm_layer="frozen_batchnorm"``)."""
+    from ..models.backbones import FPNBackbone, fpn_return_layers
+    body = create_model(name, weights=weights, features_only=True,
+                        return_layers=fpn_return_layers(out_indices), **options)
+    return FPNBackbone(body, out_channels, extra_blocks)
