@@ -48,10 +48,23 @@ def export_preprocess(model: nn.Module, resolution: int) -> dict:
     return pre
 
 
+def named_outputs(model: nn.Module, sample, task: str) -> list[tuple[str, str]]:
+    """The graph's outputs (name, meaning). A model whose forward returns a dict (torchvision's
+    segmentation convention: ``{"out", "aux"}``) names them by its keys, described by the task
+    where it is registered; any other model by its task (:func:`task_outputs`)."""
+    if not isinstance(sample, dict):
+        return task_outputs(model, task)
+    meanings = dict(task_outputs(model, task)) if task in TASKS else {}
+    return [(k, meanings.get(k, f"{task} output {k!r} ({' x '.join(map(str, v.shape))} for "
+                                f"one input)")) for k, v in sample.items()]
+
+
 def metadata(model: nn.Module, resolution: int, fused: bool,
-             task: str = "classification") -> dict[str, str]:
+             task: str = "classification",
+             outputs: list[tuple[str, str]] | None = None) -> dict[str, str]:
     config = dict(model.config, resolution=resolution)     # the file's input size
-    outputs = [{"name": n, "meaning": m} for n, m in task_outputs(model, task)]
+    outputs = [{"name": n, "meaning": m}
+               for n, m in (outputs if outputs is not None else task_outputs(model, task))]
     return {"model_name": str(config.get("name", type(model).__name__)),
             "preprocess": _json(export_preprocess(model, resolution)),
             "class_names": _json(config.get("class_names")),
@@ -113,11 +126,13 @@ def _check_exportable(model) -> None:
 
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                 dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True,
-                task: str = "classification") -> Path:
+                task: str | None = None) -> Path:
     """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
 
-    ``task`` (a name in ``mobilenets.tasks.TASKS``) names the outputs and describes them in
-    the metadata (``task``, ``outputs``: name and meaning of each).
+    ``task`` (a name in ``mobilenets.tasks.TASKS``; default: the model's ``task`` attribute,
+    else ``"classification"``) names the outputs and describes them in the metadata
+    (``task``, ``outputs``: name and meaning of each). A model returning a dict of outputs
+    (the segmentation heads' ``{"out", "aux"}``) gets one graph output per key, named by it.
 
     The input is ``input`` of shape (batch, C, resolution, resolution); the batch is 1, or a
     symbolic ``batch`` with ``dynamic_batch``. Weights are stored inside the file (no external
@@ -134,6 +149,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
         raise ImportError(f"ONNX export needs onnx and onnxscript ({e}); install them with "
                           f"pip install 'mobilenets[deploy]'") from None
     _check_exportable(model)
+    task = task or getattr(model, "task", "classification")
     newest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset {opset!r} is not supported: ONNX export needs opset "
@@ -152,9 +168,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     try:
         with torch.no_grad():
+            outputs = named_outputs(model, net(x), task)
             program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset,
                                         verbose=False, input_names=["input"],
-                                        output_names=output_names(model, task),
+                                        output_names=[n for n, _ in outputs],
                                         dynamic_shapes=dynamic)
     finally:
         if not fuse:
@@ -169,7 +186,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
                            f"asked for; export with opset={MIN_OPSET}")
     # "fused" says what the file holds: torch's exporter folds BatchNorm itself in eval mode
     folded = not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    for key, value in metadata(model, resolution, folded, task).items():
+    for key, value in metadata(model, resolution, folded, task, outputs).items():
         proto.metadata_props.add(key=key, value=value)
     return save_checked(proto, path)
 

@@ -26,12 +26,15 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def torchvision_file(name: str, allow_download: bool = False) -> Path:
-    """torchvision's default checkpoint for ``name`` in ``torch.hub.get_dir()/checkpoints``."""
-    tv = TORCHVISION_NAMES.get(name)
+def torchvision_file(name: str, allow_download: bool = False,
+                     names: dict[str, str] | None = None) -> Path:
+    """torchvision's default checkpoint for ``name`` in ``torch.hub.get_dir()/checkpoints``;
+    ``names`` maps our names to torchvision's (default: the classifiers)."""
+    names = TORCHVISION_NAMES if names is None else names
+    tv = names.get(name)
     if tv is None:
         raise CheckpointError(f"torchvision has no weights for {name}; it covers "
-                              f"{', '.join(sorted(TORCHVISION_NAMES))}")
+                              f"{', '.join(sorted(names))}")
     weights = torchvision_weights_for(tv, None)
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     prefix = re.search(r"-([a-f0-9]+)\.", path.name)

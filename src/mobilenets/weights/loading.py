@@ -15,6 +15,7 @@ from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
 from .files import CheckpointError, read_state_dict
+from .heads import create_head, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
 from .sources import (SourceSettings, effnet_pytorch_settings, timm_settings,
@@ -33,13 +34,19 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
     """Build a registered model (see :func:`mobilenets.models.create_model` for the options),
     with ``weights``: a checkpoint file or folder (torchvision, timm or our own saved format),
     or ``"torchvision"`` / ``"timm"`` for the file in those libraries' local caches
-    (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights."""
+    (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights.
+    Head models (segmentation, depth) take their checkpoints and ``backbone_weights`` as
+    :mod:`.heads` describes."""
+    if is_head_name(name):
+        return create_head(name, weights, allow_download, **options)
     if weights is None:
         return build_model(name, **options)
     return create_with_weights(name, weights, allow_download, **options)
 
 
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
+    if is_head_name(name):
+        return create_head(name, weights, allow_download, **options)
     name = resolve_name(name)
     if weights in ("torchvision", "timm"):
         path = (torchvision_file if weights == "torchvision" else timm_file)(name, allow_download)

@@ -64,6 +64,16 @@ def _check_savable(model) -> None:
                         f"{model.eval_only}")
 
 
+def _options(config: dict) -> dict:
+    """The builder options that rebuild the model: a head model (segmentation, depth) keeps
+    them in ``config["options"]``; a classifier's or backbone's config is its options plus
+    records (name, family, class names, weights)."""
+    if "head" in config:
+        return dict(config["options"])
+    return {k: v for k, v in config.items()
+            if k not in _NOT_OPTIONS and k != "class_names" and k != "weights"}
+
+
 def save(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
     """Write ``model`` to ``directory`` (created if needed) in the saved-model format.
 
@@ -79,8 +89,7 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
     config = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "library_version": __version__,
         "architecture": model.config["name"],
-        "options": {k: v for k, v in model.config.items()
-                    if k not in _NOT_OPTIONS and k != "class_names" and k != "weights"},
+        "options": _options(model.config),
         "class_names": class_names, "preprocess": model.preprocess,
         "cost": {"params": sum(p.numel() for p in model.parameters()),
                  "resolution": model.config.get("resolution")},
