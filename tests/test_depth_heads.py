@@ -58,6 +58,9 @@ def test_fastdepth_reproduces_the_reference_parameter_counts():
     classifier = create_model("mobilenet_v1_100")
     assert encoder == n_params(classifier) - n_params(classifier.classifier) == 3_206_976
     assert n_params(model) == 3_960_930
+    # and its multiply-adds at 224 px (the reference's derived 0.737 G, unpruned)
+    from mobilenets.cost import profile
+    assert round(profile(model, (3, 224, 224)).macs / 1e9, 3) == 0.737
 
 
 def test_midas_small_reproduces_the_reference_parameter_counts():

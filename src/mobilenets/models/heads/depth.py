@@ -52,8 +52,10 @@ from .encoders import (EXTRA_ENCODERS, backbone_option_names, check_not_head_cho
 from .registry import HeadEntry, register_head
 
 
+@torch.fx.wrap
 def _match_size(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``y`` resized bilinearly to ``x``'s height and width, when they differ."""
+    """``y`` resized bilinearly to ``x``'s height and width, when they differ (one node
+    under FX tracing, which cannot branch on shapes; the cost model traces with FX)."""
     if y.shape[-2:] == x.shape[-2:]:
         return y
     return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
