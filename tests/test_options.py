@@ -14,7 +14,7 @@ def n_params(m):
 
 def test_list_models_and_pattern():
     names = mobilenets.list_models()
-    assert len(names) == 38
+    assert len(mobilenets.list_models(task="classification")) == 38
     assert mobilenets.list_models("mobilenet_v3_*") == [n for n in names
                                                         if n.startswith("mobilenet_v3_")]
     assert mobilenets.list_models("nothing*") == []
@@ -139,6 +139,17 @@ def test_act_override_num_classes_in_chans_and_bn_options():
     assert model.config["bn_eps"] == 1e-5 and model.config["act"] == "relu6"
     with torch.no_grad():
         assert model.eval()(torch.randn(2, 1, 64, 64)).shape == (2, 5)
+
+
+def test_act_override_reaches_the_squeeze_excite_but_not_its_gate():
+    from mobilenets.layers.squeeze_excite import SqueezeExcite
+    model = mobilenets.create_model("mobilenet_v3_small_100", act="relu6")
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert ses and all(isinstance(m.act, torch.nn.ReLU6) for m in ses)
+    assert all(isinstance(m.gate, torch.nn.Hardsigmoid) for m in ses)
+    plain = mobilenets.create_model("mobilenet_v3_small_100")
+    assert all(type(m.act) is torch.nn.ReLU for m in plain.modules()
+               if isinstance(m, SqueezeExcite))
 
 
 def test_reference_bn_defaults_recorded():
