@@ -24,7 +24,7 @@ fresh for fine-tuning, as a classifier's do.
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,11 +47,6 @@ TORCHVISION_HEADS = {"lraspp_mobilenet_v3_large_100": "lraspp_mobilenet_v3_large
 # builder settings a backbone checkpoint implies, which the head model's backbone must share
 BACKBONE_SETTINGS = ("width_mult", "depth_mult", "block_widths", "in_chans", "bn_eps",
                      "bn_momentum", "padding", "act")
-
-
-def _note(message: str) -> None:
-    from .loading import WeightsNote
-    warnings.warn(message, WeightsNote, stacklevel=4)
 
 
 def is_head_name(name) -> bool:
@@ -82,15 +77,22 @@ def head_name(name: str, options: dict) -> str:
     return f"{entry.name}_{backbone}"
 
 
-def create_head(name: str, weights=None, allow_download: bool = False, **options) -> nn.Module:
-    """A head model, with ``weights`` or ``backbone_weights`` (see the module docstring)."""
+def create_head(name: str, weights, allow_download: bool, options: dict, *,
+                load_classifier: Callable[..., nn.Module],
+                note: Callable[[str], None]) -> nn.Module:
+    """A head model, with ``weights`` or ``backbone_weights`` (see the module docstring).
+    ``load_classifier(name, weights, allow_download, **options)`` loads a classification
+    checkpoint (``create_with_weights``), ``note`` reports what loading decided (a
+    ``WeightsNote``); the loading module passes both."""
+    options = dict(options)
     backbone_weights = options.pop("backbone_weights", None)
     name = head_name(name, options)
     if weights is not None and backbone_weights is not None:
         raise ValueError("give weights= (a whole head model's checkpoint) or backbone_weights= "
                          "(a classifier to start the backbone from), not both")
     if backbone_weights is not None:
-        return _with_backbone_weights(name, backbone_weights, allow_download, options)
+        return _with_backbone_weights(name, backbone_weights, allow_download, options,
+                                      load_classifier)
     if weights is None:
         return build_model(name, **options)
     if weights == "torchvision":
@@ -102,8 +104,8 @@ def create_head(name: str, weights=None, allow_download: bool = False, **options
     else:
         path = Path(weights)
     if is_saved_model(path):
-        return _load_saved(name, path, options)
-    return _load_torchvision(name, path, options)
+        return _load_saved(name, path, options, note)
+    return _load_torchvision(name, path, options, note)
 
 
 def _fresh_class_layers(model: nn.Module) -> tuple[str, ...]:
@@ -152,8 +154,13 @@ def _probe(name: str, options: dict) -> nn.Module:
         return build_model(name, **options)
 
 
-def _load_torchvision(name: str, path: Path, options: dict) -> nn.Module:
+def _load_torchvision(name: str, path: Path, options: dict, note) -> nn.Module:
     """A torchvision segmentation state dict (see the module docstring)."""
+    entry, backbone = resolve_head(name)
+    if entry.task != "segmentation":
+        raise CheckpointError(f"cannot load {path} into {name}: a {entry.task} head loads a "
+                              f"folder saved by mobilenets.save; start its backbone from a "
+                              f"classifier's file with backbone_weights=PATH")
     state = read_state_dict(path)
     backbone_state = {"features." + k[len("backbone."):]: v for k, v in state.items()
                       if k.startswith("backbone.")}
@@ -174,7 +181,6 @@ def _load_torchvision(name: str, path: Path, options: dict) -> nn.Module:
                               f"state dict (keys backbone.N... in torchvision's features "
                               f"numbering, classifier.*) nor a saved mobilenets head model"
                               f"{hint}")
-    entry, backbone = resolve_head(name)
     try:
         settings = torchvision_settings(backbone, None)
     except ValueError as e:
@@ -182,7 +188,7 @@ def _load_torchvision(name: str, path: Path, options: dict) -> nn.Module:
     merged = dict(settings.options)
     for key, value in options.items():
         if key in merged and value != merged[key]:
-            _note(f"{key}={value!r} overrides the checkpoint's {merged[key]!r}: the model will "
+            note(f"{key}={value!r} overrides the checkpoint's {merged[key]!r}: the model will "
                   f"not compute what torchvision's does")
         merged[key] = value
     probe = _probe(name, {k: v for k, v in merged.items() if k != "num_classes"})
@@ -192,20 +198,23 @@ def _load_torchvision(name: str, path: Path, options: dict) -> nn.Module:
         merged["aux_loss"] = has_aux
         probe = _probe(name, {k: v for k, v in merged.items() if k != "num_classes"})
     file_classes = _classes(head_state, _fresh_class_layers(probe))
+    if file_classes is None:
+        raise CheckpointError(f"cannot load {path} into {name}: it has none of the class "
+                              f"layers {', '.join(_fresh_class_layers(probe))}")
     merged.setdefault("num_classes", file_classes)
     model = build_model(name, **merged)
     skip = ()
     if has_aux and getattr(model, "aux_classifier", None) is None:
         head_state = {k: v for k, v in head_state.items() if not k.startswith("aux_classifier.")}
-        _note(f"{name}: the checkpoint's auxiliary head (aux_classifier) is dropped "
+        note(f"{name}: the checkpoint's auxiliary head (aux_classifier) is dropped "
               f"(aux_loss=False)")
     elif not has_aux and getattr(model, "aux_classifier", None) is not None:
         skip = ("aux_classifier",)
-        _note(f"{name}: the checkpoint has no auxiliary head; aux_classifier starts from its "
+        note(f"{name}: the checkpoint has no auxiliary head; aux_classifier starts from its "
               f"initialisation")
     if model.num_classes != file_classes:
         skip += _fresh_class_layers(model)
-        _note(f"{name}: class layers re-initialised for {model.num_classes} classes (the "
+        note(f"{name}: class layers re-initialised for {model.num_classes} classes (the "
               f"checkpoint has {file_classes}): ready for fine-tuning")
     converted = convert_state_dict(backbone_state, model.backbone)
     ours = {f"backbone.{k}": v for k, v in converted.items()}
@@ -213,44 +222,49 @@ def _load_torchvision(name: str, path: Path, options: dict) -> nn.Module:
     tv_name = TORCHVISION_HEADS.get(name)
     res = options.get("resolution")
     if tv_name is not None:          # torchvision's published segmentation weights
-        import torchvision
         published = torchvision_weights_for(tv_name, path)
         t = published.transforms()
         size = res or int(t.resize_size[0])
         model.preprocess = {"resolution": size, "resize": size, "crop_pct": 1.0,
                             "interpolation": t.interpolation.value, "mean": tuple(t.mean),
                             "std": tuple(t.std)}
-        if (Path(published.url).name == path.name and model.num_classes == file_classes
-                and isinstance(published, torchvision.models.WeightsEnum)):
+        if Path(published.url).name == path.name and model.num_classes == file_classes:
             model.config["class_names"] = list(published.meta["categories"])
-        _note(f"{name} from {path.name}: torchvision {tv_name} BatchNorm and its eval "
+        note(f"{name} from {path.name}: torchvision {tv_name} BatchNorm and its eval "
               f"preprocessing (resize {t.resize_size[0]}, mean/std {tuple(t.mean)} / "
               f"{tuple(t.std)})")
     else:
-        _note(f"{name} from {path.name}: torchvision {backbone} BatchNorm")
+        note(f"{name} from {path.name}: torchvision {backbone} BatchNorm")
         model.preprocess = dict(model.preprocess, mean=settings.preprocess["mean"],
                                 std=settings.preprocess["std"])
     model.config["weights"] = str(path)
     return model
 
 
-def _load_saved(name: str, path: Path, options: dict) -> nn.Module:
+def _load_saved(name: str, path: Path, options: dict, note) -> nn.Module:
     """A head model saved by ``mobilenets.save``: rebuilt from its options, loaded by key."""
     config = read_config(path)
     saved_name = config["architecture"]
-    if saved_name != name and head_name(saved_name, {}) != name:
+    if not is_head_name(saved_name):
+        raise CheckpointError(f"{path} holds a {saved_name}, not a {name}; to start {name}'s "
+                              f"backbone from it, pass it as backbone_weights=")
+    if head_name(saved_name, {}) != name:
         raise CheckpointError(f"{path} holds a {saved_name}, not a {name}")
     merged = dict(config["options"], **options)
     model = build_model(saved_name, **merged)
     saved_classes = config["options"].get("num_classes")
-    skip = _fresh_class_layers(model) if model.num_classes != saved_classes else ()
+    classes = getattr(model, "num_classes", None)
+    skip = _fresh_class_layers(model) if classes != saved_classes else ()
     _load(model, read_state_dict(path / "model.safetensors"), skip, saved_name, path)
     preprocess = dict(config.get("preprocess") or model.preprocess)
+    for key in ("mean", "std"):           # JSON keeps them as lists
+        if key in preprocess:
+            preprocess[key] = tuple(preprocess[key])
     if "resolution" in options:
         preprocess.update(resolution=options["resolution"], resize=options["resolution"])
     model.preprocess = preprocess
     if skip:
-        _note(f"{saved_name}: class layers re-initialised for {model.num_classes} classes (the "
+        note(f"{saved_name}: class layers re-initialised for {classes} classes (the "
               f"saved model has {saved_classes}): ready for fine-tuning")
     elif config.get("class_names") is not None:
         model.config["class_names"] = list(config["class_names"])
@@ -258,15 +272,14 @@ def _load_saved(name: str, path: Path, options: dict) -> nn.Module:
     return model
 
 
-def _with_backbone_weights(name: str, weights, allow_download: bool,
-                           options: dict) -> nn.Module:
+def _with_backbone_weights(name: str, weights, allow_download: bool, options: dict,
+                           load_classifier) -> nn.Module:
     """The head model with its backbone from a classification checkpoint."""
-    from .loading import create_with_weights
     entry, backbone = resolve_head(name)
     given = {k: options[k] for k in BACKBONE_SETTINGS if k in options}
     try:
-        classifier = create_with_weights(backbone, weights, allow_download, num_classes=0,
-                                         **given)
+        classifier = load_classifier(backbone, weights, allow_download, num_classes=0,
+                                     **given)
     except ValueError as e:
         if isinstance(e, CheckpointError):
             raise

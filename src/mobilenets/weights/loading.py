@@ -38,7 +38,8 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
     Head models (segmentation, depth) take their checkpoints and ``backbone_weights`` as
     :mod:`.heads` describes."""
     if is_head_name(name):
-        return create_head(name, weights, allow_download, **options)
+        return create_head(name, weights, allow_download, options,
+                           load_classifier=create_with_weights, note=_note)
     if weights is None:
         return build_model(name, **options)
     return create_with_weights(name, weights, allow_download, **options)
@@ -46,7 +47,8 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
 
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
     if is_head_name(name):
-        return create_head(name, weights, allow_download, **options)
+        return create_head(name, weights, allow_download, options,
+                           load_classifier=create_with_weights, note=_note)
     name = resolve_name(name)
     if weights in ("torchvision", "timm"):
         path = (torchvision_file if weights == "torchvision" else timm_file)(name, allow_download)
