@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -418,6 +419,8 @@ def test_export_onnx_runs_in_onnxruntime(tmp_path, head, family):
     path = mobilenets.export_onnx(model, tmp_path / "seg.onnx")      # fused, at 64 px
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["task"] == "segmentation" and meta["fused"] == "true"
+    assert [o["name"] for o in json.loads(meta["outputs"])] == outputs(model)
+    assert json.loads(meta["config"])["taps"] == model.config["taps"]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == outputs(model)
     x = torch.randn(1, 3, RES, RES)

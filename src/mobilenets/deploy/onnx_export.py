@@ -55,8 +55,8 @@ def named_outputs(model: nn.Module, sample, task: str) -> list[tuple[str, str]]:
     if not isinstance(sample, dict):
         return task_outputs(model, task)
     meanings = dict(task_outputs(model, task)) if task in TASKS else {}
-    return [(k, meanings.get(k, f"{task} output {k!r} ({' x '.join(map(str, v.shape))} for "
-                                f"one input)")) for k, v in sample.items()]
+    return [(k, meanings.get(k, f"{task} output {k!r}, N x "
+                                f"{' x '.join(map(str, v.shape[1:]))}")) for k, v in sample.items()]
 
 
 def metadata(model: nn.Module, resolution: int, fused: bool,
