@@ -31,6 +31,16 @@ ARCHIVE = SHARED_DATASETS / "coco128-lightly.tar.gz"
 PLAIN = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "interpolation": "bilinear"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch on one thread: on 2 cores shared with other jobs, small models ran several
+    times slower on two contended threads (as in test_docs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- metrics and losses against hand computations ------------------------------------------
 
 # 3 x 3 target with one ignored pixel; pairs (target, prediction) over the 8 scored pixels:
@@ -217,6 +227,12 @@ def test_bad_data_gets_clear_errors(tmp_path):
     assert MaskPairs(find_split(root, "train"))[2] is None                     # skipped
     images, masks, bad = collate_masks([None, None])
     assert bad == 2 and len(masks) == 0
+    with pytest.raises(ValueError, match="label_set must be one of coco, voc"):
+        segmentation_config(segmentation={"label_set": "ade"})
+    with pytest.raises(ValueError, match="unknown segmentation option.*labelset"):
+        segmentation_config(segmentation={"labelset": "voc"})
+    with pytest.raises(ValueError, match="train_limit must be an integer >= 0"):
+        segmentation_config(segmentation={"train_limit": -1})
 
 
 def test_voc_layout(tmp_path):
@@ -268,6 +284,11 @@ def test_coco_adapter_coco_label_set(coco128):
         for cat in np.flatnonzero(np.bincount(raw.numpy().ravel())).tolist():
             if cat:
                 assert (m[raw == cat] == ids.index(cat)).all()   # contiguous, in id order
+    task = SegmentationTask()
+    train_set, val_set = task.datasets(segmentation_config(
+        data=str(coco128), segmentation={"train_limit": 3, "val_limit": 2}))
+    assert len(train_set) == 3 and len(val_set) == 2 and len(task.classes) == 129
+    assert "28 train image(s) without a mask skipped" in task.summary(train_set, val_set)
     classes, lut = coco_label_map(_config_names(coco128), "coco", unlabeled="background")
     assert classes[0] == "background" and lut[0] == 0 and lut[1] == 1
 
@@ -310,6 +331,7 @@ def test_coco_adapter_voc_label_set(coco128):
 
 
 # ---- runs on the training engine -----------------------------------------------------------
+
 
 class TinySeg(nn.Module):
     """A stand-in segmentation model with torchvision's output convention."""

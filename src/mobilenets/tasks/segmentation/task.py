@@ -42,6 +42,8 @@ class SegmentationOptions:
     unlabeled: str | None = None       # COCO id 0: "ignore" | "background" (None: the set's)
     train_split: str = "train"         # folder: images/<split>; VOC: ImageSets list; COCO:
     val_split: str = "val"             # config.yaml's key (or a masks/<split> folder)
+    train_limit: int = 0               # > 0: only the first N pairs of the split (by name),
+    val_limit: int = 0                 # e.g. to overfit a few images
     scale: tuple = (0.5, 2.0)          # random resize of the shorter side, x resolution
     hflip: float = 0.5
     aux_weight: float = 0.5            # torchvision's reference: out + 0.5 aux
@@ -59,6 +61,11 @@ class SegmentationOptions:
                              f"{self.unlabeled!r}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
+        for name in ("train_limit", "val_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: the whole split), not "
+                                 f"{value!r}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, not {self.aux_weight}")
 
@@ -98,6 +105,9 @@ class SegmentationTask(Task):
             raise DataError(f"the validation data ({val.where}) has the classes "
                             f"{_shown(val.classes)}, the training data {_shown(train.classes)}; "
                             f"give data with one class list")
+        for files, limit in ((train, opts.train_limit), (val, opts.val_limit)):
+            if limit:
+                files.pairs = files.pairs[:limit]
         self.classes, self.files = list(train.classes), (train, val)
         self.train_raw = MaskPairs(train, strict=cfg.strict_data)
         self.val_raw = MaskPairs(val, strict=cfg.strict_data)
@@ -182,6 +192,10 @@ class SegmentationTask(Task):
     def evaluate(self, model, loader, device, dist) -> dict:
         result = evaluate_model(model, loader, len(self.classes), device, dist, set_eval=False,
                                 aux_weight=self.options.aux_weight, classes=self.classes)
+        if result["pixels"] == 0:
+            raise DataError("no validation pixel has a label (every mask value is 255 or every "
+                            "image was unreadable): nothing to score; check the masks and, for "
+                            "COCO masks, the unlabeled option")
         return {k: result[k] for k in ("loss", "miou", "pixel_acc", "per_class_iou")}
 
     def save_best(self, model, folder) -> None:
@@ -208,7 +222,7 @@ class SegmentationTask(Task):
         """A training loss still above chance level (ln C, a uniform guess per pixel) after
         two epochs: the run diverges."""
         chance = math.log(len(self.classes))
-        if metrics["epoch"] < 2 or metrics["train_loss"] <= 1.5 * chance:
+        if len(self.classes) < 2 or metrics["epoch"] < 2 or metrics["train_loss"] <= 1.5 * chance:
             return None
         return (f"the training loss {metrics['train_loss']:.2f} is still well above chance "
                 f"level (ln {len(self.classes)} = {chance:.2f}) after {metrics['epoch']} "
@@ -218,8 +232,9 @@ class SegmentationTask(Task):
     def outputs(self, model) -> list[tuple[str, str]]:
         n = (getattr(model, "config", None) or {}).get("num_classes") or "C"
         out = [("out", f"N x {n} x H x W class scores per pixel (logits) at the input size")]
+        config = getattr(model, "config", None) or {}
         aux = (getattr(model, "aux_classifier", None) is not None
-               or bool((getattr(model, "config", None) or {}).get("aux_loss")))
+               or any(config.get(k) for k in ("aux", "aux_loss")))
         if aux:
             out.append(("aux", f"N x {n} x H x W logits of the auxiliary head"))
         return out
