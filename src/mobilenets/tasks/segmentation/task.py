@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ...data import DataError
@@ -205,10 +206,10 @@ class SegmentationTask(Task):
         and preprocessing (load its state dict into the same class)."""
         config = getattr(model, "config", None)
         if isinstance(config, dict) and "name" in config:
+            config.setdefault("num_classes", len(self.classes))   # save() checks the names
             config["class_names"] = self.classes
             save(model, folder, class_names=self.classes)
             return
-        from safetensors.torch import save_file
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
