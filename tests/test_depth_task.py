@@ -29,6 +29,16 @@ from mobilenets.training.sampling import SeededView
 ARCHIVE = SHARED_DATASETS / "7scenes-redkitchen-depth.tar.gz"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """torch on one thread: these tiny tensors ran several times slower on two threads of
+    2 cores shared with other jobs (as in test_docs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- hand computations (plain python over lists) -------------------------------------------
 
 def hand_metrics(pred, gt, lo=1e-3, hi=10.0):
