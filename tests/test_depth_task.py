@@ -353,7 +353,8 @@ class TinyDepth(nn.Module):
         self.out = nn.Conv2d(width, 1, 1)
         nn.init.constant_(self.out.bias, 1.0)
         self.config = {"name": f"tinydepth_{kind}", "head": "tinydepth", "backbone": "none",
-                       "task": "depth", "kind": kind, "resolution": resolution, "width": width}
+                       "task": "depth", "depth_kind": kind,     # the heads' config convention
+                       "options": {"kind": kind, "resolution": resolution, "width": width}}
         self.preprocess = {"resolution": resolution, "mean": (0.485, 0.456, 0.406),
                            "std": (0.229, 0.224, 0.225), "interpolation": "bilinear"}
 
@@ -432,7 +433,7 @@ def test_registered_head_trains_and_resumes_exactly(four_frames, tmp_path, tiny_
     for key in ("train_loss", "val_loss", "abs_rel", "rmse"):
         assert resumed[0][key] == whole[0][key] and resumed[1][key] == whole[1][key], key
     config = json.loads((tmp_path / "whole" / "best" / "config.json").read_text())
-    assert config["options"]["width"] == 6          # model_options reached the builder
+    assert config["options"]["options"]["width"] == 6    # model_options reached the builder
 
 
 def test_bad_options_and_models_are_refused(four_frames, tmp_path):

@@ -28,8 +28,8 @@ from .evaluate import depth_output, evaluate_model, mean_depth_baseline, model_d
 from .losses import LOSSES, masked_l1, silog_loss, ssi_loss, valid_mask
 from .metrics import DEPTH_KINDS
 
-# what a head model's config records besides its builder options
-_CONFIG_NOT_OPTIONS = ("name", "head", "backbone", "task", "family", "weights")
+# keys of a model config that are no builder options (for configs without an "options" dict)
+_CONFIG_NOT_OPTIONS = ("name", "head", "backbone", "task", "depth_kind", "family", "weights")
 
 
 @dataclass
@@ -120,10 +120,13 @@ class DepthTask(Task):
         """``cfg.model`` (a depth head, e.g. ``fastdepth_mobilenet_v2_100``) through
         :func:`mobilenets.weights.create_model` with ``resolution``, ``bn_momentum`` when set,
         ``weights`` and the ``model_options`` depth option; on resume the architecture the
-        checkpoint recorded (its config's options)."""
+        checkpoint recorded: ``create_model(config["name"], **config["options"])`` (the heads'
+        convention), or with the config's other keys as options when it has no ``options``."""
         if resumed and resumed.get("config"):
             config = resumed["config"]
-            options = {k: v for k, v in config.items() if k not in _CONFIG_NOT_OPTIONS}
+            options = config.get("options")      # the heads' convention (docs/dense-heads.md)
+            if not isinstance(options, dict):    # else every key that describes no option
+                options = {k: v for k, v in config.items() if k not in _CONFIG_NOT_OPTIONS}
             model = create_model(config["name"], **options)
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
@@ -158,6 +161,8 @@ class DepthTask(Task):
         self.kind, self.loss_name = kind, loss
         pre = dict(getattr(model, "preprocess", None) or {})
         pre["resolution"] = cfg.resolution
+        if "resize" in pre:           # the heads' preprocess: resize = resolution, no crop
+            pre.update(resize=cfg.resolution, crop_pct=1.0)
         if hasattr(model, "preprocess"):
             model.preprocess = pre
         self.preprocess = pre
