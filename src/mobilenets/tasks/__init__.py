@@ -1,8 +1,10 @@
 """Tasks on the training engine, one sub-package each; ``TASKS`` maps a name to its task."""
 
 from .classification import ClassificationTask
+from .depth import DepthTask
 from .segmentation import SegmentationTask
 
-TASKS = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+TASKS = {"classification": ClassificationTask, "segmentation": SegmentationTask,
+         "depth": DepthTask}
 
-__all__ = ["TASKS", "ClassificationTask", "SegmentationTask"]
+__all__ = ["TASKS", "ClassificationTask", "DepthTask", "SegmentationTask"]
