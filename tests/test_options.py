@@ -14,7 +14,7 @@ def n_params(m):
 
 def test_list_models_and_pattern():
     names = mobilenets.list_models()
-    assert len(names) == 38
+    assert len(mobilenets.list_models(task="classification")) == 38
     assert mobilenets.list_models("mobilenet_v3_*") == [n for n in names
                                                         if n.startswith("mobilenet_v3_")]
     assert mobilenets.list_models("nothing*") == []

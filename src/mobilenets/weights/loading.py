@@ -40,6 +40,9 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
 
 
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
+    from .detection import create_detector, is_detector
+    if is_detector(name):         # detectors: their own checkpoint import (weights/detection.py)
+        return create_detector(name, weights, **options)
     name = resolve_name(name)
     if weights in ("torchvision", "timm"):
         path = (torchvision_file if weights == "torchvision" else timm_file)(name, allow_download)

@@ -14,4 +14,6 @@ from __future__ import annotations
 
 from .registry import HEADS, HeadEntry, register_head, resolve_head
 
+from . import detection  # noqa: F401  (registers ssdlite, ssdlite320)
+
 __all__ = ["HEADS", "HeadEntry", "register_head", "resolve_head"]
