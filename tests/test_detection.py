@@ -1,7 +1,8 @@
 """Detection: SSDLite on our backbones against torchvision's, the eval/train conventions,
 COCO's label mapping, and the COCO128 loader."""
 
-import io
+import logging
+import shutil
 import tarfile
 
 import pytest
@@ -11,7 +12,14 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 import mobilenets
+from mobilenets.data import DataError
 from mobilenets.data.coco import COCO80_TO_91, coco91_names, to_coco80, to_coco91
+from mobilenets.tasks.detection import (YoloDetection, coco_map, detection_train_transform,
+                                        read_names)
+from mobilenets.tasks.detection import evaluate as evaluate_detections
+from mobilenets.tasks.detection import train as train_detector
+from mobilenets.tasks.detection.task import label_space
+from mobilenets.training.sampling import SeededView
 from conftest import SHARED_DATASETS, randomize_bn
 
 COCO128 = SHARED_DATASETS / "coco128-lightly.tar.gz"
@@ -31,27 +39,30 @@ def spread_class_biases(model, seed: int = 1, scale: float = 3.0):
     return model
 
 
-def coco128_members(split: str, n: int, with_labels: bool = True):
-    """The first ``n`` (image, YOLO label text) pairs of a COCO128 split, from the archive."""
+@pytest.fixture(scope="module")
+def coco128(tmp_path_factory):
+    """COCO128's detection folder (``object_detection/``: images, labels, config.yaml),
+    unpacked from the shared archive into a temporary folder."""
     if not COCO128.exists():
         pytest.skip("../shared/datasets is absent")
-    out = []
+    dest = tmp_path_factory.mktemp("coco128")
     with tarfile.open(COCO128) as tar:
-        files = {m.name: m for m in tar if m.isfile()}
-        for name in sorted(files):
-            if not name.startswith(f"coco128-lightly/images/{split}/"):
-                continue
-            stem = name.rsplit("/", 1)[1][:-4]
-            label = files.get(f"coco128-lightly/object_detection/labels/{split}/{stem}.txt")
-            if with_labels and label is None:
-                continue
-            data = torch.frombuffer(bytearray(tar.extractfile(files[name]).read()),
-                                    dtype=torch.uint8)
-            image = decode_image(data, mode=ImageReadMode.RGB).float() / 255
-            text = tar.extractfile(label).read().decode() if label is not None else ""
-            out.append((image, text))
-            if len(out) == n:
-                return out
+        members = [m for m in tar if m.name.startswith(("coco128-lightly/images/",
+                                                        "coco128-lightly/object_detection/"))]
+        tar.extractall(dest, members=members, filter="data")
+    return dest / "coco128-lightly" / "object_detection"
+
+
+def coco128_pairs(root, split: str, n: int):
+    """The first ``n`` labelled (image in [0, 1], YOLO label text) pairs of a split."""
+    out = []
+    for path in sorted((root / "images" / split).glob("*.jpg")):
+        label = root / "labels" / split / f"{path.stem}.txt"
+        if label.exists():
+            image = decode_image(str(path), mode=ImageReadMode.RGB).float() / 255
+            out.append((image, label.read_text()))
+        if len(out) == n:
+            break
     return out
 
 
@@ -128,10 +139,10 @@ def test_torchvision_checkpoint_gives_torchvision_head_outputs(tv_ssdlite):
         torch.testing.assert_close(head_a[key], head_b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_torchvision_checkpoint_gives_torchvision_detections_on_coco128(tv_ssdlite):
+def test_torchvision_checkpoint_gives_torchvision_detections_on_coco128(tv_ssdlite, coco128):
     tv, path = tv_ssdlite
     ours = mobilenets.create_model("ssdlite320_mobilenet_v3_large", weights=path).eval()
-    images = [img for img, _ in coco128_members("val2017", 2)]
+    images = [img for img, _ in coco128_pairs(coco128, "val2017", 2)]
     assert images[0].shape != images[1].shape
     with torch.no_grad():
         got, want = ours(images), tv(images)
@@ -191,8 +202,8 @@ def test_eval_takes_images_of_any_size_and_returns_boxes_in_their_pixels():
     assert (strict["scores"] > model.score_thresh).all()
 
 
-def test_train_mode_returns_losses_and_an_optimiser_step_lowers_them():
-    pairs = coco128_members("train2017", 2)
+def test_train_mode_returns_losses_and_an_optimiser_step_lowers_them(coco128):
+    pairs = coco128_pairs(coco128, "train2017", 2)
     images = [img for img, _ in pairs]
     targets = [yolo_target(img, text) for img, text in pairs]
     torch.manual_seed(0)
@@ -276,3 +287,134 @@ def test_coco80_to_coco91_mapping():
     assert to_coco91(torch.tensor([0, 11, 79])).tolist() == [1, 13, 90]
     assert to_coco80(to_coco91(torch.arange(80))).tolist() == list(range(80))
     assert to_coco80(torch.tensor([0, 12])).tolist() == [-1, -1]
+
+
+def test_coco128_names_are_coco80_in_coco_order(coco128):
+    names = read_names(coco128 / "config.yaml")
+    assert names == [coco91_names()[i] for i in COCO80_TO_91]
+    assert label_space(names) == "coco91" and label_space(names, "contiguous") == "contiguous"
+    assert label_space(["cat", "dog"]) == "contiguous"
+    with pytest.raises(ValueError, match="COCO's 80"):
+        label_space(["cat", "dog"], "coco91")
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def test_yolo_loader_background_images_and_orphan_labels(coco128, caplog):
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        ds = YoloDetection(coco128, "train2017")
+    # COCO128's train split: 2 images without labels, 2 label files without images
+    assert len(ds) == 128 and len(ds.names) == 80
+    assert ds.background == ["000000000250", "000000000508"]
+    assert [p.rsplit("/", 1)[1] for p in ds.orphan_labels] == ["000000000656.txt",
+                                                               "000000000659.txt"]
+    assert "have no image" in caplog.text and "000000000656.txt" in caplog.text
+    k = [p.stem for p in ds.images].index("000000000250")
+    (image, target), index = ds[k]
+    assert index == k and target["boxes"].shape == (0, 4) and len(target["labels"]) == 0
+    # a labelled image: the boxes are the label file's, in pixels, labels 0-79
+    (image, target), _ = ds[0]
+    text = (coco128 / "labels" / "train2017" / f"{ds.images[0].stem}.txt").read_text()
+    want = yolo_target(image.float() / 255, text)
+    assert image.dtype == torch.uint8 and image.shape[0] == 3
+    torch.testing.assert_close(target["boxes"].as_subclass(torch.Tensor), want["boxes"])
+    assert to_coco91(target["labels"]).tolist() == want["labels"].tolist()
+    assert target["boxes"].canvas_size == tuple(image.shape[1:])
+
+
+def test_yolo_loader_rejects_bad_label_lines(tmp_path):
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "labels" / "a").mkdir(parents=True)
+    torchvision.io.write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
+                             str(tmp_path / "images" / "a" / "x.png"))
+    (tmp_path / "config.yaml").write_text("names: [cat, dog]\n")
+    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"x.txt:2: class 2 is not in 0 .. 1"):
+        YoloDetection(tmp_path, "a")
+    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2\n")
+    with pytest.raises(DataError, match=r"x.txt:1: expected 'class cx cy w h'"):
+        YoloDetection(tmp_path, "a")
+    with pytest.raises(DataError, match="does not exist"):
+        YoloDetection(tmp_path, "b")
+
+
+def test_box_aware_augmentation(coco128):
+    ds = YoloDetection(coco128, "train2017")
+    (image, target), _ = ds[0]
+    h, w = image.shape[1:]
+    # a sure flip at 160 px: x -> 160 - x, boxes scaled with the image
+    flipped, flipped_target = detection_train_transform(160, "flip", hflip=1.0)(
+        (image, target))
+    b = target["boxes"].as_subclass(torch.Tensor) * torch.tensor([160 / w, 160 / h] * 2)
+    want = torch.stack([160 - b[:, 2], b[:, 1], 160 - b[:, 0], b[:, 3]], 1)
+    assert flipped.shape == (3, 160, 160) and flipped.dtype == torch.float32
+    assert 0 <= flipped.min() and flipped.max() <= 1
+    torch.testing.assert_close(flipped_target["boxes"].as_subclass(torch.Tensor), want,
+                               rtol=1e-5, atol=1e-3)
+    # the full preset: boxes stay inside the image, labels stay with their boxes
+    view = SeededView(ds, detection_train_transform(160, "ssd"), seed=0)
+    dropped = 0
+    for i in range(12):
+        (img, t), _ = view[i]
+        boxes = t["boxes"].as_subclass(torch.Tensor)
+        assert img.shape == (3, 160, 160) and len(boxes) == len(t["labels"])
+        assert (boxes >= 0).all() and (boxes <= 160).all()
+        assert (boxes[:, 2:] - boxes[:, :2] >= 1).all()
+        assert set(t["labels"].tolist()) <= set(ds.labels[i][1].tolist())
+        dropped += len(ds.labels[i][1]) - len(boxes)
+    assert dropped > 0              # IoU crops cut boxes away, and their labels with them
+    # the same (seed, epoch, index) gives the same sample
+    (a, ta), _ = view[(3, 5)]
+    (b2, tb), _ = view[(3, 5)]
+    assert torch.equal(a, b2) and torch.equal(ta["boxes"], tb["boxes"])
+
+
+def test_coco_map_matches_hand_computed_values():
+    """Class 1: a false positive ranked above a true positive of IoU 0.72: precision 1/2 at
+    full recall, so AP 0.5 at the IoU thresholds 0.50-0.70 (5 of 10) and 0 above: AP 0.25,
+    AP50 0.5. Class 2: an exact box, AP 1. Class 3: no ground truth, left out (NaN)."""
+    gt = [{"boxes": torch.tensor([[0.0, 0, 100, 100], [200, 200, 250, 260]]),
+           "labels": torch.tensor([1, 2])}]
+    det = [{"boxes": torch.tensor([[300.0, 300, 350, 350], [0, 0, 100, 72],
+                                   [200, 200, 250, 260]]),
+            "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([1, 1, 2])}]
+    r = coco_map(gt, det, categories=[1, 2, 3])
+    assert r["map"] == pytest.approx((0.25 + 1.0) / 2)
+    assert r["map50"] == pytest.approx((0.5 + 1.0) / 2)
+    assert r["map75"] == pytest.approx((0.0 + 1.0) / 2)
+    assert r["per_class"][1] == pytest.approx(0.25) and r["per_class"][2] == pytest.approx(1)
+    assert r["per_class"][3] != r["per_class"][3]          # NaN
+    none = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+             "labels": torch.zeros(0, dtype=torch.int64)}]
+    assert coco_map(gt, none, [1, 2])["map"] == 0.0
+
+
+def _tiny_yolo_copy(root, dest, n_train=4, n_val=2):
+    """A YOLO folder with the first labelled images of COCO128's splits."""
+    for split, n in (("train2017", n_train), ("val2017", n_val)):
+        (dest / "images" / split).mkdir(parents=True)
+        (dest / "labels" / split).mkdir(parents=True)
+        for label in sorted((root / "labels" / split).glob("*.txt"))[:n]:
+            shutil.copy(label, dest / "labels" / split)
+            shutil.copy(root / "images" / split / f"{label.stem}.jpg", dest / "images" / split)
+    shutil.copy(root / "config.yaml", dest / "config.yaml")
+    return dest
+
+
+def test_detection_task_trains_one_epoch_on_the_engine(coco128, tmp_path):
+    data = _tiny_yolo_copy(coco128, tmp_path / "tiny")
+    out = tmp_path / "run"
+    metrics = train_detector(data=str(data), model="ssdlite_mobilenet_v3_small_100",
+                             resolution=128, epochs=1, batch_size=2, lr=0.01, out=str(out),
+                             progress=False, tensorboard=False,
+                             detection={"augment": "ssdlite",
+                                        "model_options": {"detections_per_img": 50}})
+    assert metrics["epoch"] == 1 and metrics["train_loss"] > 0
+    assert 0 <= metrics["map"] <= metrics["map50"] <= 1 and metrics["val_loss"] > 0
+    assert (out / "last.pt").exists() and (out / "metrics.jsonl").exists()
+    best = mobilenets.load(out / "best")
+    assert best.num_classes == 91 and best.config["class_names"][1] == "person"
+    assert best.config["resolution"] == 128 and best.detections_per_img == 50
+    result = evaluate_detections(best, data)
+    assert result["count"] == 2 and set(result["per_class"]) <= set(read_names(data /
+                                                                              "config.yaml"))

@@ -47,6 +47,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.ssdlite import _extra_block as extra_block
+from torchvision.ops import box_iou
 
 from ...layers.blocks import InvertedResidual, UniversalInvertedBottleneck
 from ..backbones import convert_norm
@@ -168,6 +169,12 @@ class SSDLite(SSD):
         self.preprocess = dict(preprocess)
 
     def forward(self, images, targets=None):
+        """torchvision's ``SSD.forward``; ``images`` may also be the pair ``(images,
+        targets)``, the one input the training engine passes."""
+        if (targets is None and isinstance(images, tuple) and len(images) == 2
+                and isinstance(images[1], (list, tuple))
+                and all(isinstance(t, dict) for t in images[1])):
+            images, targets = images
         if isinstance(images, torch.Tensor) and images.ndim == 3:
             raise ValueError(f"expected a list of 3 x H x W images or a B x 3 x H x W batch, "
                              f"got one image of shape {tuple(images.shape)}; pass [image]")
@@ -180,6 +187,27 @@ class SSDLite(SSD):
             raise ValueError("train mode needs batches of at least 2 images: the last extra "
                              "map is 1 x 1, where BatchNorm has one value per channel")
         return super().forward(images, targets)
+
+    def losses_and_detections(self, images, targets):
+        """Both outputs of one pass, whatever the mode: the training losses against
+        ``targets`` and the detections (validation loss and mAP from one forward; the
+        BatchNorm layers run in the mode the model is in). The steps are
+        ``SSD.forward``'s."""
+        original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, targets = self.transform(list(images), [dict(t) for t in targets])
+        features = list(self.backbone(batch.tensors).values())
+        head_outputs = self.head(features)
+        anchors = self.anchor_generator(batch, features)
+        matched = []
+        for anchors_i, target in zip(anchors, targets):
+            if target["boxes"].numel() == 0:
+                matched.append(torch.full((anchors_i.size(0),), -1, dtype=torch.int64,
+                                          device=anchors_i.device))
+            else:
+                matched.append(self.proposal_matcher(box_iou(target["boxes"], anchors_i)))
+        losses = self.compute_loss(targets, head_outputs, anchors, matched)
+        detections = self.postprocess_detections(head_outputs, anchors, batch.image_sizes)
+        return losses, self.transform.postprocess(detections, batch.image_sizes, original)
 
 
 def _check_options(options: dict) -> None:
