@@ -18,7 +18,7 @@ from mobilenets.tasks.detection import (YoloDetection, coco_map, detection_train
                                         read_names)
 from mobilenets.tasks.detection import evaluate as evaluate_detections
 from mobilenets.tasks.detection import train as train_detector
-from mobilenets.tasks.detection.task import label_space
+from mobilenets.tasks.detection.task import label_space, load_backbone_weights
 from mobilenets.training.sampling import SeededView
 from conftest import SHARED_DATASETS, randomize_bn
 
@@ -418,3 +418,19 @@ def test_detection_task_trains_one_epoch_on_the_engine(coco128, tmp_path):
     result = evaluate_detections(best, data)
     assert result["count"] == 2 and set(result["per_class"]) <= set(read_names(data /
                                                                               "config.yaml"))
+
+
+def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
+    tv = randomize_bn(torchvision.models.mobilenet_v3_large()).eval()
+    torch.save(tv.state_dict(), tmp_path / "v3l.pth")
+    model = mobilenets.create_model("ssdlite_mobilenet_v3_large_100", resolution=128)
+    with pytest.warns(mobilenets.weights.WeightsNote):
+        load_backbone_weights(model, tmp_path / "v3l.pth")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().backbone.body(x)[0], tv.features(x),
+                                   rtol=1e-4, atol=1e-5)
+    # the reduced tail does not fit an ImageNet checkpoint: said so, nothing half-loaded
+    reduced = mobilenets.create_model("ssdlite320_mobilenet_v3_large")
+    with pytest.raises(mobilenets.CheckpointError, match="has shape"):
+        load_backbone_weights(reduced, tmp_path / "v3l.pth")

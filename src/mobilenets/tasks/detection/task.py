@@ -113,12 +113,12 @@ def rebuild_options(config: dict) -> dict:
 
 def load_backbone_weights(model: nn.Module, weights) -> None:
     """Load a classification checkpoint of the detector's backbone (any file
-    ``mobilenets.create_model`` loads for it) into ``model.backbone.body``."""
-    config = model.config
-    options = {k: v for k, v in config.get("options", {}).items()
-               if k in ("width_mult", "depth_mult", "act", "padding", "block_widths",
-                        "reduced_tail")}
-    body = create_model(config["backbone"], weights=weights, features_only=True,
+    ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
+    BatchNorm settings stay the detector's."""
+    built = model.backbone.body.config
+    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding",
+                                     "block_widths", "reduced_tail") if k in built}
+    body = create_model(model.config["backbone"], weights=weights, features_only=True,
                         out_indices=[-1], **options)
     model.backbone.body.load_state_dict(body.state_dict())
 
