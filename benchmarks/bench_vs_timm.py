@@ -53,6 +53,10 @@ TIMM_NAMES = {
     "mobilenet_v3_small_100": "mobilenetv3_small_100",
     **{f"efficientnet_b{i}": f"efficientnet_b{i}" for i in range(8)},
     **{f"efficientnet_lite{i}": f"efficientnet_lite{i}" for i in range(5)},
+    # timm's non-tf_ builds: the same layers (equal parameter counts), symmetric padding
+    **{f"efficientnet_v2_{s}": f"efficientnetv2_{s}" for s in "sml"},
+    **{f"mobilenet_v4_conv_{s}_100": f"mobilenetv4_conv_{s}" for s in ("small", "medium",
+                                                                       "large")},
 }
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
 SEED = 0

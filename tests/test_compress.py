@@ -53,21 +53,25 @@ def _zero_ir_channels(model, ratio, gen):
                         bn.weight[drop] = 0
                         bn.bias[drop] = 0
                     continue
-                if isinstance(block.expand, torch.nn.Identity):
-                    continue
+                if not hasattr(block, "expand") or isinstance(block.expand, torch.nn.Identity):
+                    continue                        # a Conv row, or no expansion
                 n = block.expand.bn.num_features
                 drop = torch.randperm(n, generator=gen)[:n - mid]
-                for t in (block.expand.bn.weight, block.expand.bn.bias, block.dw.bn.bias,
-                          block.dw.bn.running_mean):
+                for t in (block.expand.bn.weight, block.expand.bn.bias):
                     t[drop] = 0
+                if not isinstance(block.dw, torch.nn.Identity):   # UIB without middle dw
+                    block.dw.bn.bias[drop] = 0
+                    block.dw.bn.running_mean[drop] = 0
 
 
 @pytest.mark.parametrize("name,options", [
     pytest.param(n, o, id=n) for n, o in (("mobilenet_v3_small_100", {}), ("mobilenet_v2_050", {}),
-                                          ("efficientnet_v2_s", {"depth_mult": 0.1}))])
+                                          ("efficientnet_v2_s", {"depth_mult": 0.1}),
+                                          ("mobilenet_v4_conv_small_100", {}))])
 def test_removing_dead_hidden_channels_changes_nothing(name, options):
-    """Inverted residuals (with squeeze-excite for V3 and EfficientNetV2) and EfficientNetV2's
-    fused blocks: the sliced model computes the same."""
+    """Inverted residuals (with squeeze-excite for V3 and EfficientNetV2), EfficientNetV2's
+    fused blocks, MobileNetV4-Conv-S's UIBs (ExtraDW, IB, ConvNext) and Conv rows: the
+    sliced model computes the same."""
     model = small(name, **options)
     _zero_ir_channels(model, 0.5, torch.Generator().manual_seed(0))
     ref = model(X)

@@ -141,6 +141,17 @@ def test_act_override_num_classes_in_chans_and_bn_options():
         assert model.eval()(torch.randn(2, 1, 64, 64)).shape == (2, 5)
 
 
+def test_act_override_reaches_the_squeeze_excite_but_not_its_gate():
+    from mobilenets.layers.squeeze_excite import SqueezeExcite
+    model = mobilenets.create_model("mobilenet_v3_small_100", act="relu6")
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert ses and all(isinstance(m.act, torch.nn.ReLU6) for m in ses)
+    assert all(isinstance(m.gate, torch.nn.Hardsigmoid) for m in ses)
+    plain = mobilenets.create_model("mobilenet_v3_small_100")
+    assert all(type(m.act) is torch.nn.ReLU for m in plain.modules()
+               if isinstance(m, SqueezeExcite))
+
+
 def test_reference_bn_defaults_recorded():
     """The reference eps is used; the momentum default is PyTorch's 0.1 for every family (the
     reference codes' tiny momenta leave the running statistics at their initial values in a

@@ -221,7 +221,7 @@ def test_recipes_load():
     from mobilenets.training import list_recipes
     names = list_recipes()
     assert {"mobilenet_v2", "mobilenet_v3", "efficientnet", "fd_mobilenet",
-            "small-data"} <= set(names)
+            "efficientnet_v2", "small-data"} <= set(names)
     cfg = make_config("mobilenet_v2", epochs=2)
     assert cfg.optimizer == "rmsprop" and cfg.lr == 0.045 and cfg.decay_rate == 0.98
     assert cfg.epochs == 2

@@ -11,6 +11,10 @@ al. 2017, arXiv 1708.06519) or by the L1 norm of their conv filter (Li et al. 20
 - :class:`FusedMBConv` with a projection (EfficientNetV2 Fused-MBConv, expansion > 1): the
   hidden channels, ranked on the fused kxk conv / BN; sliced from its outputs and BN and the
   projection conv's inputs. Block outputs stay, and expansion-1 blocks are left whole.
+- :class:`UniversalInvertedBottleneck` (MobileNetV4): the hidden channels as the inverted
+  residual's (expansion conv / BN, the middle depthwise when the block has one, the projection
+  inputs); the start depthwise works on the block input and stays whole, as do ``Conv`` rows
+  in the body (MobileNetV4-Conv-S's first stages).
 - :class:`DepthwiseSeparable` (MobileNetV1 Fig. 3): the pointwise outputs, ranked on the
   pointwise conv / BN; sliced from it, from the next block's depthwise conv, BN and pointwise
   inputs, or from the head / classifier inputs after the last block.
@@ -53,17 +57,22 @@ def pruned_widths(model: MobileNet, ratio: float) -> BlockWidths:
     channels. An expansion width that would equal the block input is moved by 8 (the builder
     drops the expansion conv when ``mid == in``)."""
     kinds = sorted({spec.kind for row in model.plan.rows for spec in row}
-                   - {"ir", "ds", "fused"})
+                   - {"ir", "ds", "fused", "uib", "cn"})
     if kinds:
-        raise ValueError(f"pruning covers inverted residual, fused and depthwise separable "
-                         f"blocks; "
+        raise ValueError(f"pruning covers inverted residual, universal inverted bottleneck, "
+                         f"fused, conv and depthwise separable blocks; "
                          f"{model.config.get('name', 'this model')} also has {', '.join(kinds)} "
-                         f"blocks (MobileNetV4), which it does not prune yet")
+                         f"blocks, which it does not prune")
     widths, prev = [], model.plan.stem.out
     for row in model.plan.rows:
         out_row = []
         for spec in row:
-            if spec.kind in ("ir", "fused"):
+            if spec.kind == "cn":
+                if prev != spec.in_ch:
+                    raise ValueError("a conv row after a pruned block is not supported")
+                out_row.append([spec.in_ch, spec.mid, spec.out])
+                prev = spec.out
+            elif spec.kind in ("ir", "fused", "uib"):
                 if prev != spec.in_ch:
                     raise ValueError("an inverted residual after a pruned block is not supported")
                 mid = spec.mid
@@ -117,7 +126,7 @@ def _slices(model: MobileNet, widths, criterion: str) -> dict[str, dict[int, tor
                 idx[f"{p}.fused.conv"] = {0: k}
                 idx[f"{p}.fused.bn"] = {0: k}
                 idx[f"{p}.project.conv"] = {1: k}
-            elif hasattr(block, "expand"):          # InvertedResidual
+            elif hasattr(block, "expand"):          # InvertedResidual, UIB
                 if isinstance(block.expand, nn.Identity):
                     continue
                 k = _keep(_scores(block, criterion), mid)
@@ -125,6 +134,8 @@ def _slices(model: MobileNet, widths, criterion: str) -> dict[str, dict[int, tor
                     idx[f"{p}.{name}"] = {0: k}
                 idx[f"{p}.se.reduce"] = {1: k}
                 idx[f"{p}.project.conv"] = {1: k}
+            elif not hasattr(block, "pw"):          # a Conv row: left whole
+                continue
             else:                                   # DepthwiseSeparable
                 if pending is not None:
                     idx[f"{p}.dw.conv"] = {0: pending}
@@ -198,12 +209,13 @@ def _macs_for_widths(model: MobileNet, widths, hw: dict[str, int]) -> int:
             elif f"{p}.project.conv" in shapes:
                 if f"{p}.expand.conv" in shapes:
                     shapes[f"{p}.expand.conv"][:2] = cin, mid
-                shapes[f"{p}.dw.conv"][:3] = mid, mid, mid
+                if f"{p}.dw.conv" in shapes:
+                    shapes[f"{p}.dw.conv"][:3] = mid, mid, mid
                 if f"{p}.se.reduce" in shapes:
                     shapes[f"{p}.se.reduce"][0] = mid
                     shapes[f"{p}.se.expand"][1] = mid
                 shapes[f"{p}.project.conv"][:2] = mid, out
-            else:
+            elif f"{p}.pw.conv" in shapes:
                 shapes[f"{p}.dw.conv"][:3] = cin, cin, cin
                 shapes[f"{p}.pw.conv"][:2] = cin, out
     consumer = _consumer(model)

@@ -172,8 +172,10 @@ def plan(arch: Architecture, width_mult: float = 1.0, depth_mult: float = 1.0,
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
                          f"got {output_stride!r}")
-    scaling = Scaling(arch.round_channels, width_mult, depth_mult, arch.act, arch.se_act,
-                      arch.se_gate, canonical_activation(act) if act else None)
+    act = canonical_activation(act) if act else None
+    # the user's act replaces every activation but the squeeze-excite gate, the SE's inner one too
+    scaling = Scaling(arch.round_channels, width_mult, depth_mult, arch.act, act or arch.se_act,
+                      arch.se_gate, act)
     stem = LayerPlan(in_chans, arch.stem.width(scaling), arch.stem.kernel, arch.stem.stride,
                      scaling.act(arch.stem.act))
     state = BodyState(paper=arch.stem.out, actual=stem.out)

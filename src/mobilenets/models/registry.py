@@ -216,10 +216,15 @@ def _create_head(name: str, entry, backbone: str | None, options: dict):
         raise ValueError(f"{name!r} names its backbone already; pass backbone= only with the "
                          f"bare head name {entry.name!r}")
     backbone = options.pop("backbone", None) or backbone or entry.default_backbone
+    if backbone in entry.extra_backbones:
+        return entry.build(backbone, **options)
     try:
         backbone = resolve_name(backbone)
     except ValueError as e:
-        raise ValueError(f"{name!r}: head {entry.name!r} on backbone {backbone!r}: {e}") from None
+        extra = (f" (besides the registered backbones it takes {', '.join(entry.extra_backbones)})"
+                 if entry.extra_backbones else "")
+        raise ValueError(f"{name!r}: head {entry.name!r} on backbone {backbone!r}: {e}"
+                         f"{extra}") from None
     return entry.build(backbone, **options)
 
 

@@ -18,6 +18,9 @@ class HeadEntry:
     build: Callable[..., nn.Module]
     default_backbone: str           # a registered backbone name
     listed: tuple[str, ...] = ()    # names list_models shows besides <name>_<default_backbone>
+    # encoder names build() takes that are not registered backbones (e.g. torchvision's
+    # "resnet18" for the depth heads); passed to build() as they are
+    extra_backbones: tuple[str, ...] = ()
 
 
 HEADS: dict[str, HeadEntry] = {}
