@@ -54,6 +54,8 @@ NO_RUN = {
         "Imagenette from ../shared/datasets, 45 minutes",
     ("docs/deploy.md", "mobilenets prune runs/v2/best --macs-ratio 0.3 --data DIR --epochs 5 --out runs/v2-pruned"):
         "fine-tunes on a placeholder DIR",
+    ("docs/detection.md", "# COCO128 unpacked by `python experiments/datasets.py coco128-lightly`; about half an hour"):
+        "COCO128 from ../shared/datasets, 100 epochs",
 }
 
 

@@ -13,7 +13,7 @@ from .architecture import Architecture, plan
 from .backbones import NORM_LAYERS, convert_norm
 from .heads.registry import head_listing, resolve_head
 from .network import FeatureNet, MobileNet
-from .widths import block_widths, with_block_widths
+from .widths import block_widths, reduce_tail, with_block_widths
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,7 +96,7 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
 MODEL_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout",
                  "drop_path_rate", "act", "in_chans", "bn_eps", "bn_momentum", "padding",
                  "features_only", "out_indices", "return_layers", "output_stride", "norm_layer",
-                 "block_widths")
+                 "block_widths", "reduced_tail")
 
 
 def _check(name: str, value, ok: bool, allowed: str) -> None:
@@ -118,7 +118,9 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     the last strides for dilation, as DeepLab heads need; 32, the default, changes nothing),
     ``norm_layer`` (``"batchnorm"``, ``"frozen_batchnorm"``, ``"sync_batchnorm"``: see
     :mod:`~mobilenets.models.backbones`), ``block_widths`` (per-block ``[in, mid, out]``
-    channels instead of the table's: a pruned network).
+    channels instead of the table's: a pruned network), ``reduced_tail`` (the layers after the
+    last strided block's expansion halved: the MobileNetV3 paper's detection backbone,
+    torchvision's ``reduced_tail=True``).
     """
     if "weights" in options or "allow_download" in options:
         raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
@@ -170,6 +172,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     _check("norm_layer", norm_layer, norm_layer in NORM_LAYERS, f"one of {', '.join(NORM_LAYERS)}")
     net_plan = plan(entry.arch, width, depth, act, drop_path, NormConfig(norm.eps, norm.momentum),
                     in_chans, padding, output_stride)
+    reduced = options.get("reduced_tail", False)
+    _check("reduced_tail", reduced, isinstance(reduced, bool), "True or False")
+    if reduced:
+        net_plan = reduce_tail(net_plan)
     widths = options.get("block_widths")
     if widths is not None:       # a pruned network (see models/widths.py)
         net_plan = with_block_widths(net_plan, widths)
@@ -183,6 +189,8 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
               "bn_eps": norm.eps, "bn_momentum": norm.momentum, "padding": padding}
     if widths is not None:
         config["block_widths"] = widths
+    if reduced:
+        config["reduced_tail"] = True
     if output_stride != 32:
         config["output_stride"] = output_stride
     if norm_layer != "batchnorm":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .architecture import NetworkPlan
+from .rounding import make_divisible
 
 BlockWidths = list[list[list[int]]]
 
@@ -49,4 +50,36 @@ def with_block_widths(plan: NetworkPlan, widths: BlockWidths) -> NetworkPlan:
     return replace(plan, rows=rows, head=head, pre_logits=pre, taps=taps)
 
 
-__all__ = ["BlockWidths", "block_widths", "with_block_widths"]
+def reduce_tail(plan: NetworkPlan) -> NetworkPlan:
+    """``plan`` with its tail halved: the MobileNetV3 paper's reduced-tail detection backbone
+    (§6.3, Table 6's "†": every layer between C4 and C5 reduced x2), as torchvision's
+    ``mobilenet_v3_*(reduced_tail=True)`` builds it. The last strided block's output, every
+    later block's widths (and squeeze-excite width) and the head conv (and pre-logits) are
+    halved, rounded to a multiple of 8; the last strided block's expansion (C4) keeps its
+    width."""
+    flat = [(r, i) for r, row in enumerate(plan.rows) for i in range(len(row))]
+    strided = [k for k, (r, i) in enumerate(flat) if plan.rows[r][i].table_stride > 1]
+    if not strided:
+        raise ValueError("reduced_tail needs a strided block to start the tail from")
+    half = lambda c: make_divisible(c / 2, 8)  # noqa: E731
+    widths = block_widths(plan)
+    first = strided[-1]
+    for k, (r, i) in enumerate(flat[first:], start=first):
+        w = widths[r][i]
+        widths[r][i] = [w[0] if k == first else half(w[0]),
+                        w[1] if k == first else half(w[1]), half(w[2])]
+    reduced = with_block_widths(plan, widths)
+    rows = tuple(tuple(replace(s, se=max(1, round(s.se * s.mid / old.mid))) if s.se else s
+                       for s, old in zip(row, old_row))
+                 for row, old_row in zip(reduced.rows, plan.rows))
+    head, pre = reduced.head, reduced.pre_logits
+    if head is not None:
+        head = replace(head, out=half(head.out))
+    if pre is not None:
+        pre = replace(pre, in_ch=head.out if head is not None else pre.in_ch, out=half(pre.out))
+    taps = tuple(replace(t, channels=head.out) if t.module == "head" else t
+                 for t in reduced.taps)
+    return replace(reduced, rows=rows, head=head, pre_logits=pre, taps=taps)
+
+
+__all__ = ["BlockWidths", "block_widths", "reduce_tail", "with_block_widths"]

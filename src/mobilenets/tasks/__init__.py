@@ -2,9 +2,10 @@
 
 from .classification import ClassificationTask
 from .depth import DepthTask
+from .detection import DetectionTask
 from .segmentation import SegmentationTask
 
 TASKS = {"classification": ClassificationTask, "segmentation": SegmentationTask,
-         "depth": DepthTask}
+         "depth": DepthTask, "detection": DetectionTask}
 
-__all__ = ["TASKS", "ClassificationTask", "DepthTask", "SegmentationTask"]
+__all__ = ["TASKS", "ClassificationTask", "DepthTask", "DetectionTask", "SegmentationTask"]

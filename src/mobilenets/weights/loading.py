@@ -46,6 +46,9 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
 
 
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
+    from .detection import create_detector, is_detector
+    if is_detector(name):         # detectors: their own checkpoint import (weights/detection.py)
+        return create_detector(name, weights, **options)
     if is_head_name(name):
         return create_head(name, weights, allow_download, options,
                            load_classifier=create_with_weights, note=_note)

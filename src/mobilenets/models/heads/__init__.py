@@ -15,6 +15,7 @@ from __future__ import annotations
 from .registry import HEADS, HeadEntry, register_head, resolve_head
 
 from . import depth  # noqa: F401  (registers fastdepth, midas_small)
+from . import detection  # noqa: F401  (registers ssdlite, ssdlite320)
 from . import segmentation  # noqa: F401  (registers lraspp, deeplabv3)
 
 __all__ = ["HEADS", "HeadEntry", "register_head", "resolve_head"]

@@ -1,0 +1,208 @@
+"""Detection data: YOLO text labels (the ultralytics / COCO128 layout), box-aware augmentation
+with ``torchvision.transforms.v2`` and ``tv_tensors.BoundingBoxes``, and batching.
+
+Layout (what ultralytics and COCO128 use)::
+
+    ROOT/config.yaml (or data.yaml)   names: {0: person, 1: bicycle, ...} (or a list)
+    ROOT/images/<split>/*.jpg
+    ROOT/labels/<split>/*.txt         one line per box: "class cx cy w h", normalised to [0, 1]
+
+An image without a label file is a background image (no boxes: every default box is a
+negative); a label file without an image is reported (``orphan_labels``) and skipped. Labels
+are the data set's class indices ``0 .. K-1``; the task maps them to the model's (see
+:mod:`mobilenets.data.coco` for COCO's ids).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from ...data import DataError
+
+logger = logging.getLogger("mobilenets.data")
+
+NAME_FILES = ("config.yaml", "data.yaml", "dataset.yaml")
+_LAYOUT = ("expected ROOT/images/<split>/ and ROOT/labels/<split>/ with YOLO label files "
+           "('class cx cy w h', normalised) and the class names in ROOT/config.yaml")
+
+
+def read_names(path: str | Path) -> list[str]:
+    """Class names from a YOLO data YAML (``names:`` as a mapping ``index: name`` with indices
+    0 .. K-1, or a list)."""
+    import yaml
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"cannot read class names from {path}: {e}") from e
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise DataError(f"{path}: names must be numbered 0 .. {len(names) - 1}, got "
+                            f"{sorted(names)[:5]} ...")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{path} has no 'names:' list or mapping of class names")
+    return [str(n) for n in names]
+
+
+def find_names_file(root: Path) -> Path:
+    for name in NAME_FILES:
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"no class names in {root} (looked for {', '.join(NAME_FILES)}); "
+                    f"{_LAYOUT}")
+
+
+def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(boxes N x 4 normalised cx cy w h, labels N)`` of a YOLO label file; DataError naming
+    the file and line for a malformed line or a class outside ``0 .. num_classes - 1``."""
+    rows, labels = [], []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) != 5:
+                raise ValueError(f"{len(parts)} values")
+            cls, values = int(parts[0]), [float(v) for v in parts[1:]]
+        except ValueError as e:
+            raise DataError(f"{path}:{n}: expected 'class cx cy w h' (an integer and four "
+                            f"numbers), got {line.strip()!r} ({e}); segment polygons need the "
+                            f"segmentation task") from None
+        if not 0 <= cls < num_classes:
+            raise DataError(f"{path}:{n}: class {cls} is not in 0 .. {num_classes - 1} (the "
+                            f"{num_classes} names)")
+        rows.append(values)
+        labels.append(cls)
+    return (torch.tensor(rows, dtype=torch.float32).reshape(-1, 4),
+            torch.tensor(labels, dtype=torch.int64))
+
+
+class YoloDetection(Dataset):
+    """One split of a YOLO-layout data set. Item ``i`` is ``((image, target), i)``: ``image`` a
+    uint8 ``tv_tensors.Image`` (3 x H x W, RGB), ``target`` a dict with ``boxes`` (a
+    ``tv_tensors.BoundingBoxes``, XYXY in pixels), ``labels`` (int64, ``0 .. K-1``) and
+    ``image_id`` (``i``), so that v2 transforms move boxes with the image and
+    ``SanitizeBoundingBoxes`` drops labels with their boxes. An unreadable image gives None (a
+    warning on the ``mobilenets.data`` logger), or DataError when ``strict``.
+
+    ``background``: stems of images without a label file; ``orphan_labels``: label files with
+    no image (skipped; a warning says so)."""
+
+    def __init__(self, root: str | Path, split: str, names: list[str] | None = None,
+                 strict: bool = False):
+        root = Path(root)
+        self.root, self.split, self.strict = root, split, strict
+        image_dir, label_dir = root / "images" / split, root / "labels" / split
+        if not image_dir.is_dir():
+            raise DataError(f"{image_dir} does not exist; {_LAYOUT}")
+        self.names = list(names) if names is not None else read_names(find_names_file(root))
+        images = sorted(p for p in image_dir.iterdir()
+                        if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if not images:
+            raise DataError(f"no image files in {image_dir}")
+        labels = ({p.stem: p for p in label_dir.glob("*.txt")} if label_dir.is_dir() else {})
+        stems = {p.stem for p in images}
+        self.orphan_labels = sorted(str(p) for s, p in labels.items() if s not in stems)
+        if self.orphan_labels:
+            logger.warning("%d label file(s) in %s have no image and are skipped: %s",
+                           len(self.orphan_labels), label_dir,
+                           ", ".join(Path(p).name for p in self.orphan_labels[:5]))
+        self.background = [p.stem for p in images if p.stem not in labels]
+        self.images = images
+        self.labels = [parse_yolo_labels(labels[p.stem], len(self.names)) if p.stem in labels
+                       else (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
+                       for p in images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(lab) for _, lab in self.labels)
+
+    def __getitem__(self, index: int):
+        path = self.images[index]
+        try:
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError) as e:
+            if self.strict:
+                raise DataError(f"cannot read image {path}: {e}") from e
+            logger.warning("skipping unreadable image %s: %s", path, e)
+            return None
+        h, w = image.shape[-2:]
+        cxcywh, labels = self.labels[index]
+        boxes = cxcywh * torch.tensor([w, h, w, h], dtype=torch.float32)
+        boxes = tv_tensors.BoundingBoxes(boxes, format="CXCYWH", canvas_size=(h, w))
+        boxes = v2.functional.convert_bounding_box_format(boxes, new_format="XYXY")
+        boxes = v2.functional.clamp_bounding_boxes(boxes)
+        target = {"boxes": boxes, "labels": labels.clone(), "image_id": index}
+        return (tv_tensors.Image(image), target), index
+
+
+AUGMENTATIONS = ("ssd", "ssdlite", "flip", "none")
+
+
+def detection_train_transform(resolution: int, augment: str = "ssd", hflip: float = 0.5,
+                              fill=(123, 117, 104)) -> v2.Compose:
+    """Training augmentation of ``(image, target)``, torchvision's detection reference
+    presets: ``"ssd"`` = zoom out (canvas up to 4x, filled with ``fill``, the mean pixel), IoU
+    crop, horizontal flip, photometric distortion; ``"ssdlite"`` = IoU crop and flip
+    (torchvision's SSDLite recipe); ``"flip"``; ``"none"``. The image is resized to
+    ``resolution`` x ``resolution`` after the geometric steps (bilinear without antialiasing,
+    as the detector resizes its inputs, so that resize is then a no-op) and before the
+    photometric one (torchvision distorts first; at the smaller size it is 4x cheaper, and
+    only the zoom-out fill's colour differs). Then [0, 1] floats, and boxes that left the
+    image or shrank below 1 px are dropped with their labels (``SanitizeBoundingBoxes``)."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
+    ops = []
+    if augment == "ssd":
+        ops.append(v2.RandomZoomOut(fill=defaultdict(lambda: list(fill), {tv_tensors.Mask: 0})))
+    if augment in ("ssd", "ssdlite"):
+        ops.append(v2.RandomIoUCrop())
+    if augment != "none" and hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    ops.append(v2.Resize((resolution, resolution), antialias=False))
+    if augment == "ssd":       # after the resize: its hue step costs ~0.2 s at 640 x 480
+        ops.append(v2.RandomPhotometricDistort())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes()]
+    return v2.Compose(ops)
+
+
+def detection_eval_transform() -> v2.Compose:
+    """Eval: the image as [0, 1] floats at its own size (the detector resizes it and maps its
+    boxes back to these pixels, where the ground truth is)."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True)])
+
+
+def collate_detection(items: list, label_map=None):
+    """``(images, targets, n_unreadable)``: a list of 3 x H x W float images and a list of
+    target dicts (plain tensors: ``boxes`` XYXY pixels, ``labels`` mapped by ``label_map``
+    (a tensor indexed by data set label, or None), ``image_id``), dropping None (unreadable)
+    items."""
+    good = [item[0] for item in items if item is not None]
+    images, targets = [], []
+    for image, target in good:
+        labels = target["labels"]
+        if label_map is not None:
+            labels = label_map[labels]
+        images.append(image.as_subclass(torch.Tensor))
+        targets.append({"boxes": target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4),
+                        "labels": labels, "image_id": target["image_id"]})
+    return images, targets, len(items) - len(good)
+
+
+__all__ = ["AUGMENTATIONS", "YoloDetection", "collate_detection", "detection_eval_transform",
+           "detection_train_transform", "find_names_file", "parse_yolo_labels", "read_names"]

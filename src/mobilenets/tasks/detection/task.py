@@ -1,0 +1,347 @@
+"""Object detection on the training engine: YOLO-layout data in, a detector out.
+
+The detection task's own options live in ``cfg.extra["detection"]``, a dict of
+:class:`DetectionOptions` fields (recorded in ``train_config.json`` and in checkpoints like
+every other option); ``train(..., detection={...})`` puts them there.
+
+Labels: a data set whose class names are COCO's 80 (COCO128, any ultralytics COCO export)
+trains a 91-class model on COCO's category ids, so torchvision's COCO checkpoints start it and
+its outputs are torchvision's labels (:mod:`mobilenets.data.coco`); any other data set of K
+classes trains a ``K + 1``-class model with label ``k + 1`` for class ``k`` (0 is the
+background).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...data import DataError
+from ...data.coco import COCO80_TO_91, coco91_names
+from ...training.config import TrainConfig, make_config
+from ...training.engine import eval_loader, fit
+from ...training.sampling import SeededView
+from ...training.task import Task
+from ...weights import create_model, save
+from .data import (AUGMENTATIONS, YoloDetection, collate_detection, detection_eval_transform,
+                   detection_train_transform, find_names_file, read_names)
+from .metrics import coco_map
+
+LABEL_SPACES = ("auto", "coco91", "contiguous")
+
+
+@dataclass
+class DetectionOptions:
+    """The detection task's options (``cfg.extra["detection"]``)."""
+
+    train_split: str | None = None     # None: from the data YAML's ``train:``, else "train"
+    val_split: str | None = None       # None: from its ``val:``, else "val"
+    augment: str = "ssd"               # ssd | ssdlite | flip | none (see data.py)
+    hflip: float = 0.5
+    label_space: str = "auto"          # auto | coco91 | contiguous (module docstring)
+    backbone_weights: str | None = None   # a classification checkpoint for the backbone
+    model_options: dict = field(default_factory=dict)   # more create_model options
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not "
+                             f"{self.augment!r}")
+        if self.label_space not in LABEL_SPACES:
+            raise ValueError(f"label_space must be one of {', '.join(LABEL_SPACES)}, not "
+                             f"{self.label_space!r}")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> DetectionOptions:
+        given = dict(cfg.extra.get("detection") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"unknown detection option(s) {', '.join(unknown)} in "
+                             f"cfg.extra['detection']; known: {', '.join(sorted(known))}")
+        return cls(**given)
+
+
+def yolo_splits(root: Path) -> tuple[str, str]:
+    """``(train, val)`` split names from the data YAML's ``train:`` / ``val:`` entries
+    (``images/train2017`` -> ``train2017``), else ``("train", "val")``."""
+    import yaml
+    try:
+        data = yaml.safe_load(find_names_file(root).read_text()) or {}
+    except DataError:
+        data = {}
+    out = []
+    for key, default in (("train", "train"), ("val", "val")):
+        value = data.get(key) if isinstance(data, dict) else None
+        out.append(Path(value).name if isinstance(value, str) else default)
+    return out[0], out[1]
+
+
+def label_space(names: list[str], wanted: str = "auto") -> str:
+    """``"coco91"`` when the data's names are COCO's 80 in COCO's order (and ``wanted`` is
+    auto or coco91), else ``"contiguous"``."""
+    is_coco = names == [n for n in coco91_names() if n not in ("__background__", "N/A")]
+    if wanted == "coco91" and not is_coco:
+        raise ValueError("label_space coco91 needs the data's class names to be COCO's 80 in "
+                         "COCO's order; use label_space contiguous (or auto)")
+    return "coco91" if is_coco and wanted != "contiguous" else "contiguous"
+
+
+def label_map(space: str, num_names: int) -> torch.Tensor:
+    """Data set label -> model label."""
+    if space == "coco91":
+        return torch.tensor(COCO80_TO_91, dtype=torch.int64)
+    return torch.arange(1, num_names + 1, dtype=torch.int64)
+
+
+def model_class_names(space: str, names: list[str]) -> list[str]:
+    """One name per model output: torchvision's 91 COCO names, or background + the data's."""
+    return coco91_names() if space == "coco91" else ["__background__", *names]
+
+
+def rebuild_options(config: dict) -> dict:
+    """The ``create_model`` options that rebuild a detector from its ``config``."""
+    return dict(config.get("options", {}), num_classes=config["num_classes"],
+                resolution=config["resolution"])
+
+
+def load_backbone_weights(model: nn.Module, weights) -> None:
+    """Load a classification checkpoint of the detector's backbone (any file
+    ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
+    BatchNorm settings stay the detector's."""
+    built = model.backbone.body.config
+    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding",
+                                     "block_widths", "reduced_tail") if k in built}
+    body = create_model(model.config["backbone"], weights=weights, features_only=True,
+                        out_indices=[-1], **options)
+    model.backbone.body.load_state_dict(body.state_dict())
+
+
+class DetectionTask(Task):
+    """SSD's MultiBox loss (the model's own: smooth-L1 + cross-entropy with hard negatives) on
+    YOLO-layout data; ``best/`` by COCO mAP@[.5:.95] (pycocotools)."""
+
+    best_metric = "map"
+    higher_is_better = True
+    metrics = {"map": ("mAP@[.5:.95]", True), "map50": ("mAP@.5", True)}
+
+    def datasets(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.options = opts = DetectionOptions.from_config(cfg)
+        if cfg.data is None:
+            raise DataError("the detection task has no built-in sample: give data, a YOLO-"
+                            "layout folder (images/<split>, labels/<split>, config.yaml), e.g. "
+                            "COCO128 unpacked by `python experiments/datasets.py "
+                            "coco128-lightly` (its object_detection/ folder)")
+        root = Path(cfg.data)
+        if root.is_file():                       # the data YAML itself
+            root = root.parent
+        splits = yolo_splits(root)
+        train_split, val_split = opts.train_split or splits[0], opts.val_split or splits[1]
+        self.names = read_names(find_names_file(root))
+        self.train_raw = YoloDetection(root, train_split, self.names, cfg.strict_data)
+        self.val_raw = YoloDetection(root, val_split, self.names, cfg.strict_data)
+        self.space = label_space(self.names, opts.label_space)
+        self.label_map = label_map(self.space, len(self.names))
+        self.root, self.splits = root, (train_split, val_split)
+        self.train_set = SeededView(self.train_raw, None, cfg.seed)  # transforms: model_ready
+        self.val_set = SeededView(self.val_raw, detection_eval_transform(), cfg.seed)
+        return self.train_set, self.val_set
+
+    @property
+    def num_classes(self) -> int:
+        return 91 if self.space == "coco91" else len(self.names) + 1
+
+    def collate(self, items):
+        return collate_detection(items, self.label_map)
+
+    def summary(self, train_set, val_set) -> str:
+        cfg, t, v = self.cfg, self.train_raw, self.val_raw
+        extra = []
+        if t.background:
+            extra.append(f"{len(t.background)} background images")
+        if t.orphan_labels or v.orphan_labels:
+            extra.append(f"{len(t.orphan_labels) + len(v.orphan_labels)} label files without "
+                         f"an image skipped")
+        return (f"data: {len(self.names)} classes ({self.space} labels); {len(t)} train images "
+                f"({t.num_boxes} boxes) in {self.root}/images/{self.splits[0]}, {len(v)} val "
+                f"images ({v.num_boxes} boxes) in {self.splits[1]}"
+                + (f"; {', '.join(extra)}" if extra else "") + "\n"
+                f"model: {cfg.model} at {cfg.resolution} px, weights {cfg.weights or 'random'}"
+                f"; augment {self.options.augment}; {cfg.epochs} epochs of batch "
+                f"{cfg.batch_size}; writing to {cfg.out}")
+
+    def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
+        """``cfg.model`` (a detector, e.g. ``ssdlite320_mobilenet_v3_large``) with the data's
+        class count, ``resolution``, ``weights`` (a detector checkpoint) or the
+        ``backbone_weights`` option (a classification checkpoint for the backbone), and the
+        ``model_options`` option; on resume, the architecture the checkpoint recorded."""
+        if resumed and resumed.get("config"):
+            config = resumed["config"]
+            model = create_model(config["name"], **rebuild_options(config))
+            model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
+            return model
+        options = dict(self.options.model_options, num_classes=self.num_classes,
+                       resolution=cfg.resolution)
+        if cfg.bn_momentum is not None:
+            options["bn_momentum"] = cfg.bn_momentum
+        if cfg.weights:
+            options["weights"] = cfg.weights
+        model = create_model(cfg.model, **options)
+        if self.options.backbone_weights:
+            load_backbone_weights(model, self.options.backbone_weights)
+            model.config["backbone_weights"] = str(self.options.backbone_weights)
+        return model
+
+    def check_model(self, model: nn.Module) -> None:
+        if getattr(model, "task", None) != "detection":
+            raise ValueError(f"the model's task is {getattr(model, 'task', None)!r}, not "
+                             f"'detection': train a detector (ssdlite_<backbone>, "
+                             f"ssdlite320_mobilenet_v3_large)")
+        if model.num_classes != self.num_classes:
+            raise ValueError(f"the model has {model.num_classes} classes but this data needs "
+                             f"{self.num_classes} ({self.space} labels, background included)")
+
+    def model_ready(self, model: nn.Module) -> None:
+        opts = self.options
+        size = model.config.get("resolution", self.cfg.resolution)
+        self.train_set.transform = detection_train_transform(size, opts.augment, opts.hflip)
+        model.config["class_names"] = model_class_names(self.space, self.names)
+
+    def prepare(self, images, targets, device):
+        """The engine's input is the pair ``(images, targets)``: the detector computes its
+        loss in its forward (torchvision's convention)."""
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
+                   for t in targets]
+        return (images, targets), None, len(images)
+
+    def loss(self, outputs, target) -> torch.Tensor:
+        return outputs["bbox_regression"] + outputs["classification"]
+
+    def evaluate(self, model, loader, device, dist) -> dict:
+        result = evaluate_detector(model, loader, device, dist,
+                                   categories=self.label_map.tolist())
+        return {"loss": result["loss"], "map": result["map"], "map50": result["map50"]}
+
+    def save_best(self, model, folder) -> None:
+        save(model, folder, class_names=model_class_names(self.space, self.names))
+
+    def outputs(self, model) -> list[tuple[str, str]]:
+        return [("boxes", "per image: N x 4 boxes x1 y1 x2 y2 in the input image's pixels"),
+                ("scores", "per image: N scores"), ("labels", "per image: N class labels")]
+
+    def state(self) -> dict:
+        return {"detection": {"names": self.names, "label_space": self.space}}
+
+    def check_resume(self, state: dict, path) -> None:
+        saved = state.get("detection")
+        if saved is None:
+            raise ValueError(f"{path} is not a checkpoint of the detection task; resume it "
+                             f"with the task it was trained with")
+        if list(saved["names"]) != self.names or saved["label_space"] != self.space:
+            raise ValueError(f"{path} was trained on other classes than {self.root}'s; "
+                             f"resume it on the same data")
+
+
+@torch.no_grad()
+def evaluate_detector(model, loader, device="cpu", dist=None,
+                      categories: list[int] | None = None) -> dict:
+    """Validation loss and COCO mAP of ``model`` over ``loader`` (batches of ``(images,
+    targets, n_unreadable)``); under ``dist`` every process scores its share and the results
+    are gathered, so each gets the full-set metrics. The model stays in its mode."""
+    loss_sum, count, bad = 0.0, 0, 0
+    truth, found = [], []
+    for images, targets, n_bad in loader:
+        bad += n_bad
+        if not images:
+            continue
+        images = [img.to(device) for img in images]
+        moved = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
+                 for t in targets]
+        losses, detections = model.losses_and_detections(images, moved)
+        loss_sum += float(sum(losses.values())) * len(images)
+        count += len(images)
+        truth += [{k: t[k] for k in ("boxes", "labels")} for t in targets]
+        found += [{k: d[k].cpu() for k in ("boxes", "scores", "labels")} for d in detections]
+    if dist is not None and dist.enabled:
+        import torch.distributed as torch_dist
+        gathered = [None] * dist.world
+        torch_dist.all_gather_object(gathered, (loss_sum, count, bad, truth, found))
+        loss_sum = sum(g[0] for g in gathered)
+        count, bad = sum(g[1] for g in gathered), sum(g[2] for g in gathered)
+        truth = [t for g in gathered for t in g[3]]
+        found = [f for g in gathered for f in g[4]]
+    result = coco_map(truth, found, categories)
+    return {"loss": loss_sum / max(count, 1), **result, "count": count, "bad_images": bad}
+
+
+def evaluate(model, data, split: str | None = None, batch_size: int = 8,
+             workers: int = 0) -> dict:
+    """COCO mAP of a detector on a YOLO-layout data set (its val split by default): ``map``,
+    ``map50``, ``map75``, ``per_class`` (by class name), ``loss``, ``count``."""
+    root = Path(data)
+    root = root.parent if root.is_file() else root
+    names = read_names(find_names_file(root))
+    split = split or yolo_splits(root)[1]
+    space = label_space(names)
+    if model.num_classes != (91 if space == "coco91" else len(names) + 1):
+        space = "contiguous"
+        if model.num_classes != len(names) + 1:
+            raise ValueError(f"the model has {model.num_classes} classes; {root} has "
+                             f"{len(names)} (a model for it has {len(names) + 1}, or 91 for "
+                             f"COCO's names)")
+    mapping = label_map(space, len(names))
+    dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
+    loader = eval_loader(dataset, partial(collate_detection, label_map=mapping), batch_size,
+                         workers)
+    was_training = model.training
+    model.eval()
+    try:
+        result = evaluate_detector(model, loader, categories=mapping.tolist())
+    finally:
+        model.train(was_training)
+    by_label = dict(zip(mapping.tolist(), names))
+    result["per_class"] = {by_label[k]: v for k, v in result["per_class"].items()}
+    return result
+
+
+def detection_config(cfg: TrainConfig | None = None, detection: dict | None = None,
+                     **overrides) -> TrainConfig:
+    """A training config for the detection task: ``cfg`` (or one made from ``overrides``:
+    ``ssdlite320_mobilenet_v3_large`` at 320 px unless ``model`` / ``resolution`` are
+    given) with the detection options ``detection`` (:class:`DetectionOptions` fields) added
+    to ``extra["detection"]``."""
+    if cfg is None:
+        overrides.setdefault("resolution", 320)
+        overrides.setdefault("model", "ssdlite320_mobilenet_v3_large")
+        cfg = make_config(**overrides)
+    if detection:
+        extra = dict(cfg.extra)
+        extra["detection"] = {**(extra.get("detection") or {}), **detection}
+        cfg = dataclasses.replace(cfg, extra=extra)
+    DetectionOptions.from_config(cfg)          # refuse bad options before anything runs
+    return cfg
+
+
+def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
+          model: nn.Module | None = None, overwrite: bool = False,
+          detection: dict | None = None, **overrides) -> dict:
+    """Train a detector: ``cfg.model`` (or ``model``, an already-built one) on the YOLO-layout
+    data ``cfg.data``, with the detection options ``detection`` (e.g. ``{"augment":
+    "ssdlite"}``); see :func:`mobilenets.training.fit` for the files it writes, ``resume`` and
+    ``overwrite``. Returns the last epoch's metrics."""
+    if isinstance(model, str):
+        overrides["model"], model = model, None
+    return fit(DetectionTask(), detection_config(cfg, detection, **overrides), resume,
+               progress, model, overwrite)
+
+
+__all__ = ["DetectionOptions", "DetectionTask", "detection_config", "evaluate",
+           "evaluate_detector", "label_map", "label_space", "load_backbone_weights", "train"]
