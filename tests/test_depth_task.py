@@ -433,7 +433,7 @@ def test_registered_head_trains_and_resumes_exactly(four_frames, tmp_path, tiny_
     for key in ("train_loss", "val_loss", "abs_rel", "rmse"):
         assert resumed[0][key] == whole[0][key] and resumed[1][key] == whole[1][key], key
     config = json.loads((tmp_path / "whole" / "best" / "config.json").read_text())
-    assert config["options"]["options"]["width"] == 6    # model_options reached the builder
+    assert config["options"]["width"] == 6    # model_options reached the builder
 
 
 def test_bad_options_and_models_are_refused(four_frames, tmp_path):

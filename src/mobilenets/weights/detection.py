@@ -57,12 +57,15 @@ def create_detector(name: str, weights, **options) -> nn.Module:
     path = Path(weights)
     if is_saved_model(path):
         config = read_config(path)
-        saved = dict(config["options"])
-        rebuilt = dict(saved.get("options", {}), num_classes=saved["num_classes"],
-                       resolution=saved["resolution"])
+        saved = dict(config["options"])            # the head's builder options
+        rebuilt = dict(saved)
+        resolution = (config.get("preprocess") or {}).get("resolution")
+        if resolution is not None:
+            rebuilt.setdefault("resolution", resolution)
         model = build_model(config["architecture"], **dict(rebuilt, **options))
         state = read_state_dict(path / "model.safetensors")
-        if config.get("class_names") and model.num_classes == saved["num_classes"]:
+        if config.get("class_names") and model.num_classes == saved.get("num_classes",
+                                                                     model.num_classes):
             model.config["class_names"] = list(config["class_names"])
     else:
         state = read_state_dict(path)

@@ -36,7 +36,11 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
     or ``"torchvision"`` / ``"timm"`` for the file in those libraries' local caches
     (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights.
     Head models (segmentation, depth) take their checkpoints and ``backbone_weights`` as
-    :mod:`.heads` describes."""
+    :mod:`.heads` describes; detectors theirs as :mod:`.detection` does."""
+    from .detection import is_detector
+    if is_detector(name):
+        return (build_model(name, **options) if weights is None
+                else create_with_weights(name, weights, allow_download, **options))
     if is_head_name(name):
         return create_head(name, weights, allow_download, options,
                            load_classifier=create_with_weights, note=_note)
