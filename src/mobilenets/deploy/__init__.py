@@ -12,5 +12,5 @@ from .open import evaluate, is_exported_file, open_model
 from .quantize import quantize_onnx
 from .runtimes import RUNTIMES
 
-__all__ = ["RUNTIMES", "OnnxModel", "PteModel", "evaluate", "export_onnx", "fuse", "is_exported_file",
-           "open_model", "quantize_onnx"]
+__all__ = ["RUNTIMES", "OnnxModel", "PteModel", "evaluate", "export_onnx", "fuse",
+           "is_exported_file", "open_model", "quantize_onnx"]

@@ -45,9 +45,10 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
         if weights is not None:
             raise ValueError("weights (--weights) apply to a registered model name, not to a model")
         if runtime not in (None, "eager") and not isinstance(model, OnnxModel):
+            how = ("mobilenets.deploy.runtimes.executorch.export_pte" if runtime == "executorch"
+                   else "mobilenets.export_onnx")
             raise ValueError(f"runtime {runtime!r} runs exported files; this is a PyTorch "
-                             f"model (runtime eager): export it first (mobilenets.export_onnx"
-                             f"{', or export_pte for executorch' if runtime == 'executorch' else ''})")
+                             f"model (runtime eager): export it first ({how})")
         return model
     path = Path(model)
     if runtime not in (None, "eager", *RUNTIMES):
