@@ -69,7 +69,7 @@ def test_every_command_and_option_has_a_help_line(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     text = capsys.readouterr().out
-    assert "{eager,onnxruntime,openvino}" in text and "{fp32,int8}" in text
+    assert "{eager,onnxruntime,openvino,executorch}" in text and "{fp32,int8}" in text
 
 
 # ---------------------------------------------------------------- 2. one vocabulary
@@ -81,8 +81,8 @@ def test_runtime_format_precision_are_one_definition_everywhere():
         for action in parser._actions:
             if action.dest in ("runtime", "precision", "format"):
                 seen.setdefault(action.dest, set()).add(tuple(action.choices))
-    assert seen == {"runtime": {("eager", "onnxruntime", "openvino")},
-                    "precision": {("fp32", "int8")}, "format": {("onnx",)}}
+    assert seen == {"runtime": {("eager", "onnxruntime", "openvino", "executorch")},
+                    "precision": {("fp32", "int8")}, "format": {("onnx", "pte")}}
     runtime_users = {n for n, p in commands.items()
                      if any(a.dest == "runtime" for a in p._actions)}
     assert runtime_users == {"eval", "predict", "bench", "quantize"}

@@ -16,10 +16,10 @@ from ..deploy.runtimes import RUNTIMES as FILE_RUNTIMES
 # The deployment vocabulary of every command: what runs a model, the file kind it is written
 # to, and the number format of its weights and activations.
 RUNTIMES = ("eager", *FILE_RUNTIMES)      # eager: PyTorch in this process
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "pte")      # pte: an ExecuTorch program lowered to XNNPACK
 PRECISIONS = ("fp32", "int8")
 MODEL_HELP = ("saved-model folder (e.g. RUN/best), registered name (see `mobilenets list`; "
-              "random weights unless --weights), or .onnx file")
+              "random weights unless --weights), or .onnx or .pte file")
 
 
 def positive_int(text: str) -> int:
@@ -42,7 +42,7 @@ def output_file(out: Path, overwrite: bool, source: str | None = None) -> Path:
     """``out`` as a file to write: not a folder, not the input ``source``, and not an existing
     file unless ``overwrite`` (so a second export never replaces the first by accident)."""
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the path of the .onnx file to write")
+        raise ValueError(f"--out {out} is a folder; give the path of the file to write")
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
         raise ValueError(f"--out {out} is the input model; give another path")
     if out.exists() and not overwrite:
@@ -75,20 +75,22 @@ def add_runtime_option(p, help: str | None = None) -> None:
     """--runtime: what runs the model (eager: PyTorch in this process)."""
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
                    help=help or "what runs MODEL: eager (PyTorch) for a PyTorch model, "
-                   "onnxruntime (default) or openvino for a .onnx file")
+                   "onnxruntime (default) or openvino for a .onnx file, executorch for a .pte "
+                   "file")
 
 
 def add_format_option(p, help: str | None = None) -> None:
     """--format: the kind of file written."""
     p.add_argument("--format", choices=FORMATS, default="onnx",
-                   help=help or "file format to write (default onnx)")
+                   help=help or "file format to write: onnx (default; onnxruntime, openvino) "
+                   "or pte (ExecuTorch with XNNPACK, the phone runtime)")
 
 
 def add_precision_option(p, help: str | None = None) -> None:
     """--precision: fp32 or int8 (an int8 model is a quantized .onnx file)."""
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help=help or "fp32, or int8 (a .onnx file written by `mobilenets "
-                   "quantize`); default: the file's own")
+                   help=help or "fp32, or int8 (a .onnx or .pte file written by "
+                   "`mobilenets quantize`); default: the file's own")
 
 
 class DeprecatedOption(argparse.Action):

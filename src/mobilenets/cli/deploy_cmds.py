@@ -1,5 +1,5 @@
-"""``mobilenets export`` (ONNX) and ``mobilenets bench`` (CPU latency of a model on a runtime,
-at a precision)."""
+"""``mobilenets export`` (ONNX, or an ExecuTorch ``.pte``) and ``mobilenets bench`` (CPU latency
+of a model on a runtime, at a precision)."""
 
 from __future__ import annotations
 
@@ -16,38 +16,63 @@ from .run_cmds import load_cli_model
 
 
 def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a model to a self-contained ONNX file")
+    p = sub.add_parser("export", help="export a model to a self-contained ONNX file, or an "
+                       "ExecuTorch .pte file lowered to XNNPACK (--format pte)")
     add_model_argument(p, "saved-model folder (e.g. RUN/best), or registered name (see "
                        "`mobilenets list`; random weights unless --weights)")
     add_format_option(p)
     p.add_argument("--out", default=None, help="output file (default: MODEL/model.onnx for a "
-                   "saved-model folder, NAME.onnx here for a registered name)")
+                   "saved-model folder, NAME.onnx here for a registered name; .pte for "
+                   "--format pte)")
     add_overwrite_flag(p)
     add_weights_flags(p)
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size in pixels (default: the model's)")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default 18)")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension "
+                   "(--format pte: 1 to --max-batch, larger batches run in chunks)")
+    p.add_argument("--max-batch", type=positive_int, default=None,
+                   help="--format pte with --dynamic-batch: the largest batch the file's memory "
+                   "is planned for (default 8)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or newer (default "
+                   "18)")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy import export_onnx
     if is_exported_file(args.model):
-        raise ValueError(f"{args.model} is already an ONNX file")
+        raise ValueError(f"{args.model} is already an exported file; export the PyTorch model "
+                         f"(a saved-model folder or a registered name)")
+    pte = args.format == "pte"
+    if pte and args.opset is not None:
+        raise ValueError("--opset applies to ONNX files, not to --format pte")
+    if args.max_batch is not None and not (pte and args.dynamic_batch):
+        raise ValueError("--max-batch applies to --format pte with --dynamic-batch")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
-    out = output_file(Path(args.out) if args.out else default_output(args.model, model, ".onnx"),
-                      args.overwrite)
+    out = output_file(Path(args.out) if args.out else
+                      default_output(args.model, model, f".{args.format}"), args.overwrite)
+    px = args.resolution or model.preprocess.get("resolution")
+    if pte:
+        from ..deploy.runtimes.executorch import export_pte
+        from ..deploy.runtimes.executorch.export import DEFAULT_MAX_BATCH
+        export_pte(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
+                   max_batch=args.max_batch or DEFAULT_MAX_BATCH)
+        batch = (f"batch 1 to {args.max_batch or DEFAULT_MAX_BATCH}" if args.dynamic_batch
+                 else "batch 1")
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, ExecuTorch, XNNPACK fp32, "
+              f"{batch}, {px} px)")
+        return 0
+    opset = args.opset if args.opset is not None else 18
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
-                opset=args.opset)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
-          f"{'dynamic' if args.dynamic_batch else 'batch 1'}, "
-          f"{args.resolution or model.preprocess.get('resolution')} px)")
+                opset=opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}, "
+          f"{'dynamic' if args.dynamic_batch else 'batch 1'}, {px} px)")
     return 0
 
 
 def default_output(model_arg: str, model, suffix: str) -> Path:
-    """Where export (``suffix`` .onnx) and quantize (-int8.onnx) write without --out: beside
+    """Where export (``suffix`` .onnx or .pte) and quantize (-int8.onnx, -int8.pte) write
+    without --out: beside
     the input, so two runs never share a file: into a saved-model folder (RUN/best ->
     RUN/best/model.onnx), beside an .onnx file (x.onnx -> x-int8.onnx); a registered name
     (random or --weights weights) writes NAME.onnx in the current folder."""
@@ -74,8 +99,9 @@ def backend_for(runtime: str, precision: str, optimize: str = "none") -> str:
     if precision == "int8":
         if runtime == "eager":
             raise ValueError("--precision int8 runs an int8 .onnx file in onnxruntime or "
-                             "openvino: make one with `mobilenets quantize MODEL --calib DIR`, "
-                             "then `mobilenets bench FILE.onnx`")
+                             "openvino, or an int8 .pte file in executorch: make one with "
+                             "`mobilenets quantize MODEL --calib DIR [--format pte]`, then "
+                             "`mobilenets bench FILE`")
         return "int8" if runtime == "onnxruntime" else runtime
     if runtime == "eager":
         return {"none": "eager", "fuse": "fused", "compile": "compile"}[optimize]
@@ -87,7 +113,8 @@ def add_bench_parser(sub) -> None:
     add_model_argument(p, MODEL_HELP)
     add_runtime_option(p, "what runs MODEL: eager (PyTorch; the default for a PyTorch model), "
                        "onnxruntime (the default for a .onnx file; a PyTorch model is exported "
-                       "first) or openvino")
+                       "first), openvino, or executorch (the default for a .pte file; a "
+                       "PyTorch model is lowered to a .pte first)")
     add_precision_option(p)
     p.add_argument("--optimize", choices=OPTIMIZE, default=None,
                    help="--runtime eager only: none (default), fuse (BatchNorm folded into "
@@ -107,14 +134,14 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--profile", action="store_true",
                    help="also print kernel time per operator kind (onnxruntime and openvino "
-                        "runtimes; --iters profiled calls)")
+                        "runtimes; --iters profiled calls; not executorch)")
     p.set_defaults(func=cmd_bench)
 
 
 def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
     """(runtime, precision, optimize) from --runtime/--precision/--optimize, or from the
-    deprecated --backend; the defaults: a .onnx file in onnxruntime at its own precision, a
-    PyTorch model eager in fp32."""
+    deprecated --backend; the defaults: a .onnx file in onnxruntime and a .pte file in
+    executorch at its own precision, a PyTorch model eager in fp32."""
     runtime, precision, optimize = args.runtime, args.precision, args.optimize
     if args.backend is not None:
         given = [f for f, v in (("--runtime", runtime), ("--precision", precision),
@@ -123,23 +150,24 @@ def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
             raise ValueError(f"--backend (deprecated) and {', '.join(given)} both given: "
                              f"use {', '.join(given)} alone")
         runtime, precision, optimize = _BACKEND_ALIASES[args.backend]
+    from ..deploy.runtimes import check_runtime_for, runtimes_for
     onnx_file = is_exported_file(args.model)
-    runtime = runtime or ("onnxruntime" if onnx_file else "eager")
+    runtime = runtime or (runtimes_for(args.model)[0] if onnx_file else "eager")
     optimize = optimize or "none"
     if optimize != "none" and runtime != "eager":
         raise ValueError(f"--optimize {optimize} applies to --runtime eager (PyTorch), not "
                          f"{runtime}")
     if onnx_file:
-        from ..deploy.onnx_graph import is_quantized
         if runtime == "eager":
-            raise ValueError(f"{args.model} is an ONNX file: it runs with --runtime "
-                             f"onnxruntime or openvino, not eager")
-        quantized = is_quantized(args.model)
+            raise ValueError(f"{args.model} is an exported file: it runs with --runtime "
+                             f"{' or '.join(runtimes_for(args.model))}, not eager")
+        check_runtime_for(args.model, runtime)
+        quantized = is_quantized_file(args.model)
         if precision == "int8" and not quantized:
-            raise ValueError(f"{args.model} is not an int8 (quantized) ONNX file; make one "
+            raise ValueError(f"{args.model} is not an int8 (quantized) file; make one "
                              f"with `mobilenets quantize MODEL --calib DIR`")
         if precision == "fp32" and quantized:
-            raise ValueError(f"{args.model} is an int8 (quantized) ONNX file, not fp32; "
+            raise ValueError(f"{args.model} is an int8 (quantized) file, not fp32; "
                              f"give --precision int8 or leave it out")
         precision = "int8" if quantized else "fp32"
     elif precision == "int8":
@@ -150,13 +178,23 @@ def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
     return runtime, precision, optimize
 
 
+def is_quantized_file(path) -> bool:
+    """Whether the exported file ``path`` is int8: quantized operators in an ONNX graph, a
+    ``quantization`` entry in a ``.pte`` file's metadata."""
+    if Path(path).suffix.lower() == ".pte":
+        from ..deploy import open_model
+        return "quantization" in open_model(path).metadata
+    from ..deploy.onnx_graph import is_quantized
+    return is_quantized(path)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import tempfile
 
     import numpy as np
     import torch
 
-    from ..deploy import OnnxModel
+    from ..deploy import OnnxModel, open_model
     from ..deploy.bench import BackendError, bench_model, exported_model, runtime_of
     from ..deploy.runtimes.openvino import profile as profile_openvino
     from ..deploy.runtimes.onnxruntime import format_profile
@@ -166,8 +204,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run_as = runtime_of(backend)
     if is_exported_file(args.model):
         if args.weights is not None:
-            raise ValueError(f"--weights does not apply to the ONNX file {args.model}")
-        model = OnnxModel(args.model, threads=args.threads, runtime=run_as)
+            raise ValueError(f"--weights does not apply to the exported file {args.model}")
+        model = open_model(args.model, runtime=run_as, threads=args.threads)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:
             raise ValueError(f"{args.model} has a fixed batch size of {fixed}; use --batch "
@@ -180,7 +218,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     if args.profile and run_as not in ("onnxruntime", "openvino"):
         raise ValueError("--profile times onnxruntime's or OpenVINO's kernels: use it with "
-                         "--runtime onnxruntime or openvino, or on a .onnx file")
+                         "--runtime onnxruntime or openvino, or on a .onnx file (the "
+                         "ExecuTorch wheel has no event tracer for .pte files)")
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile and not isinstance(model, OnnxModel):   # one export, timed and profiled
             resolution = resolution or model.preprocess.get("resolution", 224)

@@ -1,4 +1,6 @@
-"""``mobilenets quantize``: an int8 ONNX (QDQ) file that ``eval``, ``predict``, ``bench`` take."""
+"""``mobilenets quantize``: an int8 ONNX (QDQ) file, or an int8 ExecuTorch ``.pte`` file
+(``--format pte``: XNNPACK's quantizer, lowered to XNNPACK), that ``eval``, ``predict``,
+``bench`` take."""
 
 from __future__ import annotations
 
@@ -22,25 +24,28 @@ SLOW_INT8_RATIO = 0.95
 
 
 def add_quantize_parser(sub) -> None:
-    p = sub.add_parser("quantize", help="int8 quantization to an ONNX file (PTQ or QAT)")
+    p = sub.add_parser("quantize", help="int8 quantization to an ONNX file or, with --format "
+                       "pte, an ExecuTorch file for XNNPACK (PTQ or QAT)")
     add_model_argument(p, "saved-model folder (e.g. RUN/best), registered name (see "
                        "`mobilenets list`; with --weights), or an fp32 .onnx file (--quantizer "
-                       "onnxruntime only)")
+                       "onnxruntime only; not for --format pte)")
     p.add_argument("--calib", required=True, help="image folder (its train/ if it has one): "
                    "calibration images, and the training data for --method qat")
     p.add_argument("--method", choices=["ptq", "qat"], default="ptq",
                    help="post-training quantization (default), or quantization-aware training")
     p.add_argument("--quantizer", choices=QUANTIZERS, default=None,
                    help="onnxruntime's quantize_static (the ptq default) or torchao PT2E "
-                   "(X86InductorQuantizer; qat always uses it)")
+                   "(X86InductorQuantizer; qat always uses it). --format pte always uses "
+                   "PT2E with ExecuTorch's XNNPACKQuantizer")
     add_deprecated_option(p, "--backend", QUANTIZERS, "--quantizer onnxruntime|pt2e")
     add_format_option(p)
     add_runtime_option(p, "the runtime the int8 file is for: its recipe's defaults for "
                        "--activations and --channel-multiple (onnxruntime, the default, or "
-                       "openvino; the file is standard QDQ either way)")
+                       "openvino; the file is standard QDQ either way); executorch goes with "
+                       "--format pte")
     p.add_argument("--out", default=None, help="output file (default: MODEL/model-int8.onnx "
                    "for a saved-model folder, X-int8.onnx beside an X.onnx input, "
-                   "NAME-int8.onnx here for a registered name)")
+                   "NAME-int8.onnx here for a registered name; -int8.pte for --format pte)")
     add_overwrite_flag(p)
     add_weights_flags(p)
     p.add_argument("--no-check-speed", dest="check_speed", action="store_false",
@@ -76,6 +81,8 @@ def add_quantize_parser(sub) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.format == "pte" or args.runtime == "executorch":
+        return quantize_to_pte(args)
     from ..deploy import OnnxModel
     from ..deploy.onnx_graph import is_quantized
     if args.quantizer and args.backend and args.quantizer != args.backend:
@@ -133,6 +140,51 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+# options that shape onnxruntime's QDQ files, and do not apply to a .pte
+_ONNX_ONLY = {"quantizer": "--quantizer", "backend": "--backend", "exclude": "--exclude",
+              "activations": "--activations", "channel_multiple": "--channel-multiple",
+              "pt2e_graph_only": "--pt2e-graph-only"}
+
+
+def quantize_to_pte(args: argparse.Namespace) -> int:
+    """``quantize --format pte``: PT2E with ExecuTorch's XNNPACK quantizer (PTQ on --calib's
+    images, or QAT on them), lowered to XNNPACK, written as an int8 .pte file."""
+    from ..deploy.open import is_exported_file
+    if args.format != "pte":
+        raise ValueError("--runtime executorch runs .pte files: give --format pte")
+    if args.runtime not in (None, "executorch"):
+        raise ValueError(f"--format pte files run in executorch, not {args.runtime}: leave "
+                         f"--runtime out or give --runtime executorch")
+    given = [flag for key, flag in _ONNX_ONLY.items()
+             if getattr(args, key, None) not in (None, False, "pt2e")]
+    if args.calibration != "percentile":
+        given.append("--calibration")
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to ONNX files; --format pte always uses "
+                         f"ExecuTorch's XNNPACK quantizer (histogram calibration)")
+    if is_exported_file(args.model):
+        raise ValueError(f"{args.model} is an exported file: --format pte quantizes the "
+                         f"PyTorch model (a saved-model folder or a name with --weights)")
+    if not Path(args.calib).is_dir():
+        raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
+    from ..deploy.runtimes.executorch.export import export_pte
+    from ..deploy.runtimes.executorch.quantize import quantize_xnnpack
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    out = output_file(Path(args.out) if args.out else
+                      default_output(args.model, model, "-int8.pte"), args.overwrite, args.model)
+    qat = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+               max_steps=args.max_steps) if args.method == "qat" else {}
+    qmodel = quantize_xnnpack(model, args.calib, num_images=args.num_images,
+                              resolution=args.resolution, method=args.method, **qat)
+    export_pte(qmodel, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, int8 ExecuTorch for XNNPACK, "
+          f"{args.method} via PT2E XNNPACKQuantizer); run it with `mobilenets "
+          f"eval|predict|bench {out}`", flush=True)
+    if args.check_speed:
+        check_int8_speed(model, out, runtime="executorch")
+    return 0
+
+
 def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
                      runtime: str = "onnxruntime") -> float:
     """Time the int8 file against the float model in ``runtime``, in this process, and warn on
@@ -144,14 +196,17 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
 
     import torch
 
-    from ..deploy import OnnxModel, export_onnx
-    int8 = OnnxModel(int8_path, runtime=runtime)
+    from ..deploy import OnnxModel, export_onnx, open_model
+    int8 = open_model(int8_path, runtime=runtime)
     resolution = int8.fixed_resolution or model.preprocess.get("resolution", 224)
     x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
                     resolution, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, OnnxModel):
             fp32 = OnnxModel(model.path, runtime=runtime)
+        elif runtime == "executorch":      # the float model lowered the same way
+            from ..deploy.runtimes.executorch.export import export_pte
+            fp32 = open_model(export_pte(model, Path(tmp) / "fp32.pte", resolution=resolution))
         else:
             fp32 = OnnxModel(export_onnx(model, Path(tmp) / "fp32.onnx", resolution=resolution),
                              runtime=runtime)

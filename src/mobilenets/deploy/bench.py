@@ -1,4 +1,5 @@
-"""Latency of a model on CPU backends: eager, fused, compile, onnxruntime, openvino.
+"""Latency of a model on CPU backends: eager, fused, compile, onnxruntime, openvino,
+executorch (XNNPACK).
 
 Every backend is timed the same way: the same input, the same warm-up, calls under
 ``torch.inference_mode()``, one ``time.perf_counter`` interval per call; the result is the
@@ -18,10 +19,11 @@ from torch import nn
 
 from .fuse import fuse
 from .onnx_export import export_onnx
-from .onnx_model import OnnxModel
+from .onnx_model import OnnxModel, PteModel
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8", "openvino")
-ONNX_BACKENDS = ("onnxruntime", "int8", "openvino")     # the ones a .onnx file runs on
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8", "openvino", "executorch")
+# the ones an exported file runs on (.onnx: onnxruntime, int8, openvino; .pte: executorch)
+ONNX_BACKENDS = ("onnxruntime", "int8", "openvino", "executorch")
 
 
 def runtime_of(backend: str) -> str:
@@ -85,7 +87,12 @@ def exported_model(model: nn.Module, x: torch.Tensor, threads: int | None,
                    folder: str | Path | None = None, runtime: str = "onnxruntime"):
     """Export ``model`` (fused) for ``x``'s batch and size to ``folder``/model.onnx (a
     temporary file if None) and open it in ``runtime`` (onnxruntime or openvino) with
-    ``threads`` threads."""
+    ``threads`` threads; for executorch, to model.pte lowered to XNNPACK."""
+    if folder is not None and runtime == "executorch":
+        from .runtimes.executorch import export_pte
+        path = export_pte(model, Path(folder) / "model.pte", resolution=x.shape[-1],
+                          dynamic_batch=x.shape[0] != 1, max_batch=max(2, x.shape[0]))
+        return PteModel(path, threads=threads)
     if folder is not None:
         path = export_onnx(model, Path(folder) / "model.onnx", resolution=x.shape[-1],
                            dynamic_batch=x.shape[0] != 1)
@@ -107,11 +114,11 @@ def make_backend(model: nn.Module, backend: str, x: torch.Tensor,
         return fuse(model)
     if backend == "compile":
         return compile_model(fuse(model), x)
-    if backend in ("onnxruntime", "openvino"):
+    if backend in ("onnxruntime", "openvino", "executorch"):
         return exported_model(model, x, threads, runtime=backend)
     raise ValueError("the int8 backend runs an int8 .onnx file: make one with `mobilenets "
                      "quantize MODEL --calib DIR --out FILE.onnx`, then `mobilenets bench "
-                     "FILE.onnx`")
+                     "FILE.onnx` (or --format pte for an int8 .pte file)")
 
 
 def bench_model(model, backend: str, batch: int = 1, resolution: int | None = None,

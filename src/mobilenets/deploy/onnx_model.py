@@ -1,4 +1,6 @@
-"""An exported ONNX file in a runtime (onnxruntime or OpenVINO), usable where our models are (evaluate, predict, bench)."""
+"""An exported file in a runtime, usable where our models are (evaluate, predict, bench): an
+ONNX file in onnxruntime or OpenVINO (``OnnxModel``), an ExecuTorch ``.pte`` file
+(``PteModel``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 
 from ..data.transforms import at_resolution
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .runtimes import RUNTIMES, runtime as runtime_package
+from .runtimes import FILE_SUFFIX, RUNTIMES, check_runtime_for, runtime as runtime_package
 
 _IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
              "interpolation": "bilinear"}
@@ -43,15 +45,18 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int | None = None, rewrite: bool = True,
                  runtime: str = "onnxruntime"):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.path = Path(path)
+        check_runtime_for(self.path, runtime)
+        kind = "ExecuTorch (.pte)" if FILE_SUFFIX[runtime] == ".pte" else "ONNX"
         if not self.path.is_file():
-            raise FileNotFoundError(f"no ONNX file {self.path}")
+            raise FileNotFoundError(f"no {kind} file {self.path}")
         if self.path.stat().st_size == 0:
             raise ValueError(f"{self.path} is empty; export or copy it again")
         self.threads, self.runtime = threads, runtime
-        from google.protobuf.message import DecodeError
+        if kind == "ONNX":
+            from google.protobuf.message import DecodeError
+        else:                         # the runtime raises ValueError for unreadable files
+            DecodeError = ()
         try:
             self.session, self.rewritten = runtime_package(runtime).open_session(
                 self.path, threads, rewrite)
@@ -96,7 +101,8 @@ class OnnxModel:
 
     def train(self, mode: bool = True) -> "OnnxModel":
         if mode:
-            raise RuntimeError("an ONNX model is eval-only and cannot be trained")
+            raise RuntimeError(f"an exported model ({self.path.name}) is eval-only and "
+                               f"cannot be trained")
         return self
 
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
@@ -146,8 +152,20 @@ class OnnxModel:
         return outs[0] if len(outs) == 1 else outs
 
     def __repr__(self) -> str:
-        return (f"OnnxModel({str(self.path)!r}, name={self.config['name']!r}, "
+        return (f"{type(self).__name__}({str(self.path)!r}, name={self.config['name']!r}, "
                 f"input={self.input_shape}, threads={self.threads}, runtime={self.runtime!r})")
 
 
-__all__ = ["RUNTIMES", "OnnxModel"]
+class PteModel(OnnxModel):
+    """An ExecuTorch ``.pte`` file (written by
+    :func:`mobilenets.deploy.runtimes.executorch.export_pte` or ``quantize_pte``) in
+    ExecuTorch's runtime with XNNPACK, used like an eval-mode model: :class:`OnnxModel`'s
+    interface (preprocessed float input, ``config``, ``preprocess``, ``num_classes``).
+    ``threads`` resizes ExecuTorch's thread pool, which every ``.pte`` in the process shares.
+    ``metadata`` holds the file's metadata method's entries (JSON-encoded, as ONNX's)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__(path, threads, runtime="executorch")
+
+
+__all__ = ["RUNTIMES", "OnnxModel", "PteModel"]

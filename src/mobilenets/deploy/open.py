@@ -12,10 +12,10 @@ from torch import nn
 from ..tasks.classification import evaluate as evaluate_classifier
 from ..models import resolve_name
 from ..weights import create_model, is_saved_model, load
-from .onnx_model import OnnxModel
-from .runtimes import RUNTIMES
+from .onnx_model import OnnxModel, PteModel
+from .runtimes import FILE_SUFFIX, RUNTIMES, check_runtime_for, runtimes_for
 
-EXPORTED_SUFFIXES = (".onnx",)
+EXPORTED_SUFFIXES = tuple(dict.fromkeys(FILE_SUFFIX.values()))     # .onnx, .pte
 
 
 def is_exported_file(model) -> bool:
@@ -30,6 +30,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
 
     - an exported ``.onnx`` file: an :class:`OnnxModel` in ``runtime`` (onnxruntime by
       default, or openvino; ``threads`` sets its intra-op threads);
+    - an ExecuTorch ``.pte`` file: a :class:`PteModel` (runtime executorch; ``threads``
+      sizes ExecuTorch's process-wide thread pool);
     - a saved-model folder (``mobilenets.save``, a run's ``best/``): ``mobilenets.load``;
     - a registered name: ``mobilenets.create_model(name, weights=weights, **options)``
       (random weights without ``weights``; ``allow_download`` lets ``"torchvision"`` /
@@ -43,8 +45,10 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
         if weights is not None:
             raise ValueError("weights (--weights) apply to a registered model name, not to a model")
         if runtime not in (None, "eager") and not isinstance(model, OnnxModel):
+            how = ("mobilenets.deploy.runtimes.executorch.export_pte" if runtime == "executorch"
+                   else "mobilenets.export_onnx")
             raise ValueError(f"runtime {runtime!r} runs exported files; this is a PyTorch "
-                             f"model (runtime eager): export it first (mobilenets.export_onnx)")
+                             f"model (runtime eager): export it first ({how})")
         return model
     path = Path(model)
     if runtime not in (None, "eager", *RUNTIMES):
@@ -53,13 +57,19 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
     if is_exported_file(model):
         if weights is not None:
             raise ValueError(f"weights (--weights) do not apply to the exported file {model}")
+        fits = runtimes_for(path)
         if runtime == "eager":
-            raise ValueError(f"{model} is an ONNX file: it runs with runtime onnxruntime or "
-                             f"openvino, not eager (PyTorch)")
-        return OnnxModel(path, threads=threads, runtime=runtime or "onnxruntime")
+            raise ValueError(f"{model} is an exported file: it runs with runtime "
+                             f"{' or '.join(fits)}, not eager (PyTorch)")
+        runtime = runtime or fits[0]
+        check_runtime_for(path, runtime)
+        if runtime == "executorch":
+            return PteModel(path, threads=threads)
+        return OnnxModel(path, threads=threads, runtime=runtime)
     if runtime not in (None, "eager"):
-        raise ValueError(f"runtime {runtime} runs .onnx files, and {model} is not one: export "
-                         f"it first (`mobilenets export {model}`)")
+        kind, flag = (".pte", " --format pte") if runtime == "executorch" else (".onnx", "")
+        raise ValueError(f"runtime {runtime} runs {kind} files, and {model} is not one: export "
+                         f"it first (`mobilenets export {model}{flag}`)")
     if is_saved_model(path):
         if weights is not None:
             raise ValueError(f"--weights does not apply to the saved-model folder {model}, "
@@ -72,7 +82,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
                          f"(e.g. RUN/best)")
     if weights is None and path.exists():
         raise ValueError(f"{model} is a file, not a model: give a saved-model folder, a "
-                         f"registered name (with --weights FILE, weights= in Python) or an .onnx file")
+                         f"registered name (with --weights FILE, weights= in Python), or an "
+                         f".onnx or .pte file")
     if weights is None and ("/" in str(model) or "\\" in str(model)):
         raise FileNotFoundError(f"no model folder or file {model}")
     try:

@@ -42,6 +42,14 @@ def _torchao():
         get_default_x86_inductor_quantization_config
 
 
+def x86_quantizer(is_qat: bool = False):
+    """torchao's X86InductorQuantizer with its default config (the default quantizer here; a
+    ``quantizer`` argument below is any such function of ``is_qat``, e.g. ExecuTorch's
+    XNNPACK quantizer in :mod:`.runtimes.executorch.quantize`)."""
+    *_, quantizer, default_config = _torchao()
+    return quantizer().set_global(default_config(is_qat=is_qat))
+
+
 def _resolution(model: nn.Module, resolution: int | None) -> int:
     return int(resolution or model.preprocess.get("resolution") or 224)
 
@@ -73,15 +81,14 @@ def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[t
 
 @torch.no_grad()
 def quantize_pt2e(model: nn.Module, calib, *, num_images: int = 128,
-                  resolution: int | None = None) -> QuantizedModel:
+                  resolution: int | None = None, quantizer=None) -> QuantizedModel:
     """PTQ: export the BatchNorm-folded ``model``, ``prepare_pt2e`` with the x86 inductor
-    quantizer, run ``num_images`` calibration images (``calib``: an image folder, its
-    ``train/`` if any, or an iterable of batches), ``convert_pt2e``. Fast under
-    ``torch.compile`` only."""
-    prepare_pt2e, _, convert_pt2e, Quantizer, default_config = _torchao()
+    quantizer (or ``quantizer(is_qat=False)``), run ``num_images`` calibration images
+    (``calib``: an image folder, its ``train/`` if any, or an iterable of batches),
+    ``convert_pt2e``. With the x86 quantizer, fast under ``torch.compile`` only."""
+    prepare_pt2e, _, convert_pt2e, _, _ = _torchao()
     res = _resolution(model, resolution)
-    quantizer = Quantizer().set_global(default_config())
-    prepared = prepare_pt2e(_export(fuse(model), res), quantizer)
+    prepared = prepare_pt2e(_export(fuse(model), res), (quantizer or x86_quantizer)(False))
     for x in _batches(calib, model, res, num_images):
         prepared(x)
     return QuantizedModel(convert_pt2e(prepared), model, res)
@@ -93,9 +100,10 @@ class QatTask(ClassificationTask):
     ``freeze_epoch`` (0-based) on, observers stop updating and BatchNorm uses its running
     statistics. The prepared graph is ``self.model`` after :func:`mobilenets.training.fit`."""
 
-    def __init__(self, model: nn.Module, resolution: int, freeze_epoch: int):
+    def __init__(self, model: nn.Module, resolution: int, freeze_epoch: int, quantizer=None):
         super().__init__(classes=model.config.get("class_names"))
         self.float_model, self.resolution, self.freeze_epoch = model, resolution, freeze_epoch
+        self.quantizer = quantizer or x86_quantizer
         self.frozen = False
 
     def split(self, cfg):
@@ -116,10 +124,9 @@ class QatTask(ClassificationTask):
         if len(self.classes) != self.float_model.num_classes:
             raise ValueError(f"{self.dirs[0]} has {len(self.classes)} classes, the model "
                              f"{self.float_model.num_classes}")
-        _, prepare_qat_pt2e, _, quantizer, default_config = _torchao()
+        _, prepare_qat_pt2e, _, _, _ = _torchao()
         net = copy.deepcopy(self.float_model).train()
-        prepared = prepare_qat_pt2e(_export(net, self.resolution),
-                                    quantizer().set_global(default_config(is_qat=True)))
+        prepared = prepare_qat_pt2e(_export(net, self.resolution), self.quantizer(True))
         prepared.config = dict(self.float_model.config)
         prepared.preprocess = dict(self.float_model.preprocess)
         prepared.num_classes = self.float_model.num_classes
@@ -159,7 +166,8 @@ class QatTask(ClassificationTask):
 def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
              batch_size: int = 32, resolution: int | None = None, max_steps: int = 0,
              freeze_bn_epoch: int | None = None, seed: int = 0, out: str | Path | None = None,
-             progress: bool = False, log=print, **train_options) -> QuantizedModel:
+             progress: bool = False, log=print, quantizer=None,
+             **train_options) -> QuantizedModel:
     """QAT: export ``model`` in training mode, ``prepare_qat_pt2e``, fine-tune ``epochs`` on the
     image folder ``data`` (its ``train/`` if it has one; validation on its ``val/`` if it has
     one, else on the training images) on the training engine
@@ -168,6 +176,7 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
     BatchNorm statistics and observers after ``freeze_bn_epoch`` epochs (default: for the
     last epoch, if there are several), then convert the last epoch's graph. ``out``: the run's
     folder (checkpoints, metrics, ``best/qat_state.pt``); a temporary one when None.
+    ``quantizer``: a function of ``is_qat`` giving the PT2E quantizer (default: x86's).
     ``model`` is not changed."""
     if freeze_bn_epoch is not None and not 1 <= freeze_bn_epoch <= epochs:
         raise ValueError(f"freeze_bn_epoch must be between 1 and epochs ({epochs}), not "
@@ -184,7 +193,7 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
                    batch_size=batch_size, resolution=res, max_steps_per_epoch=max_steps,
                    seed=seed, tensorboard=False)
     options.update(train_options)
-    task = QatTask(model, res, freeze)
+    task = QatTask(model, res, freeze, quantizer)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(model=model.config["name"], data=str(data),
                           out=str(out if out is not None else Path(tmp) / "qat"), **options)
@@ -251,4 +260,5 @@ def export_pt2e_onnx(qmodel: QuantizedModel, path: str | Path, calib=None, *,
     return path
 
 
-__all__ = ["QuantizedModel", "compile_pt2e", "export_pt2e_onnx", "qat_pt2e", "quantize_pt2e"]
+__all__ = ["QuantizedModel", "compile_pt2e", "export_pt2e_onnx", "qat_pt2e", "quantize_pt2e",
+           "x86_quantizer"]

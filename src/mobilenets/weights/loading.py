@@ -170,8 +170,9 @@ def load(directory: str | Path, **overrides) -> nn.Module:
     builder options, re-initialising the classifier when the class count changes. A pruned
     model is rebuilt with its ``block_widths``."""
     if Path(directory).is_file():
-        hint = (" open an ONNX file with mobilenets.open_model (an OnnxModel)" if
-                str(directory).endswith(".onnx") else
+        hint = (" open an exported file with mobilenets.open_model (an OnnxModel, or a "
+                "PteModel for .pte)" if
+                str(directory).endswith((".onnx", ".pte")) else
                 " for a state-dict file use create_model(NAME, weights=PATH)")
         raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"
                               f"{hint}")

@@ -1,0 +1,161 @@
+"""Write a model as an ExecuTorch ``.pte`` file lowered to XNNPACK (fp32, or the int8 graph
+of :mod:`.quantize`).
+
+``torch.export`` -> ``to_edge_transform_and_lower`` with the ``XnnpackPartitioner`` ->
+``to_executorch``. The file holds a second method, ``metadata``, a constant returning one
+JSON object: the model's name, config, class names and eval preprocessing, the task and a
+description of its outputs (as the ONNX export's ``metadata_props``), whether the batch is
+static or dynamic, and, for int8 files, how they were quantized.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...fuse import fuse as fuse_model
+from ...onnx_export import metadata as onnx_metadata
+from ...quantized_model import QuantizedModel
+from .session import METADATA_METHOD
+
+# A dynamic-batch file's memory is planned for its largest batch (activations of that many
+# images, allocated when the file is opened), so the bound is kept small; larger batches run
+# in chunks. ExecuTorch 1.5's XNNPACK lowering also caps the bound at 15 (a guard added while
+# lowering), whatever is asked for.
+DEFAULT_MAX_BATCH = 8
+
+
+def _lowering():
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import \
+            XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise ImportError("writing .pte files needs ExecuTorch: pip install "
+                          "'mobilenets[mobile]'") from None
+    return XnnpackPartitioner, to_edge_transform_and_lower
+
+
+def pte_metadata(model: nn.Module, resolution: int, fused: bool, task: str,
+                 dynamic_batch: bool, max_batch: int) -> dict:
+    """The object the ``metadata`` method returns: the ONNX export's entries as JSON values,
+    plus ``format``, ``backend`` and ``batch`` ({"dynamic": bool, "max": int})."""
+    meta = {}
+    for key, value in onnx_metadata(model, resolution, fused, task).items():
+        try:
+            meta[key] = json.loads(value)
+        except ValueError:        # plain strings: model_name, task, producer
+            meta[key] = value
+    meta.update(format="pte", backend="XnnpackBackend",
+                batch={"dynamic": bool(dynamic_batch), "max": int(max_batch)})
+    return meta
+
+
+def _check(model, resolution, dynamic_batch, max_batch) -> None:
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError("export_pte() takes a model made by mobilenets.create_model or load, "
+                        "or the int8 model of quantize_xnnpack")
+    if not isinstance(model, QuantizedModel):
+        dtypes = {p.dtype for p in model.parameters()} | {
+            b.dtype for b in model.buffers() if b.is_floating_point()}
+        if dtypes - {torch.float32}:
+            raise ValueError(f"export_pte() writes float32 or int8 files and this model holds "
+                             f"{sorted(map(str, dtypes - {torch.float32}))}: call "
+                             f"model.float() first")
+    from ....weights.saved import check_class_names
+    check_class_names(model.config.get("class_names"), getattr(model, "num_classes", None))
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int (square inputs), not "
+                         f"{resolution!r}")
+    if dynamic_batch and (isinstance(max_batch, bool) or not isinstance(max_batch, int)
+                          or max_batch < 2):
+        raise ValueError(f"max_batch must be an int >= 2 for a dynamic batch, not "
+                         f"{max_batch!r}")
+
+
+# what a lowered program runs outside XNNPACK without computing anything: the delegate call
+# and its outputs, memory planning, and a dynamic batch's size and reshapes
+_BOOKKEEPING = {"executorch_call_delegate", "getitem", "alloc", "sym_size", "view_copy",
+                "et_view", "view"}
+
+
+def undelegated_ops(program) -> list[str]:
+    """Operators of an ExecuTorch program's forward that XNNPACK does not run (they run in
+    ExecuTorch's portable kernels instead, far slower), bookkeeping and copies of scalar
+    constants (e.g. hard-swish's 3 and 6, passed to the delegate) left out."""
+    ops = []
+    for node in program.exported_program().graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = (getattr(node.target, "_opname", None) or getattr(node.target, "__name__", None)
+                or type(node.target).__name__)
+        value = node.meta.get("val")
+        if getattr(value, "ndim", None) == 0:     # a scalar constant handed to a delegate
+            continue
+        if name.split(".")[0] not in _BOOKKEEPING and "CallDelegate" not in name:
+            ops.append(name)
+    return ops
+
+
+def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = None,
+               dynamic_batch: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
+               task: str = "classification") -> Path:
+    """Write ``model`` to the ``.pte`` file ``path``, lowered to XNNPACK; returns ``path``.
+
+    ``model``: a float model (BatchNorm is folded first), or the int8
+    :class:`~mobilenets.deploy.quantized_model.QuantizedModel` of
+    :func:`~.quantize.quantize_xnnpack` (written int8). The input is N x C x R x R float32 at
+    ``resolution`` (default: the model's; an int8 model's is its calibration resolution);
+    the batch is 1, or with ``dynamic_batch`` 1 to ``max_batch`` (memory is planned for that
+    many images; the file's real bound is what ``ExecuTorchSession.max_batch`` reads, and
+    larger batches run in chunks). ``task`` describes the outputs in the metadata. The file
+    is written through a temporary one, so an existing file survives a failed export."""
+    XnnpackPartitioner, to_edge_transform_and_lower = _lowering()
+    quantized = isinstance(model, QuantizedModel)
+    if resolution is None:
+        resolution = int(model.resolution if quantized else
+                         model.preprocess.get("resolution") or model.config.get("resolution")
+                         or 224)
+    _check(model, resolution, dynamic_batch, max_batch)
+    if quantized and resolution != model.resolution:
+        raise ValueError(f"this int8 model was calibrated at {model.resolution} px; export it "
+                         f"at that resolution, or quantize again at {resolution}")
+    net = model.graph if quantized else fuse_model(model)
+    x = torch.randn(2 if dynamic_batch else 1, model.config.get("in_chans", 3), resolution,
+                    resolution)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
+    meta = pte_metadata(model, resolution, True, task, dynamic_batch,
+                        max_batch if dynamic_batch else 1)
+    if quantized:
+        meta["quantization"] = {"format": "int8", "source": "torchao PT2E (XNNPACKQuantizer: "
+                                "per-channel symmetric int8 weights, int8 activations)",
+                                **getattr(model, "quantization", {})}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*in training mode.*")   # a GraphModule
+        warnings.filterwarnings("ignore", category=UserWarning, module="executorch")
+        exported = torch.export.export(net, (x,), dynamic_shapes=dynamic)
+        program = to_edge_transform_and_lower(
+            exported, partitioner=[XnnpackPartitioner()],
+            constant_methods={METADATA_METHOD: json.dumps(meta)}).to_executorch()
+    left = undelegated_ops(program)
+    if left:
+        warnings.warn(f"XNNPACK does not run {len(left)} operator(s) of this model "
+                      f"({', '.join(sorted(set(left)))}); they run in ExecuTorch's portable "
+                      f"kernels", stacklevel=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            program.write_to_file(f)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["DEFAULT_MAX_BATCH", "export_pte", "pte_metadata", "undelegated_ops"]
