@@ -12,6 +12,8 @@ from ..deploy.open import is_exported_file
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
+from .dense_cmds import (TASK_NAMES, dense_task_of, eval_report, evaluate_dense, metrics_line,
+                         model_task, parse_task_options, predict_dense, train_task)
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -29,6 +31,14 @@ def add_train_parser(sub) -> None:
     p.add_argument("--allow-download", action="store_true",
                    help="download --weights / --teacher-weights torchvision|timm when not in "
                    "the local cache")
+    p.add_argument("--task", choices=TASK_NAMES, default=None,
+                   help="the task to train (default: the model's: a segmentation, depth or "
+                   "detection head's task, else classification)")
+    p.add_argument("--task-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="an option of a segmentation / depth / detection run (the fields of "
+                   "its SegmentationOptions / DepthOptions / DetectionOptions, see "
+                   "docs/segmentation.md ...), VALUE read as JSON when it parses, e.g. "
+                   "hflip=0.0 or 'model_options={\"width_mult\": 0.5}'; repeatable")
     add_config_flags(p, _TRAIN_SKIP)
     p.set_defaults(func=cmd_train)
 
@@ -133,6 +143,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"distillation, which needs a teacher: add --teacher MODEL (a "
                              f"saved-model folder, or a registered name with "
                              f"--teacher-weights)")
+    task = args.task or model_task(cfg.model)
+    options = parse_task_options(args.task_option)
+    if task != "classification":
+        if args.allow_download:
+            fetch_weights(cfg)
+        metrics = train_task(task, cfg, options, args.resume, not args.no_progress,
+                             args.overwrite)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"done: {metrics_line(task, metrics)} after {metrics['epoch']} epochs; "
+                  f"best model in {Path(cfg.out) / 'best'}")
+        return 0
+    if options:
+        raise ValueError("--task-option sets options of a segmentation, depth or detection "
+                         "run; a classification run takes the plain flags (see --help)")
     if args.allow_download:
         fetch_weights(cfg)
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
@@ -194,9 +218,12 @@ def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
 
 
 def add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy on an image folder")
+    p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy on an image folder; for a "
+                       "segmentation, depth or detection model its task's metrics")
     add_model_argument(p)
-    p.add_argument("--data", required=True, help="folder of class folders (or with val/)")
+    p.add_argument("--data", required=True, help="folder of class folders (or with val/); "
+                   "for a dense model its task's data (segmentation: the val split; depth: "
+                   "DATA/val or DATA's pairs; detection: the YOLO set's val split)")
     add_weights_flags(p)
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size in pixels (default: the model's)")
@@ -218,6 +245,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--confusion-png {png}: give a file path in an existing folder")
     model = load_cli_model(args.model, args.weights, purpose="scores", runtime=args.runtime,
                            allow_download=args.allow_download).eval()
+    task = dense_task_of(model)
+    if task is not None:
+        if png is not None:
+            raise ValueError("--confusion-png is for classifiers; a segmentation model's "
+                             "per-class IoU is in the output")
+        result = evaluate_dense(model, task, args.data, args.resolution, args.batch_size,
+                                args.workers)
+        print(json.dumps({"task": task, **result}) if args.json else eval_report(task, result),
+              flush=True)
+        return 0
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
     if args.json:
         print(json.dumps({"top1": result["top1"], "top5": result["top5"],
@@ -252,13 +289,23 @@ def _confusion_png(confusion, classes, path: Path) -> None:
 
 
 def add_predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="top-k classes of images")
+    p = sub.add_parser("predict", help="top-k classes of images; for a segmentation, depth or "
+                       "detection model, pictures of its output in --out")
     add_model_argument(p)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, or folders (every image file in them, sorted by name)")
     add_weights_flags(p)
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes to print per image (default 5)")
+    p.add_argument("--out", default="runs/predict", metavar="DIR",
+                   help="dense models: folder for one PNG per image, the input and the "
+                   "output side by side (default runs/predict)")
+    p.add_argument("--conf", type=float, default=None,
+                   help="detection: lowest box score kept (the model's score_thresh)")
+    p.add_argument("--iou", type=float, default=None,
+                   help="detection: non-maximum suppression IoU (the model's nms_thresh)")
+    p.add_argument("--max-det", type=positive_int, default=None,
+                   help="detection: boxes kept per image (the model's detections_per_img)")
     add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
@@ -291,6 +338,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images = image_files(args.images)
     model = load_cli_model(args.model, args.weights, purpose="predictions",
                            runtime=args.runtime, allow_download=args.allow_download).eval()
+    task = dense_task_of(model)
+    if task is not None:
+        return predict_dense(model, task, images, args.out, args.conf, args.iou, args.max_det,
+                             args.json)
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
     transform = eval_transform(model.preprocess)
     results = []

@@ -1,0 +1,240 @@
+"""The dense tasks (segmentation, depth, detection) on ``mobilenets train``, ``eval`` and
+``predict``: the task a model belongs to, ``--task-option KEY=VALUE``, each task's evaluation
+and its prediction pictures (input and output side by side, one PNG per image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TASK_NAMES = ("classification", "segmentation", "depth", "detection")
+DENSE_TASKS = TASK_NAMES[1:]
+
+# The "done:" line of train and the eval line: (metric key, label, percent?) per task.
+MAIN_METRICS = {
+    "segmentation": (("miou", "mIoU", True), ("pixel_acc", "pixel accuracy", True)),
+    "depth": (("abs_rel", "AbsRel", False), ("delta1", "delta1", True), ("rmse", "RMSE", False)),
+    "detection": (("map", "mAP", True), ("map50", "mAP50", True)),
+}
+
+
+def model_task(model: str | None) -> str:
+    """The task of a registered model name: a head's (``lraspp_mobilenet_v2_100`` ->
+    segmentation), else classification."""
+    from ..models.heads import resolve_head
+    found = resolve_head(model) if model else None
+    return found[0].task if found else "classification"
+
+
+def parse_task_options(items: list[str] | None) -> dict:
+    """``--task-option KEY=VALUE`` items as a dict; a value is read as JSON when it parses
+    (numbers, true/false, null, [lists], {dicts}), else kept as the string."""
+    options = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--task-option {item!r}: write KEY=VALUE, e.g. --task-option "
+                             f"hflip=0.0 or --task-option 'model_options={{\"width_mult\": "
+                             f"0.5}}'")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
+def train_task(task: str, cfg, options: dict, resume, progress: bool, overwrite: bool) -> dict:
+    """Run ``task``'s ``train`` on ``cfg`` with the task options ``options`` (the task checks
+    them and names unknown ones)."""
+    if task == "segmentation":
+        from ..tasks.segmentation import train
+    elif task == "depth":
+        from ..tasks.depth import train
+    elif task == "detection":
+        from ..tasks.detection import train
+    else:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASK_NAMES)}")
+    return train(cfg, resume=resume, progress=progress, overwrite=overwrite,
+                 **{task: options})
+
+
+def metrics_line(task: str, metrics: dict) -> str:
+    """The task's main metrics, e.g. ``mIoU 41.2%  pixel accuracy 80.3%``."""
+    parts = []
+    for key, label, percent in MAIN_METRICS[task]:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        parts.append(f"{label} {100 * value:.1f}%" if percent else f"{label} {value:.4f}")
+    return "  ".join(parts)
+
+
+def dense_task_of(model) -> str | None:
+    """The dense task of an opened model (its ``task`` attribute), or None."""
+    task = getattr(model, "task", None)
+    return task if task in DENSE_TASKS else None
+
+
+def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
+                   workers: int) -> dict:
+    """Score ``model`` with its task's evaluation on ``data``: segmentation: the ``val``
+    split of any segmentation layout; depth: the pairs of ``DATA/val`` when it exists, else
+    every pair in ``DATA`` (PNG value / 1000 = metres); detection: the YOLO data set's val
+    split. Returns JSON-ready metrics."""
+    if task == "segmentation":
+        from ..tasks.segmentation import evaluate
+        result = evaluate(model, data, "val", resolution, batch_size, workers)
+        keep = ("miou", "pixel_acc", "loss", "per_class_iou", "pixels", "images",
+                "bad_images")
+    elif task == "depth":
+        result = _evaluate_depth(model, data, resolution, batch_size, workers)
+        keep = tuple(result)
+    else:
+        from ..tasks.detection import evaluate
+        result = evaluate(model, data, batch_size=batch_size, workers=workers)
+        keep = ("map", "map50", "map75", "loss", "per_class", "count", "bad_images")
+    return {k: result[k] for k in keep if k in result}
+
+
+def _evaluate_depth(model, data: str, resolution: int | None, batch_size: int,
+                    workers: int) -> dict:
+    from ..tasks.depth import DepthPairs, depth_eval_transform, evaluate_model, find_pairs
+    from ..training.sampling import SeededView
+    root = Path(data)
+    folder = root / "val" if (root / "val").is_dir() else root
+    pre = dict(getattr(model, "preprocess", None) or {})
+    resolution = resolution or pre.get("resolution")
+    if not resolution:
+        raise ValueError("the model has no preprocess resolution: give --resolution")
+    dataset = SeededView(DepthPairs(find_pairs(folder)), depth_eval_transform(resolution, pre),
+                         0)
+    return evaluate_model(model, dataset, batch_size=batch_size, workers=workers)
+
+
+def eval_report(task: str, result: dict) -> str:
+    """The human-readable eval output."""
+    count = result.get("images", result.get("count"))
+    lines = [f"{count} images: {metrics_line(task, result)}"]
+    per_class = result.get("per_class_iou") or result.get("per_class") or {}
+    if isinstance(per_class, dict):
+        for name, value in per_class.items():
+            shown = "-" if value is None else f"{100 * value:6.2f}%"
+            lines.append(f"  {name:24s} {shown}")
+    return "\n".join(lines)
+
+
+# ---- predict -------------------------------------------------------------------------------
+
+def _model_input(model, image):
+    """``image`` (uint8 3 x H x W) resized to the model's resolution and normalised, as a
+    1 x 3 x R x R batch."""
+    import torch
+    from torchvision.transforms import InterpolationMode, v2
+    pre = dict(getattr(model, "preprocess", None) or {})
+    size = pre.get("resolution")
+    if not size:
+        raise ValueError("the model has no preprocess resolution; save it with one")
+    ops = v2.Compose([
+        v2.Resize((size, size), interpolation=InterpolationMode(
+            pre.get("interpolation", "bilinear")), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(pre.get("mean", (0.485, 0.456, 0.406))),
+                     list(pre.get("std", (0.229, 0.224, 0.225))))])
+    return ops(image)[None]
+
+
+def _colormap(values, name: str):
+    """``values`` (H x W in [0, 1], or integer class ids with ``name`` a qualitative map)
+    as a uint8 3 x H x W picture through a matplotlib colormap."""
+    import matplotlib
+    import torch
+    cmap = matplotlib.colormaps[name]
+    rgba = cmap(values.numpy())
+    return torch.from_numpy((rgba[..., :3] * 255).round().astype("uint8")).permute(2, 0, 1)
+
+
+def predict_picture(model, task: str, image, conf: float | None = None,
+                    iou: float | None = None, max_det: int | None = None):
+    """``(picture, summary)``: the output picture of ``model`` on ``image`` (uint8 3 x H x W)
+    at the image's size, and a JSON-ready summary. Segmentation: the class map coloured with
+    tab20 (class k gets colour k mod 20); depth: the prediction colour-mapped (inferno,
+    bright = near) over its own min..max; detection: the boxes drawn on the image."""
+    import torch
+    import torch.nn.functional as F
+    h, w = image.shape[-2:]
+    with torch.no_grad():
+        if task == "detection":
+            return _detections(model, image, conf, iou, max_det)
+        out = model(_model_input(model, image))
+    if task == "segmentation":
+        logits = out["out"] if isinstance(out, dict) else out
+        labels = F.interpolate(logits.float(), size=(h, w), mode="bilinear",
+                               align_corners=False).argmax(1)[0]
+        names = (getattr(model, "config", None) or {}).get("class_names")
+        counts = torch.bincount(labels.flatten(), minlength=logits.shape[1])
+        fractions = {(names[k] if names and k < len(names) else str(k)):
+                     round(c / labels.numel(), 4) for k, c in enumerate(counts.tolist()) if c}
+        return _colormap(labels % 20, "tab20"), {"class_fractions": fractions}
+    depth = out["out"] if isinstance(out, dict) else out
+    depth = F.interpolate(depth.float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    kind = getattr(model, "depth_kind", "metric")
+    lo, hi = depth.min(), depth.max()
+    scaled = (depth - lo) / (hi - lo).clamp_min(1e-12)
+    if kind == "metric":            # near is bright, as for inverse depth
+        scaled = 1 - scaled
+    return _colormap(scaled, "inferno"), {"depth_kind": kind, "min": lo.item(),
+                                          "max": hi.item()}
+
+
+def _detections(model, image, conf, iou, max_det):
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+    for attr, value in (("score_thresh", conf), ("nms_thresh", iou),
+                        ("detections_per_img", max_det)):
+        if value is not None:
+            if not hasattr(model, attr):
+                raise ValueError(f"the detector has no {attr} to set from the command line")
+            setattr(model, attr, value)
+    found = model([image.float() / 255])[0]
+    names = (getattr(model, "config", None) or {}).get("class_names")
+    labels = [(names[k] if names and k < len(names) else str(k)) for k in found["labels"].tolist()]
+    scores = found["scores"].tolist()
+    picture = draw_bounding_boxes(image, found["boxes"],
+                                  [f"{n} {s:.2f}" for n, s in zip(labels, scores)], width=2)
+    boxes = [{"label": n, "score": round(s, 4), "box": [round(v, 1) for v in b]}
+             for n, s, b in zip(labels, scores, found["boxes"].tolist())]
+    return picture, {"detections": boxes}
+
+
+def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=None,
+                  max_det=None, as_json: bool = False) -> int:
+    """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
+    picture side by side (detection: the image with its boxes only)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_image, write_png
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    results = []
+    for path in images:
+        try:
+            image = decode_image(path, mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+        picture, summary = predict_picture(model, task, image, conf, iou, max_det)
+        if task != "detection":
+            picture = torch.cat([image, picture], dim=2)
+        target = folder / f"{Path(path).stem}.png"
+        write_png(picture.contiguous(), str(target))
+        results.append({"image": path, "output": str(target), **summary})
+        if not as_json:
+            print(f"{path} -> {target}")
+    if as_json:
+        print(json.dumps({"task": task, "predictions": results}))
+    return 0
+
+
+__all__ = ["DENSE_TASKS", "MAIN_METRICS", "TASK_NAMES", "dense_task_of", "eval_report",
+           "evaluate_dense", "metrics_line", "model_task", "parse_task_options",
+           "predict_dense", "predict_picture", "train_task"]

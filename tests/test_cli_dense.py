@@ -1,0 +1,143 @@
+"""``mobilenets train / eval / predict`` on the dense tasks: the task picked from the model
+name, ``--task-option``, the task's metrics in the "done:" line and in ``eval --json`` (equal
+to the task's own evaluation), and ``predict`` pictures, on tiny synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import decode_image
+
+from mobilenets import load
+from mobilenets.cli.dense_cmds import model_task, parse_task_options
+from mobilenets.cli.main import main
+from mobilenets.tasks.segmentation import evaluate as segmentation_evaluate
+
+COLOURS = [(20, 20, 20), (200, 40, 40), (40, 200, 40), (40, 40, 200)]
+RUN = ["--epochs", "1", "--resolution", "64", "--batch-size", "2", "--workers", "0",
+       "--optimizer", "adamw", "--lr", "0.01", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scene(h=48, w=64, seed=0):
+    """A label map of coloured rectangles and its image."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, : w // 4] = 1
+    for k in (2, 3):
+        y, x = rng.integers(0, h - 12), rng.integers(w // 4, w - 16)
+        mask[y:y + 12, x:x + 16] = k
+    return np.array(COLOURS, np.uint8)[mask], mask
+
+
+def _segmentation_data(root, n_train=4, n_val=2):
+    (root / "classes.txt").parent.mkdir(parents=True)
+    (root / "classes.txt").write_text("ground\nleft\nbox\nother\n")
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i in range(n):
+            image, mask = _scene(seed=i + 10 * (split == "val"))
+            Image.fromarray(image).save(root / "images" / split / f"{i:03d}.png")
+            Image.fromarray(mask).save(root / "masks" / split / f"{i:03d}.png")
+    return root
+
+
+def test_task_from_model_name_and_task_options():
+    assert model_task("lraspp_mobilenet_v2_100") == "segmentation"
+    assert model_task("fastdepth_mobilenet_v2_100") == "depth"
+    assert model_task("ssdlite320_mobilenet_v3_large") == "detection"
+    assert model_task("mobilenet_v2_100") == "classification"
+    assert parse_task_options(["hflip=0", "label_set=voc", 'model_options={"a": [1, 2]}',
+                               "scale=[0.5, 1.5]"]) == {
+        "hflip": 0, "label_set": "voc", "model_options": {"a": [1, 2]}, "scale": [0.5, 1.5]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_task_options(["hflip"])
+
+
+def test_segmentation_train_eval_predict(tmp_path, capsys):
+    data = _segmentation_data(tmp_path / "data")
+    out = tmp_path / "run"
+    model = "lraspp_mobilenet_v3_small_100"
+    # an unknown option is refused by the task, naming it
+    assert main(["train", "--model", model, "--data", str(data), "--out", str(out),
+                 "--task-option", "hflipp=0", *RUN]) == 2
+    assert "unknown segmentation option(s) hflipp" in capsys.readouterr().err
+    # a classifier refuses task options
+    assert main(["train", "--model", "mobilenet_v2_035", "--task-option", "hflip=0",
+                 "--out", str(tmp_path / "c"), *RUN]) == 2
+    assert "--task-option" in capsys.readouterr().err
+
+    assert main(["train", "--model", model, "--data", str(data), "--out", str(out),
+                 "--task-option", 'model_options={"width_mult": 0.25}',
+                 "--task-option", "hflip=0.0", *RUN]) == 0
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done.startswith(f"done: mIoU {100 * last['miou']:.1f}%  pixel accuracy "
+                           f"{100 * last['pixel_acc']:.1f}% after 1 epochs")
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["options"]["width_mult"] == 0.25          # the task option reached the model
+
+    assert main(["eval", str(out / "best"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    direct = segmentation_evaluate(load(out / "best"), data)
+    assert result["task"] == "segmentation" and result["images"] == 2
+    assert result["miou"] == pytest.approx(direct["miou"])
+    assert result["pixel_acc"] == pytest.approx(direct["pixel_acc"])
+    assert set(result["per_class_iou"]) == {"ground", "left", "box", "other"}
+    assert main(["eval", str(out / "best"), "--data", str(data)]) == 0
+    assert capsys.readouterr().out.startswith("2 images: mIoU ")
+
+    image = data / "images" / "val" / "001.png"
+    pictures = tmp_path / "pictures"
+    assert main(["predict", str(out / "best"), str(image), "--out", str(pictures),
+                 "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)["predictions"][0]
+    picture = decode_image(str(pictures / "001.png"))
+    assert picture.shape == (3, 48, 128)                     # input | mask, side by side
+    assert torch.equal(picture[:, :, :64], decode_image(str(image)))
+    assert sum(answer["class_fractions"].values()) == pytest.approx(1, abs=1e-3)
+    colours = {tuple(c) for c in picture[:, :, 64:].flatten(1).T.tolist()}
+    assert len(colours) == len(answer["class_fractions"])   # one colour per predicted class
+
+
+def _write_pair(folder, stem, rgb, codes):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(folder / f"{stem}.color.png")
+    Image.fromarray(np.asarray(codes, dtype=np.uint16)).save(folder / f"{stem}.depth.png")
+
+
+def test_depth_train_eval_predict(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    for i in range(5):
+        codes = np.linspace(500, 4000, 48 * 64).reshape(48, 64) + 100 * i
+        _write_pair(data, f"frame-{i:03d}", rng.integers(0, 255, (48, 64, 3)), codes)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fastdepth_mobilenet_v2_100", "--data", str(data),
+                 "--out", str(out), "--task-option", 'model_options={"width_mult": 0.25}',
+                 "--task-option", "loss=l1", *RUN]) == 0
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done.startswith(f"done: AbsRel {last['abs_rel']:.4f}  delta1 "
+                           f"{100 * last['delta1']:.1f}%")
+    assert last["images"] == 1                               # the last 20% of 5 pairs
+
+    assert main(["eval", str(out / "best"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "depth" and result["images"] == 5     # every pair in DATA
+    assert result["abs_rel"] > 0 and 0 <= result["delta1"] <= 1
+
+    assert main(["predict", str(out / "best"), str(data / "frame-000.color.png"),
+                 "--out", str(tmp_path / "pictures")]) == 0
+    picture = decode_image(str(tmp_path / "pictures" / "frame-000.color.png"))
+    assert picture.shape == (3, 48, 128)
