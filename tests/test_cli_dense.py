@@ -141,3 +141,59 @@ def test_depth_train_eval_predict(tmp_path, capsys):
                  "--out", str(tmp_path / "pictures")]) == 0
     picture = decode_image(str(tmp_path / "pictures" / "frame-000.color.png"))
     assert picture.shape == (3, 48, 128)
+    assert torch.equal(picture[:, :, :64], decode_image(str(data / "frame-000.color.png")))
+    assert picture[:, :, 64:].flatten(1).unique(dim=1).shape[1] > 1     # a colour-mapped map
+
+
+def _yolo_data(root, n_train=4, n_val=2):
+    """Images of one or two filled rectangles with their YOLO labels (class, cx, cy, w, h)."""
+    (root).mkdir(parents=True)
+    (root / "config.yaml").write_text("names: [red, green]\n")
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            image = np.full((96, 128, 3), 30, np.uint8)
+            image[20:60, 10 + 8 * i:60 + 8 * i] = (220, 30, 30)
+            image[50:90, 80:120] = (30, 220, 30)
+            Image.fromarray(image).save(root / "images" / split / f"{i:03d}.png")
+            (root / "labels" / split / f"{i:03d}.txt").write_text(
+                f"0 {(35 + 8 * i) / 128} {40 / 96} {50 / 128} {40 / 96}\n"
+                f"1 {100 / 128} {70 / 96} {40 / 128} {40 / 96}\n")
+    return root
+
+
+def test_detection_train_eval_predict(tmp_path, capsys):
+    data = _yolo_data(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "ssdlite_mobilenet_v3_small_100", "--data", str(data),
+                 "--out", str(out), "--task-option", "augment=flip",
+                 *RUN[:2], "--resolution", "128", *RUN[4:]]) == 0
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done.startswith(f"done: mAP {100 * last['map']:.1f}%  mAP50 "
+                           f"{100 * last['map50']:.1f}%")
+
+    assert main(["eval", str(out / "best"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "detection" and result["count"] == 2
+    assert result["map"] == pytest.approx(last["map"])        # the same val split and model
+
+    image = data / "images" / "val" / "001.png"
+
+    def predict(*options):
+        assert main(["predict", str(out / "best"), str(image), "--out", str(tmp_path / "p"),
+                     "--json", *options]) == 0
+        return json.loads(capsys.readouterr().out)["predictions"][0]["detections"]
+    every = predict("--conf", "0.0")
+    assert len(every) > 3 and {d["label"] for d in every} <= {"red", "green"}
+    scores = [d["score"] for d in every]
+    assert scores == sorted(scores, reverse=True)
+    assert predict("--conf", "0.0", "--max-det", "3") == every[:3]    # detections_per_img
+    k = next(i for i in range(2, len(scores)) if scores[i] > scores[i + 1])
+    threshold = (scores[k] + scores[k + 1]) / 2      # between two (rounded) scores
+    above = predict("--conf", str(threshold))                         # score_thresh
+    assert above == every[:k + 1]
+    picture = decode_image(str(tmp_path / "p" / "001.png"))
+    assert picture.shape == (3, 96, 128)
+    assert not torch.equal(picture, decode_image(str(image)))      # boxes were drawn
