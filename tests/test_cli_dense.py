@@ -86,6 +86,12 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
                            f"{100 * last['pixel_acc']:.1f}% after 1 epochs")
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["options"]["width_mult"] == 0.25          # the task option reached the model
+    # a resumed run keeps the task and its options (saved in the checkpoint's config)
+    assert main(["train", "--resume", str(out / "last.pt"),
+                 "--epochs", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("done: mIoU ")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
 
     assert main(["eval", str(out / "best"), "--data", str(data), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
