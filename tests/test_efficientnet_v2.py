@@ -92,14 +92,14 @@ def test_width_depth_act_and_other_options():
     assert [r[-1].out for r in p.rows] == [16, 24, 32, 64, 80, 128]     # make_divisible(c/2, 8)
     assert p.stem.out == 16 and p.head.out == 640 and p.stem.in_ch == 1
     assert p.rows[1][0].mid == 16 * 4
-    # act replaces the stem, block and head activations; squeeze-excite keeps its own (SiLU
-    # inside, sigmoid gate), as for EfficientNet
+    # act replaces every activation (the squeeze-excite's inner one too) but the SE's sigmoid
+    # gate
     in_se = {id(m) for se in model.modules() if isinstance(se, SqueezeExcite)
              for m in se.modules()}
     acts = {type(m) for m in model.modules() if id(m) not in in_se
             and isinstance(m, (nn.SiLU, nn.ReLU, nn.Sigmoid))}
     assert acts == {nn.ReLU}
-    assert all(isinstance(m.gate, nn.Sigmoid) and isinstance(m.act, nn.SiLU)
+    assert all(isinstance(m.gate, nn.Sigmoid) and isinstance(m.act, nn.ReLU)
                for m in model.modules() if isinstance(m, SqueezeExcite))
     assert model.classifier.out_features == 7
     assert max(b.drop_path for r in p.rows for b in r) == pytest.approx(0.1 * 20 / 21)

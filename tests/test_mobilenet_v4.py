@@ -113,12 +113,20 @@ def test_defaults(name, res, crop, dropout, drop_path):
         mobilenets.create_model(name, depth_mult=1.2)
 
 
-def test_pruning_refuses_v4_blocks_by_name():
+def test_pruning_keeps_v4_conv_rows_and_start_depthwise_whole():
+    """UIB hidden channels are cut (see tests/test_compress.py for exactness); Conv rows and
+    the start depthwise, which work on block inputs, keep their widths."""
     from mobilenets.compress.prune import pruned_widths
     with torch.device("meta"):
         model = mobilenets.create_model("mobilenet_v4_conv_small_100")
-    with pytest.raises(ValueError, match="also has cn, uib blocks"):
-        pruned_widths(model, 0.5)
+    widths = pruned_widths(model, 0.5)
+    for row, wrow in zip(model.plan.rows, widths):
+        for spec, (cin, mid, out) in zip(row, wrow):
+            assert (cin, out) == (spec.in_ch, spec.out)
+            if spec.kind == "cn":
+                assert mid == spec.mid
+            else:
+                assert spec.kind == "uib" and mid < spec.mid
 
 
 def test_timm_small_050_checkpoint_loads_with_width_mult(tmp_path):
