@@ -8,8 +8,8 @@ then anneals towards zero, so the weights settle and the running statistics (whi
 batch statistics by ~10 steps at momentum 0.1) catch up before scoring. FastDepth needs a
 high peak rate: its output layer is the reference's 1x1 conv -> BatchNorm -> ReLU, so the
 depth's scale comes from that BatchNorm's bias, which AdamW moves by about one learning rate
-per step from 0 to the scene's depth in metres (~2.5 m here); at lr 2e-2 over 150 steps it
-stalls near AbsRel 0.2."""
+per step from 0 towards the scene's depth in metres (~2.5 m here); at a peak of 2e-2 over
+150 steps (MobileNetV1 0.5) it stayed at AbsRel 0.22, at 6e-2 it reached 0.04."""
 
 import tarfile
 
