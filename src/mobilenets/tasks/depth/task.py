@@ -16,6 +16,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..options import TaskOptions
 from ...data import DataError
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -33,7 +34,8 @@ _CONFIG_NOT_OPTIONS = ("name", "head", "backbone", "task", "depth_kind", "family
 
 
 @dataclass
-class DepthOptions:
+class DepthOptions(TaskOptions):
+    KEY = "depth"
     """The depth task's options (``cfg.extra["depth"]``)."""
 
     scale: float = 1000.0              # depth in metres = PNG value / scale (1000: millimetres)
@@ -67,15 +69,6 @@ class DepthOptions:
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> DepthOptions:
-        given = dict(cfg.extra.get("depth") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"unknown depth option(s) {', '.join(unknown)} in "
-                             f"cfg.extra['depth']; known: {', '.join(sorted(known))}")
-        return cls(**given)
 
 
 class DepthTask(Task):

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
 from ...training.config import TrainConfig, make_config
@@ -36,7 +37,8 @@ LABEL_SPACES = ("auto", "coco91", "contiguous")
 
 
 @dataclass
-class DetectionOptions:
+class DetectionOptions(TaskOptions):
+    KEY = "detection"
     """The detection task's options (``cfg.extra["detection"]``)."""
 
     train_split: str | None = None     # None: from the data YAML's ``train:``, else "train"
@@ -57,15 +59,6 @@ class DetectionOptions:
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> DetectionOptions:
-        given = dict(cfg.extra.get("detection") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"unknown detection option(s) {', '.join(unknown)} in "
-                             f"cfg.extra['detection']; known: {', '.join(sorted(known))}")
-        return cls(**given)
 
 
 def yolo_splits(root: Path) -> tuple[str, str]:

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..options import TaskOptions
 from ...data import DataError
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -36,7 +37,8 @@ _CONFIG_NOT_OPTIONS = ("name", "head", "backbone", "task", "family", "weights", 
 
 
 @dataclass
-class SegmentationOptions:
+class SegmentationOptions(TaskOptions):
+    KEY = "segmentation"
     """The segmentation task's options (``cfg.extra["segmentation"]``)."""
 
     label_set: str | None = None       # COCO panoptic masks: "coco" (default) or "voc"
@@ -70,15 +72,6 @@ class SegmentationOptions:
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, not {self.aux_weight}")
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> SegmentationOptions:
-        given = dict(cfg.extra.get("segmentation") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"unknown segmentation option(s) {', '.join(unknown)} in "
-                             f"cfg.extra['segmentation']; known: {', '.join(sorted(known))}")
-        return cls(**given)
 
 
 def _shown(names: list[str], n: int = 8) -> str:
