@@ -22,5 +22,16 @@ class TaskOptions:
                              f"cfg.extra['{cls.KEY}']; known: {', '.join(sorted(known))}")
         return cls(**given)
 
+    @classmethod
+    def into_config(cls, cfg, options: dict | None):
+        """``cfg`` with ``options`` merged into ``cfg.extra[KEY]``, checked before anything
+        runs."""
+        if options:
+            extra = dict(cfg.extra)
+            extra[cls.KEY] = {**(extra.get(cls.KEY) or {}), **options}
+            cfg = dataclasses.replace(cfg, extra=extra)
+        cls.from_config(cfg)
+        return cfg
+
 
 __all__ = ["TaskOptions"]

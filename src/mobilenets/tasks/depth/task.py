@@ -8,7 +8,6 @@ puts them there.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -225,12 +224,7 @@ def depth_config(cfg: TrainConfig | None = None, depth: dict | None = None,
     """A training config for the depth task: ``cfg`` (or one made from ``overrides``) with
     the depth options ``depth`` (:class:`DepthOptions` fields) added to ``extra["depth"]``."""
     cfg = cfg or make_config(**overrides)
-    if depth:
-        extra = dict(cfg.extra)
-        extra["depth"] = {**(extra.get("depth") or {}), **depth}
-        cfg = dataclasses.replace(cfg, extra=extra)
-    DepthOptions.from_config(cfg)           # refuse bad options before anything runs
-    return cfg
+    return DepthOptions.into_config(cfg, depth)
 
 
 def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,

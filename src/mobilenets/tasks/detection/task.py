@@ -13,7 +13,6 @@ background).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -315,12 +314,7 @@ def detection_config(cfg: TrainConfig | None = None, detection: dict | None = No
         overrides.setdefault("resolution", 320)
         overrides.setdefault("model", "ssdlite320_mobilenet_v3_large")
         cfg = make_config(**overrides)
-    if detection:
-        extra = dict(cfg.extra)
-        extra["detection"] = {**(extra.get("detection") or {}), **detection}
-        cfg = dataclasses.replace(cfg, extra=extra)
-    DetectionOptions.from_config(cfg)          # refuse bad options before anything runs
-    return cfg
+    return DetectionOptions.into_config(cfg, detection)
 
 
 def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,

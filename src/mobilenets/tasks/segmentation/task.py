@@ -9,7 +9,6 @@ recorded in ``train_config.json`` and in checkpoints like every other option;
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -257,12 +256,7 @@ def segmentation_config(cfg: TrainConfig | None = None, segmentation: dict | Non
     ``overrides``) with the options ``segmentation`` (:class:`SegmentationOptions` fields)
     added to ``extra["segmentation"]``."""
     cfg = cfg or make_config(**overrides)
-    if segmentation:
-        extra = dict(cfg.extra)
-        extra["segmentation"] = {**(extra.get("segmentation") or {}), **segmentation}
-        cfg = dataclasses.replace(cfg, extra=extra)
-    SegmentationOptions.from_config(cfg)         # refuse bad options before anything runs
-    return cfg
+    return SegmentationOptions.into_config(cfg, segmentation)
 
 
 def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
