@@ -39,7 +39,8 @@ import torch
 
 import mobilenets
 from mobilenets.deploy import OnnxModel, export_onnx, fuse
-from mobilenets.deploy.bench import BackendError, compile_model, time_calls
+from mobilenets.deploy.bench import BackendError, compile_model
+from _common import cpu_model, measure
 
 try:
     import onnx  # noqa: F401  (the exporter needs it)
@@ -57,12 +58,6 @@ TV_NAMES = {"mobilenet_v2_100": "mobilenet_v2", "mobilenet_v3_large_100": "mobil
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
 REFERENCE = "timm eager"
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def timm_onnx(model: torch.nn.Module, x: torch.Tensor, threads: int, tmp: str) -> dict:
@@ -107,30 +102,6 @@ def candidates(name: str, x: torch.Tensor, args, tmp: str) -> tuple[dict, dict]:
     fns.update(timm_onnx(ref, x, args.threads, tmp))
     return fns, failed
 
-
-def measure(fns: dict, x: torch.Tensor, args) -> dict:
-    """Interleaved repeats; per candidate: per-repeat medians (ms), all call times, ratios."""
-    names = list(fns)
-    for n in names:
-        time_calls(fns[n], x, args.warmup)
-    per_repeat = {n: [] for n in names}
-    calls = {n: [] for n in names}
-    for r in range(args.repeats):
-        shift = r % len(names)
-        for n in names[shift:] + names[:shift]:
-            ts = time_calls(fns[n], x, args.iters)
-            calls[n] += ts
-            per_repeat[n].append(1e3 * statistics.median(ts))
-    out = {}
-    for n in names:
-        ms, all_ms = per_repeat[n], sorted(1e3 * t for t in calls[n])
-        ratios = [a / b for a, b in zip(ms, per_repeat[REFERENCE])]
-        out[n] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-                  "p90_ms": all_ms[int(round(0.9 * (len(all_ms) - 1)))],
-                  "images_per_s": 1e3 * x.shape[0] / statistics.median(ms),
-                  "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-                  "ratio_max": max(ratios), "repeat_ms": ms}
-    return out
 
 
 def print_table(name: str, res: dict, failed: dict) -> None:
@@ -188,7 +159,7 @@ def main(argv=None) -> None:
             print(f"\n{name}: building candidates ...", flush=True)
             fns, failed = candidates(name, x, args, tmp)
             load = os.getloadavg()[0]
-            res = measure(fns, x, args)
+            res = measure(fns, x, args, REFERENCE)
             load = (load, os.getloadavg()[0])
             print_table(name, res, failed)
             print(f"  1-min load average before/after timing: {load[0]:.2f} / {load[1]:.2f} "

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import torch
 from mobilenets.cli.run_cmds import load_cli_model
 from mobilenets.data import SAMPLE_DIR
 from mobilenets.deploy import OnnxModel, PteModel, evaluate, export_onnx, quantize_onnx
-from mobilenets.deploy.bench import time_calls
+from _common import cpu_model, measure
 
 try:
     import onnxruntime
@@ -55,15 +54,6 @@ except ImportError as e:
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
 REFERENCE = "onnxruntime fp32"
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build(spec: str, args, tmp: Path) -> tuple[torch.nn.Module, dict, dict]:
@@ -101,25 +91,6 @@ def build(spec: str, args, tmp: Path) -> tuple[torch.nn.Module, dict, dict]:
     fns["executorch int8"] = PteModel(pte8, threads=args.threads)
     return model, fns, took
 
-
-def measure(fns: dict, x: torch.Tensor, args) -> dict:
-    """Interleaved repeats; per candidate: per-repeat medians (ms) and ratios to REFERENCE."""
-    names = list(fns)
-    for n in names:
-        time_calls(fns[n], x, args.warmup)
-    per_repeat = {n: [] for n in names}
-    for r in range(args.repeats):
-        shift = r % len(names)
-        for n in names[shift:] + names[:shift]:
-            per_repeat[n].append(1e3 * statistics.median(time_calls(fns[n], x, args.iters)))
-    out = {}
-    for n in names:
-        ms = per_repeat[n]
-        ratios = [a / b for a, b in zip(ms, per_repeat[REFERENCE])]
-        out[n] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-                  "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-                  "ratio_max": max(ratios), "repeat_ms": ms}
-    return out
 
 
 def print_table(name: str, res: dict, top1: dict, args) -> None:
@@ -187,7 +158,7 @@ def main(argv=None) -> None:
             top1 = ({n: evaluate(f, args.data)["top1"] for n, f in fns.items()}
                     if args.data else {})
             load = os.getloadavg()[0]
-            res = measure(fns, x, args)
+            res = measure(fns, x, args, REFERENCE)
             load = (load, os.getloadavg()[0])
             print_table(model.config["name"], res, top1, args)
             print(f"  1-min load average before/after timing: {load[0]:.2f} / {load[1]:.2f} "

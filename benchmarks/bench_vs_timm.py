@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import mobilenets
+from _common import cpu_model
 
 try:
     import timm
@@ -61,15 +62,6 @@ TIMM_NAMES = {
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
 SEED = 0
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_step(model: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor,

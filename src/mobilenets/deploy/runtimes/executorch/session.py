@@ -23,26 +23,16 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..session_types import Arg, Meta
 
 METADATA_METHOD = "metadata"
 INPUT_NAME = "input"
 
 
-@dataclass(frozen=True)
-class _Arg:
-    """Name and shape of an input or output (ints, or "batch" for a dynamic batch)."""
-
-    name: str
-    shape: list
-
-
-@dataclass(frozen=True)
-class _Meta:
-    custom_metadata_map: dict
 
 
 def _flush_c_stdio() -> None:
@@ -164,25 +154,25 @@ class ExecuTorchSession:
         # the runtime's bound is the planned size (exports may cap it below the one asked for)
         self.max_batch = int(info.sizes()[0])
         first = "batch" if self.dynamic_batch else self.max_batch
-        self._inputs = [_Arg(INPUT_NAME, [first, *info.sizes()[1:]])]
+        self._inputs = [Arg(INPUT_NAME, [first, *info.sizes()[1:]])]
         names = [o["name"] for o in self.metadata.get("outputs", [])]
         self._outputs = []
         for i in range(meta.num_outputs()):
             sizes = list(meta.output_tensor_meta(i).sizes())
             if self.dynamic_batch and sizes:
                 sizes[0] = "batch"
-            self._outputs.append(_Arg(names[i] if i < len(names) else f"output_{i}", sizes))
-        self._meta = _Meta({k: v if isinstance(v, str) else json.dumps(v)
+            self._outputs.append(Arg(names[i] if i < len(names) else f"output_{i}", sizes))
+        self._meta = Meta({k: v if isinstance(v, str) else json.dumps(v)
                             for k, v in self.metadata.items()})
         self._lock = threading.Lock()
 
-    def get_inputs(self) -> list[_Arg]:
+    def get_inputs(self) -> list[Arg]:
         return self._inputs
 
-    def get_outputs(self) -> list[_Arg]:
+    def get_outputs(self) -> list[Arg]:
         return self._outputs
 
-    def get_modelmeta(self) -> _Meta:
+    def get_modelmeta(self) -> Meta:
         return self._meta
 
     def _check(self, x: np.ndarray) -> None:

@@ -10,32 +10,22 @@ run float models in bfloat16 and the outputs would no longer match PyTorch's.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class _Arg:
-    """Name and shape of a graph input or output (ints, or a string for a symbolic dim)."""
-
-    name: str
-    shape: list
+from ..session_types import Arg, Meta
 
 
-@dataclass(frozen=True)
-class _Meta:
-    custom_metadata_map: dict
 
 
-def _args(values, skip=frozenset()) -> list[_Arg]:
+def _args(values, skip=frozenset()) -> list[Arg]:
     out = []
     for v in values:
         if v.name in skip:
             continue
         dims = v.type.tensor_type.shape.dim
-        out.append(_Arg(v.name, [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        out.append(Arg(v.name, [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                                  for d in dims]))
     return out
 
@@ -65,7 +55,7 @@ class OpenVinoSession:
         initializers = {t.name for t in proto.graph.initializer}
         self._inputs = _args(proto.graph.input, initializers)
         self._outputs = _args(proto.graph.output)
-        self._meta = _Meta({p.key: p.value for p in proto.metadata_props})
+        self._meta = Meta({p.key: p.value for p in proto.metadata_props})
         core = ov.Core()
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU",
@@ -88,13 +78,13 @@ class OpenVinoSession:
                 kinds[(kind, rt["runtimePrecision"].astype(str))] += 1
         return dict(kinds)
 
-    def get_inputs(self) -> list[_Arg]:
+    def get_inputs(self) -> list[Arg]:
         return self._inputs
 
-    def get_outputs(self) -> list[_Arg]:
+    def get_outputs(self) -> list[Arg]:
         return self._outputs
 
-    def get_modelmeta(self) -> _Meta:
+    def get_modelmeta(self) -> Meta:
         return self._meta
 
     @property
