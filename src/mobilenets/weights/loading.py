@@ -37,14 +37,7 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
     (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights.
     Head models (segmentation, depth) take their checkpoints and ``backbone_weights`` as
     :mod:`.heads` describes; detectors theirs as :mod:`.detection` does."""
-    from .detection import is_detector
-    if is_detector(name):
-        return (build_model(name, **options) if weights is None
-                else create_with_weights(name, weights, allow_download, **options))
-    if is_head_name(name):
-        return create_head(name, weights, allow_download, options,
-                           load_classifier=create_with_weights, note=_note)
-    if weights is None:
+    if weights is None and not is_head_name(name):
         return build_model(name, **options)
     return create_with_weights(name, weights, allow_download, **options)
 
@@ -52,8 +45,9 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
     from .detection import create_detector, is_detector
     if is_detector(name):         # detectors: their own checkpoint import (weights/detection.py)
-        return create_detector(name, weights, **options)
-    if is_head_name(name):
+        return (build_model(name, **options) if weights is None
+                else create_detector(name, weights, **options))
+    if is_head_name(name):        # segmentation and depth heads: weights/heads.py
         return create_head(name, weights, allow_download, options,
                            load_classifier=create_with_weights, note=_note)
     name = resolve_name(name)
