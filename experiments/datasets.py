@@ -24,20 +24,28 @@ CACHE = Path(os.environ.get("MOBILENETS_CACHE") or Path.home() / ".cache" / "mob
 
 
 def unpacked(name: str) -> Path:
-    """The folder of data set ``name`` (e.g. ``imagenette-224``), unpacking it if needed."""
+    """The folder of data set ``name`` (e.g. ``imagenette-224``), unpacking it if needed.
+
+    The folder is the archive's top-level folder, which need not be ``name`` (the 7-Scenes
+    archive ``7scenes-redkitchen-depth.tar.gz`` holds ``7scenes-redkitchen/``); the marker file
+    records it."""
     root = CACHE / "datasets"
-    folder, marker = root / name, root / f".{name}.complete"
-    if marker.is_file() and folder.is_dir():
-        return folder
+    marker = root / f".{name}.complete"
+    if marker.is_file():
+        folder = root / (marker.read_text().strip() or name)
+        if folder.is_dir():
+            return folder
     archive = SHARED / f"{name}.tar.gz"
     if not archive.is_file():
         raise SystemExit(f"{archive} not found: set MOBILENETS_SHARED_DATASETS to the folder "
                          f"holding {name}.tar.gz")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
+        tops = {Path(m.name).parts[0] for m in tar.getmembers() if m.name not in ("", ".")}
         tar.extractall(root, filter="data")
-    marker.touch()
-    return folder
+    top = tops.pop() if len(tops) == 1 else name
+    marker.write_text(top + "\n")
+    return root / top
 
 
 def downsized(name: str, short_side: int, quality: int = 85) -> Path:
