@@ -249,3 +249,28 @@ def test_a_run_stuck_above_chance_is_told_what_to_change():
     assert task.epoch_note({"epoch": 2, "train_loss": 2.5}) is None    # learning, augmented
     task.cfg = make_config("small-data")
     assert "--recipe" not in task.epoch_note({"epoch": 2, "train_loss": 4.0})
+
+
+def test_depthwise_weight_decay_applies_to_the_depthwise_kernels_only():
+    """--depthwise-weight-decay: its own group holds exactly the depthwise kernels; one SGD
+    step with zero gradients shrinks those by lr * their decay and the others by lr * the
+    common decay; without the option there are the usual two groups."""
+    from mobilenets.training.optim import build_optimizer
+    model = mobilenets.create_model("mobilenet_v1_025", num_classes=10)
+    depthwise = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+                 and m.groups > 1 and m.groups == m.in_channels]
+    assert len(depthwise) == 13                      # V1's 13 depthwise separable layers
+    assert len(build_optimizer(model, make_config(weight_decay=0.1)).param_groups) == 2
+    opt = build_optimizer(model, make_config(optimizer="sgd", lr=0.5, momentum=0.0,
+                                             weight_decay=0.1, depthwise_weight_decay=0.0))
+    assert {id(p) for p in opt.param_groups[2]["params"]} == {id(p) for p in depthwise}
+    pointwise = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+                     and m.groups == 1 and m.kernel_size == (1, 1))
+    before_dw, before_pw = depthwise[0].detach().clone(), pointwise.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(depthwise[0], before_dw)
+    assert torch.allclose(pointwise, before_pw * (1 - 0.5 * 0.1))
+    with pytest.raises(ValueError, match="depthwise_weight_decay"):
+        make_config(depthwise_weight_decay=-1.0)

@@ -60,6 +60,8 @@ _CONFIG_HELP = {
     "lr": "peak learning rate",
     "momentum": "momentum of sgd and rmsprop",
     "weight_decay": "L2 weight decay (not on BatchNorm and biases)",
+    "depthwise_weight_decay": "weight decay of the depthwise kernels (default: --weight-decay; "
+                              "MobileNetV1 used little or none)",
     "rmsprop_decay": "rmsprop: decay of the squared-gradient average",
     "rmsprop_eps": "rmsprop: epsilon (TF convention)",
     "schedule": "learning-rate schedule, stepped per batch",

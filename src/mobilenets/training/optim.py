@@ -13,18 +13,29 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential", "constant")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on BatchNorm parameters and biases (1-D tensors)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float,
+                 depthwise_weight_decay: float | None = None) -> list[dict]:
+    """No weight decay on BatchNorm parameters and biases (1-D tensors); depthwise kernels
+    (convolutions with one input channel per group) get ``depthwise_weight_decay`` when it is
+    given (MobileNetV1 §3.2: "very little or no weight decay on the depthwise filters"), the
+    common ``weight_decay`` otherwise."""
+    depthwise = set()
+    if depthwise_weight_decay is not None:
+        depthwise = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)
+                     and m.groups > 1 and m.groups == m.in_channels}
+    decay, no_decay, dw = [], [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            (no_decay if p.ndim <= 1 else dw if id(p) in depthwise else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if depthwise_weight_decay is not None:
+        groups.append({"params": dw, "weight_decay": depthwise_weight_decay})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.depthwise_weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.momentum > 0)
