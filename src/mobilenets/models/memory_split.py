@@ -58,15 +58,16 @@ def _norm_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _conv_chunk(x: torch.Tensor, cna: nn.Module, a: int, b: int, depthwise: bool) -> torch.Tensor:
-    """Output channels ``a:b`` of a ``ConvNormAct`` (conv -> eval BN -> act), its BatchNorm folded
-    into the chunk's weights; a depthwise conv takes the matching input channels ``x``."""
+    """Output channels ``a:b`` of a ``ConvNormAct`` (conv -> eval BN -> act); a depthwise conv
+    takes the matching input channels ``x``. The BatchNorm is applied in place as its
+    per-channel affine map, so a chunk holds one buffer."""
     conv = cna.conv
     scale, shift = _norm_affine(cna.bn)
-    w = conv.weight[a:b] * scale[a:b].reshape(-1, 1, 1, 1)
     if hasattr(cna, "pad"):              # TF "SAME" padding of a strided conv
         x = cna.pad(x)
-    y = F.conv2d(x, w, shift[a:b], conv.stride, conv.padding, conv.dilation,
+    y = F.conv2d(x, conv.weight[a:b], None, conv.stride, conv.padding, conv.dilation,
                  b - a if depthwise else 1)
+    y = y.mul_(scale[a:b].reshape(-1, 1, 1)).add_(shift[a:b].reshape(-1, 1, 1))
     return cna.act(y)
 
 
@@ -92,6 +93,7 @@ class SplitInvertedResidual(nn.Module):
         self.project, self.drop_path = block.project, block.drop_path
         self.t = t
         self.bounds = chunk_bounds(self.dw.conv.in_channels, t)
+        self.train(block.training)          # a block of an eval-mode model runs split
 
     def extra_repr(self) -> str:
         return f"t={self.t}, chunks={len(self.bounds)}"
