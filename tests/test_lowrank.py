@@ -7,7 +7,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets.cli.main import main
-from mobilenets.compress import factorise
+from mobilenets.compress import factorise, prune
 from mobilenets.compress.lowrank import candidates, energy_rank, layer_rank
 from mobilenets.data import SAMPLE_DIR
 from mobilenets.models.low_rank import LowRank
@@ -105,6 +105,10 @@ def test_bad_requests_are_refused():
     new, _ = factorise(model, rank=0.25)
     with pytest.raises(ValueError, match="factorised already"):
         factorise(new, rank=2)
+    with pytest.raises(ValueError, match="prune the model first"):
+        prune(new, ratio=0.3)
+    with pytest.raises(ValueError, match="without memory_split"):
+        factorise(small(num_classes=10, memory_split=2), rank=2)
     with pytest.raises(ValueError, match="integer from 1 to 10"):
         mobilenets.create_model("mobilenet_v3_small_100", num_classes=10,
                                 low_rank={"classifier": 11})

@@ -60,15 +60,23 @@ def _norm_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 def _conv_chunk(x: torch.Tensor, cna: nn.Module, a: int, b: int, depthwise: bool) -> torch.Tensor:
     """Output channels ``a:b`` of a ``ConvNormAct`` (conv -> eval BN -> act); a depthwise conv
     takes the matching input channels ``x``. The BatchNorm is applied in place as its
-    per-channel affine map, so a chunk holds one buffer."""
+    per-channel affine map, so a chunk holds one buffer. In a fused model
+    (``mobilenets.fuse``) the BatchNorm is in the conv's bias, and identities are gone."""
     conv = cna.conv
-    scale, shift = _norm_affine(cna.bn)
     if hasattr(cna, "pad"):              # TF "SAME" padding of a strided conv
         x = cna.pad(x)
-    y = F.conv2d(x, conv.weight[a:b], None, conv.stride, conv.padding, conv.dilation,
+    bias = conv.bias[a:b] if conv.bias is not None else None
+    y = F.conv2d(x, conv.weight[a:b], bias, conv.stride, conv.padding, conv.dilation,
                  b - a if depthwise else 1)
-    y = y.mul_(scale[a:b].reshape(-1, 1, 1)).add_(shift[a:b].reshape(-1, 1, 1))
-    return cna.act(y)
+    if hasattr(cna, "bn"):
+        scale, shift = _norm_affine(cna.bn)
+        y = y.mul_(scale[a:b].reshape(-1, 1, 1)).add_(shift[a:b].reshape(-1, 1, 1))
+    return _act(cna, y)
+
+
+def _act(cna: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    act = getattr(cna, "act", None)
+    return y if act is None else act(y)
 
 
 class SplitInvertedResidual(nn.Module):
@@ -114,7 +122,8 @@ class SplitInvertedResidual(nn.Module):
                                 for a, b in self.bounds], 1)
             se = self.se
             gate = se.gate(se.expand(se.act(se.reduce(pooled))))
-        w = self.project.conv.weight
+        project = self.project
+        w = project.conv.weight
         y = None
         for a, b in self.bounds:
             h = self._hidden(x, a, b)
@@ -122,7 +131,11 @@ class SplitInvertedResidual(nn.Module):
                 h = h * gate[:, a:b]
             p = F.conv2d(h, w[:, a:b])
             y = p if y is None else y.add_(p)
-        return self.project.act(self.project.bn(y))
+        if hasattr(project, "bn"):          # once, on the summed projection
+            y = project.bn(y)
+        elif project.conv.bias is not None:  # fused: the BatchNorm is the bias
+            y = y.add_(project.conv.bias.reshape(-1, 1, 1))
+        return _act(project, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._whole(x) if self.training else self._split(x)
