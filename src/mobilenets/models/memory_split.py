@@ -91,8 +91,8 @@ class SplitInvertedResidual(nn.Module):
             if not isinstance(conv, nn.Identity) and type(getattr(conv, "conv", None)) \
                     is not nn.Conv2d:
                 raise ValueError(f"cannot split an inverted residual whose {name} is not a "
-                                 f"plain Conv2d (e.g. a low-rank factorised one); split the "
-                                 f"model before factorising it, or leave memory_split unset")
+                                 f"plain Conv2d (a low-rank factorised one): memory_split "
+                                 f"and low_rank do not combine; use one or the other")
         if not isinstance(block.se, (nn.Identity, SqueezeExcite)):
             raise ValueError(f"cannot split a block with squeeze-excite "
                              f"{type(block.se).__name__}; only SqueezeExcite is supported")

@@ -49,9 +49,9 @@ def lowrank_and_finetune(model: nn.Module, out: str | Path, *, rank: int | float
     def compress(model: nn.Module) -> tuple[nn.Module, str]:
         new, report = factorise(model, rank=rank, energy=energy, layers=layers)
         if not report.ranks:
-            raise ValueError(f"no layer is smaller at this {'rank' if rank is not None else 'energy'}: "
-                             f"every candidate would need as many weights factorised as "
-                             f"whole; choose a lower rank or energy")
+            what = "rank" if rank is not None else "energy"
+            raise ValueError(f"no layer is smaller at this {what}: every candidate would need "
+                             f"as many weights factorised as whole; choose a lower {what}")
         log(report.table())
         return new, (f"factorised {len(report.ranks)} of {len(report.layers)} layers "
                      f"({'rank ' + str(rank) if rank is not None else f'energy {energy}'}): "

@@ -55,7 +55,8 @@ def prune_and_finetune(model: nn.Module, out: str | Path, *, ratio: float | None
 
 
 def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compress, *,
-                          verb: str = "compress", data: str | Path | None = None, recalibrate_images: int = 1024,
+                          verb: str = "compress", data: str | Path | None = None,
+                          recalibrate_images: int = 1024,
                           recipe: str | None = None, overwrite: bool = False,
                           progress: bool = True, log=print,
                           **train_options) -> tuple[nn.Module, dict | None]:
