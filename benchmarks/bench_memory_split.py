@@ -9,7 +9,8 @@ input and the weights. Beside it, the cost model's two estimates (``mobilenets.c
 in elements x 4 bytes x batch): ``live`` (whole blocks, conv + BN + act as one op: the t = 1
 case) and ``bottleneck`` (only block inputs and outputs materialised: the limit of large t).
 Eager PyTorch runs BatchNorm as an op of its own, so the measured unsplit peak is above
-``live``; the split blocks apply their chunks' BatchNorms in place.
+``live``; the split blocks apply their chunks' BatchNorms in place. The ``est.`` column applies
+the ``live`` definition block by block with the blocks split (:func:`split_live_estimate`).
 
 Latency: interleaved repeats of every t (``_common.measure``), the median per repeat; the ratio
 is to the unsplit model. Each model is checked against the unsplit one before timing.
@@ -31,6 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 from _common import cpu_model, measure
 from mobilenets.cost import bottleneck_peak, live_peak
 from mobilenets.models import create_model
+from mobilenets.layers import InvertedResidual
 from mobilenets.models.memory_split import split_inverted_residuals
 
 
@@ -46,6 +48,69 @@ def peak_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     for e in events:
         now += e.nbytes()
         peak = max(peak, now)
+    return peak
+
+
+def block_sizes(model: torch.nn.Module, size: tuple[int, int, int]) -> list[dict]:
+    """Per step of the unsplit ``model`` (batch 1, elements): a stem / head / other block's
+    input and output, an inverted residual's input ``x``, expansion ``e``, depthwise output
+    ``d``, output ``p``, expansion width ``mid``, and whether it has a shortcut and SE."""
+    steps, hooks = [], []
+
+    def on(module, kind):
+        def hook(m, inputs, out):
+            step = {"kind": kind, "x": inputs[0][0].numel(), "p": out[0].numel()}
+            if kind == "ir":
+                step.update(e=m._e, d=m._d, mid=m.dw.conv.in_channels,
+                            residual=m.has_residual, se=not isinstance(m.se, torch.nn.Identity))
+            steps.append(step)
+        hooks.append(module.register_forward_hook(hook))
+
+    for m in model.modules():
+        if isinstance(m, InvertedResidual):
+            on(m, "ir")
+            for name in ("expand", "dw"):
+                hooks.append(getattr(m, name).register_forward_hook(
+                    lambda mod, i, o, m=m, name=name: setattr(m, f"_{name[0]}", o[0].numel())))
+            m._e = 0
+    on(model.stem, "other")
+    if not isinstance(model.head, torch.nn.Identity):
+        on(model.head, "other")
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+    for step in steps:
+        if step["kind"] == "ir" and step["e"] == 0:      # no expansion conv: the input is it
+            step["e"] = step["x"]
+    return steps
+
+
+def split_live_estimate(steps: list[dict], t: int | None) -> int:
+    """Peak elements under the cost model's ``live`` definition (conv + BN + act one op, a
+    tensor live from its op to its last reader) with inverted residuals whole (``t`` None) or
+    in ``t`` chunks. Whole: max(x + e, e + d, d + p), plus x throughout with a shortcut. Split:
+    the input and the running sum of the projections stay live while a chunk is expanded
+    (e / t), filtered (d / t) and projected (p, then added): max(x + p + e/t + d/t,
+    x + 2p + d/t). Squeeze-excite's pooled vectors are negligible; its scaled copy adds d
+    (d / t split). Other steps: input + output."""
+    peak = 0
+    for s in steps:
+        if s["kind"] != "ir":
+            peak = max(peak, s["x"] + s["p"])
+            continue
+        x, e, d, p = s["x"], s["e"], s["d"], s["p"]
+        if t is None:
+            keep = x if s["residual"] else 0
+            here = max(x + e, keep + e + d, keep + d + (d if s["se"] else 0), keep + d + p)
+        else:
+            n = min(t, s["mid"])
+            share = -(-s["mid"] // n) / s["mid"]         # the largest chunk's share
+            ec, dc = round(e * share), round(d * share)
+            here = max(x + p + ec + dc, x + 2 * p + dc, x + p + 2 * dc if s["se"] else 0)
+        peak = max(peak, here)
     return peak
 
 
@@ -87,8 +152,11 @@ def main() -> None:
               "cost_model_live_bytes": per_image * live_peak(base, size),
               "cost_model_bottleneck_bytes": per_image * bottleneck_peak(base, size),
               "runs": {}}
+    steps = block_sizes(base, size)
     for name, m in models.items():
-        result["runs"][name] = {"peak_bytes": peak_bytes(m, x)}
+        t = None if name == "unsplit" else int(name[2:])
+        result["runs"][name] = {"peak_bytes": peak_bytes(m, x),
+                                "estimate_bytes": per_image * split_live_estimate(steps, t)}
     times = measure({n: m for n, m in models.items()}, x, args, "unsplit")
     for name, t in times.items():
         result["runs"][name].update({k: t[k] for k in ("median_ms", "min_ms", "max_ms",
@@ -101,9 +169,11 @@ def main() -> None:
           f"torch {torch.__version__}")
     print(f"cost model: live {result['cost_model_live_bytes'] / 2**20:.2f} MiB (t = 1), "
           f"bottleneck {result['cost_model_bottleneck_bytes'] / 2**20:.2f} MiB (large t)")
-    print(f"{'':8s} {'peak MiB':>9s} {'median ms':>10s} {'min-max ms':>14s} {'x unsplit':>9s}")
+    print(f"{'':8s} {'peak MiB':>9s} {'est. MiB':>9s} {'median ms':>10s} {'min-max ms':>14s} "
+          f"{'x unsplit':>9s}")
     for name, r in result["runs"].items():
-        print(f"{name:8s} {r['peak_bytes'] / 2**20:>9.2f} {r['median_ms']:>10.2f} "
+        print(f"{name:8s} {r['peak_bytes'] / 2**20:>9.2f} {r['estimate_bytes'] / 2**20:>9.2f} "
+              f"{r['median_ms']:>10.2f} "
               f"{r['min_ms']:>6.2f}-{r['max_ms']:<7.2f} {r['ratio']:>9.2f}")
 
 
