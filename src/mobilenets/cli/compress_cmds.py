@@ -1,5 +1,6 @@
-"""``mobilenets inspect`` (near-zero depthwise kernels, cost by type) and ``mobilenets prune``
-(structured pruning, then fine-tuning with the training loop)."""
+"""``mobilenets inspect`` (near-zero depthwise kernels, cost by type), ``mobilenets prune``
+(structured pruning) and ``mobilenets lowrank`` (SVD factorisation of 1x1 convolutions and
+linear layers), each then fine-tuned with the training loop."""
 
 from __future__ import annotations
 
@@ -78,6 +79,66 @@ def cmd_prune(args: argparse.Namespace) -> int:
         model, args.out, ratio=args.ratio, macs_ratio=args.macs_ratio,
         criterion=args.criterion, data=args.data, recalibrate_images=args.recalibrate_images,
         recipe=args.recipe, overwrite=args.overwrite, progress=not args.no_progress,
+        log=lambda line: print(line, flush=True), **options)
+    if metrics is not None:
+        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {metrics['epoch']} "
+              f"epochs; best model in {Path(args.out) / 'best'}")
+    return 0
+
+
+def _rank(text: str) -> int | float:
+    """``--rank``: an integer (absolute rank) or a fraction in (0, 1] (of full rank)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer rank nor a fraction "
+                                         f"like 0.5") from None
+
+
+def add_lowrank_parser(sub) -> None:
+    p = sub.add_parser("lowrank", help="factorise 1x1 convs and the classifier by SVD, then "
+                       "fine-tune")
+    add_model_argument(p, "saved-model folder (e.g. RUN/best), or registered name (see "
+                       "`mobilenets list`) with --weights")
+    add_weights_flags(p)
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rank", type=_rank, help="rank per layer: an integer, or a fraction "
+                     "in (0, 1] of the layer's full rank")
+    how.add_argument("--energy", type=float, help="per layer, the smallest rank keeping this "
+                     "share of the squared singular values (e.g. 0.9)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="PATTERN",
+                   help="module-name patterns to factorise (default: every 1x1 conv but "
+                   "squeeze-excite, and the linear layers), e.g. 'blocks.*.project.conv'")
+    p.add_argument("--data", default=None, help="fine-tuning data (default: built-in sample)")
+    p.add_argument("--recalibrate-images", type=int, default=1024, metavar="N",
+                   help="re-estimate BatchNorm statistics on N training images after "
+                   "factorising (0: keep the original model's statistics)")
+    p.add_argument("--out", required=True, help="writes OUT/lowrank/, then the training outputs")
+    p.add_argument("--recipe", default=None, help="training recipe; options override it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_flags(p, _SKIP, {"epochs": "0: factorise and save only, no fine-tuning"})
+    p.set_defaults(func=cmd_lowrank)
+
+
+def cmd_lowrank(args: argparse.Namespace) -> int:
+    from ..tasks.classification import lowrank_and_finetune
+    if is_exported_file(args.model):
+        raise ValueError(f"lowrank works on PyTorch models (a saved-model folder or a "
+                         f"registered name); {args.model} is an ONNX file: factorise the model "
+                         f"it was exported from, then export the factorised one")
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if f.name not in _SKIP and getattr(args, f.name) is not None}
+    _, metrics = lowrank_and_finetune(
+        model, args.out, rank=args.rank, energy=args.energy, layers=args.layers, data=args.data,
+        recalibrate_images=args.recalibrate_images, recipe=args.recipe,
+        overwrite=args.overwrite, progress=not args.no_progress,
         log=lambda line: print(line, flush=True), **options)
     if metrics is not None:
         print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {metrics['epoch']} "

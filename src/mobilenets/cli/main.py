@@ -1,5 +1,5 @@
 """``mobilenets`` command line: list, profile, costs, train, eval, predict, recipes, export,
-quantize, prune, inspect, bench."""
+quantize, prune, lowrank, inspect, bench."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..models import create_model, get_entry, list_models
 from .arguments import positive_int
 from .deploy_cmds import add_bench_parser, add_export_parser
 from .run_cmds import add_eval_parser, add_predict_parser, add_train_parser
-from .compress_cmds import add_inspect_parser, add_prune_parser
+from .compress_cmds import add_inspect_parser, add_lowrank_parser, add_prune_parser
 from .quantize_cmds import add_quantize_parser
 
 
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_inspect_parser(sub)
     add_prune_parser(sub)
+    add_lowrank_parser(sub)
     add_quantize_parser(sub)
 
     p = sub.add_parser("recipes", help="list the named training recipes")

@@ -251,6 +251,9 @@ def prune(model: MobileNet, ratio: float | None = None, macs_ratio: float | None
     (|gamma|) or ``"l1"`` (filter L1 norm). ``model`` is left unchanged."""
     if not isinstance(model, MobileNet):
         raise TypeError("prune() takes a MobileNet classifier (not a features_only backbone)")
+    if model.config.get("low_rank"):
+        raise ValueError("prune() takes a model whose 1x1 convolutions are whole; prune the "
+                         "model first, then factorise the pruned one")
     if (ratio is None) == (macs_ratio is None):
         raise ValueError("give exactly one of ratio and macs_ratio")
     if criterion not in CRITERIA:

@@ -12,6 +12,8 @@ import copy
 import torch
 from torch import nn
 
+from ..models.low_rank import LowRank
+
 # why a fused model refuses train() and save() (the network's ``eval_only``)
 FUSED = ("it is fused (BatchNorm folded into the convolutions by mobilenets.fuse), so it "
          "cannot be trained or saved; train or save the unfused model and fuse it again "
@@ -38,13 +40,18 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 def _fold_sequential(seq: nn.Sequential) -> None:
     """Fold each (Conv2d, BatchNorm2d) pair of adjacent children, dropping the BN; in a
-    sequence that had a fold (a ``ConvNormAct``), also drop ``nn.Identity`` children."""
+    sequence that had a fold (a ``ConvNormAct``), also drop ``nn.Identity`` children. A
+    low-rank factorised conv (``LowRank``) takes the BN into its second conv."""
     names, folded = list(seq._modules), False
     for a, b in zip(names, names[1:]):
         conv, bn = seq._modules.get(a), seq._modules.get(b)
-        if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d)
-                and bn.track_running_stats and bn.num_features == conv.out_channels):
-            seq._modules[a] = fold_conv_bn(conv, bn)
+        last = conv[-1] if isinstance(conv, LowRank) else conv
+        if (type(last) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats and bn.num_features == last.out_channels):
+            if last is conv:
+                seq._modules[a] = fold_conv_bn(conv, bn)
+            else:
+                conv[-1] = fold_conv_bn(last, bn)
             del seq._modules[b]
             folded = True
     if folded:

@@ -12,6 +12,8 @@ from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
 from .backbones import NORM_LAYERS, convert_norm
 from .heads.registry import head_listing, resolve_head
+from .low_rank import apply_low_rank
+from .memory_split import split_inverted_residuals
 from .network import FeatureNet, MobileNet
 from .widths import block_widths, reduce_tail, with_block_widths
 
@@ -96,7 +98,7 @@ def preprocessing(entry: ModelEntry, resolution: int) -> dict:
 MODEL_OPTIONS = ("num_classes", "width_mult", "depth_mult", "resolution", "dropout",
                  "drop_path_rate", "act", "in_chans", "bn_eps", "bn_momentum", "padding",
                  "features_only", "out_indices", "return_layers", "output_stride", "norm_layer",
-                 "block_widths", "reduced_tail")
+                 "block_widths", "reduced_tail", "low_rank", "memory_split")
 
 
 def _check(name: str, value, ok: bool, allowed: str) -> None:
@@ -120,7 +122,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     :mod:`~mobilenets.models.backbones`), ``block_widths`` (per-block ``[in, mid, out]``
     channels instead of the table's: a pruned network), ``reduced_tail`` (the layers after the
     last strided block's expansion halved: the MobileNetV3 paper's detection backbone,
-    torchvision's ``reduced_tail=True``).
+    torchvision's ``reduced_tail=True``), ``low_rank`` ({layer name: rank}: those 1x1 convs /
+    linear layers as two thinner ones, see :mod:`~mobilenets.models.low_rank`; made by
+    :func:`mobilenets.compress.factorise`), ``memory_split`` (t: inverted residuals evaluated in
+    t chunks of their expansion at inference, see :mod:`~mobilenets.models.memory_split`).
     """
     if "weights" in options or "allow_download" in options:
         raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
@@ -196,6 +201,10 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     if norm_layer != "batchnorm":
         config["norm_layer"] = norm_layer
     model = MobileNet(net_plan, num_classes, dropout, config, preprocessing(entry, resolution))
+    if options.get("low_rank"):
+        apply_low_rank(model, options["low_rank"])
+    if options.get("memory_split") is not None:
+        split_inverted_residuals(model, options["memory_split"])
     model = convert_norm(model, norm_layer)
     return as_features(model, options)
 

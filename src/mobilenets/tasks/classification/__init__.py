@@ -1,8 +1,10 @@
-"""Image classification: the task, its metrics, and the prune -> fine-tune workflow."""
+"""Image classification: the task, its metrics, and the prune / low-rank -> fine-tune workflows."""
 
 from .evaluate import evaluate, evaluate_model
-from .prune import prune_and_finetune
+from .lowrank import lowrank_and_finetune
+from .prune import compress_and_finetune, prune_and_finetune
 from .task import ClassificationTask, kd_loss, train
 
-__all__ = ["ClassificationTask", "evaluate", "evaluate_model", "kd_loss", "prune_and_finetune",
+__all__ = ["ClassificationTask", "compress_and_finetune", "evaluate", "evaluate_model", "kd_loss",
+           "lowrank_and_finetune", "prune_and_finetune",
            "train"]

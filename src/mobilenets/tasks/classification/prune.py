@@ -8,6 +8,8 @@
 It writes ``OUT/pruned/`` (the pruned, recalibrated model as a saved-model folder) and then
 the training run's files into ``OUT``; the fine-tune starts from ``OUT/pruned`` as its
 ``weights``, so a resumed fine-tune rebuilds the pruned network (its ``block_widths``).
+:func:`compress_and_finetune` is the same workflow for any compression (low-rank
+factorisation: :mod:`.lowrank`).
 """
 
 from __future__ import annotations
@@ -39,44 +41,63 @@ def prune_and_finetune(model: nn.Module, out: str | Path, *, ratio: float | None
     when it holds another run or contains the model's own folder, unless ``overwrite``.
     Returns the pruned model (fine-tuned, the best epoch's, when trained) and the last
     epoch's metrics (None without fine-tuning)."""
+    def compress(model: nn.Module) -> tuple[nn.Module, str]:
+        pruned = prune(model, ratio=ratio, macs_ratio=macs_ratio, criterion=criterion)
+        info = pruned.config["pruned"]
+        return pruned, (f"pruned (ratio {info['ratio']:.3f}, criterion {info['criterion']}): "
+                        f"MACs {info['macs_before']:,} -> {info['macs_after']:,} "
+                        f"(-{1 - info['macs_after'] / info['macs_before']:.1%})")
+
+    return compress_and_finetune(model, out, "pruned", compress, verb="prune", data=data,
+                                 recalibrate_images=recalibrate_images, recipe=recipe,
+                                 overwrite=overwrite, progress=progress, log=log,
+                                 **train_options)
+
+
+def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compress, *,
+                          verb: str = "compress", data: str | Path | None = None,
+                          recalibrate_images: int = 1024,
+                          recipe: str | None = None, overwrite: bool = False,
+                          progress: bool = True, log=print,
+                          **train_options) -> tuple[nn.Module, dict | None]:
+    """The workflow of :func:`prune_and_finetune` for any ``compress(model) -> (compressed
+    model, one-line summary)``: the compressed model is recalibrated, saved to ``OUT/folder``
+    and fine-tuned from there (its config rebuilds its structure); ``verb`` names the step in
+    errors."""
     out = Path(out)
     source = Path(str(model.config["weights"])) if model.config.get("weights") else None
     if source is not None and source.exists() and (source.resolve() == out.resolve()
                             or out.resolve() in source.resolve().parents):
-        raise ValueError(f"{out} contains the model to prune ({source}), which the pruned "
-                         f"model and its fine-tuning would overwrite; choose another output "
-                         f"folder")
+        raise ValueError(f"{out} contains the model to {verb} ({source}), which the "
+                         f"{folder} model and its fine-tuning would overwrite; choose another "
+                         f"output folder")
     check_out_folder(out, overwrite=overwrite, can_resume=False)
-    if (out / "pruned").exists() and not overwrite:
-        raise ValueError(f"{out / 'pruned'} exists; write to another folder, or pass "
+    if (out / folder).exists() and not overwrite:
+        raise ValueError(f"{out / folder} exists; write to another folder, or pass "
                          f"overwrite to replace it")
     if recalibrate_images < 0:
         raise ValueError(f"recalibrate_images must be >= 0, not {recalibrate_images}")
     cfg = make_config(recipe, model=model.config["name"], data=data and str(data), out=str(out),
-                      weights=str(out / "pruned"), **train_options)
-    pruned = prune(model, ratio=ratio, macs_ratio=macs_ratio, criterion=criterion)
-    info = pruned.config["pruned"]
+                      weights=str(out / folder), **train_options)
+    compressed, summary = compress(model)
     if recalibrate_images:
         train_dir = resolve_split(data)[0]
-        seen = recalibrate_bn(pruned, calibration_batches(
-            train_dir, pruned.preprocess, recalibrate_images, batch_size=64))
+        seen = recalibrate_bn(compressed, calibration_batches(
+            train_dir, compressed.preprocess, recalibrate_images, batch_size=64))
         log(f"BatchNorm statistics re-estimated on {seen} images of {train_dir} at "
-            f"{pruned.preprocess['resolution']} px")
-    save(pruned, out / "pruned")
+            f"{compressed.preprocess['resolution']} px")
+    save(compressed, out / folder)
     params = (sum(p.numel() for p in model.parameters()),
-              sum(p.numel() for p in pruned.parameters()))
-    log(f"pruned (ratio {info['ratio']:.3f}, criterion {info['criterion']}): MACs "
-        f"{info['macs_before']:,} -> {info['macs_after']:,} "
-        f"(-{1 - info['macs_after'] / info['macs_before']:.1%}), params {params[0]:,} -> "
-        f"{params[1]:,}; saved to {out / 'pruned'}")
+              sum(p.numel() for p in compressed.parameters()))
+    log(f"{summary}, params {params[0]:,} -> {params[1]:,}; saved to {out / folder}")
     if cfg.epochs == 0:
-        return pruned, None
+        return compressed, None
     classes = class_folders(resolve_split(cfg.data, cfg.val)[0])
-    if pruned.num_classes != len(classes):
+    if compressed.num_classes != len(classes):
         log(f"classifier re-initialised for the data's {len(classes)} classes (the model has "
-            f"{pruned.num_classes})")
+            f"{compressed.num_classes})")
     metrics = train(cfg, progress=progress, overwrite=overwrite)
     return load(out / "best"), metrics
 
 
-__all__ = ["prune_and_finetune"]
+__all__ = ["compress_and_finetune", "prune_and_finetune"]
