@@ -227,11 +227,13 @@ def train_run(run: Run, workers: int) -> dict:
 
     out = RUNS / run.name
     resume = out / "last.pt" if (out / "last.pt").is_file() else None
-    cfg = make_config("small-data", model=run.model, data=str(downsized("imagenette-224", 160)),
-                      out=str(out), epochs=EPOCHS, resolution=run.resolution, batch_size=64,
-                      workers=workers, seed=run.seed, amp=True, channels_last=True,
-                      tensorboard=False, **dict(run.train),
-                      **({"epochs": 1, "max_steps_per_epoch": 2} if SMOKE else {}))
+    options = dict(epochs=EPOCHS, resolution=run.resolution, batch_size=64, workers=workers,
+                   seed=run.seed, amp=True, channels_last=True, tensorboard=False)
+    options.update(run.train)
+    if SMOKE:
+        options.update(epochs=1, max_steps_per_epoch=2)
+    cfg = make_config("small-data", model=run.model, out=str(out),
+                      data=str(downsized("imagenette-224", 160)), **options)
     torch.manual_seed(run.seed)        # the surgery-free weights equal the engine's own build
     model = build(run)
     start = time.perf_counter()
@@ -453,6 +455,7 @@ def main() -> None:
         (RUNS / "latency.json").write_text(json.dumps(
             measure_latency(args.repeats, args.iters), indent=2) + "\n")
     else:
+        PAGE.parent.mkdir(parents=True, exist_ok=True)
         PAGE.write_text(report())
         print(PAGE)
 
