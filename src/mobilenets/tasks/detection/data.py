@@ -154,7 +154,7 @@ AUGMENTATIONS = ("ssd", "ssdlite", "flip", "none")
 
 
 def detection_train_transform(resolution: int, augment: str = "ssd", hflip: float = 0.5,
-                              fill=(123, 117, 104)) -> v2.Compose:
+                              fill=(123, 117, 104), keep_aspect: bool = False) -> v2.Compose:
     """Training augmentation of ``(image, target)``, torchvision's detection reference
     presets: ``"ssd"`` = zoom out (canvas up to 4x, filled with ``fill``, the mean pixel), IoU
     crop, horizontal flip, photometric distortion; ``"ssdlite"`` = IoU crop and flip
@@ -162,8 +162,10 @@ def detection_train_transform(resolution: int, augment: str = "ssd", hflip: floa
     ``resolution`` x ``resolution`` after the geometric steps (bilinear without antialiasing,
     as the detector resizes its inputs, so that resize is then a no-op) and before the
     photometric one (torchvision distorts first; at the smaller size it is 4x cheaper, and
-    only the zoom-out fill's colour differs). Then [0, 1] floats, and boxes that left the
-    image or shrank below 1 px are dropped with their labels (``SanitizeBoundingBoxes``)."""
+    only the zoom-out fill's colour differs). ``keep_aspect``: the longer side is resized to
+    ``resolution`` instead, aspect kept (for a letterboxing detector such as YOLOv4, which
+    pads the rest itself). Then [0, 1] floats, and boxes that left the image or shrank below
+    1 px are dropped with their labels (``SanitizeBoundingBoxes``)."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
     ops = []
@@ -173,7 +175,8 @@ def detection_train_transform(resolution: int, augment: str = "ssd", hflip: floa
         ops.append(v2.RandomIoUCrop())
     if augment != "none" and hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
-    ops.append(v2.Resize((resolution, resolution), antialias=False))
+    ops.append(v2.Resize(None, max_size=resolution, antialias=False) if keep_aspect
+               else v2.Resize((resolution, resolution), antialias=False))
     if augment == "ssd":       # after the resize: its hue step costs ~0.2 s at 640 x 480
         ops.append(v2.RandomPhotometricDistort())
     ops += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes(),
