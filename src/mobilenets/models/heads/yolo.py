@@ -26,18 +26,20 @@ is label ``k + 1``, so COCO128 trains on torchvision's 91 COCO ids and any other
 
 **Letterbox** (in the model, as torchvision's detectors resize in theirs): each [0, 1] image is
 resized bilinearly so that its longer side is ``resolution`` (aspect kept), centred on a grey
-canvas (114 / 255, YOLO's fill) whose size is the batch's largest resized image rounded up to
-a multiple of 32, then normalised with the backbone's mean and std; boxes go through the same
-scale and offset, and output boxes are mapped back and clipped to each image.
-:meth:`YOLOv4.letterbox` with ``size=(H, W)`` gives a fixed canvas instead (what an exported
-graph takes).
+canvas (114 / 255, YOLO's fill), then normalised with the backbone's mean and std; boxes go
+through the same scale and offset, and output boxes are mapped back and clipped to each image.
+The canvas is ``resolution`` x ``resolution`` (``canvas="square"``, the default: an image's
+detections do not depend on the other images of its batch, and an exported graph takes the
+same input), or with ``canvas="rect"`` the batch's largest resized image rounded up to a
+multiple of 32 (YOLOv5's rectangular inference: less padding, fewer pixels).
 
 **Anchors**: YOLOv4's COCO anchors (pixels at 416) scaled by ``resolution / 416``: stride 8
 (12, 16) (19, 36) (40, 28); stride 16 (36, 75) (76, 55) (72, 146); stride 32 (142, 110)
 (192, 243) (459, 401).
 
 **Decoding** (YOLOv4): centre = (sigmoid(t_xy) + cell) * stride, size = exp(t_wh) * anchor
-(t_wh clamped at log(1000 / 16), torchvision's box-coder clamp), objectness and class
+(t_wh clamped at log(1000 / 16), torchvision's box-coder clamp; in training the gradient
+passes the clamp), objectness and class
 probabilities by sigmoid; a box's score for a class is objectness * class probability.
 
 **Target assignment by anchor-shape ratio** (YOLOv5 / Scaled-YOLOv4): a ground-truth box of
@@ -74,7 +76,7 @@ BACKBONE_OPTIONS = ("width_mult", "depth_mult", "act", "drop_path_rate", "bn_eps
                     "bn_momentum", "padding", "norm_layer", "block_widths")
 HEAD_OPTIONS = ("num_classes", "resolution", "image_mean", "image_std", "score_thresh",
                 "nms_thresh", "detections_per_img", "topk_candidates", "neck_width",
-                "anchor_t", "ignore_thresh")
+                "anchor_t", "ignore_thresh", "canvas")
 #: YOLOv4's COCO anchors, pixels at 416 x 416, per level (strides 8, 16, 32)
 ANCHORS_416 = (((12, 16), (19, 36), (40, 28)),
                ((36, 75), (76, 55), (72, 146)),
@@ -280,7 +282,7 @@ class YOLOv4(nn.Module):
                  resolution: int, image_mean, image_std, config: dict, preprocess: dict,
                  score_thresh: float = 0.001, nms_thresh: float = 0.6,
                  detections_per_img: int = 300, topk_candidates: int = 10000,
-                 anchor_t: float = 4.0, ignore_thresh: float = 0.5):
+                 anchor_t: float = 4.0, ignore_thresh: float = 0.5, canvas: str = "square"):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -292,6 +294,7 @@ class YOLOv4(nn.Module):
         self.topk_candidates = topk_candidates
         self.anchor_t = anchor_t
         self.ignore_thresh = ignore_thresh
+        self.canvas = canvas
         self.register_buffer("anchors", make_anchors(resolution), persistent=False)
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1),
                              persistent=False)
@@ -305,7 +308,7 @@ class YOLOv4(nn.Module):
     def letterbox(self, images, targets=None, size: tuple[int, int] | None = None):
         """``(batch, transforms, targets)``: [0, 1] images (a list of 3 x H x W or a batch)
         letterboxed and normalised into one B x 3 x H' x W' tensor (module docstring; ``size``
-        fixes H' x W', else the batch's largest image rounded up to a multiple of 32);
+        fixes H' x W', else the model's ``canvas`` rule gives it);
         ``transforms`` is a B x 4 tensor (scale x, scale y, offset x, offset y) per image
         mapping its pixels to the batch's (:meth:`unletterbox` undoes it); ``targets`` with
         their boxes mapped the same way (None when not given)."""
@@ -320,6 +323,8 @@ class YOLOv4(nn.Module):
             if not img.is_floating_point():
                 raise ValueError(f"expected float images in [0, 1], got {img.dtype}; divide "
                                  f"uint8 images by 255")
+        if size is None and self.canvas == "square":
+            size = (self.resolution, self.resolution)
         limit = size or (self.resolution, self.resolution)
         resized = [_letterbox_one(img, limit) for img in images]
         if size is None:
@@ -376,8 +381,12 @@ class YOLOv4(nn.Module):
         cx = (raw[..., 0].sigmoid() + xs) * stride
         cy = (raw[..., 1].sigmoid() + ys) * stride
         anchors = self.anchors[level].to(raw.dtype)
-        bw = raw[..., 2].clamp(max=WH_CLAMP).exp() * anchors[:, 0].view(1, 3, 1, 1)
-        bh = raw[..., 3].clamp(max=WH_CLAMP).exp() * anchors[:, 1].view(1, 3, 1, 1)
+        twh = raw[..., 2:4]
+        clamped = twh.clamp(max=WH_CLAMP)
+        if self.training:     # the clamped value with the unclamped gradient, so that a box
+            clamped = twh + (clamped - twh).detach()   # grown past the clamp can shrink back
+        bw = clamped[..., 0].exp() * anchors[:, 0].view(1, 3, 1, 1)
+        bh = clamped[..., 1].exp() * anchors[:, 1].view(1, 3, 1, 1)
         return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
 
     def decode(self, raws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,6 +417,7 @@ class YOLOv4(nn.Module):
         """One dict per image from :meth:`export_forward`'s output (module docstring)."""
         out = []
         for b, s, t, size in zip(boxes, scores, transforms, sizes):
+            s = s[:, 1:]                             # not the background column
             idx, cls = (s > self.score_thresh).nonzero(as_tuple=True)
             sc = s[idx, cls]
             if sc.numel() > self.topk_candidates:
@@ -416,7 +426,7 @@ class YOLOv4(nn.Module):
             bx = b[idx]
             keep = batched_nms(bx, sc, cls, self.nms_thresh)[:self.detections_per_img]
             out.append({"boxes": self.unletterbox(bx[keep], t, size), "scores": sc[keep],
-                        "labels": cls[keep]})
+                        "labels": cls[keep] + 1})
         return out
 
     # --- loss -----------------------------------------------------------------------------
@@ -538,6 +548,10 @@ def build_yolov4(backbone: str, **options) -> YOLOv4:
     num_classes = options.pop("num_classes", 91)
     size = options.pop("resolution", 416)
     width = options.pop("neck_width", 1.0)
+    if options.get("canvas", "square") not in ("square", "rect"):
+        raise ValueError(f"canvas={options['canvas']!r} is not allowed: give 'square' (every "
+                         f"image on a resolution x resolution canvas) or 'rect' (the batch's "
+                         f"largest image, rounded up to a multiple of 32)")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} is not allowed: num_classes counts the "
                          f"background too (91 for torchvision's COCO ids), so at least 2")
