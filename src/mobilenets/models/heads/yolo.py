@@ -513,13 +513,14 @@ class YOLOv4(nn.Module):
         return losses, self.postprocess(boxes, scores, transforms, sizes)
 
 
-def init_yolo(model: YOLOv4) -> None:
-    """BatchNorm eps 1e-3 / momentum 0.03 in the neck and head (YOLOv5's); prediction biases
-    as YOLOv5 starts them: objectness log(8 / (640 / stride)^2) (about 8 objects per 640
-    image), classes log(0.6 / (K - 0.99))."""
+def init_yolo(model: YOLOv4, bn_momentum: float = 0.03) -> None:
+    """BatchNorm eps 1e-3 and momentum ``bn_momentum`` (YOLOv5's 0.03 unless the
+    ``bn_momentum`` option is given) in the neck and head; prediction biases as YOLOv5 starts
+    them: objectness log(8 / (640 / stride)^2) (about 8 objects per 640 image), classes
+    log(0.6 / (K - 0.99))."""
     for m in (*model.backbone.neck.modules(), *model.head.modules()):
         if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
+            m.eps, m.momentum = 1e-3, bn_momentum
     k = model.num_classes - 1
     with torch.no_grad():
         for pred, stride in zip(model.head.pred, STRIDES):
@@ -584,7 +585,7 @@ def build_yolov4(backbone: str, **options) -> YOLOv4:
                   "in_model": True, "letterbox": True, "pad_value": PAD_VALUE}
     model = YOLOv4(YOLOBackbone(body, neck), head, num_classes, size, mean, std, config,
                    preprocess, **head_kw)
-    init_yolo(model)
+    init_yolo(model, options.get("bn_momentum", 0.03))
     if norm_layer_name != "batchnorm":
         model = convert_norm(model, norm_layer_name)
     return model
