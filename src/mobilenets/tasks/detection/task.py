@@ -28,8 +28,9 @@ from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, save
-from .data import (AUGMENTATIONS, YoloDetection, collate_detection, detection_eval_transform,
-                   detection_train_transform, find_names_file, read_names)
+from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection,
+                   detection_eval_transform, detection_train_transform, find_names_file,
+                   read_names)
 from .metrics import coco_map
 
 LABEL_SPACES = ("auto", "coco91", "contiguous")
@@ -44,6 +45,7 @@ class DetectionOptions(TaskOptions):
     val_split: str | None = None       # None: from its ``val:``, else "val"
     augment: str = "ssd"               # ssd | ssdlite | flip | none (see data.py)
     hflip: float = 0.5
+    mosaic: float = 0.0                # probability of a 4-image mosaic (data.Mosaic)
     label_space: str = "auto"          # auto | coco91 | contiguous (module docstring)
     backbone_weights: str | None = None   # a classification checkpoint for the backbone
     model_options: dict = field(default_factory=dict)   # more create_model options
@@ -57,6 +59,8 @@ class DetectionOptions(TaskOptions):
                              f"{self.label_space!r}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
+        if not 0 <= self.mosaic <= 1:
+            raise ValueError(f"mosaic is a probability in [0, 1], not {self.mosaic}")
 
 
 
@@ -209,7 +213,8 @@ class DetectionTask(Task):
         size = model.config.get("resolution", self.cfg.resolution)
         self.train_set.transform = detection_train_transform(
             size, opts.augment, opts.hflip,
-            keep_aspect=bool(model.preprocess.get("letterbox", False)))
+            keep_aspect=bool(model.preprocess.get("letterbox", False)),
+            mosaic=Mosaic(self.train_raw, size, opts.mosaic) if opts.mosaic else None)
         model.config["class_names"] = model_class_names(self.space, self.names)
 
     def prepare(self, images, targets, device):
