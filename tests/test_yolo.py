@@ -397,3 +397,16 @@ def test_mosaic_puts_four_images_and_their_boxes_on_one_canvas(tmp_path):
     assert 0 in seen and len(seen) >= 3
     unchanged = Mosaic(data, 64, p=0.0)(data[1][0])
     assert unchanged[0].shape == (3, 80, 40)
+
+
+def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
+    from mobilenets.tasks.detection.task import load_backbone_weights
+    classifier = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100")).eval()
+    torch.save(classifier.state_dict(), tmp_path / "v3s.pth")
+    model = small_yolo()
+    load_backbone_weights(model, tmp_path / "v3s.pth")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        c5 = model.eval().backbone.body(x)["c5"]
+        want = classifier.blocks(classifier.stem(x))     # the last block, before the head conv
+    torch.testing.assert_close(c5, want, rtol=1e-4, atol=1e-5)
