@@ -305,6 +305,12 @@ class YOLOv4(nn.Module):
 
     # --- preprocessing ------------------------------------------------------------------
 
+    @property
+    def fixed_size(self) -> tuple[int, int]:
+        """The canvas (H, W) of a fixed-size input: ``letterbox(images, size=fixed_size)``
+        gives what :meth:`export_forward` and an exported graph take."""
+        return (self.resolution, self.resolution)
+
     def letterbox(self, images, targets=None, size: tuple[int, int] | None = None):
         """``(batch, transforms, targets)``: [0, 1] images (a list of 3 x H x W or a batch)
         letterboxed and normalised into one B x 3 x H' x W' tensor (module docstring; ``size``

@@ -257,5 +257,6 @@ def collate_detection(items: list, label_map=None):
     return images, targets, len(items) - len(good)
 
 
-__all__ = ["AUGMENTATIONS", "Mosaic", "YoloDetection", "collate_detection", "detection_eval_transform",
-           "detection_train_transform", "find_names_file", "parse_yolo_labels", "read_names"]
+__all__ = ["AUGMENTATIONS", "Mosaic", "YoloDetection", "collate_detection",
+           "detection_eval_transform", "detection_train_transform", "find_names_file",
+           "parse_yolo_labels", "read_names"]
