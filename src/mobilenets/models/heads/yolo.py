@@ -39,8 +39,8 @@ multiple of 32 (YOLOv5's rectangular inference: less padding, fewer pixels).
 
 **Decoding** (YOLOv4): centre = (sigmoid(t_xy) + cell) * stride, size = exp(t_wh) * anchor
 (t_wh clamped at log(1000 / 16), torchvision's box-coder clamp; in training the gradient
-passes the clamp), objectness and class
-probabilities by sigmoid; a box's score for a class is objectness * class probability.
+passes the clamp), objectness and class probabilities by sigmoid; a box's score for a class
+is objectness * class probability.
 
 **Target assignment by anchor-shape ratio** (YOLOv5 / Scaled-YOLOv4): a ground-truth box of
 size (w, h) is a positive of anchor (a_w, a_h) when ``max(w / a_w, a_w / w, h / a_h, a_h / h)
@@ -58,6 +58,12 @@ positives), ``classification`` = 0.5 * mean BCE over positives and classes (one-
 **Post-processing** (eval mode): every (box, class) pair scoring above ``score_thresh`` (at
 most ``topk_candidates``, the highest), class-wise ``torchvision.ops.batched_nms`` at
 ``nms_thresh``, the best ``detections_per_img`` kept.
+
+**Export**: eval mode is :meth:`YOLOv4.letterbox`, then :meth:`YOLOv4.export_forward` (the
+network and the decoding, no data-dependent control flow: boxes B x N x 4 and per-label
+scores B x N x num_classes), then the post-processing; an exporter letterboxes to
+``model.fixed_size`` with ``letterbox(images, size=model.fixed_size)`` and maps boxes back
+with :meth:`YOLOv4.unletterbox`.
 """
 
 from __future__ import annotations
