@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 import mobilenets
 from mobilenets.data.coco import to_coco91
@@ -142,13 +143,8 @@ def test_eval_takes_images_of_any_size_and_returns_boxes_in_their_pixels():
         kept = model(images[:1])[0]
     for label in kept["labels"].unique():       # class-wise NMS: no same-class pair > 0.3
         b = kept["boxes"][kept["labels"] == label]
-        iou = torchvision_box_iou(b, b).nan_to_num(0)    # NaN: empty clipped boxes
+        iou = box_iou(b, b).nan_to_num(0)    # NaN: empty clipped boxes
         assert (iou.triu(1) <= 0.3 + 1e-6).all()
-
-
-def torchvision_box_iou(a, b):
-    from torchvision.ops import box_iou
-    return box_iou(a, b)
 
 
 def test_export_forward_is_the_eval_path_before_nms():
@@ -333,7 +329,7 @@ def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
     model = mobilenets.create_model("yolov4", backbone="mobilenet_v2_050", resolution=128,
                                     neck_width=0.25, bn_momentum=0.1)
     steps, freeze_at, lr = STEPS, FREEZE_AT, 1e-2
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     model.train()
     start = time.perf_counter()
