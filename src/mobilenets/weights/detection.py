@@ -23,12 +23,14 @@ from torch import nn
 from ..models import create_model as build_model
 from ..models.heads import resolve_head
 from ..models.heads.detection import ASPECT_RATIOS
+from ..models.heads.yolo import ANCHORS_PER_LEVEL
 from .files import CheckpointError, read_state_dict
 from .layouts import ordered_tensors
 from .saved import is_saved_model, read_config
 
 TV_BACKBONE = "backbone.features."
 CLS_HEAD = "head.classification_head."
+YOLO_PRED = "head.pred.0.weight"
 
 
 def is_detector(name: str) -> bool:
@@ -43,6 +45,8 @@ def _anchors_per_location() -> int:
 
 def file_classes(state: dict[str, torch.Tensor]) -> int:
     """The class count of a detector state dict (background included)."""
+    if YOLO_PRED in state:       # YOLOv4: 3 anchors x (box, objectness, classes but background)
+        return int(state[YOLO_PRED].shape[0]) // ANCHORS_PER_LEVEL - 5 + 1
     key = f"{CLS_HEAD}module_list.0.1.weight"
     if key not in state:
         raise CheckpointError(f"not an SSDLite state dict: no {key} (its classification head)")

@@ -17,5 +17,6 @@ from .registry import HEADS, HeadEntry, register_head, resolve_head
 from . import depth  # noqa: F401  (registers fastdepth, midas_small)
 from . import detection  # noqa: F401  (registers ssdlite, ssdlite320)
 from . import segmentation  # noqa: F401  (registers lraspp, deeplabv3)
+from . import yolo  # noqa: F401  (registers yolov4)
 
 __all__ = ["HEADS", "HeadEntry", "register_head", "resolve_head"]

@@ -154,7 +154,8 @@ AUGMENTATIONS = ("ssd", "ssdlite", "flip", "none")
 
 
 def detection_train_transform(resolution: int, augment: str = "ssd", hflip: float = 0.5,
-                              fill=(123, 117, 104)) -> v2.Compose:
+                              fill=(123, 117, 104), keep_aspect: bool = False,
+                              mosaic: Mosaic | None = None) -> v2.Compose:
     """Training augmentation of ``(image, target)``, torchvision's detection reference
     presets: ``"ssd"`` = zoom out (canvas up to 4x, filled with ``fill``, the mean pixel), IoU
     crop, horizontal flip, photometric distortion; ``"ssdlite"`` = IoU crop and flip
@@ -162,23 +163,75 @@ def detection_train_transform(resolution: int, augment: str = "ssd", hflip: floa
     ``resolution`` x ``resolution`` after the geometric steps (bilinear without antialiasing,
     as the detector resizes its inputs, so that resize is then a no-op) and before the
     photometric one (torchvision distorts first; at the smaller size it is 4x cheaper, and
-    only the zoom-out fill's colour differs). Then [0, 1] floats, and boxes that left the
-    image or shrank below 1 px are dropped with their labels (``SanitizeBoundingBoxes``)."""
+    only the zoom-out fill's colour differs). ``keep_aspect``: the longer side is resized to
+    ``resolution`` instead, aspect kept (for a letterboxing detector such as YOLOv4, which
+    pads the rest itself). ``mosaic`` (a :class:`Mosaic`) runs first. Then [0, 1] floats, and
+    boxes that left the image or shrank below 1 px are dropped with their labels
+    (``SanitizeBoundingBoxes``)."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {augment!r}")
-    ops = []
+    ops = [mosaic] if mosaic is not None else []
     if augment == "ssd":
         ops.append(v2.RandomZoomOut(fill=defaultdict(lambda: list(fill), {tv_tensors.Mask: 0})))
     if augment in ("ssd", "ssdlite"):
         ops.append(v2.RandomIoUCrop())
     if augment != "none" and hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
-    ops.append(v2.Resize((resolution, resolution), antialias=False))
+    ops.append(v2.Resize(None, max_size=resolution, antialias=False) if keep_aspect
+               else v2.Resize((resolution, resolution), antialias=False))
     if augment == "ssd":       # after the resize: its hue step costs ~0.2 s at 640 x 480
         ops.append(v2.RandomPhotometricDistort())
     ops += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes(),
             v2.SanitizeBoundingBoxes()]
     return v2.Compose(ops)
+
+
+class Mosaic:
+    """Mosaic augmentation (YOLOv4, YOLOv5): with probability ``p``, a sample ``(image,
+    target)`` and three others drawn at random from ``dataset`` (a :class:`YoloDetection`)
+    are each resized so that the longer side is ``size`` (aspect kept) and placed around a
+    random centre (x, y in [size / 2, 3 size / 2]) of a 2 size x 2 size canvas filled with
+    ``fill`` (the sample top-left, the others top-right, bottom-left, bottom-right, each with
+    a corner on the centre); the canvas's middle ``size`` x ``size`` is the new image. Boxes
+    move with their images as ``tv_tensors.BoundingBoxes`` (clamped to the crop; what is left
+    below 1 px is for ``SanitizeBoundingBoxes``, which the training transform ends with).
+    The draws come from the global generator, which the training loader seeds per sample."""
+
+    def __init__(self, dataset, size: int, p: float = 1.0, fill: int = 114):
+        if not 0 <= p <= 1:
+            raise ValueError(f"mosaic is a probability in [0, 1], not {p}")
+        self.dataset, self.size, self.p, self.fill = dataset, size, p, fill
+
+    def __call__(self, sample):
+        if self.p == 0 or float(torch.rand(())) >= self.p:
+            return sample
+        image, target = sample
+        s = self.size
+        parts = [(image, target)]
+        for j in torch.randint(len(self.dataset), (3,)).tolist():
+            item = self.dataset[j]
+            if item is not None:                # an unreadable image leaves its quarter empty
+                parts.append(item[0])
+        xc, yc = (int(v) for v in (torch.rand(2) * s + s // 2))
+        canvas = torch.full((3, 2 * s, 2 * s), self.fill, dtype=torch.uint8)
+        boxes, labels = [], []
+        for k, (img, tgt) in enumerate(parts):
+            h, w = img.shape[-2:]
+            nh, nw = max(1, round(h * s / max(h, w))), max(1, round(w * s / max(h, w)))
+            img, box = v2.functional.resize(img, [nh, nw], antialias=False), \
+                v2.functional.resize(tgt["boxes"], [nh, nw])
+            x0 = xc - nw if k in (0, 2) else xc       # the quarter's top-left on the canvas
+            y0 = yc - nh if k in (0, 1) else yc
+            cx0, cy0 = max(x0, 0), max(y0, 0)
+            cx1, cy1 = min(x0 + nw, 2 * s), min(y0 + nh, 2 * s)
+            canvas[:, cy0:cy1, cx0:cx1] = img[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+            boxes.append(box.as_subclass(torch.Tensor) + torch.tensor([x0, y0, x0, y0]))
+            labels.append(tgt["labels"])
+        boxes = tv_tensors.BoundingBoxes(torch.cat(boxes) - s // 2, format="XYXY",
+                                         canvas_size=(s, s))
+        image = tv_tensors.Image(canvas[:, s // 2:s // 2 + s, s // 2:s // 2 + s])
+        boxes = v2.functional.clamp_bounding_boxes(boxes)
+        return image, dict(target, boxes=boxes, labels=torch.cat(labels))
 
 
 def detection_eval_transform() -> v2.Compose:
@@ -204,5 +257,6 @@ def collate_detection(items: list, label_map=None):
     return images, targets, len(items) - len(good)
 
 
-__all__ = ["AUGMENTATIONS", "YoloDetection", "collate_detection", "detection_eval_transform",
-           "detection_train_transform", "find_names_file", "parse_yolo_labels", "read_names"]
+__all__ = ["AUGMENTATIONS", "Mosaic", "YoloDetection", "collate_detection",
+           "detection_eval_transform", "detection_train_transform", "find_names_file",
+           "parse_yolo_labels", "read_names"]

@@ -28,8 +28,9 @@ from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, save
-from .data import (AUGMENTATIONS, YoloDetection, collate_detection, detection_eval_transform,
-                   detection_train_transform, find_names_file, read_names)
+from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection,
+                   detection_eval_transform, detection_train_transform, find_names_file,
+                   read_names)
 from .metrics import coco_map
 
 LABEL_SPACES = ("auto", "coco91", "contiguous")
@@ -44,6 +45,7 @@ class DetectionOptions(TaskOptions):
     val_split: str | None = None       # None: from its ``val:``, else "val"
     augment: str = "ssd"               # ssd | ssdlite | flip | none (see data.py)
     hflip: float = 0.5
+    mosaic: float = 0.0                # probability of a 4-image mosaic (data.Mosaic)
     label_space: str = "auto"          # auto | coco91 | contiguous (module docstring)
     backbone_weights: str | None = None   # a classification checkpoint for the backbone
     model_options: dict = field(default_factory=dict)   # more create_model options
@@ -57,6 +59,8 @@ class DetectionOptions(TaskOptions):
                              f"{self.label_space!r}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
+        if not 0 <= self.mosaic <= 1:
+            raise ValueError(f"mosaic is a probability in [0, 1], not {self.mosaic}")
 
 
 
@@ -110,14 +114,18 @@ def load_backbone_weights(model: nn.Module, weights) -> None:
     built = model.backbone.body.config
     options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding",
                                      "block_widths", "reduced_tail") if k in built}
+    # the detector's own taps (SSDLite: the last map; YOLOv4: three named maps)
+    taps = ({"return_layers": built["return_layers"]} if built.get("return_layers")
+            else {"out_indices": [-1]})
     body = create_model(model.config["backbone"], weights=weights, features_only=True,
-                        out_indices=[-1], **options)
+                        **taps, **options)
     model.backbone.body.load_state_dict(body.state_dict())
 
 
 class DetectionTask(Task):
-    """SSD's MultiBox loss (the model's own: smooth-L1 + cross-entropy with hard negatives) on
-    YOLO-layout data; ``best/`` by COCO mAP@[.5:.95] (pycocotools)."""
+    """The detector's own loss (SSD's MultiBox: smooth-L1 + cross-entropy with hard negatives;
+    YOLOv4's CIoU + objectness and class BCE) on YOLO-layout data; ``best/`` by COCO
+    mAP@[.5:.95] (pycocotools)."""
 
     best_metric = "map"
     higher_is_better = True
@@ -195,7 +203,7 @@ class DetectionTask(Task):
         if getattr(model, "task", None) != "detection":
             raise ValueError(f"the model's task is {getattr(model, 'task', None)!r}, not "
                              f"'detection': train a detector (ssdlite_<backbone>, "
-                             f"ssdlite320_mobilenet_v3_large)")
+                             f"ssdlite320_mobilenet_v3_large, yolov4_<backbone>)")
         if model.num_classes != self.num_classes:
             raise ValueError(f"the model has {model.num_classes} classes but this data needs "
                              f"{self.num_classes} ({self.space} labels, background included)")
@@ -203,7 +211,10 @@ class DetectionTask(Task):
     def model_ready(self, model: nn.Module) -> None:
         opts = self.options
         size = model.config.get("resolution", self.cfg.resolution)
-        self.train_set.transform = detection_train_transform(size, opts.augment, opts.hflip)
+        self.train_set.transform = detection_train_transform(
+            size, opts.augment, opts.hflip,
+            keep_aspect=bool(model.preprocess.get("letterbox", False)),
+            mosaic=Mosaic(self.train_raw, size, opts.mosaic) if opts.mosaic else None)
         model.config["class_names"] = model_class_names(self.space, self.names)
 
     def prepare(self, images, targets, device):
@@ -215,7 +226,7 @@ class DetectionTask(Task):
         return (images, targets), None, len(images)
 
     def loss(self, outputs, target) -> torch.Tensor:
-        return outputs["bbox_regression"] + outputs["classification"]
+        return sum(outputs.values())       # the detector's own terms (SSD's two, YOLO's three)
 
     def evaluate(self, model, loader, device, dist) -> dict:
         result = evaluate_detector(model, loader, device, dist,
