@@ -3,8 +3,12 @@ counts, damaged shards, too few shards) and training on them (exact resume at an
 boundary)."""
 
 import logging
+import os
 import random
 import shutil
+import socket
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -225,3 +229,46 @@ def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(small, tmp_path
     assert (a["epoch"], b["epoch"]) == (2, 2)
     for k, x in a["model"].items():
         assert torch.equal(x, b["model"][k]), f"{k} differs after resume"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+TWO = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.01, seed=5,
+           ema_decay=0.9, label_smoothing=0.1, dropout=0.0, drop_path_rate=0.0, epochs=2,
+           max_steps_per_epoch=1, workers=0, weight_decay=1e-4)
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_node_with_two_processes(small, tmp_path):
+    """Two torchrun agents on this machine as two nodes (c10d rendezvous on localhost) train
+    the same weights as one node running two processes: each rank reads the shards of its
+    global rank, whatever node it runs on."""
+    args = ["-m", "mobilenets", "train", "--data", str(small), "--no-progress"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in TWO.items()]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    one = subprocess.run(run + ["--standalone", "--nproc_per_node", "2"] + args
+                         + ["--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    nodes = [subprocess.Popen(run + ["--nnodes", "2", "--nproc_per_node", "1",
+                                     "--rdzv-backend", "c10d", "--rdzv-id", "shards-test",
+                                     "--rdzv-endpoint", f"localhost:{port}"] + args
+                              + ["--out", str(tmp_path / "two")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    assert a["world"] == b["world"] == 2 and (b["epoch"], b["step"]) == (2, 0)
+    for part in ("model", "ema"):
+        for k, x in a[part].items():
+            torch.testing.assert_close(b[part][k], x, rtol=1e-4, atol=5e-5,
+                                       msg=f"{part}.{k} differs between 1 and 2 nodes")
