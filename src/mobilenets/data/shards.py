@@ -66,7 +66,8 @@ for 8 GPUs x 8 workers), ImageNet's 1.28 M make 12,812 of ~11 MB, a size object 
 well. Fewer samples per shard also make the per-worker counts more even (see the module doc)."""
 
 DEFAULT_SHUFFLE_BUFFER = 1000
-"""Samples each loader worker keeps in its shuffle buffer (webdataset's default)."""
+"""Samples each loader worker keeps in its shuffle buffer (webdataset's default; fewer when
+the worker's shards hold fewer)."""
 
 _BRACES = re.compile(r"[^/\s]*\{[^}]*\}[^/\s]*")      # the shard-name token of a brace pattern
 _JPEG = {"jpg", "jpeg"}
@@ -406,8 +407,10 @@ class TrainShards(IterableDataset):
             return
         urls = self.epoch_shards(self.epoch)[self.rank::self.world][stream::workers]
         rng = random.Random(_seed(self.seed, self.epoch, self.rank, stream, 1))
-        samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(
-            self._raw(urls))
+        # at most the stream's own samples: a larger buffer would hold repeats of its shards
+        counts = dict(self.shards)
+        buffer = max(1, min(self.shuffle_buffer, sum(counts[u] for u in urls)))
+        samples = wds.shuffle(buffer, initial=buffer, rng=rng)(self._raw(urls))
         for position, sample in enumerate(islice(samples, end)):
             if position < skip:
                 continue
