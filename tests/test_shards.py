@@ -207,7 +207,16 @@ class _Stop(Exception):
     """Stands for a run killed right after it checkpointed its first epoch."""
 
 
-def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(small, tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(small, tmp_path, monkeypatch,
+                                                                 one_thread):
     full, cut = tmp_path / "full", tmp_path / "cut"
     train(data=str(small), epochs=2, out=str(full), progress=False, **QUICK)
     end_epoch = engine._Run.end_epoch
@@ -251,20 +260,16 @@ def test_two_nodes_match_one_node_with_two_processes(small, tmp_path):
     args += [f"--{k.replace('_', '-')}={v}" for k, v in TWO.items()]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = [sys.executable, "-m", "torch.distributed.run"]
-    one = subprocess.run(run + ["--standalone", "--nproc_per_node", "2"] + args
-                         + ["--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
     port = _free_port()
-    nodes = [subprocess.Popen(run + ["--nnodes", "2", "--nproc_per_node", "1",
-                                     "--rdzv-backend", "c10d", "--rdzv-id", "shards-test",
-                                     "--rdzv-endpoint", f"localhost:{port}"] + args
-                              + ["--out", str(tmp_path / "two")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
-    for node in nodes:
-        _, err = node.communicate(timeout=600)
-        assert node.returncode == 0, err[-3000:]
+    two_nodes = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                 "--rdzv-id", "shards-test", "--rdzv-endpoint", f"localhost:{port}"]
+    launches = ([["--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "one")]]
+                + [[*two_nodes, *args, "--out", str(tmp_path / "two")]] * 2)
+    procs = [subprocess.Popen(run + launch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env) for launch in launches]     # all at once
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
     assert a["world"] == b["world"] == 2 and (b["epoch"], b["step"]) == (2, 0)
