@@ -431,8 +431,8 @@ class ValShards(IterableDataset):
 
     def __init__(self, shards: list[tuple[str, int]], num_classes: int, rank: int = 0,
                  world: int = 1, strict: bool = False, transform=None):
-        self.shards, self.num_classes, self.rank, self.world = list(shards), num_classes, rank, world
-        self.strict, self.transform = strict, transform
+        self.shards, self.num_classes = list(shards), num_classes
+        self.rank, self.world, self.strict, self.transform = rank, world, strict, transform
 
     def __len__(self) -> int:
         return sum(c for _, c in self.shards)
