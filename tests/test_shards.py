@@ -107,6 +107,15 @@ def test_sources_folder_pattern_and_pipe_name_the_same_shards(shards):
         open_shards(f"{shards}/train-{{0009..0010}}.tar")
 
 
+def test_shards_without_their_index_are_refused(shards, tmp_path):
+    shutil.copy(shards / "train-0000.tar", tmp_path)
+    assert is_shard_source(tmp_path)
+    for source in (tmp_path, f"{tmp_path}/train-{{0000..0000}}.tar"):
+        with pytest.raises(DataError, match=r"cannot read the shard index .*index\.json.*"
+                                            r"mobilenets shard"):
+            open_shards(source)
+
+
 def test_existing_output_is_refused_and_left_as_it_was(shards, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in shards.iterdir()}
     with pytest.raises(FileExistsError, match="never overwritten"):

@@ -207,13 +207,15 @@ class ShardIndex:
 
 
 def is_shard_source(data) -> bool:
-    """True when ``data`` names shards: a folder with ``index.json``, a brace pattern
-    (``DIR/train-{0000..0127}.tar``), a ``.tar`` file or a ``pipe:`` command."""
+    """True when ``data`` names shards: a folder with ``index.json`` or ``.tar`` files, a brace
+    pattern (``DIR/train-{0000..0127}.tar``), a ``.tar`` file or a ``pipe:`` command."""
     if data is None:
         return False
     data = str(data)
-    return (data.startswith("pipe:") or bool(_BRACES.search(data)) or data.endswith(".tar")
-            or (Path(data) / INDEX_NAME).is_file())
+    if data.startswith("pipe:") or _BRACES.search(data) or data.endswith(".tar"):
+        return True
+    folder = Path(data)
+    return (folder / INDEX_NAME).is_file() or (folder.is_dir() and any(folder.glob("*.tar")))
 
 
 def _locate(data: str) -> tuple[str, str, list[str] | None]:
