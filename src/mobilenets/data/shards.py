@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import re
 import shutil
@@ -156,10 +155,13 @@ def _write_split(name: str, root: Path, samples: list[tuple[str, int]], out: Pat
             raise DataError(f"{path} and {keys[key]} give the same sample key {key!r} "
                             f"(dots in file names become underscores); rename one")
         keys[key] = path
+    # at most this many shards (for the width of their numbers): every shard but the last is
+    # full by count or holds >= max_bytes
+    bound = 1
     if samples_per_shard is not None:
-        bound = math.ceil(len(samples) / samples_per_shard)
-    else:     # every shard but the last holds >= max_bytes
-        bound = sum(Path(p).stat().st_size for p, _ in samples) // max_bytes + 1
+        bound += len(samples) // samples_per_shard
+    if max_bytes is not None:
+        bound += sum(Path(p).stat().st_size for p, _ in samples) // max_bytes
     pattern = str(out / f"{name}-%0{_width(bound)}d.tar")
     shards: list[dict] = []
     writer = None
