@@ -1,4 +1,5 @@
-"""Images/s per loader worker of the training input pipeline, per-sample seeding old and new.
+"""Images/s per loader worker of the training input pipeline: per-sample seeding old and new,
+and image folders against WebDataset shards.
 
 The pipeline is the one ``mobilenets train`` reads: the train split of ``--data`` (default:
 the built-in sample) as an ``ImageFolderDataset`` (decode to RGB), a ``SeededView`` applying
@@ -13,7 +14,13 @@ Two seedings are compared, each with its own loader, in this one process:
   ``torch.manual_seed(key)``, as the dataset seeded each sample before;
 * ``current``: ``mobilenets.training.sampling.SeededView`` as it is now.
 
-Both give the same augmented tensors (checked on the first batch before timing). After one
+Both give the same augmented tensors (checked on the first batch before timing). With
+``--shards`` a third candidate reads the same images from WebDataset tar shards
+(``mobilenets.data.shards``: webdataset's tar reader, torchvision.io decoding, the same
+``train_transform``): the given shard source, or without a value the train split written into
+a temporary folder in shards of ``--samples-per-shard``. Its loader starts its workers every
+epoch (as training on shards does) and its epoch holds whole batches of whole shards, so its
+image count can differ a little; the figure is per image either way. After one
 warm-up epoch each, every one of ``--repeats`` interleaved repeats reads one epoch (of at most
 ``--images`` images) through each loader, in an order rotated each repeat, so that drifting
 machine load hits both alike. A candidate's figure is the median over repeats of images/s
@@ -24,6 +31,7 @@ repeat (median and spread printed). Run from the repository root::
     .venv/bin/python benchmarks/bench_input.py --workers 0 --repeats 20
     .venv/bin/python benchmarks/bench_input.py --data FOLDER --images 2000 \
         --auto-augment randaugment
+    .venv/bin/python benchmarks/bench_input.py --shards --resolution 224   # folder vs shards
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import argparse
 import json
 import platform
 import statistics
+import tempfile
 import time
 
 import torch
@@ -40,6 +49,7 @@ from torch.utils.data import DataLoader
 import mobilenets
 from mobilenets.data import (ImageFolderDataset, at_resolution, collate_skip_bad, resolve_split,
                              train_transform)
+from mobilenets.data.shards import ShardLoader, TrainShards, open_shards, write_shards
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.sampling import EpochSampler, SeededView
 
@@ -86,6 +96,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=600, help="images per epoch (at most)")
     ap.add_argument("--repeats", type=int, default=10, help="interleaved repeats")
     ap.add_argument("--seed", type=int, default=defaults.seed)
+    ap.add_argument("--shards", nargs="?", const="write", default=None,
+                    help="also time WebDataset shards: a shard source (folder, brace pattern, "
+                         "pipe:), or without a value the train split written to a temporary "
+                         "folder")
+    ap.add_argument("--samples-per-shard", type=int, default=25,
+                    help="shard size when --shards writes them (default 25)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if args.workers == 0:
@@ -107,6 +123,9 @@ def main() -> None:
                             persistent_workers=args.workers > 0)
         candidates[name] = (loader, sampler)
 
+    if args.shards is not None:
+        candidates["shards"] = _shard_candidate(args, train_dir, transform, size)
+
     first = {name: next(iter(loader))[0] for name, (loader, _) in candidates.items()}
     if not torch.equal(first["fork_rng"], first["current"]):
         raise SystemExit("the two seedings augment differently: the comparison is void")
@@ -115,12 +134,14 @@ def main() -> None:
 
     names = list(candidates)
     rates = {name: [] for name in names}
-    ratios = []
+    ratios, shard_ratios = [], []
     for r in range(args.repeats):
-        for name in names[r % 2:] + names[:r % 2]:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             n, seconds = _epoch(*candidates[name], epoch=r + 1)
             rates[name].append(n / seconds / max(args.workers, 1))
         ratios.append(rates["current"][-1] / rates["fork_rng"][-1])
+        if "shards" in rates:
+            shard_ratios.append(rates["shards"][-1] / rates["current"][-1])
 
     result = {"data": str(train_dir), "images": size, "resolution": args.resolution,
               "auto_augment": args.auto_augment, "color_jitter": args.color_jitter,
@@ -133,6 +154,10 @@ def main() -> None:
                         "max_img_s": max(v)}
     result["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
                        "max": max(ratios)}
+    if shard_ratios:
+        result["shards_source"] = args.shards
+        result["ratio_shards"] = {"median": statistics.median(shard_ratios),
+                                  "min": min(shard_ratios), "max": max(shard_ratios)}
     if args.json:
         print(json.dumps(result))
         return
@@ -148,6 +173,30 @@ def main() -> None:
     q = result["ratio"]
     print(f"current / fork_rng: x{q['median']:.2f} (per-repeat min-max "
           f"{q['min']:.2f}-{q['max']:.2f})")
+    if shard_ratios:
+        q = result["ratio_shards"]
+        print(f"shards / current (folder): x{q['median']:.2f} (per-repeat min-max "
+              f"{q['min']:.2f}-{q['max']:.2f})")
+
+
+def _shard_candidate(args, train_dir, transform, size: int):
+    """(loader, sampler) reading about ``size`` training images from shards, as training does."""
+    source = args.shards
+    if source == "write":
+        source = tempfile.mkdtemp(prefix="bench-shards-") + "/shards"
+        write_shards(train_dir, source, samples_per_shard=args.samples_per_shard,
+                     seed=args.seed, progress=False)
+    index = open_shards(source)
+    shards, total = [], 0
+    for shard in index.train:          # whole shards up to about ``size`` images
+        if total >= size and len(shards) >= max(args.workers, 1):
+            break
+        shards.append(shard)
+        total += shard[1]
+    dataset = TrainShards(shards, len(index.classes), args.batch_size, args.seed,
+                          workers=args.workers, transform=transform)
+    sampler = EpochSampler(total, args.seed)        # ShardLoader reads its epoch and start
+    return ShardLoader(dataset, args.batch_size, args.workers, sampler), sampler
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def _commands():
 
 def test_every_command_and_option_has_a_help_line(capsys):
     commands = _commands()
-    assert len(commands) == 12
+    assert len(commands) == 14
     for name, parser in commands.items():
         assert parser.description, name            # `mobilenets NAME --help` says what it does
         for action in parser._actions:

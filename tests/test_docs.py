@@ -52,6 +52,12 @@ NO_RUN = {
         "four processes (GPUs) on a placeholder DIR",
     ("docs/training.md", ".venv/bin/python experiments/imagenette.py --epochs 15 --workers 1 --out runs/in-v2-15-sgd \\"):
         "Imagenette from ../shared/datasets, 45 minutes",
+    ("docs/training.md", "mobilenets train --model mobilenet_v2_100 --data shards --workers 8 --out runs/v2-shards"):
+        "a long training",
+    ("docs/training.md", "torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\"):
+        "two GPU nodes streaming from an object store",
+    ("docs/training.md", "HOST=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)"):
+        "a Slurm job",
     ("docs/deploy.md", "mobilenets prune runs/v2/best --macs-ratio 0.3 --data DIR --epochs 5 --out runs/v2-pruned"):
         "fine-tunes on a placeholder DIR",
     ("docs/detection.md", "# COCO128 unpacked by `python experiments/datasets.py coco128-lightly`; about half an hour"):

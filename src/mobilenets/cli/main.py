@@ -1,5 +1,5 @@
 """``mobilenets`` command line: list, profile, costs, train, eval, predict, recipes, export,
-quantize, prune, lowrank, inspect, bench."""
+quantize, prune, lowrank, inspect, bench, shard."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .deploy_cmds import add_bench_parser, add_export_parser
 from .run_cmds import add_eval_parser, add_predict_parser, add_train_parser
 from .compress_cmds import add_inspect_parser, add_lowrank_parser, add_prune_parser
 from .quantize_cmds import add_quantize_parser
+from .shard_cmds import add_shard_parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(sub)
     add_lowrank_parser(sub)
     add_quantize_parser(sub)
+    add_shard_parser(sub)
 
     p = sub.add_parser("recipes", help="list the named training recipes")
     p.set_defaults(func=cmd_recipes)

@@ -46,7 +46,8 @@ def add_train_parser(sub) -> None:
 # One line per training option for --help (the default, or the recipe's value, is appended).
 _CONFIG_HELP = {
     "model": "registered model name (see `mobilenets list`)",
-    "data": "folder with train/ and val/ class folders (default: the built-in sample)",
+    "data": "folder with train/ and val/ class folders (default: the built-in sample), or "
+            "WebDataset shards (`mobilenets shard`): their folder, a brace pattern or pipe:",
     "val": "validation folder of class folders, replacing DATA/val",
     "out": "run folder: last.pt, best/, metrics.jsonl, curves.png",
     "weights": "initial weights: a checkpoint file or folder, or 'torchvision' / 'timm' "

@@ -63,6 +63,14 @@ class Task(ABC):
         raise ValueError(f"--device-data is not available for {type(self).__name__}; train "
                          f"without it")
 
+    def stream_loaders(self, sampler, cfg, device: torch.device, dist):
+        """``(train, val)`` loaders for streamed data that the engine cannot index (e.g. tar
+        shards), or None (the default) for map-style datasets, which the engine loads itself.
+        Called after :meth:`model_ready`; the training loader follows ``sampler``'s ``epoch``
+        and ``start`` (samples into the epoch) and yields at least the engine's steps of what
+        :meth:`collate` does, the same count on every rank."""
+        return None
+
     def starts_trained(self, cfg) -> bool:
         """True when the model starts from weights trained for this very task (then a long
         EMA horizon is fine-tuning, not lag)."""

@@ -12,6 +12,7 @@ from torch import nn
 from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                      mixup_cutmix, resolve_split, train_transform)
 from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
+from ...data.shards import ShardLoader, TrainShards, ValShards, is_shard_source, open_shards
 from ...models import MODEL_OPTIONS
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -30,10 +31,11 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
 
 
 class ClassificationTask(Task):
-    """Cross-entropy (label smoothing, mixup/cutmix) on an image folder; ``best/`` by top-1;
-    distillation from a teacher's logits."""
+    """Cross-entropy (label smoothing, mixup/cutmix) on an image folder or WebDataset shards;
+    ``best/`` by top-1; distillation from a teacher's logits."""
 
     best_metric = "top1"
+    shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = True
     metrics = {"top1": ("top-1", True), "top5": ("top-5", True)}
 
@@ -44,6 +46,9 @@ class ClassificationTask(Task):
 
     def datasets(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.shards = is_shard_source(cfg.data)
+        if self.shards:
+            return self.shard_datasets(cfg)
         train_dir, val_dir = self.split(cfg)
         train_raw = ImageFolderDataset(train_dir, classes=self.given_classes,
                                        strict=cfg.strict_data)
@@ -55,6 +60,37 @@ class ClassificationTask(Task):
         self.val_set = SeededView(val_raw, None, cfg.seed)
         self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
         return self.train_set, self.val_set
+
+    def shard_datasets(self, cfg: TrainConfig):
+        """Streams of WebDataset shards (:mod:`mobilenets.data.shards`): the training shards
+        of ``cfg.data`` and the validation shards of its index."""
+        if cfg.val is not None:
+            raise ValueError(f"--val cannot be combined with shards ({cfg.data}): the "
+                             f"validation shards are those of the shards' index")
+        index = open_shards(cfg.data)
+        if self.given_classes is not None and list(self.given_classes) != index.classes:
+            raise ValueError(f"the shards' classes {index.classes} differ from the given "
+                             f"classes {self.given_classes}; use shards of the same classes")
+        if not index.val:
+            raise ValueError(f"the shards of {cfg.data} have no val split; write them from a "
+                             f"folder with train/ and val/ (mobilenets shard)")
+        self.classes = index.classes
+        self.dirs = (f"{len(index.train)} shards of {cfg.data}", f"{len(index.val)} shards")
+        self.train_set = TrainShards(index.train, len(self.classes), cfg.batch_size, cfg.seed,
+                                     workers=cfg.workers, strict=cfg.strict_data)
+        self.val_set = ValShards(index.val, len(self.classes), strict=cfg.strict_data)
+        self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
+        return self.train_set, self.val_set
+
+    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
+        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
+        if not self.shards:
+            return None
+        self.train_set.distribute(dist.rank, dist.world)
+        self.val_set.rank, self.val_set.world = dist.rank, dist.world
+        pin = device.type == "cuda"
+        return (ShardLoader(self.train_set, cfg.batch_size, cfg.workers, sampler, pin),
+                ShardLoader(self.val_set, cfg.batch_size, cfg.workers, pin_memory=pin))
 
     def split(self, cfg: TrainConfig):
         """The training and validation folders: ``DATA/train`` and ``DATA/val`` (or
@@ -118,6 +154,9 @@ class ClassificationTask(Task):
         eval transform; RandomResizedCrop, flip, normalisation and random erasing run on whole
         batches there (:mod:`mobilenets.data.device`). Mixup/cutmix stay in :meth:`prepare`.
         Colour jitter and auto-augment are per-image PIL operations: refused here."""
+        if self.shards:
+            raise ValueError("--device-data decodes an image folder once; shards are streamed: "
+                             "train on shards without --device-data, or on the image folder")
         given = [f"--{k.replace('_', '-')}" for k in ("auto_augment", "color_jitter")
                  if getattr(cfg, k)]
         if given:

@@ -1,0 +1,288 @@
+"""WebDataset shards: writing (round trip, refusal to overwrite), streaming (determinism, equal
+counts, damaged shards, too few shards) and training on them (exact resume at an epoch
+boundary)."""
+
+import logging
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from mobilenets import train
+from mobilenets.cli.main import main
+from mobilenets.data import SAMPLE_DIR, DataError
+from mobilenets.training import engine
+from mobilenets.data.shards import (ShardLoader, TrainShards, ValShards, is_shard_source,
+                                    open_shards, write_shards)
+
+
+def _subset(root: Path, classes: int = 4, n_train: int = 24, n_val: int = 6) -> Path:
+    """A few classes and images of the built-in sample, copied (a quick training set)."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in sorted((SAMPLE_DIR / split).iterdir())[:classes]:
+            (root / split / c.name).mkdir(parents=True)
+            for f in sorted(c.iterdir())[:n]:
+                shutil.copy(f, root / split / c.name / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """The built-in sample in shards of 64 images (10 train, 4 val shards)."""
+    out = tmp_path_factory.mktemp("sample") / "shards"
+    write_shards(SAMPLE_DIR, out, samples_per_shard=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """4 classes x 24 train, x 6 val images of the sample, in shards of 8 (12 train shards)."""
+    root = tmp_path_factory.mktemp("small")
+    out = root / "shards"
+    write_shards(_subset(root / "folder"), out, samples_per_shard=8, progress=False)
+    return out
+
+
+def _read_tar(path: Path) -> list[tuple[str, bytes, int]]:
+    """(key, image bytes, label) of each sample of a shard, with the standard library's tar
+    reader (independent of webdataset)."""
+    with tarfile.open(path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    keys = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in members))
+    return [(k, members[f"{k}.jpg"], int(members[f"{k}.cls"])) for k in keys]
+
+
+def test_round_trip_gives_every_image_and_label_back_in_the_indexed_order(shards):
+    index = open_shards(shards)
+    assert index.classes == sorted(p.name for p in (SAMPLE_DIR / "train").iterdir())
+    for split, n_shards in (("train", 10), ("val", 4)):
+        folder = ImageFolder(str(SAMPLE_DIR / split))
+        n = len(folder.samples)
+        listed = index.train if split == "train" else index.val
+        assert [Path(u).name for u, _ in listed] == [f"{split}-{i:04d}.tar"
+                                                     for i in range(n_shards)]
+        assert [c for _, c in listed] == [64] * (n_shards - 1) + [n - 64 * (n_shards - 1)]
+        got = [s for url, _ in listed for s in _read_tar(Path(url))]
+        # written in the documented order: randperm(n) under seed 0 of ImageFolder's listing
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+        assert len(got) == n
+        for (key, data, label), i in zip(got, order):
+            path, target = folder.samples[i]
+            assert key == str(Path(path).relative_to(SAMPLE_DIR / split).with_suffix(""))
+            assert data == Path(path).read_bytes() and label == target
+    # streamed through webdataset and torchvision.io: every val image once over 2 ranks
+    per_rank = [list(ValShards(index.val, 10, rank=r, world=2)) for r in range(2)]
+    assert [len(p) for p in per_rank] == [125, 125]
+    streamed = [item for pair in zip(*per_rank) for item in pair]       # index order again
+    folder = ImageFolder(str(SAMPLE_DIR / "val"))
+    order = torch.randperm(250, generator=torch.Generator().manual_seed(0)).tolist()
+    for (image, label), i in zip(streamed, order):
+        path, target = folder.samples[i]
+        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+        assert label == target
+        assert torch.equal(image, decode_jpeg(data, mode=ImageReadMode.RGB))
+
+
+def test_sources_folder_pattern_and_pipe_name_the_same_shards(shards):
+    folder = open_shards(shards)
+    pattern = open_shards(f"{shards}/train-{{0002..0004}}.tar")
+    assert pattern.train == folder.train[2:5] and pattern.val == folder.val
+    piped = open_shards(f"pipe:cat {shards}/train-{{0000..0009}}.tar")
+    assert piped.train == [(f"pipe:cat {u}", c) for u, c in folder.train]
+    assert piped.val == [(f"pipe:cat {u}", c) for u, c in folder.val]
+    first = next(iter(ValShards(piped.val[:1], 10)))           # read through the pipe
+    assert torch.equal(first[0], next(iter(ValShards(folder.val[:1], 10)))[0])
+    assert all(map(is_shard_source, (shards, piped.source, pattern.source)))
+    assert not is_shard_source(SAMPLE_DIR) and not is_shard_source(None)
+    with pytest.raises(DataError, match=r"not in the index .*train-0010\.tar"):
+        open_shards(f"{shards}/train-{{0009..0010}}.tar")
+
+
+def test_shards_without_their_index_are_refused(shards, tmp_path):
+    shutil.copy(shards / "train-0000.tar", tmp_path)
+    assert is_shard_source(tmp_path)
+    for source in (tmp_path, f"{tmp_path}/train-{{0000..0000}}.tar"):
+        with pytest.raises(DataError, match=r"cannot read the shard index .*index\.json.*"
+                                            r"mobilenets shard"):
+            open_shards(source)
+
+
+def test_existing_output_is_refused_and_left_as_it_was(shards, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in shards.iterdir()}
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        write_shards(SAMPLE_DIR, shards, samples_per_shard=300, progress=False)
+    assert main(["shard", str(SAMPLE_DIR), "--out", str(shards), "--no-progress"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in shards.iterdir()} == before
+    # by size: each shard closes once it holds >= 60 kB of images
+    assert main(["shard", str(SAMPLE_DIR / "val"), "--out", str(tmp_path / "b"),
+                 "--max-bytes", "60k", "--no-progress"]) == 0
+    index = open_shards(tmp_path / "b")
+    assert index.val == [] and sum(c for _, c in index.train) == 250
+    sizes = [sum(len(d) for _, d, _ in _read_tar(Path(u))) for u, _ in index.train]
+    assert all(s >= 60_000 for s in sizes[:-1]) and len(sizes) > 1
+
+
+def _epoch(dataset: TrainShards, epoch: int) -> list[tuple[torch.Tensor, int]]:
+    dataset.epoch = epoch
+    return list(dataset)
+
+
+def test_streams_are_set_by_seed_and_epoch_with_equal_counts_per_rank(small):
+    index = open_shards(small)
+    ranks = [TrainShards(index.train, 4, batch_size=5, seed=1, rank=r, world=2,
+                         shuffle_buffer=10) for r in range(2)]
+    first = [_epoch(d, 0) for d in ranks]
+    # 96 images, batches of 5 on 2 ranks: 9 batches = 45 samples on each
+    assert [len(x) for x in first] == [45, 45]
+    again = _epoch(ranks[0], 0)
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first[0], again))
+    second = _epoch(ranks[0], 1)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first[0], second))
+    # the ranks read different shards of one shuffled list; the epoch reshuffles it
+    urls = ranks[0].epoch_shards(0)
+    assert sorted(urls) == sorted(u for u, _ in index.train) and urls != ranks[0].epoch_shards(1)
+    shared = sum(any(torch.equal(a[0], b[0]) for b in first[1]) for a in first[0])
+    assert shared == 0
+    other = TrainShards(index.train, 4, batch_size=5, seed=2, shuffle_buffer=10)
+    assert other.epoch_shards(0) != TrainShards(index.train, 4, 5, seed=1).epoch_shards(0)
+
+
+class _Sampler:
+    def __init__(self, epoch, start):
+        self.epoch, self.start = epoch, start
+
+
+def test_mid_epoch_position_continues_the_same_batches_with_workers(small):
+    index = open_shards(small)
+    dataset = TrainShards(index.train, 4, batch_size=4, seed=0, workers=2, shuffle_buffer=8)
+    full = list(ShardLoader(dataset, 4, workers=2, sampler=_Sampler(3, 0)))
+    assert len(full) == 24 and all(n_bad == 0 for _, _, n_bad in full)
+    rest = list(ShardLoader(dataset, 4, workers=2, sampler=_Sampler(3, 4 * 7)))
+    assert len(rest) == 17
+    for (x, y, _), (x2, y2, _) in zip(full[7:], rest):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_too_few_shards_for_processes_and_workers_is_an_error(small):
+    index = open_shards(small)                                  # 12 training shards
+    TrainShards(index.train, 4, 8, seed=0, world=3, workers=4)
+    with pytest.raises(DataError, match=r"12 training shard\(s\) for 4 process\(es\) x 4 "
+                                        r"loader worker\(s\).*at least 16"):
+        TrainShards(index.train, 4, 8, seed=0, world=4, workers=4)
+
+
+def test_damaged_shard_is_named_and_skipped_or_refused_when_strict(small, tmp_path, caplog):
+    copy = tmp_path / "shards"
+    shutil.copytree(small, copy)
+    damaged = copy / "train-0003.tar"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:len(data) // 2 + 100])              # cut inside a sample
+    index = open_shards(copy)
+    dataset = TrainShards(index.train, 4, batch_size=8, seed=0, shuffle_buffer=8)
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        items = list(dataset)
+    # the stream stays 96 long (the other shards fill in); the sample cut in half (its label
+    # without its image) counts as unreadable, as a truncated image file does in a folder
+    assert len(items) == 96 and sum(item is None for item in items) <= 1
+    assert any(str(damaged) in r.getMessage() and "damaged" in r.getMessage()
+               for r in caplog.records)
+    strict = TrainShards(index.train, 4, batch_size=8, seed=0, shuffle_buffer=8, strict=True)
+    with pytest.raises(DataError, match=f"damaged shard {damaged}"):
+        list(strict)
+    random.Random(0).shuffle(garbled := bytearray(data))          # not a tar file at all
+    damaged.write_bytes(bytes(garbled))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        assert len(list(dataset)) == 96
+    assert any(str(damaged) in r.getMessage() for r in caplog.records)
+
+
+QUICK = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=8, lr=0.01, seed=5,
+             ema_decay=0.0, color_jitter=0.0, label_smoothing=0.1, dropout=0.0,
+             drop_path_rate=0.0, max_steps_per_epoch=2, workers=2, weight_decay=1e-4)
+
+
+class _Stop(Exception):
+    """Stands for a run killed right after it checkpointed its first epoch."""
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(small, tmp_path, monkeypatch,
+                                                                 one_thread):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(data=str(small), epochs=2, out=str(full), progress=False, **QUICK)
+    end_epoch = engine._Run.end_epoch
+
+    def stop_after_the_first(run, epoch, stats):
+        metrics = end_epoch(run, epoch, stats)         # writes last.pt at the boundary
+        if epoch == 0:
+            raise _Stop
+        return metrics
+    monkeypatch.setattr(engine._Run, "end_epoch", stop_after_the_first)
+    with pytest.raises(_Stop):
+        train(data=str(small), epochs=2, out=str(cut), progress=False, **QUICK)
+    monkeypatch.undo()
+    assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
+    train(data=str(small), epochs=2, out=str(cut), resume=cut / "last.pt", progress=False,
+          **QUICK)
+    a = torch.load(full / "last.pt", weights_only=True)
+    b = torch.load(cut / "last.pt", weights_only=True)
+    assert (a["epoch"], b["epoch"]) == (2, 2)
+    for k, x in a["model"].items():
+        assert torch.equal(x, b["model"][k]), f"{k} differs after resume"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+TWO = dict(model="mobilenet_v3_small_075", resolution=32, batch_size=4, lr=0.01, seed=5,
+           ema_decay=0.9, label_smoothing=0.1, dropout=0.0, drop_path_rate=0.0, epochs=2,
+           max_steps_per_epoch=1, workers=0, weight_decay=1e-4)
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_node_with_two_processes(small, tmp_path):
+    """Two torchrun agents on this machine as two nodes (c10d rendezvous on localhost) train
+    the same weights as one node running two processes: each rank reads the shards of its
+    global rank, whatever node it runs on."""
+    args = ["-m", "mobilenets", "train", "--data", str(small), "--no-progress"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in TWO.items()]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    port = _free_port()
+    two_nodes = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                 "--rdzv-id", "shards-test", "--rdzv-endpoint", f"localhost:{port}"]
+    launches = ([["--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "one")]]
+                + [[*two_nodes, *args, "--out", str(tmp_path / "two")]] * 2)
+    procs = [subprocess.Popen(run + launch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env) for launch in launches]     # all at once
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    assert a["world"] == b["world"] == 2 and (b["epoch"], b["step"]) == (2, 0)
+    for part in ("model", "ema"):
+        for k, x in a[part].items():
+            torch.testing.assert_close(b[part][k], x, rtol=1e-4, atol=5e-5,
+                                       msg=f"{part}.{k} differs between 1 and 2 nodes")
