@@ -16,6 +16,9 @@ from torch import nn
 from ..tasks import TASKS
 from ..version import __version__
 from ..weights.saved import check_class_names
+from .detection_export import OUTPUTS as DETECTION_OUTPUTS
+from .detection_export import (PAD_LABEL, TRANSLATIONS, detection_graph, detection_options,
+                               is_detector)
 from .fuse import fuse as fuse_model
 from .onnx_graph import node_attrs
 from .quantized_model import QuantizedModel
@@ -126,7 +129,7 @@ def _check_exportable(model) -> None:
 
 def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                 dynamic_batch: bool = False, opset: int = MIN_OPSET, fuse: bool = True,
-                task: str | None = None) -> Path:
+                task: str | None = None, **detection) -> Path:
     """Write ``model`` (BatchNorm folded when ``fuse``) to the ONNX file ``path``.
 
     ``task`` (a name in ``mobilenets.tasks.TASKS``; default: the model's ``task`` attribute,
@@ -140,7 +143,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     The file is checked with ``onnx.checker`` before it replaces ``path`` (so an existing
     file survives a failed export). The metadata's ``fused`` says whether the graph is free of
     BatchNormalization; torch's exporter folds it in eval mode even with ``fuse=False``.
-    Returns ``path``.
+
+    A detector (task ``detection`` with an ``export_forward``) is written with its
+    post-processing in the graph (:mod:`.detection_export`: decoding, NMS as ONNX
+    ``NonMaxSuppression``, padded outputs ``boxes``, ``scores``, ``labels``,
+    ``num_detections``); ``detection`` takes its options ``score_thresh``, ``nms_thresh``,
+    ``max_det`` and ``topk_candidates`` (default: the model's), recorded in the metadata's
+    ``detection`` entry. Returns ``path``.
     """
     try:
         import onnx
@@ -150,6 +159,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
                           f"pip install 'mobilenets[deploy]'") from None
     _check_exportable(model)
     task = task or getattr(model, "task", "classification")
+    detector = is_detector(model, task)
+    if detector:
+        detection = detection_options(model, detection)
+    elif detection:
+        raise TypeError(f"{', '.join(sorted(detection))}: export options of detectors, and "
+                        f"this is a {task} model")
     newest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset {opset!r} is not supported: ONNX export needs opset "
@@ -168,11 +183,16 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     try:
         with torch.no_grad():
-            outputs = named_outputs(model, net(x), task)
+            if detector:
+                net, outputs = detection_graph(net, detection), list(DETECTION_OUTPUTS)
+            else:
+                outputs = named_outputs(model, net(x), task)
             program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset,
                                         verbose=False, input_names=["input"],
                                         output_names=[n for n, _ in outputs],
-                                        dynamic_shapes=dynamic)
+                                        dynamic_shapes=dynamic,
+                                        custom_translation_table=TRANSLATIONS if detector
+                                        else None)
     finally:
         if not fuse:
             model.train(was_training)
@@ -186,7 +206,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
                            f"asked for; export with opset={MIN_OPSET}")
     # "fused" says what the file holds: torch's exporter folds BatchNorm itself in eval mode
     folded = not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    for key, value in metadata(model, resolution, folded, task, outputs).items():
+    meta = metadata(model, resolution, folded, task, outputs)
+    if detector:
+        # the file takes the resized, normalised batch (OnnxDetector makes it from images)
+        meta["preprocess"] = _json(dict(json.loads(meta["preprocess"]), in_model=False))
+        meta["detection"] = _json(dict(detection, pad_label=PAD_LABEL, resize="stretch"))
+    for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     return save_checked(proto, path)
 

@@ -12,6 +12,7 @@ from torch import nn
 from ..tasks.classification import evaluate as evaluate_classifier
 from ..models import resolve_name
 from ..weights import create_model, is_saved_model, load
+from .onnx_detector import OnnxDetector
 from .onnx_model import OnnxModel, PteModel
 from .runtimes import FILE_SUFFIX, RUNTIMES, check_runtime_for, runtimes_for
 
@@ -29,7 +30,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
     """The model ``model`` names, ready to run:
 
     - an exported ``.onnx`` file: an :class:`OnnxModel` in ``runtime`` (onnxruntime by
-      default, or openvino; ``threads`` sets its intra-op threads);
+      default, or openvino; ``threads`` sets its intra-op threads), an
+      :class:`OnnxDetector` for a detector file;
     - an ExecuTorch ``.pte`` file: a :class:`PteModel` (runtime executorch; ``threads``
       sizes ExecuTorch's process-wide thread pool);
     - a saved-model folder (``mobilenets.save``, a run's ``best/``): ``mobilenets.load``;
@@ -65,7 +67,10 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
         check_runtime_for(path, runtime)
         if runtime == "executorch":
             return PteModel(path, threads=threads)
-        return OnnxModel(path, threads=threads, runtime=runtime)
+        opened = OnnxModel(path, threads=threads, runtime=runtime)
+        # a detector file: images in, detections in their pixels out (torchvision's way)
+        return (OnnxDetector.of(opened) if opened.metadata.get("task") == "detection"
+                else opened)
     if runtime not in (None, "eager"):
         kind, flag = (".pte", " --format pte") if runtime == "executorch" else (".onnx", "")
         raise ValueError(f"runtime {runtime} runs {kind} files, and {model} is not one: export "

@@ -23,6 +23,7 @@ import torch
 
 from ..data.calibration import calibration_batches
 from ..data.transforms import at_resolution, check_rgb_model
+from .detection_export import postprocess_nodes
 from .onnx_graph import is_quantized
 from .runtimes.onnxruntime.channel_pad import INT8_DEPTHWISE_MULTIPLE, pad_depthwise_channels
 from .onnx_export import export_onnx, mean_to_global_pool, save_checked
@@ -177,7 +178,9 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
     padded with zero channels to a multiple of it (the same outputs, onnxruntime's fast int8
     depthwise kernels; :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
-    export's metadata plus a ``quantization`` entry; returns ``out_path``.
+    export's metadata plus a ``quantization`` entry; returns ``out_path``. In a detector
+    file the post-processing after the network (box decoding, softmax, NMS, top-k:
+    :func:`~.detection_export.postprocess_nodes`) stays in float.
     """
     try:
         import onnx
@@ -228,7 +231,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                 calibrate_method={"minmax": CalibrationMethod.MinMax,
                                   "percentile": CalibrationMethod.Percentile,
                                   "entropy": CalibrationMethod.Entropy}[calibrate_method],
-                nodes_to_exclude=excluded_nodes(proto, exclude),
+                nodes_to_exclude=excluded_nodes(proto, exclude) + (
+                    postprocess_nodes(proto) if meta.get("task") == "detection" else []),
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({

@@ -44,10 +44,11 @@ from functools import partial
 import torch
 from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.models.detection.ssdlite import _extra_block as extra_block
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from ...layers.blocks import InvertedResidual, UniversalInvertedBottleneck
 from ..backbones import convert_norm
@@ -187,6 +188,27 @@ class SSDLite(SSD):
             raise ValueError("train mode needs batches of at least 2 images: the last extra "
                              "map is 1 x 1, where BatchNorm has one value per channel")
         return super().forward(images, targets)
+
+    def export_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The detector's dense output for export, with no data-dependent control flow:
+        ``x`` is a B x 3 x H x W batch already resized and normalised (what ``self.transform``
+        makes of the images); returns ``(boxes, scores)``: B x N x 4 boxes decoded from every
+        default box (x1, y1, x2, y2 in ``x``'s pixels, clipped to it) and B x N x
+        (num_classes - 1) softmax scores without the background column (column ``k`` is
+        label ``k + 1``). These are what ``postprocess_detections`` starts from, before its
+        score threshold, top-k and NMS (:mod:`mobilenets.deploy.detection_export` does those
+        in the graph)."""
+        features = list(self.backbone(x).values())
+        head = self.head(features)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        # the default boxes depend on the shapes only: one set, shared by every image
+        anchors = self.anchor_generator(ImageList(x, [(h, w)]), features)[0]
+        codes = head["bbox_regression"]
+        b, n = codes.shape[0], codes.shape[1]
+        boxes = self.box_coder.decode_single(codes.reshape(b * n, 4), anchors.repeat(b, 1))
+        boxes = clip_boxes_to_image(boxes.reshape(b, n, 4), (h, w))
+        scores = torch.softmax(head["cls_logits"], dim=-1)[..., 1:]
+        return boxes, scores
 
     def losses_and_detections(self, images, targets):
         """Both outputs of one pass, whatever the mode: the training losses against

@@ -1,0 +1,192 @@
+"""A detector as one ONNX graph that gives final detections: box decoding, score threshold,
+per-class non-maximum suppression (the ONNX ``NonMaxSuppression`` operator) and the top
+``max_det``, with fixed-size padded outputs.
+
+The contract with a detector (SSDLite, YOLO): ``model.export_forward(x)`` takes the B x 3 x
+S x S batch already resized and normalised and returns ``(boxes, scores)``: B x N x 4 boxes
+(x1, y1, x2, y2 in ``x``'s pixels, clipped to it) and B x N x K class scores without the
+background (column ``k`` is label ``k + 1``: label 0 is the background), with no
+data-dependent control flow. The post-processing knobs are the model's own attributes
+(torchvision's: ``score_thresh``, ``nms_thresh``, ``detections_per_img`` and, optionally,
+``topk_candidates``), or given to the export.
+
+The graph (:func:`postprocess`), as torchvision's ``SSD.postprocess_detections`` does it:
+
+1. per class, the ``topk_candidates`` highest scores (the others are set to -1, below any
+   threshold);
+2. ``NonMaxSuppression`` on scores B x K x N (per image and per class natively) keeps boxes
+   scoring above ``score_thresh`` whose IoU with a higher-scoring kept box of their class
+   is at most ``nms_thresh``, at most ``max_det`` per class;
+3. the kept scores are scattered into a B x (K * N) table (-1 elsewhere) whose ``TopK``
+   gives the ``max_det`` best per image, best first.
+
+Outputs: ``boxes`` B x max_det x 4 (float, the input's pixels), ``scores`` B x max_det,
+``labels`` B x max_det (int64, the model's labels), ``num_detections`` B (int64): the first
+``num_detections[i]`` rows of image ``i`` are its detections, the rest padding (boxes and
+scores 0, label -1).
+
+Preprocessing stays outside the graph, as for every exported file: the input is the resized
+(stretched to S x S, bilinear, as torchvision's ``GeneralizedRCNNTransform``) and normalised
+batch, and the boxes are in its pixels; :class:`~mobilenets.deploy.OnnxDetector` does both
+steps around the session (images of any size in, boxes in their pixels out).
+
+torch's exporter cannot trace torchvision's ``batched_nms`` (a data-dependent branch and a
+loop over the classes), so NMS is the custom operator ``mobilenets::nms`` here (ONNX
+``NonMaxSuppression``'s semantics in PyTorch, a data-dependent number of rows) with a
+translation to the ONNX operator (:data:`TRANSLATIONS`, given to ``torch.onnx.export``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+# the post-processing options an export takes, and the model attribute each defaults to
+OPTIONS = {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",
+           "max_det": "detections_per_img", "topk_candidates": "topk_candidates"}
+PAD_LABEL = -1           # the label of a padding row
+LABEL_OFFSET = 1         # export_forward's score column k is label k + 1 (0: background)
+OUTPUTS = [("boxes", "B x max_det x 4 boxes x1 y1 x2 y2 in the input's pixels, best first; "
+                     "rows from num_detections on are padding (0)"),
+           ("scores", "B x max_det class scores of the boxes (padding 0)"),
+           ("labels", "B x max_det int64 class labels of the boxes (padding -1)"),
+           ("num_detections", "B int64: how many rows of each image are detections")]
+
+
+@torch.library.custom_op("mobilenets::nms", mutates_args=())
+def nms(boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float,
+        score_threshold: float) -> Tensor:
+    """ONNX ``NonMaxSuppression`` in PyTorch: ``boxes`` B x N x 4 (x1 y1 x2 y2), ``scores``
+    B x C x N; per image and class, the boxes scoring above ``score_threshold`` that survive
+    NMS at IoU ``iou_threshold``, at most ``max_per_class``; returns their K x 3 (image,
+    class, box) indices."""
+    rows = []
+    for b in range(scores.shape[0]):
+        cls, idx = torch.nonzero(scores[b] > score_threshold, as_tuple=True)
+        score = scores[b, cls, idx]
+        keep = batched_nms(boxes[b, idx], score, cls, iou_threshold)   # best first
+        cls, idx = cls[keep], idx[keep]
+        # rank of each kept box within its class, to keep max_per_class of each
+        same = cls[:, None] == cls[None, :]
+        rank = torch.tril(same, diagonal=-1).sum(1)
+        first = rank < max_per_class
+        cls, idx = cls[first], idx[first]
+        rows.append(torch.stack([torch.full_like(idx, b), cls, idx], 1))
+    return (torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.int64,
+                                                     device=boxes.device))
+
+
+@nms.register_fake
+def _nms_fake(boxes, scores, max_per_class, iou_threshold, score_threshold):
+    count = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((count, 3), dtype=torch.int64)
+
+
+def _nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float,
+              score_threshold: float):
+    """``mobilenets::nms`` as the ONNX operator (corner boxes: ``center_point_box`` 0)."""
+    from onnxscript import opset18 as op
+    return op.NonMaxSuppression(boxes, scores, op.Constant(value_ints=[max_per_class]),
+                                op.Constant(value_floats=[iou_threshold]),
+                                op.Constant(value_floats=[score_threshold]))
+
+
+# torch.onnx.export's custom_translation_table for detector graphs
+TRANSLATIONS = {torch.ops.mobilenets.nms.default: _nms_onnx}
+
+
+def postprocess(boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: float,
+                max_det: int, topk_candidates: int | None = None) -> tuple[Tensor, ...]:
+    """``export_forward``'s boxes (B x N x 4) and scores (B x N x K) to the padded outputs
+    ``(boxes, scores, labels, num_detections)`` (module docstring), with no data-dependent
+    control flow: the same in eager PyTorch and in the exported graph."""
+    b, n, k = scores.shape
+    per_class = scores.transpose(1, 2)                             # B x K x N
+    if topk_candidates is not None and topk_candidates < n:
+        top, index = per_class.topk(topk_candidates, dim=2)
+        per_class = torch.full_like(per_class, -1.0).scatter(2, index, top)
+    kept = torch.ops.mobilenets.nms(boxes, per_class, max_det, nms_thresh, score_thresh)
+    image, cls, box = kept[:, 0], kept[:, 1], kept[:, 2]
+    table = scores.new_full((b, k * n), -1.0).index_put((image, cls * n + box),
+                                                        per_class[image, cls, box])
+    best, flat = table.topk(min(max_det, k * n), dim=1)
+    found = best >= 0
+    labels = torch.where(found, flat // n + LABEL_OFFSET, PAD_LABEL)
+    out_boxes = boxes.gather(1, (flat % n)[..., None].expand(-1, -1, 4))
+    return (torch.where(found[..., None], out_boxes, 0.0), torch.where(found, best, 0.0),
+            labels, found.sum(1))
+
+
+class DetectionGraph(nn.Module):
+    """``model.export_forward`` followed by :func:`postprocess`: what the file computes."""
+
+    def __init__(self, model: nn.Module, score_thresh: float, nms_thresh: float, max_det: int,
+                 topk_candidates: int | None):
+        super().__init__()
+        self.model = model
+        self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
+        self.max_det, self.topk_candidates = max_det, topk_candidates
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        boxes, scores = self.model.export_forward(x)
+        return postprocess(boxes, scores, self.score_thresh, self.nms_thresh, self.max_det,
+                           self.topk_candidates)
+
+
+def is_detector(model: nn.Module, task: str | None = None) -> bool:
+    """Whether ``model`` exports as a detector: task detection and an ``export_forward``."""
+    return (task or getattr(model, "task", None)) == "detection" and hasattr(
+        model, "export_forward")
+
+
+def detection_options(model: nn.Module, options: dict) -> dict:
+    """The post-processing of the file: ``options`` (keys of :data:`OPTIONS`), else the
+    model's attributes; checked, with errors naming the option."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown detection export option(s) {', '.join(unknown)}; the "
+                        f"options are {', '.join(OPTIONS)}")
+    out = {}
+    for key, attr in OPTIONS.items():
+        value = options.get(key)
+        out[key] = getattr(model, attr, None) if value is None else value
+    for key in ("score_thresh", "nms_thresh"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{key}={v!r} is not allowed: give a number in [0, 1]")
+        out[key] = float(v)
+    for key in ("max_det", "topk_candidates"):
+        v = out[key]
+        if v is None and key == "topk_candidates":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key}={v!r} is not allowed: give a positive int")
+    return out
+
+
+def detection_graph(net: nn.Module, options: dict) -> DetectionGraph:
+    """``net`` (the eval-mode detector) with the post-processing ``options``
+    (:func:`detection_options`) as one module for ``torch.onnx.export``."""
+    return DetectionGraph(net, **options).eval()
+
+
+def postprocess_nodes(proto) -> list[str]:
+    """Names of the nodes after the network in a detector graph, which int8 quantization
+    keeps in float: every node from which no convolution is reached (box decoding, softmax,
+    NMS, top-k, the gathers)."""
+    nodes = list(proto.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    network, stack = set(), [n for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
+    while stack:             # walk back from the convolutions: all of it is the network
+        node = stack.pop()
+        if node.name in network:
+            continue
+        network.add(node.name)
+        stack += [producer[i] for i in node.input if i in producer]
+    return [n.name for n in nodes if n.name not in network]
+
+
+__all__ = ["DetectionGraph", "OPTIONS", "OUTPUTS", "PAD_LABEL", "TRANSLATIONS",
+           "detection_graph", "detection_options", "is_detector", "nms", "postprocess",
+           "postprocess_nodes"]
