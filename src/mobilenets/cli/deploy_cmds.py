@@ -35,6 +35,12 @@ def add_export_parser(sub) -> None:
                    "is planned for (default 8)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or newer (default "
                    "18)")
+    p.add_argument("--conf", type=float, default=None, help="detectors: lowest box score the "
+                   "graph keeps (default: the model's score_thresh)")
+    p.add_argument("--iou", type=float, default=None, help="detectors: the graph's NMS IoU "
+                   "(default: the model's nms_thresh)")
+    p.add_argument("--max-det", type=positive_int, default=None, help="detectors: boxes per "
+                   "image, the padded outputs' size (default: the model's detections_per_img)")
     p.set_defaults(func=cmd_export)
 
 
@@ -46,6 +52,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     pte = args.format == "pte"
     if pte and args.opset is not None:
         raise ValueError("--opset applies to ONNX files, not to --format pte")
+    if pte and any(v is not None for v in (args.conf, args.iou, args.max_det)):
+        raise ValueError("--conf, --iou and --max-det set a detector's ONNX graph, not "
+                         "--format pte")
     if args.max_batch is not None and not (pte and args.dynamic_batch):
         raise ValueError("--max-batch applies to --format pte with --dynamic-batch")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
@@ -63,8 +72,10 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{batch}, {px} px)")
         return 0
     opset = args.opset if args.opset is not None else 18
+    detection = {k: v for k, v in (("score_thresh", args.conf), ("nms_thresh", args.iou),
+                                   ("max_det", args.max_det)) if v is not None}
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
-                opset=opset)
+                opset=opset, **detection)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}, "
           f"{'dynamic' if args.dynamic_batch else 'batch 1'}, {px} px)")
     return 0
