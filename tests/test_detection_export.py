@@ -1,0 +1,289 @@
+"""Detector export: one ONNX file with decoding and per-class NMS (ONNX NonMaxSuppression) in
+the graph, padded outputs, run by OnnxDetector / open_model / the CLI in torchvision's
+convention, and its int8 quantization with the post-processing kept in float.
+
+The model for the float file: SSDLite on MobileNetV3-Small at 160 px, 11 classes, whose
+convolutions are re-initialised He-normal and whose BatchNorm statistics are those of real
+COCO128 images, so that scores depend on the image and are peaked (the library's N(0, 0.03)
+initialisation gives nearly equal scores that tie and flip between runtimes).
+
+int8: a random network loses most of its input-dependent signal to int8 rounding over its
+depth (measured on the He-normal model: the correlation of float and int8 activations falls
+from 0.9997 after the first convolution to 0.56 at the last backbone map), so its detections
+cannot survive quantization, while a trained detector's do. The int8 test therefore uses
+test_detection's torchvision-style model (random weights and BatchNorm statistics,
+classification biases spread so that scores are peaked): its detections come from the biases
+and are about the same on every image, and the test checks that quantizing the network and
+keeping the post-processing in float preserves them. Real-data tests skip when
+../shared/datasets is absent."""
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.ops import box_iou
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+import mobilenets  # noqa: E402
+from mobilenets.cli.main import main  # noqa: E402
+from mobilenets.deploy import OnnxDetector, export_onnx, open_model, quantize_onnx  # noqa: E402
+from mobilenets.deploy.detection_export import (detection_graph, detection_options,  # noqa: E402
+                                                nms, postprocess_nodes)
+from conftest import SHARED_DATASETS, randomize_bn  # noqa: E402
+from test_detection import spread_class_biases  # noqa: E402
+
+COCO128 = SHARED_DATASETS / "coco128-lightly.tar.gz"
+MAX_DET = 40
+
+
+def peaked_detector(calib: list[torch.Tensor] | None = None, **options) -> nn.Module:
+    """The test detector (module docstring); BatchNorm statistics from ``calib`` (images in
+    [0, 1]), or from noise images without them."""
+    torch.manual_seed(0)
+    model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
+                                    resolution=160, num_classes=11,
+                                    detections_per_img=MAX_DET, **options)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None                # cumulative: the statistics of these images
+    calib = calib if calib is not None else [torch.rand(3, 160, 160) for _ in range(4)]
+    model.train()
+    with torch.no_grad():
+        batch, _ = model.transform(calib)
+        model.head(list(model.backbone(batch.tensors).values()))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def coco128(tmp_path_factory):
+    """COCO128's detection folder (images, labels, config.yaml), unpacked from the shared
+    archive."""
+    if not COCO128.exists():
+        pytest.skip("../shared/datasets is absent")
+    dest = tmp_path_factory.mktemp("coco128")
+    with tarfile.open(COCO128) as tar:
+        members = [m for m in tar if m.name.startswith(("coco128-lightly/images/",
+                                                        "coco128-lightly/object_detection/"))]
+        tar.extractall(dest, members=members, filter="data")
+    return dest / "coco128-lightly" / "object_detection"
+
+
+def read_images(folder, n: int, skip: int = 0) -> list[torch.Tensor]:
+    paths = sorted(folder.glob("*.jpg"))[skip:skip + n]
+    return [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255 for p in paths]
+
+
+@pytest.fixture(scope="module")
+def exported(coco128, tmp_path_factory):
+    """(model, its fp32 file, test images): BatchNorm statistics from 8 training images;
+    the test images are val ones."""
+    model = peaked_detector(read_images(coco128 / "images" / "train2017", 8), score_thresh=0.3)
+    fp32 = export_onnx(model, tmp_path_factory.mktemp("detector") / "det.onnx")
+    return model, fp32, read_images(coco128 / "images" / "val2017", 4)
+
+
+@pytest.fixture(scope="module")
+def int8_pair(coco128, tmp_path_factory):
+    """fp32 and int8 files of the bias-peaked model (module docstring), int8 calibrated on 8
+    COCO128 training images."""
+    torch.manual_seed(0)
+    model = randomize_bn(mobilenets.create_model(
+        "ssdlite", backbone="mobilenet_v3_small_100", resolution=160, num_classes=91,
+        score_thresh=0.3)).eval()
+    spread_class_biases(model)
+    tmp = tmp_path_factory.mktemp("int8")
+    fp32 = export_onnx(model, tmp / "det.onnx")
+    int8 = quantize_onnx(fp32, tmp / "det-int8.onnx", coco128 / "images" / "train2017",
+                         num_images=8)
+    return fp32, int8
+
+
+# --- the NMS operator and the post-processing, without a file ------------------------------
+
+def test_nms_op_matches_onnxruntime_nonmaxsuppression():
+    """``mobilenets::nms`` in PyTorch selects what onnxruntime's operator selects, including
+    the strict score threshold and the per-class cap."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 60, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 10 + torch.rand(2, 60, 2, generator=g) * 40], 2)
+    scores = torch.rand(2, 3, 60, generator=g)
+    scores[0, 1, :5] = 0.5                                # at the threshold: not kept
+    node = onnx.helper.make_node("NonMaxSuppression", ["b", "s", "m", "i", "t"], ["out"])
+    graph = onnx.helper.make_graph(
+        [node], "nms",
+        [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2, 60, 4]),
+         onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [2, 3, 60])],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.INT64, None)],
+        [onnx.numpy_helper.from_array(np.array([7], np.int64), "m"),
+         onnx.numpy_helper.from_array(np.array([0.3], np.float32), "i"),
+         onnx.numpy_helper.from_array(np.array([0.5], np.float32), "t")])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    want = ort.InferenceSession(proto.SerializeToString()).run(
+        None, {"b": boxes.numpy(), "s": scores.numpy()})[0]
+    got = nms(boxes, scores, 7, 0.3, 0.5)
+    assert 10 < len(got) < 2 * 3 * 7 + 1
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, want.tolist()))
+    counts = torch.bincount(got[:, 0] * 3 + got[:, 1])
+    assert counts.max() == 7                           # the cap bites
+
+
+def test_graph_postprocess_equals_torchvision_postprocess():
+    """export_forward + the graph's post-processing in eager PyTorch give the detector's own
+    detections (torchvision's postprocess_detections) on the resized batch."""
+    model = peaked_detector()
+    images = [torch.rand(3, 160, 160), torch.rand(3, 160, 160)]
+    with torch.no_grad():
+        want = model(images)
+        batch, _ = model.transform(images)
+        boxes, scores, labels, count = detection_graph(
+            model, detection_options(model, {}))(batch.tensors)
+    assert boxes.shape == (2, MAX_DET, 4) and labels.dtype == torch.int64
+    for i, w in enumerate(want):
+        n = int(count[i])
+        assert n == len(w["boxes"]) > 10
+        torch.testing.assert_close(boxes[i, :n], w["boxes"])
+        torch.testing.assert_close(scores[i, :n], w["scores"])
+        assert torch.equal(labels[i, :n], w["labels"])
+        assert len(w["labels"].unique()) > 3
+
+
+# --- the file ------------------------------------------------------------------------------
+
+def test_file_gives_pytorch_detections_on_coco128(exported):
+    model, fp32, images = exported
+    detector = open_model(fp32)
+    assert isinstance(detector, OnnxDetector) and detector.task == "detection"
+    graph = onnx.load(str(fp32)).graph
+    assert [n.op_type for n in graph.node].count("NonMaxSuppression") == 1
+    assert len({tuple(img.shape) for img in images}) > 1          # images of several sizes
+    with torch.no_grad():
+        want = model(images)
+    got = detector(images)
+    for g, w in zip(got, want):
+        assert len(g["boxes"]) == len(w["boxes"]) > 0
+        assert torch.equal(g["labels"], w["labels"])
+        # boxes in the images' pixels (up to 640): float differences of ORT's kernels
+        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=1e-4, atol=0.05)
+        torch.testing.assert_close(g["scores"], w["scores"], rtol=1e-4, atol=1e-4)
+    assert sum(len(w["labels"].unique()) for w in want) > 4
+
+
+def test_padded_outputs_and_metadata(exported):
+    model, fp32, images = exported
+    detector = open_model(fp32)
+    meta = json.loads(detector.metadata["detection"])
+    assert meta == {"score_thresh": 0.3, "nms_thresh": 0.55, "max_det": MAX_DET,
+                    "topk_candidates": 300, "pad_label": -1, "resize": "stretch"}
+    assert [o["name"] for o in json.loads(detector.metadata["outputs"])] == [
+        "boxes", "scores", "labels", "num_detections"]
+    assert json.loads(detector.metadata["preprocess"])["in_model"] is False
+    batch, _ = detector.transform(images)
+    out = detector.detect(batch.tensors)                  # a batch-1 file runs in chunks
+    assert out["boxes"].shape == (4, MAX_DET, 4) and out["scores"].shape == (4, MAX_DET)
+    assert out["labels"].shape == (4, MAX_DET) and out["labels"].dtype == torch.int64
+    assert out["num_detections"].shape == (4,) and out["num_detections"].dtype == torch.int64
+    counts = out["num_detections"].tolist()
+    assert min(counts) < MAX_DET                          # some images have padding
+    for i, n in enumerate(counts):
+        assert (out["scores"][i, :n] > 0.3).all() and (out["labels"][i, :n] >= 1).all()
+        assert (out["scores"][i, :n].diff() <= 0).all()  # best first
+        assert (out["boxes"][i, n:] == 0).all() and (out["scores"][i, n:] == 0).all()
+        assert (out["labels"][i, n:] == -1).all()
+        assert (out["boxes"][i, :n] >= 0).all() and (out["boxes"][i, :n] <= 160).all()
+
+
+def test_int8_file_keeps_float_detections(int8_pair, coco128):
+    """int8 (convolutions quantized, decoding and NMS in float): at least 95% of the float
+    file's detections are found by the int8 file at IoU >= 0.9 with the same label."""
+    fp32, int8 = int8_pair
+    proto = onnx.load(str(int8))
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    nms_node = next(n for n in proto.graph.node if n.op_type == "NonMaxSuppression")
+    assert all(producers[i].op_type != "DequantizeLinear"
+               for i in nms_node.input if i in producers)        # fed by float nodes
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)
+    assert all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    images = read_images(coco128 / "images" / "val2017", 2)
+    matched = total = 0
+    for f, q in zip(open_model(fp32)(images), open_model(int8)(images)):
+        iou = box_iou(f["boxes"], q["boxes"])
+        same = f["labels"][:, None] == q["labels"][None, :]
+        matched += int(((iou >= 0.9) & same).any(1).sum())
+        total += len(f["boxes"])
+        assert len(f["labels"].unique()) > 5
+    assert total > 200 and matched >= 0.95 * total, (matched, total)
+
+
+def test_postprocess_nodes_are_after_the_network(exported):
+    _, fp32, _ = exported
+    proto = onnx.load(str(fp32))
+    after = set(postprocess_nodes(proto))
+    kinds = {n.op_type for n in proto.graph.node if n.name in after}
+    assert {"NonMaxSuppression", "TopK", "Softmax", "Exp"} <= kinds
+    assert not {"Conv", "HardSwish"} & kinds
+
+
+def test_cli_predict_and_eval_on_the_file(exported, coco128, tmp_path, capsys):
+    _, fp32, _ = exported
+    image = sorted((coco128 / "images" / "val2017").glob("*.jpg"))[0]
+    found = open_model(fp32)([read_images(coco128 / "images" / "val2017", 1)[0]])[0]
+    conf = float(found["scores"].median())           # --conf filters the graph's detections
+    assert main(["predict", str(fp32), str(image), "--out", str(tmp_path / "pred"), "--json",
+                 "--conf", str(conf)]) == 0
+    result = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert (tmp_path / "pred" / f"{image.stem}.png").is_file()
+    keep = found["scores"] > conf
+    assert 0 < len(result["detections"]) == int(keep.sum()) < len(found["scores"])
+    assert [d["label"] for d in result["detections"]] == [str(k) for k in
+                                                          found["labels"][keep].tolist()]
+    # a two-image YOLO folder with the model's 10 classes
+    data = tmp_path / "tiny"
+    for split in ("val2017",):
+        (data / "images" / split).mkdir(parents=True)
+        (data / "labels" / split).mkdir(parents=True)
+        for path in sorted((coco128 / "images" / split).glob("*.jpg"))[:2]:
+            (data / "images" / split / path.name).write_bytes(path.read_bytes())
+            (data / "labels" / split / f"{path.stem}.txt").write_text("3 0.5 0.5 0.4 0.4\n")
+    (data / "config.yaml").write_text("path: .\ntrain: images/val2017\nval: images/val2017\n"
+                                      "names:\n" + "".join(f"  {k}: c{k}\n" for k in range(10)))
+    assert main(["eval", str(fp32), "--data", str(data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["task"] == "detection" and metrics["count"] == 2
+    assert 0 <= metrics["map50"] <= 1
+
+
+def test_bad_inputs_say_what_to_do(exported, tmp_path):
+    model, fp32, images = exported
+    detector = open_model(fp32)
+    with pytest.raises(ValueError, match="float 3 x H x W images"):
+        detector([(images[0] * 255).to(torch.uint8)])
+    with pytest.raises(ValueError, match="list of 3 x H x W"):
+        detector(images[0])
+    detector.score_thresh = 0.1
+    with pytest.raises(ValueError, match="export the detector again"):
+        detector(images[:1])
+    detector.score_thresh, detector.nms_thresh = 0.3, 0.7
+    with pytest.raises(ValueError, match="nms_thresh"):
+        detector(images[:1])
+    detector.nms_thresh, detector.detections_per_img = 0.55, MAX_DET + 1
+    with pytest.raises(ValueError, match="max_det"):
+        detector(images[:1])
+    with pytest.raises(TypeError, match="unknown detection export option"):
+        export_onnx(model, tmp_path / "x.onnx", max_dets=10)
+    with pytest.raises(ValueError, match="score_thresh"):
+        export_onnx(model, tmp_path / "x.onnx", score_thresh=1.5)
+    classifier = mobilenets.create_model("mobilenet_v2_035", num_classes=3, resolution=32)
+    with pytest.raises(TypeError, match="export options of detectors"):
+        export_onnx(classifier, tmp_path / "x.onnx", max_det=10)
+    with pytest.raises(ValueError, match="not a detector file"):
+        OnnxDetector(export_onnx(classifier, tmp_path / "c.onnx"))
+    assert not (tmp_path / "x.onnx").exists()
