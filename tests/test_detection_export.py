@@ -64,16 +64,19 @@ def peaked_detector(calib: list[torch.Tensor] | None = None, **options) -> nn.Mo
 
 @pytest.fixture(scope="module")
 def coco128(tmp_path_factory):
-    """COCO128's detection folder (images, labels, config.yaml), unpacked from the shared
-    archive."""
+    """A folder with COCO128's first 8 training and 4 validation images (``train2017/``,
+    ``val2017/``), unpacked from the shared archive."""
     if not COCO128.exists():
         pytest.skip("../shared/datasets is absent")
     dest = tmp_path_factory.mktemp("coco128")
     with tarfile.open(COCO128) as tar:
-        members = [m for m in tar if m.name.startswith(("coco128-lightly/images/",
-                                                        "coco128-lightly/object_detection/"))]
-        tar.extractall(dest, members=members, filter="data")
-    return dest / "coco128-lightly" / "object_detection"
+        wanted = []
+        for split, n in (("train2017", 8), ("val2017", 4)):
+            prefix = f"coco128-lightly/images/{split}/"
+            wanted += sorted((m for m in tar if m.name.startswith(prefix)
+                              and m.name.endswith(".jpg")), key=lambda m: m.name)[:n]
+        tar.extractall(dest, members=wanted, filter="data")
+    return dest / "coco128-lightly" / "images"
 
 
 def read_images(folder, n: int, skip: int = 0) -> list[torch.Tensor]:
@@ -85,9 +88,9 @@ def read_images(folder, n: int, skip: int = 0) -> list[torch.Tensor]:
 def exported(coco128, tmp_path_factory):
     """(model, its fp32 file, test images): BatchNorm statistics from 8 training images;
     the test images are val ones."""
-    model = peaked_detector(read_images(coco128 / "images" / "train2017", 8), score_thresh=0.3)
+    model = peaked_detector(read_images(coco128 / "train2017", 8), score_thresh=0.3)
     fp32 = export_onnx(model, tmp_path_factory.mktemp("detector") / "det.onnx")
-    return model, fp32, read_images(coco128 / "images" / "val2017", 4)
+    return model, fp32, read_images(coco128 / "val2017", 4)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def int8_pair(coco128, tmp_path_factory):
     spread_class_biases(model)
     tmp = tmp_path_factory.mktemp("int8")
     fp32 = export_onnx(model, tmp / "det.onnx")
-    int8 = quantize_onnx(fp32, tmp / "det-int8.onnx", coco128 / "images" / "train2017",
+    int8 = quantize_onnx(fp32, tmp / "det-int8.onnx", coco128 / "train2017",
                          num_images=8)
     return fp32, int8
 
@@ -212,7 +215,7 @@ def test_int8_file_keeps_float_detections(int8_pair, coco128):
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)
     assert all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
-    images = read_images(coco128 / "images" / "val2017", 2)
+    images = read_images(coco128 / "val2017", 2)
     matched = total = 0
     for f, q in zip(open_model(fp32)(images), open_model(int8)(images)):
         iou = box_iou(f["boxes"], q["boxes"])
@@ -234,8 +237,8 @@ def test_postprocess_nodes_are_after_the_network(exported):
 
 def test_cli_predict_and_eval_on_the_file(exported, coco128, tmp_path, capsys):
     _, fp32, _ = exported
-    image = sorted((coco128 / "images" / "val2017").glob("*.jpg"))[0]
-    found = open_model(fp32)([read_images(coco128 / "images" / "val2017", 1)[0]])[0]
+    image = sorted((coco128 / "val2017").glob("*.jpg"))[0]
+    found = open_model(fp32)([read_images(coco128 / "val2017", 1)[0]])[0]
     conf = float(found["scores"].median())           # --conf filters the graph's detections
     assert main(["predict", str(fp32), str(image), "--out", str(tmp_path / "pred"), "--json",
                  "--conf", str(conf)]) == 0
@@ -250,7 +253,7 @@ def test_cli_predict_and_eval_on_the_file(exported, coco128, tmp_path, capsys):
     for split in ("val2017",):
         (data / "images" / split).mkdir(parents=True)
         (data / "labels" / split).mkdir(parents=True)
-        for path in sorted((coco128 / "images" / split).glob("*.jpg"))[:2]:
+        for path in sorted((coco128 / split).glob("*.jpg"))[:2]:
             (data / "images" / split / path.name).write_bytes(path.read_bytes())
             (data / "labels" / split / f"{path.stem}.txt").write_text("3 0.5 0.5 0.4 0.4\n")
     (data / "config.yaml").write_text("path: .\ntrain: images/val2017\nval: images/val2017\n"
