@@ -184,7 +184,8 @@ def test_padded_outputs_and_metadata(exported):
     detector = open_model(fp32)
     meta = json.loads(detector.metadata["detection"])
     assert meta == {"score_thresh": 0.3, "nms_thresh": 0.55, "max_det": MAX_DET,
-                    "topk_candidates": 300, "pad_label": -1, "resize": "stretch"}
+                    "topk_candidates": 300, "topk_per_class": True, "pad_label": -1,
+                    "resize": "stretch"}
     assert [o["name"] for o in json.loads(detector.metadata["outputs"])] == [
         "boxes", "scores", "labels", "num_detections"]
     assert json.loads(detector.metadata["preprocess"])["in_model"] is False
@@ -287,6 +288,40 @@ def test_bad_inputs_say_what_to_do(exported, tmp_path):
     classifier = mobilenets.create_model("mobilenet_v2_035", num_classes=3, resolution=32)
     with pytest.raises(TypeError, match="export options of detectors"):
         export_onnx(classifier, tmp_path / "x.onnx", max_det=10)
-    with pytest.raises(ValueError, match="not a detector file"):
-        OnnxDetector(export_onnx(classifier, tmp_path / "c.onnx"))
     assert not (tmp_path / "x.onnx").exists()
+    # a file of another task (a one-node graph with a classifier's metadata)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["input"], ["logits"])], "g",
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 3, 8, 8])])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    proto.metadata_props.add(key="task", value="classification")
+    onnx.save(proto, str(tmp_path / "c.onnx"))
+    with pytest.raises(ValueError, match="not a detector file"):
+        OnnxDetector(tmp_path / "c.onnx")
+
+
+def test_yolov4_file_gives_its_detections():
+    """The same export for YOLOv4 (scores with a background column, letterboxed input, top-k
+    over all pairs): the file's detections are the model's on its square canvas."""
+    from test_yolo import small_yolo, spread_scores
+    torch.manual_seed(0)
+    model = spread_scores(small_yolo(detections_per_img=30)).eval()
+    images = [torch.rand(3, 100, 150), torch.rand(3, 200, 120)]
+    with torch.no_grad():
+        want = []
+        for image in images:
+            batch, moves, _ = model.letterbox([image], size=model.fixed_size)
+            boxes, scores = model.export_forward(batch)
+            want += model.postprocess(boxes, scores, moves, [tuple(image.shape[1:])])
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        detector = open_model(export_onnx(model, f"{tmp}/yolo.onnx"))
+        meta = json.loads(detector.metadata["detection"])
+        got = detector(images)
+    assert meta["resize"] == "letterbox" and meta["topk_per_class"] is False
+    for g, w in zip(got, want):
+        assert len(g["boxes"]) == len(w["boxes"]) == 30
+        assert torch.equal(g["labels"], w["labels"]) and (g["labels"] >= 1).all()
+        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(g["scores"], w["scores"], rtol=1e-4, atol=1e-5)

@@ -2,18 +2,21 @@
 per-class non-maximum suppression (the ONNX ``NonMaxSuppression`` operator) and the top
 ``max_det``, with fixed-size padded outputs.
 
-The contract with a detector (SSDLite, YOLO): ``model.export_forward(x)`` takes the B x 3 x
-S x S batch already resized and normalised and returns ``(boxes, scores)``: B x N x 4 boxes
-(x1, y1, x2, y2 in ``x``'s pixels, clipped to it) and B x N x K class scores without the
-background (column ``k`` is label ``k + 1``: label 0 is the background), with no
-data-dependent control flow. The post-processing knobs are the model's own attributes
-(torchvision's: ``score_thresh``, ``nms_thresh``, ``detections_per_img`` and, optionally,
-``topk_candidates``), or given to the export.
+The contract with a detector (SSDLite, YOLOv4): ``model.export_forward(x)`` takes the B x 3
+x S x S batch already resized (SSDLite) or letterboxed (YOLOv4) and normalised, and returns
+``(boxes, scores)``: B x N x 4 boxes (x1, y1, x2, y2 in ``x``'s pixels) and the class scores,
+with no data-dependent control flow. The scores are B x N x (num_classes - 1) without the
+background (SSDLite: column ``k`` is label ``k + 1``) or B x N x num_classes with column =
+label (YOLOv4: column 0, the background, is 0 and is dropped); label 0 is never given. The
+post-processing knobs are the model's own attributes (torchvision's: ``score_thresh``,
+``nms_thresh``, ``detections_per_img`` and, optionally, ``topk_candidates``), or given to
+the export.
 
-The graph (:func:`postprocess`), as torchvision's ``SSD.postprocess_detections`` does it:
+The graph (:func:`postprocess`), as the models' own post-processing does it:
 
-1. per class, the ``topk_candidates`` highest scores (the others are set to -1, below any
-   threshold);
+1. the ``topk_candidates`` highest scores, per class for torchvision's SSD (its
+   ``postprocess_detections``), over all (box, class) pairs otherwise (YOLOv4's); the others
+   are set to -1, below any threshold;
 2. ``NonMaxSuppression`` on scores B x K x N (per image and per class natively) keeps boxes
    scoring above ``score_thresh`` whose IoU with a higher-scoring kept box of their class
    is at most ``nms_thresh``, at most ``max_det`` per class;
@@ -26,9 +29,11 @@ Outputs: ``boxes`` B x max_det x 4 (float, the input's pixels), ``scores`` B x m
 scores 0, label -1).
 
 Preprocessing stays outside the graph, as for every exported file: the input is the resized
-(stretched to S x S, bilinear, as torchvision's ``GeneralizedRCNNTransform``) and normalised
-batch, and the boxes are in its pixels; :class:`~mobilenets.deploy.OnnxDetector` does both
-steps around the session (images of any size in, boxes in their pixels out).
+and normalised batch (the metadata's ``resize``: ``stretch`` to S x S, bilinear, as
+torchvision's ``GeneralizedRCNNTransform``; ``letterbox`` for a model with ``letterbox`` /
+``unletterbox`` methods, YOLOv4's), and the boxes are in its pixels;
+:class:`~mobilenets.deploy.OnnxDetector` does both steps around the session (images of any
+size in, boxes in their pixels out).
 
 torch's exporter cannot trace torchvision's ``batched_nms`` (a data-dependent branch and a
 loop over the classes), so NMS is the custom operator ``mobilenets::nms`` here (ONNX
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.ssd import SSD
 from torchvision.ops import batched_nms
 
 # the post-processing options an export takes, and the model attribute each defaults to
@@ -97,15 +103,21 @@ TRANSLATIONS = {torch.ops.mobilenets.nms.default: _nms_onnx}
 
 
 def postprocess(boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: float,
-                max_det: int, topk_candidates: int | None = None) -> tuple[Tensor, ...]:
-    """``export_forward``'s boxes (B x N x 4) and scores (B x N x K) to the padded outputs
-    ``(boxes, scores, labels, num_detections)`` (module docstring), with no data-dependent
-    control flow: the same in eager PyTorch and in the exported graph."""
+                max_det: int, topk_candidates: int | None = None,
+                topk_per_class: bool = True) -> tuple[Tensor, ...]:
+    """``export_forward``'s boxes (B x N x 4) and scores without the background (B x N x K;
+    column k is label k + 1) to the padded outputs ``(boxes, scores, labels,
+    num_detections)`` (module docstring), with no data-dependent control flow: the same in
+    eager PyTorch and in the exported graph."""
     b, n, k = scores.shape
     per_class = scores.transpose(1, 2)                             # B x K x N
-    if topk_candidates is not None and topk_candidates < n:
+    if topk_candidates is not None and topk_per_class and topk_candidates < n:
         top, index = per_class.topk(topk_candidates, dim=2)
         per_class = torch.full_like(per_class, -1.0).scatter(2, index, top)
+    elif topk_candidates is not None and not topk_per_class and topk_candidates < k * n:
+        flat = per_class.reshape(b, k * n)
+        top, index = flat.topk(topk_candidates, dim=1)
+        per_class = torch.full_like(flat, -1.0).scatter(1, index, top).reshape(b, k, n)
     kept = torch.ops.mobilenets.nms(boxes, per_class, max_det, nms_thresh, score_thresh)
     image, cls, box = kept[:, 0], kept[:, 1], kept[:, 2]
     table = scores.new_full((b, k * n), -1.0).index_put((image, cls * n + box),
@@ -122,16 +134,20 @@ class DetectionGraph(nn.Module):
     """``model.export_forward`` followed by :func:`postprocess`: what the file computes."""
 
     def __init__(self, model: nn.Module, score_thresh: float, nms_thresh: float, max_det: int,
-                 topk_candidates: int | None):
+                 topk_candidates: int | None, topk_per_class: bool = True):
         super().__init__()
         self.model = model
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.max_det, self.topk_candidates = max_det, topk_candidates
+        self.topk_per_class = topk_per_class
+        self.num_classes = int(model.num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         boxes, scores = self.model.export_forward(x)
+        if scores.shape[-1] == self.num_classes:       # column = label: drop the background
+            scores = scores[..., 1:]
         return postprocess(boxes, scores, self.score_thresh, self.nms_thresh, self.max_det,
-                           self.topk_candidates)
+                           self.topk_candidates, self.topk_per_class)
 
 
 def is_detector(model: nn.Module, task: str | None = None) -> bool:
@@ -162,7 +178,17 @@ def detection_options(model: nn.Module, options: dict) -> dict:
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}={v!r} is not allowed: give a positive int")
+    # torchvision's SSD keeps its top-k candidates per class, YOLOv4 over all pairs
+    out["topk_per_class"] = isinstance(model, SSD)
     return out
+
+
+def input_resize(model: nn.Module) -> str:
+    """How images become the graph's input: ``letterbox`` for a model with ``letterbox`` and
+    ``unletterbox`` methods (YOLOv4's), else ``stretch`` (torchvision's detection
+    transform)."""
+    return ("letterbox" if hasattr(model, "letterbox") and hasattr(model, "unletterbox")
+            else "stretch")
 
 
 def detection_graph(net: nn.Module, options: dict) -> DetectionGraph:
@@ -188,5 +214,5 @@ def postprocess_nodes(proto) -> list[str]:
 
 
 __all__ = ["DetectionGraph", "OPTIONS", "OUTPUTS", "PAD_LABEL", "TRANSLATIONS",
-           "detection_graph", "detection_options", "is_detector", "nms", "postprocess",
-           "postprocess_nodes"]
+           "detection_graph", "detection_options", "input_resize", "is_detector", "nms",
+           "postprocess", "postprocess_nodes"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -22,9 +23,10 @@ class OnnxDetector(OnnxModel):
     ``model(images)`` takes a list of 3 x H x W float images in [0, 1] of any size (or a
     B x 3 x H x W batch) and returns one dict per image with ``boxes`` (x1 y1 x2 y2 in that
     image's pixels), ``scores`` and ``labels``, as the PyTorch detector does: each image is
-    normalised and resized to the file's S x S input by torchvision's
-    ``GeneralizedRCNNTransform`` (the detector's own), the graph decodes and suppresses, and
-    the boxes are scaled back to the image. :meth:`detect` runs the graph alone on a
+    normalised and resized to the file's S x S input as its metadata's ``resize`` says
+    (``stretch``: torchvision's ``GeneralizedRCNNTransform``, SSDLite's own; ``letterbox``:
+    YOLOv4's ``letterbox`` onto the square canvas), the graph decodes and suppresses, and the
+    boxes are mapped back to the image. :meth:`detect` runs the graph alone on a
     prepared batch and returns its padded outputs.
 
     ``score_thresh``, ``nms_thresh`` and ``detections_per_img`` are those in the file's
@@ -56,8 +58,9 @@ class OnnxDetector(OnnxModel):
         if self.output_names != list(DETECTION_OUTPUTS):
             raise ValueError(f"{self.path} has outputs {self.output_names}, not a detector "
                              f"file's {list(DETECTION_OUTPUTS)}; export it again")
-        if graph.get("resize", "stretch") != "stretch":
-            raise ValueError(f"{self.path} wants images resized by {graph['resize']!r}, which "
+        self.resize = graph.get("resize", "stretch")
+        if self.resize not in ("stretch", "letterbox"):
+            raise ValueError(f"{self.path} wants images resized by {self.resize!r}, which "
                              f"OnnxDetector does not do; run OnnxDetector.detect on batches "
                              f"prepared that way")
         size = self.fixed_resolution
@@ -67,9 +70,13 @@ class OnnxDetector(OnnxModel):
         self.score_thresh = graph["score_thresh"]
         self.nms_thresh = graph["nms_thresh"]
         self.detections_per_img = graph["max_det"]
-        self.transform = GeneralizedRCNNTransform(
-            size, size, list(self.preprocess["mean"]), list(self.preprocess["std"]),
-            size_divisible=1, fixed_size=(size, size)).eval()
+        mean, std = list(self.preprocess["mean"]), list(self.preprocess["std"])
+        self.transform = GeneralizedRCNNTransform(size, size, mean, std, size_divisible=1,
+                                                  fixed_size=(size, size)).eval()
+        # YOLOv4's letterbox reads these attributes only (a square canvas of the file's size)
+        self._letterbox = SimpleNamespace(image_mean=torch.tensor(mean).view(1, 3, 1, 1),
+                                          image_std=torch.tensor(std).view(1, 3, 1, 1),
+                                          canvas="square", resolution=size)
 
     def detect(self, x) -> dict[str, torch.Tensor]:
         """The graph's padded outputs for ``x``, the prepared B x 3 x S x S batch (resized
@@ -112,9 +119,16 @@ class OnnxDetector(OnnxModel):
         if not images:
             return []
         original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        images = [img.float().cpu() for img in images]
         with torch.no_grad():
-            batch, _ = self.transform([img.float().cpu() for img in images])
-        out = self.detect(batch.tensors)
+            if self.resize == "letterbox":
+                from ..models.heads.yolo import YOLOv4
+                size = (self.fixed_resolution,) * 2
+                x, moves, _ = YOLOv4.letterbox(self._letterbox, images, size=size)
+            else:
+                batch, _ = self.transform(images)
+                x = batch.tensors
+        out = self.detect(x)
         found = []
         for i, n in enumerate(out["num_detections"].tolist()):
             n = min(n, int(self.detections_per_img))
@@ -122,6 +136,10 @@ class OnnxDetector(OnnxModel):
             keep = scores > self.score_thresh
             found.append({"boxes": out["boxes"][i, :n][keep], "scores": scores[keep],
                           "labels": out["labels"][i, :n][keep]})
+        if self.resize == "letterbox":
+            for i, f in enumerate(found):
+                f["boxes"] = YOLOv4.unletterbox(f["boxes"], moves[i], original[i])
+            return found
         return self.transform.postprocess(found, batch.image_sizes, original)
 
     def losses_and_detections(self, images, targets):
