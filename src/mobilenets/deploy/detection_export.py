@@ -120,8 +120,9 @@ def postprocess(boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: 
         per_class = torch.full_like(flat, -1.0).scatter(1, index, top).reshape(b, k, n)
     kept = torch.ops.mobilenets.nms(boxes, per_class, max_det, nms_thresh, score_thresh)
     image, cls, box = kept[:, 0], kept[:, 1], kept[:, 2]
-    table = scores.new_full((b, k * n), -1.0).index_put((image, cls * n + box),
-                                                        per_class[image, cls, box])
+    # kept scores at (image, class * N + box), -1 elsewhere (a flat scatter: ScatterElements)
+    table = scores.new_full((b * k * n,), -1.0).scatter(
+        0, (image * k + cls) * n + box, per_class[image, cls, box]).view(b, k * n)
     best, flat = table.topk(min(max_det, k * n), dim=1)
     found = best >= 0
     labels = torch.where(found, flat // n + LABEL_OFFSET, PAD_LABEL)
