@@ -11,6 +11,7 @@ from torch import nn
 
 from ..tasks.classification import evaluate as evaluate_classifier
 from ..models import resolve_name
+from ..models.heads import resolve_head
 from ..weights import create_model, is_saved_model, load
 from .onnx_detector import OnnxDetector
 from .onnx_model import OnnxModel, PteModel
@@ -92,7 +93,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
     if weights is None and ("/" in str(model) or "\\" in str(model)):
         raise FileNotFoundError(f"no model folder or file {model}")
     try:
-        resolve_name(str(model))
+        if resolve_head(str(model)) is None:      # a head's name: create_model checks it
+            resolve_name(str(model))
     except ValueError as e:
         raise ValueError(f"{e}; nor is {model} an existing file or folder") from None
     if weights is None and purpose:
