@@ -325,3 +325,11 @@ def test_yolov4_file_gives_its_detections():
         assert torch.equal(g["labels"], w["labels"]) and (g["labels"] >= 1).all()
         torch.testing.assert_close(g["boxes"], w["boxes"], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(g["scores"], w["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_open_model_takes_a_detector_name():
+    """A head's registered name (what `mobilenets export NAME` passes) opens as the model."""
+    model = open_model("ssdlite_mobilenet_v3_small_100", resolution=128, num_classes=3)
+    assert model.task == "detection" and model.config["backbone"] == "mobilenet_v3_small_100"
+    with pytest.raises(ValueError, match="unknown model"):
+        open_model("ssdlite_no_such_backbone")
