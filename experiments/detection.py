@@ -232,7 +232,7 @@ def plot(rows: list[dict], path: Path) -> None:
         x = [m["epoch"] for m in e]
         style = "-" if r["head"] == "ssdlite" else "--"
         for ax, key in zip(axes, ("map50", "map")):
-            ax.plot(x, [100 * m[key] for m in e], style,
+            ax.plot(x, [100 * m[key] for m in e], style, marker=".",
                     label=f"{TITLE.get(r['head'], r['head'])} {r['backbone']}")
     for ax, label in zip(axes, ("mAP@.5", "mAP@[.5:.95]")):
         ax.set_xlabel("epoch")
