@@ -281,9 +281,15 @@ def report(args) -> None:
     print()
     recipes = {r["head"]: (r["recipe"], r["options"]["detection"], r.get("seed")) for r in rows}
     for head, (recipe, options, seed) in recipes.items():
-        shown = {k: v for k, v in options.items() if k != "backbone_weights"}
+        shown = {k: v for k, v in options.items()
+                 if k not in ("backbone_weights", "model_options")}
         print(f"- {TITLE.get(head, head)} recipe: {json.dumps(recipe)}, task options "
               f"{json.dumps(shown)}, cosine schedule, seed {seed}")
+    for r in rows:
+        extra = r["options"]["detection"].get("model_options")
+        if extra:
+            print(f"- {TITLE.get(r['head'], r['head'])} {r['backbone']}: built with "
+                  f"{json.dumps(extra)}, the settings its backbone checkpoint was trained with")
     if timing:
         print(f"- latency: eager fp32, batch 1, one {tuple(val_image().shape[2:])} val2017 "
               f"image (the model's resize and NMS included), median of {args.repeats} "
