@@ -111,3 +111,25 @@ def test_fastdepth_int8_keeps_absrel_on_7scenes_frames(tmp_path):
     fp32_rel, int8_rel = abs_rel(fp32(x)), abs_rel(int8(x))
     assert fp32_rel <= 0.15                                       # it learnt
     assert int8_rel <= 1.05 * fp32_rel
+
+
+def test_calibration_folder_leaves_out_depth_maps(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from mobilenets.data import DataError
+    from mobilenets.data.calibration import calibration_batches
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    for i in range(3):
+        Image.fromarray(rgb).save(tmp_path / f"frame-{i}.color.png")
+        Image.fromarray(np.full((20, 24), 1000 + i, np.uint16)).save(
+            tmp_path / f"frame-{i}.depth.png")
+    assert [f.name for f in LooseImages(tmp_path).files] == [
+        f"frame-{i}.color.png" for i in range(3)]
+    pre = {"resolution": 16, "resize": 16, "crop_pct": 1.0, "interpolation": "bilinear",
+           "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    batches = calibration_batches(tmp_path, pre, num_images=6, batch_size=6)
+    assert [tuple(b.shape) for b in batches] == [(3, 3, 16, 16)]
+    for i in range(3):
+        (tmp_path / f"frame-{i}.color.png").unlink()
+    with pytest.raises(DataError, match="only 16-bit depth or label maps"):
+        LooseImages(tmp_path)
