@@ -76,47 +76,6 @@ def dense_task_of(model) -> str | None:
     return task if task in DENSE_TASKS else None
 
 
-# eval's dense options: flag -> (the task it is for, its help)
-DENSE_EVAL_OPTIONS = {
-    "--depth-scale": ("depth", "depth models: depth PNG value per metre (default 1000: "
-                               "millimetres, as 7-Scenes and NYU)"),
-    "--invalid": ("depth", "depth models: PNG codes that mean no depth (default 0 65535; "
-                           "give none after --invalid for no such codes)"),
-    "--label-set": ("segmentation", "segmentation models on COCO panoptic masks: coco (every "
-                                    "category) or voc (torchvision's 20 VOC categories + "
-                                    "background); default coco"),
-}
-
-
-def add_dense_eval_arguments(p) -> None:
-    """``eval``'s options for the data of dense models (:data:`DENSE_EVAL_OPTIONS`)."""
-    def non_negative(text: str) -> int:
-        value = int(text)
-        if value < 0:
-            raise ValueError(text)
-        return value
-    p.add_argument("--depth-scale", type=float, default=None, metavar="VALUE_PER_METRE",
-                   help=DENSE_EVAL_OPTIONS["--depth-scale"][1])
-    p.add_argument("--invalid", type=non_negative, nargs="*", default=None, metavar="CODE",
-                   help=DENSE_EVAL_OPTIONS["--invalid"][1])
-    p.add_argument("--label-set", choices=("coco", "voc"), default=None,
-                   help=DENSE_EVAL_OPTIONS["--label-set"][1])
-
-
-def dense_eval_options(args, task: str | None) -> dict:
-    """``evaluate_dense``'s data options from ``eval``'s arguments; an option given for a
-    model of another task (``task`` None: a classifier) is an error."""
-    values = {"--depth-scale": args.depth_scale, "--invalid": args.invalid,
-              "--label-set": args.label_set}
-    for flag, value in values.items():
-        wants = DENSE_EVAL_OPTIONS[flag][0]
-        if value is not None and task != wants:
-            raise ValueError(f"{flag} is for {wants} models; {args.model} is a "
-                             f"{task or 'classification'} model: leave it out")
-    return {"depth_scale": args.depth_scale, "invalid": args.invalid,
-            "label_set": args.label_set}
-
-
 def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
                    workers: int, depth_scale: float | None = None,
                    invalid: list[int] | None = None, label_set: str | None = None) -> dict:
@@ -159,6 +118,47 @@ def _evaluate_depth(model, data: str, resolution: int | None, batch_size: int,
                        INVALID if invalid is None else tuple(invalid))
     dataset = SeededView(pairs, depth_eval_transform(resolution, pre), 0)
     return evaluate_model(model, dataset, batch_size=batch_size, workers=workers)
+
+
+# eval's dense options: flag -> (the task it is for, its help)
+DENSE_EVAL_OPTIONS = {
+    "--depth-scale": ("depth", "depth models: depth PNG value per metre (default 1000: "
+                               "millimetres, as 7-Scenes and NYU)"),
+    "--invalid": ("depth", "depth models: PNG codes that mean no depth (default 0 65535; "
+                           "give none after --invalid for no such codes)"),
+    "--label-set": ("segmentation", "segmentation models on COCO panoptic masks: coco (every "
+                                    "category) or voc (torchvision's 20 VOC categories + "
+                                    "background); default coco"),
+}
+
+
+def add_dense_eval_arguments(p) -> None:
+    """``eval``'s options for the data of dense models (:data:`DENSE_EVAL_OPTIONS`)."""
+    def non_negative(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise ValueError(text)
+        return value
+    p.add_argument("--depth-scale", type=float, default=None, metavar="VALUE_PER_METRE",
+                   help=DENSE_EVAL_OPTIONS["--depth-scale"][1])
+    p.add_argument("--invalid", type=non_negative, nargs="*", default=None, metavar="CODE",
+                   help=DENSE_EVAL_OPTIONS["--invalid"][1])
+    p.add_argument("--label-set", choices=("coco", "voc"), default=None,
+                   help=DENSE_EVAL_OPTIONS["--label-set"][1])
+
+
+def dense_eval_options(args, task: str | None) -> dict:
+    """``evaluate_dense``'s data options from ``eval``'s arguments; an option given for a
+    model of another task (``task`` None: a classifier) is an error."""
+    values = {"--depth-scale": args.depth_scale, "--invalid": args.invalid,
+              "--label-set": args.label_set}
+    for flag, value in values.items():
+        wants = DENSE_EVAL_OPTIONS[flag][0]
+        if value is not None and task != wants:
+            raise ValueError(f"{flag} is for {wants} models; {args.model} is a "
+                             f"{task or 'classification'} model: leave it out")
+    return {"depth_scale": args.depth_scale, "invalid": args.invalid,
+            "label_set": args.label_set}
 
 
 def eval_report(task: str, result: dict) -> str:
