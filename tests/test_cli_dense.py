@@ -203,3 +203,83 @@ def test_detection_train_eval_predict(tmp_path, capsys):
     picture = decode_image(str(tmp_path / "p" / "001.png"))
     assert picture.shape == (3, 96, 128)
     assert not torch.equal(picture, decode_image(str(image)))      # boxes were drawn
+
+
+def _saved(tmp_path, name, class_names=None, **options):
+    """A random-weight model of ``name`` saved with a 64 px preprocess resolution."""
+    from mobilenets import create_model, save
+    torch.manual_seed(0)
+    model = create_model(name, **options).eval()
+    model.preprocess.update(resolution=64, resize=64)
+    return save(model, tmp_path / name, class_names)
+
+
+def test_eval_depth_scale_and_invalid_codes(tmp_path, capsys):
+    from mobilenets.tasks.depth import DepthPairs, depth_eval_transform, evaluate_model, find_pairs
+    from mobilenets.training.sampling import SeededView
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    for i in range(2):                       # 0.1-0.8 m at 5000 codes per metre, code 7: none
+        codes = np.linspace(500, 4000, 48 * 64).reshape(48, 64)
+        codes[:10] = 7
+        _write_pair(data, f"frame-{i:03d}", rng.integers(0, 255, (48, 64, 3)), codes)
+    folder = _saved(tmp_path, "fastdepth_mobilenet_v2_100", width_mult=0.25)
+    model = load(folder).eval()
+
+    def direct(scale, invalid):
+        pairs = DepthPairs(find_pairs(data), scale, invalid)
+        return evaluate_model(model, SeededView(pairs, depth_eval_transform(64, model.preprocess),
+                                                0))["abs_rel"]
+
+    def cli(*flags):
+        code = main(["eval", str(folder), "--data", str(data), "--json", *flags])
+        return code, capsys.readouterr()
+
+    runs = {}
+    for flags in ((), ("--depth-scale", "5000", "--invalid", "7"), ("--invalid", "7"),
+                  ("--invalid",)):
+        code, out = cli(*flags)
+        assert code == 0
+        runs[flags] = json.loads(out.out)["abs_rel"]
+    default, scaled, masked, none = runs.values()
+    assert default == pytest.approx(direct(1000.0, (0, 65535)), rel=1e-6)   # code 7 = 7 mm
+    assert scaled == pytest.approx(direct(5000.0, (7,)), rel=1e-6)
+    assert masked == pytest.approx(direct(1000.0, (7,)), rel=1e-6)
+    assert none == pytest.approx(default, rel=1e-6)                 # no 0 or 65535 here
+    assert len({default, scaled, masked}) == 3
+    with pytest.raises(SystemExit):                                 # argparse: not a code
+        cli("--invalid", "-1")
+    for flags, message in ((("--depth-scale", "0"), "depth scale must be > 0"),
+                           (("--label-set", "voc"), "--label-set is for segmentation models")):
+        code, out = cli(*flags)
+        assert code == 2 and message in out.err
+
+
+def test_eval_label_set_on_coco_panoptic_masks(tmp_path, capsys):
+    from mobilenets.tasks.segmentation.data import VOC_CLASSES
+    root = tmp_path / "coco"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "semantic_segmentation" / "masks" / "val").mkdir(parents=True)
+    (root / "semantic_segmentation" / "config.yaml").write_text(
+        "val:\n  images: ../images/val\n  masks: masks/val\n"
+        "classes:\n  0: unlabeled\n  1: person\n  3: car\n  50: spoon\n")
+    rng = np.random.default_rng(0)
+    for i in range(2):                  # quarters: unlabeled, person, car, spoon (not in VOC)
+        ids = np.repeat(np.repeat(np.array([[0, 1], [3, 50]], np.uint8), 24, 0), 32, 1)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            root / "images" / "val" / f"{i}.png")
+        Image.fromarray(ids).save(root / "semantic_segmentation" / "masks" / "val" / f"{i}.png")
+    folder = _saved(tmp_path, "lraspp_mobilenet_v3_small_100", num_classes=21,
+                    class_names=list(VOC_CLASSES))
+    assert main(["eval", str(folder), "--data", str(root), "--label-set", "voc", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    want = segmentation_evaluate(load(folder), root, "val", label_set="voc")
+    assert result["miou"] == pytest.approx(want["miou"]) and result["images"] == 2
+    # VOC: unlabeled and spoon are background, so every pixel of the 64 x 64 inputs is scored
+    assert result["pixels"] == 2 * 64 * 64
+    present = {k for k, v in result["per_class_iou"].items() if v is not None}
+    assert {"__background__", "person", "car"} <= present
+    for flags, message in (((), "trained on the classes"),          # coco: person, car, spoon
+                           (("--depth-scale", "1000"), "--depth-scale is for depth models")):
+        assert main(["eval", str(folder), "--data", str(root), *flags]) == 2
+        assert message in capsys.readouterr().err

@@ -77,18 +77,23 @@ def dense_task_of(model) -> str | None:
 
 
 def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
-                   workers: int) -> dict:
+                   workers: int, depth_scale: float | None = None,
+                   invalid: list[int] | None = None, label_set: str | None = None) -> dict:
     """Score ``model`` with its task's evaluation on ``data``: segmentation: the ``val``
-    split of any segmentation layout; depth: the pairs of ``DATA/val`` when it exists, else
-    every pair in ``DATA`` (PNG value / 1000 = metres); detection: the YOLO data set's val
+    split of any segmentation layout (COCO panoptic masks remapped by ``label_set``, default
+    coco); depth: the pairs of ``DATA/val`` when it exists, else every pair in ``DATA``
+    (PNG value / ``depth_scale`` = metres, default 1000; ``invalid``: the codes of no depth,
+    default 0 and 65535); detection: the YOLO data set's val
     split. Returns JSON-ready metrics."""
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
-        result = evaluate(model, data, "val", resolution, batch_size, workers)
+        result = evaluate(model, data, "val", resolution, batch_size, workers,
+                          label_set=label_set)
         keep = ("miou", "pixel_acc", "loss", "per_class_iou", "pixels", "images",
                 "bad_images")
     elif task == "depth":
-        result = _evaluate_depth(model, data, resolution, batch_size, workers)
+        result = _evaluate_depth(model, data, resolution, batch_size, workers, depth_scale,
+                                 invalid)
         keep = tuple(result)
     else:
         from ..tasks.detection import evaluate
@@ -98,8 +103,10 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
 
 
 def _evaluate_depth(model, data: str, resolution: int | None, batch_size: int,
-                    workers: int) -> dict:
+                    workers: int, scale: float | None = None,
+                    invalid: list[int] | None = None) -> dict:
     from ..tasks.depth import DepthPairs, depth_eval_transform, evaluate_model, find_pairs
+    from ..tasks.depth.data import INVALID
     from ..training.sampling import SeededView
     root = Path(data)
     folder = root / "val" if (root / "val").is_dir() else root
@@ -107,9 +114,51 @@ def _evaluate_depth(model, data: str, resolution: int | None, batch_size: int,
     resolution = resolution or pre.get("resolution")
     if not resolution:
         raise ValueError("the model has no preprocess resolution: give --resolution")
-    dataset = SeededView(DepthPairs(find_pairs(folder)), depth_eval_transform(resolution, pre),
-                         0)
+    pairs = DepthPairs(find_pairs(folder), 1000.0 if scale is None else scale,
+                       INVALID if invalid is None else tuple(invalid))
+    dataset = SeededView(pairs, depth_eval_transform(resolution, pre), 0)
     return evaluate_model(model, dataset, batch_size=batch_size, workers=workers)
+
+
+# eval's dense options: flag -> (the task it is for, its help)
+DENSE_EVAL_OPTIONS = {
+    "--depth-scale": ("depth", "depth models: depth PNG value per metre (default 1000: "
+                               "millimetres, as 7-Scenes and NYU)"),
+    "--invalid": ("depth", "depth models: PNG codes that mean no depth (default 0 65535; "
+                           "give none after --invalid for no such codes)"),
+    "--label-set": ("segmentation", "segmentation models on COCO panoptic masks: coco (every "
+                                    "category) or voc (torchvision's 20 VOC categories + "
+                                    "background); default coco"),
+}
+
+
+def add_dense_eval_arguments(p) -> None:
+    """``eval``'s options for the data of dense models (:data:`DENSE_EVAL_OPTIONS`)."""
+    def non_negative(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise ValueError(text)
+        return value
+    p.add_argument("--depth-scale", type=float, default=None, metavar="VALUE_PER_METRE",
+                   help=DENSE_EVAL_OPTIONS["--depth-scale"][1])
+    p.add_argument("--invalid", type=non_negative, nargs="*", default=None, metavar="CODE",
+                   help=DENSE_EVAL_OPTIONS["--invalid"][1])
+    p.add_argument("--label-set", choices=("coco", "voc"), default=None,
+                   help=DENSE_EVAL_OPTIONS["--label-set"][1])
+
+
+def dense_eval_options(args, task: str | None) -> dict:
+    """``evaluate_dense``'s data options from ``eval``'s arguments; an option given for a
+    model of another task (``task`` None: a classifier) is an error."""
+    values = {"--depth-scale": args.depth_scale, "--invalid": args.invalid,
+              "--label-set": args.label_set}
+    for flag, value in values.items():
+        wants = DENSE_EVAL_OPTIONS[flag][0]
+        if value is not None and task != wants:
+            raise ValueError(f"{flag} is for {wants} models; {args.model} is a "
+                             f"{task or 'classification'} model: leave it out")
+    return {"depth_scale": args.depth_scale, "invalid": args.invalid,
+            "label_set": args.label_set}
 
 
 def eval_report(task: str, result: dict) -> str:
@@ -235,6 +284,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     return 0
 
 
-__all__ = ["DENSE_TASKS", "MAIN_METRICS", "TASK_NAMES", "dense_task_of", "eval_report",
+__all__ = ["DENSE_EVAL_OPTIONS", "DENSE_TASKS", "MAIN_METRICS", "TASK_NAMES",
+           "add_dense_eval_arguments", "dense_eval_options", "dense_task_of", "eval_report",
            "evaluate_dense", "metrics_line", "model_task", "parse_task_options",
            "predict_dense", "predict_picture", "train_task"]

@@ -12,8 +12,9 @@ from ..deploy.open import is_exported_file
 from ..training.config import OPTION_NAMES, TrainConfig, make_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
-from .dense_cmds import (TASK_NAMES, dense_task_of, eval_report, evaluate_dense, metrics_line,
-                         model_task, parse_task_options, predict_dense, train_task)
+from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, dense_eval_options, dense_task_of,
+                         eval_report, evaluate_dense, metrics_line, model_task,
+                         parse_task_options, predict_dense, train_task)
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -236,6 +237,7 @@ def add_eval_parser(sub) -> None:
                    help="data-loading worker processes (default 0: the main process)")
     p.add_argument("--confusion-png", default=None, metavar="FILE",
                    help="also plot the confusion matrix to this PNG file")
+    add_dense_eval_arguments(p)
     add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
@@ -249,12 +251,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_cli_model(args.model, args.weights, purpose="scores", runtime=args.runtime,
                            allow_download=args.allow_download).eval()
     task = dense_task_of(model)
+    options = dense_eval_options(args, task)
     if task is not None:
         if png is not None:
             raise ValueError("--confusion-png is for classifiers; a segmentation model's "
                              "per-class IoU is in the output")
         result = evaluate_dense(model, task, args.data, args.resolution, args.batch_size,
-                                args.workers)
+                                args.workers, **options)
         print(json.dumps({"task": task, **result}) if args.json else eval_report(task, result),
               flush=True)
         return 0

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .folder import DataError, ImageFolderDataset, class_folders, load_rgb
@@ -16,16 +17,32 @@ from .transforms import eval_transform
 logger = logging.getLogger("mobilenets.data")
 
 
+def is_value_map(path: Path) -> bool:
+    """True for a single-channel 16- or 32-bit integer image (PIL modes ``I;16*``, ``I``):
+    a depth or label map stored next to its photo (7-Scenes' ``frame-N.depth.png``), not a
+    picture to calibrate on. Reads the header only; an unreadable file is not one."""
+    try:
+        with Image.open(path) as img:
+            return img.mode == "I" or img.mode.startswith("I;16")
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
 class LooseImages:
     """The image files directly in a folder, in name order: calibration needs no labels, so
-    a flat folder of images serves as well as class folders. Items are ``(image, 0)``, or
-    None for an unreadable file (logged), like :class:`ImageFolderDataset`'s."""
+    a flat folder of images serves as well as class folders. 16-bit depth or label maps
+    beside the photos (RGB + depth folders such as 7-Scenes) are left out
+    (:func:`is_value_map`). Items are ``(image, 0)``, or None for an unreadable file
+    (logged), like :class:`ImageFolderDataset`'s."""
 
     def __init__(self, root: Path, transform=None):
-        self.files = sorted(root / e.name for e in os.scandir(root)
-                            if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        files = sorted(root / e.name for e in os.scandir(root)
+                       if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        self.files = [f for f in files if not is_value_map(f)]
         if not self.files:
-            raise DataError(f"no image files in {root} (extensions {', '.join(IMG_EXTENSIONS)})")
+            what = " (only 16-bit depth or label maps)" if files else ""
+            raise DataError(f"no image files in {root}{what} (extensions "
+                            f"{', '.join(IMG_EXTENSIONS)})")
         self.transform = transform
 
     def __len__(self) -> int:
@@ -43,8 +60,8 @@ class LooseImages:
 def calibration_batches(calib_dir, preprocess: dict, num_images: int = 128,
                         batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
     """``num_images`` images of ``calib_dir`` (its ``train/`` if it has one; class folders
-    or a flat folder of images), drawn at random (``seed``), with the eval transform of
-    ``preprocess``; a list of (batch_size, C, H, W) tensors. Unreadable images are skipped;
+    or a flat folder of images, e.g. an RGB + depth folder, whose depth maps are left out),
+    drawn at random (``seed``), with the eval transform of ``preprocess``; a list of (batch_size, C, H, W) tensors. Unreadable images are skipped;
     a folder with fewer readable images gives them all, with a warning, and one with none
     raises DataError."""
     root = Path(calib_dir)
@@ -76,4 +93,4 @@ def calibration_batches(calib_dir, preprocess: dict, num_images: int = 128,
     return [torch.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
 
 
-__all__ = ["LooseImages", "calibration_batches"]
+__all__ = ["LooseImages", "calibration_batches", "is_value_map"]

@@ -130,11 +130,16 @@ def _same_file(a, b: Path) -> bool:
     return Path(a).resolve() == b.resolve()
 
 
+_ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "LeakyRelu")
+
+
 def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     """Node names to keep in float: a list of names, or a preset: ``"classifier"`` (the
     last Gemm/MatMul), ``"se"`` (each squeeze-excite gate: a HardSigmoid/Sigmoid and the Mul
     that scales a feature map by it; hard-swish's ``x * hardsigmoid(x)`` is not one),
-    ``"classifier+se"``, or None."""
+    ``"output"`` (the last two convolutions and their activations: a dense model's output
+    layers, whose rounding a depth map shows directly), presets joined by ``+`` (e.g.
+    ``"classifier+se"``), or None."""
     if exclude is None or isinstance(exclude, (list, tuple)):
         unknown = sorted(set(exclude or []) - {n.name for n in proto.graph.node})
         if unknown:
@@ -143,9 +148,9 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
                              f"onnx.load(path).graph.node or Netron)")
         return list(exclude or [])
     parts = set(exclude.split("+"))
-    if parts - {"classifier", "se"}:
+    if parts - {"classifier", "se", "output"}:
         raise ValueError(f"unknown exclude preset {exclude!r}: use 'classifier', 'se', "
-                         f"'classifier+se' or a list of node names")
+                         f"'output', several joined by '+' or a list of node names")
     nodes, names = proto.graph.node, []
     if "classifier" in parts:
         names += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
@@ -156,6 +161,11 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
                 gate = gates.get(name)
                 if gate is not None and mul.input[1 - i] != gate.input[0]:   # not x * f(x)
                     names += [gate.name, mul.name]
+    if "output" in parts:
+        convs = [n for n in nodes if n.op_type == "Conv"][-2:]
+        outs = {n.output[0] for n in convs}
+        names += [n.name for n in convs]
+        names += [n.name for n in nodes if n.op_type in _ACTIVATIONS and n.input[0] in outs]
     return names
 
 
