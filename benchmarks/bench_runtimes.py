@@ -33,78 +33,38 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from mobilenets.cli.run_cmds import load_cli_model
 from mobilenets.data import SAMPLE_DIR
-from mobilenets.deploy import OnnxModel, PteModel, evaluate, export_onnx, quantize_onnx
-from _common import cpu_model, measure
+from mobilenets.deploy import evaluate
+from mobilenets.deploy.compare import REFERENCE, build_candidates, format_table, measure
+from _common import cpu_model
 
 try:
     import onnxruntime
-    from mobilenets.deploy.runtimes.executorch import export_pte, quantize_pte
     from mobilenets.deploy.runtimes.executorch.session import set_threads
 except ImportError as e:
     sys.exit(f"{e}: this benchmark needs onnxruntime and ExecuTorch (pip install -e "
              f"'.[deploy,mobile]'; '.[openvino]' for OpenVINO)")
 
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "efficientnet_b0"]
-REFERENCE = "onnxruntime fp32"
-
 
 
 def build(spec: str, args, tmp: Path) -> tuple[torch.nn.Module, dict, dict]:
-    """The model, name -> callable for every candidate, and name -> build seconds."""
+    """The model, name -> callable for every candidate, and name -> build seconds
+    (:func:`mobilenets.deploy.compare.build_candidates`)."""
     torch.manual_seed(0)
     model = load_cli_model(spec, args.weights, allow_download=False).eval()
-    name = model.config["name"]
-    res, calib = args.resolution, args.calib or SAMPLE_DIR
-    fns, took = {"eager fp32": model}, {}
-
-    def timed(label, make):
-        start = time.perf_counter()
-        value = make()
-        took[label] = time.perf_counter() - start
-        print(f"  {label}: built in {took[label]:.0f} s", flush=True)
-        return value
-
-    onnx32 = timed("onnx fp32", lambda: export_onnx(model, tmp / f"{name}.onnx",
-                                                     resolution=res))
-    onnx8 = timed("onnx int8", lambda: quantize_onnx(onnx32, tmp / f"{name}-int8.onnx", calib,
-                                                      num_images=args.num_images))
-    pte32 = timed("pte fp32", lambda: export_pte(model, tmp / f"{name}.pte", resolution=res))
-    pte8 = timed("pte int8", lambda: quantize_pte(model, tmp / f"{name}-int8.pte", calib,
-                                                   num_images=args.num_images,
-                                                   resolution=res))
-    fns[REFERENCE] = OnnxModel(onnx32, threads=args.threads)
-    fns["onnxruntime int8"] = OnnxModel(onnx8, threads=args.threads)
-    if not args.no_openvino:
-        try:
-            fns["openvino fp32"] = OnnxModel(onnx32, threads=args.threads, runtime="openvino")
-            fns["openvino int8"] = OnnxModel(onnx8, threads=args.threads, runtime="openvino")
-        except ImportError as e:
-            print(f"  openvino skipped: {e}", flush=True)
-    fns["executorch fp32"] = PteModel(pte32, threads=args.threads)
-    fns["executorch int8"] = PteModel(pte8, threads=args.threads)
+    fns, took, skipped = build_candidates(
+        model, tmp, args.calib or SAMPLE_DIR, resolution=args.resolution,
+        threads=args.threads, num_images=args.num_images, openvino=not args.no_openvino,
+        log=lambda line: print(f"  {line}", flush=True))
+    for runtime, why in skipped.items():
+        print(f"  {runtime} skipped: {why}", flush=True)
     return model, fns, took
-
-
-
-def print_table(name: str, res: dict, top1: dict, args) -> None:
-    print(f"\n{name}  (batch 1, {args.resolution} px, {args.threads} threads; ratio = "
-          f"candidate / {REFERENCE}, per repeat)")
-    head = f"  {'runtime':18s} {'median ms':>10s} {'[min - max]':>17s} {'ratio':>6s} " \
-           f"{'[min - max]':>13s}"
-    print(head + (f" {'top-1':>7s}" if top1 else ""))
-    for n, r in res.items():
-        line = (f"  {n:18s} {r['median_ms']:10.2f} [{r['min_ms']:6.2f} - {r['max_ms']:6.2f}] "
-                f"{r['ratio']:6.3f} [{r['ratio_min']:.3f} - {r['ratio_max']:.3f}]")
-        if top1:
-            line += f" {100 * top1[n]:6.2f}%" if n in top1 else "       -"
-        print(line)
 
 
 def parse_args(argv=None):
@@ -158,9 +118,10 @@ def main(argv=None) -> None:
             top1 = ({n: evaluate(f, args.data)["top1"] for n, f in fns.items()}
                     if args.data else {})
             load = os.getloadavg()[0]
-            res = measure(fns, x, args, REFERENCE)
+            res = measure(fns, x, warmup=args.warmup, repeats=args.repeats, iters=args.iters)
             load = (load, os.getloadavg()[0])
-            print_table(model.config["name"], res, top1, args)
+            print("\n" + format_table(model.config["name"], res, args.resolution, args.threads,
+                                      top1))
             print(f"  1-min load average before/after timing: {load[0]:.2f} / {load[1]:.2f} "
                   f"(this run adds about 1-2; more means other processes shared the CPUs)")
             results[model.config["name"]] = {"results": res, "top1": top1,

@@ -71,9 +71,49 @@ def metrics_line(task: str, metrics: dict) -> str:
 
 
 def dense_task_of(model) -> str | None:
-    """The dense task of an opened model (its ``task`` attribute), or None."""
+    """The dense task of an opened model (its ``task`` attribute; for an exported
+    segmentation or depth file, its metadata's ``task``), or None."""
     task = getattr(model, "task", None)
+    if task is None and _is_exported(model) and model.metadata.get("task") in EXPORTED_TASKS:
+        task = model.metadata["task"]
     return task if task in DENSE_TASKS else None
+
+
+# the dense tasks whose exported files (.onnx, .pte) eval and predict run as they run the
+# PyTorch model: their outputs are the model's own
+EXPORTED_TASKS = ("segmentation", "depth")
+
+
+def _is_exported(model) -> bool:
+    return hasattr(model, "output_names") and isinstance(getattr(model, "metadata", None), dict)
+
+
+class ExportedDense:
+    """An exported segmentation or depth file (an OnnxModel or PteModel) as the tasks' code
+    takes a PyTorch model: one output as the tensor, several as {name: tensor} (the heads'
+    ``{"out", "aux"}``), and ``depth_kind`` from the file's config."""
+
+    training = False
+
+    def __init__(self, model, task: str):
+        self.model, self.task = model, task
+        self.config, self.preprocess = model.config, model.preprocess
+        self.depth_kind = model.config.get("depth_kind", "metric")
+
+    def eval(self) -> "ExportedDense":
+        return self
+
+    def train(self, mode: bool = True) -> "ExportedDense":
+        self.model.train(mode)
+        return self
+
+    def __call__(self, x):
+        outs = self.model(x)
+        return dict(zip(self.model.output_names, outs)) if isinstance(outs, list) else outs
+
+
+def _as_dense(model, task: str):
+    return ExportedDense(model, task) if _is_exported(model) else model
 
 
 def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
@@ -85,6 +125,7 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     (PNG value / ``depth_scale`` = metres, default 1000; ``invalid``: the codes of no depth,
     default 0 and 65535); detection: the YOLO data set's val
     split. Returns JSON-ready metrics."""
+    model = _as_dense(model, task)
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
         result = evaluate(model, data, "val", resolution, batch_size, workers,
@@ -264,7 +305,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     from torchvision.io import ImageReadMode, decode_image, write_png
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    model.eval()
+    model = _as_dense(model, task).eval()
     results = []
     for path in images:
         try:

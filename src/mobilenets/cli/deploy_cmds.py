@@ -146,7 +146,59 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also print kernel time per operator kind (onnxruntime and openvino "
                         "runtimes; --iters profiled calls; not executorch)")
+    g = p.add_argument_group("every runtime side by side (--all-runtimes)")
+    g.add_argument("--all-runtimes", action="store_true",
+                   help="time the PyTorch model MODEL in eager PyTorch, onnxruntime, OpenVINO "
+                        "and ExecuTorch, fp32 and int8, batch 1, interleaved in one run; one "
+                        "table, ratios against onnxruntime fp32")
+    g.add_argument("--repeats", type=positive_int, default=None,
+                   help="--all-runtimes: interleaved rounds of --iters calls (default 5)")
+    g.add_argument("--calib", default=None, metavar="DIR",
+                   help="--all-runtimes: int8 calibration images (default: the built-in "
+                        "sample)")
+    g.add_argument("--num-images", type=positive_int, default=None,
+                   help="--all-runtimes: calibration images (default 128)")
+    g.add_argument("--no-openvino", action="store_true",
+                   help="--all-runtimes: leave OpenVINO out")
     p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    """``bench MODEL --all-runtimes``: :func:`mobilenets.deploy.compare.compare_runtimes`
+    for one PyTorch model, printed as one table (or one JSON object)."""
+    import sys
+
+    from ..data import SAMPLE_DIR
+    from ..deploy.compare import compare_runtimes, format_table
+    if is_exported_file(args.model):
+        raise ValueError(f"--all-runtimes exports and quantizes a PyTorch model for every "
+                         f"runtime, and {args.model} is already an exported file: give the "
+                         f"saved-model folder or registered name it came from")
+    given = [flag for flag, value in (("--runtime", args.runtime), ("--precision",
+             args.precision), ("--optimize", args.optimize), ("--backend", args.backend),
+             ("--profile", args.profile or None)) if value is not None]
+    if given:
+        raise ValueError(f"--all-runtimes runs every runtime at both precisions: leave out "
+                         f"{', '.join(given)}")
+    if args.batch != 1:
+        raise ValueError("--all-runtimes times batch 1 (the int8 .pte file has a fixed "
+                         "batch of 1): leave out --batch")
+    calib = Path(args.calib) if args.calib else SAMPLE_DIR
+    if not calib.is_dir():
+        raise FileNotFoundError(f"calibration folder {calib} does not exist")
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    r = compare_runtimes(model, calib, resolution=args.resolution, threads=args.threads,
+                         num_images=args.num_images or 128, warmup=args.warmup,
+                         repeats=args.repeats or 5, iters=args.iters,
+                         openvino=not args.no_openvino,
+                         log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(format_table(r["model"], r["results"], r["resolution"], r["threads"]))
+    for runtime, why in r["skipped"].items():
+        print(f"  {runtime}: {why}")
+    return 0
 
 
 def bench_options(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -210,6 +262,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy.runtimes.openvino import profile as profile_openvino
     from ..deploy.runtimes.onnxruntime import format_profile
     from ..deploy.runtimes.onnxruntime import profile as profile_onnx
+    if args.all_runtimes:
+        return cmd_bench_all(args)
+    only = [flag for flag, value in (("--repeats", args.repeats), ("--calib", args.calib),
+            ("--num-images", args.num_images), ("--no-openvino", args.no_openvino or None))
+            if value is not None]
+    if only:
+        raise ValueError(f"{', '.join(only)} apply to --all-runtimes")
     runtime, precision, optimize = bench_options(args)
     backend, resolution = backend_for(runtime, precision, optimize), args.resolution
     run_as = runtime_of(backend)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ...fuse import fuse as fuse_model
 from ...onnx_export import metadata as onnx_metadata
+from ...onnx_export import named_outputs
 from ...quantized_model import QuantizedModel
 from .session import METADATA_METHOD
 
@@ -41,11 +42,13 @@ def _lowering():
 
 
 def pte_metadata(model: nn.Module, resolution: int, fused: bool, task: str,
-                 dynamic_batch: bool, max_batch: int) -> dict:
-    """The object the ``metadata`` method returns: the ONNX export's entries as JSON values,
-    plus ``format``, ``backend`` and ``batch`` ({"dynamic": bool, "max": int})."""
+                 dynamic_batch: bool, max_batch: int,
+                 outputs: list[tuple[str, str]] | None = None) -> dict:
+    """The object the ``metadata`` method returns: the ONNX export's entries as JSON values
+    (``outputs``: (name, meaning) of each output, default the task's), plus ``format``,
+    ``backend`` and ``batch`` ({"dynamic": bool, "max": int})."""
     meta = {}
-    for key, value in onnx_metadata(model, resolution, fused, task).items():
+    for key, value in onnx_metadata(model, resolution, fused, task, outputs).items():
         try:
             meta[key] = json.loads(value)
         except ValueError:        # plain strings: model_name, task, producer
@@ -101,9 +104,14 @@ def undelegated_ops(program) -> list[str]:
     return ops
 
 
+def model_task(model: nn.Module) -> str:
+    """The task of a float model (its ``task``) or of an int8 one (its config's)."""
+    return getattr(model, "task", None) or model.config.get("task") or "classification"
+
+
 def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                dynamic_batch: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
-               task: str = "classification") -> Path:
+               task: str | None = None) -> Path:
     """Write ``model`` to the ``.pte`` file ``path``, lowered to XNNPACK; returns ``path``.
 
     ``model``: a float model (BatchNorm is folded first), or the int8
@@ -112,8 +120,12 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     ``resolution`` (default: the model's; an int8 model's is its calibration resolution);
     the batch is 1, or with ``dynamic_batch`` 1 to ``max_batch`` (memory is planned for that
     many images; the file's real bound is what ``ExecuTorchSession.max_batch`` reads, and
-    larger batches run in chunks). ``task`` describes the outputs in the metadata. The file
-    is written through a temporary one, so an existing file survives a failed export."""
+    larger batches run in chunks). ``task`` (default: the model's, see :func:`model_task`)
+    describes the outputs in the metadata. A model returning a dict (the segmentation heads'
+    ``{"out": ..., "aux": ...}``) gets one program output per key, in the dict's order, named
+    by the keys in the metadata (``PteModel.output_names``). Detectors are not lowered: their
+    post-processing (box decoding, NMS) has no XNNPACK kernels. The file is written through
+    a temporary one, so an existing file survives a failed export."""
     XnnpackPartitioner, to_edge_transform_and_lower = _lowering()
     quantized = isinstance(model, QuantizedModel)
     if resolution is None:
@@ -121,6 +133,11 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
                          model.preprocess.get("resolution") or model.config.get("resolution")
                          or 224)
     _check(model, resolution, dynamic_batch, max_batch)
+    task = task or model_task(model)
+    if task == "detection":
+        raise ValueError("export_pte() does not write detectors yet: their post-processing "
+                         "(box decoding, NMS) has no XNNPACK kernels; export the detector "
+                         "as ONNX (mobilenets export MODEL)")
     if quantized and resolution != model.resolution:
         raise ValueError(f"this int8 model was calibrated at {model.resolution} px; export it "
                          f"at that resolution, or quantize again at {resolution}")
@@ -128,8 +145,10 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     x = torch.randn(2 if dynamic_batch else 1, model.config.get("in_chans", 3), resolution,
                     resolution)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
+    with torch.no_grad():
+        outputs = named_outputs(model, net(x), task)
     meta = pte_metadata(model, resolution, True, task, dynamic_batch,
-                        max_batch if dynamic_batch else 1)
+                        max_batch if dynamic_batch else 1, outputs)
     if quantized:
         meta["quantization"] = {"format": "int8", "source": "torchao PT2E (XNNPACKQuantizer: "
                                 "per-channel symmetric int8 weights, int8 activations)",
@@ -158,4 +177,5 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     return path
 
 
-__all__ = ["DEFAULT_MAX_BATCH", "export_pte", "pte_metadata", "undelegated_ops"]
+__all__ = ["DEFAULT_MAX_BATCH", "export_pte", "model_task", "pte_metadata",
+           "undelegated_ops"]
