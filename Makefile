@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mobilenets train --recipe small-data --out runs/demo --overwrite
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

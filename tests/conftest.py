@@ -7,6 +7,12 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs pytest -n 2: each worker (and the CLI and torchrun processes it starts)
+    # uses one thread, so the two workers share the two cores instead of oversubscribing them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics and affine parameters, so that eval-mode
