@@ -113,7 +113,10 @@ class ExportedDense:
 
 
 def _as_dense(model, task: str):
-    return ExportedDense(model, task) if _is_exported(model) else model
+    """Exported segmentation and depth files wrapped as the tasks take a PyTorch model; an
+    exported detector (OnnxDetector) already takes images and returns detections."""
+    return (ExportedDense(model, task) if _is_exported(model) and task in EXPORTED_TASKS
+            else model)
 
 
 def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
