@@ -26,29 +26,21 @@ import copy
 import json
 
 import torch
-from torch.autograd.profiler_util import MEMORY_EVENT_NAME
-from torch.profiler import ProfilerActivity, profile
 
 from _common import cpu_model, measure
 from mobilenets.cost import bottleneck_peak, live_peak
 from mobilenets.models import create_model
+from mobilenets.cost.memory import measured_peak
 from mobilenets.layers import InvertedResidual
 from mobilenets.models.memory_split import split_inverted_residuals
 
 
 def peak_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """The largest running sum of the profiler's CPU allocation events during ``model(x)``."""
+    """Peak bytes of ``model(x)`` (cost.memory.measured_peak), after one untimed call that
+    takes first-call allocations (caches) out of it."""
     with torch.inference_mode():
-        model(x)                                   # first-call allocations (caches) out of it
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            model(x)
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == MEMORY_EVENT_NAME), key=lambda e: e.start_ns())
-    now = peak = 0
-    for e in events:
-        now += e.nbytes()
-        peak = max(peak, now)
-    return peak
+        model(x)
+        return measured_peak(model, x)
 
 
 def block_sizes(model: torch.nn.Module, size: tuple[int, int, int]) -> list[dict]:

@@ -5,10 +5,9 @@ import copy
 
 import pytest
 import torch
-from torch.autograd.profiler_util import MEMORY_EVENT_NAME
-from torch.profiler import ProfilerActivity, profile
 
 import mobilenets
+from mobilenets.cost.memory import measured_peak
 from mobilenets.layers import BlockSpec, InvertedResidual, NormConfig
 from mobilenets.models import create_model
 from mobilenets.models.memory_split import (SplitInvertedResidual, chunk_bounds,
@@ -92,19 +91,6 @@ def test_bad_requests_are_refused():
         split_inverted_residuals(model, 2)
 
 
-def _peak_bytes(fn, x) -> int:
-    """Peak of the running sum of the profiler's CPU allocation events while ``fn(x)`` runs."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(x)
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == MEMORY_EVENT_NAME), key=lambda e: e.start_ns())
-    now = peak = 0
-    for e in events:
-        now += e.nbytes()
-        peak = max(peak, now)
-    return peak
-
-
 def test_split_block_holds_less_memory_at_once():
     """A block with a 384-channel expansion of a 16-channel 32x32 input: whole, the expanded
     tensor (384 * 32 * 32 * 4 bytes = 1.5 MiB) exists at least once; in 4 chunks no more than a
@@ -116,7 +102,7 @@ def test_split_block_holds_less_memory_at_once():
     expanded = 384 * 32 * 32 * 4
     with torch.no_grad():
         torch.testing.assert_close(split(x), block(x), rtol=1e-5, atol=1e-5)
-        whole, chunked = _peak_bytes(block, x), _peak_bytes(split, x)
+        whole, chunked = measured_peak(block, x), measured_peak(split, x)
     assert whole >= expanded
     assert chunked < whole / 2
     # a whole network split after eval(): MobileNetV2's largest tensors are its expansions
@@ -124,4 +110,4 @@ def test_split_block_holds_less_memory_at_once():
     split = split_inverted_residuals(copy.deepcopy(model), 4)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert _peak_bytes(split, x) < 0.75 * _peak_bytes(model, x)
+        assert measured_peak(split, x) < 0.75 * measured_peak(model, x)

@@ -95,3 +95,20 @@ def peak_memory(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int
         return bottleneck, live_peak(model, input_size)
     finally:
         model.train(was_training)
+
+
+def measured_peak(fn, x: torch.Tensor) -> int:
+    """Peak bytes held at once while ``fn(x)`` runs on the CPU: the largest running sum of
+    ``torch.profiler``'s allocation events (``profile_memory=True``; ``max_memory_allocated``
+    exists only for accelerators). Call ``fn`` once before to keep first-call caches out."""
+    from torch.autograd.profiler_util import MEMORY_EVENT_NAME
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(x)
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == MEMORY_EVENT_NAME), key=lambda e: e.start_ns())
+    now = peak = 0
+    for e in events:
+        now += e.nbytes()
+        peak = max(peak, now)
+    return peak
