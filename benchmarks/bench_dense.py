@@ -45,7 +45,7 @@ import torchvision
 from torchvision.models import segmentation as tv_segmentation
 
 import mobilenets
-from _common import cpu_model, measure
+from _common import cpu_model, measure, randomize_bn
 from mobilenets.data import SAMPLE_DIR
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx
 from mobilenets.weights import WeightsNote
@@ -53,21 +53,6 @@ from mobilenets.weights import WeightsNote
 SEED = 0
 PAIRS = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 HEADS = ("lraspp", "deeplabv3", "fastdepth", "midas_small")
-
-
-def randomize_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so eval outputs are O(1) and
-    the parity check compares something."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
 
 
 def build_pair(name: str, tmp: Path) -> dict:

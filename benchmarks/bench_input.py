@@ -103,6 +103,11 @@ def main() -> None:
     ap.add_argument("--samples-per-shard", type=int, default=25,
                     help="shard size when --shards writes them (default 25)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--train-model", default=None, metavar="MODEL",
+                    help="also time training MODEL (e.g. mobilenet_v2_100) fed by each loader, "
+                         "against the same steps on one batch held in memory")
+    ap.add_argument("--train-images", type=int, default=320,
+                    help="images per training epoch with --train-model (default 320)")
     args = ap.parse_args()
     if args.workers == 0:
         torch.set_num_threads(1)     # as in a loader worker process
@@ -158,6 +163,8 @@ def main() -> None:
         result["shards_source"] = args.shards
         result["ratio_shards"] = {"median": statistics.median(shard_ratios),
                                   "min": min(shard_ratios), "max": max(shard_ratios)}
+    if args.train_model:
+        result["train"] = _train_figures(args, candidates, len(raw.classes))
     if args.json:
         print(json.dumps(result))
         return
@@ -177,6 +184,69 @@ def main() -> None:
         q = result["ratio_shards"]
         print(f"shards / current (folder): x{q['median']:.2f} (per-repeat min-max "
               f"{q['min']:.2f}-{q['max']:.2f})")
+
+    if args.train_model:
+        t = result["train"]
+        print(f"training {args.train_model} (SGD, fp32, {torch.get_num_threads()} threads in "
+              f"the main process), {t['images']} images per epoch, {args.repeats} repeats:")
+        print(f"{'input':10s} {'median img/s':>13s} {'min-max':>16s} {'/ memory':>9s}")
+        for name, v in t["candidates"].items():
+            print(f"{name:10s} {v['median_img_s']:>13.1f} {v['min_img_s']:>7.1f}-"
+                  f"{v['max_img_s']:<8.1f} {v['ratio_to_memory']['median']:>8.2f}")
+
+
+def _train_figures(args, candidates: dict, num_classes: int) -> dict:
+    """Training images/s of ``--train-model`` fed by the folder loader (``current``), the
+    shards (with ``--shards``) and, as the ceiling, one batch held in memory (no input cost):
+    interleaved repeats of one epoch each, after one warm-up epoch."""
+    torch.manual_seed(args.seed)
+    model = mobilenets.create_model(args.train_model, num_classes=num_classes).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(images, labels):
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+
+    steps = max(1, args.train_images // args.batch_size)
+    feeds = {name: candidates[name] for name in ("current", "shards") if name in candidates}
+    held = next(iter(feeds["current"][0]))[:2]
+
+    def epoch(name, e):
+        n, t0 = 0, time.perf_counter()
+        if name == "memory":
+            for _ in range(steps):
+                step(*held)
+                n += len(held[0])
+        else:
+            loader, sampler = feeds[name]
+            sampler.set_epoch(e)
+            for i, (images, labels, _) in enumerate(loader):
+                if i == steps:
+                    break
+                if len(labels):
+                    step(images, labels)
+                    n += len(labels)
+        return n / (time.perf_counter() - t0)
+
+    names = ["memory", *feeds]
+    for name in names:
+        epoch(name, 1000)                               # warm-up
+    rates = {name: [] for name in names}
+    ratios = {name: [] for name in names}
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(epoch(name, 1001 + r))
+        for name in names:
+            ratios[name].append(rates[name][-1] / rates["memory"][-1])
+    return {"model": args.train_model, "images": steps * args.batch_size,
+            "threads": torch.get_num_threads(),
+            "candidates": {name: {"median_img_s": statistics.median(v), "min_img_s": min(v),
+                                  "max_img_s": max(v),
+                                  "ratio_to_memory": {"median": statistics.median(ratios[name]),
+                                                      "min": min(ratios[name]),
+                                                      "max": max(ratios[name])}}
+                           for name, v in rates.items()}}
 
 
 def _shard_candidate(args, train_dir, transform, size: int):

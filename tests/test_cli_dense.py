@@ -151,6 +151,29 @@ def test_depth_train_eval_predict(tmp_path, capsys):
     assert picture[:, :, 64:].flatten(1).unique(dim=1).shape[1] > 1     # a colour-mapped map
 
 
+def test_quantize_keeps_a_dense_models_output_layers_in_float(tmp_path, capsys):
+    import onnx
+    from mobilenets import create_model, save
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    for i in range(4):
+        codes = np.linspace(500, 4000, 48 * 64).reshape(48, 64) + 100 * i
+        _write_pair(data, f"frame-{i:03d}", rng.integers(0, 255, (48, 64, 3)), codes)
+    save(create_model("fastdepth_mobilenet_v1_025", resolution=64), tmp_path / "depth")
+    out = tmp_path / "int8.onnx"
+    assert main(["quantize", str(tmp_path / "depth"), "--calib", str(data), "--num-images",
+                 "4", "--exclude", "output", "--out", str(out)]) == 0
+    graph = onnx.load(str(out)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert [n.name for n in convs if n.input[1] not in dequantized] == \
+        [n.name for n in convs[-2:]]                    # the rest have int8 weights
+    with pytest.raises(SystemExit):
+        main(["quantize", str(tmp_path / "depth"), "--calib", str(data), "--exclude",
+              "classifier+heads"])
+    assert "unknown preset(s) 'heads'" in capsys.readouterr().err
+
+
 def _yolo_data(root, n_train=4, n_val=2):
     """Images of one or two filled rectangles with their YOLO labels (class, cx, cy, w, h)."""
     (root).mkdir(parents=True)

@@ -18,7 +18,9 @@ from mobilenets.tasks.detection import (YoloDetection, coco_map, detection_train
                                         read_names)
 from mobilenets.tasks.detection import evaluate as evaluate_detections
 from mobilenets.tasks.detection import train as train_detector
-from mobilenets.tasks.detection.task import label_space, load_backbone_weights
+from mobilenets.tasks.detection.task import (DetectionOptions, DetectionTask, label_space,
+                                             load_backbone_weights)
+from mobilenets.training.config import make_config
 from mobilenets.training.sampling import SeededView
 from conftest import SHARED_DATASETS, randomize_bn
 
@@ -434,3 +436,24 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
     reduced = mobilenets.create_model("ssdlite320_mobilenet_v3_large")
     with pytest.raises(mobilenets.CheckpointError, match="has shape"):
         load_backbone_weights(reduced, tmp_path / "v3l.pth")
+
+
+def test_backbone_checkpoint_settings_build_the_detector(tmp_path):
+    # a classifier trained with TensorFlow 'SAME' padding and eps 1e-3 (as the pip Lite files):
+    # the detector's backbone is built with both, so it computes what the classifier did
+    classifier = randomize_bn(mobilenets.create_model(
+        "efficientnet_lite0", padding="same", bn_eps=1e-3, num_classes=10)).eval()
+    mobilenets.weights.save(classifier, tmp_path / "lite0")
+    task = DetectionTask()
+    task.options = DetectionOptions(backbone_weights=str(tmp_path / "lite0"))
+    task.space, task.names = "contiguous", ["a", "b"]
+    model = task.build_model(make_config(model="ssdlite_efficientnet_lite0", resolution=96))
+    body = model.backbone.body.config
+    assert body["padding"] == "same" and body["bn_eps"] == 1e-3
+    x = torch.randn(1, 3, 75, 75)                    # odd size: 'SAME' pads asymmetrically
+    with torch.no_grad():
+        got = model.eval().backbone.body(x)[-1]
+    feats = mobilenets.create_model("efficientnet_lite0", weights=tmp_path / "lite0",
+                                    features_only=True, out_indices=[-1]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(got, feats(x)[-1], rtol=1e-4, atol=1e-5)

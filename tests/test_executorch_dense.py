@@ -130,6 +130,7 @@ def test_int8_depth_pte_computes_the_fake_quantized_model(depth_int8, tmp_path, 
     assert meta["task"] == "depth" and pte.output_names == ["depth"]
     assert meta["outputs"] == [{"name": "depth", "meaning": "N x 1 x H x W depth in metres"}]
     assert meta["quantization"]["method"] == "ptq" and meta["config"]["depth_kind"] == "metric"
+    assert pte.num_classes == 0          # a depth map's width is not a class count
     x = torch.randn(4, 3, RES, RES, generator=torch.Generator().manual_seed(1))
     out = pte(x)
     with torch.no_grad():

