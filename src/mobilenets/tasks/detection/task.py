@@ -13,8 +13,8 @@ background).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import warnings
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,11 +24,11 @@ from torch import nn
 from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
+from ...models.heads import resolve_head
 from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import Task
-from ...models.heads import resolve_head
 from ...weights import create_model, save
 from ...weights.heads import head_name
 from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection,
