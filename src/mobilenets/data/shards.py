@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .folder import DataError, ImageFolderDataset, class_folders, collate_skip_bad
@@ -56,7 +57,9 @@ logger = logging.getLogger("mobilenets.data")
 
 INDEX_NAME = "index.json"
 FORMAT = "mobilenets-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 1: classification (no ``task``); 2 adds the dense tasks' indexes (``task``,
+``parts``). A classification index is still written as version 1."""
 
 DEFAULT_SAMPLES_PER_SHARD = 100
 """Samples per shard when neither a count nor a size is given. Shards are split over ranks x
@@ -99,11 +102,13 @@ def _width(bound: int) -> int:
 
 def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | None = None,
                  max_bytes: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Write the image folder ``data`` (``train/`` and ``val/`` of class folders, or one folder
-    of class folders) into tar shards in the new folder ``out`` plus ``index.json``; return the
-    index. A shard closes after ``samples_per_shard`` images (default
+    """Write the data folder ``data`` into tar shards in the new folder ``out`` plus
+    ``index.json``; return the index. ``data`` is an image-classification folder (``train/``
+    and ``val/`` of class folders, or one folder of class folders) or a dense task's folder
+    (see :func:`dense_layout`: segmentation, YOLO detection, depth pairs), whose samples keep
+    all their files under one key. A shard closes after ``samples_per_shard`` samples (default
     :data:`DEFAULT_SAMPLES_PER_SHARD` when ``max_bytes`` is not given either) or once it holds
-    ``max_bytes`` of image data. Images are stored as they are (no re-encoding), shuffled with
+    ``max_bytes`` of file data. Files are stored as they are (no re-encoding), shuffled with
     ``seed`` (see the module doc). Every shard is read back and checked against the index;
     ``out`` must not exist yet (or be an empty folder)."""
     data, out = Path(data), Path(out)
@@ -116,22 +121,33 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; shards are "
                               f"never overwritten: give a new --out, or delete it first")
-    splits = _splits(data)
-    train = ImageFolderDataset(splits[0][1])
-    sets = [("train", splits[0][1], train)] + [
-        (name, folder, ImageFolderDataset(folder, classes=train.classes))
-        for name, folder in splits[1:]]
+    dense = dense_layout(data)
+    if dense is None:
+        splits = _splits(data)
+        train = ImageFolderDataset(splits[0][1])
+        sets = [("train", splits[0][1], train)] + [
+            (name, folder, ImageFolderDataset(folder, classes=train.classes))
+            for name, folder in splits[1:]]
+        index = {"format": FORMAT, "version": 1, "classes": list(train.classes)}
+        entries = {name: [(_key(path, folder), {Path(path).suffix.lower().lstrip("."): Path(path),
+                                                "cls": str(label)})
+                          for path, label in dataset.samples]
+                   for name, folder, dataset in sets}
+        required: tuple[str, ...] = ("cls",)
+    else:
+        index = {"format": FORMAT, "version": FORMAT_VERSION, "task": dense.task,
+                 "classes": dense.classes, "parts": dense.parts}
+        entries, required = dense.splits, dense.required
+    index.update({"samples_per_shard": samples_per_shard, "max_bytes": max_bytes,
+                  "shuffle_seed": seed, "splits": {}})
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        index = {"format": FORMAT, "version": FORMAT_VERSION, "classes": list(train.classes),
-                 "samples_per_shard": samples_per_shard, "max_bytes": max_bytes,
-                 "shuffle_seed": seed, "splits": {}}
-        for name, folder, dataset in sets:
-            index["splits"][name] = _write_split(name, folder, dataset.samples, out,
-                                                 samples_per_shard, max_bytes, seed, progress)
+        for name, samples in entries.items():
+            index["splits"][name] = _write_split(name, samples, out, samples_per_shard,
+                                                 max_bytes, seed, progress)
         for name, entry in index["splits"].items():
-            _check_split(out, name, entry)
+            _check_split(out, name, entry, required)
         (out / INDEX_NAME).write_text(json.dumps(index, indent=1) + "\n")
     except BaseException:
         if created:
@@ -143,25 +159,154 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     return index
 
 
-def _write_split(name: str, root: Path, samples: list[tuple[str, int]], out: Path,
-                 samples_per_shard: int | None, max_bytes: int | None, seed: int,
-                 progress: bool) -> dict:
+# a sample to write: (key, {field: Path (its bytes are stored) or str (stored as UTF-8)})
+Sample = tuple[str, dict]
+
+
+@dataclass
+class DenseLayout:
+    """A dense task's data folder as samples to shard: ``splits`` ``{split: [Sample]}`` in
+    name order, ``parts`` (field -> what it holds, for the index), ``required`` (fields every
+    sample must have besides its image) and ``classes``."""
+
+    task: str
+    classes: list[str]
+    parts: dict
+    required: tuple[str, ...]
+    splits: dict
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    """``{stem: path}`` of the image files in ``folder``."""
+    return {p.stem: p for p in folder.iterdir()
+            if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)}
+
+
+def _dense_key(stem: str) -> str:
+    return stem.replace(".", "_")
+
+
+def _image_part(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+def _check_keys(samples: list[Sample], where: Path) -> list[Sample]:
+    seen: set[str] = set()
+    for key, _ in samples:
+        if key in seen:
+            raise DataError(f"two samples in {where} give the key {key!r} (dots in file names "
+                            f"become underscores); rename one")
+        seen.add(key)
+    return samples
+
+
+def dense_layout(data: Path) -> DenseLayout | None:
+    """The dense task layout of ``data``, or None for anything else (a classification folder):
+
+    - segmentation: ``classes.txt`` + ``images/SPLIT/NAME.jpg`` + ``masks/SPLIT/NAME.png``
+      (images without a mask are left out, as the task does); fields ``jpg``/``png``... (the
+      image) and ``mask.png``;
+    - detection (YOLO): ``config.yaml`` (or ``data.yaml``, ``dataset.yaml``) with ``names`` +
+      ``images/SPLIT/*`` + ``labels/SPLIT/NAME.txt``; fields: the image and ``txt`` (absent
+      for a background image without a label file);
+    - depth pairs: ``images/NAME.*`` + ``depth/NAME.png``, or ``NAME.color.*`` +
+      ``NAME.depth.png`` side by side; one split ``all`` holding every pair with ``idx`` (its
+      position in name order, the index the depth task's ``--train-range``/``--val-range``
+      count in); fields: the image, ``depth.png`` (the 16-bit PNG's bytes) and ``idx``.
+    """
+    if not data.is_dir():
+        return None
+    names_file = next((data / n for n in ("config.yaml", "data.yaml", "dataset.yaml")
+                       if (data / n).is_file()), None)
+    if (data / "classes.txt").is_file() and (data / "images").is_dir():
+        classes = [ln.strip() for ln in (data / "classes.txt").read_text().splitlines()
+                   if ln.strip()]
+        splits = {}
+        for split in ("train", "val"):
+            if not (data / "images" / split).is_dir():
+                continue
+            images = _image_files(data / "images" / split)
+            masks = {p.stem: p for p in (data / "masks" / split).glob("*.png")}
+            splits[split] = _check_keys(
+                [(_dense_key(s), {_image_part(images[s]): images[s], "mask.png": masks[s]})
+                 for s in sorted(images) if s in masks], data / "images" / split)
+            if not splits[split]:
+                raise DataError(f"no image of {data / 'images' / split} has a mask in "
+                                f"{data / 'masks' / split} (a mask is IMAGE_NAME.png)")
+        if "train" not in splits:
+            raise DataError(f"{data} has classes.txt but no images/train folder; expected "
+                            f"images/train + masks/train (and val/)")
+        return DenseLayout("segmentation", classes,
+                           {"image": "the image file as it was", "mask.png": "label PNG"},
+                           ("mask.png",), splits)
+    if names_file is not None and (data / "images").is_dir():
+        import yaml
+        names = (yaml.safe_load(names_file.read_text()) or {}).get("names")
+        if isinstance(names, dict):
+            names = [names[i] for i in sorted(names)]
+        if not names:
+            raise DataError(f"{names_file} has no 'names:' list or mapping of class names")
+        splits = {}
+        for split in ("train", "val"):
+            if not (data / "images" / split).is_dir():
+                continue
+            labels = {p.stem: p for p in (data / "labels" / split).glob("*.txt")}
+            samples = []
+            for stem, image in sorted(_image_files(data / "images" / split).items()):
+                fields = {_image_part(image): image}
+                if stem in labels:
+                    fields["txt"] = labels[stem]
+                samples.append((_dense_key(stem), fields))
+            splits[split] = _check_keys(samples, data / "images" / split)
+        if "train" not in splits:
+            raise DataError(f"{data} has {names_file.name} but no images/train folder")
+        return DenseLayout("detection", [str(n) for n in names],
+                           {"image": "the image file as it was",
+                            "txt": "YOLO labels (class cx cy w h), absent: no boxes"},
+                           (), splits)
+    if (data / "images").is_dir() and (data / "depth").is_dir():
+        images = _image_files(data / "images")
+        depths = {p.stem: p for p in (data / "depth").glob("*.png")}
+    else:
+        images, depths = {}, {}
+        for p in data.iterdir():
+            stem, _, kind = p.stem.rpartition(".")
+            if kind == "color" and p.name.lower().endswith(IMG_EXTENSIONS):
+                images[stem] = p
+            elif kind == "depth" and p.suffix.lower() == ".png":
+                depths[stem] = p
+    if not images or not depths:
+        return None
+    alone = sorted(set(images) ^ set(depths))
+    if alone:
+        raise DataError(f"{len(alone)} image(s)/depth PNG(s) in {data} have no partner of the "
+                        f"same name (e.g. {', '.join(alone[:3])}); add them or remove these")
+    samples = [(_dense_key(s), {_image_part(images[s]): images[s], "depth.png": depths[s],
+                                "idx": str(i)}) for i, s in enumerate(sorted(images))]
+    return DenseLayout("depth", [], {"image": "the image file as it was",
+                                     "depth.png": "depth PNG (16-bit codes, bytes as they were)",
+                                     "idx": "position in name order (for frame ranges)"},
+                       ("depth.png", "idx"), {"all": _check_keys(samples, data)})
+
+
+def _write_split(name: str, samples: list[Sample], out: Path, samples_per_shard: int | None,
+                 max_bytes: int | None, seed: int, progress: bool) -> dict:
     from tqdm import tqdm
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
     keys = {}
-    for path, _ in samples:
-        key = _key(path, root)
+    for key, fields in samples:
         if key in keys:
-            raise DataError(f"{path} and {keys[key]} give the same sample key {key!r} "
+            raise DataError(f"{fields} and {keys[key]} give the same sample key {key!r} "
                             f"(dots in file names become underscores); rename one")
-        keys[key] = path
+        keys[key] = fields
     # at most this many shards (for the width of their numbers): every shard but the last is
     # full by count or holds >= max_bytes
     bound = 1
     if samples_per_shard is not None:
         bound += len(samples) // samples_per_shard
     if max_bytes is not None:
-        bound += sum(Path(p).stat().st_size for p, _ in samples) // max_bytes
+        bound += sum(v.stat().st_size for _, f in samples for v in f.values()
+                     if isinstance(v, Path)) // max_bytes
     pattern = str(out / f"{name}-%0{_width(bound)}d.tar")
     shards: list[dict] = []
     writer = None
@@ -173,22 +318,28 @@ def _write_split(name: str, root: Path, samples: list[tuple[str, int]], out: Pat
     # mtime fixed: the same folder gives byte-identical shards
     writer = wds.ShardWriter(pattern, maxcount=samples_per_shard or 2**62,
                              maxsize=max_bytes or float("inf"), post=closed, verbose=0, mtime=0)
-    with writer, tqdm(total=len(samples), desc=f"{name} shards", unit="img",
+    with writer, tqdm(total=len(samples), desc=f"{name} shards", unit="sample",
                       disable=not progress) as bar:
         for i in order:
-            path, label = samples[i]
-            ext = Path(path).suffix.lower().lstrip(".")
-            writer.write({"__key__": _key(path, root), ext: Path(path).read_bytes(),
-                          "cls": str(label)})
+            key, fields = samples[i]
+            writer.write({"__key__": key, **{k: v.read_bytes() if isinstance(v, Path) else v
+                                             for k, v in fields.items()}})
             bar.update(1)
     return {"shards": shards, "total": len(samples)}
 
 
-def _check_split(out: Path, name: str, entry: dict) -> None:
-    """Read every shard of a split back and compare its sample count with the index."""
+def _check_split(out: Path, name: str, entry: dict, required: tuple[str, ...] = ()) -> None:
+    """Read every shard of a split back and compare its sample count with the index; every
+    sample must hold its ``required`` fields."""
     for shard in entry["shards"]:
         url = str(out / shard["name"])
-        count = sum(1 for _ in wds.tarfile_to_samples()([{"url": url}]))
+        count = 0
+        for sample in wds.tarfile_to_samples()([{"url": url}]):
+            count += 1
+            missing = [f for f in required if f not in sample]
+            if missing:
+                raise DataError(f"sample {sample['__key__']} in {url} lacks {missing} after "
+                                f"writing; check the disk, then write the shards again")
         if count != shard["count"]:
             raise DataError(f"{url} holds {count} samples after writing, not {shard['count']}; "
                             f"check the disk, then write the shards again")
@@ -262,15 +413,20 @@ def _read_index(url: str) -> dict:
     return index
 
 
-def open_shards(data: str | Path) -> ShardIndex:
+def open_shards(data: str | Path, task: str = "classification") -> ShardIndex:
     """The index of a shard source (see :func:`is_shard_source`): read from ``index.json`` in
     the folder, or beside the pattern's shards (for a ``pipe:`` command: the same command with
     the shard names replaced by ``index.json``). A pattern selects training shards of the index;
-    the validation shards are the index's, read the same way."""
+    the validation shards are the index's, read the same way. ``task``: the task whose
+    shards these must be (DataError otherwise)."""
     data = str(data)
     prefix, suffix, names = _locate(data)
     index_url = prefix + INDEX_NAME + suffix
     index = _read_index(index_url)
+    if index.get("task", "classification") != task:
+        raise DataError(f"{index_url} holds {index.get('task', 'classification')} data, not "
+                        f"{task} data; give the {task} task shards written from its own "
+                        f"data folder")
     splits = index["splits"]
     counts = {s["name"]: s["count"] for split in splits.values() for s in split["shards"]}
     if names is None:
@@ -476,5 +632,5 @@ class ShardLoader:
                                collate_fn=self.collate, pin_memory=self.pin_memory))
 
 
-__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "INDEX_NAME", "ShardIndex", "ShardLoader",
+__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "DenseLayout", "INDEX_NAME", "dense_layout", "ShardIndex", "ShardLoader",
            "TrainShards", "ValShards", "is_shard_source", "open_shards", "write_shards"]
