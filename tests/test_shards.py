@@ -286,3 +286,69 @@ def test_two_nodes_match_one_node_with_two_processes(small, tmp_path):
         for k, x in a[part].items():
             torch.testing.assert_close(b[part][k], x, rtol=1e-4, atol=5e-5,
                                        msg=f"{part}.{k} differs between 1 and 2 nodes")
+
+
+def _png16(path: Path, value: int) -> None:
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.full((6, 8), value, dtype=np.uint16)).save(path)
+
+
+def _jpg(path: Path, shade: int) -> None:
+    from PIL import Image
+    Image.new("RGB", (8, 6), (shade, 10, 20)).save(path)
+
+
+def _read_back(out: Path) -> dict:
+    samples = {}
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                key, _, field = m.name.partition(".")
+                samples.setdefault(key, {})[field] = t.extractfile(m).read()
+    return samples
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection", "depth"])
+def test_dense_round_trip(tmp_path, task):
+    """Each dense layout's files come back byte-equal under one key, and the index says the
+    task and its parts."""
+    data, expect = tmp_path / "data", {}
+    if task == "depth":
+        data.mkdir()
+        for i in range(5):
+            _jpg(data / f"frame-{i:06d}.color.jpg", i * 40)
+            _png16(data / f"frame-{i:06d}.depth.png", 1000 + 7 * i)
+            expect[f"frame-{i:06d}"] = {
+                "jpg": (data / f"frame-{i:06d}.color.jpg").read_bytes(),
+                "depth.png": (data / f"frame-{i:06d}.depth.png").read_bytes(),
+                "idx": str(i).encode()}
+    else:
+        (data / "images" / "train").mkdir(parents=True)
+        other = "masks" if task == "segmentation" else "labels"
+        (data / other / "train").mkdir(parents=True)
+        if task == "segmentation":
+            (data / "classes.txt").write_text("bg\ncat\n")
+        else:
+            (data / "config.yaml").write_text("names:\n  0: cat\n  1: dog\n")
+        for i in range(5):
+            _jpg(data / "images" / "train" / f"im{i}.jpg", i * 40)
+            fields = {"jpg": (data / "images" / "train" / f"im{i}.jpg").read_bytes()}
+            if task == "segmentation":
+                _png16(data / other / "train" / f"im{i}.png", i % 2)
+                fields["mask.png"] = (data / other / "train" / f"im{i}.png").read_bytes()
+            elif i != 3:                           # im3: a background image (no label file)
+                (data / other / "train" / f"im{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.2 0.3\n")
+                fields["txt"] = (data / other / "train" / f"im{i}.txt").read_bytes()
+            expect[f"im{i}"] = fields
+    index = write_shards(data, tmp_path / "out", samples_per_shard=2, progress=False)
+    assert index["task"] == task
+    assert index["classes"] == {"segmentation": ["bg", "cat"], "detection": ["cat", "dog"],
+                                "depth": []}[task]
+    split = "all" if task == "depth" else "train"
+    assert [s["count"] for s in index["splits"][split]["shards"]] == [2, 2, 1]
+    assert _read_back(tmp_path / "out") == expect
+    with pytest.raises(DataError, match=f"holds {task} data"):
+        open_shards(tmp_path / "out")
+    with pytest.raises(FileExistsError):
+        write_shards(data, tmp_path / "out", progress=False)
