@@ -1,10 +1,16 @@
-"""Image-folder data as WebDataset tar shards: writing them, and streaming them to training.
+"""Data folders as WebDataset tar shards: writing them, and streaming them to training.
 
 Layout of a shard folder (written by :func:`write_shards`, ``mobilenets shard``)::
 
     SHARDS/train-0000.tar ... train-NNNN.tar    one sample per image: KEY.jpg (the file's
     SHARDS/val-0000.tar ...                      bytes as they were) and KEY.cls (label, text)
     SHARDS/index.json                            classes, per-shard counts, format version
+
+A dense task's shards (segmentation, detection, depth: :mod:`mobilenets.tasks.shards` finds
+the samples through the task's own ``shard_layout``) hold every file of a sample under its
+key (``KEY.jpg``, ``KEY.mask.png`` / ``KEY.txt`` / ``KEY.depth.png``, ``KEY.idx``), and the
+index says the task and what the reader needs besides the files; the task's ``decode_shard``
+gives the same item as its folder dataset.
 
 ``KEY`` is the image's path below its split folder without the extension (``tench/n01``),
 stable across re-runs and shard sizes. The images of a split are written in the order
@@ -40,7 +46,7 @@ import logging
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -48,7 +54,6 @@ from pathlib import Path
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .folder import DataError, ImageFolderDataset, class_folders, collate_skip_bad
@@ -73,6 +78,7 @@ the worker's shards hold fewer)."""
 
 _BRACES = re.compile(r"[^/\s]*\{[^}]*\}[^/\s]*")      # the shard-name token of a brace pattern
 _JPEG = {"jpg", "jpeg"}
+_IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "gif", "tif", "tiff")
 
 
 # ----------------------------------------------------------------------------- writing --------
@@ -96,17 +102,22 @@ def _key(path: str, root: Path) -> str:
     return str(rel.with_suffix("")).replace(".", "_")
 
 
+# a sample to write: (key, {field: Path (its bytes are stored) or str (stored as UTF-8)})
+Sample = tuple[str, dict]
+
+
 def _width(bound: int) -> int:
     return max(4, len(str(max(bound - 1, 0))))
 
 
 def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | None = None,
-                 max_bytes: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+                 max_bytes: int | None = None, seed: int = 0, progress: bool = True,
+                 layout: ShardLayout | None = None) -> dict:
     """Write the data folder ``data`` into tar shards in the new folder ``out`` plus
     ``index.json``; return the index. ``data`` is an image-classification folder (``train/``
-    and ``val/`` of class folders, or one folder of class folders) or a dense task's folder
-    (see :func:`dense_layout`: segmentation, YOLO detection, depth pairs), whose samples keep
-    all their files under one key. A shard closes after ``samples_per_shard`` samples (default
+    and ``val/`` of class folders, or one folder of class folders), or, with ``layout``, the
+    samples a dense task found in it (its ``shard_layout``; each sample keeps all its files
+    under one key). A shard closes after ``samples_per_shard`` samples (default
     :data:`DEFAULT_SAMPLES_PER_SHARD` when ``max_bytes`` is not given either) or once it holds
     ``max_bytes`` of file data. Files are stored as they are (no re-encoding), shuffled with
     ``seed`` (see the module doc). Every shard is read back and checked against the index;
@@ -121,8 +132,7 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; shards are "
                               f"never overwritten: give a new --out, or delete it first")
-    dense = dense_layout(data)
-    if dense is None:
+    if layout is None:
         splits = _splits(data)
         train = ImageFolderDataset(splits[0][1])
         sets = [("train", splits[0][1], train)] + [
@@ -135,9 +145,9 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
                    for name, folder, dataset in sets}
         required: tuple[str, ...] = ("cls",)
     else:
-        index = {"format": FORMAT, "version": FORMAT_VERSION, "task": dense.task,
-                 "classes": dense.classes, "parts": dense.parts}
-        entries, required = dense.splits, dense.required
+        index = {"format": FORMAT, "version": FORMAT_VERSION, "task": layout.task,
+                 "classes": list(layout.classes), "parts": layout.parts, **layout.extra}
+        entries, required = layout.splits, layout.required
     index.update({"samples_per_shard": samples_per_shard, "max_bytes": max_bytes,
                   "shuffle_seed": seed, "splits": {}})
     created = not out.exists()
@@ -159,38 +169,50 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     return index
 
 
-# a sample to write: (key, {field: Path (its bytes are stored) or str (stored as UTF-8)})
-Sample = tuple[str, dict]
-
-
 @dataclass
-class DenseLayout:
-    """A dense task's data folder as samples to shard: ``splits`` ``{split: [Sample]}`` in
-    name order, ``parts`` (field -> what it holds, for the index), ``required`` (fields every
-    sample must have besides its image) and ``classes``."""
+class ShardLayout:
+    """A task's data folder as samples to shard, made by the task's ``shard_layout`` (e.g.
+    :func:`mobilenets.tasks.segmentation.data.shard_layout`): ``splits`` ``{split: [Sample]}``
+    in the task's order, ``parts`` (field -> what it holds, for the index), ``required``
+    (fields every sample must hold besides its image), ``classes``, and ``extra`` (what the
+    reader needs besides the files, e.g. a mask lookup table; stored in the index)."""
 
     task: str
     classes: list[str]
     parts: dict
     required: tuple[str, ...]
     splits: dict
+    extra: dict = field(default_factory=dict)
 
 
-def _image_files(folder: Path) -> dict[str, Path]:
-    """``{stem: path}`` of the image files in ``folder``."""
-    return {p.stem: p for p in folder.iterdir()
-            if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS)}
+def sample_key(name: str) -> str:
+    """A sample key from a file stem: dots become underscores (webdataset splits a member's
+    name into key and field at the first dot)."""
+    return name.replace(".", "_")
 
 
-def _dense_key(stem: str) -> str:
-    return stem.replace(".", "_")
+def image_field(path: Path) -> str:
+    """The field an image file is stored under: its extension (``jpg``, ``png``...)."""
+    return Path(path).suffix.lower().lstrip(".")
 
 
-def _image_part(path: Path) -> str:
-    return path.suffix.lower().lstrip(".")
+def image_of(sample: dict) -> tuple[str, bytes]:
+    """``(field, bytes)`` of a raw sample's image (the field that is an image extension)."""
+    for key in sample:
+        if key in _IMAGE_FIELDS:
+            return key, sample[key]
+    raise ValueError("the sample has no image")
 
 
-def _check_keys(samples: list[Sample], where: Path) -> list[Sample]:
+def decode_image_bytes(data: bytes, field_name: str = "jpg") -> torch.Tensor:
+    """A uint8 3 x H x W RGB tensor from an image file's bytes (libjpeg-turbo for JPEG)."""
+    tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return (decode_jpeg(tensor, mode=ImageReadMode.RGB) if field_name in _JPEG
+            else decode_image(tensor, mode=ImageReadMode.RGB))
+
+
+def check_keys(samples: list[Sample], where) -> list[Sample]:
+    """``samples``, after checking that no two share a key (DataError naming it)."""
     seen: set[str] = set()
     for key, _ in samples:
         if key in seen:
@@ -198,95 +220,6 @@ def _check_keys(samples: list[Sample], where: Path) -> list[Sample]:
                             f"become underscores); rename one")
         seen.add(key)
     return samples
-
-
-def dense_layout(data: Path) -> DenseLayout | None:
-    """The dense task layout of ``data``, or None for anything else (a classification folder):
-
-    - segmentation: ``classes.txt`` + ``images/SPLIT/NAME.jpg`` + ``masks/SPLIT/NAME.png``
-      (images without a mask are left out, as the task does); fields ``jpg``/``png``... (the
-      image) and ``mask.png``;
-    - detection (YOLO): ``config.yaml`` (or ``data.yaml``, ``dataset.yaml``) with ``names`` +
-      ``images/SPLIT/*`` + ``labels/SPLIT/NAME.txt``; fields: the image and ``txt`` (absent
-      for a background image without a label file);
-    - depth pairs: ``images/NAME.*`` + ``depth/NAME.png``, or ``NAME.color.*`` +
-      ``NAME.depth.png`` side by side; one split ``all`` holding every pair with ``idx`` (its
-      position in name order, the index the depth task's ``--train-range``/``--val-range``
-      count in); fields: the image, ``depth.png`` (the 16-bit PNG's bytes) and ``idx``.
-    """
-    if not data.is_dir():
-        return None
-    names_file = next((data / n for n in ("config.yaml", "data.yaml", "dataset.yaml")
-                       if (data / n).is_file()), None)
-    if (data / "classes.txt").is_file() and (data / "images").is_dir():
-        classes = [ln.strip() for ln in (data / "classes.txt").read_text().splitlines()
-                   if ln.strip()]
-        splits = {}
-        for split in ("train", "val"):
-            if not (data / "images" / split).is_dir():
-                continue
-            images = _image_files(data / "images" / split)
-            masks = {p.stem: p for p in (data / "masks" / split).glob("*.png")}
-            splits[split] = _check_keys(
-                [(_dense_key(s), {_image_part(images[s]): images[s], "mask.png": masks[s]})
-                 for s in sorted(images) if s in masks], data / "images" / split)
-            if not splits[split]:
-                raise DataError(f"no image of {data / 'images' / split} has a mask in "
-                                f"{data / 'masks' / split} (a mask is IMAGE_NAME.png)")
-        if "train" not in splits:
-            raise DataError(f"{data} has classes.txt but no images/train folder; expected "
-                            f"images/train + masks/train (and val/)")
-        return DenseLayout("segmentation", classes,
-                           {"image": "the image file as it was", "mask.png": "label PNG"},
-                           ("mask.png",), splits)
-    if names_file is not None and (data / "images").is_dir():
-        import yaml
-        names = (yaml.safe_load(names_file.read_text()) or {}).get("names")
-        if isinstance(names, dict):
-            names = [names[i] for i in sorted(names)]
-        if not names:
-            raise DataError(f"{names_file} has no 'names:' list or mapping of class names")
-        splits = {}
-        for split in ("train", "val"):
-            if not (data / "images" / split).is_dir():
-                continue
-            labels = {p.stem: p for p in (data / "labels" / split).glob("*.txt")}
-            samples = []
-            for stem, image in sorted(_image_files(data / "images" / split).items()):
-                fields = {_image_part(image): image}
-                if stem in labels:
-                    fields["txt"] = labels[stem]
-                samples.append((_dense_key(stem), fields))
-            splits[split] = _check_keys(samples, data / "images" / split)
-        if "train" not in splits:
-            raise DataError(f"{data} has {names_file.name} but no images/train folder")
-        return DenseLayout("detection", [str(n) for n in names],
-                           {"image": "the image file as it was",
-                            "txt": "YOLO labels (class cx cy w h), absent: no boxes"},
-                           (), splits)
-    if (data / "images").is_dir() and (data / "depth").is_dir():
-        images = _image_files(data / "images")
-        depths = {p.stem: p for p in (data / "depth").glob("*.png")}
-    else:
-        images, depths = {}, {}
-        for p in data.iterdir():
-            stem, _, kind = p.stem.rpartition(".")
-            if kind == "color" and p.name.lower().endswith(IMG_EXTENSIONS):
-                images[stem] = p
-            elif kind == "depth" and p.suffix.lower() == ".png":
-                depths[stem] = p
-    if not images or not depths:
-        return None
-    alone = sorted(set(images) ^ set(depths))
-    if alone:
-        raise DataError(f"{len(alone)} image(s)/depth PNG(s) in {data} have no partner of the "
-                        f"same name (e.g. {', '.join(alone[:3])}); add them or remove these")
-    samples = [(_dense_key(s), {_image_part(images[s]): images[s], "depth.png": depths[s],
-                                "idx": str(i)}) for i, s in enumerate(sorted(images))]
-    return DenseLayout("depth", [], {"image": "the image file as it was",
-                                     "depth.png": "depth PNG (16-bit codes, bytes as they were)",
-                                     "idx": "position in name order (for frame ranges)"},
-                       ("depth.png", "idx"), {"all": _check_keys(samples, data)})
 
 
 def _write_split(name: str, samples: list[Sample], out: Path, samples_per_shard: int | None,
@@ -351,12 +284,18 @@ def _check_split(out: Path, name: str, entry: dict, required: tuple[str, ...] = 
 # ----------------------------------------------------------------------------- the index ------
 @dataclass
 class ShardIndex:
-    """What a shard source holds: class names and, per split, ``(url, count)`` of its shards."""
+    """What a shard source holds: class names and, per split, ``(url, count)`` of its shards;
+    ``index``: the whole index (a dense task's reader takes its ``extra`` entries from it)."""
 
     source: str
     classes: list[str]
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
+    index: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.index.get("task", "classification")
 
 
 def is_shard_source(data) -> bool:
@@ -439,7 +378,7 @@ def open_shards(data: str | Path, task: str = "classification") -> ShardIndex:
     val = [(prefix + s["name"] + suffix, s["count"])
            for s in splits.get("val", {}).get("shards", [])]
     return ShardIndex(data, list(index["classes"]),
-                      [(prefix + n + suffix, counts[n]) for n in names], val)
+                      [(prefix + n + suffix, counts[n]) for n in names], val, index)
 
 
 # ----------------------------------------------------------------------------- reading --------
@@ -470,25 +409,31 @@ def _shard_samples(url: str, strict: bool):
     return wds.tarfile_to_samples(handler=partial(_warn_damaged, url, strict))([{"url": url}])
 
 
-def _decode(sample: dict, num_classes: int, strict: bool):
-    """``(uint8 CHW RGB tensor, label)`` of a raw sample, or None if it is unreadable."""
+def decode_classification(sample: dict, num_classes: int):
+    """``(uint8 CHW RGB tensor, label)`` of a classification shard's raw sample."""
+    ext = next((k for k in sample if not k.startswith("_") and k != "cls"), None)
+    if ext is None or "cls" not in sample:
+        raise ValueError("the sample has no image" if ext is None else "no label (.cls)")
+    label = int(sample["cls"])
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} outside the index's {num_classes} classes")
+    return decode_image_bytes(sample[ext], ext), label
+
+
+def _decode(sample: dict, decode, strict: bool):
+    """``decode(sample)``: ``(input, target)`` of a raw sample, where the transform applies to
+    ``input`` (an image, or a dense task's ``(image, target)``), or None if it is unreadable.
+    A DataError of ``decode`` (data that no skipping can fix) always propagates."""
     where = f"{sample.get('__key__')} in {sample.get('__url__')}"
     try:
-        ext = next((k for k in sample if not k.startswith("_") and k != "cls"), None)
-        if ext is None or "cls" not in sample:
-            raise ValueError("the sample has no image" if ext is None else "no label (.cls)")
-        label = int(sample["cls"])
-        if not 0 <= label < num_classes:
-            raise ValueError(f"label {label} outside the index's {num_classes} classes")
-        data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
-        image = (decode_jpeg(data, mode=ImageReadMode.RGB) if ext in _JPEG
-                 else decode_image(data, mode=ImageReadMode.RGB))
-    except (RuntimeError, ValueError, OSError) as e:
+        return decode(sample)
+    except DataError as e:
+        raise DataError(f"sample {where}: {e}") from e
+    except (RuntimeError, ValueError, OSError, KeyError) as e:
         if strict:
             raise DataError(f"cannot read sample {where}: {e}") from e
         logger.warning("skipping unreadable sample %s: %s", where, e)
         return None
-    return image, label
 
 
 def _seeded(transform, image, seed: int):
@@ -506,13 +451,16 @@ def _seeded(transform, image, seed: int):
 class TrainShards(IterableDataset):
     """The training stream of one rank (see the module doc). Set ``transform`` (on decoded
     uint8 tensors), then ``epoch`` and ``start`` (batches of the epoch already trained) before
-    each pass; a :class:`ShardLoader` does that from the engine's sampler."""
+    each pass; a :class:`ShardLoader` does that from the engine's sampler. ``decode``: a
+    picklable ``decode(raw sample) -> (input, target)`` for a dense task's shards (the
+    transform then applies to ``input``); default: classification's, with ``num_classes``."""
 
     def __init__(self, shards: list[tuple[str, int]], num_classes: int, batch_size: int,
                  seed: int, rank: int = 0, world: int = 1, workers: int = 0,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False,
-                 transform=None):
+                 transform=None, decode=None):
         self.shards, self.num_classes, self.batch_size = list(shards), num_classes, batch_size
+        self.decode = decode or partial(decode_classification, num_classes=num_classes)
         self.seed, self.workers = seed, workers
         self.shuffle_buffer, self.strict, self.transform = shuffle_buffer, strict, transform
         self.total = sum(c for _, c in self.shards)
@@ -574,7 +522,7 @@ class TrainShards(IterableDataset):
         for position, sample in enumerate(islice(samples, end)):
             if position < skip:
                 continue
-            item = _decode(sample, self.num_classes, self.strict)
+            item = _decode(sample, self.decode, self.strict)
             if item is None:
                 yield None
                 continue
@@ -590,8 +538,9 @@ class ValShards(IterableDataset):
     shards, ranks and workers."""
 
     def __init__(self, shards: list[tuple[str, int]], num_classes: int, rank: int = 0,
-                 world: int = 1, strict: bool = False, transform=None):
+                 world: int = 1, strict: bool = False, transform=None, decode=None):
         self.shards, self.num_classes = list(shards), num_classes
+        self.decode = decode or partial(decode_classification, num_classes=num_classes)
         self.rank, self.world, self.strict, self.transform = rank, world, strict, transform
 
     def __len__(self) -> int:
@@ -606,7 +555,7 @@ class ValShards(IterableDataset):
                 for j, sample in enumerate(_shard_samples(url, self.strict)):
                     if (offset + j) % self.world != self.rank:
                         continue
-                    item = _decode(sample, self.num_classes, self.strict)
+                    item = _decode(sample, self.decode, self.strict)
                     if item is not None and self.transform is not None:
                         item = self.transform(item[0]), item[1]
                     yield item
@@ -632,5 +581,19 @@ class ShardLoader:
                                collate_fn=self.collate, pin_memory=self.pin_memory))
 
 
-__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "DenseLayout", "INDEX_NAME", "dense_layout", "ShardIndex", "ShardLoader",
-           "TrainShards", "ValShards", "is_shard_source", "open_shards", "write_shards"]
+
+def shard_loaders(train_set: TrainShards, val_set: ValShards, sampler, batch_size: int,
+                  workers: int, device: torch.device, dist, collate=collate_skip_bad):
+    """A task's ``(train, val)`` :class:`ShardLoader` pair, the streams split over the
+    processes of ``dist`` (its ``rank`` and ``world``); what every task's ``stream_loaders``
+    returns for shards."""
+    train_set.distribute(dist.rank, dist.world)
+    val_set.rank, val_set.world = dist.rank, dist.world
+    pin = device.type == "cuda"
+    return (ShardLoader(train_set, batch_size, workers, sampler, pin, collate),
+            ShardLoader(val_set, batch_size, workers, pin_memory=pin, collate=collate))
+
+__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "INDEX_NAME", "Sample", "ShardIndex", "ShardLayout",
+           "ShardLoader", "TrainShards", "ValShards", "check_keys", "decode_classification",
+           "decode_image_bytes", "image_field", "image_of", "is_shard_source", "open_shards",
+           "sample_key", "shard_loaders", "write_shards"]
