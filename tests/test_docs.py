@@ -54,6 +54,8 @@ NO_RUN = {
         "Imagenette from ../shared/datasets, 45 minutes",
     ("docs/training.md", "mobilenets train --model mobilenet_v2_100 --data shards --workers 8 --out runs/v2-shards"):
         "a long training",
+    ("docs/training.md", "mobilenets shard ~/.cache/mobilenets/datasets/7scenes-redkitchen --out depth-shards \\"):
+        "needs 7-Scenes unpacked, then a long training",
     ("docs/training.md", "torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\"):
         "two GPU nodes streaming from an object store",
     ("docs/training.md", "HOST=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)"):

@@ -462,3 +462,27 @@ def test_torchvision_lraspp_trains_through_the_task(tmp_path):
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     assert task.outputs(model) == [("out", "N x C x H x W class scores per pixel (logits) at "
                                            "the input size")]
+
+
+def test_training_on_shards_scores_as_on_the_folder(tmp_path):
+    """The folder in shards (one pair per shard, so the stream reorders them): a run on the
+    shards reads the same training pairs, and its validation mIoU is the folder's evaluation
+    of the same weights (the confusion matrix does not depend on the order)."""
+    from mobilenets.tasks.shards import write_task_shards
+    data = _folder_data(tmp_path / "data")
+    index = write_task_shards(data, tmp_path / "shards", samples_per_shard=1, progress=False)
+    assert index["task"] == "segmentation" and index["splits"]["train"]["total"] == 4
+    run = dict(RUN, epochs=1)
+    metrics = train(model="tinyseg_mobilenet_v2_035", data=str(tmp_path / "shards"),
+                    out=str(tmp_path / "run"), progress=False, **run)
+    weights = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    model = TinySeg()
+    model.load_state_dict(weights)
+    model.config["class_names"] = ["ground", "left", "box", "other"]
+    result = evaluate(model.eval(), data, "val", resolution=32)
+    assert result["miou"] == pytest.approx(metrics["miou"])
+    assert result["pixel_acc"] == pytest.approx(metrics["pixel_acc"])
+    with pytest.raises(ValueError, match="write the shards with those options"):
+        train(model="tinyseg_mobilenet_v2_035", data=str(tmp_path / "shards"),
+              out=str(tmp_path / "run2"), progress=False, segmentation={"label_set": "voc"},
+              **run)

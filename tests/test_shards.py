@@ -286,3 +286,144 @@ def test_two_nodes_match_one_node_with_two_processes(small, tmp_path):
         for k, x in a[part].items():
             torch.testing.assert_close(b[part][k], x, rtol=1e-4, atol=5e-5,
                                        msg=f"{part}.{k} differs between 1 and 2 nodes")
+
+
+def _png16(path: Path, value: int, dtype="uint16") -> None:
+    import numpy as np
+    from PIL import Image
+    values = np.full((6, 8), value, dtype=dtype)
+    values[0, 0] = 0                               # an invalid depth / a background label
+    Image.fromarray(values).save(path)
+
+
+def _jpg(path: Path, shade: int) -> None:
+    from PIL import Image
+    Image.new("RGB", (8, 6), (shade, 10, 20)).save(path)
+
+
+def _read_back(out: Path) -> dict:
+    samples = {}
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                key, _, field = m.name.partition(".")
+                samples.setdefault(key, {})[field] = t.extractfile(m).read()
+    return samples
+
+
+def _dense_folder(data: Path, task: str) -> dict:
+    """A tiny folder of ``task``'s layout; returns {key: {field: bytes}} of what it holds."""
+    expect = {}
+    if task == "depth":                   # 7-Scenes' naming; 5 pairs: 4 train, 1 val by range
+        data.mkdir()
+        for i in range(5):
+            _jpg(data / f"frame-{i:06d}.color.jpg", i * 40)
+            _png16(data / f"frame-{i:06d}.depth.png", 1000 + 7 * i)
+            expect[f"frame-{i:06d}"] = {
+                "jpg": (data / f"frame-{i:06d}.color.jpg").read_bytes(),
+                "depth.png": (data / f"frame-{i:06d}.depth.png").read_bytes(),
+                "idx": str(i if i < 4 else 0).encode()}
+        return expect
+    other = "masks" if task == "segmentation" else "labels"
+    if task == "segmentation":
+        (data / "classes.txt").parent.mkdir(parents=True)
+        (data / "classes.txt").write_text("bg\ncat\n")
+    else:
+        data.mkdir(parents=True)
+        (data / "config.yaml").write_text("names:\n  0: cat\n  1: dog\n")
+    for split, n in (("train", 5), ("val", 2)):
+        (data / "images" / split).mkdir(parents=True)
+        (data / other / split).mkdir(parents=True)
+        for i in range(n):
+            name = f"{split}{i}"
+            _jpg(data / "images" / split / f"{name}.jpg", i * 40)
+            fields = {"jpg": (data / "images" / split / f"{name}.jpg").read_bytes(),
+                      "idx": str(i).encode()}
+            if task == "segmentation":
+                _png16(data / other / split / f"{name}.png", i % 2, "uint8")
+                fields["mask.png"] = (data / other / split / f"{name}.png").read_bytes()
+            elif i != 3:                         # train3: a background image (no label file)
+                (data / other / split / f"{name}.txt").write_text(
+                    f"{i % 2} 0.5 0.5 0.2 0.3\n1 0.25 0.5 0.1 0.1\n")
+                fields["txt"] = (data / other / split / f"{name}.txt").read_bytes()
+            expect[name] = fields
+    return expect
+
+
+def _folder_items(data: Path, task: str) -> dict:
+    """{key: (image, target)} of the folder as the task's own dataset reads it."""
+    from mobilenets.tasks.depth.data import DepthPairs, split_pairs
+    from mobilenets.tasks.detection.data import YoloDetection
+    from mobilenets.tasks.segmentation.data import MaskPairs, find_split
+    if task == "segmentation":
+        sets = [MaskPairs(find_split(data, s)) for s in ("train", "val")]
+        keys = [[p[0].stem for p in d.pairs] for d in sets]
+    elif task == "detection":
+        sets = [YoloDetection(data, s) for s in ("train", "val")]
+        keys = [[p.stem for p in d.images] for d in sets]
+    else:
+        sets = [DepthPairs(p) for p in split_pairs(data)[:2]]
+        keys = [[p[0].stem.removesuffix(".color") for p in d.pairs] for d in sets]
+    return {k: d[i][0] for d, ks in zip(sets, keys) for i, k in enumerate(ks)}
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection", "depth"])
+def test_dense_round_trip(tmp_path, task):
+    """Each dense layout (found from the folder) goes into shards with each sample's files
+    byte-equal under one key; read back through the task's decoder, every sample equals what
+    the task's folder dataset gives (image, mask / boxes and labels / metres)."""
+    from functools import partial
+    from mobilenets.tasks import depth, detection, segmentation
+    from mobilenets.tasks.shards import detect_task, write_task_shards
+    data = tmp_path / "data"
+    expect = _dense_folder(data, task)
+    assert detect_task(data) == task
+    index = write_task_shards(data, tmp_path / "out", samples_per_shard=2, progress=False)
+    assert index["task"] == task
+    assert index["classes"] == {"segmentation": ["bg", "cat"], "detection": ["cat", "dog"],
+                                "depth": []}[task]
+    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [2, 2, 1] if \
+        task != "depth" else [2, 2]
+    assert _read_back(tmp_path / "out") == expect
+    shards = open_shards(tmp_path / "out", task=task)
+    if task == "segmentation":
+        info = shards.index["segmentation"]
+        decode = partial(segmentation.data.decode_shard, lut=torch.tensor(info["lut"]),
+                         layout=info["layout"], num_classes=2)
+    elif task == "detection":
+        decode = partial(detection.data.decode_shard, num_classes=2)
+    else:
+        decode = depth.data.decode_shard
+    folder = _folder_items(data, task)
+    read = [item for split in (shards.train, shards.val)
+            for item in ValShards(split, 0, decode=decode)]
+    assert len(read) == len(folder)
+    for (image, target), _ in read:
+        key = next(k for k, (img, _) in folder.items() if torch.equal(img, image))
+        want = folder.pop(key)[1]
+        if task == "detection":
+            assert torch.equal(target["boxes"], want["boxes"])
+            assert torch.equal(target["labels"], want["labels"])
+            assert target["image_id"] == want["image_id"]
+        else:
+            assert torch.equal(target, want)
+    with pytest.raises(DataError, match=f"holds {task} data"):
+        open_shards(tmp_path / "out")
+    with pytest.raises(FileExistsError):
+        write_task_shards(data, tmp_path / "out", progress=False)
+
+
+def test_shard_command_takes_task_options(tmp_path, capsys):
+    """`mobilenets shard --task-option` fixes a depth split by range; a wrong option is named."""
+    data = tmp_path / "data"
+    _dense_folder(data, "depth")
+    assert main(["shard", str(data), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--task-option", "train_range=[0,3]", "--task-option",
+                 "val_range=[3,5]"]) == 0
+    index = open_shards(tmp_path / "out", task="depth")
+    assert [sum(c for _, c in part) for part in (index.train, index.val)] == [3, 2]
+    assert "depth data" in capsys.readouterr().out
+    assert main(["shard", str(data), "--out", str(tmp_path / "o2"), "--task", "segmentation",
+                 "--task-option", "train_range=[0,3]"]) != 0
+    assert "train_range: not a segmentation shard option" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -1,10 +1,16 @@
-"""Image-folder data as WebDataset tar shards: writing them, and streaming them to training.
+"""Data folders as WebDataset tar shards: writing them, and streaming them to training.
 
 Layout of a shard folder (written by :func:`write_shards`, ``mobilenets shard``)::
 
     SHARDS/train-0000.tar ... train-NNNN.tar    one sample per image: KEY.jpg (the file's
     SHARDS/val-0000.tar ...                      bytes as they were) and KEY.cls (label, text)
     SHARDS/index.json                            classes, per-shard counts, format version
+
+A dense task's shards (segmentation, detection, depth: :mod:`mobilenets.tasks.shards` finds
+the samples through the task's own ``shard_layout``) hold every file of a sample under its
+key (``KEY.jpg``, ``KEY.mask.png`` / ``KEY.txt`` / ``KEY.depth.png``, ``KEY.idx``), and the
+index says the task and what the reader needs besides the files; the task's ``decode_shard``
+gives the same item as its folder dataset.
 
 ``KEY`` is the image's path below its split folder without the extension (``tench/n01``),
 stable across re-runs and shard sizes. The images of a split are written in the order
@@ -40,7 +46,7 @@ import logging
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -56,7 +62,9 @@ logger = logging.getLogger("mobilenets.data")
 
 INDEX_NAME = "index.json"
 FORMAT = "mobilenets-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 1: classification (no ``task``); 2 adds the dense tasks' indexes (``task``,
+``parts``). A classification index is still written as version 1."""
 
 DEFAULT_SAMPLES_PER_SHARD = 100
 """Samples per shard when neither a count nor a size is given. Shards are split over ranks x
@@ -70,6 +78,7 @@ the worker's shards hold fewer)."""
 
 _BRACES = re.compile(r"[^/\s]*\{[^}]*\}[^/\s]*")      # the shard-name token of a brace pattern
 _JPEG = {"jpg", "jpeg"}
+_IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "gif", "tif", "tiff")
 
 
 # ----------------------------------------------------------------------------- writing --------
@@ -93,17 +102,24 @@ def _key(path: str, root: Path) -> str:
     return str(rel.with_suffix("")).replace(".", "_")
 
 
+# a sample to write: (key, {field: Path (its bytes are stored) or str (stored as UTF-8)})
+Sample = tuple[str, dict]
+
+
 def _width(bound: int) -> int:
     return max(4, len(str(max(bound - 1, 0))))
 
 
 def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | None = None,
-                 max_bytes: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Write the image folder ``data`` (``train/`` and ``val/`` of class folders, or one folder
-    of class folders) into tar shards in the new folder ``out`` plus ``index.json``; return the
-    index. A shard closes after ``samples_per_shard`` images (default
+                 max_bytes: int | None = None, seed: int = 0, progress: bool = True,
+                 layout: ShardLayout | None = None) -> dict:
+    """Write the data folder ``data`` into tar shards in the new folder ``out`` plus
+    ``index.json``; return the index. ``data`` is an image-classification folder (``train/``
+    and ``val/`` of class folders, or one folder of class folders), or, with ``layout``, the
+    samples a dense task found in it (its ``shard_layout``; each sample keeps all its files
+    under one key). A shard closes after ``samples_per_shard`` samples (default
     :data:`DEFAULT_SAMPLES_PER_SHARD` when ``max_bytes`` is not given either) or once it holds
-    ``max_bytes`` of image data. Images are stored as they are (no re-encoding), shuffled with
+    ``max_bytes`` of file data. Files are stored as they are (no re-encoding), shuffled with
     ``seed`` (see the module doc). Every shard is read back and checked against the index;
     ``out`` must not exist yet (or be an empty folder)."""
     data, out = Path(data), Path(out)
@@ -116,22 +132,32 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; shards are "
                               f"never overwritten: give a new --out, or delete it first")
-    splits = _splits(data)
-    train = ImageFolderDataset(splits[0][1])
-    sets = [("train", splits[0][1], train)] + [
-        (name, folder, ImageFolderDataset(folder, classes=train.classes))
-        for name, folder in splits[1:]]
+    if layout is None:
+        splits = _splits(data)
+        train = ImageFolderDataset(splits[0][1])
+        sets = [("train", splits[0][1], train)] + [
+            (name, folder, ImageFolderDataset(folder, classes=train.classes))
+            for name, folder in splits[1:]]
+        index = {"format": FORMAT, "version": 1, "classes": list(train.classes)}
+        entries = {name: [(_key(path, folder), {Path(path).suffix.lower().lstrip("."): Path(path),
+                                                "cls": str(label)})
+                          for path, label in dataset.samples]
+                   for name, folder, dataset in sets}
+        required: tuple[str, ...] = ("cls",)
+    else:
+        index = {"format": FORMAT, "version": FORMAT_VERSION, "task": layout.task,
+                 "classes": list(layout.classes), "parts": layout.parts, **layout.extra}
+        entries, required = layout.splits, layout.required
+    index.update({"samples_per_shard": samples_per_shard, "max_bytes": max_bytes,
+                  "shuffle_seed": seed, "splits": {}})
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        index = {"format": FORMAT, "version": FORMAT_VERSION, "classes": list(train.classes),
-                 "samples_per_shard": samples_per_shard, "max_bytes": max_bytes,
-                 "shuffle_seed": seed, "splits": {}}
-        for name, folder, dataset in sets:
-            index["splits"][name] = _write_split(name, folder, dataset.samples, out,
-                                                 samples_per_shard, max_bytes, seed, progress)
+        for name, samples in entries.items():
+            index["splits"][name] = _write_split(name, samples, out, samples_per_shard,
+                                                 max_bytes, seed, progress)
         for name, entry in index["splits"].items():
-            _check_split(out, name, entry)
+            _check_split(out, name, entry, required)
         (out / INDEX_NAME).write_text(json.dumps(index, indent=1) + "\n")
     except BaseException:
         if created:
@@ -143,25 +169,77 @@ def write_shards(data: str | Path, out: str | Path, samples_per_shard: int | Non
     return index
 
 
-def _write_split(name: str, root: Path, samples: list[tuple[str, int]], out: Path,
-                 samples_per_shard: int | None, max_bytes: int | None, seed: int,
-                 progress: bool) -> dict:
+@dataclass
+class ShardLayout:
+    """A task's data folder as samples to shard, made by the task's ``shard_layout`` (e.g.
+    :func:`mobilenets.tasks.segmentation.data.shard_layout`): ``splits`` ``{split: [Sample]}``
+    in the task's order, ``parts`` (field -> what it holds, for the index), ``required``
+    (fields every sample must hold besides its image), ``classes``, and ``extra`` (what the
+    reader needs besides the files, e.g. a mask lookup table; stored in the index)."""
+
+    task: str
+    classes: list[str]
+    parts: dict
+    required: tuple[str, ...]
+    splits: dict
+    extra: dict = field(default_factory=dict)
+
+
+def sample_key(name: str) -> str:
+    """A sample key from a file stem: dots become underscores (webdataset splits a member's
+    name into key and field at the first dot)."""
+    return name.replace(".", "_")
+
+
+def image_field(path: Path) -> str:
+    """The field an image file is stored under: its extension (``jpg``, ``png``...)."""
+    return Path(path).suffix.lower().lstrip(".")
+
+
+def image_of(sample: dict) -> tuple[str, bytes]:
+    """``(field, bytes)`` of a raw sample's image (the field that is an image extension)."""
+    for key in sample:
+        if key in _IMAGE_FIELDS:
+            return key, sample[key]
+    raise ValueError("the sample has no image")
+
+
+def decode_image_bytes(data: bytes, field_name: str = "jpg") -> torch.Tensor:
+    """A uint8 3 x H x W RGB tensor from an image file's bytes (libjpeg-turbo for JPEG)."""
+    tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return (decode_jpeg(tensor, mode=ImageReadMode.RGB) if field_name in _JPEG
+            else decode_image(tensor, mode=ImageReadMode.RGB))
+
+
+def check_keys(samples: list[Sample], where) -> list[Sample]:
+    """``samples``, after checking that no two share a key (DataError naming it)."""
+    seen: set[str] = set()
+    for key, _ in samples:
+        if key in seen:
+            raise DataError(f"two samples in {where} give the key {key!r} (dots in file names "
+                            f"become underscores); rename one")
+        seen.add(key)
+    return samples
+
+
+def _write_split(name: str, samples: list[Sample], out: Path, samples_per_shard: int | None,
+                 max_bytes: int | None, seed: int, progress: bool) -> dict:
     from tqdm import tqdm
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
     keys = {}
-    for path, _ in samples:
-        key = _key(path, root)
+    for key, fields in samples:
         if key in keys:
-            raise DataError(f"{path} and {keys[key]} give the same sample key {key!r} "
+            raise DataError(f"{fields} and {keys[key]} give the same sample key {key!r} "
                             f"(dots in file names become underscores); rename one")
-        keys[key] = path
+        keys[key] = fields
     # at most this many shards (for the width of their numbers): every shard but the last is
     # full by count or holds >= max_bytes
     bound = 1
     if samples_per_shard is not None:
         bound += len(samples) // samples_per_shard
     if max_bytes is not None:
-        bound += sum(Path(p).stat().st_size for p, _ in samples) // max_bytes
+        bound += sum(v.stat().st_size for _, f in samples for v in f.values()
+                     if isinstance(v, Path)) // max_bytes
     pattern = str(out / f"{name}-%0{_width(bound)}d.tar")
     shards: list[dict] = []
     writer = None
@@ -173,22 +251,28 @@ def _write_split(name: str, root: Path, samples: list[tuple[str, int]], out: Pat
     # mtime fixed: the same folder gives byte-identical shards
     writer = wds.ShardWriter(pattern, maxcount=samples_per_shard or 2**62,
                              maxsize=max_bytes or float("inf"), post=closed, verbose=0, mtime=0)
-    with writer, tqdm(total=len(samples), desc=f"{name} shards", unit="img",
+    with writer, tqdm(total=len(samples), desc=f"{name} shards", unit="sample",
                       disable=not progress) as bar:
         for i in order:
-            path, label = samples[i]
-            ext = Path(path).suffix.lower().lstrip(".")
-            writer.write({"__key__": _key(path, root), ext: Path(path).read_bytes(),
-                          "cls": str(label)})
+            key, fields = samples[i]
+            writer.write({"__key__": key, **{k: v.read_bytes() if isinstance(v, Path) else v
+                                             for k, v in fields.items()}})
             bar.update(1)
     return {"shards": shards, "total": len(samples)}
 
 
-def _check_split(out: Path, name: str, entry: dict) -> None:
-    """Read every shard of a split back and compare its sample count with the index."""
+def _check_split(out: Path, name: str, entry: dict, required: tuple[str, ...] = ()) -> None:
+    """Read every shard of a split back and compare its sample count with the index; every
+    sample must hold its ``required`` fields."""
     for shard in entry["shards"]:
         url = str(out / shard["name"])
-        count = sum(1 for _ in wds.tarfile_to_samples()([{"url": url}]))
+        count = 0
+        for sample in wds.tarfile_to_samples()([{"url": url}]):
+            count += 1
+            missing = [f for f in required if f not in sample]
+            if missing:
+                raise DataError(f"sample {sample['__key__']} in {url} lacks {missing} after "
+                                f"writing; check the disk, then write the shards again")
         if count != shard["count"]:
             raise DataError(f"{url} holds {count} samples after writing, not {shard['count']}; "
                             f"check the disk, then write the shards again")
@@ -200,12 +284,18 @@ def _check_split(out: Path, name: str, entry: dict) -> None:
 # ----------------------------------------------------------------------------- the index ------
 @dataclass
 class ShardIndex:
-    """What a shard source holds: class names and, per split, ``(url, count)`` of its shards."""
+    """What a shard source holds: class names and, per split, ``(url, count)`` of its shards;
+    ``index``: the whole index (a dense task's reader takes its ``extra`` entries from it)."""
 
     source: str
     classes: list[str]
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
+    index: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.index.get("task", "classification")
 
 
 def is_shard_source(data) -> bool:
@@ -262,15 +352,20 @@ def _read_index(url: str) -> dict:
     return index
 
 
-def open_shards(data: str | Path) -> ShardIndex:
+def open_shards(data: str | Path, task: str = "classification") -> ShardIndex:
     """The index of a shard source (see :func:`is_shard_source`): read from ``index.json`` in
     the folder, or beside the pattern's shards (for a ``pipe:`` command: the same command with
     the shard names replaced by ``index.json``). A pattern selects training shards of the index;
-    the validation shards are the index's, read the same way."""
+    the validation shards are the index's, read the same way. ``task``: the task whose
+    shards these must be (DataError otherwise)."""
     data = str(data)
     prefix, suffix, names = _locate(data)
     index_url = prefix + INDEX_NAME + suffix
     index = _read_index(index_url)
+    if index.get("task", "classification") != task:
+        raise DataError(f"{index_url} holds {index.get('task', 'classification')} data, not "
+                        f"{task} data; give the {task} task shards written from its own "
+                        f"data folder")
     splits = index["splits"]
     counts = {s["name"]: s["count"] for split in splits.values() for s in split["shards"]}
     if names is None:
@@ -283,7 +378,7 @@ def open_shards(data: str | Path) -> ShardIndex:
     val = [(prefix + s["name"] + suffix, s["count"])
            for s in splits.get("val", {}).get("shards", [])]
     return ShardIndex(data, list(index["classes"]),
-                      [(prefix + n + suffix, counts[n]) for n in names], val)
+                      [(prefix + n + suffix, counts[n]) for n in names], val, index)
 
 
 # ----------------------------------------------------------------------------- reading --------
@@ -314,25 +409,31 @@ def _shard_samples(url: str, strict: bool):
     return wds.tarfile_to_samples(handler=partial(_warn_damaged, url, strict))([{"url": url}])
 
 
-def _decode(sample: dict, num_classes: int, strict: bool):
-    """``(uint8 CHW RGB tensor, label)`` of a raw sample, or None if it is unreadable."""
+def decode_classification(sample: dict, num_classes: int):
+    """``(uint8 CHW RGB tensor, label)`` of a classification shard's raw sample."""
+    ext = next((k for k in sample if not k.startswith("_") and k != "cls"), None)
+    if ext is None or "cls" not in sample:
+        raise ValueError("the sample has no image" if ext is None else "no label (.cls)")
+    label = int(sample["cls"])
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} outside the index's {num_classes} classes")
+    return decode_image_bytes(sample[ext], ext), label
+
+
+def _decode(sample: dict, decode, strict: bool):
+    """``decode(sample)``: ``(input, target)`` of a raw sample, where the transform applies to
+    ``input`` (an image, or a dense task's ``(image, target)``), or None if it is unreadable.
+    A DataError of ``decode`` (data that no skipping can fix) always propagates."""
     where = f"{sample.get('__key__')} in {sample.get('__url__')}"
     try:
-        ext = next((k for k in sample if not k.startswith("_") and k != "cls"), None)
-        if ext is None or "cls" not in sample:
-            raise ValueError("the sample has no image" if ext is None else "no label (.cls)")
-        label = int(sample["cls"])
-        if not 0 <= label < num_classes:
-            raise ValueError(f"label {label} outside the index's {num_classes} classes")
-        data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
-        image = (decode_jpeg(data, mode=ImageReadMode.RGB) if ext in _JPEG
-                 else decode_image(data, mode=ImageReadMode.RGB))
-    except (RuntimeError, ValueError, OSError) as e:
+        return decode(sample)
+    except DataError as e:
+        raise DataError(f"sample {where}: {e}") from e
+    except (RuntimeError, ValueError, OSError, KeyError) as e:
         if strict:
             raise DataError(f"cannot read sample {where}: {e}") from e
         logger.warning("skipping unreadable sample %s: %s", where, e)
         return None
-    return image, label
 
 
 def _seeded(transform, image, seed: int):
@@ -350,13 +451,16 @@ def _seeded(transform, image, seed: int):
 class TrainShards(IterableDataset):
     """The training stream of one rank (see the module doc). Set ``transform`` (on decoded
     uint8 tensors), then ``epoch`` and ``start`` (batches of the epoch already trained) before
-    each pass; a :class:`ShardLoader` does that from the engine's sampler."""
+    each pass; a :class:`ShardLoader` does that from the engine's sampler. ``decode``: a
+    picklable ``decode(raw sample) -> (input, target)`` for a dense task's shards (the
+    transform then applies to ``input``); default: classification's, with ``num_classes``."""
 
     def __init__(self, shards: list[tuple[str, int]], num_classes: int, batch_size: int,
                  seed: int, rank: int = 0, world: int = 1, workers: int = 0,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False,
-                 transform=None):
+                 transform=None, decode=None):
         self.shards, self.num_classes, self.batch_size = list(shards), num_classes, batch_size
+        self.decode = decode or partial(decode_classification, num_classes=num_classes)
         self.seed, self.workers = seed, workers
         self.shuffle_buffer, self.strict, self.transform = shuffle_buffer, strict, transform
         self.total = sum(c for _, c in self.shards)
@@ -418,7 +522,7 @@ class TrainShards(IterableDataset):
         for position, sample in enumerate(islice(samples, end)):
             if position < skip:
                 continue
-            item = _decode(sample, self.num_classes, self.strict)
+            item = _decode(sample, self.decode, self.strict)
             if item is None:
                 yield None
                 continue
@@ -434,8 +538,9 @@ class ValShards(IterableDataset):
     shards, ranks and workers."""
 
     def __init__(self, shards: list[tuple[str, int]], num_classes: int, rank: int = 0,
-                 world: int = 1, strict: bool = False, transform=None):
+                 world: int = 1, strict: bool = False, transform=None, decode=None):
         self.shards, self.num_classes = list(shards), num_classes
+        self.decode = decode or partial(decode_classification, num_classes=num_classes)
         self.rank, self.world, self.strict, self.transform = rank, world, strict, transform
 
     def __len__(self) -> int:
@@ -450,7 +555,7 @@ class ValShards(IterableDataset):
                 for j, sample in enumerate(_shard_samples(url, self.strict)):
                     if (offset + j) % self.world != self.rank:
                         continue
-                    item = _decode(sample, self.num_classes, self.strict)
+                    item = _decode(sample, self.decode, self.strict)
                     if item is not None and self.transform is not None:
                         item = self.transform(item[0]), item[1]
                     yield item
@@ -476,5 +581,19 @@ class ShardLoader:
                                collate_fn=self.collate, pin_memory=self.pin_memory))
 
 
-__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "INDEX_NAME", "ShardIndex", "ShardLoader",
-           "TrainShards", "ValShards", "is_shard_source", "open_shards", "write_shards"]
+
+def shard_loaders(train_set: TrainShards, val_set: ValShards, sampler, batch_size: int,
+                  workers: int, device: torch.device, dist, collate=collate_skip_bad):
+    """A task's ``(train, val)`` :class:`ShardLoader` pair, the streams split over the
+    processes of ``dist`` (its ``rank`` and ``world``); what every task's ``stream_loaders``
+    returns for shards."""
+    train_set.distribute(dist.rank, dist.world)
+    val_set.rank, val_set.world = dist.rank, dist.world
+    pin = device.type == "cuda"
+    return (ShardLoader(train_set, batch_size, workers, sampler, pin, collate),
+            ShardLoader(val_set, batch_size, workers, pin_memory=pin, collate=collate))
+
+__all__ = ["DEFAULT_SAMPLES_PER_SHARD", "INDEX_NAME", "Sample", "ShardIndex", "ShardLayout",
+           "ShardLoader", "TrainShards", "ValShards", "check_keys", "decode_classification",
+           "decode_image_bytes", "image_field", "image_of", "is_shard_source", "open_shards",
+           "sample_key", "shard_loaders", "write_shards"]

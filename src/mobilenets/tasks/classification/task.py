@@ -12,7 +12,8 @@ from torch import nn
 from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                      mixup_cutmix, resolve_split, train_transform)
 from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
-from ...data.shards import ShardLoader, TrainShards, ValShards, is_shard_source, open_shards
+from ...data.shards import (TrainShards, ValShards, is_shard_source, open_shards,
+                            shard_loaders)
 from ...models import MODEL_OPTIONS
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -86,11 +87,8 @@ class ClassificationTask(Task):
         """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
         if not self.shards:
             return None
-        self.train_set.distribute(dist.rank, dist.world)
-        self.val_set.rank, self.val_set.world = dist.rank, dist.world
-        pin = device.type == "cuda"
-        return (ShardLoader(self.train_set, cfg.batch_size, cfg.workers, sampler, pin),
-                ShardLoader(self.val_set, cfg.batch_size, cfg.workers, pin_memory=pin))
+        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
+                             device, dist)
 
     def split(self, cfg: TrainConfig):
         """The training and validation folders: ``DATA/train`` and ``DATA/val`` (or

@@ -33,6 +33,8 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ...data import DataError
+from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
+                            sample_key)
 
 logger = logging.getLogger("mobilenets.data")
 
@@ -150,7 +152,10 @@ def decode_depth(path: str | Path, scale: float = 1000.0,
                  invalid: tuple[int, ...] = INVALID) -> torch.Tensor:
     """A single-channel integer PNG as float32 metres (``value / scale``), 1 x H x W, with 0
     where the code is in ``invalid``."""
-    raw = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
+    return _depth_of(decode_image(str(path), mode=ImageReadMode.UNCHANGED), path, scale, invalid)
+
+
+def _depth_of(raw: torch.Tensor, path, scale: float, invalid: tuple[int, ...]) -> torch.Tensor:
     if raw.shape[0] != 1 or raw.dtype not in (torch.uint16, torch.uint8):
         raise DataError(f"{path} is a {raw.shape[0]}-channel {raw.dtype} image; depth must be "
                         f"a single-channel 16-bit (or 8-bit) PNG of integer codes")
@@ -197,6 +202,41 @@ class DepthPairs(Dataset):
                             f"be the same size")
         return (tv_tensors.Image(image), tv_tensors.Mask(depth)), image_path.stem.removesuffix(
             ".color")
+
+
+# ---- WebDataset shards (mobilenets.data.shards) ----------------------------------------------
+
+def shard_layout(data: str | Path, val: str | Path | None = None, train_range=None,
+                 val_range=None) -> ShardLayout:
+    """The pairs of ``data`` split as :func:`split_pairs` splits them (by frame ranges for a
+    single pair folder: the default first 80% / last 20%, or ``train_range`` / ``val_range``)
+    as samples for :func:`~mobilenets.data.shards.write_shards`: splits ``train`` and ``val``,
+    each sample the image file, ``depth.png`` (the PNG's bytes as they were: the depth scale
+    and invalid codes apply when reading) and ``idx`` (position in its split)."""
+    train, held, line = split_pairs(data, val, train_range, val_range)
+    splits = {name: check_keys([(sample_key(img.stem.removesuffix(".color")),
+                                 {image_field(img): img, "depth.png": depth, "idx": str(i)})
+                                for i, (img, depth) in enumerate(pairs)], data)
+              for name, pairs in (("train", train), ("val", held))}
+    return ShardLayout("depth", [], {"image": "the image file as it was",
+                                     "depth.png": "the depth PNG as it was (integer codes)",
+                                     "idx": "position in the split, in name order"},
+                       ("depth.png", "idx"), splits, {"depth": {"split": line}})
+
+
+def decode_shard(sample: dict, scale: float = 1000.0, invalid: tuple[int, ...] = INVALID):
+    """``((Image, Mask of metres), key)`` of a raw depth shard sample (the form
+    :class:`DepthPairs` gives)."""
+    name, data = image_of(sample)
+    image = decode_image_bytes(data, name)
+    raw = decode_image(torch.frombuffer(bytearray(sample["depth.png"]), dtype=torch.uint8),
+                       mode=ImageReadMode.UNCHANGED)
+    depth = _depth_of(raw, f"{sample.get('__key__')}.depth.png", scale, invalid)
+    if image.shape[-2:] != depth.shape[-2:]:
+        raise DataError(f"the image of sample {sample.get('__key__')} is "
+                        f"{tuple(image.shape[-2:])} (H, W) but its depth PNG "
+                        f"{tuple(depth.shape[-2:])}; image and depth must be the same size")
+    return (tv_tensors.Image(image), tv_tensors.Mask(depth)), sample.get("__key__")
 
 
 def seven_scenes(root: str | Path | None = None, train_range=(0, 400), val_range=(400, 500),
@@ -287,4 +327,4 @@ def collate_depth(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 __all__ = ["INVALID", "SEVEN_SCENES", "SEVEN_SCENES_DIR", "DepthPairs", "RandomZoom",
            "collate_depth", "decode_depth", "depth_eval_transform", "depth_train_transform",
-           "find_pairs", "seven_scenes", "split_pairs"]
+           "decode_shard", "find_pairs", "seven_scenes", "shard_layout", "split_pairs"]

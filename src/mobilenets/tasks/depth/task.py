@@ -17,12 +17,13 @@ from torch import nn
 
 from ..options import TaskOptions
 from ...data import DataError
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, save
-from .data import (INVALID, DepthPairs, collate_depth, depth_eval_transform,
+from .data import (INVALID, DepthPairs, collate_depth, decode_shard, depth_eval_transform,
                    depth_train_transform, split_pairs)
 from .evaluate import depth_output, evaluate_model, mean_depth_baseline, model_depth_kind
 from .losses import LOSSES, masked_l1, silog_loss, ssi_loss, valid_mask
@@ -75,6 +76,7 @@ class DepthTask(Task):
     or the ``loss`` option); ``best/`` by AbsRel (lower is better)."""
 
     best_metric = "abs_rel"
+    shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = False
     metrics = {"abs_rel": ("AbsRel", False), "delta1": ("delta1", True),
                "rmse": ("RMSE", False)}
@@ -86,6 +88,9 @@ class DepthTask(Task):
             raise DataError("the depth task has no built-in sample: give data, a folder of RGB "
                             "+ depth PNG pairs (docs/depth.md), e.g. 7-Scenes unpacked by "
                             "`python experiments/datasets.py 7scenes-redkitchen-depth`")
+        self.shards = is_shard_source(cfg.data)
+        if self.shards:
+            return self.shard_datasets(cfg, opts)
         train, val, self.split_line = split_pairs(cfg.data, cfg.val, opts.train_range,
                                                   opts.val_range)
         make = partial(DepthPairs, scale=opts.scale, invalid=opts.invalid,
@@ -95,6 +100,35 @@ class DepthTask(Task):
         self.train_set = SeededView(self.train_raw, None, cfg.seed)   # transforms: model_ready
         self.val_set = SeededView(self.val_raw, None, cfg.seed)
         return self.train_set, self.val_set
+
+    def shard_datasets(self, cfg: TrainConfig, opts: DepthOptions):
+        """Streams of the WebDataset shards ``cfg.data`` (``mobilenets shard`` of a depth
+        folder, split into train and val when written): its training shards and the
+        validation shards of its index. The depth scale and invalid codes apply here."""
+        if cfg.val is not None or opts.train_range is not None or opts.val_range is not None:
+            raise ValueError(f"--val and the train/val ranges split a pair folder; the shards "
+                             f"{cfg.data} were split when written: give the ranges to "
+                             f"`mobilenets shard` instead")
+        index = open_shards(cfg.data, task="depth")
+        if not index.val:
+            raise ValueError(f"the shards of {cfg.data} have no val split; write them again "
+                             f"with mobilenets shard")
+        self.shard_index = index
+        self.split_line = (f"shards of {index.index['depth']['split']}; "
+                           f"{len(index.train)} train and {len(index.val)} val shards")
+        self.names = ([f"{url.rsplit('/', 1)[-1]}:{n}" for url, n in index.train], [])
+        decode = partial(decode_shard, scale=opts.scale, invalid=tuple(opts.invalid))
+        self.train_set = TrainShards(index.train, 0, cfg.batch_size, cfg.seed,
+                                     workers=cfg.workers, strict=cfg.strict_data, decode=decode)
+        self.val_set = ValShards(index.val, 0, strict=cfg.strict_data, decode=decode)
+        return self.train_set, self.val_set
+
+    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
+        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
+        if not self.shards:
+            return None
+        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
+                             device, dist, collate_depth)
 
     def collate(self, items):
         return collate_depth(items)
@@ -215,6 +249,9 @@ class DepthTask(Task):
         """The predict-the-mean baseline on this task's split (call after :meth:`datasets`),
         at the run's resolution, scored raw."""
         opts = self.options
+        if self.shards:
+            raise ValueError("the mean-depth baseline reads the pair folder; give the folder "
+                             "the shards were written from")
         return mean_depth_baseline(self.train_raw, self.val_raw, self.cfg.resolution,
                                    opts.min_depth, opts.max_depth, self.cfg.batch_size)
 

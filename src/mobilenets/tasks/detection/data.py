@@ -27,6 +27,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from ...data import DataError
+from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
+                            sample_key)
 
 logger = logging.getLogger("mobilenets.data")
 
@@ -66,8 +68,14 @@ def find_names_file(root: Path) -> Path:
 def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(boxes N x 4 normalised cx cy w h, labels N)`` of a YOLO label file; DataError naming
     the file and line for a malformed line or a class outside ``0 .. num_classes - 1``."""
+    return parse_yolo_text(path.read_text(), num_classes, path)
+
+
+def parse_yolo_text(text: str, num_classes: int, where) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`parse_yolo_labels` of a label file's text (``where`` names it in errors)."""
+    path = where
     rows, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -140,14 +148,65 @@ class YoloDetection(Dataset):
                 raise DataError(f"cannot read image {path}: {e}") from e
             logger.warning("skipping unreadable image %s: %s", path, e)
             return None
-        h, w = image.shape[-2:]
-        cxcywh, labels = self.labels[index]
-        boxes = cxcywh * torch.tensor([w, h, w, h], dtype=torch.float32)
-        boxes = tv_tensors.BoundingBoxes(boxes, format="CXCYWH", canvas_size=(h, w))
-        boxes = v2.functional.convert_bounding_box_format(boxes, new_format="XYXY")
-        boxes = v2.functional.clamp_bounding_boxes(boxes)
-        target = {"boxes": boxes, "labels": labels.clone(), "image_id": index}
-        return (tv_tensors.Image(image), target), index
+        return _sample(image, *self.labels[index], index), index
+
+
+def _sample(image: torch.Tensor, cxcywh: torch.Tensor, labels: torch.Tensor, index: int):
+    """``(Image, target)`` of a decoded image and its normalised YOLO boxes."""
+    h, w = image.shape[-2:]
+    boxes = cxcywh * torch.tensor([w, h, w, h], dtype=torch.float32)
+    boxes = tv_tensors.BoundingBoxes(boxes, format="CXCYWH", canvas_size=(h, w))
+    boxes = v2.functional.convert_bounding_box_format(boxes, new_format="XYXY")
+    boxes = v2.functional.clamp_bounding_boxes(boxes)
+    target = {"boxes": boxes, "labels": labels.clone(), "image_id": index}
+    return tv_tensors.Image(image), target
+
+
+# ---- WebDataset shards (mobilenets.data.shards) ----------------------------------------------
+
+def shard_layout(root: str | Path, train_split: str = "train", val_split: str = "val",
+                 names: list[str] | None = None) -> ShardLayout:
+    """The images of ``root``'s ``train_split`` and ``val_split`` as samples for
+    :func:`~mobilenets.data.shards.write_shards` (splits ``train`` and ``val``): the image
+    file, ``txt`` (its YOLO label file as it was; none for a background image) and ``idx``
+    (its position in the split, in name order: the ``image_id`` evaluation uses). Every label
+    file is parsed first, so a malformed one is reported before anything is written."""
+    root = Path(root)
+    if names is None:
+        names = read_names(find_names_file(root))
+    splits, extra = {}, {"splits": [train_split, val_split], "background": {},
+                         "orphan_labels": {}, "boxes": {}}
+    for name, split in (("train", train_split), ("val", val_split)):
+        data = YoloDetection(root, split, names)
+        labels = {p.stem: p for p in (root / "labels" / split).glob("*.txt")}
+        splits[name] = check_keys(
+            [(sample_key(img.stem), {image_field(img): img, "idx": str(i),
+                                     **({"txt": labels[img.stem]} if img.stem in labels
+                                        else {})})
+             for i, img in enumerate(data.images)], root / "images" / split)
+        extra["background"][name] = len(data.background)
+        extra["orphan_labels"][name] = len(data.orphan_labels)
+        extra["boxes"][name] = data.num_boxes
+    return ShardLayout("detection", list(names),
+                       {"image": "the image file as it was",
+                        "txt": "the YOLO label file as it was (class cx cy w h); absent: a "
+                               "background image",
+                        "idx": "position in the split, in name order (the image id)"},
+                       ("idx",), splits, {"detection": extra})
+
+
+def decode_shard(sample: dict, num_classes: int):
+    """``((Image, target), idx)`` of a raw detection shard sample (the form
+    :class:`YoloDetection` gives; ``image_id`` is the sample's ``idx``)."""
+    name, data = image_of(sample)
+    image = decode_image_bytes(data, name)
+    index = int(sample["idx"])
+    if "txt" in sample:
+        cxcywh, labels = parse_yolo_text(sample["txt"].decode(), num_classes,
+                                         f"{sample.get('__key__')}.txt")
+    else:
+        cxcywh, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+    return _sample(image, cxcywh, labels, index), index
 
 
 AUGMENTATIONS = ("ssd", "ssdlite", "flip", "none")
@@ -259,4 +318,5 @@ def collate_detection(items: list, label_map=None):
 
 __all__ = ["AUGMENTATIONS", "Mosaic", "YoloDetection", "collate_detection",
            "detection_eval_transform", "detection_train_transform", "find_names_file",
-           "parse_yolo_labels", "read_names"]
+           "decode_shard", "parse_yolo_labels", "parse_yolo_text", "read_names",
+           "shard_layout"]

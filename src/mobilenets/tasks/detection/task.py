@@ -24,6 +24,7 @@ from torch import nn
 from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
 from ...models.heads import resolve_head
 from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
@@ -31,7 +32,7 @@ from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, save
 from ...weights.heads import head_name
-from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection,
+from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection, decode_shard,
                    detection_eval_transform, detection_train_transform, find_names_file,
                    read_names)
 from .metrics import coco_map
@@ -146,6 +147,7 @@ class DetectionTask(Task):
     mAP@[.5:.95] (pycocotools)."""
 
     best_metric = "map"
+    shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = True
     metrics = {"map": ("mAP@[.5:.95]", True), "map50": ("mAP@.5", True)}
 
@@ -157,6 +159,9 @@ class DetectionTask(Task):
                             "layout folder (images/<split>, labels/<split>, config.yaml), e.g. "
                             "COCO128 unpacked by `python experiments/datasets.py "
                             "coco128-lightly` (its object_detection/ folder)")
+        self.shards = is_shard_source(cfg.data)
+        if self.shards:
+            return self.shard_datasets(cfg, opts)
         root = Path(cfg.data)
         if root.is_file():                       # the data YAML itself
             root = root.parent
@@ -172,6 +177,40 @@ class DetectionTask(Task):
         self.val_set = SeededView(self.val_raw, detection_eval_transform(), cfg.seed)
         return self.train_set, self.val_set
 
+    def shard_datasets(self, cfg: TrainConfig, opts: DetectionOptions):
+        """Streams of the WebDataset shards ``cfg.data`` (``mobilenets shard`` of a YOLO
+        folder): its training shards, and the validation shards of its index."""
+        if cfg.val is not None or opts.train_split or opts.val_split:
+            raise ValueError(f"--val and the split options pick folders of a YOLO data set; the "
+                             f"shards {cfg.data} hold the splits they were written from: give "
+                             f"the splits to `mobilenets shard` instead")
+        if opts.mosaic:
+            raise ValueError("mosaic draws three more images at random from the data set, "
+                             "which a shard stream cannot; train on shards without mosaic, or "
+                             "on the folder")
+        index = open_shards(cfg.data, task="detection")
+        if not index.val:
+            raise ValueError(f"the shards of {cfg.data} have no val split; write them again "
+                             f"with mobilenets shard")
+        self.shard_index, self.names = index, list(index.classes)
+        self.space = label_space(self.names, opts.label_space)
+        self.label_map = label_map(self.space, len(self.names))
+        self.root, self.splits = cfg.data, tuple(index.index["detection"]["splits"])
+        decode = partial(decode_shard, num_classes=len(self.names))
+        self.train_set = TrainShards(index.train, len(self.names), cfg.batch_size, cfg.seed,
+                                     workers=cfg.workers, strict=cfg.strict_data, decode=decode)
+        self.val_set = ValShards(index.val, len(self.names), strict=cfg.strict_data,
+                                 decode=decode, transform=detection_eval_transform())
+        return self.train_set, self.val_set
+
+    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
+        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
+        if not self.shards:
+            return None
+        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
+                             device, dist, partial(collate_detection,
+                                                   label_map=self.label_map))
+
     @property
     def num_classes(self) -> int:
         return 91 if self.space == "coco91" else len(self.names) + 1
@@ -180,6 +219,16 @@ class DetectionTask(Task):
         return collate_detection(items, self.label_map)
 
     def summary(self, train_set, val_set) -> str:
+        if self.shards:
+            cfg, info = self.cfg, self.shard_index.index["detection"]
+            return (f"data: {len(self.names)} classes ({self.space} labels); shards of "
+                    f"{cfg.data}: {len(train_set)} train images ({info['boxes']['train']} "
+                    f"boxes, {info['background']['train']} background) in "
+                    f"{len(self.shard_index.train)} shards, {len(val_set)} val images "
+                    f"({info['boxes']['val']} boxes) in {len(self.shard_index.val)} shards\n"
+                    f"model: {cfg.model} at {cfg.resolution} px, weights "
+                    f"{cfg.weights or 'random'}; augment {self.options.augment}; {cfg.epochs} "
+                    f"epochs of batch {cfg.batch_size}; writing to {cfg.out}")
         cfg, t, v = self.cfg, self.train_raw, self.val_raw
         extra = []
         if t.background:

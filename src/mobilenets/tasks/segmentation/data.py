@@ -46,6 +46,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 
 from ...data import DataError
+from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
+                            sample_key)
 
 logger = logging.getLogger("mobilenets.data")
 
@@ -264,22 +266,73 @@ class MaskPairs(Dataset):
                 raise DataError(f"cannot read {image_path} or {mask_path}: {e}") from e
             logger.warning("skipping unreadable pair %s, %s: %s", image_path, mask_path, e)
             return None
-        if mask.shape[0] != 1 or mask.dtype != torch.uint8:
-            raise DataError(f"mask {mask_path} has {mask.shape[0]} channels of {mask.dtype}; "
-                            f"masks are single-channel 8-bit PNGs of labels (grayscale or "
-                            f"palette), not colour images")
-        if mask.shape[1:] != image.shape[1:]:
-            raise DataError(f"mask {mask_path} is {tuple(mask.shape[1:])} but its image "
-                            f"{image_path} is {tuple(image.shape[1:])} (H, W); give each "
-                            f"image a mask of its own size")
-        labels = self.lut[mask.long()]
-        if (labels < 0).any():
-            bad = sorted(set(mask[labels < 0].tolist()))[:10]
-            known = ("config.yaml's category ids" if self.files.layout == "coco" else
-                     f"labels 0..{len(self.classes) - 1} (and {IGNORE} = ignore)")
-            raise DataError(f"mask {mask_path} holds value(s) {bad} outside {known}; fix the "
-                            f"mask or the class list")
-        return (tv_tensors.Image(image), tv_tensors.Mask(labels.to(torch.uint8))), index
+        return _labelled(image, mask, self.lut, self.files.layout, len(self.classes),
+                         image_path, mask_path), index
+
+
+def _labelled(image: torch.Tensor, mask: torch.Tensor, lut: torch.Tensor, layout: str,
+              num_classes: int, image_where, mask_where):
+    """``(tv_tensors.Image, tv_tensors.Mask of labels)`` of a decoded image and mask; a
+    colour mask, a mask of another size or a value that is not a label is DataError."""
+    if mask.shape[0] != 1 or mask.dtype != torch.uint8:
+        raise DataError(f"mask {mask_where} has {mask.shape[0]} channels of {mask.dtype}; "
+                        f"masks are single-channel 8-bit PNGs of labels (grayscale or "
+                        f"palette), not colour images")
+    if mask.shape[1:] != image.shape[1:]:
+        raise DataError(f"mask {mask_where} is {tuple(mask.shape[1:])} but its image "
+                        f"{image_where} is {tuple(image.shape[1:])} (H, W); give each "
+                        f"image a mask of its own size")
+    labels = lut[mask.long()]
+    if (labels < 0).any():
+        bad = sorted(set(mask[labels < 0].tolist()))[:10]
+        known = ("config.yaml's category ids" if layout == "coco" else
+                 f"labels 0..{num_classes - 1} (and {IGNORE} = ignore)")
+        raise DataError(f"mask {mask_where} holds value(s) {bad} outside {known}; fix the "
+                        f"mask or the class list")
+    return tv_tensors.Image(image), tv_tensors.Mask(labels.to(torch.uint8))
+
+
+# ---- WebDataset shards (mobilenets.data.shards) ----------------------------------------------
+
+def shard_layout(root: str | Path, label_set: str | None = None, unlabeled: str | None = None,
+                 train_split: str = "train", val_split: str = "val") -> ShardLayout:
+    """The pairs of ``root`` (any of the three layouts) as samples for
+    :func:`~mobilenets.data.shards.write_shards`: splits ``train`` and ``val`` (read from
+    ``train_split`` and ``val_split``), each sample the image file and ``mask.png`` as they
+    are, plus ``idx`` (its position in the split, in name order). The mask lookup table of the
+    layout (for COCO panoptic ids: of ``label_set`` and ``unlabeled``, chosen here) goes into
+    the index, so every layout reads back as labels."""
+    train = find_split(root, train_split, label_set, unlabeled)
+    val = find_split(root, val_split, label_set, unlabeled)
+    if val.classes != train.classes:
+        raise DataError(f"the {val_split} split of {root} has other classes than its "
+                        f"{train_split} split; give data with one class list")
+    splits = {name: check_keys([(sample_key(img.stem), {image_field(img): img, "mask.png": mask,
+                                                        "idx": str(i)})
+                                for i, (img, mask) in enumerate(files.pairs)], files.where)
+              for name, files in (("train", train), ("val", val))}
+    extra = {"segmentation": {
+        "layout": train.layout, "lut": train.lut.tolist(), "splits": [train_split, val_split],
+        "label_set": (label_set or "coco") if train.layout == "coco" else None,
+        "unlabeled": unlabeled, "skipped": {"train": train.skipped, "val": val.skipped}}}
+    return ShardLayout("segmentation", list(train.classes),
+                       {"image": "the image file as it was",
+                        "mask.png": "the mask PNG as it was (the index's lut maps its values "
+                                    "to labels)",
+                        "idx": "position in the split, in name order"},
+                       ("mask.png", "idx"), splits, extra)
+
+
+def decode_shard(sample: dict, lut: torch.Tensor, layout: str, num_classes: int):
+    """``((Image, Mask of labels), idx)`` of a raw segmentation shard sample (the form
+    :class:`MaskPairs` gives)."""
+    name, data = image_of(sample)
+    image = decode_image_bytes(data, name)
+    mask = decode_image(torch.frombuffer(bytearray(sample["mask.png"]), dtype=torch.uint8),
+                        mode=ImageReadMode.UNCHANGED)
+    where = f"{sample.get('__key__')}.mask.png"
+    return _labelled(image, mask, lut, layout, num_classes, sample.get("__key__"), where), \
+        int(sample["idx"])
 
 
 def collate_masks(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -362,4 +415,4 @@ def segmentation_eval_transform(resolution: int, preprocess: dict) -> v2.Compose
 __all__ = ["COCO_VOC_IDS", "IGNORE", "LABEL_SETS", "MaskPairs", "PadToSize", "SplitFiles",
            "VOC_CLASSES", "coco_label_map", "collate_masks", "detect_layout", "find_split",
            "read_classes", "read_coco_config", "segmentation_eval_transform",
-           "segmentation_train_transform"]
+           "segmentation_train_transform", "decode_shard", "shard_layout"]

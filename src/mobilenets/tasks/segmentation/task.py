@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,12 +21,13 @@ from torch import nn
 
 from ..options import TaskOptions
 from ...data import DataError
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, is_saved_model, read_config, save
-from .data import (LABEL_SETS, MaskPairs, collate_masks, find_split,
+from .data import (LABEL_SETS, MaskPairs, collate_masks, decode_shard, find_split,
                    segmentation_eval_transform, segmentation_train_transform)
 from .evaluate import DEFAULT_PREPROCESS, evaluate_model
 from .losses import segmentation_loss
@@ -82,6 +84,7 @@ class SegmentationTask(Task):
     mIoU."""
 
     best_metric = "miou"
+    shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = True
     metrics = {"miou": ("mIoU", True), "pixel_acc": ("pixel acc", True)}
 
@@ -92,6 +95,9 @@ class SegmentationTask(Task):
             raise DataError("the segmentation task has no built-in sample: give data, a folder "
                             "of images and masks (docs/segmentation.md), e.g. COCO128 unpacked "
                             "by `python experiments/datasets.py coco128-lightly`")
+        self.shards = is_shard_source(cfg.data)
+        if self.shards:
+            return self.shard_datasets(cfg, opts)
         train = find_split(cfg.data, opts.train_split, opts.label_set, opts.unlabeled)
         val = find_split(cfg.val or cfg.data, opts.val_split, opts.label_set, opts.unlabeled)
         if val.classes != train.classes:
@@ -109,11 +115,55 @@ class SegmentationTask(Task):
         self.val_set = SeededView(self.val_raw, None, cfg.seed)
         return self.train_set, self.val_set
 
+    def shard_datasets(self, cfg: TrainConfig, opts: SegmentationOptions):
+        """Streams of the WebDataset shards ``cfg.data`` (``mobilenets shard`` of a
+        segmentation folder): its training shards, and the validation shards of its index."""
+        if cfg.val is not None:
+            raise ValueError(f"--val cannot be combined with shards ({cfg.data}): the "
+                             f"validation shards are those of the shards' index")
+        fixed = [f"{k}={getattr(opts, k)!r}" for k in ("label_set", "unlabeled", "train_limit",
+                                                      "val_limit")
+                 if getattr(opts, k) != getattr(SegmentationOptions, k)]
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} select or remap the pairs of a data folder; "
+                             f"shards hold what `mobilenets shard` wrote: write the shards "
+                             f"with those options instead (mobilenets shard --label-set ...)")
+        index = open_shards(cfg.data, task="segmentation")
+        if not index.val:
+            raise ValueError(f"the shards of {cfg.data} have no val split; write them again "
+                             f"with mobilenets shard")
+        self.classes, self.shard_index = list(index.classes), index
+        info = index.index["segmentation"]
+        decode = partial(decode_shard, lut=torch.tensor(info["lut"], dtype=torch.int16),
+                         layout=info["layout"], num_classes=len(self.classes))
+        self.train_set = TrainShards(index.train, len(self.classes), cfg.batch_size, cfg.seed,
+                                     workers=cfg.workers, strict=cfg.strict_data, decode=decode)
+        self.val_set = ValShards(index.val, len(self.classes), strict=cfg.strict_data,
+                                 decode=decode)
+        return self.train_set, self.val_set
+
+    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
+        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
+        if not self.shards:
+            return None
+        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
+                             device, dist, collate_masks)
+
     def collate(self, items):
         return collate_masks(items)
 
     def summary(self, train_set, val_set) -> str:
         cfg, opts = self.cfg, self.options
+        if self.shards:
+            info = self.shard_index.index["segmentation"]
+            return (f"data: shards of a {info['layout']} folder"
+                    + (f" (label set {info['label_set']})" if info["label_set"] else "")
+                    + f"; {len(self.classes)} classes ({_shown(self.classes)}); "
+                    f"{len(train_set)} train pairs in {len(self.shard_index.train)} shards of "
+                    f"{cfg.data}, {len(val_set)} val pairs in {len(self.shard_index.val)} "
+                    f"shards\nmodel: {cfg.model} at {cfg.resolution} px, weights "
+                    f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch "
+                    f"{cfg.batch_size}; writing to {cfg.out}")
         train, val = self.files
         remap = ""
         if train.layout == "coco":
@@ -232,9 +282,15 @@ class SegmentationTask(Task):
             out.append(("aux", f"N x {n} x H x W logits of the auxiliary head"))
         return out
 
+    def _train_items(self) -> list:
+        """What the training data is, for a resume check: the pairs' image names, or the
+        shards' names and counts."""
+        if self.shards:
+            return [f"{Path(url).name}:{count}" for url, count in self.shard_index.train]
+        return [p[0].name for p in self.train_raw.pairs]
+
     def state(self) -> dict:
-        return {"segmentation": {"classes": self.classes,
-                                 "train_pairs": [p[0].name for p in self.train_raw.pairs]}}
+        return {"segmentation": {"classes": self.classes, "train_pairs": self._train_items()}}
 
     def check_resume(self, state: dict, path) -> None:
         saved = state.get("segmentation")
@@ -245,9 +301,9 @@ class SegmentationTask(Task):
             raise ValueError(f"{path} was trained on the classes {_shown(saved['classes'])}, "
                              f"but the data has {_shown(self.classes)}; resume it on the same "
                              f"data and label set")
-        if list(saved["train_pairs"]) != [p[0].name for p in self.train_raw.pairs]:
+        if list(saved["train_pairs"]) != self._train_items():
             raise ValueError(f"{path} was trained on other training images than those of "
-                             f"{self.files[0].where}; resume it on the same data")
+                             f"{self.cfg.data}; resume it on the same data")
 
 
 def segmentation_config(cfg: TrainConfig | None = None, segmentation: dict | None = None,
