@@ -449,3 +449,28 @@ def test_bad_options_and_models_are_refused(four_frames, tmp_path):
               depth=SAME_FOUR, progress=False, **RUN)
     with pytest.raises(DataError, match="no built-in sample"):
         train(model=TinyDepth(), out=str(tmp_path / "d"), progress=False, **RUN)
+
+
+def test_fastdepth_starts_at_the_training_mean_depth(tmp_path):
+    """output_init "mean": FastDepth's output bias is the mean of the training pairs' valid
+    depths (computed here by hand from the codes; 0 and 65535 are invalid); "none" keeps 0."""
+    from mobilenets import create_model
+    from mobilenets.tasks.depth import depth_config
+    rng = np.random.default_rng(0)
+    codes = []
+    for i in range(5):
+        c = rng.integers(500, 4000, size=(8, 8)).astype(np.uint16)
+        c[0, :3] = 0
+        c[1, 0] = 65535
+        codes.append(c)
+        write_pair(tmp_path / "pairs", f"f{i:02d}", np.zeros((8, 8, 3)), c)
+    train_codes = np.concatenate([c.ravel() for c in codes[:4]])     # range split: 4 / 1
+    want = train_codes[(train_codes != 0) & (train_codes != 65535)].mean() / 1000.0
+    for init, expect in (("mean", want), ("none", 0.0)):
+        task = DepthTask()
+        cfg = depth_config(data=str(tmp_path / "pairs"), resolution=32, batch_size=2,
+                           depth={"output_init": init})
+        task.datasets(cfg)
+        model = create_model("fastdepth_mobilenet_v3_small_075", resolution=32)
+        task.model_ready(model)
+        assert model.final.bn.bias.item() == pytest.approx(expect, rel=1e-6, abs=1e-7)

@@ -90,6 +90,14 @@ class FastDepth(nn.Module):
         self.config = dict(config or {})
         self.preprocess = dict(preprocess or {})
 
+    @torch.no_grad()
+    def init_output(self, depth: float) -> None:
+        """Start the predictions at ``depth`` metres (e.g. the training set's mean): the
+        output BatchNorm's bias, which carries the depth scale (its input is normalised),
+        is set to it. Without this the bias climbs from 0 by about one learning rate per
+        step (docs/depth.md, Limits)."""
+        self.final.bn.bias.fill_(float(depth))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2, x4, x8, y = self.backbone(x)
         skips = (x8, x4, x2)

@@ -25,7 +25,8 @@ from ...training.task import Task
 from ...weights import create_model, save
 from .data import (INVALID, DepthPairs, collate_depth, decode_shard, depth_eval_transform,
                    depth_train_transform, split_pairs)
-from .evaluate import depth_output, evaluate_model, mean_depth_baseline, model_depth_kind
+from .evaluate import (depth_output, evaluate_model, mean_depth, mean_depth_baseline,
+                       model_depth_kind)
 from .losses import LOSSES, masked_l1, silog_loss, ssi_loss, valid_mask
 from .metrics import DEPTH_KINDS
 
@@ -51,6 +52,8 @@ class DepthOptions(TaskOptions):
     ssi_scales: int = 4
     zoom: tuple = (1.0, 1.5)           # random scale range (depth divided by the zoom)
     hflip: float = 0.5
+    output_init: str = "mean"          # mean: a metric model's predictions start at the
+    #                                    training mean depth (FastDepth's output bias); none
     model_options: dict = field(default_factory=dict)   # more create_model options
 
     def __post_init__(self):
@@ -68,6 +71,8 @@ class DepthOptions(TaskOptions):
                              f"{self.min_depth}, {self.max_depth}")
         if not 0 <= self.hflip <= 1:
             raise ValueError(f"hflip is a probability in [0, 1], not {self.hflip}")
+        if self.output_init not in ("mean", "none"):
+            raise ValueError(f"output_init must be 'mean' or 'none', not {self.output_init!r}")
 
 
 
@@ -194,7 +199,21 @@ class DepthTask(Task):
         self.preprocess = pre
         self.train_set.transform = depth_train_transform(
             cfg.resolution, pre, opts.zoom, opts.hflip, cfg.color_jitter)
+        # a model that starts from trained depth weights keeps its output; a resumed run's
+        # checkpoint overwrites this afterwards
+        if opts.output_init == "mean" and hasattr(model, "init_output") and not cfg.weights:
+            self.start_depth = self.train_mean_depth()
+            model.init_output(self.start_depth)
         self.val_set.transform = depth_eval_transform(cfg.resolution, pre)
+
+    def train_mean_depth(self) -> float:
+        """The mean valid depth (metres) of the training pairs, at their own resolution."""
+        opts = self.options
+        if not self.shards:
+            return mean_depth(self.train_raw, opts.min_depth, opts.max_depth)
+        items = ValShards(self.shard_index.train, 0, strict=self.cfg.strict_data,
+                          decode=self.train_set.decode)
+        return mean_depth(list(items), opts.min_depth, opts.max_depth)
 
     def loss(self, outputs, target) -> torch.Tensor:
         opts = self.options
