@@ -188,3 +188,54 @@ def test_detector_errors_say_what_to_do(exported, tmp_path):
     with pytest.raises(ValueError, match="float 3 x H x W images"):
         detector([(images[0] * 255).to(torch.uint8)])
     assert detection_options(model, {})["max_det"] == MAX_DET
+
+
+def test_int8_detector_quantizes_the_network_only(exported, tmp_path):
+    """quantize_xnnpack on a detector: every convolution takes int8 (dequantized) inputs and
+    weights, while nothing outside the backbone and head (box decoding, default boxes) is
+    quantized; the fake-quantized model keeps most float detections; its .pte stores int8
+    weights (not folded back to float) and computes the fake-quantized model's outputs."""
+    model = peaked_detector()
+    images = [torch.rand(3, RES, RES, generator=torch.Generator().manual_seed(i))
+              for i in range(4)]
+    qmodel = quantize_xnnpack(model, [model.transform(images)[0].tensors], num_images=4)
+    assert qmodel.detection_defaults["resize"] == "stretch"
+    assert qmodel.detection_defaults["topk_per_class"] is True      # the float SSD's
+    graph = qmodel.graph.graph
+    quant = {"quantize_per_tensor", "dequantize_per_tensor", "dequantize_per_channel",
+             "quantize_per_channel"}
+
+    def kind(node):
+        return getattr(node.target, "__name__", "").split(".")[0]
+    convs = [n for n in graph.nodes if kind(n) == "conv2d"]
+    assert len(convs) > 50
+    for conv in convs:
+        assert all(kind(arg) in quant for arg in conv.args[:2]), conv
+    # the ops of the detector's own code (box decoding, default boxes, softmax): nodes with a
+    # module stack outside backbone and head (convert_pt2e's quantize nodes carry none)
+    decoding = [n for n in graph.nodes if n.op == "call_function"
+                and n.meta.get("nn_module_stack") and kind(n) not in quant
+                and not any(path.split(".")[:2] in (["model", "backbone"], ["model", "head"])
+                            for path, _ in n.meta["nn_module_stack"].values())]
+    assert any(kind(n) == "exp" for n in decoding)                   # the box decoding
+    assert not [u for n in decoding for u in n.users if kind(u) in quant]
+    with torch.no_grad():
+        batch = model.transform(images[:2])[0].tensors
+        want_boxes, want_scores = DetectorNetwork(model)(batch)
+        boxes, scores = qmodel(batch)
+    assert boxes.shape == want_boxes.shape and scores.shape == want_scores.shape
+    # the best class of the 50 best-scoring default boxes mostly survives int8
+    top = want_scores.amax(2).topk(50, dim=1).indices
+    same = (scores.argmax(2).gather(1, top) == want_scores.argmax(2).gather(1, top))
+    assert same.float().mean() > 0.8
+    # the .pte: int8 weights (under 40% of the fp32 file) and the fake-quantized outputs
+    path = export_pte(qmodel, tmp_path / "det-int8.pte")
+    assert path.stat().st_size < 0.4 * exported[1].stat().st_size
+    out = open_model(path).decoded(batch[:1])
+    # XNNPACK's int8 kernels round otherwise than the fake-quantized graph: with these random
+    # weights a few boxes move by tens of pixels (as between float and fake-quantized), most
+    # by under a pixel of the 128 px input
+    assert (out["boxes"] - boxes[:1]).abs().median() < 1.0
+    top = scores[:1].amax(2).topk(50, dim=1).indices
+    same = out["scores"].argmax(2).gather(1, top) == scores[:1].argmax(2).gather(1, top)
+    assert same.float().mean() > 0.9

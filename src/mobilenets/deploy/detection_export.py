@@ -217,17 +217,31 @@ def is_detector(model: nn.Module, task: str | None = None) -> bool:
         model, "export_forward")
 
 
+def detection_defaults(model: nn.Module) -> dict:
+    """What a detector's exports start from: its post-processing attributes (keys of
+    :data:`OPTIONS`), ``topk_per_class`` (torchvision's SSD keeps its top-k candidates per
+    class, YOLOv4 over all pairs) and ``resize`` (:func:`input_resize`). An int8 model of a
+    detector (its network quantized, no longer an SSD) carries its float detector's as the
+    attribute ``detection_defaults``."""
+    saved = getattr(model, "detection_defaults", None)
+    if saved is not None:
+        return dict(saved)
+    out = {key: getattr(model, attr, None) for key, attr in OPTIONS.items()}
+    return dict(out, topk_per_class=isinstance(model, SSD), resize=input_resize(model))
+
+
 def detection_options(model: nn.Module, options: dict) -> dict:
     """The post-processing of the file: ``options`` (keys of :data:`OPTIONS`), else the
-    model's attributes; checked, with errors naming the option."""
+    model's (:func:`detection_defaults`); checked, with errors naming the option."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TypeError(f"unknown detection export option(s) {', '.join(unknown)}; the "
                         f"options are {', '.join(OPTIONS)}")
+    defaults = detection_defaults(model)
     out = {}
-    for key, attr in OPTIONS.items():
+    for key in OPTIONS:
         value = options.get(key)
-        out[key] = getattr(model, attr, None) if value is None else value
+        out[key] = defaults[key] if value is None else value
     for key in ("score_thresh", "nms_thresh"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
@@ -239,8 +253,7 @@ def detection_options(model: nn.Module, options: dict) -> dict:
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}={v!r} is not allowed: give a positive int")
-    # torchvision's SSD keeps its top-k candidates per class, YOLOv4 over all pairs
-    out["topk_per_class"] = isinstance(model, SSD)
+    out["topk_per_class"] = defaults["topk_per_class"]
     return out
 
 
@@ -248,6 +261,9 @@ def input_resize(model: nn.Module) -> str:
     """How images become the graph's input: ``letterbox`` for a model with ``letterbox`` and
     ``unletterbox`` methods (YOLOv4's), else ``stretch`` (torchvision's detection
     transform)."""
+    saved = getattr(model, "detection_defaults", None)
+    if saved is not None:
+        return saved["resize"]
     return ("letterbox" if hasattr(model, "letterbox") and hasattr(model, "unletterbox")
             else "stretch")
 
@@ -275,6 +291,6 @@ def postprocess_nodes(proto) -> list[str]:
 
 
 __all__ = ["DetectionGraph", "DetectorNetwork", "NETWORK_OUTPUTS", "OPTIONS", "OUTPUTS",
-           "PAD_LABEL", "POSTPROCESS_KEYS", "TRANSLATIONS", "detection_graph",
-           "detection_metadata", "detection_options", "input_resize", "is_detector", "nms",
-           "postprocess", "postprocess_nodes", "postprocess_outputs"]
+           "PAD_LABEL", "POSTPROCESS_KEYS", "TRANSLATIONS", "detection_defaults",
+           "detection_graph", "detection_metadata", "detection_options", "input_resize",
+           "is_detector", "nms", "postprocess", "postprocess_nodes", "postprocess_outputs"]

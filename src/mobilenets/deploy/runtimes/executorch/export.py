@@ -156,12 +156,11 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     _check(model, resolution, dynamic_batch, max_batch)
     task = task or model_task(model)
     detector = task == "detection"
-    if detector and quantized:
-        raise ValueError("int8 .pte detectors are not written: quantizing the network while "
-                         "keeping box decoding in float is not done for ExecuTorch; use the "
-                         "fp32 .pte (export_pte, `mobilenets export MODEL --format pte`) or "
-                         "the int8 ONNX detector (`mobilenets quantize MODEL --calib DIR`)")
-    if detector and not is_detector(model, task):
+    if detector and quantized and not hasattr(model, "detection_defaults"):
+        raise ValueError("this int8 model of a detector was not quantized as one: quantize "
+                         "the float detector with quantize_xnnpack (its network in int8, "
+                         "box decoding in float)")
+    if detector and not quantized and not is_detector(model, task):
         raise ValueError("this detection model has no export_forward (decoded boxes and "
                          "scores without data-dependent control flow), so it cannot be "
                          "written as a .pte; the library's ssdlite and yolov4 heads have one")
@@ -177,8 +176,9 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     x = torch.randn(2 if dynamic_batch else 1, model.config.get("in_chans", 3), resolution,
                     resolution)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
-    if detector:
-        net, outputs = DetectorNetwork(net).eval(), NETWORK_OUTPUTS
+    if detector:        # an int8 detector's graph is its DetectorNetwork already
+        net = net if quantized else DetectorNetwork(net).eval()
+        outputs = NETWORK_OUTPUTS
     else:
         with torch.no_grad():
             outputs = named_outputs(model, net(x), task)
@@ -198,7 +198,14 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
         exported = torch.export.export(net, (x,), dynamic_shapes=dynamic)
         if detector:        # the default boxes depend on the input size only: constants
             from executorch.exir.passes.constant_prop_pass import constant_prop_pass
-            exported = constant_prop_pass(exported)
+
+            # not the quantize/dequantize ops of an int8 graph: folding the dequantize of a
+            # weight would store it in float and leave XNNPACK a float convolution (the
+            # pass's own skip list names edge-dialect ops; this graph is still aten)
+            skip = {n.target for n in exported.graph.nodes if n.op == "call_function"
+                    and getattr(n.target, "namespace", None) == "quantized_decomposed"}
+            exported = constant_prop_pass(
+                exported, custom_skip_targets=skip | {torch.ops.aten.full.default})
         program = to_edge_transform_and_lower(
             exported, partitioner=[XnnpackPartitioner()],
             constant_methods={METADATA_METHOD: json.dumps(meta)}).to_executorch()
