@@ -173,8 +173,9 @@ def test_int8_depth_pte_computes_the_fake_quantized_model(depth_int8, tmp_path, 
     assert picture[:, :, 64:].flatten(1).unique(dim=1).shape[1] > 1
 
 
-def test_detectors_are_refused_with_the_way_out(tmp_path):
+def test_a_detection_model_without_export_forward_is_refused(tmp_path):
+    """Detectors with an ``export_forward`` are written (tests/test_executorch_detection.py);
+    a model without one is refused with what it lacks."""
     model = mobilenets.create_model("mobilenet_v2_035", num_classes=10, resolution=RES)
-    with pytest.raises(ValueError, match="does not write detectors yet.*export the detector "
-                                         "as ONNX"):
+    with pytest.raises(ValueError, match="no export_forward"):
         export_pte(model, tmp_path / "d.pte", task="detection")

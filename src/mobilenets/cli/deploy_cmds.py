@@ -36,7 +36,8 @@ def add_export_parser(sub) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or newer (default "
                    "18)")
     p.add_argument("--conf", type=float, default=None, help="detectors: lowest box score the "
-                   "graph keeps (default: the model's score_thresh)")
+                   "graph keeps (--format pte: the default of the NMS after the program; "
+                   "default: the model's score_thresh)")
     p.add_argument("--iou", type=float, default=None, help="detectors: the graph's NMS IoU "
                    "(default: the model's nms_thresh)")
     p.add_argument("--max-det", type=positive_int, default=None, help="detectors: boxes per "
@@ -52,28 +53,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     pte = args.format == "pte"
     if pte and args.opset is not None:
         raise ValueError("--opset applies to ONNX files, not to --format pte")
-    if pte and any(v is not None for v in (args.conf, args.iou, args.max_det)):
-        raise ValueError("--conf, --iou and --max-det set a detector's ONNX graph, not "
-                         "--format pte")
     if args.max_batch is not None and not (pte and args.dynamic_batch):
         raise ValueError("--max-batch applies to --format pte with --dynamic-batch")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     out = output_file(Path(args.out) if args.out else
                       default_output(args.model, model, f".{args.format}"), args.overwrite)
     px = args.resolution or model.preprocess.get("resolution")
+    detection = {k: v for k, v in (("score_thresh", args.conf), ("nms_thresh", args.iou),
+                                   ("max_det", args.max_det)) if v is not None}
     if pte:
         from ..deploy.runtimes.executorch import export_pte
         from ..deploy.runtimes.executorch.export import DEFAULT_MAX_BATCH
         export_pte(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
-                   max_batch=args.max_batch or DEFAULT_MAX_BATCH)
+                   max_batch=args.max_batch or DEFAULT_MAX_BATCH, **detection)
         batch = (f"batch 1 to {args.max_batch or DEFAULT_MAX_BATCH}" if args.dynamic_batch
                  else "batch 1")
+        nms = ("; NMS runs after the program, as its metadata says" if
+               getattr(model, "task", None) == "detection" else "")
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, ExecuTorch, XNNPACK fp32, "
-              f"{batch}, {px} px)")
+              f"{batch}, {px} px{nms})")
         return 0
     opset = args.opset if args.opset is not None else 18
-    detection = {k: v for k, v in (("score_thresh", args.conf), ("nms_thresh", args.iou),
-                                   ("max_det", args.max_det)) if v is not None}
     export_onnx(model, out, resolution=args.resolution, dynamic_batch=args.dynamic_batch,
                 opset=opset, **detection)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}, "

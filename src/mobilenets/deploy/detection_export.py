@@ -39,6 +39,13 @@ torch's exporter cannot trace torchvision's ``batched_nms`` (a data-dependent br
 loop over the classes), so NMS is the custom operator ``mobilenets::nms`` here (ONNX
 ``NonMaxSuppression``'s semantics in PyTorch, a data-dependent number of rows) with a
 translation to the ONNX operator (:data:`TRANSLATIONS`, given to ``torch.onnx.export``).
+
+An ExecuTorch ``.pte`` detector stops before step 1 (XNNPACK has no NMS kernels): its
+program is :class:`DetectorNetwork` (network and box decoding, the part that the ONNX graph
+runs first), its outputs the decoded ``boxes`` and ``scores`` (:data:`NETWORK_OUTPUTS`), and
+its ``detection`` metadata says ``postprocess: "after"``; the same :func:`postprocess`, with
+the metadata's settings, runs on them after the program (:func:`postprocess_outputs`), so both
+files give the same detections.
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ OUTPUTS = [("boxes", "B x max_det x 4 boxes x1 y1 x2 y2 in the input's pixels, b
            ("scores", "B x max_det class scores of the boxes (padding 0)"),
            ("labels", "B x max_det int64 class labels of the boxes (padding -1)"),
            ("num_detections", "B int64: how many rows of each image are detections")]
+# the outputs of DetectorNetwork, a .pte detector's program
+NETWORK_OUTPUTS = [("boxes", "B x N x 4 decoded boxes x1 y1 x2 y2 in the input's pixels, one "
+                             "per default box, before score threshold and NMS"),
+                   ("scores", "B x N x K class scores of the boxes without the background: "
+                              "column k is label k + 1")]
 
 
 @torch.library.custom_op("mobilenets::nms", mutates_args=())
@@ -131,24 +143,72 @@ def postprocess(boxes: Tensor, scores: Tensor, score_thresh: float, nms_thresh: 
             labels, found.sum(1))
 
 
+class DetectorNetwork(nn.Module):
+    """The part of a detector before its post-processing: the network and box decoding
+    (``model.export_forward``), with a background score column dropped. Returns ``(boxes,
+    scores)``: B x N x 4 boxes (x1 y1 x2 y2 in the input's pixels) and B x N x K scores,
+    column ``k`` label ``k + 1``: what :func:`postprocess` takes. The ONNX graph runs it
+    before NMS (:class:`DetectionGraph`); it is the whole program of a ``.pte`` detector,
+    whose NMS runs after it (:func:`postprocess_outputs`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.num_classes = int(model.num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, scores = self.model.export_forward(x)
+        if scores.shape[-1] == self.num_classes:       # column = label: drop the background
+            scores = scores[..., 1:]
+        return boxes, scores
+
+
 class DetectionGraph(nn.Module):
-    """``model.export_forward`` followed by :func:`postprocess`: what the file computes."""
+    """:class:`DetectorNetwork` followed by :func:`postprocess`: what the ONNX file
+    computes."""
 
     def __init__(self, model: nn.Module, score_thresh: float, nms_thresh: float, max_det: int,
                  topk_candidates: int | None, topk_per_class: bool = True):
         super().__init__()
-        self.model = model
+        self.network = DetectorNetwork(model)
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.max_det, self.topk_candidates = max_det, topk_candidates
         self.topk_per_class = topk_per_class
-        self.num_classes = int(model.num_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        boxes, scores = self.model.export_forward(x)
-        if scores.shape[-1] == self.num_classes:       # column = label: drop the background
-            scores = scores[..., 1:]
+        boxes, scores = self.network(x)
         return postprocess(boxes, scores, self.score_thresh, self.nms_thresh, self.max_det,
                            self.topk_candidates, self.topk_per_class)
+
+
+# the options of postprocess that a file's "detection" metadata entry records
+POSTPROCESS_KEYS = ("score_thresh", "nms_thresh", "max_det", "topk_candidates",
+                    "topk_per_class")
+
+
+def postprocess_outputs(boxes: Tensor, scores: Tensor, entry: dict,
+                        **overrides) -> tuple[Tensor, ...]:
+    """:func:`postprocess` with the settings of a file's ``detection`` metadata ``entry``
+    (:func:`detection_metadata`), some replaced by ``overrides`` (e.g. ``score_thresh``):
+    the step after the program of a ``.pte`` detector, on its ``boxes`` and ``scores``."""
+    options = {key: entry.get(key) for key in POSTPROCESS_KEYS}
+    options.update(overrides)
+    if options["topk_per_class"] is None:
+        options["topk_per_class"] = True
+    with torch.no_grad():
+        return postprocess(torch.as_tensor(boxes), torch.as_tensor(scores), **options)
+
+
+def detection_metadata(model: nn.Module, options: dict, after: bool = False) -> dict:
+    """The ``detection`` metadata entry of a file: the post-processing ``options``
+    (:func:`detection_options`), the padding label and how images are resized
+    (:func:`input_resize`). ``after``: the file's program stops before NMS (a ``.pte``), so
+    the entry also says ``postprocess: "after"`` and the ``label_offset`` of its score
+    columns (column ``k`` is label ``k + label_offset``)."""
+    entry = dict(options, pad_label=PAD_LABEL, resize=input_resize(model))
+    if after:
+        entry.update(postprocess="after", label_offset=LABEL_OFFSET)
+    return entry
 
 
 def is_detector(model: nn.Module, task: str | None = None) -> bool:
@@ -157,17 +217,31 @@ def is_detector(model: nn.Module, task: str | None = None) -> bool:
         model, "export_forward")
 
 
+def detection_defaults(model: nn.Module) -> dict:
+    """What a detector's exports start from: its post-processing attributes (keys of
+    :data:`OPTIONS`), ``topk_per_class`` (torchvision's SSD keeps its top-k candidates per
+    class, YOLOv4 over all pairs) and ``resize`` (:func:`input_resize`). An int8 model of a
+    detector (its network quantized, no longer an SSD) carries its float detector's as the
+    attribute ``detection_defaults``."""
+    saved = getattr(model, "detection_defaults", None)
+    if saved is not None:
+        return dict(saved)
+    out = {key: getattr(model, attr, None) for key, attr in OPTIONS.items()}
+    return dict(out, topk_per_class=isinstance(model, SSD), resize=input_resize(model))
+
+
 def detection_options(model: nn.Module, options: dict) -> dict:
     """The post-processing of the file: ``options`` (keys of :data:`OPTIONS`), else the
-    model's attributes; checked, with errors naming the option."""
+    model's (:func:`detection_defaults`); checked, with errors naming the option."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TypeError(f"unknown detection export option(s) {', '.join(unknown)}; the "
                         f"options are {', '.join(OPTIONS)}")
+    defaults = detection_defaults(model)
     out = {}
-    for key, attr in OPTIONS.items():
+    for key in OPTIONS:
         value = options.get(key)
-        out[key] = getattr(model, attr, None) if value is None else value
+        out[key] = defaults[key] if value is None else value
     for key in ("score_thresh", "nms_thresh"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
@@ -179,8 +253,7 @@ def detection_options(model: nn.Module, options: dict) -> dict:
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}={v!r} is not allowed: give a positive int")
-    # torchvision's SSD keeps its top-k candidates per class, YOLOv4 over all pairs
-    out["topk_per_class"] = isinstance(model, SSD)
+    out["topk_per_class"] = defaults["topk_per_class"]
     return out
 
 
@@ -188,6 +261,9 @@ def input_resize(model: nn.Module) -> str:
     """How images become the graph's input: ``letterbox`` for a model with ``letterbox`` and
     ``unletterbox`` methods (YOLOv4's), else ``stretch`` (torchvision's detection
     transform)."""
+    saved = getattr(model, "detection_defaults", None)
+    if saved is not None:
+        return saved["resize"]
     return ("letterbox" if hasattr(model, "letterbox") and hasattr(model, "unletterbox")
             else "stretch")
 
@@ -214,6 +290,7 @@ def postprocess_nodes(proto) -> list[str]:
     return [n.name for n in nodes if n.name not in network]
 
 
-__all__ = ["DetectionGraph", "OPTIONS", "OUTPUTS", "PAD_LABEL", "TRANSLATIONS",
-           "detection_graph", "detection_options", "input_resize", "is_detector", "nms",
-           "postprocess", "postprocess_nodes"]
+__all__ = ["DetectionGraph", "DetectorNetwork", "NETWORK_OUTPUTS", "OPTIONS", "OUTPUTS",
+           "PAD_LABEL", "POSTPROCESS_KEYS", "TRANSLATIONS", "detection_defaults",
+           "detection_graph", "detection_metadata", "detection_options", "input_resize",
+           "is_detector", "nms", "postprocess", "postprocess_nodes", "postprocess_outputs"]

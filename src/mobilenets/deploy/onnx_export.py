@@ -17,8 +17,8 @@ from ..tasks import TASKS
 from ..version import __version__
 from ..weights.saved import check_class_names
 from .detection_export import OUTPUTS as DETECTION_OUTPUTS
-from .detection_export import (PAD_LABEL, TRANSLATIONS, detection_graph, detection_options,
-                               input_resize, is_detector)
+from .detection_export import (TRANSLATIONS, detection_graph, detection_metadata,
+                               detection_options, is_detector)
 from .fuse import fuse as fuse_model
 from .onnx_graph import node_attrs
 from .quantized_model import QuantizedModel
@@ -210,8 +210,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     if detector:
         # the file takes the resized, normalised batch (OnnxDetector makes it from images)
         meta["preprocess"] = _json(dict(json.loads(meta["preprocess"]), in_model=False))
-        meta["detection"] = _json(dict(detection, pad_label=PAD_LABEL,
-                                       resize=input_resize(model)))
+        meta["detection"] = _json(detection_metadata(model, detection))
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     return save_checked(proto, path)

@@ -15,6 +15,7 @@ from ..models.heads import resolve_head
 from ..weights import create_model, is_saved_model, load
 from .onnx_detector import OnnxDetector
 from .onnx_model import OnnxModel, PteModel
+from .pte_detector import PteDetector
 from .runtimes import FILE_SUFFIX, RUNTIMES, check_runtime_for, runtimes_for
 
 EXPORTED_SUFFIXES = tuple(dict.fromkeys(FILE_SUFFIX.values()))     # .onnx, .pte
@@ -34,7 +35,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
       default, or openvino; ``threads`` sets its intra-op threads), an
       :class:`OnnxDetector` for a detector file;
     - an ExecuTorch ``.pte`` file: a :class:`PteModel` (runtime executorch; ``threads``
-      sizes ExecuTorch's process-wide thread pool);
+      sizes ExecuTorch's process-wide thread pool), a :class:`PteDetector` for a detector
+      file;
     - a saved-model folder (``mobilenets.save``, a run's ``best/``): ``mobilenets.load``;
     - a registered name: ``mobilenets.create_model(name, weights=weights, **options)``
       (random weights without ``weights``; ``allow_download`` lets ``"torchvision"`` /
@@ -67,11 +69,11 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
         runtime = runtime or fits[0]
         check_runtime_for(path, runtime)
         if runtime == "executorch":
-            return PteModel(path, threads=threads)
-        opened = OnnxModel(path, threads=threads, runtime=runtime)
+            opened, view = PteModel(path, threads=threads), PteDetector
+        else:
+            opened, view = OnnxModel(path, threads=threads, runtime=runtime), OnnxDetector
         # a detector file: images in, detections in their pixels out (torchvision's way)
-        return (OnnxDetector.of(opened) if opened.metadata.get("task") == "detection"
-                else opened)
+        return view.of(opened) if opened.metadata.get("task") == "detection" else opened
     if runtime not in (None, "eager"):
         kind, flag = (".pte", " --format pte") if runtime == "executorch" else (".onnx", "")
         raise ValueError(f"runtime {runtime} runs {kind} files, and {model} is not one: export "

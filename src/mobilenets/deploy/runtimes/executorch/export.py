@@ -6,6 +6,12 @@ of :mod:`.quantize`).
 JSON object: the model's name, config, class names and eval preprocessing, the task and a
 description of its outputs (as the ONNX export's ``metadata_props``), whether the batch is
 static or dynamic, and, for int8 files, how they were quantized.
+
+A detector's program is its network and box decoding
+(:class:`~mobilenets.deploy.detection_export.DetectorNetwork`: decoded ``boxes`` and class
+``scores`` of every default box), the part XNNPACK can run; its score threshold, per-class
+NMS and top-k run after the program (``PteDetector``, or the app), with the settings of the
+metadata's ``detection`` entry (``postprocess: "after"``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...detection_export import (NETWORK_OUTPUTS, DetectorNetwork, detection_metadata,
+                                 detection_options, is_detector)
 from ...fuse import fuse as fuse_model
 from ...onnx_export import metadata as onnx_metadata
 from ...onnx_export import named_outputs
@@ -109,9 +117,15 @@ def model_task(model: nn.Module) -> str:
     return getattr(model, "task", None) or model.config.get("task") or "classification"
 
 
+# what XNNPACK leaves of a detector's box decoding: copies of slices of the box codes and of
+# the default boxes, which compute nothing (the arithmetic is delegated)
+_DECODING_COPIES = ("slice_copy", "select_copy", "repeat", "_to_dim_order_copy",
+                    "_clone_dim_order", "expand_copy")
+
+
 def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = None,
                dynamic_batch: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
-               task: str | None = None) -> Path:
+               task: str | None = None, **detection) -> Path:
     """Write ``model`` to the ``.pte`` file ``path``, lowered to XNNPACK; returns ``path``.
 
     ``model``: a float model (BatchNorm is folded first), or the int8
@@ -123,9 +137,16 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     larger batches run in chunks). ``task`` (default: the model's, see :func:`model_task`)
     describes the outputs in the metadata. A model returning a dict (the segmentation heads'
     ``{"out": ..., "aux": ...}``) gets one program output per key, in the dict's order, named
-    by the keys in the metadata (``PteModel.output_names``). Detectors are not lowered: their
-    post-processing (box decoding, NMS) has no XNNPACK kernels. The file is written through
-    a temporary one, so an existing file survives a failed export."""
+    by the keys in the metadata (``PteModel.output_names``).
+
+    A detector (task ``detection`` with an ``export_forward``) is written as its network and
+    box decoding (outputs ``boxes`` B x N x 4 in the input's pixels and ``scores`` B x N x K,
+    column k label k + 1), since XNNPACK has no NMS kernels; ``detection`` takes the options
+    of the post-processing after the program (``score_thresh``, ``nms_thresh``, ``max_det``,
+    ``topk_candidates``; default: the model's), recorded in the metadata's ``detection``
+    entry with ``postprocess: "after"`` (:class:`~mobilenets.deploy.PteDetector` runs that
+    step; docs/deploy.md says what an app does). The file is written through a temporary
+    one, so an existing file survives a failed export."""
     XnnpackPartitioner, to_edge_transform_and_lower = _lowering()
     quantized = isinstance(model, QuantizedModel)
     if resolution is None:
@@ -134,10 +155,20 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
                          or 224)
     _check(model, resolution, dynamic_batch, max_batch)
     task = task or model_task(model)
-    if task == "detection":
-        raise ValueError("export_pte() does not write detectors yet: their post-processing "
-                         "(box decoding, NMS) has no XNNPACK kernels; export the detector "
-                         "as ONNX (mobilenets export MODEL)")
+    detector = task == "detection"
+    if detector and quantized and not hasattr(model, "detection_defaults"):
+        raise ValueError("this int8 model of a detector was not quantized as one: quantize "
+                         "the float detector with quantize_xnnpack (its network in int8, "
+                         "box decoding in float)")
+    if detector and not quantized and not is_detector(model, task):
+        raise ValueError("this detection model has no export_forward (decoded boxes and "
+                         "scores without data-dependent control flow), so it cannot be "
+                         "written as a .pte; the library's ssdlite and yolov4 heads have one")
+    if detector:
+        detection = detection_options(model, detection)
+    elif detection:
+        raise TypeError(f"{', '.join(sorted(detection))}: export options of detectors, and "
+                        f"this is a {task} model")
     if quantized and resolution != model.resolution:
         raise ValueError(f"this int8 model was calibrated at {model.resolution} px; export it "
                          f"at that resolution, or quantize again at {resolution}")
@@ -145,10 +176,18 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
     x = torch.randn(2 if dynamic_batch else 1, model.config.get("in_chans", 3), resolution,
                     resolution)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},) if dynamic_batch else None
-    with torch.no_grad():
-        outputs = named_outputs(model, net(x), task)
+    if detector:        # an int8 detector's graph is its DetectorNetwork already
+        net = net if quantized else DetectorNetwork(net).eval()
+        outputs = NETWORK_OUTPUTS
+    else:
+        with torch.no_grad():
+            outputs = named_outputs(model, net(x), task)
     meta = pte_metadata(model, resolution, True, task, dynamic_batch,
                         max_batch if dynamic_batch else 1, outputs)
+    if detector:
+        # the program takes the resized, normalised batch (PteDetector makes it from images)
+        meta["preprocess"] = dict(meta["preprocess"], in_model=False)
+        meta["detection"] = detection_metadata(model, detection, after=True)
     if quantized:
         meta["quantization"] = {"format": "int8", "source": "torchao PT2E (XNNPACKQuantizer: "
                                 "per-channel symmetric int8 weights, int8 activations)",
@@ -157,10 +196,22 @@ def export_pte(model: nn.Module, path: str | Path, *, resolution: int | None = N
         warnings.filterwarnings("ignore", message=".*in training mode.*")   # a GraphModule
         warnings.filterwarnings("ignore", category=UserWarning, module="executorch")
         exported = torch.export.export(net, (x,), dynamic_shapes=dynamic)
+        if detector:        # the default boxes depend on the input size only: constants
+            from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+            # not the quantize/dequantize ops of an int8 graph: folding the dequantize of a
+            # weight would store it in float and leave XNNPACK a float convolution (the
+            # pass's own skip list names edge-dialect ops; this graph is still aten)
+            skip = {n.target for n in exported.graph.nodes if n.op == "call_function"
+                    and getattr(n.target, "namespace", None) == "quantized_decomposed"}
+            exported = constant_prop_pass(
+                exported, custom_skip_targets=skip | {torch.ops.aten.full.default})
         program = to_edge_transform_and_lower(
             exported, partitioner=[XnnpackPartitioner()],
             constant_methods={METADATA_METHOD: json.dumps(meta)}).to_executorch()
     left = undelegated_ops(program)
+    if detector:
+        left = [op for op in left if op not in _DECODING_COPIES]
     if left:
         warnings.warn(f"XNNPACK does not run {len(left)} operator(s) of this model "
                       f"({', '.join(sorted(set(left)))}); they run in ExecuTorch's portable "
