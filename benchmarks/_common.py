@@ -40,6 +40,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# the x86 instruction sets int8 speed depends on: without a VNNI dot product (AVX-512 VNNI or
+# AVX-VNNI) int8 convolutions gain little or nothing over fp32 in every runtime here
+INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """Which of :data:`INT8_ISA` the CPU reports in /proc/cpuinfo ([] where it cannot say)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in INT8_ISA if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def measure(fns: dict, x: torch.Tensor, args, reference: str) -> dict:
     """:func:`mobilenets.deploy.compare.measure` with the scripts' ``args.warmup``,
     ``args.repeats`` and ``args.iters``."""

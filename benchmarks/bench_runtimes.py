@@ -41,7 +41,7 @@ from mobilenets.cli.run_cmds import load_cli_model
 from mobilenets.data import SAMPLE_DIR
 from mobilenets.deploy import evaluate
 from mobilenets.deploy.compare import REFERENCE, build_candidates, format_table, measure
-from _common import cpu_model
+from _common import cpu_isa, cpu_model
 
 try:
     import onnxruntime
@@ -100,7 +100,8 @@ def main(argv=None) -> None:
     import executorch.version
     machine = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                "executorch": executorch.version.__version__, "threads": args.threads,
-               "cpu": cpu_model(), "python": platform.python_version()}
+               "cpu": cpu_model(), "isa": " ".join(cpu_isa()) or "unknown",
+               "python": platform.python_version()}
     try:
         import openvino
         machine["openvino"] = openvino.__version__
