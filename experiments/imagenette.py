@@ -2,7 +2,8 @@
 val images: the recorded command behind the Imagenette figures of the README and closing notes.
 
     .venv/bin/python experiments/imagenette.py --epochs 15 --workers 1 --out runs/in-v2-15-sgd \
-        -- --amp --channels-last --no-progress                  # 2-core CPU, ~45 min
+        -- --amp --channels-last --no-progress     # 2-core AVX-512 BF16 CPU, ~25 min
+        # on a CPU without bf16 instructions leave --amp out (AVX2, 2 cores: ~48 min)
     .venv/bin/python experiments/imagenette.py --epochs 40 --batch-size 128  # a GPU
     .venv/bin/python experiments/imagenette.py --model mobilenet_v2_035 -- --teacher T/best
 

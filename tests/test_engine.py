@@ -2,6 +2,7 @@
 own metric and resumes exactly on it, with nothing of the engine changed for it."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -119,3 +120,20 @@ def test_best_follows_a_metric_where_lower_is_better(tmp_path):
     assert len(task.saved) == 2                       # epochs 1 and 2 improved, 3 did not
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["best"] == 1.0 and ckpt["best_metric"] == "mse"
+
+
+def test_amp_on_a_cpu_without_bfloat16_warns(tmp_path, monkeypatch):
+    """bfloat16 autocast on a CPU without bf16 instructions is emulated, many times slower
+    than float32: the engine says so (and trains all the same)."""
+    from mobilenets.training import engine
+    cfg = make_config(out=str(tmp_path / "amp"), epochs=1, batch_size=8, lr=0.05,
+                      tensorboard=False, seed=3, amp=True)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        fit(Regression(), cfg, progress=False)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(Regression(), make_config(out=str(tmp_path / "amp2"), epochs=1, batch_size=8,
+                                      lr=0.05, tensorboard=False, seed=3, amp=True),
+            progress=False)
