@@ -42,6 +42,9 @@ from mobilenets.data import SAMPLE_DIR
 from mobilenets.deploy import open_model
 from mobilenets.deploy.detection_export import DetectorNetwork, is_detector
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import randomize_bn  # noqa: E402  (the tests' BatchNorm randomisation)
+
 try:
     from mobilenets.deploy.runtimes.executorch import export_pte
     from mobilenets.deploy.runtimes.executorch.export import model_task
@@ -80,20 +83,6 @@ def rule(got: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[bool, float]
         ok &= diff <= 2e-5 * scale + 1e-6
         worst = max(worst, diff / max(scale, 1e-12))
     return ok, worst
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every BatchNorm with non-trivial statistics and affine parameters (as in the tests)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
 
 
 def check(name: str, args, tmp: Path) -> dict:
