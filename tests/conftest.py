@@ -58,3 +58,28 @@ def _seed():
 # MOBILENETS_SHARED_DATASETS points; tests that need them skip when they are absent.
 SHARED_DATASETS = Path(os.environ.get("MOBILENETS_SHARED_DATASETS") or
                        Path(__file__).resolve().parents[2] / "shared" / "datasets")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_FLAGS = _cpu_flags()
+# x86 without a VNNI dot product: uint8 x int8 convolutions (onnxruntime, oneDNN under
+# torch.compile) add pairs of products in 16 bits and saturate with full-range int8 weights.
+# The library's own onnxruntime files use 7-bit weights there (quantize_onnx's
+# reduce_range); files from PT2E keep 8-bit weights and lose accuracy on such a CPU, which
+# these tests would measure instead of what they check (docs/deploy.md, "int8 without VNNI").
+needs_vnni = pytest.mark.skipif(
+    "avx2" in _FLAGS and not {"avx512_vnni", "avx_vnni"} & _FLAGS,
+    reason="x86 CPU without VNNI: full-range int8 weights saturate in its int8 kernels")
+# trained-to-a-threshold checks tuned on the AVX-512 development CPU
+needs_avx512 = pytest.mark.skipif(
+    "avx2" in _FLAGS and "avx512f" not in _FLAGS,
+    reason="tuned on an AVX-512 CPU; on AVX2 its float kernels take another trajectory")

@@ -34,7 +34,7 @@ from mobilenets.cli.main import main  # noqa: E402
 from mobilenets.deploy import OnnxDetector, export_onnx, open_model, quantize_onnx  # noqa: E402
 from mobilenets.deploy.detection_export import (detection_graph, detection_options,  # noqa: E402
                                                 nms, postprocess_nodes)
-from conftest import SHARED_DATASETS, randomize_bn  # noqa: E402
+from conftest import SHARED_DATASETS, needs_vnni, randomize_bn  # noqa: E402
 from test_detection import spread_class_biases  # noqa: E402
 
 COCO128 = SHARED_DATASETS / "coco128-lightly.tar.gz"
@@ -204,6 +204,7 @@ def test_padded_outputs_and_metadata(exported):
         assert (out["boxes"][i, :n] >= 0).all() and (out["boxes"][i, :n] <= 160).all()
 
 
+@needs_vnni
 def test_int8_file_keeps_float_detections(int8_pair, coco128):
     """int8 (convolutions quantized, decoding and NMS in float): at least 95% of the float
     file's detections are found by the int8 file at IoU >= 0.9 with the same label."""

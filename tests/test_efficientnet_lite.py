@@ -17,7 +17,7 @@ from mobilenets.weights import WeightsNote
 from mobilenets.weights.files import read_state_dict
 from mobilenets.weights.layouts import detect_layout, ordered_tensors
 
-from conftest import SHARED_DATASETS
+from conftest import SHARED_DATASETS, needs_vnni
 
 # Imagenette's ten classes and their ImageNet-1k indices (the synsets in sorted order)
 IMAGENET_INDEX = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491,
@@ -126,6 +126,7 @@ def test_pip_lite0_is_an_imagenet_classifier_on_imagenette(imagenette_items):
     assert top1 >= 0.73 and top1_10 >= 0.98
 
 
+@needs_vnni
 def test_pip_lite0_int8_keeps_its_accuracy(imagenette_items, tmp_path):
     """The int8 path on real weights: exported, quantized (onnxruntime QDQ, calibrated on the
     built-in sample) and run in onnxruntime at 160 px, within 2 points of its float export."""

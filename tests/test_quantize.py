@@ -16,7 +16,7 @@ import torch
 import mobilenets
 from mobilenets.cli.main import main
 from mobilenets.data import SAMPLE_DIR
-from conftest import sample_classifier, sample_val_images
+from conftest import needs_vnni, sample_classifier, sample_val_images
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -186,6 +186,7 @@ def test_cli_quantize_rejects_bad_combinations(tmp_path, files):
 
 # ---------------------------------------------------------------- torchao PT2E
 
+@needs_vnni
 def test_pt2e_ptq_close_to_fp32_eager_and_compiled(model, val_images):
     pytest.importorskip("torchao")
     from mobilenets.deploy.quantize_pt2e import compile_pt2e, quantize_pt2e
@@ -201,6 +202,7 @@ def test_pt2e_ptq_close_to_fp32_eager_and_compiled(model, val_images):
     torch.testing.assert_close(got, out[:1], rtol=1e-3, atol=1e-3 * out.abs().max().item())
 
 
+@needs_vnni
 def test_qat_converts_and_exports_to_onnx_qdq(model, tmp_path, val_images):
     pytest.importorskip("torchao")
     from mobilenets.deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e
@@ -239,6 +241,7 @@ def test_qat_refuses_to_freeze_observers_before_they_observe(model):
             qat_pt2e(model, SAMPLE_DIR, epochs=2, freeze_bn_epoch=epoch, log=None)
 
 
+@needs_vnni
 def test_cli_quantize_pt2e_ptq(model, tmp_path, val_images):
     pytest.importorskip("torchao")
     mobilenets.save(model, tmp_path / "m", class_names=CLASSES)
@@ -372,3 +375,23 @@ def test_histogram_calibration_of_vanishing_activations_says_what_to_do(tmp_path
         quantize_onnx(fp32, tmp_path / "p.onnx", SAMPLE_DIR, num_images=8)
     assert is_quantized(quantize_onnx(fp32, tmp_path / "m.onnx", SAMPLE_DIR, num_images=8,
                                       calibrate_method="minmax"))
+
+
+def test_weights_in_7_bits_where_asked_or_without_vnni(files, tmp_path):
+    """reduce_range=True keeps every int8 weight within -64..64 and says so; the default follows
+    the CPU (7 bits without VNNI), as the module-scoped file shows."""
+    from onnx import numpy_helper
+
+    from mobilenets.deploy.quantize import cpu_has_vnni
+
+    def widest(path):
+        proto = onnx.load(str(path))
+        return max(int(abs(numpy_helper.to_array(i).astype(int)).max())
+                   for i in proto.graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4)
+    fp32, default = files
+    seven = quantize_onnx(fp32, tmp_path / "r.onnx", SAMPLE_DIR, num_images=8,
+                          reduce_range=True)
+    assert widest(seven) <= 64
+    assert "7-bit" in json.loads(OnnxModel(seven).metadata["quantization"])["weights"]
+    assert (widest(default) <= 64) == (not cpu_has_vnni())

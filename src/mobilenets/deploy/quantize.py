@@ -169,12 +169,27 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     return names
 
 
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has a VNNI int8 dot product (AVX-512 VNNI or AVX-VNNI), from
+    /proc/cpuinfo; True where that cannot be read or the CPU is not x86 (ARM's int8 kernels
+    do not overflow this way)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return "avx2" not in flags or bool({"avx512_vnni", "avx_vnni"} & flags)
+    return True
+
+
 def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   per_channel: bool = True, resolution: int | None = None,
                   activation_type: str = FROM_TARGET, calibrate_method: str = "percentile",
                   exclude: str | list[str] | None = None, seed: int = 0,
                   channel_multiple: int | None = FROM_TARGET,
-                  target: str = "onnxruntime") -> Path:
+                  target: str = "onnxruntime", reduce_range: bool | None = None) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
@@ -190,7 +205,11 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     depthwise kernels; :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
     export's metadata plus a ``quantization`` entry; returns ``out_path``. In a detector
     file the post-processing after the network (box decoding, softmax, NMS, top-k:
-    :func:`~.detection_export.postprocess_nodes`) stays in float.
+    :func:`~.detection_export.postprocess_nodes`) stays in float. ``reduce_range``: weights
+    in 7 bits (-64..64), which x86 CPUs without a VNNI dot product need: their int8
+    convolutions add pairs of uint8 x int8 products in 16 bits, which overflow with full-range
+    weights and cost several top-1 points (onnxruntime's advice); None: when the CPU
+    quantizing the file has no VNNI (:func:`cpu_has_vnni`), where the file usually runs.
     """
     try:
         import onnx
@@ -215,6 +234,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                                          or channel_multiple < 2):
         raise ValueError(f"channel_multiple must be an int >= 2 or None, not "
                          f"{channel_multiple!r}")
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     out_path = Path(out_path)
     if _same_file(model, out_path):
         raise ValueError(f"out_path {out_path} is the fp32 file being quantized; give "
@@ -243,11 +264,13 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                                   "entropy": CalibrationMethod.Entropy}[calibrate_method],
                 nodes_to_exclude=excluded_nodes(proto, exclude) + (
                     postprocess_nodes(proto) if meta.get("task") == "detection" else []),
+                reduce_range=reduce_range,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({
-        "format": "QDQ", "weights": "int8 symmetric " + ("per-channel" if per_channel else
-                                                         "per-tensor"),
+        "format": "QDQ", "weights": ("int8 (7-bit range) symmetric " if reduce_range else
+                                     "int8 symmetric ")
+        + ("per-channel" if per_channel else "per-tensor"),
         "activations": activation_type, "calibration": calibrate_method,
         "num_images": sum(len(b) for b in batches), "exclude": exclude,
         "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target})
@@ -258,4 +281,4 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 
 __all__ = ["FROM_TARGET", "INT8_RECIPES", "calibration_batches", "calibration_input",
-           "calibration_reader", "excluded_nodes", "histogram_errors", "quantize_onnx"]
+           "calibration_reader", "cpu_has_vnni", "excluded_nodes", "histogram_errors", "quantize_onnx"]
