@@ -29,6 +29,31 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def peaked_ssdlite(backbone: str, resolution: int, num_classes: int,
+                   calib: list[torch.Tensor] | None = None, **options) -> torch.nn.Module:
+    """An SSDLite whose scores depend on the image and are peaked, for comparisons between
+    runtimes (with the library's N(0, 0.03) initialisation nearly equal scores tie and flip):
+    convolutions re-initialised He-normal (seed 0) and BatchNorm statistics those of
+    ``calib`` (images in [0, 1]; four noise images without it); in eval mode."""
+    import mobilenets
+    torch.manual_seed(0)
+    model = mobilenets.create_model("ssdlite", backbone=backbone, resolution=resolution,
+                                    num_classes=num_classes, **options)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None                # cumulative: the statistics of these images
+    if calib is None:
+        calib = [torch.rand(3, resolution, resolution) for _ in range(4)]
+    model.train()
+    with torch.no_grad():
+        batch, _ = model.transform(calib)
+        model.head(list(model.backbone(batch.tensors).values()))
+    return model.eval()
+
+
 def sample_classifier() -> torch.nn.Module:
     """mobilenet_v2_035 for the built-in sample: 64 px, 10 classes named as its folders,
     random weights (seed 0) with randomised BatchNorm statistics, in eval mode."""

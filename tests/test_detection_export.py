@@ -34,7 +34,7 @@ from mobilenets.cli.main import main  # noqa: E402
 from mobilenets.deploy import OnnxDetector, export_onnx, open_model, quantize_onnx  # noqa: E402
 from mobilenets.deploy.detection_export import (detection_graph, detection_options,  # noqa: E402
                                                 nms, postprocess_nodes)
-from conftest import SHARED_DATASETS, needs_vnni, randomize_bn  # noqa: E402
+from conftest import SHARED_DATASETS, needs_vnni, peaked_ssdlite, randomize_bn  # noqa: E402
 from test_detection import spread_class_biases  # noqa: E402
 
 COCO128 = SHARED_DATASETS / "coco128-lightly.tar.gz"
@@ -44,22 +44,8 @@ MAX_DET = 40
 def peaked_detector(calib: list[torch.Tensor] | None = None, **options) -> nn.Module:
     """The test detector (module docstring); BatchNorm statistics from ``calib`` (images in
     [0, 1]), or from noise images without them."""
-    torch.manual_seed(0)
-    model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
-                                    resolution=160, num_classes=11,
-                                    detections_per_img=MAX_DET, **options)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None                # cumulative: the statistics of these images
-    calib = calib if calib is not None else [torch.rand(3, 160, 160) for _ in range(4)]
-    model.train()
-    with torch.no_grad():
-        batch, _ = model.transform(calib)
-        model.head(list(model.backbone(batch.tensors).values()))
-    return model.eval()
+    return peaked_ssdlite("mobilenet_v3_small_100", 160, 11, calib,
+                         detections_per_img=MAX_DET, **options)
 
 
 @pytest.fixture(scope="module")
