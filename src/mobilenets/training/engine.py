@@ -180,7 +180,8 @@ class _Run:
         if cfg.device_data:        # decoded once, augmented on the device
             self.train_loader, self.val_loader = task.device_loaders(
                 self.sampler, cfg, self.device, dist)
-        elif (streams := task.stream_loaders(self.sampler, cfg, self.device, dist)) is not None:
+        elif (streams := task.stream_loaders(self.train_set, val_set, self.sampler, cfg,
+                                                  self.device, dist)) is not None:
             self.train_loader, self.val_loader = streams     # streamed data, e.g. tar shards
         else:
             # one loader each for the whole run: their worker processes (if any) start once,

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.shards import TrainShards, shard_loaders
+
 
 class Task(ABC):
     """The task-specific half of a training run. ``cfg`` is the run's
@@ -63,13 +65,19 @@ class Task(ABC):
         raise ValueError(f"--device-data is not available for {type(self).__name__}; train "
                          f"without it")
 
-    def stream_loaders(self, sampler, cfg, device: torch.device, dist):
-        """``(train, val)`` loaders for streamed data that the engine cannot index (e.g. tar
-        shards), or None (the default) for map-style datasets, which the engine loads itself.
-        Called after :meth:`model_ready`; the training loader follows ``sampler``'s ``epoch``
-        and ``start`` (samples into the epoch) and yields at least the engine's steps of what
-        :meth:`collate` does, the same count on every rank."""
-        return None
+    def stream_loaders(self, train_set: Dataset, val_set: Dataset, sampler, cfg,
+                       device: torch.device, dist):
+        """``(train, val)`` loaders for streamed data that the engine cannot index, or None
+        for map-style datasets, which the engine loads itself. Called after
+        :meth:`model_ready` with what :meth:`datasets` returned; the training loader follows
+        ``sampler``'s ``epoch`` and ``start`` (samples into the epoch) and yields at least the
+        engine's steps of what :meth:`collate` does, the same count on every rank. The
+        default streams tar shards (:class:`~mobilenets.data.shards.TrainShards` and
+        ``ValShards``), split over the processes and batched by :meth:`collate`."""
+        if not isinstance(train_set, TrainShards):
+            return None
+        return shard_loaders(train_set, val_set, sampler, cfg.batch_size, cfg.workers, device,
+                             dist, self.collate)
 
     def starts_trained(self, cfg) -> bool:
         """True when the model starts from weights trained for this very task (then a long

@@ -12,8 +12,7 @@ from torch import nn
 from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                      mixup_cutmix, resolve_split, train_transform)
 from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
-from ...data.shards import (TrainShards, ValShards, is_shard_source, open_shards,
-                            shard_loaders)
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...models import MODEL_OPTIONS
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
@@ -82,13 +81,6 @@ class ClassificationTask(Task):
         self.val_set = ValShards(index.val, len(self.classes), strict=cfg.strict_data)
         self.mix = mixup_cutmix(len(self.classes), cfg.mixup, cfg.cutmix)
         return self.train_set, self.val_set
-
-    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
-        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
-        if not self.shards:
-            return None
-        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
-                             device, dist)
 
     def split(self, cfg: TrainConfig):
         """The training and validation folders: ``DATA/train`` and ``DATA/val`` (or

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..options import TaskOptions
 from ...data import DataError
-from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
@@ -127,13 +127,6 @@ class DepthTask(Task):
                                      workers=cfg.workers, strict=cfg.strict_data, decode=decode)
         self.val_set = ValShards(index.val, 0, strict=cfg.strict_data, decode=decode)
         return self.train_set, self.val_set
-
-    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
-        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
-        if not self.shards:
-            return None
-        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
-                             device, dist, collate_depth)
 
     def collate(self, items):
         return collate_depth(items)

@@ -24,7 +24,7 @@ from torch import nn
 from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
-from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...models.heads import resolve_head
 from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
@@ -202,14 +202,6 @@ class DetectionTask(Task):
         self.val_set = ValShards(index.val, len(self.names), strict=cfg.strict_data,
                                  decode=decode, transform=detection_eval_transform())
         return self.train_set, self.val_set
-
-    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
-        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
-        if not self.shards:
-            return None
-        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
-                             device, dist, partial(collate_detection,
-                                                   label_map=self.label_map))
 
     @property
     def num_classes(self) -> int:

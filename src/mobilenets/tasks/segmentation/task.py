@@ -21,7 +21,7 @@ from torch import nn
 
 from ..options import TaskOptions
 from ...data import DataError
-from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards, shard_loaders
+from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
@@ -141,13 +141,6 @@ class SegmentationTask(Task):
         self.val_set = ValShards(index.val, len(self.classes), strict=cfg.strict_data,
                                  decode=decode)
         return self.train_set, self.val_set
-
-    def stream_loaders(self, sampler, cfg: TrainConfig, device, dist):
-        """Shard streams split over the processes (see :mod:`mobilenets.data.shards`)."""
-        if not self.shards:
-            return None
-        return shard_loaders(self.train_set, self.val_set, sampler, cfg.batch_size, cfg.workers,
-                             device, dist, collate_masks)
 
     def collate(self, items):
         return collate_masks(items)
