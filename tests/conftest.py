@@ -104,7 +104,3 @@ _FLAGS = _cpu_flags()
 needs_vnni = pytest.mark.skipif(
     "avx2" in _FLAGS and not {"avx512_vnni", "avx_vnni"} & _FLAGS,
     reason="x86 CPU without VNNI: full-range int8 weights saturate in its int8 kernels")
-# trained-to-a-threshold checks tuned on the AVX-512 development CPU
-needs_avx512 = pytest.mark.skipif(
-    "avx2" in _FLAGS and "avx512f" not in _FLAGS,
-    reason="tuned on an AVX-512 CPU; on AVX2 its float kernels take another trajectory")

@@ -13,7 +13,7 @@ import mobilenets
 from mobilenets.data.coco import to_coco91
 from mobilenets.models.heads.yolo import STRIDES, assign_targets, make_anchors
 from mobilenets.tasks.detection import YoloDetection, coco_map
-from conftest import SHARED_DATASETS, needs_avx512, randomize_bn
+from conftest import SHARED_DATASETS, randomize_bn
 
 COCO128 = SHARED_DATASETS / "coco128-lightly.tar.gz"
 # two COCO128 train images whose boxes are all at least 32 px (two boxes each)
@@ -309,7 +309,6 @@ def coco128_train(tmp_path_factory):
     return dest / "coco128-lightly" / "object_detection"
 
 
-@needs_avx512
 def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
     """Two real images whose boxes are all at least 32 px, letterboxed to 128 px, trained
     full-batch with AdamW under a one-cycle schedule, reach mAP@.5 >= 0.9 (pycocotools) in

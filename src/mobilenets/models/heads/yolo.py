@@ -52,8 +52,12 @@ IoU > ``ignore_thresh`` (0.5) with a ground-truth box are left out of the object
 
 **Loss** (train mode returns it as a dict): ``box`` = 0.05 * mean(1 - CIoU) over positives
 (``torchvision.ops.complete_box_iou_loss``), ``objectness`` = sum over levels of balance
-(4.0, 1.0, 0.4 for strides 8, 16, 32) * mean BCE over the non-ignored cells (target 1 at
-positives), ``classification`` = 0.5 * mean BCE over positives and classes (one-hot targets).
+(4.0, 1.0, 0.4 for strides 8, 16, 32) * mean BCE over the non-ignored cells (target 0 at
+negatives and, at a positive, its box's CIoU with the ground truth clamped at 0, detached:
+YOLOv5's IoU-aware target, which goes with its assignment; YOLOv4's own target 1 taught
+positives whose box was still far off full confidence, and their boxes came out as
+confident false detections), ``classification`` = 0.5 * mean BCE over positives and classes
+(one-hot targets).
 
 **Post-processing** (eval mode): every (box, class) pair scoring above ``score_thresh`` (at
 most ``topk_candidates``, the highest), class-wise ``torchvision.ops.batched_nms`` at
@@ -463,9 +467,12 @@ class YOLOv4(nn.Module):
                         weight[i].view(-1)[best > self.ignore_thresh] = 0
             if len(pos["image"]):
                 where = (pos["image"], pos["anchor"], pos["gy"], pos["gx"])
-                box_terms.append(complete_box_iou_loss(decoded[where], pos["boxes"],
-                                                       reduction="none"))
-                obj_target[where] = 1.0
+                ciou_loss = complete_box_iou_loss(decoded[where], pos["boxes"],
+                                                  reduction="none")
+                box_terms.append(ciou_loss)
+                # IoU-aware objectness (YOLOv5 / Scaled-YOLOv4, whose assignment this is): a
+                # positive whose box does not fit yet is not taught full confidence
+                obj_target[where] = (1 - ciou_loss).detach().clamp(min=0).to(obj_target.dtype)
                 weight[where] = 1.0
                 logits = raw[where][:, 5:]
                 onehot = torch.zeros_like(logits)
