@@ -256,6 +256,36 @@ def test_train_mode_losses_are_finite_and_decrease():
     assert len(dets) == 2 and torch.isfinite(sum(losses.values()))
 
 
+def test_objectness_target_at_positives_is_the_clamped_ciou():
+    """objectness_iou=1 (default): a positive's objectness target is its box's CIoU with the
+    ground truth clamped at 0 (YOLOv5); 0: target 1 (YOLOv4). Checked through the loss: with
+    the objectness logits of every cell set to a constant z, the objectness term is a known
+    function of the targets; box and class terms do not depend on the option."""
+    torch.manual_seed(0)
+    images = [torch.rand(3, 128, 128)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0]]), "labels": torch.tensor([2])}]
+    out = {}
+    for r in (0.0, 1.0, 0.5):
+        torch.manual_seed(1)                    # the same weights for every option
+        model = small_yolo(objectness_iou=r).train()
+        z = 0.3
+        with torch.no_grad():
+            for pred in model.head.pred:
+                pred.weight.view(3, -1, *pred.weight.shape[1:])[:, 4] = 0
+                pred.bias.view(3, -1)[:, 4] = z
+        out[r] = model(images, targets)
+    assert out[0.0]["box"] == out[1.0]["box"]
+    assert out[0.0]["classification"] == out[1.0]["classification"]
+    assert out[0.0]["objectness"] != out[1.0]["objectness"]
+    # the BCE is linear in the target: r = 0.5 lies halfway
+    torch.testing.assert_close(out[0.5]["objectness"],
+                               (out[0.0]["objectness"] + out[1.0]["objectness"]) / 2)
+    # with target t at positives, BCE(z, t) = softplus(z) - t z: IoU < 1 raises the loss
+    assert out[1.0]["objectness"] > out[0.0]["objectness"]
+    with pytest.raises(ValueError, match="objectness_iou=1.5"):
+        small_yolo(objectness_iou=1.5)
+
+
 def test_config_rebuilds_and_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = spread_scores(small_yolo(nms_thresh=0.5)).eval()

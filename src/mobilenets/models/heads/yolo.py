@@ -53,11 +53,12 @@ IoU > ``ignore_thresh`` (0.5) with a ground-truth box are left out of the object
 **Loss** (train mode returns it as a dict): ``box`` = 0.05 * mean(1 - CIoU) over positives
 (``torchvision.ops.complete_box_iou_loss``), ``objectness`` = sum over levels of balance
 (4.0, 1.0, 0.4 for strides 8, 16, 32) * mean BCE over the non-ignored cells (target 0 at
-negatives and, at a positive, its box's CIoU with the ground truth clamped at 0, detached:
-YOLOv5's IoU-aware target, which goes with its assignment; YOLOv4's own target 1 taught
-positives whose box was still far off full confidence, and their boxes came out as
-confident false detections), ``classification`` = 0.5 * mean BCE over positives and classes
-(one-hot targets).
+negatives and, at a positive, ``1 - r + r * iou`` with ``iou`` its box's CIoU with the
+ground truth clamped at 0, detached, and ``r = objectness_iou``, default 1.0: YOLOv5's
+IoU-aware target (its ``gr``), which goes with its assignment; ``objectness_iou=0`` is
+YOLOv4's own target 1, which teaches positives whose box is still far off full confidence,
+so that their boxes come out as confident false detections), ``classification`` = 0.5 *
+mean BCE over positives and classes (one-hot targets).
 
 **Post-processing** (eval mode): every (box, class) pair scoring above ``score_thresh`` (at
 most ``topk_candidates``, the highest), class-wise ``torchvision.ops.batched_nms`` at
@@ -86,7 +87,7 @@ BACKBONE_OPTIONS = ("width_mult", "depth_mult", "act", "drop_path_rate", "bn_eps
                     "bn_momentum", "padding", "norm_layer", "block_widths")
 HEAD_OPTIONS = ("num_classes", "resolution", "image_mean", "image_std", "score_thresh",
                 "nms_thresh", "detections_per_img", "topk_candidates", "neck_width",
-                "anchor_t", "ignore_thresh", "canvas")
+                "anchor_t", "ignore_thresh", "objectness_iou", "canvas")
 #: YOLOv4's COCO anchors, pixels at 416 x 416, per level (strides 8, 16, 32)
 ANCHORS_416 = (((12, 16), (19, 36), (40, 28)),
                ((36, 75), (76, 55), (72, 146)),
@@ -292,7 +293,8 @@ class YOLOv4(nn.Module):
                  resolution: int, image_mean, image_std, config: dict, preprocess: dict,
                  score_thresh: float = 0.001, nms_thresh: float = 0.6,
                  detections_per_img: int = 300, topk_candidates: int = 10000,
-                 anchor_t: float = 4.0, ignore_thresh: float = 0.5, canvas: str = "square"):
+                 anchor_t: float = 4.0, ignore_thresh: float = 0.5,
+                 objectness_iou: float = 1.0, canvas: str = "square"):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -304,6 +306,7 @@ class YOLOv4(nn.Module):
         self.topk_candidates = topk_candidates
         self.anchor_t = anchor_t
         self.ignore_thresh = ignore_thresh
+        self.objectness_iou = objectness_iou
         self.canvas = canvas
         self.register_buffer("anchors", make_anchors(resolution), persistent=False)
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1),
@@ -472,7 +475,9 @@ class YOLOv4(nn.Module):
                 box_terms.append(ciou_loss)
                 # IoU-aware objectness (YOLOv5 / Scaled-YOLOv4, whose assignment this is): a
                 # positive whose box does not fit yet is not taught full confidence
-                obj_target[where] = (1 - ciou_loss).detach().clamp(min=0).to(obj_target.dtype)
+                iou = (1 - ciou_loss).detach().clamp(min=0).to(obj_target.dtype)
+                r = self.objectness_iou
+                obj_target[where] = (1 - r) + r * iou
                 weight[where] = 1.0
                 logits = raw[where][:, 5:]
                 onehot = torch.zeros_like(logits)
@@ -578,6 +583,11 @@ def build_yolov4(backbone: str, **options) -> YOLOv4:
     if isinstance(size, bool) or not isinstance(size, int) or size < 64 or size % 32:
         raise ValueError(f"resolution={size!r} is not allowed: resolution must be a multiple "
                          f"of 32, at least 64 (pixels of the letterboxed input)")
+    r = options.get("objectness_iou", 1.0)
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+        raise ValueError(f"objectness_iou={r!r} is not allowed: give a number in [0, 1] (the "
+                         f"share of a positive's objectness target taken from its box's IoU; "
+                         f"1.0 is YOLOv5's, 0 YOLOv4's target 1)")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(f"neck_width={width!r} is not allowed: give a positive multiplier of "
                          f"the neck's widths (1.0 is the reference's)")

@@ -1,0 +1,97 @@
+"""The two-image COCO128 overfit of tests/test_yolo.py (YOLOv4 on MobileNetV2 0.5, 128 px,
+200 full-batch AdamW steps under one-cycle, BatchNorm frozen for the last 70) over seeds
+and objectness targets: mAP@.5 and mAP@[.5:.95] in eval mode, one JSON line per run.
+
+    .venv/bin/python experiments/yolo_overfit_seeds.py --seeds 0 1 2 3 4 5 \\
+        --objectness-iou 1.0 0.0
+
+``--objectness-iou`` is the head's option of that name (1.0: YOLOv5's IoU-aware target,
+the default; 0.0: YOLOv4's target 1). Needs ../shared/datasets (COCO128); about 35 s a run
+on one core.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import mobilenets  # noqa: E402
+from test_yolo import (COCO128, FREEZE_AT, OVERFIT_STEMS, STEPS, YoloDetection,  # noqa: E402
+                       coco_map, to_coco91)
+
+
+def overfit_data(dest: Path):
+    """The test's two images (floats in [0, 1]) and their targets with COCO's 91 ids."""
+    wanted = {f"coco128-lightly/images/train2017/{s}.jpg" for s in OVERFIT_STEMS}
+    with tarfile.open(COCO128) as tar:
+        members = [m for m in tar if m.name in wanted or m.name.startswith(
+            ("coco128-lightly/object_detection/labels/train2017/",
+             "coco128-lightly/object_detection/config.yaml",
+             "coco128-lightly/object_detection/images"))]
+        tar.extractall(dest, members=members, filter="data")
+    data = YoloDetection(dest / "coco128-lightly" / "object_detection", "train2017")
+    index = [p.stem for p in data.images]
+    images, targets = [], []
+    for stem in OVERFIT_STEMS:
+        (image, target), _ = data[index.index(stem)]
+        images.append(image.float() / 255)
+        targets.append({"boxes": target["boxes"].as_subclass(torch.Tensor),
+                        "labels": to_coco91(target["labels"])})
+    return images, targets
+
+
+def run(images, targets, seed: int, objectness_iou: float, steps: int = STEPS,
+        freeze_at: int = FREEZE_AT, lr: float = 1e-2) -> dict:
+    """The test's recipe (tests/test_yolo.py) with ``seed`` and ``objectness_iou``."""
+    torch.manual_seed(seed)
+    model = mobilenets.create_model("yolov4", backbone="mobilenet_v2_050", resolution=128,
+                                    neck_width=0.25, bn_momentum=0.1,
+                                    objectness_iou=objectness_iou)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        if step == freeze_at:
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        result = coco_map(targets, model.eval()(images))
+    return {"seed": seed, "objectness_iou": objectness_iou, "steps": steps,
+            "map50": round(result["map50"], 3), "map": round(result["map"], 3),
+            "final_loss": round(float(loss), 4),
+            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--objectness-iou", type=float, nargs="+", default=[1.0, 0.0])
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if not COCO128.exists():
+        sys.exit(f"{COCO128} is absent: this experiment needs ../shared/datasets")
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)        # as the test: tiny late gradients are slow on CPU
+    with tempfile.TemporaryDirectory() as tmp:
+        images, targets = overfit_data(Path(tmp))
+        for r in args.objectness_iou:
+            for seed in args.seeds:
+                print(json.dumps(run(images, targets, seed, r)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
