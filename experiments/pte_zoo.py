@@ -7,8 +7,11 @@ lowers three classifiers, one head of each dense task and one detector).
         --out runs/pte-some.jsonl --no-int8
 
 For each model (random weights, BatchNorm statistics and affine parameters randomised as the
-tests' ``randomize_bn`` does, so that outputs are O(1) and depend on the input; detectors at
-128 px, the rest at ``--resolution``, default 64):
+tests' ``randomize_bn`` does, so that outputs depend on the input, then every BatchNorm gain
+damped by 0.8 until the float32 model agrees with its float64 self within 1e-5 of its
+largest output: the deep EfficientNetV2s are otherwise chaotic, see ``conditioned``;
+``bn_gain_scale`` records the damping; detectors at 128 px, the rest at ``--resolution``,
+default 64):
 
 * fp32: ``export_pte``, then the file's outputs against PyTorch's on one random batch by the
   export rule, max |difference| <= 2e-5 x max |reference| + 1e-6, on every output (a
@@ -85,6 +88,34 @@ def rule(got: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[bool, float]
     return ok, worst
 
 
+def conditioned(model: torch.nn.Module, forward, x: torch.Tensor, tol: float = 1e-5,
+                damping: float = 0.8, tries: int = 30) -> tuple[float, float]:
+    """Make the randomised network well-conditioned in float32: a deep random network whose
+    residual branches all have BatchNorm gains near 1 amplifies rounding from block to block
+    (EfficientNetV2-L's outputs reach 2e8 and its float32 and float64 outputs differ by 85%),
+    so that no runtime can be held to the export rule against it. While float32 differs from
+    float64 by more than ``tol`` (relative to max |output|), every BatchNorm gain is
+    multiplied by ``damping`` (``tol``: half the export rule's relative bound, so that the
+    reference is accurate well within the rule). Returns (the total gain scale, the float32
+    relative error)."""
+    scale = 1.0
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for _ in range(tries):
+        with torch.no_grad():
+            out32 = tensors(forward(model, x))
+            out64 = tensors(forward(model.double(), x.double()))
+            model.float()
+        err = max((a.double() - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
+                  for a, b in zip(out32, out64))
+        if err <= tol or not bns:
+            return scale, err
+        with torch.no_grad():
+            for m in bns:
+                m.weight.mul_(damping)
+        scale *= damping
+    return scale, err
+
+
 def check(name: str, args, tmp: Path) -> dict:
     torch.manual_seed(0)
     model = mobilenets.create_model(name)
@@ -96,8 +127,12 @@ def check(name: str, args, tmp: Path) -> dict:
     row = {"model": name, "task": model_task(model), "resolution": res,
            "params": sum(p.numel() for p in model.parameters())}
     x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(1))
+
+    def forward(m, batch):
+        return DetectorNetwork(m)(batch) if detector else m(batch)
+    row["bn_gain_scale"], row["float32_rel_err"] = conditioned(model, forward, x)
     with torch.no_grad():
-        ref = tensors(DetectorNetwork(model)(x) if detector else model(x))
+        ref = tensors(forward(model, x))
     t0 = time.perf_counter()
     fp32 = export_pte(model, tmp / f"{name}.pte", resolution=res)
     row["fp32_lower_s"] = round(time.perf_counter() - t0, 1)
