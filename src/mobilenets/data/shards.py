@@ -585,7 +585,7 @@ class ShardLoader:
 def shard_loaders(train_set: TrainShards, val_set: ValShards, sampler, batch_size: int,
                   workers: int, device: torch.device, dist, collate=collate_skip_bad):
     """A task's ``(train, val)`` :class:`ShardLoader` pair, the streams split over the
-    processes of ``dist`` (its ``rank`` and ``world``); what every task's ``stream_loaders``
+    processes of ``dist`` (its ``rank`` and ``world``); what the default ``Task.stream_loaders``
     returns for shards."""
     train_set.distribute(dist.rank, dist.world)
     val_set.rank, val_set.world = dist.rank, dist.world
