@@ -7,7 +7,7 @@ and objectness targets: mAP@.5 and mAP@[.5:.95] in eval mode, one JSON line per 
 
 ``--objectness-iou`` is the head's option of that name (1.0: YOLOv5's IoU-aware target,
 the default; 0.0: YOLOv4's target 1). Needs ../shared/datasets (COCO128); about 35 s a run
-on one core.
+on one core (15 s on a quiet one).
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import mobilenets  # noqa: E402
-from test_yolo import (COCO128, FREEZE_AT, OVERFIT_STEMS, STEPS, YoloDetection,  # noqa: E402
-                       coco_map, to_coco91)
+from test_yolo import (COCO128, OVERFIT_STEMS, STEPS, YoloDetection, coco_map,  # noqa: E402
+                       overfit_yolov4, to_coco91)
 
 
 def overfit_data(dest: Path):
@@ -47,32 +46,14 @@ def overfit_data(dest: Path):
     return images, targets
 
 
-def run(images, targets, seed: int, objectness_iou: float, steps: int = STEPS,
-        freeze_at: int = FREEZE_AT, lr: float = 1e-2) -> dict:
-    """The test's recipe (tests/test_yolo.py) with ``seed`` and ``objectness_iou``."""
-    torch.manual_seed(seed)
-    model = mobilenets.create_model("yolov4", backbone="mobilenet_v2_050", resolution=128,
-                                    neck_width=0.25, bn_momentum=0.1,
-                                    objectness_iou=objectness_iou)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    model.train()
+def run(images, targets, seed: int, objectness_iou: float) -> dict:
+    """The test's recipe (tests/test_yolo.py, ``overfit_yolov4``) with ``seed`` and
+    ``objectness_iou``."""
     start = time.perf_counter()
-    for step in range(steps):
-        if step == freeze_at:
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    with torch.no_grad():
-        result = coco_map(targets, model.eval()(images))
-    return {"seed": seed, "objectness_iou": objectness_iou, "steps": steps,
+    found = overfit_yolov4(images, targets, seed, objectness_iou=objectness_iou)
+    result = coco_map(targets, found)
+    return {"seed": seed, "objectness_iou": objectness_iou, "steps": STEPS,
             "map50": round(result["map50"], 3), "map": round(result["map"], 3),
-            "final_loss": round(float(loss), 4),
             "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
 
 
@@ -85,7 +66,6 @@ def main() -> None:
     if not COCO128.exists():
         sys.exit(f"{COCO128} is absent: this experiment needs ../shared/datasets")
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)        # as the test: tiny late gradients are slow on CPU
     with tempfile.TemporaryDirectory() as tmp:
         images, targets = overfit_data(Path(tmp))
         for r in args.objectness_iou:

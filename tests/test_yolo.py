@@ -339,30 +339,18 @@ def coco128_train(tmp_path_factory):
     return dest / "coco128-lightly" / "object_detection"
 
 
-def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
-    """Two real images whose boxes are all at least 32 px, letterboxed to 128 px, trained
-    full-batch with AdamW under a one-cycle schedule, reach mAP@.5 >= 0.9 (pycocotools) in
-    eval mode. The last steps train with BatchNorm frozen at its running statistics: with 2
-    images the /32 maps hold 2 x 4 x 4 values per channel, and the running variance (unbiased,
-    x 32/31) against the batch's, compounded over the ~30 BatchNorm layers at /32, moved the
-    eval-mode boxes enough to give mAP@.5 0.67 where the batch statistics gave 1.0."""
-    data = YoloDetection(coco128_train, "train2017")
-    index = [p.stem for p in data.images]
-    images, targets = [], []
-    for stem in OVERFIT_STEMS:
-        (image, target), _ = data[index.index(stem)]
-        boxes = target["boxes"].as_subclass(torch.Tensor)
-        assert ((boxes[:, 2:] - boxes[:, :2]) >= 32).all()
-        images.append(image.float() / 255)
-        targets.append({"boxes": boxes, "labels": to_coco91(target["labels"])})
-    torch.manual_seed(0)
+def overfit_yolov4(images, targets, seed: int = 0, **options) -> list[dict]:
+    """The overfit recipe (the test below): YOLOv4 on MobileNetV2 0.5 at 128 px (``options``
+    go to ``create_model``), STEPS full-batch AdamW steps under one-cycle at lr 1e-2,
+    BatchNorm frozen from FREEZE_AT; returns the eval-mode detections of ``images``.
+    experiments/yolo_overfit_seeds.py runs it over seeds and options."""
+    torch.manual_seed(seed)
     model = mobilenets.create_model("yolov4", backbone="mobilenet_v2_050", resolution=128,
-                                    neck_width=0.25, bn_momentum=0.1)
+                                    neck_width=0.25, bn_momentum=0.1, **options)
     steps, freeze_at, lr = STEPS, FREEZE_AT, 1e-2
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     model.train()
-    start = time.perf_counter()
     flush = torch.set_flush_denormal(True)      # tiny gradients late in training: slow on CPU
     try:
         for step in range(steps):
@@ -379,9 +367,29 @@ def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
         if flush:
             torch.set_flush_denormal(False)
     with torch.no_grad():
-        found = model.eval()(images)
+        return model.eval()(images)
+
+
+def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
+    """Two real images whose boxes are all at least 32 px, letterboxed to 128 px, trained
+    full-batch with AdamW under a one-cycle schedule, reach mAP@.5 >= 0.9 (pycocotools) in
+    eval mode. The last steps train with BatchNorm frozen at its running statistics: with 2
+    images the /32 maps hold 2 x 4 x 4 values per channel, and the running variance (unbiased,
+    x 32/31) against the batch's, compounded over the ~30 BatchNorm layers at /32, moved the
+    eval-mode boxes enough to give mAP@.5 0.67 where the batch statistics gave 1.0."""
+    data = YoloDetection(coco128_train, "train2017")
+    index = [p.stem for p in data.images]
+    images, targets = [], []
+    for stem in OVERFIT_STEMS:
+        (image, target), _ = data[index.index(stem)]
+        boxes = target["boxes"].as_subclass(torch.Tensor)
+        assert ((boxes[:, 2:] - boxes[:, :2]) >= 32).all()
+        images.append(image.float() / 255)
+        targets.append({"boxes": boxes, "labels": to_coco91(target["labels"])})
+    start = time.perf_counter()
+    found = overfit_yolov4(images, targets)
     result = coco_map(targets, found)
-    print(f"yolov4 overfit: {steps} steps in {time.perf_counter() - start:.1f} s, "
+    print(f"yolov4 overfit: {STEPS} steps in {time.perf_counter() - start:.1f} s, "
           f"mAP@.5 {result['map50']:.3f}, mAP@[.5:.95] {result['map']:.3f}")
     assert result["map50"] >= 0.9
 
