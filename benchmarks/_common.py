@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mobilenets.deploy.compare import measure as interleaved
+from mobilenets.deploy.quantize import cpu_flags
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -47,14 +48,8 @@ INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 def cpu_isa() -> list[str]:
     """Which of :data:`INT8_ISA` the CPU reports in /proc/cpuinfo ([] where it cannot say)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in INT8_ISA if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = cpu_flags()
+    return [f for f in INT8_ISA if f in flags]
 
 
 def measure(fns: dict, x: torch.Tensor, args, reference: str) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -22,28 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_yolo import (COCO128, OVERFIT_STEMS, STEPS, YoloDetection, coco_map,  # noqa: E402
-                       overfit_yolov4, to_coco91)
-
-
-def overfit_data(dest: Path):
-    """The test's two images (floats in [0, 1]) and their targets with COCO's 91 ids."""
-    wanted = {f"coco128-lightly/images/train2017/{s}.jpg" for s in OVERFIT_STEMS}
-    with tarfile.open(COCO128) as tar:
-        members = [m for m in tar if m.name in wanted or m.name.startswith(
-            ("coco128-lightly/object_detection/labels/train2017/",
-             "coco128-lightly/object_detection/config.yaml",
-             "coco128-lightly/object_detection/images"))]
-        tar.extractall(dest, members=members, filter="data")
-    data = YoloDetection(dest / "coco128-lightly" / "object_detection", "train2017")
-    index = [p.stem for p in data.images]
-    images, targets = [], []
-    for stem in OVERFIT_STEMS:
-        (image, target), _ = data[index.index(stem)]
-        images.append(image.float() / 255)
-        targets.append({"boxes": target["boxes"].as_subclass(torch.Tensor),
-                        "labels": to_coco91(target["labels"])})
-    return images, targets
+from test_yolo import (COCO128, STEPS, coco_map, overfit_data, overfit_yolov4,  # noqa: E402
+                       unpack_overfit_images)
 
 
 def run(images, targets, seed: int, objectness_iou: float) -> dict:
@@ -67,7 +46,7 @@ def main() -> None:
         sys.exit(f"{COCO128} is absent: this experiment needs ../shared/datasets")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        images, targets = overfit_data(Path(tmp))
+        images, targets = overfit_data(unpack_overfit_images(Path(tmp)))
         for r in args.objectness_iou:
             for seed in args.seeds:
                 print(json.dumps(run(images, targets, seed, r)), flush=True)

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilenets.deploy.quantize import cpu_has_vnni
+
 warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -85,22 +87,11 @@ SHARED_DATASETS = Path(os.environ.get("MOBILENETS_SHARED_DATASETS") or
                        Path(__file__).resolve().parents[2] / "shared" / "datasets")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-_FLAGS = _cpu_flags()
 # x86 without a VNNI dot product: uint8 x int8 convolutions (onnxruntime, oneDNN under
 # torch.compile) add pairs of products in 16 bits and saturate with full-range int8 weights.
 # The library's own onnxruntime files use 7-bit weights there (quantize_onnx's
 # reduce_range); files from PT2E keep 8-bit weights and lose accuracy on such a CPU, which
 # these tests would measure instead of what they check (docs/deploy.md, "int8 without VNNI").
 needs_vnni = pytest.mark.skipif(
-    "avx2" in _FLAGS and not {"avx512_vnni", "avx_vnni"} & _FLAGS,
+    not cpu_has_vnni(),
     reason="x86 CPU without VNNI: full-range int8 weights saturate in its int8 kernels")

@@ -4,7 +4,8 @@ graph, as the ``detection`` metadata entry says; ``PteDetector`` / ``open_model`
 (predict, eval, bench) use the file in torchvision's convention.
 
 The model: SSDLite on MobileNetV1 0.25 at 128 px (few graph nodes: lowering time grows with
-them, and the int8 lowering is this file's slowest step), 2 classes, convolutions re-initialised He-normal and BatchNorm statistics from noise images, so that scores depend
+them, and the int8 lowering is this file's slowest step), 2 classes, convolutions
+re-initialised He-normal and BatchNorm statistics from noise images, so that scores depend
 on the image and are peaked (with the library's N(0, 0.03) initialisation nearly equal
 scores tie and flip between runtimes). The fp32 file is built once.
 """

@@ -4,6 +4,7 @@ images (skipped when ../shared/datasets is absent)."""
 
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,12 +324,9 @@ def test_bad_inputs_say_what_to_do():
 
 # --- real data ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def coco128_train(tmp_path_factory):
-    """COCO128's detection folder with its train split's labels and the images used here."""
-    if not COCO128.exists():
-        pytest.skip("../shared/datasets is absent")
-    dest = tmp_path_factory.mktemp("coco128")
+def unpack_overfit_images(dest: Path) -> Path:
+    """COCO128's detection folder under ``dest``: its train split's labels and the images of
+    OVERFIT_STEMS, unpacked from the shared archive."""
     wanted = {f"coco128-lightly/images/train2017/{s}.jpg" for s in OVERFIT_STEMS}
     with tarfile.open(COCO128) as tar:
         members = [m for m in tar if m.name in wanted or m.name.startswith(
@@ -337,6 +335,28 @@ def coco128_train(tmp_path_factory):
              "coco128-lightly/object_detection/images"))]
         tar.extractall(dest, members=members, filter="data")
     return dest / "coco128-lightly" / "object_detection"
+
+
+def overfit_data(folder: Path) -> tuple[list[torch.Tensor], list[dict]]:
+    """The images of OVERFIT_STEMS in ``folder`` (floats in [0, 1]) and their targets with
+    COCO's 91 ids."""
+    data = YoloDetection(folder, "train2017")
+    index = [p.stem for p in data.images]
+    images, targets = [], []
+    for stem in OVERFIT_STEMS:
+        (image, target), _ = data[index.index(stem)]
+        images.append(image.float() / 255)
+        targets.append({"boxes": target["boxes"].as_subclass(torch.Tensor),
+                        "labels": to_coco91(target["labels"])})
+    return images, targets
+
+
+@pytest.fixture(scope="module")
+def coco128_train(tmp_path_factory):
+    """COCO128's detection folder with its train split's labels and the images used here."""
+    if not COCO128.exists():
+        pytest.skip("../shared/datasets is absent")
+    return unpack_overfit_images(tmp_path_factory.mktemp("coco128"))
 
 
 def overfit_yolov4(images, targets, seed: int = 0, **options) -> list[dict]:
@@ -377,15 +397,10 @@ def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
     images the /32 maps hold 2 x 4 x 4 values per channel, and the running variance (unbiased,
     x 32/31) against the batch's, compounded over the ~30 BatchNorm layers at /32, moved the
     eval-mode boxes enough to give mAP@.5 0.67 where the batch statistics gave 1.0."""
-    data = YoloDetection(coco128_train, "train2017")
-    index = [p.stem for p in data.images]
-    images, targets = [], []
-    for stem in OVERFIT_STEMS:
-        (image, target), _ = data[index.index(stem)]
-        boxes = target["boxes"].as_subclass(torch.Tensor)
+    images, targets = overfit_data(coco128_train)
+    for target in targets:
+        boxes = target["boxes"]
         assert ((boxes[:, 2:] - boxes[:, :2]) >= 32).all()
-        images.append(image.float() / 255)
-        targets.append({"boxes": boxes, "labels": to_coco91(target["labels"])})
     start = time.perf_counter()
     found = overfit_yolov4(images, targets)
     result = coco_map(targets, found)

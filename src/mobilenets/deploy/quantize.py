@@ -169,19 +169,23 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     return names
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where that cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_has_vnni() -> bool:
     """Whether this CPU has a VNNI int8 dot product (AVX-512 VNNI or AVX-VNNI), from
-    /proc/cpuinfo; True where that cannot be read or the CPU is not x86 (ARM's int8 kernels
-    do not overflow this way)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return "avx2" not in flags or bool({"avx512_vnni", "avx_vnni"} & flags)
-    return True
+    :func:`cpu_flags`; True where they cannot be read or the CPU is not x86 (ARM's int8
+    kernels do not overflow this way)."""
+    flags = cpu_flags()
+    return "avx2" not in flags or bool({"avx512_vnni", "avx_vnni"} & flags)
 
 
 def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
@@ -281,4 +285,5 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 
 __all__ = ["FROM_TARGET", "INT8_RECIPES", "calibration_batches", "calibration_input",
-           "calibration_reader", "cpu_has_vnni", "excluded_nodes", "histogram_errors", "quantize_onnx"]
+           "calibration_reader", "cpu_flags", "cpu_has_vnni", "excluded_nodes",
+           "histogram_errors", "quantize_onnx"]
