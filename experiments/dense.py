@@ -89,7 +89,8 @@ def run(task: str, backbone: str, args) -> Path:
         from mobilenets.tasks.depth import train
         data = unpacked("7scenes-redkitchen-depth")
         options = {"train_range": (0, 400), "val_range": (400, 500),
-                   "output_init": args.output_init, "model_options": model_options}
+                   "output_init": args.output_init, "loss": args.loss,
+                   "model_options": model_options}
         extra = {"depth": options}
         metrics = train(data=str(data), resume=resume, progress=False, depth=options, **common)
         classes = None
@@ -194,6 +195,8 @@ def main() -> None:
         q.add_argument("--output-init", choices=("mean", "none"), default="mean",
                        help="depth: start FastDepth's predictions at the training mean depth "
                        "(the depth task's output_init)")
+        q.add_argument("--loss", choices=("auto", "silog", "l1"), default="auto",
+                       help="depth: the training loss (auto: SILog for metric depth)")
         q.add_argument("--workers", type=int, default=1)
         q.add_argument("--seed", type=int, default=0)
     g = sub.add_parser("report", help="markdown tables of the finished runs")

@@ -327,6 +327,10 @@ def test_backbone_weights_from_pip_lite0_and_our_saved_classifier(tmp_path):
     model, _ = quietly(mobilenets.create_model, "lraspp_efficientnet_lite0", backbone_weights=pip)
     assert model.config["options"]["padding"] == "same"            # a TensorFlow port
     assert model.preprocess["mean"] == (0.5, 0.5, 0.5)
+    # eps is the checkpoint's computation; momentum (TensorFlow's 0.01) is not carried over
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {m.eps for m in model.backbone.modules() if m in bns} == {1e-3}
+    assert {m.momentum for m in bns} == {0.1}
     ref, _ = quietly(mobilenets.create_model, "efficientnet_lite0", weights=pip,
                      features_only=True, output_stride=16,
                      return_layers={"blocks.2.0": "low", "head": "high"})

@@ -284,8 +284,13 @@ def _with_backbone_weights(name: str, weights, allow_download: bool, options: di
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"backbone_weights for {name}: {e}") from None
+    # the checkpoint's computation settings (eps, padding, activation, widths) carry over;
+    # its BatchNorm momentum is a training setting of its source (0.01 for TensorFlow ports)
+    # and stays the library's 0.1 unless given: at 0.01 a head fine-tuned for a few hundred
+    # steps evaluates with running statistics that still describe ImageNet
     implied = {k: classifier.config[k] for k in BACKBONE_SETTINGS
-               if classifier.config.get(k) is not None and k not in options}
+               if classifier.config.get(k) is not None and k not in options
+               and k != "bn_momentum"}
     model = build_model(name, **options, **implied)
     state = classifier.state_dict()
     target = model.backbone.state_dict()
