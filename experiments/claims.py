@@ -9,9 +9,9 @@ that trains any subset of the grid, resumes after an interruption, and writes
 
 Scale: every run is 10 epochs of the ``small-data`` recipe (SGD, lr 0.1 at batch 64, 3
 warm-up epochs, cosine, label smoothing 0.1) from random weights on the 160 px copy of
-Imagenette (``experiments/datasets.py imagenette-224 --short-side 160``), bf16 autocast and
-channels-last, top-1 of the last epoch on the 3,925 val images at the run's resolution (no
-selection on val). What the scale-down may change: ten classes and 10 epochs favour small,
+Imagenette (``experiments/datasets.py imagenette-224 --short-side 160``), bf16 autocast where
+the hardware has it (float32 on an AVX2 CPU; claim.json says which), channels-last, top-1 of
+the last epoch on the 3,925 val images at the run's resolution (no selection on val). What the scale-down may change: ten classes and 10 epochs favour small,
 quickly-trained networks; effects of a point or two are below the seed spread (2-4 points),
 which is why each claim has 2-3 seeds and the verdict rule below.
 
@@ -219,6 +219,13 @@ def finished(run: Run) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def amp_here() -> bool:
+    """bfloat16 autocast where the hardware has it (a GPU, or a CPU with AVX-512 BF16 or
+    AMX); float32 elsewhere, where emulated bfloat16 trains several times slower."""
+    from mobilenets.training.engine import cpu_has_bf16
+    return torch.cuda.is_available() or cpu_has_bf16()
+
+
 def train_run(run: Run, workers: int) -> dict:
     from mobilenets.compress import inspect_model
     from mobilenets.cost.profile import profile
@@ -228,7 +235,7 @@ def train_run(run: Run, workers: int) -> dict:
     out = RUNS / run.name
     resume = out / "last.pt" if (out / "last.pt").is_file() else None
     options = dict(epochs=EPOCHS, resolution=run.resolution, batch_size=64, workers=workers,
-                   seed=run.seed, amp=True, channels_last=True, tensorboard=False)
+                   seed=run.seed, amp=amp_here(), channels_last=True, tensorboard=False)
     options.update(run.train)
     if SMOKE:
         options.update(epochs=1, max_steps_per_epoch=2)
@@ -247,7 +254,7 @@ def train_run(run: Run, workers: int) -> dict:
               "top1": epochs[-1]["top1"], "curve": [e["top1"] for e in epochs],
               "macs": cost.macs, "params": cost.params,
               "dead_depthwise": inspect_model(model).totals(),
-              "commit": commit(), "torch": torch.__version__,
+              "amp": options["amp"], "commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "sitting_s": round(time.perf_counter() - start)}

