@@ -289,6 +289,11 @@ def test_coco_adapter_coco_label_set(coco128):
         data=str(coco128), segmentation={"train_limit": 3, "val_limit": 2}))
     assert len(train_set) == 3 and len(val_set) == 2 and len(task.classes) == 129
     assert "28 train image(s) without a mask skipped" in task.summary(train_set, val_set)
+    assert ", weights random;" in task.summary(train_set, val_set)
+    started = SegmentationTask()
+    sets = started.datasets(segmentation_config(data=str(coco128), segmentation={
+        "train_limit": 1, "val_limit": 1, "model_options": {"backbone_weights": "v2.pth"}}))
+    assert ", backbone weights v2.pth;" in started.summary(*sets)
     classes, lut = coco_label_map(_config_names(coco128), "coco", unlabeled="background")
     assert classes[0] == "background" and lut[0] == 0 and lut[1] == 1
 

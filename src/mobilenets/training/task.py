@@ -123,6 +123,18 @@ class Task(ABC):
         0 prints the first one of a run."""
         return None
 
+    def start_text(self) -> str:
+        """The summary's words for where the weights start: ``weights FILE``, ``backbone
+        weights FILE`` (a classification checkpoint under a head, from the task's
+        ``backbone_weights`` or ``model_options["backbone_weights"]`` option) or
+        ``weights random``."""
+        if self.cfg.weights:
+            return f"weights {self.cfg.weights}"
+        options = getattr(self, "options", None)
+        backbone = (getattr(options, "backbone_weights", None)
+                    or (getattr(options, "model_options", None) or {}).get("backbone_weights"))
+        return f"backbone weights {backbone}" if backbone else "weights random"
+
     def outputs(self, model: nn.Module) -> list[tuple[str, str]]:
         """``(name, meaning)`` of each output of ``model``, for exported files' graphs and
         metadata."""

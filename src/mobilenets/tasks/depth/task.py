@@ -136,8 +136,8 @@ class DepthTask(Task):
         return (f"data: {self.split_line}; depth = PNG value / {opts.scale:g} m, codes "
                 f"{', '.join(map(str, opts.invalid)) or 'none'} invalid, scored in "
                 f"({opts.min_depth:g}, {opts.max_depth:g}] m\n"
-                f"model: {cfg.model} at {cfg.resolution} px, weights "
-                f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"model: {cfg.model} at {cfg.resolution} px, "
+                f"{self.start_text()}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:

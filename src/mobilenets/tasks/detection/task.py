@@ -218,8 +218,8 @@ class DetectionTask(Task):
                     f"boxes, {info['background']['train']} background) in "
                     f"{len(self.shard_index.train)} shards, {len(val_set)} val images "
                     f"({info['boxes']['val']} boxes) in {len(self.shard_index.val)} shards\n"
-                    f"model: {cfg.model} at {cfg.resolution} px, weights "
-                    f"{cfg.weights or 'random'}; augment {self.options.augment}; {cfg.epochs} "
+                    f"model: {cfg.model} at {cfg.resolution} px, "
+                    f"{self.start_text()}; augment {self.options.augment}; {cfg.epochs} "
                     f"epochs of batch {cfg.batch_size}; writing to {cfg.out}")
         cfg, t, v = self.cfg, self.train_raw, self.val_raw
         extra = []
@@ -232,7 +232,7 @@ class DetectionTask(Task):
                 f"({t.num_boxes} boxes) in {self.root}/images/{self.splits[0]}, {len(v)} val "
                 f"images ({v.num_boxes} boxes) in {self.splits[1]}"
                 + (f"; {', '.join(extra)}" if extra else "") + "\n"
-                f"model: {cfg.model} at {cfg.resolution} px, weights {cfg.weights or 'random'}"
+                f"model: {cfg.model} at {cfg.resolution} px, {self.start_text()}"
                 f"; augment {self.options.augment}; {cfg.epochs} epochs of batch "
                 f"{cfg.batch_size}; writing to {cfg.out}")
 

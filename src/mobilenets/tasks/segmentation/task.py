@@ -154,8 +154,8 @@ class SegmentationTask(Task):
                     + f"; {len(self.classes)} classes ({_shown(self.classes)}); "
                     f"{len(train_set)} train pairs in {len(self.shard_index.train)} shards of "
                     f"{cfg.data}, {len(val_set)} val pairs in {len(self.shard_index.val)} "
-                    f"shards\nmodel: {cfg.model} at {cfg.resolution} px, weights "
-                    f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch "
+                    f"shards\nmodel: {cfg.model} at {cfg.resolution} px, "
+                    f"{self.start_text()}; {cfg.epochs} epochs of batch "
                     f"{cfg.batch_size}; writing to {cfg.out}")
         train, val = self.files
         remap = ""
@@ -169,8 +169,8 @@ class SegmentationTask(Task):
                 f"({_shown(self.classes)}); {len(train_set)} train pairs ({opts.train_split}) "
                 f"in {train.where}, {len(val_set)} val pairs ({opts.val_split}) in {val.where}"
                 + (f"; {', '.join(skipped)}" if skipped else "") + "\n"
-                f"model: {cfg.model} at {cfg.resolution} px, weights "
-                f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"model: {cfg.model} at {cfg.resolution} px, "
+                f"{self.start_text()}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
