@@ -39,10 +39,12 @@ BACKBONES = ["mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100",
              "mobilenet_v3_small_100", "fd_mobilenet_100", "efficientnet_b0",
              "efficientnet_lite0", "resnet18"]
 HEAD = {"seg": "lraspp", "depth": "fastdepth"}
-# the recipes: AdamW, one warm-up epoch then cosine; FastDepth's output BatchNorm bias must
-# climb to the scene's depth in metres, hence its higher rate (docs/depth.md, Limits)
+# the recipes: AdamW, one warm-up epoch then cosine. Depth: masked L1 (FastDepth's loss) at
+# 3e-3, from the sweep on Lite0 (docs/results/2026-12-05-dense-table.md): L1 at 1e-3 / 3e-3 /
+# 1e-2 ended at AbsRel 0.18 (11 epochs) / 0.11 / 0.12 (noisier); SILog at 1e-3 drifted in
+# scale (0.44 after 5 epochs, where L1 had 0.24)
 RECIPE = {"seg": dict(epochs=60, resolution=256, batch_size=8, lr=3e-3),
-          "depth": dict(epochs=20, resolution=128, batch_size=16, lr=2e-2)}
+          "depth": dict(epochs=20, resolution=128, batch_size=16, lr=3e-3)}
 
 
 def pip_lite0() -> str | None:
@@ -200,8 +202,9 @@ def main() -> None:
         q.add_argument("--output-init", choices=("mean", "none"), default="mean",
                        help="depth: start FastDepth's predictions at the training mean depth "
                        "(the depth task's output_init)")
-        q.add_argument("--loss", choices=("auto", "silog", "l1"), default="auto",
-                       help="depth: the training loss (auto: SILog for metric depth)")
+        q.add_argument("--loss", choices=("auto", "silog", "l1"), default="l1",
+                       help="depth: the training loss (auto: the task's choice, SILog for "
+                       "metric depth)")
         q.add_argument("--workers", type=int, default=1)
         q.add_argument("--seed", type=int, default=0)
     g = sub.add_parser("report", help="markdown tables of the finished runs")
