@@ -6,6 +6,7 @@ detectors and backbones.
     .venv/bin/python experiments/detection.py run yolov4 --backbone mobilenet_v2_100
     .venv/bin/python experiments/detection.py table      # 2 detectors x 3 backbones (~3 h)
     .venv/bin/python experiments/detection.py report [--latency] [--plot curves.png] > page.md
+    .venv/bin/python experiments/detection.py int8 --json runs/detection/int8.json
 
 Each run writes ``runs/detection/HEAD-BACKBONE/`` (the training engine's metrics.jsonl with
 mAP@[.5:.95] and mAP@.5 per epoch, curves.png, last.pt, best/, plus experiment.json with the
@@ -21,6 +22,10 @@ names it. COCO128's names are COCO's 80, so the detectors predict COCO's 91 cate
 ``--every``-th), with ``--latency``: eager CPU latency at batch 1 (the best/ model on a real
 val2017 image, resize and NMS included), interleaved in one process (take it on a quiet
 machine); ``--plot PATH``: the validation mAP curves of every run in one PNG.
+``int8`` quantizes each finished run's best/ model (end-to-end ONNX file, convolutions in
+int8, decoding and NMS in float; calibrated on train2017) and reports the share of the float
+file's val2017 detections that the int8 file finds at IoU >= 0.9 with the same label, and
+the mAPs of the PyTorch model and both files (see ``int8``'s docstring).
 ``--root`` (or ``$MOBILENETS_DETECTION_RUNS``) puts the runs elsewhere, e.g. for a smoke run::
 
     .venv/bin/python experiments/detection.py table --root /tmp/det --epochs 1 \\
@@ -233,6 +238,86 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def match_share(found: list[dict], other: list[dict], iou: float = 0.9,
+                min_score: float = 0.0) -> tuple[int, int]:
+    """(matched, total): how many of ``found``'s detections scoring at least ``min_score``
+    ``other`` has too, a box at IoU >= ``iou`` with the same label (any score), summed
+    over the images."""
+    from torchvision.ops import box_iou
+    matched = total = 0
+    for f, g in zip(found, other):
+        keep = f["scores"] >= min_score
+        boxes, labels = f["boxes"][keep], f["labels"][keep]
+        total += len(boxes)
+        if len(boxes) and len(g["boxes"]):
+            hit = (box_iou(boxes, g["boxes"]) >= iou) & (labels[:, None] == g["labels"][None])
+            matched += int(hit.any(1).sum())
+    return matched, total
+
+
+def int8(args) -> None:
+    """int8 PTQ of each finished run's best/ detector: its end-to-end ONNX file (decoding and
+    NMS in the graph) and the int8 file from ``quantize_onnx`` (the network's convolutions
+    in int8, the post-processing in float), calibrated on ``--num-images`` train2017
+    images; then on every val2017 image the share of the float file's detections that the
+    int8 file finds at IoU >= 0.9 with the same label (all of them, at the model's own
+    ``score_thresh``, and those scoring at least ``--conf``), and the COCO mAPs of the
+    PyTorch model and both files. Files go to RUN/int8/ (replaced on a rerun)."""
+    from torchvision.io import ImageReadMode, decode_image
+    import mobilenets
+    from mobilenets.deploy import export_onnx, open_model, quantize_onnx
+    from mobilenets.tasks.detection import evaluate
+
+    root, data = Path(args.root), coco128()
+    rows = [r for r in read_runs(root) if (Path(r["out"]) / "best").is_dir()
+            and (not args.runs or Path(r["out"]).name in args.runs)]
+    if not rows:
+        raise SystemExit(f"no run with a best/ model under {root}"
+                         + (f" named {' or '.join(args.runs)}" if args.runs else ""))
+    paths = sorted((data / "images" / "val2017").glob("*.jpg"))
+    images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255 for p in paths]
+    results = {}
+    for r in rows:
+        out = Path(r["out"])
+        folder = out / "int8"
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.onnx"):
+            old.unlink()
+        model = mobilenets.load(out / "best").eval()
+        t0 = time.perf_counter()
+        fp32 = export_onnx(model, folder / "fp32.onnx")
+        q = quantize_onnx(fp32, folder / "int8.onnx", data / "images" / "train2017",
+                          num_images=args.num_images, calibrate_method=args.calibration)
+        made_s = time.perf_counter() - t0
+        float_file, int8_file = open_model(fp32), open_model(q)
+        with torch.inference_mode():
+            found = [float_file([img])[0] for img in images]
+            kept = [int8_file([img])[0] for img in images]
+            maps = {name: evaluate(m, data) for name, m in
+                    (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
+        every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
+        results[out.name] = {
+            "model": r["model"], "backbone": r["backbone"], "start": r["start"],
+            "val_images": len(images), "calibration_images": args.num_images,
+            "calibration": args.calibration,
+            "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
+            "map": {k: v["map"] for k, v in maps.items()},
+            "map50": {k: v["map50"] for k, v in maps.items()},
+            "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
+            "export_and_quantize_s": round(made_s, 1)}
+        m = results[out.name]
+        print(f"{out.name}: int8 keeps {every[0]}/{every[1]} float detections "
+              f"({100 * every[0] / max(every[1], 1):.1f}%), {conf[0]}/{conf[1]} scoring >= "
+              f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%); mAP@.5 PyTorch "
+              f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
+              f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
+    record = {"commit": commit(), "torch": torch.__version__,
+              "cpu": platform.processor() or platform.machine(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
@@ -333,11 +418,22 @@ def main() -> None:
     g.add_argument("--iters", type=int, default=10)
     g.add_argument("--every", type=int, default=10, help="show every N-th epoch's mAP")
     g.add_argument("--plot", default=None, help="write the mAP curves of every run here")
-    for q in (r, t, g):
+    i = sub.add_parser("int8", help="int8 PTQ of the finished runs: detections kept, mAPs")
+    i.add_argument("--runs", nargs="+", default=None, help="run folder names (default: all)")
+    i.add_argument("--num-images", type=int, default=128, help="calibration images")
+    i.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
+                   help="activation ranges (minmax for a smoke run's untrained model)")
+    i.add_argument("--conf", type=float, default=0.25,
+                   help="also count the float detections scoring at least this")
+    i.add_argument("--json", default=None, help="write the results here")
+    for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
     args = p.parse_args()
     if args.cmd == "report":
         report(args)
+        return
+    if args.cmd == "int8":
+        int8(args)
         return
     pairs = ([(args.head, args.backbone)] if args.cmd == "run"
              else [(h, b) for h in args.heads for b in args.backbones])
