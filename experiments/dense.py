@@ -40,9 +40,10 @@ BACKBONES = ["mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100",
              "efficientnet_lite0", "resnet18"]
 HEAD = {"seg": "lraspp", "depth": "fastdepth"}
 # the recipes: AdamW, one warm-up epoch then cosine. Depth: masked L1 (FastDepth's loss) at
-# 3e-3, from the sweep on Lite0 (docs/results/2026-12-05-dense-table.md): L1 at 1e-3 / 3e-3 /
-# 1e-2 ended at AbsRel 0.18 (11 epochs) / 0.11 / 0.12 (noisier); SILog at 1e-3 drifted in
-# scale (0.44 after 5 epochs, where L1 had 0.24)
+# 3e-3, from the sweep on Lite0 (docs/results/2026-12-05-dense-table.md): L1 at 3e-3 and
+# 1e-2 both ended at AbsRel 0.109 (1e-2 noisier, 0.10-0.17 over epochs 8-20), at 1e-3 it
+# was still at 0.18 after 11 of 20 epochs; SILog at 1e-3 drifted in scale (0.44 after 5
+# epochs, where L1 had 0.24)
 RECIPE = {"seg": dict(epochs=60, resolution=256, batch_size=8, lr=3e-3),
           "depth": dict(epochs=20, resolution=128, batch_size=16, lr=3e-3)}
 
