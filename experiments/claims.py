@@ -11,9 +11,10 @@ Scale: every run is 10 epochs of the ``small-data`` recipe (SGD, lr 0.1 at batch
 warm-up epochs, cosine, label smoothing 0.1) from random weights on the 160 px copy of
 Imagenette (``experiments/datasets.py imagenette-224 --short-side 160``), bf16 autocast where
 the hardware has it (float32 on an AVX2 CPU; claim.json says which), channels-last, top-1 of
-the last epoch on the 3,925 val images at the run's resolution (no selection on val). What the scale-down may change: ten classes and 10 epochs favour small,
-quickly-trained networks; effects of a point or two are below the seed spread (2-4 points),
-which is why each claim has 2-3 seeds and the verdict rule below.
+the last epoch on the 3,925 val images at the run's resolution (no selection on val). What
+the scale-down may change: ten classes and 10 epochs favour small, quickly-trained networks;
+effects of a point or two are below the seed spread (2-4 points), which is why each claim
+has 2-3 seeds and the verdict rule below.
 
 Verdict rule (fixed before the runs, issue 25): a claim is **reproduced** when every seed of
 the favoured variant beats every seed of the other, **refuted** when every seed of the other
