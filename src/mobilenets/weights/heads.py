@@ -44,9 +44,12 @@ from .sources import torchvision_settings, torchvision_weights_for
 TORCHVISION_HEADS = {"lraspp_mobilenet_v3_large_100": "lraspp_mobilenet_v3_large",
                      "deeplabv3_mobilenet_v3_large_100": "deeplabv3_mobilenet_v3_large"}
 
-# builder settings a backbone checkpoint implies, which the head model's backbone must share
+# builder settings a backbone checkpoint implies, which the head model's backbone must share;
+# not its BatchNorm momentum, a training setting of its source (0.01 for TensorFlow ports):
+# at 0.01 a head fine-tuned for a few hundred steps evaluates with running statistics that
+# still describe ImageNet, so the head keeps the library's 0.1 unless bn_momentum is given
 BACKBONE_SETTINGS = ("width_mult", "depth_mult", "block_widths", "in_chans", "bn_eps",
-                     "bn_momentum", "padding", "act")
+                     "padding", "act")
 
 
 def is_head_name(name) -> bool:
@@ -284,13 +287,8 @@ def _with_backbone_weights(name: str, weights, allow_download: bool, options: di
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"backbone_weights for {name}: {e}") from None
-    # the checkpoint's computation settings (eps, padding, activation, widths) carry over;
-    # its BatchNorm momentum is a training setting of its source (0.01 for TensorFlow ports)
-    # and stays the library's 0.1 unless given: at 0.01 a head fine-tuned for a few hundred
-    # steps evaluates with running statistics that still describe ImageNet
     implied = {k: classifier.config[k] for k in BACKBONE_SETTINGS
-               if classifier.config.get(k) is not None and k not in options
-               and k != "bn_momentum"}
+               if classifier.config.get(k) is not None and k not in options}
     model = build_model(name, **options, **implied)
     state = classifier.state_dict()
     target = model.backbone.state_dict()
