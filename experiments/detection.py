@@ -59,11 +59,13 @@ TITLE = {"ssdlite": "SSDLite", "yolov4": "YOLOv4"}
 # the recipes (100 epochs of 8 steps at 320 px): SSDLite as torchvision's reference trains it
 # (SGD, cosine, weight decay 4e-5) with its "ssd" augmentation (zoom out, IoU crop, flip,
 # photometric: 128 images need it); YOLOv4 with AdamW, gradient clipping at 10 as YOLOv5 and
-# mosaic on half the samples
+# mosaic on half the samples. Validation (about as long as a training epoch here) runs every
+# 5th epoch and after the last; it does not change the training.
 RECIPE = {"ssdlite": dict(epochs=100, resolution=320, batch_size=16, optimizer="sgd", lr=0.05,
-                          weight_decay=4e-5, warmup_epochs=2.0, grad_clip=0.0),
+                          weight_decay=4e-5, warmup_epochs=2.0, grad_clip=0.0, val_every=5),
           "yolov4": dict(epochs=100, resolution=320, batch_size=16, optimizer="adamw",
-                         lr=2e-3, weight_decay=1e-4, warmup_epochs=3.0, grad_clip=10.0)}
+                         lr=2e-3, weight_decay=1e-4, warmup_epochs=3.0, grad_clip=10.0,
+                         val_every=5)}
 TASK_OPTIONS = {"ssdlite": dict(augment="ssd", mosaic=0.0),
                 "yolov4": dict(augment="flip", mosaic=0.5)}
 
@@ -104,6 +106,11 @@ def cost(model: torch.nn.Module, resolution: int) -> tuple[int, int]:
 def read_epochs(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def validated(epochs: list[dict]) -> list[dict]:
+    """The epochs that were validated (every ``val_every``-th and the last)."""
+    return [m for m in epochs if "map" in m]
 
 
 def done_epochs(out: Path) -> tuple[int, int]:
@@ -222,7 +229,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for r in rows:
-        e = r["epochs"]
+        e = validated(r["epochs"])
         if not e:
             continue
         x = [m["epoch"] for m in e]
@@ -347,13 +354,14 @@ def report(args) -> None:
                 f"{r['start'].split(' (')[0]} | {r['params'] / 1e6:.2f} M | "
                 f"{r['macs'] / 1e9:.2f} G | {r['recipe']['resolution']} | "
                 f"{len(e)}/{r['recipe']['epochs']} |")
-        if not e:
+        if not validated(e):
             print(f"{head} - | - | - | - | - | {ms} |")
             continue
-        best = max(e, key=lambda m: m["map"])
+        v = validated(e)
+        best = max(v, key=lambda m: m["map"])
         print(f"{head} {_pct(best['map'])} ({best['epoch']}) | {_pct(best['map50'])} | "
-              f"{_pct(max(m['map50'] for m in e))} | {_pct(e[-1]['map'])} | "
-              f"{_pct(e[-1]['map50'])} | {ms} |")
+              f"{_pct(max(m['map50'] for m in v))} | {_pct(v[-1]['map'])} | "
+              f"{_pct(v[-1]['map50'])} | {ms} |")
     print()
     recipes = {r["head"]: (r["recipe"], r["options"]["detection"], r.get("seed")) for r in rows}
     for head, (recipe, options, seed) in recipes.items():
@@ -376,7 +384,7 @@ def report(args) -> None:
     print("| run | " + " | ".join(str(n) for n in shown) + " |")
     print("|---|" + "---|" * len(shown))
     for r in rows:
-        by = {m["epoch"]: m for m in r["epochs"]}
+        by = {m["epoch"]: m for m in validated(r["epochs"])}
         cells = [f"{_pct(by[n]['map'])} / {_pct(by[n]['map50'])}" if n in by else ""
                  for n in shown]
         print(f"| {TITLE.get(r['head'], r['head'])} {r['backbone']} | " + " | ".join(cells)
@@ -412,6 +420,7 @@ def main() -> None:
         q.add_argument("--weight-decay", type=float)
         q.add_argument("--warmup-epochs", type=float)
         q.add_argument("--grad-clip", type=float)
+        q.add_argument("--val-every", type=int, help="validate every N epochs and the last")
         q.add_argument("--augment", choices=("ssd", "ssdlite", "flip", "none"))
         q.add_argument("--mosaic", type=float)
         q.add_argument("--max-steps-per-epoch", type=int, default=0,

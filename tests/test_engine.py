@@ -137,3 +137,29 @@ def test_amp_on_a_cpu_without_bfloat16_warns(tmp_path, monkeypatch):
         fit(Regression(), make_config(out=str(tmp_path / "amp2"), epochs=1, batch_size=8,
                                       lr=0.05, tensorboard=False, seed=3, amp=True),
             progress=False)
+
+
+def test_val_every_skips_validation_between_and_leaves_the_training_as_it_was(tmp_path):
+    every = Regression()
+    fit(every, config(tmp_path, "every", 3), progress=False)
+    calls = []
+
+    class Counted(Regression):
+        def evaluate(self, model, loader, device, dist):
+            calls.append(1)
+            return super().evaluate(model, loader, device, dist)
+
+    sparse = Counted()
+    cfg = make_config(**{**config(tmp_path, "sparse", 3).to_dict(), "val_every": 2})
+    metrics = fit(sparse, cfg, progress=False)
+    rows = [json.loads(r) for r in (tmp_path / "sparse" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert len(calls) == 2                                  # epoch 2 and the last, 3
+    assert [("mse" in r, "val_loss" in r) for r in rows] == [(False, False), (True, True),
+                                                             (True, True)]
+    assert rows[0]["train_loss"] > 0 and metrics["mse"] == rows[-1]["mse"]
+    a, b = final_weights(tmp_path / "every"), final_weights(tmp_path / "sparse")
+    for key in a:                                           # validation changes no weight
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="val_every"):
+        make_config(val_every=0)

@@ -101,6 +101,8 @@ _CONFIG_HELP = {
     "checkpoint_every_minutes": "also write last.pt every M minutes (0: at epoch ends only)",
     "strict_data": "stop on an unreadable image instead of skipping it",
     "max_steps_per_epoch": "cap on steps per epoch (0: the whole epoch; for quick runs)",
+    "val_every": "validate (and update best/) every N epochs and after the last one; the "
+                 "epochs between log training figures only",
 }
 
 

@@ -69,6 +69,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = 0.0
     strict_data: bool = False
     max_steps_per_epoch: int = 0       # 0: the whole epoch (a cap for quick runs and tests)
+    val_every: int = 1                 # validate every N epochs and after the last one
     recipe: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -91,7 +92,7 @@ _TESTS = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v
           "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
           "in (0, 1]": lambda v: 0 < v <= 1}
 _RULES = {
-    "epochs": ">= 0", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
+    "epochs": ">= 0", "val_every": ">= 1", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
     "lr": "> 0", "momentum": "in [0, 1]", "weight_decay": ">= 0", "depthwise_weight_decay": ">= 0",
     "warmup_epochs": ">= 0",
     "decay_epochs": "> 0", "decay_rate": "in (0, 1]", "min_lr": ">= 0",

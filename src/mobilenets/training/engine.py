@@ -321,7 +321,7 @@ class _Run:
             train_stats = self.train_epoch(epoch, first, report)
             metrics = self.end_epoch(epoch, train_stats)
             report.epoch(metrics, (epoch + 1) * self.steps_per_epoch)
-            note = None if noted else self.task.epoch_note(metrics)
+            note = None if noted or "val_loss" not in metrics else self.task.epoch_note(metrics)
             if note and self.dist.main:
                 warnings.warn(note, stacklevel=2)
             noted = noted or bool(note)
@@ -399,6 +399,11 @@ class _Run:
                 "epoch_time_s": elapsed, "bad_images": int(bad)}
 
     def end_epoch(self, epoch: int, train_stats: dict) -> dict:
+        lr = self.optimizer.param_groups[0]["lr"]
+        if (epoch + 1) % self.cfg.val_every and epoch + 1 < self.cfg.epochs:
+            self.checkpoint(epoch + 1, 0)      # no validation this epoch: best/ stays
+            return {"epoch": epoch + 1, "train_loss": train_stats["train_loss"], "lr": lr,
+                    **train_stats}
         eval_model = self.ema.module if self.ema is not None else self.model
         self.task.set_mode(eval_model, False)
         with torch.no_grad():
@@ -406,7 +411,7 @@ class _Run:
         metrics = {"epoch": epoch + 1, "train_loss": train_stats["train_loss"],
                    "val_loss": result["loss"],
                    **{k: v for k, v in result.items() if k != "loss"},
-                   "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+                   "lr": lr, **train_stats}
         score = result[self.task.best_metric]
         if self.best is None or (score > self.best if self.task.higher_is_better
                                  else score < self.best):

@@ -40,12 +40,13 @@ class Reporter:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         shown = "".join(f"  {label} {_value(metrics[key], percent)}"
-                        for key, (label, percent) in self.metrics.items())
+                        for key, (label, percent) in self.metrics.items() if key in metrics)
         print(f"epoch {metrics['epoch']}: loss {metrics['train_loss']:.3f}{shown}  "
               f"{metrics['images_per_s']:.0f} img/s", flush=True)
         if self.writer is not None:
             for key in ("train_loss", "val_loss", *self.metrics, "images_per_s"):
-                self.writer.add_scalar(f"epoch/{key}", metrics[key], metrics["epoch"])
+                if key in metrics:       # epochs without validation (val_every) lack some
+                    self.writer.add_scalar(f"epoch/{key}", metrics[key], metrics["epoch"])
             self.writer.flush()
 
     def truncate(self, epochs_done: int) -> None:
@@ -139,10 +140,13 @@ def plot_curves(out: Path, metrics: dict[str, tuple[str, bool]] | None = None) -
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    a.plot(epochs, [r["val_loss"] for r in rows], label="val")
+    val = [r for r in rows if "val_loss" in r]       # every epoch unless val_every > 1
+    style = "-" if len(val) == len(rows) else ".-"
+    a.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], style, label="val")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
     for key, (label, percent) in (metrics or {}).items():
-        b.plot(epochs, [(100 if percent else 1) * r[key] for r in rows], label=label)
+        b.plot([r["epoch"] for r in val if key in r],
+               [(100 if percent else 1) * r[key] for r in val if key in r], style, label=label)
     percents = {percent for _, percent in (metrics or {}).values()}
     b.set_xlabel("epoch"), b.set_ylabel("validation" + (" (%)" if percents == {True} else ""))
     if metrics:
