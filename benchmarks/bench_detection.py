@@ -12,6 +12,12 @@ losses on the benchmark's inputs. Then, in one process, interleaved (``_common.m
 * ``train b2``: one training step, train mode, a list of 2 images with targets, the sum of the
   two losses, backward and an SGD step (momentum 0.9).
 
+* ``deploy`` (with ``--deployed RUN ...``): each trained detector's end-to-end files in
+  onnxruntime, int8 against fp32: ``RUN/int8/fp32.onnx`` and ``RUN/int8/int8.onnx`` as
+  ``experiments/detection.py int8`` writes them, called as the PyTorch detector is (a list of
+  one real val2017 image: resize, network, decoding and NMS in the graph, boxes mapped back).
+  Trained weights matter here: how many boxes reach NMS depends on the scores.
+
 Each case reports the median over ``--repeats`` repeats of each side's median call time
 (``--iters`` calls), and the median ratio ours / torchvision with its min-max spread
 (<= 1: ours no slower).
@@ -19,6 +25,8 @@ Each case reports the median over ``--repeats`` repeats of each side's median ca
     .venv/bin/python benchmarks/bench_detection.py                  # the figures (quiet CPU)
     .venv/bin/python benchmarks/bench_detection.py --threads 4 --json det.json
     .venv/bin/python benchmarks/bench_detection.py --repeats 1 --iters 1     # smoke run
+    .venv/bin/python benchmarks/bench_detection.py --cases deploy \
+        --deployed runs/detection/ssdlite-efficientnet_lite0 runs/detection/yolov4-...
 """
 from __future__ import annotations
 
@@ -122,6 +130,30 @@ def train_fn(model: torch.nn.Module, images: list, targets: list):
     return step
 
 
+def deployed(run: Path, args) -> dict:
+    """fp32 and int8 end-to-end latency of ``run``'s exported files (see the module's
+    docstring), on the first val2017 image of the run's data."""
+    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.deploy import open_model
+    files = {k: run / "int8" / f"{k}.onnx" for k in ("fp32", "int8")}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} missing: `experiments/detection.py int8` "
+                         f"writes them from the run's best/ model")
+    record = json.loads((run / "experiment.json").read_text())
+    images = sorted((Path(record["data"]) / "images" / "val2017").glob("*.jpg"))
+    if not images:
+        raise SystemExit(f"no val2017 image under {record['data']} (the run's data)")
+    image = decode_image(str(images[0]), mode=ImageReadMode.RGB).float() / 255
+    models = {k: open_model(f, threads=args.threads) for k, f in files.items()}
+    fns = {k: (lambda m: lambda x: m([x[0]]))(m) for k, m in models.items()}
+    found = {k: len(m([image])[0]["boxes"]) for k, m in models.items()}
+    return {"run": run.name, "model": record["model"], "image": str(images[0]),
+            "image_size": list(image.shape[1:]), "detections": found,
+            "mb": {k: f.stat().st_size / 2**20 for k, f in files.items()},
+            "timing": measure(fns, image.unsqueeze(0), args, reference="fp32")}
+
+
 def format_row(case: str, r: dict) -> str:
     o, t = r["ours"], r["torchvision"]
     return (f"| {case} | {o['median_ms']:.1f} | {t['median_ms']:.1f} | {o['ratio']:.3f} | "
@@ -135,11 +167,20 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=10,
                    help="timed calls per repeat and side (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per side (default 3)")
-    p.add_argument("--cases", nargs="+", default=["eval", "train"], choices=["eval", "train"])
+    p.add_argument("--cases", nargs="+", default=["eval", "train"],
+                   choices=["eval", "train", "deploy"],
+                   help="deploy is added when --deployed names runs")
+    p.add_argument("--deployed", nargs="+", type=Path, default=[], metavar="RUN",
+                   help="run folders of experiments/detection.py with int8/fp32.onnx and "
+                        "int8/int8.onnx (its int8 command writes them)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.iters < 1:
         p.error("--repeats and --iters must be at least 1")
+    if args.deployed and "deploy" not in args.cases:
+        args.cases.append("deploy")
+    if "deploy" in args.cases and not args.deployed:
+        p.error("the deploy case needs --deployed RUN [RUN ...]")
     return args
 
 
@@ -149,20 +190,22 @@ def main(argv=None) -> None:
     machine = {"torch": torch.__version__, "torchvision": torchvision.__version__,
                "python": platform.python_version(), "threads": torch.get_num_threads(),
                "cpu": cpu_model()}
-    models = build_pair()
-    image, images, targets = inputs()
-    check = check_equal(models, image, images, targets)
     print(f"torch {machine['torch']}  torchvision {machine['torchvision']}  threads "
           f"{machine['threads']}  cpu {machine['cpu']}")
-    print(f"{NAME}: {check['params']:,} parameters on both sides; same head outputs, "
-          f"{check['detections']} detections and training losses "
-          f"({', '.join(f'{k} {v:.4f}' for k, v in check['losses'].items())})")
-    print(f"float32, eager; repeats={args.repeats} iters={args.iters} warmup={args.warmup}; "
-          f"ratio = ours / torchvision per repeat (<= 1: ours no slower)\n")
-    print("| case | ours (ms) | torchvision (ms) | median ratio | min-max |")
-    print("|---|---|---|---|---|")
-    results = {}
-    for case in args.cases:
+    results, check = {}, None
+    pair_cases = [c for c in args.cases if c != "deploy"]
+    if pair_cases:
+        models = build_pair()
+        image, images, targets = inputs()
+        check = check_equal(models, image, images, targets)
+        print(f"{NAME}: {check['params']:,} parameters on both sides; same head outputs, "
+              f"{check['detections']} detections and training losses "
+              f"({', '.join(f'{k} {v:.4f}' for k, v in check['losses'].items())})")
+        print(f"float32, eager; repeats={args.repeats} iters={args.iters} warmup="
+              f"{args.warmup}; ratio = ours / torchvision per repeat (<= 1: ours no slower)\n")
+        print("| case | ours (ms) | torchvision (ms) | median ratio | min-max |")
+        print("|---|---|---|---|---|")
+    for case in pair_cases:
         if case == "eval":
             fns, x = {k: eval_fn(m) for k, m in models.items()}, image
             label = "eval b1, a list of one 320 x 320 image"
@@ -172,12 +215,29 @@ def main(argv=None) -> None:
         measured = measure(fns, x, args, reference="torchvision")
         results[case] = measured
         print(format_row(label, measured), flush=True)
+    if "deploy" in args.cases:
+        import onnxruntime
+        machine["onnxruntime"] = onnxruntime.__version__
+        print(f"\ndeployed end to end, onnxruntime {onnxruntime.__version__}, a list of one "
+              f"val2017 image; ratio = int8 / fp32 per repeat\n")
+        print("| run | fp32 (ms) | int8 (ms) | median ratio | min-max | detections fp32 / "
+              "int8 |")
+        print("|---|---|---|---|---|---|")
+        results["deploy"] = []
+        for run in args.deployed:
+            r = deployed(run, args)
+            results["deploy"].append(r)
+            t = r["timing"]
+            print(f"| {r['run']} | {t['fp32']['median_ms']:.1f} | {t['int8']['median_ms']:.1f} "
+                  f"| {t['int8']['ratio']:.3f} | {t['int8']['ratio_min']:.3f}-"
+                  f"{t['int8']['ratio_max']:.3f} | {r['detections']['fp32']} / "
+                  f"{r['detections']['int8']} |", flush=True)
     if args.json:
         payload = {"machine": machine, "model": NAME, "check": check,
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in vars(args).items()},
                    "results": results}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
 
 
