@@ -136,10 +136,6 @@ def deployed(run: Path, args) -> dict:
     from torchvision.io import ImageReadMode, decode_image
     from mobilenets.deploy import open_model
     files = {k: run / "int8" / f"{k}.onnx" for k in ("fp32", "int8")}
-    missing = [str(f) for f in files.values() if not f.is_file()]
-    if missing:
-        raise SystemExit(f"{', '.join(missing)} missing: `experiments/detection.py int8` "
-                         f"writes them from the run's best/ model")
     record = json.loads((run / "experiment.json").read_text())
     images = sorted((Path(record["data"]) / "images" / "val2017").glob("*.jpg"))
     if not images:
@@ -162,7 +158,8 @@ def format_row(case: str, r: dict) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch and onnxruntime intra-op threads (default 2)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
     p.add_argument("--iters", type=int, default=10,
                    help="timed calls per repeat and side (default 10)")
@@ -181,6 +178,12 @@ def parse_args(argv=None):
         args.cases.append("deploy")
     if "deploy" in args.cases and not args.deployed:
         p.error("the deploy case needs --deployed RUN [RUN ...]")
+    for run in args.deployed:          # checked before anything is measured
+        missing = [str(f) for f in (run / "experiment.json", run / "int8" / "fp32.onnx",
+                                    run / "int8" / "int8.onnx") if not f.is_file()]
+        if missing:
+            p.error(f"--deployed {run}: {', '.join(missing)} missing (`experiments/"
+                    f"detection.py int8` writes the files from a finished run's best/)")
     return args
 
 
@@ -218,8 +221,8 @@ def main(argv=None) -> None:
     if "deploy" in args.cases:
         import onnxruntime
         machine["onnxruntime"] = onnxruntime.__version__
-        print(f"\ndeployed end to end, onnxruntime {onnxruntime.__version__}, a list of one "
-              f"val2017 image; ratio = int8 / fp32 per repeat\n")
+        print(f"\ndeployed end to end, onnxruntime {onnxruntime.__version__}, {args.threads} "
+              f"threads, a list of one val2017 image; ratio = int8 / fp32 per repeat\n")
         print("| run | fp32 (ms) | int8 (ms) | median ratio | min-max | detections fp32 / "
               "int8 |")
         print("|---|---|---|---|---|---|")
@@ -233,7 +236,7 @@ def main(argv=None) -> None:
                   f"{t['int8']['ratio_max']:.3f} | {r['detections']['fp32']} / "
                   f"{r['detections']['int8']} |", flush=True)
     if args.json:
-        payload = {"machine": machine, "model": NAME, "check": check,
+        payload = {"machine": machine, "model": NAME if pair_cases else None, "check": check,
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in vars(args).items()},
                    "results": results}

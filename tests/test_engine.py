@@ -140,8 +140,7 @@ def test_amp_on_a_cpu_without_bfloat16_warns(tmp_path, monkeypatch):
 
 
 def test_val_every_skips_validation_between_and_leaves_the_training_as_it_was(tmp_path):
-    every = Regression()
-    fit(every, config(tmp_path, "every", 3), progress=False)
+    fit(Regression(), config(tmp_path, "every", 4), progress=False)
     calls = []
 
     class Counted(Regression):
@@ -149,17 +148,27 @@ def test_val_every_skips_validation_between_and_leaves_the_training_as_it_was(tm
             calls.append(1)
             return super().evaluate(model, loader, device, dist)
 
-    sparse = Counted()
-    cfg = make_config(**{**config(tmp_path, "sparse", 3).to_dict(), "val_every": 2})
-    metrics = fit(sparse, cfg, progress=False)
+    def sparse(name):
+        return make_config(**{**config(tmp_path, name, 4).to_dict(), "val_every": 3})
+
+    task = Counted()
+    metrics = fit(task, sparse("sparse"), progress=False)
     rows = [json.loads(r) for r in (tmp_path / "sparse" / "metrics.jsonl").read_text()
             .splitlines()]
-    assert len(calls) == 2                                  # epoch 2 and the last, 3
-    assert [("mse" in r, "val_loss" in r) for r in rows] == [(False, False), (True, True),
-                                                             (True, True)]
+    assert len(calls) == 2                                  # epoch 3 and the last, 4
+    assert [("mse" in r, "val_loss" in r) for r in rows] == [(False, False), (False, False),
+                                                             (True, True), (True, True)]
     assert rows[0]["train_loss"] > 0 and metrics["mse"] == rows[-1]["mse"]
+    assert 1 <= len(task.saved) <= 2                        # best/ only on validated epochs
     a, b = final_weights(tmp_path / "every"), final_weights(tmp_path / "sparse")
     for key in a:                                           # validation changes no weight
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    # stopped after an unvalidated epoch, then resumed: the same weights again
+    with pytest.raises(Stopped):
+        fit(Regression(stop_at=2), sparse("split"), progress=False)
+    fit(Regression(), sparse("split"), resume=tmp_path / "split" / "last.pt", progress=False)
+    c = final_weights(tmp_path / "split")
+    for key in a:
+        torch.testing.assert_close(c[key], a[key], rtol=0, atol=0)
     with pytest.raises(ValueError, match="val_every"):
         make_config(val_every=0)

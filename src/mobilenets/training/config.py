@@ -92,9 +92,9 @@ _TESTS = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v
           "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
           "in (0, 1]": lambda v: 0 < v <= 1}
 _RULES = {
-    "epochs": ">= 0", "val_every": ">= 1", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
+    "epochs": ">= 0", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
     "lr": "> 0", "momentum": "in [0, 1]", "weight_decay": ">= 0", "depthwise_weight_decay": ">= 0",
-    "warmup_epochs": ">= 0",
+    "warmup_epochs": ">= 0", "val_every": ">= 1",
     "decay_epochs": "> 0", "decay_rate": "in (0, 1]", "min_lr": ">= 0",
     "label_smoothing": "in [0, 1)", "dropout": "in [0, 1)", "drop_path_rate": "in [0, 1)",
     "ema_decay": "in [0, 1)", "grad_clip": ">= 0", "crop_min_scale": "in (0, 1]",

@@ -321,7 +321,7 @@ class _Run:
             train_stats = self.train_epoch(epoch, first, report)
             metrics = self.end_epoch(epoch, train_stats)
             report.epoch(metrics, (epoch + 1) * self.steps_per_epoch)
-            note = None if noted or "val_loss" not in metrics else self.task.epoch_note(metrics)
+            note = None if noted else self.task.epoch_note(metrics)
             if note and self.dist.main:
                 warnings.warn(note, stacklevel=2)
             noted = noted or bool(note)

@@ -120,7 +120,8 @@ class Task(ABC):
 
     def epoch_note(self, metrics: dict) -> str | None:
         """A warning for the user after an epoch, e.g. that training diverges, or None; rank
-        0 prints the first one of a run."""
+        0 prints the first one of a run. Epochs that were not validated (``val_every``)
+        have only the training figures."""
         return None
 
     def start_text(self) -> str:

@@ -233,7 +233,9 @@ class DepthTask(Task):
         save(model, folder)
 
     def epoch_note(self, metrics: dict) -> str | None:
-        if metrics["epoch"] >= 2 and not math.isfinite(metrics.get("abs_rel", math.nan)):
+        # epochs without validation (val_every) have no abs_rel
+        if metrics["epoch"] >= 2 and "abs_rel" in metrics and not math.isfinite(
+                metrics["abs_rel"]):
             return ("no validation image has a valid depth pixel: check the depth scale "
                     "(scale), the invalid codes and min_depth / max_depth")
         return None
