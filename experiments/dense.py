@@ -162,6 +162,7 @@ def latency(rows: list[dict], repeats: int, iters: int) -> dict:
 
 
 def report(args) -> None:
+    from mobilenets.training.reporting import validated
     rows = read_runs()
     timing = latency(rows, args.repeats, args.iters) if args.latency else {}
     print(f"torch {torch.__version__}; runs under {ROOT}; commits "
@@ -183,12 +184,13 @@ def report(args) -> None:
                   "delta1 | RMSE (m) | ms (b1) |")
             print("|---|---|---|---|---|---|---|---|---|---|")
         for r in group:
-            e = [x for x in r["epochs"] if "val_loss" in x]   # validated epochs
+            e = validated(r["epochs"])
             last = e[-1]
             ms = timing.get((task, r["backbone"]), {}).get("median_ms")
             ms = f"{ms:.1f}" if ms else "-"
             head = (f"| {r['backbone']} | {r['start'].split(' (')[0]} | "
-                    f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e9:.2f} G | {len(r['epochs'])} |")
+                    f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e9:.2f} G | "
+                    f"{len(r['epochs'])} |")
             if task == "seg":
                 print(f"{head} {max(x['miou'] for x in e):.3f} | {last['miou']:.3f} | "
                       f"{last['pixel_acc']:.3f} | {ms} |")

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import torch
 
+from mobilenets.training.reporting import validated
+
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
 from dense import check_start, parse_starts  # noqa: E402
@@ -107,11 +109,6 @@ def cost(model: torch.nn.Module, resolution: int) -> tuple[int, int]:
 def read_epochs(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def validated(epochs: list[dict]) -> list[dict]:
-    """The epochs that were validated (every ``val_every``-th and the last)."""
-    return [m for m in epochs if "map" in m]
 
 
 def done_epochs(out: Path) -> tuple[int, int]:

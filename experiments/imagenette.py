@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from mobilenets.training.reporting import validated
+
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
 
@@ -84,7 +86,7 @@ def main() -> None:
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
     rows = metrics(out)
-    val = [r for r in rows if "top1" in r]        # validated epochs (all unless --val-every)
+    val = validated(rows)
     summary = {"command": cmd, "hardware": hardware(), "torch": torch.__version__,
                "wall_time_s": wall, "train_time_s": sum(r.get("epoch_time_s", 0) for r in rows),
                "epochs": len(rows), "data": str(data),

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mobilenets.training.reporting import validated
+
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import downsized  # noqa: E402
 from imagenette import metrics  # noqa: E402
@@ -54,7 +56,7 @@ def main() -> None:
         cmd += ["--", "--amp", "--channels-last", "--no-progress", *extra]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
-    table = {name: [r["top1"] for r in metrics(out / name) if "top1" in r] for name in runs}
+    table = {name: [r["top1"] for r in validated(metrics(out / name))] for name in runs}
     (out / "finetune.json").write_text(json.dumps(
         {"top1_per_epoch": table, "weights": weights, "data": str(data),
          "epochs": args.epochs}, indent=2) + "\n")

@@ -142,7 +142,8 @@ def run(args) -> None:
             summary["returncode"] = "stopped at the time limit"
     summary["train_wall_s"] = time.time() - t0
     metrics = rows(run_dir)
-    val = [r for r in metrics if "top1" in r]     # validated epochs (all unless --val-every)
+    from mobilenets.training.reporting import validated
+    val = validated(metrics)
     if val:
         shutil.copy(run_dir / "metrics.jsonl", out / "metrics.jsonl")
         summary.update(epochs_done=len(metrics),

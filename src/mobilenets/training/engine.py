@@ -402,8 +402,7 @@ class _Run:
         lr = self.optimizer.param_groups[0]["lr"]
         if (epoch + 1) % self.cfg.val_every and epoch + 1 < self.cfg.epochs:
             self.checkpoint(epoch + 1, 0)      # no validation this epoch: best/ stays
-            return {"epoch": epoch + 1, "train_loss": train_stats["train_loss"], "lr": lr,
-                    **train_stats}
+            return {"epoch": epoch + 1, "lr": lr, **train_stats}
         eval_model = self.ema.module if self.ema is not None else self.model
         self.task.set_mode(eval_model, False)
         with torch.no_grad():

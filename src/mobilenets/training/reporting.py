@@ -124,6 +124,12 @@ class _NoBar:
     def close(self): pass
 
 
+def validated(rows: list[dict]) -> list[dict]:
+    """The ``metrics.jsonl`` rows of validated epochs (every epoch unless ``val_every`` > 1;
+    the others hold the training figures only)."""
+    return [r for r in rows if "val_loss" in r]
+
+
 def plot_curves(out: Path, metrics: dict[str, tuple[str, bool]] | None = None) -> None:
     """``curves.png``: the losses per epoch, and beside them the task's validation ``metrics``
     (as :class:`Reporter` takes them); skipped when matplotlib is missing."""
@@ -140,7 +146,7 @@ def plot_curves(out: Path, metrics: dict[str, tuple[str, bool]] | None = None) -
     epochs = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [r["train_loss"] for r in rows], label="train")
-    val = [r for r in rows if "val_loss" in r]       # every epoch unless val_every > 1
+    val = validated(rows)
     style = "-" if len(val) == len(rows) else ".-"
     a.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], style, label="val")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
