@@ -127,10 +127,11 @@ def main() -> None:
     models = {"unsplit": base}
     models.update({f"t={t}": split_inverted_residuals(copy.deepcopy(base), t)
                    for t in args.splits})
+    errors = {}
     with torch.inference_mode():
         ref = base(x)
         for name, m in models.items():
-            err = (m(x) - ref).abs().max().item()
+            errors[name] = err = (m(x) - ref).abs().max().item()
             if err > 1e-4 * max(ref.abs().max().item(), 1.0):
                 raise SystemExit(f"{name} differs from the unsplit model by {err}")
     size = (3, args.resolution, args.resolution)
@@ -144,7 +145,8 @@ def main() -> None:
     for name, m in models.items():
         t = None if name == "unsplit" else int(name[2:])
         result["runs"][name] = {"peak_bytes": peak_bytes(m, x),
-                                "estimate_bytes": per_image * split_live_estimate(steps, t)}
+                                "estimate_bytes": per_image * split_live_estimate(steps, t),
+                                "max_abs_diff": errors[name]}
     times = measure({n: m for n, m in models.items()}, x, args, "unsplit")
     for name, t in times.items():
         result["runs"][name].update({k: t[k] for k in ("median_ms", "min_ms", "max_ms",

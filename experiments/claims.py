@@ -4,7 +4,9 @@ that trains any subset of the grid, resumes after an interruption, and writes
 
     .venv/bin/python experiments/claims.py plan                  # the runs and their state
     .venv/bin/python experiments/claims.py run --claims 2 3      # train what they need
+    .venv/bin/python experiments/claims.py lowrank               # low-rank against pruning
     .venv/bin/python experiments/claims.py latency               # claim 8 (a quiet machine)
+    .venv/bin/python experiments/claims.py memsplit              # V2 §5.1 (a quiet machine)
     .venv/bin/python experiments/claims.py report                # docs/results/claims.md
 
 Scale: every run is 10 epochs of the ``small-data`` recipe (SGD, lr 0.1 at batch 64, 3
@@ -202,6 +204,25 @@ def apply_surgery(model: nn.Module, surgery: str) -> nn.Module:
     return model
 
 
+def plain_twin(model: nn.Module, run: Run) -> nn.Module:
+    """``model`` itself, or for a classic-shortcut run the plain network holding its trained
+    weights: the classic shortcuts only add tensors, so the convolutions (MACs, params, the
+    depthwise kernels) are the same, and the cost model and ``inspect`` read the plain stage
+    structure."""
+    if run.surgery != "classic-shortcut":
+        return model
+    twin = build(Run(run.model, run.resolution, run.seed, run.options)).eval()
+    rest = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
+    missing, unexpected = twin.load_state_dict(rest, strict=False)
+    chain = model.blocks[0].chain
+    mine = _inverted_residuals(twin)
+    if unexpected or len(mine) != len(chain) or any(not k.startswith("blocks.") for k in missing):
+        raise RuntimeError(f"{run.name}: the plain twin does not match the trained model")
+    for a, b in zip(mine, chain):
+        a.load_state_dict(b.state_dict())
+    return twin
+
+
 def build(run: Run) -> nn.Module:
     import mobilenets
     model = mobilenets.create_model(run.model, num_classes=10, **dict(run.options))
@@ -246,16 +267,24 @@ def train_run(run: Run, workers: int) -> dict:
     torch.manual_seed(run.seed)        # the surgery-free weights equal the engine's own build
     model = build(run)
     start = time.perf_counter()
-    train(cfg, resume=resume, progress=False, model=model)
-    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    log = out / "metrics.jsonl"
+    trained = len(log.read_text().splitlines()) if log.is_file() else 0
+    if trained >= cfg.epochs and (out / "best").is_dir():
+        # trained by a sitting that stopped before writing claim.json
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(out / "best" / "model.safetensors"))
+    else:
+        train(cfg, resume=resume, progress=False, model=model)
+    epochs = [json.loads(x) for x in log.read_text().splitlines()]
     model = model.float().eval().to(memory_format=torch.contiguous_format)
-    cost = profile(model, (3, run.resolution, run.resolution))
+    plain = plain_twin(model, run)
+    cost = profile(plain, (3, run.resolution, run.resolution))
     record = {"run": run.name, "variant": run.variant, "model": run.model,
               "options": dict(run.options), "surgery": run.surgery, "train": dict(run.train),
               "resolution": run.resolution, "seed": run.seed, "epochs": len(epochs),
               "top1": epochs[-1]["top1"],
               "macs": cost.macs, "params": cost.params,
-              "dead_depthwise": inspect_model(model).totals(),
+              "dead_depthwise": inspect_model(plain).totals(),
               "amp": options["amp"], "commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -368,6 +397,8 @@ def report() -> str:
             means = [(statistics.fmean(r["macs"] for r in v), statistics.fmean(
                 r["top1"] for r in v)) for v in rows.values() if v]
             slope, r2, word = loglinear(means)
+            if done < total and word != "not run":
+                word = f"pending ({done} of {total} runs; on those so far: {word})"
             lines += [f"Fit of mean top-1 on log10(MACs): slope {100 * slope:.1f} points per "
                       f"decade, R^2 {r2:.3f}. **Verdict: {word}**.", ""]
         for fav, other in claim.comparisons:
@@ -375,56 +406,376 @@ def report() -> str:
                 return r["dead_depthwise"]["zero_l2"] if claim.kind == "dead" else r["top1"]
             a = [value(r) for r in rows.get(fav, [])]
             b = [value(r) for r in rows.get(other, [])]
-            lines.append(f"- {fav} vs {other}: **{verdict(a, b)}**")
+            want = len(claim.groups[fav]) + len(claim.groups[other])
+            word = (verdict(a, b) if len(a) + len(b) == want or not (a or b) else
+                    f"pending ({len(a) + len(b)} of {want} runs)")
+            lines.append(f"- {fav} vs {other}: **{word}**")
         if claim.comparisons:
             lines.append("")
         if done:
             png = PAGE.parent / "claims" / f"claim{n}.png"
             _plot(claim, rows, png)
             lines += [f"![claim {n}](claims/claim{n}.png)", ""]
-    lines += ["## 8. Mult-Adds are not latency", ""]
-    if latency:
-        lines += ["| variant | MMACs | fp32 ms | int8 ms | top-1 % |", "|---|---|---|---|---|"]
-        seen = set()
-        for r in all_records:
-            if r["variant"] in seen or r["variant"] not in latency:
-                continue
-            seen.add(r["variant"])
-            t = latency[r["variant"]]
-            lines.append(f"| {r['variant']} | {r['macs'] / 1e6:.1f} | {t['fp32_ms']:.2f} | "
-                         f"{t.get('int8_ms', float('nan')):.2f} | {100 * r['top1']:.1f} |")
-        lines.append("")
-    else:
-        lines += ["Not measured yet: `experiments/claims.py latency` on a quiet machine.", ""]
+    lines += claim8_section(all_records, latency)
+    lines += lowrank_section(latency)
+    lines += memory_split_section()
     return "\n".join(lines) + "\n"
 
 
-def measure_latency(repeats: int, iters: int) -> dict:
-    """Eager fp32 latency at batch 1 of every finished variant, interleaved in one process
-    (benchmarks/_common.measure), at each variant's resolution."""
-    sys.path.insert(0, str(HERE.parent / "benchmarks"))
-    from _common import measure
-    variants = {}
+# --- claim 8: Mult-Adds against measured latency --------------------------------------------
+
+LATENCY_CASES = ("eager fp32", "onnxruntime fp32", "onnxruntime int8")
+
+
+def _front(points: list[tuple[float, float, str]]) -> list[str]:
+    """Names on the Pareto front of (cost, top-1): no other point is as cheap or cheaper and
+    more accurate."""
+    front, best = [], -math.inf
+    for cost, top1, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if top1 > best:
+            front.append(name)
+            best = top1
+    return front
+
+
+def inversions(items: list[dict], case: str, macs_margin: float = 1.2) -> list[tuple[str, str]]:
+    """Pairs (a, b) where a has at least ``macs_margin`` times b's MACs yet runs faster than b
+    in ``case`` in every interleaved repeat (a's slowest repeat below b's fastest)."""
+    pairs = []
+    for a in items:
+        for b in items:
+            if (a["resolution"] == b["resolution"] and a["macs"] >= macs_margin * b["macs"]
+                    and a["latency"][case]["max_ms"] < b["latency"][case]["min_ms"]):
+                pairs.append((a["variant"], b["variant"]))
+    return pairs
+
+
+def claim8_items(records: list[dict], latency: dict) -> list[dict]:
+    """One item per measured variant: its MACs, resolution, mean top-1 over its seeds and
+    its latency figures."""
+    by_variant: dict[str, list[dict]] = {}
+    for r in records:
+        by_variant.setdefault(r["variant"], []).append(r)
+    timed = latency.get("variants", {})
+    return [{"variant": v, "macs": rs[0]["macs"], "resolution": rs[0]["resolution"],
+             "top1": statistics.fmean(r["top1"] for r in rs), "seeds": len(rs),
+             "latency": timed[v]} for v, rs in by_variant.items() if v in timed]
+
+
+def claim8_section(records: list[dict], latency: dict) -> list[str]:
+    lines = ["## 8. Mult-Adds are not latency", ""]
+    items = claim8_items(records, latency)
+    if not items:
+        return lines + ["Not measured yet: `experiments/claims.py latency` on a quiet machine, "
+                        "after the runs.", ""]
+    m = latency["machine"]
+    lines += [f"Batch 1, fp32 input, {m['threads']} threads, {m['repeats']} interleaved "
+              f"repeats of {m['iters']} calls per resolution; {m['cpu']} ({m['isa']}); torch "
+              f"{m['torch']}, onnxruntime {m['onnxruntime']}; commit {m['commit']}. The "
+              f"onnxruntime files are the library's export (BatchNorm folded) and its int8 "
+              f"PTQ (`quantize_onnx`, {m['calibration_images']} calibration images); "
+              f"onnxruntime was the fastest fp32 and int8 runtime on this CPU "
+              f"(docs/results/2026-12-05-runtimes.md). Latency is the median of the "
+              f"per-repeat medians (min-max); top-1 the mean over the variant's seeds.", "",
+              "| variant | px | MMACs | top-1 % | eager fp32 ms | onnxruntime fp32 ms | "
+              "onnxruntime int8 ms | int8 / fp32 |", "|---|---|---|---|---|---|---|---|"]
+    for it in sorted(items, key=lambda i: (i["resolution"], i["macs"])):
+        t = it["latency"]
+        cells = [f"{t[c]['median_ms']:.2f} ({t[c]['min_ms']:.2f}-{t[c]['max_ms']:.2f})"
+                 for c in LATENCY_CASES]
+        ratio = t["onnxruntime int8"]["median_ms"] / t["onnxruntime fp32"]["median_ms"]
+        lines.append(f"| {it['variant']} | {it['resolution']} | {it['macs'] / 1e6:.1f} | "
+                     f"{100 * it['top1']:.1f} | {' | '.join(cells)} | {ratio:.2f} |")
+    lines.append("")
+    fronts = {"MACs": _front([(i["macs"], i["top1"], i["variant"]) for i in items])}
+    for c in LATENCY_CASES[1:]:
+        fronts[c] = _front([(i["latency"][c]["median_ms"], i["top1"], i["variant"])
+                            for i in items])
+    for name, front in fronts.items():
+        lines.append(f"- Pareto front by {name}: {', '.join(front)}")
+    lines.append("")
+    pairs = {c: inversions(items, c) for c in LATENCY_CASES[1:]}
+    n_pairs = sum(1 for a in items for b in items if a is not b
+                  and a["resolution"] == b["resolution"])
+    for c, found in pairs.items():
+        shown = "; ".join(f"{a} faster than {b}" for a, b in found[:8])
+        lines.append(f"- {c}: {len(found)} of {n_pairs} same-resolution pairs where the model "
+                     f"with at least 1.2x the MACs is faster in every repeat"
+                     + (f" ({shown}{' ...' if len(found) > 8 else ''})" if found else ""))
+    word = ("reproduced" if any(pairs.values()) or any(
+        set(f) != set(fronts["MACs"]) for k, f in fronts.items() if k != "MACs")
+            else "refuted")
+    variants = {run.variant for run in selected_runs([1, 2, 3, 4, 5, 6, 7])}
+    if len(variants - {i["variant"] for i in items}) > 0:
+        word = (f"pending ({len(variants & {i['variant'] for i in items})} of {len(variants)} "
+                f"variants measured; on those so far: {word})")
+    lines += ["", f"**Verdict: {word}** (rule: reproduced when a model with at least 1.2x "
+              f"another's MACs at the same resolution is faster in every repeat, or the "
+              f"Pareto fronts by MACs and by latency differ; refuted otherwise).", ""]
+    png = PAGE.parent / "claims" / "claim8.png"
+    _plot_fronts(items, png)
+    return lines + ["![claim 8](claims/claim8.png)", ""]
+
+
+def _plot_fronts(items: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    axes_of = [("MMACs", lambda i: i["macs"] / 1e6)] + [
+        (f"{c} (ms)", lambda i, c=c: i["latency"][c]["median_ms"]) for c in LATENCY_CASES[1:]]
+    fig, axes = plt.subplots(1, len(axes_of), figsize=(4 * len(axes_of), 3.8), sharey=True)
+    for ax, (label, x_of) in zip(axes, axes_of):
+        pts = [(x_of(i), 100 * i["top1"], i["variant"]) for i in items]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, c="tab:blue")
+        front = set(_front(pts))
+        on = sorted(p for p in pts if p[2] in front)
+        ax.step([p[0] for p in on], [p[1] for p in on], where="post", c="tab:red", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("Imagenette top-1 (%)")
+    fig.suptitle("Claim 8: accuracy against Mult-Adds and measured latency (red: Pareto front)",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _trained(record: dict) -> nn.Module:
+    """A finished run's model with its best/ weights; the surgery is applied before the
+    weights load, so the keys are the trained model's."""
+    from safetensors.torch import load_file
+    run = Run(record["model"], record["resolution"], record["seed"],
+              tuple(record["options"].items()), record["surgery"],
+              tuple(record["train"].items()))
+    model = build(run)
+    model.load_state_dict(load_file(RUNS / record["run"] / "best" / "model.safetensors"))
+    return model.eval()
+
+
+def latency_models() -> dict[str, tuple]:
+    """Variant -> (model, resolution): the first finished seed of every claims variant and
+    every fine-tuned model of the low-rank comparison."""
+    import mobilenets
+    models = {}
     for path in sorted(RUNS.glob("*/claim.json")):
         record = json.loads(path.read_text())
-        variants.setdefault(record["variant"], record)
+        if record["variant"] not in models:
+            models[record["variant"]] = (_trained(record), record["resolution"])
+    for path in sorted((RUNS / "lowrank").glob("*/lowrank.json")):
+        record = json.loads(path.read_text())
+        if record["variant"] not in models:
+            models[record["variant"]] = (mobilenets.load(path.parent / "best").eval(),
+                                         record["resolution"])
+    return models
+
+
+def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> dict:
+    """Eager fp32, onnxruntime fp32 and onnxruntime int8 latency at batch 1 of every model of
+    :func:`latency_models`, each resolution's models interleaved in one :func:`measure`.
+    The ONNX files are kept in RUNS/deploy/ (a rerun reuses them)."""
+    from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx
+    from mobilenets.deploy.compare import measure
+    from mobilenets.deploy.quantize import cpu_flags
+    import onnxruntime
+    torch.set_num_threads(threads)
+    calib = downsized("imagenette-224", 160) / "train"
+    folder = RUNS / "deploy"
+    folder.mkdir(parents=True, exist_ok=True)
+    fns, resolution = {}, {}
+    for variant, (model, res) in latency_models().items():
+        fp32, int8 = folder / f"{variant}.onnx", folder / f"{variant}-int8.onnx"
+        if not fp32.is_file():
+            export_onnx(model, folder / f"{variant}.part.onnx", resolution=res).rename(fp32)
+        if not int8.is_file():
+            quantize_onnx(fp32, folder / f"{variant}-int8.part.onnx", calib,
+                          num_images=num_images).rename(int8)
+        fns[variant] = {"eager fp32": torch.inference_mode()(model),
+                        "onnxruntime fp32": OnnxModel(fp32, threads=threads),
+                        "onnxruntime int8": OnnxModel(int8, threads=threads)}
+        resolution[variant] = res
+        print(f"{variant}: files ready", flush=True)
     out = {}
-    by_res = {}
-    for variant, record in variants.items():
-        by_res.setdefault(record["resolution"], []).append(record)
-    for res, records in by_res.items():
-        fns = {}
-        for record in records:
-            run = Run(record["model"], record["resolution"], 0,
-                      tuple(record["options"].items()), record["surgery"],
-                      tuple(record["train"].items()))
-            fns[record["variant"]] = torch.inference_mode()(build(run).eval())
-        args = argparse.Namespace(warmup=3, repeats=repeats, iters=iters)
-        measured = measure(fns, torch.randn(1, 3, res, res), args, reference=next(iter(fns)))
-        out.update({k: {"fp32_ms": v["median_ms"], "fp32_spread_ms": [v["min_ms"],
-                                                                      v["max_ms"]]}
-                    for k, v in measured.items()})
-    return out
+    for res in sorted(set(resolution.values())):
+        here = {f"{v}|{c}": f for v, cases in fns.items() if resolution[v] == res
+                for c, f in cases.items()}
+        x = torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(0))
+        timed = measure(here, x, warmup=3, repeats=repeats, iters=iters,
+                        reference=next(iter(here)))
+        for key, t in timed.items():
+            v, c = key.split("|")
+            out.setdefault(v, {"resolution": res})[c] = {
+                k: t[k] for k in ("median_ms", "min_ms", "max_ms", "repeat_ms")}
+        print(f"{res} px: {len(here)} candidates timed", flush=True)
+    flags = cpu_flags()
+    return {"machine": {"cpu": platform.processor() or platform.machine(),
+                        "isa": " ".join(f for f in ("avx2", "avx512f", "avx512_vnni",
+                                                    "avx512_bf16", "amx_tile") if f in flags),
+                        "threads": threads, "repeats": repeats, "iters": iters,
+                        "calibration_images": num_images, "torch": torch.__version__,
+                        "onnxruntime": onnxruntime.__version__, "commit": commit()},
+            "variants": out}
+
+
+# --- low-rank factorisation against channel pruning ---------------------------------------
+
+LOWRANK_BASE = Run("mobilenet_v2_050", seed=0)      # claim 2's linear-bottleneck run
+LOWRANK_RANKS = (0.5, 0.25)                         # fractions of each layer's full rank
+FINETUNE = dict(epochs=3, lr=0.01, warmup_epochs=0)
+
+
+def lowrank_runs(workers: int) -> None:
+    """Factorise the trained base (every 1x1 convolution and the classifier at rank
+    ``r`` x full, :func:`mobilenets.compress.factorise`), prune the same base by channels to
+    the factorised model's MACs, and fine-tune both (and the unpruned base, the control) for
+    FINETUNE's epochs through the engine at the claims' protocol. Each finished model writes
+    ``RUNS/lowrank/NAME/lowrank.json``; an unfinished one is redone."""
+    import mobilenets
+    from mobilenets.cost.profile import profile
+    from mobilenets.tasks.classification import (evaluate, lowrank_and_finetune,
+                                                 prune_and_finetune)
+    base_record = finished(LOWRANK_BASE)
+    if base_record is None:
+        raise SystemExit(f"the base model {LOWRANK_BASE.name} is not trained yet: run "
+                         f"`experiments/claims.py run --claims 2` first")
+    data = downsized("imagenette-224", 160)
+    res = LOWRANK_BASE.resolution
+    options = dict(recipe="small-data", data=data, resolution=res, batch_size=64,
+                   workers=workers, seed=0, amp=amp_here(), channels_last=True,
+                   tensorboard=False, progress=False, overwrite=True,
+                   val_every=FINETUNE["epochs"], **FINETUNE)
+    if SMOKE:
+        options.update(epochs=1, max_steps_per_epoch=2, val_every=1, recalibrate_images=64)
+
+    def base():
+        return mobilenets.load(RUNS / LOWRANK_BASE.name / "best")
+
+    def cost(model):
+        return profile(model.float().eval(), (3, res, res))
+
+    base_macs = cost(base()).macs
+    plan = [("base-finetuned", "control", 0.0)]
+    for r in LOWRANK_RANKS:
+        plan += [(f"lowrank-r{r}", "low-rank", r), (f"pruned-r{r}", "pruning", r)]
+    for name, method, r in plan:
+        out = RUNS / "lowrank" / name
+        if (out / "lowrank.json").is_file():
+            continue
+        start = time.perf_counter()
+        if method == "low-rank":
+            _, _ = lowrank_and_finetune(base(), out, rank=r, **options)
+            compressed = mobilenets.load(out / "lowrank")
+        else:
+            target = 0.0
+            if method == "pruning":
+                twin = json.loads((RUNS / "lowrank" / f"lowrank-r{r}" /
+                                   "lowrank.json").read_text())
+                target = matched_prune_ratio(base(), twin["macs"], base_macs, cost)
+            prune_and_finetune(base(), out, macs_ratio=target, **options)
+            compressed = mobilenets.load(out / "pruned")
+        before = evaluate(compressed, data, resolution=res)["top1"]
+        final = mobilenets.load(out / "best")
+        c = cost(final)
+        epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        record = {"variant": f"{LOWRANK_BASE.variant}-{name}", "method": method, "rank": r,
+                  "base": LOWRANK_BASE.name, "base_top1": base_record["top1"],
+                  "base_macs": base_macs, "resolution": res, "macs": c.macs,
+                  "params": c.params, "top1_before_finetune": before,
+                  "top1": epochs[-1]["top1"], "epochs": len(epochs),
+                  "finetune": {k: v for k, v in options.items()
+                               if k not in ("data", "progress", "overwrite")} | {
+                      "data": str(data)},
+                  "commit": commit(), "torch": torch.__version__,
+                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                  "sitting_s": round(time.perf_counter() - start)}
+        (out / "lowrank.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{name}: {c.macs / 1e6:.1f} MMACs, top-1 {100 * before:.1f}% before and "
+              f"{100 * record['top1']:.1f}% after fine-tuning", flush=True)
+
+
+def matched_prune_ratio(base: nn.Module, macs: int, base_macs: int, cost) -> float:
+    """The ``macs_ratio`` of :func:`mobilenets.compress.prune` that brings ``base`` closest
+    to ``macs`` as ``cost`` counts them (at the claims' resolution; prune counts at the
+    model's configured one, where the classifier's share differs)."""
+    from mobilenets.compress import prune
+    ratio, best = 1 - macs / base_macs, None
+    for _ in range(6):
+        got = cost(prune(base, macs_ratio=ratio)).macs
+        if best is None or abs(got - macs) < abs(best[1] - macs):
+            best = (ratio, got)
+        ratio = min(max(ratio + (got - macs) / base_macs, 0.0), 0.99)
+    return best[0]
+
+
+def lowrank_section(latency: dict) -> list[str]:
+    lines = ["## Low-rank factorisation against channel pruning at equal Mult-Adds", ""]
+    records = [json.loads(p.read_text()) for p in sorted(
+        (RUNS / "lowrank").glob("*/lowrank.json"))]
+    if not records:
+        return lines + ["Not run yet: `experiments/claims.py lowrank` (after claim 2's "
+                        f"`{LOWRANK_BASE.name}`).", ""]
+    first = records[0]
+    ft = first["finetune"]
+    lines += [f"Base: `{first['base']}` (claim 2's run), top-1 {100 * first['base_top1']:.1f}%"
+              f", {first['base_macs'] / 1e6:.1f} MMACs at {first['resolution']} px. Low-rank: "
+              f"every 1x1 convolution and the classifier as two thinner layers at the given "
+              f"fraction of its full rank (truncated SVD; a layer stays whole where the pair "
+              f"would not be smaller). Pruning: channels by BatchNorm |gamma| to the "
+              f"factorised model's MACs. BatchNorm re-estimated on 1,024 training images, "
+              f"then {ft['epochs']} epochs of fine-tuning (SGD, lr {ft['lr']}, cosine, no "
+              f"warm-up) through the engine; the control fine-tunes the uncompressed base "
+              f"the same way. One seed. Latency: as claim 8, in the same run.", "",
+              "| model | method | rank | MMACs | params | top-1 % before fine-tuning | after | "
+              "onnxruntime fp32 ms | onnxruntime int8 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    timed = latency.get("variants", {})
+    for r in records:
+        t = timed.get(r["variant"], {})
+        ms = [f"{t[c]['median_ms']:.2f}" if c in t else "-" for c in LATENCY_CASES[1:]]
+        lines.append(f"| {r['variant']} | {r['method']} | {r['rank'] or '-'} | "
+                     f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} M | "
+                     f"{100 * r['top1_before_finetune']:.1f} | {100 * r['top1']:.1f} | "
+                     f"{' | '.join(ms)} |")
+    return lines + [""]
+
+
+# --- memory-efficient inference --------------------------------------------------------------
+
+def memory_split_section() -> list[str]:
+    lines = ["## Memory-efficient inference (MobileNetV2 §5.1)", ""]
+    path = RUNS / "memory_split.json"
+    if not path.is_file():
+        return lines + ["Not measured yet: `experiments/claims.py memsplit` on a quiet "
+                        "machine.", ""]
+    m = json.loads(path.read_text())
+    lines += [f"`{m['model']}` at {m['resolution']} px, batch {m['batch']}, fp32, "
+              f"{m['threads']} threads ({m['cpu']}, torch {m['torch']}); command "
+              f"`{m['command']}`. Peak: the most memory the forward held at once "
+              f"(`torch.profiler`, `profile_memory=True`); estimate: the cost model's live "
+              f"tensors with the blocks split; every split model's output equals the "
+              f"unsplit one's (largest difference below). Cost model: "
+              f"{m['cost_model_live_bytes'] / 2**20:.2f} MiB whole blocks, "
+              f"{m['cost_model_bottleneck_bytes'] / 2**20:.2f} MiB in the limit of large t.",
+              "", "| t | peak MiB | estimate MiB | max abs diff | latency ms (min-max) | "
+              "x unsplit |", "|---|---|---|---|---|---|"]
+    for name, r in m["runs"].items():
+        lines.append(f"| {name} | {r['peak_bytes'] / 2**20:.2f} | "
+                     f"{r['estimate_bytes'] / 2**20:.2f} | {r.get('max_abs_diff', 0):.1e} | "
+                     f"{r['median_ms']:.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f}) | "
+                     f"{r['ratio']:.2f} |")
+    return lines + [""]
+
+
+def memory_split(extra: list[str]) -> None:
+    cmd = [sys.executable, str(HERE.parent / "benchmarks" / "bench_memory_split.py"),
+           "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    if done.returncode:
+        raise SystemExit(done.stderr or done.stdout)
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record["command"] = " ".join(["python", "benchmarks/bench_memory_split.py", "--json",
+                                  *extra])
+    RUNS.mkdir(parents=True, exist_ok=True)
+    (RUNS / "memory_split.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -439,8 +790,18 @@ def main() -> None:
     lat = sub.add_parser("latency", help="claim 8: CPU latency of every finished variant")
     lat.add_argument("--repeats", type=int, default=5)
     lat.add_argument("--iters", type=int, default=10)
+    lat.add_argument("--threads", type=int, default=2)
+    lat.add_argument("--num-images", type=int, default=128, help="int8 calibration images")
+    lr = sub.add_parser("lowrank", help="low-rank factorisation against channel pruning "
+                                        "(after claim 2's base run)")
+    lr.add_argument("--workers", type=int, default=1)
+    sub.add_parser("memsplit", help="memory-efficient inference: peak memory and latency "
+                                    "against t (a quiet machine; other options go to "
+                                    "benchmarks/bench_memory_split.py)")
     sub.add_parser("report", help="write docs/results/claims.md")
-    args = p.parse_args()
+    args, extra = p.parse_known_args()
+    if extra and args.cmd != "memsplit":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.cmd == "plan":
         runs = selected_runs(args.claims)
         for run in runs:
@@ -461,8 +822,12 @@ def main() -> None:
                 break
     elif args.cmd == "latency":
         RUNS.mkdir(parents=True, exist_ok=True)
-        (RUNS / "latency.json").write_text(json.dumps(
-            measure_latency(args.repeats, args.iters), indent=2) + "\n")
+        (RUNS / "latency.json").write_text(json.dumps(measure_latency(
+            args.repeats, args.iters, args.threads, args.num_images), indent=2) + "\n")
+    elif args.cmd == "lowrank":
+        lowrank_runs(args.workers)
+    elif args.cmd == "memsplit":
+        memory_split(extra)
     else:
         PAGE.parent.mkdir(parents=True, exist_ok=True)
         PAGE.write_text(report())

@@ -1,0 +1,67 @@
+"""experiments/claims.py's own logic (issue 25): the ablation surgeries, the verdicts and the
+Pareto fronts the page reports. The training runs themselves are the script's job."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def claims():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("claims")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_verdict_rule(claims):
+    assert claims.verdict([0.70, 0.71], [0.60, 0.69]) == "reproduced"
+    assert claims.verdict([0.60, 0.62], [0.65, 0.70]) == "refuted"
+    assert claims.verdict([0.60, 0.72], [0.65, 0.70]) == "inconclusive"
+    assert claims.verdict([], [0.65]) == "not run"
+
+
+def test_pareto_front(claims):
+    points = [(10, 0.60, "a"), (20, 0.58, "b"), (30, 0.70, "c"), (30, 0.65, "d"),
+              (40, 0.70, "e"), (5, 0.50, "f")]
+    # b is beaten by a (cheaper, better), d by c (as cheap, better), e ties c at more cost
+    assert claims._front(points) == ["f", "a", "c"]
+
+
+def test_inversions_need_disjoint_spreads(claims):
+    def item(name, macs, lo, hi):
+        return {"variant": name, "macs": macs, "resolution": 112,
+                "latency": {"x": {"min_ms": lo, "max_ms": hi}}}
+    heavy_fast = item("heavy", 30e6, 1.0, 1.2)
+    light_slow = item("light", 20e6, 1.5, 1.6)
+    light_overlap = item("overlap", 20e6, 1.1, 1.6)
+    assert claims.inversions([heavy_fast, light_slow], "x") == [("heavy", "light")]
+    assert claims.inversions([heavy_fast, light_overlap], "x") == []
+
+
+def test_classic_shortcut_twin_holds_the_trained_convolutions(claims):
+    """A classic-shortcut model's plain twin (for the cost model and inspect) carries every
+    one of its weights, and its MACs are the plain network's."""
+    run = claims.Run("mobilenet_v2_050", resolution=64, surgery="classic-shortcut")
+    torch.manual_seed(0)
+    model = claims.build(run).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    twin = claims.plain_twin(model, run)
+    ours, theirs = list(model.parameters()), list(twin.parameters())
+    assert len(ours) == len(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    from mobilenets.cost.profile import profile
+    plain = claims.build(claims.Run("mobilenet_v2_050", resolution=64))
+    assert profile(twin, (3, 64, 64)).macs == profile(plain, (3, 64, 64)).macs
+    # the surgery changes the function: the shortcuts join expansions, not bottlenecks
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), twin(x))
