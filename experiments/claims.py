@@ -726,7 +726,7 @@ def lowrank_section(latency: dict) -> list[str]:
               f"warm-up) through the engine; the control fine-tunes the uncompressed base "
               f"the same way. One seed. Latency: as claim 8, in the same run.", "",
               "| model | method | rank | MMACs | params | top-1 % before fine-tuning | after | "
-              "onnxruntime fp32 ms | onnxruntime int8 ms |", "|---|---|---|---|---|---|---|---|---|"]
+              "onnxruntime fp32 ms | onnxruntime int8 ms |", "|---" * 9 + "|"]
     timed = latency.get("variants", {})
     for r in records:
         t = timed.get(r["variant"], {})

@@ -395,3 +395,55 @@ def test_weights_in_7_bits_where_asked_or_without_vnni(files, tmp_path):
     assert widest(seven) <= 64
     assert "7-bit" in json.loads(OnnxModel(seven).metadata["quantization"])["weights"]
     assert (widest(default) <= 64) == (not cpu_has_vnni())
+
+
+def test_calibration_in_rounds_bounds_memory_and_keeps_ranges(files, val_images, monkeypatch,
+                                                              tmp_path):
+    """onnxruntime's calibrators hold every activation of a round (a 320 px detector came to
+    17 GB with 128 images): past CALIBRATION_MEMORY the batches go in rounds. minmax ranges
+    merge exactly, so the file equals the single-pass one; percentile histograms merge by
+    re-binning and stay faithful."""
+    import onnx
+    from mobilenets.deploy import quantize as q
+    fp32, _ = files
+    single = quantize_onnx(fp32, tmp_path / "single.onnx", SAMPLE_DIR, num_images=32,
+                           calibrate_method="minmax")
+    strides = []
+    real = q.calibration_stride
+
+    def spy(proto, batches, budget=None):
+        strides.append(real(proto, batches, budget))
+        return strides[-1]
+    monkeypatch.setattr(q, "calibration_stride", spy)
+    monkeypatch.setattr(q, "CALIBRATION_MEMORY", 1)          # one batch per round
+    rounds = quantize_onnx(fp32, tmp_path / "rounds.onnx", SAMPLE_DIR, num_images=32,
+                           calibrate_method="minmax")
+    assert strides == [1]
+
+    def scales(path):
+        return {i.name: onnx.numpy_helper.to_array(i)
+                for i in onnx.load(str(path)).graph.initializer
+                if "scale" in i.name or "zero_point" in i.name}
+    a, b = scales(single), scales(rounds)
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    pct = quantize_onnx(fp32, tmp_path / "pct.onnx", SAMPLE_DIR, num_images=32)
+    ref = OnnxModel(fp32)(val_images)
+    assert_faithful(OnnxModel(pct)(val_images), ref)
+
+
+def test_calibration_stride_divides_the_batches():
+    from onnx import TensorProto, helper
+    from mobilenets.deploy.quantize import activation_bytes, calibration_stride
+    info = [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 4, 8, 8]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 16]),
+            helper.make_tensor_value_info("c", TensorProto.INT64, [1, 1000]),
+            helper.make_tensor_value_info("d", TensorProto.FLOAT, [4, "k"])]
+    graph = helper.make_graph([], "g", [], [], value_info=info)
+    proto = helper.make_model(graph)
+    assert activation_bytes(proto, 2) == 4 * (2 * 4 * 8 * 8 + 16)   # c: int, d: unknown size
+    batches = [torch.zeros(2)] * 12
+    per = activation_bytes(proto, 2)
+    assert calibration_stride(proto, batches, budget=12 * per) is None
+    assert calibration_stride(proto, batches, budget=5 * per) == 4
+    assert calibration_stride(proto, batches, budget=per // 2) == 1

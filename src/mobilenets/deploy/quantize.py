@@ -57,10 +57,14 @@ def calibration_reader(input_name: str, batches: list[torch.Tensor]):
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        """Feeds the calibration batches to onnxruntime's calibrator, one per call."""
+        """Feeds the calibration batches to onnxruntime's calibrator, one per call;
+        ``set_range`` limits it to batches [start, end) (``CalibStridedMinMax`` rounds)."""
 
         def __init__(self):
             self.items = iter(batches)
+
+        def __len__(self):
+            return len(batches)
 
         def get_next(self):
             x = next(self.items, None)
@@ -69,7 +73,49 @@ def calibration_reader(input_name: str, batches: list[torch.Tensor]):
         def rewind(self):
             self.items = iter(batches)
 
+        def set_range(self, start_index: int, end_index: int):
+            self.items = iter(batches[start_index:end_index])
+
     return Reader()
+
+
+# onnxruntime's calibrators keep every activation of every calibration batch of a round in
+# memory before reducing them to ranges or histograms: 128 images of a 320 px detector came to
+# about 17 GB. Rounds of at most this many activation bytes bound it.
+CALIBRATION_MEMORY = 3 * 2**30
+
+
+def activation_bytes(proto, batch: int) -> int:
+    """Bytes of the float tensors of ``proto``'s graph (its shape-inferred ``value_info``)
+    for one batch of ``batch``; a symbolic leading dimension counts as ``batch``, tensors of
+    other unknown sizes are left out (the post-processing's data-dependent ones)."""
+    import onnx
+    total = 0
+    for info in proto.graph.value_info:
+        t = info.type.tensor_type
+        if t.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        dims = [d.dim_value or (batch if i == 0 else 0) for i, d in enumerate(t.shape.dim)]
+        if dims and all(d > 0 for d in dims):
+            n = 1
+            for d in dims:
+                n *= d
+            total += 4 * n
+    return total
+
+
+def calibration_stride(proto, batches: list[torch.Tensor],
+                       budget: int | None = None) -> int | None:
+    """Batches per calibration round so that a round's activations stay within ``budget``
+    bytes (default :data:`CALIBRATION_MEMORY`): None when all batches fit in one round (the
+    result is then onnxruntime's single-pass one), else the largest divisor of the batch count
+    that fits (onnxruntime's rounds must divide it; at least 1)."""
+    budget = CALIBRATION_MEMORY if budget is None else budget
+    per_batch = activation_bytes(proto, len(batches[0])) if batches else 0
+    if not batches or per_batch * len(batches) <= budget:
+        return None
+    fit = max(1, budget // max(per_batch, 1))
+    return max(d for d in range(1, min(fit, len(batches)) + 1) if len(batches) % d == 0)
 
 
 def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
@@ -269,7 +315,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                 nodes_to_exclude=excluded_nodes(proto, exclude) + (
                     postprocess_nodes(proto) if meta.get("task") == "detection" else []),
                 reduce_range=reduce_range,
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                               "CalibStridedMinMax": calibration_stride(proto, batches)})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({
         "format": "QDQ", "weights": ("int8 (7-bit range) symmetric " if reduce_range else
@@ -284,6 +331,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return save_checked(quantized, out_path)
 
 
-__all__ = ["FROM_TARGET", "INT8_RECIPES", "calibration_batches", "calibration_input",
+__all__ = ["CALIBRATION_MEMORY", "FROM_TARGET", "INT8_RECIPES", "activation_bytes",
+           "calibration_batches", "calibration_input", "calibration_stride",
            "calibration_reader", "cpu_flags", "cpu_has_vnni", "excluded_nodes",
            "histogram_errors", "quantize_onnx"]
