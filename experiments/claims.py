@@ -22,6 +22,17 @@ Verdict rule (fixed before the runs, issue 25): a claim is **reproduced** when e
 the favoured variant beats every seed of the other, **refuted** when every seed of the other
 wins, **inconclusive** otherwise. Claim 1 (accuracy log-linear in Mult-Adds) is reproduced
 when a straight line of mean top-1 against log10(MACs) has R^2 >= 0.9 and a positive slope.
+Claim 8 (Mult-Adds are not latency) is reproduced when, at the same resolution, a model with
+at least 1.2x another's MACs runs faster than it in every interleaved repeat (onnxruntime fp32
+or int8), or when the Pareto front of top-1 against MACs differs from the front against
+latency; refuted otherwise. Every verdict waits for all of its runs ("pending").
+
+The two techniques: ``lowrank`` factorises claim 2's trained ``mobilenet_v2_050`` (seed 0)
+at two ranks, prunes it by channels to each factorised model's MACs, and fine-tunes both and
+an uncompressed control for 3 epochs (lr 0.01); their latency comes from the ``latency``
+step. ``memsplit`` records ``benchmarks/bench_memory_split.py`` (peak memory from
+``torch.profiler``, the cost model's estimate, the split model's largest difference from the
+whole one, latency against t).
 
 Ablation variants are built here from the registered models by module surgery (the library's
 models stay the papers'): ``relu6-projection`` puts ReLU6 after every inverted residual's
