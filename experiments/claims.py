@@ -759,7 +759,8 @@ def memory_split_section() -> list[str]:
                         "machine.", ""]
     m = json.loads(path.read_text())
     lines += [f"`{m['model']}` at {m['resolution']} px, batch {m['batch']}, fp32, "
-              f"{m['threads']} threads ({m['cpu']}, torch {m['torch']}); command "
+              f"{m['threads']} threads ({m['cpu']}, {m.get('isa', '?')}; torch {m['torch']}); "
+              f"commit {m.get('commit', '?')}, {m.get('date', '?')}; command "
               f"`{m['command']}`. Peak: the most memory the forward held at once "
               f"(`torch.profiler`, `profile_memory=True`); estimate: the cost model's live "
               f"tensors with the blocks split; every split model's output equals the "
@@ -785,6 +786,9 @@ def memory_split(extra: list[str]) -> None:
     record = json.loads(done.stdout.strip().splitlines()[-1])
     record["command"] = " ".join(["python", "benchmarks/bench_memory_split.py", "--json",
                                   *extra])
+    from mobilenets.deploy.quantize import cpu_flags
+    record.update(commit=commit(), date=time.strftime("%Y-%m-%d"),
+                  isa=" ".join(f for f in ("avx2", "avx512f", "avx512_vnni") if f in cpu_flags()))
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "memory_split.json").write_text(json.dumps(record, indent=2) + "\n")
 
