@@ -387,7 +387,8 @@ def report() -> str:
                 in claim.groups.items()}
         done = sum(len(v) for v in rows.values())
         total = sum(len(v) for v in claim.groups.values())
-        all_records += [r for v in rows.values() for r in v]
+        all_records += [r for v in rows.values() for r in v
+                        if r["run"] not in {x["run"] for x in all_records}]
         lines += [f"## {n}. {claim.title}", "", f"Source: {claim.source}. Runs: {done} of "
                   f"{total} finished.", ""]
         lines += ["| variant | MMACs | params | top-1 % mean (min-max) | seeds |"
@@ -438,15 +439,16 @@ def report() -> str:
 LATENCY_CASES = ("eager fp32", "onnxruntime fp32", "onnxruntime int8")
 
 
-def _front(points: list[tuple[float, float, str]]) -> list[str]:
-    """Names on the Pareto front of (cost, top-1): no other point is as cheap or cheaper and
-    more accurate."""
-    front, best = [], -math.inf
-    for cost, top1, name in sorted(points, key=lambda p: (p[0], -p[1])):
-        if top1 > best:
-            front.append(name)
-            best = top1
-    return front
+def _front(points: list[tuple]) -> list[str]:
+    """Names on the Pareto front of (low cost, high cost, top-1, name), in order of cost: a
+    point is off it when another is more accurate and no costlier, or as accurate and
+    cheaper, where costs whose [low, high] spreads overlap count as equal (measured
+    latencies within their repeat-to-repeat spread are not told apart; MACs have
+    low == high)."""
+    def dominated(b):
+        return any((a[2] > b[2] and a[0] <= b[1]) or (a[2] >= b[2] and a[1] < b[0])
+                   for a in points if a is not b)
+    return [p[3] for p in sorted(points, key=lambda p: (p[0], -p[2])) if not dominated(p)]
 
 
 def inversions(items: list[dict], case: str, macs_margin: float = 1.2) -> list[tuple[str, str]]:
@@ -485,8 +487,8 @@ def claim8_section(records: list[dict], latency: dict) -> list[str]:
               f"{m['torch']}, onnxruntime {m['onnxruntime']}; commit {m['commit']}. The "
               f"onnxruntime files are the library's export (BatchNorm folded) and its int8 "
               f"PTQ (`quantize_onnx`, {m['calibration_images']} calibration images); "
-              f"onnxruntime was the fastest fp32 and int8 runtime on this CPU "
-              f"(docs/results/2026-12-05-runtimes.md). Latency is the median of the "
+              f"onnxruntime was the fastest fp32 and int8 runtime on the AVX2 EPYC of "
+              f"docs/results/2026-12-05-runtimes.md. Latency is the median of the "
               f"per-repeat medians (min-max); top-1 the mean over the variant's seeds.", "",
               "| variant | px | MMACs | top-1 % | eager fp32 ms | onnxruntime fp32 ms | "
               "onnxruntime int8 ms | int8 / fp32 |", "|---|---|---|---|---|---|---|---|"]
@@ -498,28 +500,33 @@ def claim8_section(records: list[dict], latency: dict) -> list[str]:
         lines.append(f"| {it['variant']} | {it['resolution']} | {it['macs'] / 1e6:.1f} | "
                      f"{100 * it['top1']:.1f} | {' | '.join(cells)} | {ratio:.2f} |")
     lines.append("")
-    fronts = {"MACs": _front([(i["macs"], i["top1"], i["variant"]) for i in items])}
+    fronts = {"MACs": _front([(i["macs"], i["macs"], i["top1"], i["variant"])
+                              for i in items])}
     for c in LATENCY_CASES[1:]:
-        fronts[c] = _front([(i["latency"][c]["median_ms"], i["top1"], i["variant"])
-                            for i in items])
+        fronts[c] = _front([(i["latency"][c]["min_ms"], i["latency"][c]["max_ms"], i["top1"],
+                             i["variant"]) for i in items])
     for name, front in fronts.items():
         lines.append(f"- Pareto front by {name}: {', '.join(front)}")
     lines.append("")
     pairs = {c: inversions(items, c) for c in LATENCY_CASES[1:]}
-    n_pairs = sum(1 for a in items for b in items if a is not b
-                  and a["resolution"] == b["resolution"])
+    n_pairs = sum(1 for a in items for b in items if a["resolution"] == b["resolution"]
+                  and a["macs"] >= 1.2 * b["macs"])
     for c, found in pairs.items():
         shown = "; ".join(f"{a} faster than {b}" for a, b in found[:8])
-        lines.append(f"- {c}: {len(found)} of {n_pairs} same-resolution pairs where the model "
-                     f"with at least 1.2x the MACs is faster in every repeat"
+        lines.append(f"- {c}: of the {n_pairs} same-resolution pairs where one model has at "
+                     f"least 1.2x the other's MACs, {len(found)} where it is the faster one in "
+                     f"every repeat"
                      + (f" ({shown}{' ...' if len(found) > 8 else ''})" if found else ""))
     word = ("reproduced" if any(pairs.values()) or any(
         set(f) != set(fronts["MACs"]) for k, f in fronts.items() if k != "MACs")
             else "refuted")
-    variants = {run.variant for run in selected_runs([1, 2, 3, 4, 5, 6, 7])}
-    if len(variants - {i["variant"] for i in items}) > 0:
+    runs = selected_runs([1, 2, 3, 4, 5, 6, 7])
+    variants = {run.variant for run in runs}
+    trained = sum(1 for run in runs if finished(run))
+    if trained < len(runs) or variants - {i["variant"] for i in items}:
         word = (f"pending ({len(variants & {i['variant'] for i in items})} of {len(variants)} "
-                f"variants measured; on those so far: {word})")
+                f"variants timed, {trained} of {len(runs)} runs trained; on those so far: "
+                f"{word})")
     lines += ["", f"**Verdict: {word}** (rule: reproduced when a model with at least 1.2x "
               f"another's MACs at the same resolution is faster in every repeat, or the "
               f"Pareto fronts by MACs and by latency differ; refuted otherwise).", ""]
@@ -538,7 +545,7 @@ def _plot_fronts(items: list[dict], path: Path) -> None:
     for ax, (label, x_of) in zip(axes, axes_of):
         pts = [(x_of(i), 100 * i["top1"], i["variant"]) for i in items]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, c="tab:blue")
-        front = set(_front(pts))
+        front = set(_front([(x, x, t, n) for x, t, n in pts]))
         on = sorted(p for p in pts if p[2] in front)
         ax.step([p[0] for p in on], [p[1] for p in on], where="post", c="tab:red", lw=1)
         ax.set_xscale("log")
@@ -565,20 +572,35 @@ def _trained(record: dict) -> nn.Module:
 
 
 def latency_models() -> dict[str, tuple]:
-    """Variant -> (model, resolution): the first finished seed of every claims variant and
-    every fine-tuned model of the low-rank comparison."""
+    """Variant -> (model, resolution, weights file): the first finished seed of every claims
+    variant and every fine-tuned model of the low-rank comparison."""
     import mobilenets
     models = {}
     for path in sorted(RUNS.glob("*/claim.json")):
         record = json.loads(path.read_text())
         if record["variant"] not in models:
-            models[record["variant"]] = (_trained(record), record["resolution"])
+            models[record["variant"]] = (_trained(record), record["resolution"],
+                                         RUNS / record["run"] / "best" / "model.safetensors")
     for path in sorted((RUNS / "lowrank").glob("*/lowrank.json")):
         record = json.loads(path.read_text())
         if record["variant"] not in models:
             models[record["variant"]] = (mobilenets.load(path.parent / "best").eval(),
-                                         record["resolution"])
+                                         record["resolution"],
+                                         path.parent / "best" / "model.safetensors")
     return models
+
+
+def _stale(made: Path, source: Path, num_images: int | None = None) -> bool:
+    """Whether the deploy file ``made`` must be rebuilt: missing, older than the weights it
+    comes from, or (an int8 file) calibrated on another number of images."""
+    if not made.is_file() or made.stat().st_mtime < source.stat().st_mtime:
+        return True
+    if num_images is None:
+        return False
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(made), load_external_data=False)
+            .metadata_props}
+    return json.loads(meta.get("quantization", "{}")).get("num_images") != num_images
 
 
 def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> dict:
@@ -594,11 +616,11 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
     folder = RUNS / "deploy"
     folder.mkdir(parents=True, exist_ok=True)
     fns, resolution = {}, {}
-    for variant, (model, res) in latency_models().items():
+    for variant, (model, res, weights) in latency_models().items():
         fp32, int8 = folder / f"{variant}.onnx", folder / f"{variant}-int8.onnx"
-        if not fp32.is_file():
+        if _stale(fp32, weights):
             export_onnx(model, folder / f"{variant}.part.onnx", resolution=res).rename(fp32)
-        if not int8.is_file():
+        if _stale(int8, fp32, num_images):
             quantize_onnx(fp32, folder / f"{variant}-int8.part.onnx", calib,
                           num_images=num_images).rename(int8)
         fns[variant] = {"eager fp32": torch.inference_mode()(model),
@@ -742,7 +764,9 @@ def lowrank_section(latency: dict) -> list[str]:
     for r in records:
         t = timed.get(r["variant"], {})
         ms = [f"{t[c]['median_ms']:.2f}" if c in t else "-" for c in LATENCY_CASES[1:]]
-        lines.append(f"| {r['variant']} | {r['method']} | {r['rank'] or '-'} | "
+        rank = ("-" if not r["rank"] else f"matched to {r['rank']}"
+                if r["method"] == "pruning" else r["rank"])
+        lines.append(f"| {r['variant']} | {r['method']} | {rank} | "
                      f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} M | "
                      f"{100 * r['top1_before_finetune']:.1f} | {100 * r['top1']:.1f} | "
                      f"{' | '.join(ms)} |")
@@ -750,6 +774,10 @@ def lowrank_section(latency: dict) -> list[str]:
 
 
 # --- memory-efficient inference --------------------------------------------------------------
+
+def _sci(v) -> str:
+    return "-" if v is None else f"{v:.1e}"
+
 
 def memory_split_section() -> list[str]:
     lines = ["## Memory-efficient inference (MobileNetV2 §5.1)", ""]
@@ -761,7 +789,7 @@ def memory_split_section() -> list[str]:
     lines += [f"`{m['model']}` at {m['resolution']} px, batch {m['batch']}, fp32, "
               f"{m['threads']} threads ({m['cpu']}, {m.get('isa', '?')}; torch {m['torch']}); "
               f"commit {m.get('commit', '?')}, {m.get('date', '?')}; command "
-              f"`{m['command']}`. Peak: the most memory the forward held at once "
+              f"`{m.get('command', '?')}`. Peak: the most memory the forward held at once "
               f"(`torch.profiler`, `profile_memory=True`); estimate: the cost model's live "
               f"tensors with the blocks split; every split model's output equals the "
               f"unsplit one's (largest difference below). Cost model: "
@@ -771,7 +799,7 @@ def memory_split_section() -> list[str]:
               "x unsplit |", "|---|---|---|---|---|---|"]
     for name, r in m["runs"].items():
         lines.append(f"| {name} | {r['peak_bytes'] / 2**20:.2f} | "
-                     f"{r['estimate_bytes'] / 2**20:.2f} | {r.get('max_abs_diff', 0):.1e} | "
+                     f"{r['estimate_bytes'] / 2**20:.2f} | {_sci(r.get('max_abs_diff'))} | "
                      f"{r['median_ms']:.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f}) | "
                      f"{r['ratio']:.2f} |")
     return lines + [""]

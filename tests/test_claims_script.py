@@ -28,10 +28,15 @@ def test_verdict_rule(claims):
 
 
 def test_pareto_front(claims):
-    points = [(10, 0.60, "a"), (20, 0.58, "b"), (30, 0.70, "c"), (30, 0.65, "d"),
-              (40, 0.70, "e"), (5, 0.50, "f")]
-    # b is beaten by a (cheaper, better), d by c (as cheap, better), e ties c at more cost
+    points = [(c, c, t, n) for c, t, n in [(10, 0.60, "a"), (20, 0.58, "b"), (30, 0.70, "c"),
+                                          (30, 0.65, "d"), (40, 0.70, "e"), (5, 0.50, "f")]]
+    # b is beaten by a (cheaper, better), d by c (as cheap, better), e by c (as good, cheaper)
     assert claims._front(points) == ["f", "a", "c"]
+    # measured latencies whose spreads overlap are not told apart: the less accurate twin
+    # that timed faster by its median stays off the front
+    timed = [(1.0, 1.3, 0.60, "twin-fast"), (1.1, 1.4, 0.62, "twin-good"),
+             (2.0, 2.2, 0.70, "big")]
+    assert claims._front(timed) == ["twin-good", "big"]
 
 
 def test_inversions_need_disjoint_spreads(claims):

@@ -81,7 +81,11 @@ def calibration_reader(input_name: str, batches: list[torch.Tensor]):
 
 # onnxruntime's calibrators keep every activation of every calibration batch of a round in
 # memory before reducing them to ranges or histograms: 128 images of a 320 px detector came to
-# about 17 GB. Rounds of at most this many activation bytes bound it.
+# about 17 GB. Rounds of at most this many activation bytes bound it. minmax ranges merge
+# exactly across rounds; percentile histograms merge by widening at the same bin width (the
+# same thresholds to about 0.1%); entropy's threshold search runs over the merged histogram,
+# which rounds make wider than a single pass's, so its ranges depend on the rounds (the
+# file's metadata records how many).
 CALIBRATION_MEMORY = 3 * 2**30
 
 
@@ -302,6 +306,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         proto = onnx.load(str(pre))
         input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
+        stride = calibration_stride(proto, batches)
         symmetric = activation_type == "int8"
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors(calibrate_method):
             quantize_static(
@@ -316,7 +321,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                     postprocess_nodes(proto) if meta.get("task") == "detection" else []),
                 reduce_range=reduce_range,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                               "CalibStridedMinMax": calibration_stride(proto, batches)})
+                               "CalibStridedMinMax": stride})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
     meta["quantization"] = json.dumps({
         "format": "QDQ", "weights": ("int8 (7-bit range) symmetric " if reduce_range else
@@ -324,6 +329,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         + ("per-channel" if per_channel else "per-tensor"),
         "activations": activation_type, "calibration": calibrate_method,
         "num_images": sum(len(b) for b in batches), "exclude": exclude,
+        "calibration_rounds": len(batches) // stride if stride else 1,
         "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target})
     del quantized.metadata_props[:]
     for key, value in meta.items():
