@@ -269,8 +269,9 @@ def int8(args) -> None:
     in int8, the post-processing in float), calibrated on ``--num-images`` train2017
     images; then on every val2017 image the share of the float file's detections that the
     int8 file finds at IoU >= 0.9 with the same label (all of them, at the model's own
-    ``score_thresh``, and those scoring at least ``--conf``), and the COCO mAPs of the
-    PyTorch model and both files. Files go to RUN/int8/ (replaced on a rerun)."""
+    ``score_thresh``, and those scoring at least ``--conf``; the latter also at IoU >= 0.7
+    and 0.5, which tells boxes that moved from boxes that were lost), and the COCO mAPs of
+    the PyTorch model and both files. Files go to RUN/int8/ (replaced on a rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
@@ -304,11 +305,15 @@ def int8(args) -> None:
             maps = {name: evaluate(m, data) for name, m in
                     (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
         every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
+        # how far the int8 boxes move: the same share at looser IoU thresholds
+        by_iou = {str(t): match_share(found, kept, iou=t, min_score=args.conf)
+                  for t in (0.5, 0.7, 0.9)}
         results[out.name] = {
             "model": r["model"], "backbone": r["backbone"], "start": r["start"],
             "val_images": len(images), "calibration_images": args.num_images,
             "calibration": args.calibration,
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
+            "matched_at_conf_by_iou": by_iou,
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
             "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
@@ -316,7 +321,9 @@ def int8(args) -> None:
         m = results[out.name]
         print(f"{out.name}: int8 keeps {every[0]}/{every[1]} float detections "
               f"({100 * every[0] / max(every[1], 1):.1f}%), {conf[0]}/{conf[1]} scoring >= "
-              f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%); mAP@.5 PyTorch "
+              f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%; at IoU 0.7 "
+              f"{100 * by_iou['0.7'][0] / max(by_iou['0.7'][1], 1):.1f}%, 0.5 "
+              f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%); mAP@.5 PyTorch "
               f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
               f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,
