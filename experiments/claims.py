@@ -599,6 +599,14 @@ def latency_models() -> dict[str, tuple]:
     return models
 
 
+def _isa() -> str:
+    """The CPU's instruction sets that decide fp32, bf16 and int8 speed."""
+    from mobilenets.deploy.quantize import cpu_flags
+    flags = cpu_flags()
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+                    if f in flags)
+
+
 def _stale(made: Path, source: Path, num_images: int | None = None) -> bool:
     """Whether the deploy file ``made`` must be rebuilt: missing, older than the weights it
     comes from, or (an int8 file) calibrated on another number of images."""
@@ -618,7 +626,6 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
     The ONNX files are kept in RUNS/deploy/ (a rerun reuses them)."""
     from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx
     from mobilenets.deploy.compare import measure
-    from mobilenets.deploy.quantize import cpu_flags
     import onnxruntime
     torch.set_num_threads(threads)
     calib = downsized("imagenette-224", 160) / "train"
@@ -649,10 +656,7 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
             out.setdefault(v, {"resolution": res})[c] = {
                 k: t[k] for k in ("median_ms", "min_ms", "max_ms", "repeat_ms")}
         print(f"{res} px: {len(here)} candidates timed", flush=True)
-    flags = cpu_flags()
-    return {"machine": {"cpu": platform.processor() or platform.machine(),
-                        "isa": " ".join(f for f in ("avx2", "avx512f", "avx512_vnni",
-                                                    "avx512_bf16", "amx_tile") if f in flags),
+    return {"machine": {"cpu": platform.processor() or platform.machine(), "isa": _isa(),
                         "threads": threads, "repeats": repeats, "iters": iters,
                         "calibration_images": num_images, "torch": torch.__version__,
                         "onnxruntime": onnxruntime.__version__, "commit": commit()},
@@ -823,9 +827,7 @@ def memory_split(extra: list[str]) -> None:
     record = json.loads(done.stdout.strip().splitlines()[-1])
     record["command"] = " ".join(["python", "benchmarks/bench_memory_split.py", "--json",
                                   *extra])
-    from mobilenets.deploy.quantize import cpu_flags
-    record.update(commit=commit(), date=time.strftime("%Y-%m-%d"),
-                  isa=" ".join(f for f in ("avx2", "avx512f", "avx512_vnni") if f in cpu_flags()))
+    record.update(commit=commit(), date=time.strftime("%Y-%m-%d"), isa=_isa())
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "memory_split.json").write_text(json.dumps(record, indent=2) + "\n")
 

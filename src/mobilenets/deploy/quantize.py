@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -101,10 +102,7 @@ def activation_bytes(proto, batch: int) -> int:
             continue
         dims = [d.dim_value or (batch if i == 0 else 0) for i, d in enumerate(t.shape.dim)]
         if dims and all(d > 0 for d in dims):
-            n = 1
-            for d in dims:
-                n *= d
-            total += 4 * n
+            total += 4 * math.prod(dims)
     return total
 
 
