@@ -693,13 +693,13 @@ def lowrank_runs(workers: int) -> None:
     if SMOKE:
         options.update(epochs=1, max_steps_per_epoch=2, val_every=1, recalibrate_images=64)
 
-    def base():
-        return mobilenets.load(RUNS / LOWRANK_BASE.name / "best")
+    # factorise() and prune() leave the model they take unchanged: one load serves all
+    base = mobilenets.load(RUNS / LOWRANK_BASE.name / "best")
 
     def cost(model):
         return profile(model.float().eval(), (3, res, res))
 
-    base_macs = cost(base()).macs
+    base_macs = cost(base).macs
     plan = [("base-finetuned", "control", 0.0)]
     for r in LOWRANK_RANKS:
         plan += [(f"lowrank-r{r}", "low-rank", r), (f"pruned-r{r}", "pruning", r)]
@@ -709,15 +709,15 @@ def lowrank_runs(workers: int) -> None:
             continue
         start = time.perf_counter()
         if method == "low-rank":
-            _, _ = lowrank_and_finetune(base(), out, rank=r, **options)
+            lowrank_and_finetune(base, out, rank=r, **options)
             compressed = mobilenets.load(out / "lowrank")
         else:
             target = 0.0
             if method == "pruning":
                 twin = json.loads((RUNS / "lowrank" / f"lowrank-r{r}" /
                                    "lowrank.json").read_text())
-                target = matched_prune_ratio(base(), twin["macs"], base_macs, cost)
-            prune_and_finetune(base(), out, macs_ratio=target, **options)
+                target = matched_prune_ratio(base, twin["macs"], base_macs, cost)
+            prune_and_finetune(base, out, macs_ratio=target, **options)
             compressed = mobilenets.load(out / "pruned")
         before = evaluate(compressed, data, resolution=res)["top1"]
         final = mobilenets.load(out / "best")
