@@ -4,6 +4,9 @@ that trains any subset of the grid, resumes after an interruption, and writes
 
     .venv/bin/python experiments/claims.py plan                  # the runs and their state
     .venv/bin/python experiments/claims.py run --claims 2 3      # train what they need
+    # two workers share the grid (faster on two cores than one process on two threads):
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/claims.py run &
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/claims.py run &
     .venv/bin/python experiments/claims.py lowrank               # low-rank against pruning
     .venv/bin/python experiments/claims.py latency               # claim 8 (a quiet machine)
     .venv/bin/python experiments/claims.py memsplit              # V2 §5.1 (a quiet machine)
@@ -259,6 +262,36 @@ def commit() -> str:
 def finished(run: Run) -> dict | None:
     path = RUNS / run.name / "claim.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def take(run: Run) -> bool:
+    """Claim ``run`` for this process, so that several workers (``run`` started twice, one
+    thread each, which trains faster on two cores than one process on two threads) share the
+    grid without training the same run twice. A lock whose process has gone is taken over."""
+    out = RUNS / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / "worker.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+                os.kill(pid, 0)
+                return False           # a live worker has it
+            except ProcessLookupError:
+                lock.unlink(missing_ok=True)    # its worker died: take it over
+                continue
+            except (ValueError, PermissionError, FileNotFoundError):
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(run: Run) -> None:
+    (RUNS / run.name / "worker.lock").unlink(missing_ok=True)
 
 
 def amp_here() -> bool:
@@ -866,9 +899,14 @@ def main() -> None:
     elif args.cmd == "run":
         count = 0
         for run in selected_runs(args.claims):
-            if finished(run):
+            if finished(run) or not take(run):
                 continue
-            record = train_run(run, args.workers)
+            try:
+                if finished(run):      # another worker finished it since the check above
+                    continue
+                record = train_run(run, args.workers)
+            finally:
+                release(run)
             print(f"{run.name}: top-1 {100 * record['top1']:.1f}%  "
                   f"{record['sitting_s']} s", flush=True)
             count += 1

@@ -2,6 +2,8 @@
 Pareto fronts the page reports. The training runs themselves are the script's job."""
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,3 +72,17 @@ def test_classic_shortcut_twin_holds_the_trained_convolutions(claims):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert not torch.allclose(model(x), twin(x))
+
+
+def test_workers_share_the_grid(claims, tmp_path, monkeypatch):
+    """Two workers never take the same run; a lock left by a worker that died is taken over."""
+    monkeypatch.setattr(claims, "RUNS", tmp_path)
+    run = claims.Run("mobilenet_v2_050")
+    assert claims.take(run)
+    assert not claims.take(run)            # held by a live process (this one)
+    claims.release(run)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / run.name / "worker.lock").write_text(str(dead.pid))
+    assert claims.take(run)
+    assert (tmp_path / run.name / "worker.lock").read_text() == str(os.getpid())
