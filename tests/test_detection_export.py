@@ -320,3 +320,41 @@ def test_open_model_takes_a_detector_name():
     assert model.task == "detection" and model.config["backbone"] == "mobilenet_v3_small_100"
     with pytest.raises(ValueError, match="unknown model"):
         open_model("ssdlite_no_such_backbone")
+
+
+def test_yolo_int8_keeps_its_prediction_convs_in_float(tmp_path):
+    """quantize_onnx's default for a YOLO file keeps each level's prediction conv (box
+    offsets, objectness and class logits in one tensor) in float and quantizes every other
+    convolution; ``exclude="none"`` quantizes them too; an SSDLite file has no default."""
+    from test_yolo import small_yolo, spread_scores
+    from mobilenets.data import SAMPLE_DIR
+    from mobilenets.deploy.quantize import default_exclude, excluded_nodes
+    torch.manual_seed(0)
+    model = spread_scores(small_yolo(detections_per_img=30)).eval()
+    fp32 = export_onnx(model, tmp_path / "yolo.onnx")
+    proto = onnx.load(str(fp32))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert default_exclude(meta) == "predictions"
+    assert default_exclude({**meta, "config": json.dumps({"head": "ssdlite"})}) is None
+    preds = excluded_nodes(proto, "predictions")
+    weights = {init.name: init for init in proto.graph.initializer}
+    assert len(preds) == 3       # one per level, each with 3 anchors x (4 + 1 + 5 classes)
+    for node in (n for n in proto.graph.node if n.name in preds):
+        assert weights[node.input[1]].dims[0] == 3 * (5 + 5)
+
+    def float_convs(path):
+        q = onnx.load(str(path))
+        producer = {o: n for n in q.graph.node for o in n.output}
+        convs = [n for n in q.graph.node if n.op_type == "Conv"]
+        assert len(convs) == len([n for n in proto.graph.node if n.op_type == "Conv"])
+        return sum(producer.get(n.input[1]) is None
+                   or producer[n.input[1]].op_type != "DequantizeLinear" for n in convs)
+
+    calib = SAMPLE_DIR / "train"
+    assert float_convs(quantize_onnx(fp32, tmp_path / "q.onnx", calib, num_images=4)) == 3
+    assert float_convs(quantize_onnx(fp32, tmp_path / "all.onnx", calib, num_images=4,
+                                     exclude="none")) == 0
+    with pytest.raises(ValueError, match="detector"):
+        excluded_nodes(onnx.load(str(export_onnx(
+            mobilenets.create_model("mobilenet_v3_small_100", num_classes=3),
+            tmp_path / "cls.onnx", resolution=64))), "predictions")

@@ -23,7 +23,7 @@ QUANTIZERS = ("onnxruntime", "pt2e")
 SLOW_INT8_RATIO = 0.95
 
 
-EXCLUDE_PRESETS = ("classifier", "se", "output")
+EXCLUDE_PRESETS = ("classifier", "se", "output", "predictions", "none")
 
 
 def exclude_presets(text: str) -> str:
@@ -77,7 +77,9 @@ def add_quantize_parser(sub) -> None:
                    help="keep these nodes in float (onnxruntime backend): classifier (the "
                    "last linear layer), se (the squeeze-excite gates), output (a dense "
                    "model's last two convolutions: a depth map shows their rounding "
-                   "directly), several joined by '+', e.g. classifier+se")
+                   "directly), predictions (a detector's prediction convolutions; the "
+                   "default for YOLO detectors), none, several joined by '+', e.g. "
+                   "classifier+se")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")

@@ -186,8 +186,11 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     last Gemm/MatMul), ``"se"`` (each squeeze-excite gate: a HardSigmoid/Sigmoid and the Mul
     that scales a feature map by it; hard-swish's ``x * hardsigmoid(x)`` is not one),
     ``"output"`` (the last two convolutions and their activations: a dense model's output
-    layers, whose rounding a depth map shows directly), presets joined by ``+`` (e.g.
-    ``"classifier+se"``), or None."""
+    layers, whose rounding a depth map shows directly), ``"predictions"`` (a detector's
+    prediction convolutions, those feeding the box decoding: a YOLO head's one output tensor
+    holds box offsets, objectness and class logits, whose ranges differ, under one int8
+    scale), ``"none"``, presets joined by ``+`` (e.g. ``"classifier+se"``), or None
+    (nothing)."""
     if exclude is None or isinstance(exclude, (list, tuple)):
         unknown = sorted(set(exclude or []) - {n.name for n in proto.graph.node})
         if unknown:
@@ -195,11 +198,20 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
                              f"node names are those of the fp32 ONNX file (see them with "
                              f"onnx.load(path).graph.node or Netron)")
         return list(exclude or [])
-    parts = set(exclude.split("+"))
-    if parts - {"classifier", "se", "output"}:
+    parts = set(exclude.split("+")) - {"none"}
+    if parts - {"classifier", "se", "output", "predictions"}:
         raise ValueError(f"unknown exclude preset {exclude!r}: use 'classifier', 'se', "
-                         f"'output', several joined by '+' or a list of node names")
+                         f"'output', 'predictions', 'none', several joined by '+' or a list "
+                         f"of node names")
     nodes, names = proto.graph.node, []
+    if "predictions" in parts:
+        if {p.key: p.value for p in proto.metadata_props}.get("task") != "detection":
+            raise ValueError("exclude='predictions' is for detector files (export_onnx of a "
+                             "detector); this file's metadata names no detection task")
+        post = set(postprocess_nodes(proto))
+        producer = {o: n for n in nodes for o in n.output}
+        names += sorted({producer[i].name for n in nodes if n.name in post for i in n.input
+                         if i in producer and producer[i].op_type == "Conv"})
     if "classifier" in parts:
         names += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
     if "se" in parts:
@@ -215,6 +227,27 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
         names += [n.name for n in convs]
         names += [n.name for n in nodes if n.op_type in _ACTIVATIONS and n.input[0] in outs]
     return names
+
+
+# Nodes kept in float by default, per detector head. A YOLO level's one prediction conv puts
+# box offsets, objectness and 80 class logits in one tensor under one int8 scale, the class
+# logits' range coarsening the boxes: on the trained COCO128 YOLOv4 (MobileNetV3-Large) the
+# int8 file found 40.5% of the float file's confident detections at IoU 0.9, 78.4% with the
+# prediction convs in float. SSDLite's box and class predictions are separate convolutions:
+# keeping them in float did not help there (93.2% against 90.5%, docs/results).
+DETECTOR_EXCLUDE = {"yolov4": "predictions"}
+
+
+def default_exclude(meta: dict) -> str | None:
+    """``exclude``'s default for a file with ONNX metadata ``meta``: :data:`DETECTOR_EXCLUDE`
+    of its detector head, else None."""
+    if meta.get("task") != "detection":
+        return None
+    try:
+        head = json.loads(meta.get("config", "{}")).get("head")
+    except ValueError:
+        return None
+    return DETECTOR_EXCLUDE.get(head)
 
 
 def cpu_flags() -> set[str]:
@@ -252,7 +285,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     (symmetric). ``calibrate_method``: percentile (the default: ranges from the 0.001% and
     99.999% percentiles), minmax (the extremes) or entropy; percentile lost less top-1 on the
     models compared (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept
-    in float (see :func:`excluded_nodes`). ``channel_multiple``: depthwise channel counts are
+    in float (see :func:`excluded_nodes`); None: :func:`default_exclude` (a YOLO detector's
+    prediction convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``: depthwise channel counts are
     padded with zero channels to a multiple of it (the same outputs, onnxruntime's fast int8
     depthwise kernels; :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
     export's metadata plus a ``quantization`` entry; returns ``out_path``. In a detector
@@ -296,6 +330,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         fp32, preprocess = _fp32_onnx(model, Path(tmp) / "fp32.onnx", resolution)
         proto = onnx.load(str(fp32))
         meta = {p.key: p.value for p in proto.metadata_props}
+        if exclude is None:
+            exclude = default_exclude(meta)
         pooled = mean_to_global_pool(proto)
         padded = pad_depthwise_channels(proto, channel_multiple) if channel_multiple else 0
         if pooled or padded:
@@ -335,7 +371,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     return save_checked(quantized, out_path)
 
 
-__all__ = ["CALIBRATION_MEMORY", "FROM_TARGET", "INT8_RECIPES", "activation_bytes",
-           "calibration_batches", "calibration_input", "calibration_stride",
-           "calibration_reader", "cpu_flags", "cpu_has_vnni", "excluded_nodes",
-           "histogram_errors", "quantize_onnx"]
+__all__ = ["CALIBRATION_MEMORY", "DETECTOR_EXCLUDE", "FROM_TARGET", "INT8_RECIPES",
+           "activation_bytes", "calibration_batches", "calibration_input", "calibration_stride",
+           "calibration_reader", "cpu_flags", "cpu_has_vnni", "default_exclude",
+           "excluded_nodes", "histogram_errors", "quantize_onnx"]
