@@ -270,8 +270,10 @@ def int8(args) -> None:
     images; then on every val2017 image the share of the float file's detections that the
     int8 file finds at IoU >= 0.9 with the same label (all of them, at the model's own
     ``score_thresh``, and those scoring at least ``--conf``; the latter also at IoU >= 0.7
-    and 0.5, which tells boxes that moved from boxes that were lost), and the COCO mAPs of
-    the PyTorch model and both files. Files go to RUN/int8/ (replaced on a rerun)."""
+    and 0.5, which tells boxes that moved from boxes that were lost, and at IoU 0.9 for the
+    file run in float arithmetic, :func:`simulated_int8`, which tells the rounding's loss from
+    the integer kernels'), and the COCO mAPs of the PyTorch model and both files. Files go to
+    RUN/int8/ (replaced on a rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
@@ -296,12 +298,15 @@ def int8(args) -> None:
         t0 = time.perf_counter()
         fp32 = export_onnx(model, folder / "fp32.onnx")
         q = quantize_onnx(fp32, folder / "int8.onnx", data / "images" / "train2017",
-                          num_images=args.num_images, calibrate_method=args.calibration)
+                          num_images=args.num_images, calibrate_method=args.calibration,
+                          exclude=args.exclude)
         made_s = time.perf_counter() - t0
         float_file, int8_file = open_model(fp32), open_model(q)
         with torch.inference_mode():
             found = [float_file([img])[0] for img in images]
             kept = [int8_file([img])[0] for img in images]
+            simulated = simulated_int8(q)
+            kept_sim = [simulated([img])[0] for img in images]
             maps = {name: evaluate(m, data) for name, m in
                     (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
         every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
@@ -314,6 +319,8 @@ def int8(args) -> None:
             "calibration": args.calibration,
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
+            "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
+            "exclude": json.loads(onnx_meta(q, "quantization"))["exclude"],
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
             "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
@@ -323,7 +330,8 @@ def int8(args) -> None:
               f"({100 * every[0] / max(every[1], 1):.1f}%), {conf[0]}/{conf[1]} scoring >= "
               f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%; at IoU 0.7 "
               f"{100 * by_iou['0.7'][0] / max(by_iou['0.7'][1], 1):.1f}%, 0.5 "
-              f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%); mAP@.5 PyTorch "
+              f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%; simulated "
+              f"{_share(m['matched_at_conf_simulated'])}); mAP@.5 PyTorch "
               f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
               f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,
@@ -331,6 +339,31 @@ def int8(args) -> None:
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def simulated_int8(path: Path):
+    """The int8 file run with onnxruntime's graph optimisations off: each quantized
+    convolution runs as dequantize -> float conv -> quantize, so its outputs carry the
+    quantization's rounding without the integer kernels' arithmetic (on an AVX2 CPU without
+    VNNI, 16-bit sums of uint8 x int8 pairs). What a file loses here, every runtime loses."""
+    import onnxruntime as ort
+    from mobilenets.deploy import open_model
+    from mobilenets.deploy.runtimes.onnxruntime.session import session_options
+    detector = open_model(path)
+    so = session_options(None)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    detector.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return detector
+
+
+def onnx_meta(path: Path, key: str) -> str:
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    return next(p.value for p in model.metadata_props if p.key == key)
+
+
+def _share(pair) -> str:
+    return f"{100 * pair[0] / max(pair[1], 1):.1f}%"
 
 
 def _pct(v: float) -> str:
@@ -446,6 +479,9 @@ def main() -> None:
                    help="activation ranges (minmax for a smoke run's untrained model)")
     i.add_argument("--conf", type=float, default=0.25,
                    help="also count the float detections scoring at least this")
+    i.add_argument("--exclude", default=None,
+                   help="nodes kept in float (quantize_onnx's presets; default: its own, the "
+                        "prediction convolutions of a YOLO detector)")
     i.add_argument("--json", default=None, help="write the results here")
     for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
