@@ -264,34 +264,31 @@ def finished(run: Run) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+_LOCKS: dict[str, int] = {}
+
+
 def take(run: Run) -> bool:
     """Claim ``run`` for this process, so that several workers (``run`` started twice, one
     thread each, which trains faster on two cores than one process on two threads) share the
-    grid without training the same run twice. A lock whose process has gone is taken over."""
+    grid without training the same run twice: an exclusive ``flock`` on the run's
+    ``worker.lock``, which the kernel drops when its process ends, however it ends."""
+    import fcntl
     out = RUNS / run.name
     out.mkdir(parents=True, exist_ok=True)
-    lock = out / "worker.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-                return False           # a live worker has it
-            except ProcessLookupError:
-                lock.unlink(missing_ok=True)    # its worker died: take it over
-                continue
-            except (ValueError, PermissionError, FileNotFoundError):
-                return False
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+    fd = os.open(out / "worker.lock", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False                   # a live worker has it
+    _LOCKS[run.name] = fd
+    return True
 
 
 def release(run: Run) -> None:
-    (RUNS / run.name / "worker.lock").unlink(missing_ok=True)
+    fd = _LOCKS.pop(run.name, None)
+    if fd is not None:
+        os.close(fd)                   # closing drops the lock; the file stays (harmless)
 
 
 def amp_here() -> bool:

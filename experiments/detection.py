@@ -347,12 +347,15 @@ def simulated_int8(path: Path):
     quantization's rounding without the integer kernels' arithmetic (on an AVX2 CPU without
     VNNI, 16-bit sums of uint8 x int8 pairs). What a file loses here, every runtime loses."""
     import onnxruntime as ort
-    from mobilenets.deploy import open_model
+    from mobilenets.deploy import OnnxDetector
+    from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_model
     from mobilenets.deploy.runtimes.onnxruntime.session import session_options
-    detector = open_model(path)
+    detector = OnnxDetector(path, rewrite=False)
     so = session_options(None)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    detector.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    # the same rewrites as the optimised session (e.g. int8 hard-sigmoid as a lookup table)
+    detector.session = ort.InferenceSession(cpu_model(path, True), so,
+                                            providers=["CPUExecutionProvider"])
     return detector
 
 
@@ -435,6 +438,7 @@ def report(args) -> None:
 
 
 def main() -> None:
+    from mobilenets.cli.quantize_cmds import exclude_presets
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="one detector on one backbone (resumes)")
@@ -479,7 +483,7 @@ def main() -> None:
                    help="activation ranges (minmax for a smoke run's untrained model)")
     i.add_argument("--conf", type=float, default=0.25,
                    help="also count the float detections scoring at least this")
-    i.add_argument("--exclude", default=None,
+    i.add_argument("--exclude", default=None, type=exclude_presets,
                    help="nodes kept in float (quantize_onnx's presets; default: its own, the "
                         "prediction convolutions of a YOLO detector)")
     i.add_argument("--json", default=None, help="write the results here")

@@ -2,7 +2,6 @@
 Pareto fronts the page reports. The training runs themselves are the script's job."""
 
 import importlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,14 +74,22 @@ def test_classic_shortcut_twin_holds_the_trained_convolutions(claims):
 
 
 def test_workers_share_the_grid(claims, tmp_path, monkeypatch):
-    """Two workers never take the same run; a lock left by a worker that died is taken over."""
+    """Two workers never take the same run; a worker that died leaves nothing held."""
     monkeypatch.setattr(claims, "RUNS", tmp_path)
     run = claims.Run("mobilenet_v2_050")
-    assert claims.take(run)
-    assert not claims.take(run)            # held by a live process (this one)
+    (tmp_path / run.name).mkdir()
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold,
+                               str(tmp_path / run.name / "worker.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not claims.take(run)        # another live worker holds it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert claims.take(run)                # its worker died: free again
     claims.release(run)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (tmp_path / run.name / "worker.lock").write_text(str(dead.pid))
     assert claims.take(run)
-    assert (tmp_path / run.name / "worker.lock").read_text() == str(os.getpid())
+    claims.release(run)

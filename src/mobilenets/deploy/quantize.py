@@ -232,9 +232,10 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # Nodes kept in float by default, per detector head. A YOLO level's one prediction conv puts
 # box offsets, objectness and 80 class logits in one tensor under one int8 scale, the class
 # logits' range coarsening the boxes: on the trained COCO128 YOLOv4 (MobileNetV3-Large) the
-# int8 file found 40.5% of the float file's confident detections at IoU 0.9, 78.4% with the
+# int8 file found 15 of the float file's 37 confident detections at IoU 0.9, 29 with the
 # prediction convs in float. SSDLite's box and class predictions are separate convolutions:
-# keeping them in float did not help there (93.2% against 90.5%, docs/results).
+# keeping them in float did not help there (V3-Large 67 of 74 against 69 all in int8; Lite0
+# 121 of 142 against 119). docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
 
