@@ -287,9 +287,10 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     99.999% percentiles), minmax (the extremes) or entropy; percentile lost less top-1 on the
     models compared (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept
     in float (see :func:`excluded_nodes`); None: :func:`default_exclude` (a YOLO detector's
-    prediction convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``: depthwise channel counts are
-    padded with zero channels to a multiple of it (the same outputs, onnxruntime's fast int8
-    depthwise kernels; :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
+    prediction convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``:
+    depthwise channel counts are padded with zero channels to a multiple of it (the same
+    outputs, onnxruntime's fast int8 depthwise kernels;
+    :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32
     export's metadata plus a ``quantization`` entry; returns ``out_path``. In a detector
     file the post-processing after the network (box decoding, softmax, NMS, top-k:
     :func:`~.detection_export.postprocess_nodes`) stays in float. ``reduce_range``: weights
