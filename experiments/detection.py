@@ -320,7 +320,7 @@ def int8(args) -> None:
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
             "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
-            "exclude": json.loads(onnx_meta(q, "quantization"))["exclude"],
+            "exclude": json.loads(int8_file.metadata["quantization"])["exclude"],
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
             "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
@@ -357,12 +357,6 @@ def simulated_int8(path: Path):
     detector.session = ort.InferenceSession(cpu_model(path, True), so,
                                             providers=["CPUExecutionProvider"])
     return detector
-
-
-def onnx_meta(path: Path, key: str) -> str:
-    import onnx
-    model = onnx.load(str(path), load_external_data=False)
-    return next(p.value for p in model.metadata_props if p.key == key)
 
 
 def _share(pair) -> str:
