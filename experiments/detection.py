@@ -272,8 +272,10 @@ def int8(args) -> None:
     ``score_thresh``, and those scoring at least ``--conf``; the latter also at IoU >= 0.7
     and 0.5, which tells boxes that moved from boxes that were lost, and at IoU 0.9 for the
     file run in float arithmetic, :func:`simulated_int8`, which tells the rounding's loss from
-    the integer kernels'), and the COCO mAPs of the PyTorch model and both files. Files go to
-    RUN/int8/ (replaced on a rerun)."""
+    the integer kernels'), and the COCO mAPs of the PyTorch model and both files. A control:
+    the same share for the float file itself on the images plus uniform noise of half a grey
+    level (below a JPEG's own rounding), how many boxes a weakly trained detector moves at
+    IoU 0.9 with no quantization at all. Files go to RUN/int8/ (replaced on a rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
@@ -307,6 +309,9 @@ def int8(args) -> None:
             kept = [int8_file([img])[0] for img in images]
             simulated = simulated_int8(q)
             kept_sim = [simulated([img])[0] for img in images]
+            noise = torch.Generator().manual_seed(0)
+            jittered = [float_file([(img + (torch.rand(img.shape, generator=noise) - 0.5) / 255)
+                                    .clamp(0, 1)])[0] for img in images]
             maps = {name: evaluate(m, data) for name, m in
                     (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
         every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
@@ -320,6 +325,7 @@ def int8(args) -> None:
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
             "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
+            "matched_at_conf_fp32_input_noise": match_share(found, jittered, min_score=args.conf),
             "exclude": json.loads(int8_file.metadata["quantization"])["exclude"],
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
@@ -331,7 +337,9 @@ def int8(args) -> None:
               f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%; at IoU 0.7 "
               f"{100 * by_iou['0.7'][0] / max(by_iou['0.7'][1], 1):.1f}%, 0.5 "
               f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%; simulated "
-              f"{_share(m['matched_at_conf_simulated'])}); mAP@.5 PyTorch "
+              f"{_share(m['matched_at_conf_simulated'])}; the float file under half a grey "
+              f"level of input noise {_share(m['matched_at_conf_fp32_input_noise'])}); "
+              f"mAP@.5 PyTorch "
               f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
               f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx  # noqa: E402
 from mobilenets.deploy.onnx_graph import is_quantized  # noqa: E402
 from mobilenets.deploy.onnx_export import mean_to_global_pool  # noqa: E402
-from mobilenets.deploy.quantize import excluded_nodes  # noqa: E402
+from mobilenets.deploy.quantize import _check_inlined, excluded_nodes  # noqa: E402
 
 CLASSES = sorted(p.name for p in (SAMPLE_DIR / "train").iterdir() if p.is_dir())
 MIN_AGREEMENT, MIN_COSINE = 0.92, 0.98
@@ -112,6 +112,26 @@ def test_exclude_presets_and_errors(files, model, tmp_path):
         quantize_onnx(int8, tmp_path / "x.onnx", SAMPLE_DIR)
     with pytest.raises(ValueError, match="activation_type"):
         quantize_onnx(model, tmp_path / "x.onnx", SAMPLE_DIR, activation_type="int4")
+
+
+def test_exclude_of_an_inlined_node_is_refused(tmp_path):
+    """onnxruntime's pre-processing inlines HardSwish into unnamed nodes: excluding it by
+    its fp32 name is refused with the reason, a convolution's name passes."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    h = onnx.helper
+    w = onnx.numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             h.make_node("HardSwish", ["c"], ["y"], name="swish")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", 1, [1, 3, 4, 4])],
+                         [h.make_tensor_value_info("y", 1, [1, 4, 4, 4])], [w])
+    fp32 = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    onnx.save(fp32, str(tmp_path / "a.onnx"))
+    quant_pre_process(str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), skip_symbolic_shape=True)
+    pre = onnx.load(str(tmp_path / "b.onnx"))
+    assert "swish" not in {n.name for n in pre.graph.node}
+    _check_inlined(fp32, pre, ["conv"])
+    with pytest.raises(ValueError, match=r"inlines.*swish \(HardSwish\)"):
+        _check_inlined(fp32, pre, ["conv", "swish"])
 
 
 def test_se_preset_picks_gates_not_hard_swish():

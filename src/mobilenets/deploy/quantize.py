@@ -181,6 +181,20 @@ def _same_file(a, b: Path) -> bool:
 _ACTIVATIONS = ("Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "LeakyRelu")
 
 
+def _check_inlined(fp32, pre, names) -> None:
+    """Raise for excluded node names of the fp32 file that onnxruntime's pre-processing
+    replaced (a function such as HardSwish inlined into unnamed HardSigmoid and Mul nodes),
+    which quantize_static can no longer find by name."""
+    kept = {n.name for n in pre.graph.node}
+    gone = [n for n in fp32.graph.node if n.name in set(names) - kept]
+    if gone:
+        raise ValueError(
+            f"exclude names node(s) that onnxruntime's pre-processing inlines into unnamed "
+            f"nodes, which cannot be kept in float by name: "
+            f"{', '.join(f'{n.name} ({n.op_type})' for n in gone)}; exclude the nodes around "
+            f"them (e.g. the convolution that feeds them) instead")
+
+
 def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
     """Node names to keep in float: a list of names, or a preset: ``"classifier"`` (the
     last Gemm/MatMul), ``"se"`` (each squeeze-excite gate: a HardSigmoid/Sigmoid and the Mul
@@ -340,7 +354,9 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
             onnx.save(proto, str(fp32))
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        proto = onnx.load(str(pre))
+        before, proto = proto, onnx.load(str(pre))
+        if isinstance(exclude, (list, tuple)):
+            _check_inlined(before, proto, exclude)
         input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
         stride = calibration_stride(proto, batches)
         symmetric = activation_type == "int8"
