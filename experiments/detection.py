@@ -267,11 +267,11 @@ def int8(args) -> None:
     """int8 PTQ of each finished run's best/ detector: its end-to-end ONNX file (decoding and
     NMS in the graph) and the int8 file from ``quantize_onnx`` (the network's convolutions
     in int8, the post-processing in float), calibrated on ``--num-images`` train2017
-    images; then on every val2017 image the share of the float file's detections that the
-    int8 file finds at IoU >= 0.9 with the same label (all of them, at the model's own
-    ``score_thresh``, and those scoring at least ``--conf``; the latter also at IoU >= 0.7
-    and 0.5, which tells boxes that moved from boxes that were lost, and at IoU 0.9 for the
-    file run in float arithmetic, :func:`simulated_int8`, which tells the rounding's loss from
+    images; then on every image of ``--split`` (val2017) the share of the float file's
+    detections that the int8 file finds at IoU >= 0.9 with the same label (all of them, at
+    the model's own ``score_thresh``, and those scoring at least ``--conf``; the latter also
+    at IoU >= 0.7 and 0.5, which tells boxes that moved from boxes that were lost, and at IoU
+    0.9 for the file run in float arithmetic, :func:`simulated_int8`, which tells the rounding's loss from
     the integer kernels'), and the COCO mAPs of the PyTorch model and both files. A control:
     the same share for the float file itself on the images plus uniform noise of half a grey
     level (below a JPEG's own rounding), how many boxes a weakly trained detector moves at
@@ -287,7 +287,7 @@ def int8(args) -> None:
     if not rows:
         raise SystemExit(f"no run with a best/ model under {root}"
                          + (f" named {' or '.join(args.runs)}" if args.runs else ""))
-    paths = sorted((data / "images" / "val2017").glob("*.jpg"))
+    paths = sorted((data / "images" / args.split).glob("*.jpg"))
     images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255 for p in paths]
     results = {}
     for r in rows:
@@ -312,7 +312,7 @@ def int8(args) -> None:
             noise = torch.Generator().manual_seed(0)
             jittered = [float_file([(img + (torch.rand(img.shape, generator=noise) - 0.5) / 255)
                                     .clamp(0, 1)])[0] for img in images]
-            maps = {name: evaluate(m, data) for name, m in
+            maps = {name: evaluate(m, data, split=args.split) for name, m in
                     (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
         every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
         # how far the int8 boxes move: the same share at looser IoU thresholds
@@ -320,7 +320,8 @@ def int8(args) -> None:
                   for t in (0.5, 0.7)} | {"0.9": conf}
         results[out.name] = {
             "model": r["model"], "backbone": r["backbone"], "start": r["start"],
-            "val_images": len(images), "calibration_images": args.num_images,
+            "split": args.split, "images": len(images),
+            "calibration_images": args.num_images,
             "calibration": args.calibration,
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
@@ -488,6 +489,9 @@ def main() -> None:
     i.add_argument("--exclude", default=None, type=exclude_presets,
                    help="nodes kept in float (quantize_onnx's presets; default: its own, the "
                         "prediction convolutions of a YOLO detector)")
+    i.add_argument("--split", default="val2017", choices=("val2017", "train2017"),
+                   help="the images compared on (train2017: those the detector was trained "
+                        "and calibrated on, where its boxes are confident)")
     i.add_argument("--json", default=None, help="write the results here")
     for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
