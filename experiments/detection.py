@@ -272,10 +272,11 @@ def int8(args) -> None:
     the model's own ``score_thresh``, and those scoring at least ``--conf``; the latter also
     at IoU >= 0.7 and 0.5, which tells boxes that moved from boxes that were lost, and at IoU
     0.9 for the file run in float arithmetic, :func:`simulated_int8`, which tells the
-    rounding's loss from the integer kernels'), and the COCO mAPs of the PyTorch model and both files. A control:
-    the same share for the float file itself on the images plus uniform noise of half a grey
-    level (below a JPEG's own rounding), how many boxes a weakly trained detector moves at
-    IoU 0.9 with no quantization at all. Files go to RUN/int8/ (replaced on a rerun)."""
+    rounding's loss from the integer kernels'), and the COCO mAPs of the PyTorch model and
+    both files. A control: the same share for the float file itself on the images plus
+    uniform noise of half a grey level (below a JPEG's own rounding), how many boxes the
+    detector moves at IoU 0.9 with no quantization at all. Files go to RUN/int8/ (replaced
+    on a rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
