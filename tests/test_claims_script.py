@@ -93,3 +93,27 @@ def test_workers_share_the_grid(claims, tmp_path, monkeypatch):
     claims.release(run)
     assert claims.take(run)
     claims.release(run)
+
+
+def test_records_survive_without_runs(claims, tmp_path, monkeypatch):
+    """A finished run is known from its committed record alone (a new checkout has no
+    runs/); claim 8 then times the run's architecture at its initialisation, and low-rank
+    asks for its base to be retrained rather than failing on a missing file."""
+    monkeypatch.setattr(claims, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(claims, "RECORDS", tmp_path / "records")
+    run = claims.Run("mobilenet_v2_050", resolution=64)
+    assert claims.finished(run) is None
+    record = {"run": run.name, "variant": run.variant, "model": run.model, "options": {},
+              "surgery": "", "train": {}, "resolution": 64, "seed": 0, "top1": 0.5}
+    path = claims.write_record(f"{run.name}.json", record)
+    assert path.parent == tmp_path / "records" and not list(path.parent.glob("*.part"))
+    assert claims.finished(run) == record
+    models = claims.latency_models()
+    model, resolution, weights = models[run.variant]
+    assert resolution == 64 and weights is None
+    torch.manual_seed(run.seed)                 # the seed's initialisation, as trained from
+    fresh = claims.build(run).state_dict()
+    assert all(torch.equal(v, fresh[k]) for k, v in model.state_dict().items())
+    monkeypatch.setattr(claims, "LOWRANK_BASE", run)
+    with pytest.raises(SystemExit, match="--redo"):
+        claims.lowrank_runs(workers=0)
