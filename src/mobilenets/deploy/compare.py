@@ -44,13 +44,15 @@ CANDIDATES = ("eager fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp
 
 def build_candidates(model: nn.Module, folder: str | Path, calib, *, resolution: int,
                      threads: int | None = None, num_images: int = 128,
-                     openvino: bool = True, log: Callable[[str], None] | None = None
-                     ) -> tuple[dict, dict, dict]:
+                     openvino: bool = True, log: Callable[[str], None] | None = None,
+                     calibrate_method: str = "percentile") -> tuple[dict, dict, dict]:
     """Write ``model``'s ONNX and ``.pte`` files (fp32, and int8 calibrated on
     ``num_images`` images of ``calib``) at ``resolution`` into ``folder`` and open them with
     ``threads`` threads. Returns (name -> callable in :data:`CANDIDATES` order, name of a
     built file -> seconds it took, left-out runtime -> why). ``log`` gets one line per built
-    file. ExecuTorch's thread pool is process-wide: ``threads`` resizes it for the process."""
+    file. ``calibrate_method``: the ONNX int8 file's activation ranges (:func:`quantize_onnx`;
+    "minmax" for random weights whose activations saturate, where percentile fails).
+    ExecuTorch's thread pool is process-wide: ``threads`` resizes it for the process."""
     from .onnx_export import export_onnx
     from .onnx_model import OnnxModel, PteModel
     from .quantize import quantize_onnx
@@ -69,7 +71,8 @@ def build_candidates(model: nn.Module, folder: str | Path, calib, *, resolution:
     onnx32 = timed("onnx fp32", lambda: export_onnx(model, folder / f"{name}.onnx",
                                                      resolution=resolution))
     onnx8 = timed("onnx int8", lambda: quantize_onnx(onnx32, folder / f"{name}-int8.onnx",
-                                                      calib, num_images=num_images))
+                                                      calib, num_images=num_images,
+                                                      calibrate_method=calibrate_method))
     fns[REFERENCE] = OnnxModel(onnx32, threads=threads)
     fns["onnxruntime int8"] = OnnxModel(onnx8, threads=threads)
     if not openvino:
