@@ -275,8 +275,9 @@ def int8(args) -> None:
     rounding's loss from the integer kernels'), and the COCO mAPs of the PyTorch model and
     both files. A control: the same share for the float file itself on the images plus
     uniform noise of half a grey level (below a JPEG's own rounding), how many boxes the
-    detector moves at IoU 0.9 with no quantization at all. Files go to RUN/int8/ (replaced
-    on a rerun)."""
+    detector moves at IoU 0.9 with no quantization at all. ``--reduce-range`` chooses 7- or
+    8-bit weights (default: 7 on a CPU without VNNI). Files go to RUN/int8/ (replaced on a
+    rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx

@@ -2,6 +2,7 @@
 Pareto fronts the page reports. The training runs themselves are the script's job."""
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +106,8 @@ def test_records_survive_without_runs(claims, tmp_path, monkeypatch):
     assert claims.finished(run) is None
     record = {"run": run.name, "variant": run.variant, "model": run.model, "options": {},
               "surgery": "", "train": {}, "resolution": 64, "seed": 0, "top1": 0.5}
-    path = claims.write_record(f"{run.name}.json", record)
-    assert path.parent == tmp_path / "records" and not list(path.parent.glob("*.part"))
+    path = claims.write_record(f"runs/{run.name}.json", record)
+    assert path.parent == tmp_path / "records" / "runs" and not list(path.parent.glob("*.part"))
     assert claims.finished(run) == record
     models = claims.latency_models()
     model, resolution, weights = models[run.variant]
@@ -117,3 +118,20 @@ def test_records_survive_without_runs(claims, tmp_path, monkeypatch):
     monkeypatch.setattr(claims, "LOWRANK_BASE", run)
     with pytest.raises(SystemExit, match="--redo"):
         claims.lowrank_runs(workers=0)
+
+
+def test_records_stay_out_of_docs_for_other_runs_folders(tmp_path):
+    """A smoke run, or runs in another folder, keep their records beside those runs: a
+    one-epoch record in docs/results/ would count as a finished run of the real grid."""
+    code = "import claims; print(claims.RECORDS)"
+    for env in ({"MOBILENETS_CLAIMS_RUNS": str(tmp_path)},
+                {"MOBILENETS_CLAIMS_SMOKE": "1", "MOBILENETS_CLAIMS_RUNS": str(tmp_path)}):
+        out = subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, text=True,
+                             capture_output=True, env={**os.environ, **env}, check=True)
+        assert Path(out.stdout.strip()) == tmp_path / "records"
+    out = subprocess.run([sys.executable, "-c", code], cwd=EXPERIMENTS, text=True,
+                         capture_output=True, check=True,
+                         env={k: v for k, v in os.environ.items()
+                              if not k.startswith("MOBILENETS_CLAIMS")})
+    assert Path(out.stdout.strip()) == EXPERIMENTS.parent / "docs" / "results" / "claims" / \
+        "records"
