@@ -56,6 +56,28 @@ def peaked_ssdlite(backbone: str, resolution: int, num_classes: int,
     return model.eval()
 
 
+def assert_same_detections(got: dict, want: dict, *, rtol: float, box_atol: float,
+                           score_atol: float, score_rtol: float | None = None) -> None:
+    """One image's detections from two runs of a detector (``boxes``, ``scores``, ``labels``,
+    each sorted by score) are the same: as many, the scores equal in order, and every
+    detection of ``want`` paired with its own of ``got`` (same label, box and score within
+    the tolerances). Detections whose scores tie within the tolerance may come in either
+    order: float differences between runtimes reorder them. ``score_rtol`` defaults to
+    ``rtol``."""
+    score_rtol = rtol if score_rtol is None else score_rtol
+    assert len(got["boxes"]) == len(want["boxes"])
+    torch.testing.assert_close(got["scores"], want["scores"], rtol=score_rtol, atol=score_atol)
+    free = list(range(len(got["boxes"])))
+    for box, score, label in zip(want["boxes"], want["scores"], want["labels"]):
+        pair = next((j for j in free if got["labels"][j] == label
+                     and abs(got["scores"][j] - score) <= score_atol + score_rtol * abs(score)
+                     and torch.allclose(got["boxes"][j], box, rtol=rtol, atol=box_atol)),
+                    None)
+        assert pair is not None, (f"no detection pairs with label {int(label)}, score "
+                                  f"{float(score):.5f}, box {box.tolist()}")
+        free.remove(pair)
+
+
 def sample_classifier() -> torch.nn.Module:
     """mobilenet_v2_035 for the built-in sample: 64 px, 10 classes named as its folders,
     random weights (seed 0) with randomised BatchNorm statistics, in eval mode."""
