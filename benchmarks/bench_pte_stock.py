@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -37,12 +36,14 @@ except ImportError as e:
     sys.exit(f"{e}: this benchmark needs timm, torchao and ExecuTorch (pip install -e "
              f"'.[dev]')")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_isa, cpu_model  # noqa: E402
+
 import mobilenets  # noqa: E402
 from mobilenets.data import SAMPLE_DIR  # noqa: E402
 from mobilenets.deploy import OnnxModel, export_onnx  # noqa: E402
-from mobilenets.deploy.compare import measure  # noqa: E402
+from mobilenets.deploy.compare import format_table, measure  # noqa: E402
 from mobilenets.deploy.onnx_model import PteModel  # noqa: E402
-from mobilenets.deploy.quantize import cpu_flags  # noqa: E402
 from mobilenets.deploy.runtimes.executorch import quantize_pte, set_threads  # noqa: E402
 from mobilenets.deploy.runtimes.executorch.session import portable_lib  # noqa: E402
 
@@ -97,10 +98,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
-    isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-                   if f in cpu_flags())
+    isa = " ".join(cpu_isa())
     print(f"torch {torch.__version__}  timm {timm.__version__}  threads {args.threads}  "
-          f"cpu {platform.processor() or platform.machine()}  isa {isa}", flush=True)
+          f"cpu {cpu_model()}  isa {isa}", flush=True)
     results = {}
     x = torch.randn(1, 3, args.resolution, args.resolution,
                     generator=torch.Generator().manual_seed(0))
@@ -119,11 +119,8 @@ def main(argv=None) -> None:
             with torch.inference_mode():
                 res = measure(fns, x, repeats=args.repeats, iters=args.iters,
                               reference=REFERENCE)
-            print(f"\n{name}  (batch 1, {args.resolution} px; ratio to {REFERENCE})")
-            for case, r in res.items():
-                print(f"  {case:32s} {r['median_ms']:7.2f} ms [{r['min_ms']:.2f}-"
-                      f"{r['max_ms']:.2f}]  ratio {r['ratio']:.3f} [{r['ratio_min']:.3f}-"
-                      f"{r['ratio_max']:.3f}]", flush=True)
+            print("\n" + format_table(name, res, args.resolution, args.threads,
+                                      reference=REFERENCE), flush=True)
             results[name] = res
     if args.json:
         args.json.write_text(json.dumps({"isa": isa, "settings": {
