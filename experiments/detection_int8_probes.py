@@ -1,0 +1,173 @@
+"""Where an int8 detector's boxes move, and whether bias correction brings them back: two
+probes on the files ``experiments/detection.py int8`` leaves in ``RUN/int8/`` (``fp32.onnx``
+and ``int8.onnx``), scored as that command scores them (the float file's detections that
+the other file finds at IoU >= 0.9 with the same label, all of them and those scoring at
+least ``--conf``, on COCO128's val2017 and train2017 images).
+
+    .venv/bin/python experiments/detection_int8_probes.py \\
+        runs/detection/ssdlite-efficientnet_lite0 --json runs/detection/int8-probes.json
+
+* **weights only**: the float file with every convolution's weights replaced by the int8
+  file's own (dequantized: the same grid, 7 or 8 bits), activations in float. What the
+  weights' rounding alone costs; the rest of the int8 loss is the activations'.
+* **bias correction** (empirical, sequential; Nagel et al. 2019, "Data-free quantization",
+  section 4.2, with measured means): for each convolution in graph order, the per-channel
+  mean of its output (before the activation, which the int8 file folds into the quantized
+  range) over ``--images`` calibration images is measured in the int8 file (in float
+  arithmetic) and in the float file, and the int8 file's int32 bias moves by the difference,
+  so later convolutions are measured with the earlier ones corrected. The corrected file is
+  ``RUN/int8/int8-bias-corrected.onnx``, run with onnxruntime's int8 kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from detection import coco128, commit, match_share  # noqa: E402
+
+SPLITS = ("val2017", "train2017")
+DQ = "_DequantizeLinear_Output"
+
+
+def conv_outputs(proto, quantized: bool) -> dict[str, str]:
+    """weight initializer name -> output of its convolution (the same weight names in the
+    float file and, with ``DQ`` appended, in the QDQ file)."""
+    return {(n.input[1].removesuffix(DQ) if quantized else n.input[1]): n.output[0]
+            for n in proto.graph.node if n.op_type == "Conv"}
+
+
+def channel_means(proto, names: list[str], batches, input_name: str,
+                  float_arithmetic: bool) -> list[np.ndarray]:
+    """Per-channel means of the tensors ``names`` over every image of ``batches``."""
+    import onnx
+    import onnxruntime as ort
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    so = ort.SessionOptions()
+    if float_arithmetic:            # each quantized conv as dequantize -> conv -> quantize
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(m.SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    sums, count = [0.0] * len(names), 0
+    for batch in batches:
+        outs = session.run(names, {input_name: batch.numpy()})
+        sums = [s + o.astype(np.float64).sum(axis=(0, 2, 3)) / (o.shape[2] * o.shape[3])
+                for s, o in zip(sums, outs)]
+        count += len(batch)
+    return [s / count for s in sums]
+
+
+def weights_only(fp32: Path, int8: Path, out: Path) -> Path:
+    """The float file with the int8 file's dequantized convolution weights."""
+    import onnx
+    from onnx import numpy_helper
+    f, q = onnx.load(str(fp32)), onnx.load(str(int8))
+    qinit = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
+    dq = {n.output[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    finit = {i.name: i for i in f.graph.initializer}
+    replaced = 0
+    for weight in conv_outputs(q, True):
+        node = dq.get(weight + DQ)
+        if node is None or weight not in finit:
+            continue
+        w = qinit[node.input[0]].astype(np.float32)
+        scale = qinit[node.input[1]].astype(np.float32)
+        w = w * scale.reshape(-1, *[1] * (w.ndim - 1)) if scale.ndim else w * scale
+        orig = numpy_helper.to_array(finit[weight])
+        finit[weight].CopyFrom(numpy_helper.from_array(
+            w[:orig.shape[0], :orig.shape[1]].astype(np.float32), weight))  # drop padding
+        replaced += 1
+    onnx.save(f, str(out))
+    print(f"weights only: {replaced} convolutions with the int8 file's weights", flush=True)
+    return out
+
+
+def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int) -> Path:
+    import onnx
+    from onnx import numpy_helper
+    from mobilenets.deploy.quantize import _fp32_onnx, calibration_input
+    with tempfile.TemporaryDirectory() as tmp:
+        _, preprocess = _fp32_onnx(fp32, Path(tmp) / "fp32.onnx", None)
+    f, q = onnx.load(str(fp32)), onnx.load(str(int8))
+    name, batches = calibration_input(q, calib, preprocess, num_images, seed=0)
+    fo, qo = conv_outputs(f, False), conv_outputs(q, True)
+    init = {i.name: i for i in q.graph.initializer}
+    weights = [w for w in qo if w in fo and w.removesuffix("weight") + "bias_quantized" in init]
+    target = channel_means(f, [fo[w] for w in weights], batches, name, False)
+    start, moved = time.perf_counter(), []
+    for weight, want in zip(weights, target):
+        (got,) = channel_means(q, [qo[weight]], batches, name, True)
+        shift = want - got[:len(want)]
+        bias = weight.removesuffix("weight") + "bias_quantized"
+        scale = numpy_helper.to_array(init[bias + "_scale"]).astype(np.float64)
+        b = numpy_helper.to_array(init[bias]).astype(np.int64)
+        b[:len(shift)] += np.round(shift / scale[:len(shift)]).astype(np.int64)
+        init[bias].CopyFrom(numpy_helper.from_array(b.astype(np.int32), bias))
+        moved.append(float(np.abs(shift).max()))
+    onnx.save(q, str(out))
+    print(f"bias correction: {len(weights)} convolutions, largest mean shift "
+          f"{max(moved):.3f}, {time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
+    p.add_argument("--images", type=int, default=64,
+                   help="calibration images for the bias correction (train2017)")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.deploy import open_model
+    folder = Path(args.run) / "int8"
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    if not (fp32.is_file() and int8.is_file()):
+        raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
+                         f"int8 --runs {Path(args.run).name} first")
+    data = coco128()
+    files = {"int8": int8,
+             "weights only": weights_only(fp32, int8, folder / "weights-only.onnx"),
+             "int8, bias-corrected": bias_corrected(
+                 fp32, int8, folder / "int8-bias-corrected.onnx",
+                 data / "images" / "train2017", args.images)}
+    quantization = json.loads(open_model(int8).metadata["quantization"])
+    results = {}
+    for split in SPLITS:
+        images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
+                  for p in sorted((data / "images" / split).glob("*.jpg"))]
+        with torch.inference_mode():
+            detector = open_model(fp32)
+            found = [detector([img])[0] for img in images]
+            for label, path in files.items():
+                detector = open_model(path)
+                kept = [detector([img])[0] for img in images]
+                conf = match_share(found, kept, min_score=args.conf)
+                every = match_share(found, kept)
+                results.setdefault(split, {})[label] = {"matched_at_conf": conf,
+                                                        "matched_all": every}
+                print(f"{split} {label}: {conf[0]}/{conf[1]} scoring >= {args.conf:g} "
+                      f"({100 * conf[0] / max(conf[1], 1):.1f}%), all {every[0]}/{every[1]} "
+                      f"({100 * every[0] / max(every[1], 1):.1f}%)", flush=True)
+    record = {"commit": commit(), "torch": torch.__version__,
+              "cpu": platform.processor() or platform.machine(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "run": Path(args.run).name, "weights": quantization["weights"],
+              "bias_correction_images": args.images, "conf": args.conf, "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
