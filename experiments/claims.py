@@ -18,8 +18,9 @@ Imagenette (``experiments/datasets.py imagenette-224 --short-side 160``), bf16 a
 the hardware has it (float32 on an AVX2 CPU; claim.json says which), channels-last, top-1 of
 the last epoch on the 3,925 val images at the run's resolution (validated only then), images
 decoded once into memory and augmented a batch at a time (``device_data``: on two cores with
-two workers a loader process per run took a third of the CPU; 85 against 63 images/s per
-worker for ``mobilenet_v2_050`` at 112 px on the Ice Lake Xeon). What
+two workers a loader process per run competes with them for the CPU; with it, the two
+``mobilenet_v2_050`` workers at 112 px trained at 66-69 images/s each on the Ice Lake Xeon,
+not compared side by side with the loader pipeline). What
 the scale-down may change: ten classes and 10 epochs favour small, quickly-trained networks;
 effects of a point or two are below the seed spread (2-4 points), which is why each claim
 has 2-3 seeds and the verdict rule below. Resolutions are 112 px unless a claim says
