@@ -53,13 +53,13 @@ def ort_ops(path) -> dict:
     import collections
     import tempfile
 
-    import onnxruntime as ort
-    from mobilenets.deploy.runtimes.onnxruntime.session import session_options
     from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_model
+    from mobilenets.deploy.runtimes.onnxruntime.session import (inference_session,
+                                                                session_options)
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(1)
         so.optimized_model_filepath = f"{tmp}/optimized.onnx"
-        ort.InferenceSession(cpu_model(path), so, providers=["CPUExecutionProvider"])
+        inference_session(cpu_model(path), so)
         return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath)
                                    .graph.node)
 
@@ -112,6 +112,50 @@ def test_exclude_presets_and_errors(files, model, tmp_path):
         quantize_onnx(int8, tmp_path / "x.onnx", SAMPLE_DIR)
     with pytest.raises(ValueError, match="activation_type"):
         quantize_onnx(model, tmp_path / "x.onnx", SAMPLE_DIR, activation_type="int4")
+
+
+def test_an_excluded_depthwise_convolution_runs_in_float(files, tmp_path, val_images):
+    """A convolution kept in float inside the int8 network runs in float in the library's
+    onnxruntime sessions: onnxruntime's WeightBiasQuantization would give it per-tensor int8
+    weights, which ruin a depthwise convolution whose channels' ranges differ by orders of
+    magnitude, as trained ones do (here made so: channel c scaled by 10**-u, u uniform in
+    0..3, and the next convolution's input channel c by 10**u). The file as the library runs it computes what the same file computes with every
+    onnxruntime optimisation off; with WeightBiasQuantization on, cosine 0.95 here."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    fp32, _ = files
+    proto = onnx.load(str(fp32))
+    depthwise = [n for n in proto.graph.node if n.op_type == "Conv"
+                 and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    keep = depthwise[len(depthwise) // 2]
+    init = {i.name: i for i in proto.graph.initializer}
+
+    def rescale(name, factor, axis):
+        t = numpy_helper.to_array(init[name])
+        shape = [1] * t.ndim
+        shape[axis] = -1
+        init[name].CopyFrom(numpy_helper.from_array(
+            (t * factor.reshape(shape)).astype(np.float32), name))
+    # channel c of the depthwise output scaled by s_c, the next convolution's input channel c
+    # by 1 / s_c: nearly the same function (ReLU6 clips a little less), far wider ranges
+    s = 10.0 ** -np.random.default_rng(0).uniform(0, 3, numpy_helper.to_array(
+        init[keep.input[1]]).shape[0])
+    rescale(keep.input[1], s, 0)
+    rescale(keep.input[2], s, 0)
+    act = next(n for n in proto.graph.node if keep.output[0] in n.input)
+    after = next(n for n in proto.graph.node if act.output[0] in n.input)
+    assert after.op_type == "Conv"
+    rescale(after.input[1], 1 / s, 1)
+    onnx.save(proto, str(tmp_path / "spread.onnx"))
+    path = quantize_onnx(tmp_path / "spread.onnx", tmp_path / "mixed.onnx", SAMPLE_DIR,
+                         num_images=16, exclude=[keep.name], channel_multiple=None)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = plain.get_inputs()[0].name
+    want = torch.cat([torch.from_numpy(plain.run(None, {name: x[None].numpy()})[0])
+                      for x in val_images])
+    assert_faithful(OnnxModel(path)(val_images), want, min_agreement=0.95, min_cosine=0.99)
 
 
 def test_exclude_of_an_inlined_node_is_refused(tmp_path):

@@ -300,8 +300,10 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     (symmetric). ``calibrate_method``: percentile (the default: ranges from the 0.001% and
     99.999% percentiles), minmax (the extremes) or entropy; percentile lost less top-1 on the
     models compared (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept
-    in float (see :func:`excluded_nodes`); None: :func:`default_exclude` (a YOLO detector's
-    prediction convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``:
+    in float (see :func:`excluded_nodes`; onnxruntime re-quantizes such a convolution inside
+    the network unless its session disables ``WeightBiasQuantization``, as the library's do:
+    docs/known-issues.md); None: :func:`default_exclude` (a YOLO detector's prediction
+    convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``:
     depthwise channel counts are padded with zero channels to a multiple of it (the same
     outputs, onnxruntime's fast int8 depthwise kernels;
     :mod:`.runtimes.onnxruntime.channel_pad`); None leaves them. The file keeps the fp32

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...onnx_graph import node_attrs
-from .session import session_options
+from .session import inference_session, session_options
 from .rewrite import cpu_model
 
 
@@ -53,20 +53,18 @@ def profile_onnx(path: str | Path, x: np.ndarray, iters: int = 20, warmup: int =
     time per call, summed over nodes) and ``ops``: a list of ``{"op", "ms", "share",
     "nodes"}`` per operator kind, ms per call, largest first; shares sum to 1.
     """
-    import onnxruntime as ort
-
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
     model = cpu_model(path)
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(threads)
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])  # writes it
+        inference_session(model, so)  # writes it
         kinds = _conv_kinds(Path(so.optimized_model_filepath))
         so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        session = inference_session(model, so)
         name = session.get_inputs()[0].name
         for _ in range(warmup + iters):
             session.run(None, {name: x})

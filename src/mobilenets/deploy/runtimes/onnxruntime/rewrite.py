@@ -171,9 +171,8 @@ def cpu_model(path: str | Path, rewrite: bool = True) -> str | bytes:
 def cpu_session(path: str | Path, options, rewrite: bool = True):
     """An onnxruntime CPU session with ``options`` for the ONNX file ``path``, opened from
     :func:`cpu_model` (so squeeze-excite runs in the blocked layout, hard-sigmoid in int8)."""
-    import onnxruntime as ort
-    return ort.InferenceSession(cpu_model(path, rewrite), options,
-                                providers=["CPUExecutionProvider"])
+    from .session import inference_session
+    return inference_session(cpu_model(path, rewrite), options)
 
 
 __all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "cpu_session",

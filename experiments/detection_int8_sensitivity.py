@@ -1,0 +1,234 @@
+"""Which convolutions of an int8 detector move its boxes, and how many must stay in float for
+the int8 file to keep 95% of the float file's confident boxes at IoU 0.9 (issue 23's
+criterion): a one-at-a-time sensitivity ranking, then files with the k most sensitive
+convolutions kept in float, scored as ``experiments/detection.py int8`` scores them.
+
+    .venv/bin/python experiments/detection_int8_sensitivity.py \\
+        runs/detection/ssdlite-efficientnet_lite0 --json runs/detection/int8-sensitivity.json
+
+* **ranking**: the int8 file ``RUN/int8/int8.onnx`` run in float arithmetic (onnxruntime's
+  optimisations off: each quantized convolution as dequantize -> float conv -> quantize) on
+  ``--images`` train2017 images, once as it is and once per convolution with that one
+  convolution given its float weights and its float input (its output is still quantized
+  where the next layer reads it). The error is the mean squared difference from the float
+  file of the box regressions the post-processing reads, over their variance in the float
+  file; a convolution's sensitivity is how much the error falls when it alone is in float.
+* **mixed files**: ``quantize_onnx`` with the ``--top`` most sensitive convolutions in
+  ``exclude`` (the same calibration as ``experiments/detection.py int8``: 128 train2017
+  images, percentile, 8-bit weights unless ``--reduce-range on``), run with onnxruntime's
+  int8 kernels on every val2017 and train2017 image: the share of the float file's
+  detections found at IoU >= 0.9 with the same label (scoring >= ``--conf``, and all).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from detection import coco128, commit, match_share  # noqa: E402
+
+SPLITS = ("val2017", "train2017")
+
+
+def _session(proto, threads: int, optimised: bool):
+    import onnxruntime as ort
+    from mobilenets.deploy.runtimes.onnxruntime.session import inference_session
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    if not optimised:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return inference_session(proto.SerializeToString(), so)
+
+
+def head_tensors(fp32, q) -> tuple[list[str], list[str], list[bool]]:
+    """The tensors the post-processing reads, as named in the float and in the int8 file,
+    and whether each is a box regression (a convolution with 4 outputs per anchor, not 91)."""
+    from mobilenets.deploy.detection_export import postprocess_nodes
+    post = set(postprocess_nodes(fp32))
+    fprod = {o: n for n in fp32.graph.node for o in n.output}
+    qnodes = {n.name: n for n in q.graph.node}
+    fnames, qnames, boxes = [], [], []
+    for n in fp32.graph.node:
+        if n.name not in post:
+            continue
+        for i, t in enumerate(n.input):
+            if t in fprod and fprod[t].name not in post and fprod[t].op_type == "Conv":
+                fnames.append(t)
+                qnames.append(qnodes[n.name].input[i])
+                conv = fprod[t]
+                w = next(x for x in fp32.graph.initializer if x.name == conv.input[1])
+                boxes.append(w.dims[0] % 91 != 0)
+    return fnames, qnames, boxes
+
+
+def floated(q, fp32, conv_name: str):
+    """A copy of the QDQ model ``q`` in which the convolution ``conv_name`` reads its float
+    input (before the QuantizeLinear) and its float weights (zero-padded where the int8 file
+    padded depthwise channels)."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.ModelProto()
+    m.CopyFrom(q)
+    prod = {o: n for n in m.graph.node for o in n.output}
+    conv = next(n for n in m.graph.node if n.name == conv_name)
+    fconv = next(n for n in fp32.graph.node if n.name == conv_name)
+    finit = {i.name: i for i in fp32.graph.initializer}
+    # The float input is the float file's tensor. In the int8 file a tensor of that name may
+    # hold something else: quantization folds a ReLU6 after a convolution into the uint8
+    # range and gives the convolution the activation's output name. Then the float file's
+    # activation is copied in, renamed, reading that pre-activation tensor.
+    fprod = {o: n for n in fp32.graph.node for o in n.output}
+    tensor = fconv.input[0]
+    if tensor in fprod and tensor in prod and prod[tensor].op_type != fprod[tensor].op_type:
+        act = fprod[tensor]
+        if (act.op_type not in ("Clip", "Relu")
+                or prod[tensor].op_type != fprod[act.input[0]].op_type):
+            raise ValueError(f"{conv_name}: no float path to its input in the int8 file")
+        copy = onnx.NodeProto()
+        copy.CopyFrom(act)
+        copy.name, copy.output[0] = "float_" + act.name, "float_" + tensor
+        copy.input[0] = tensor
+        m.graph.node.append(copy)
+        qinit = {i.name for i in m.graph.initializer}
+        m.graph.initializer.extend(finit[i] for i in act.input[1:] if i and i not in qinit)
+        tensor = copy.output[0]
+    elif tensor not in prod and tensor not in {i.name for i in m.graph.input}:
+        raise ValueError(f"{conv_name}: its input {tensor} is not in the int8 file")
+    conv.input[0] = tensor
+    wdq = prod.get(conv.input[1])
+    if wdq is not None and wdq.op_type == "DequantizeLinear" and fconv.input[1] in finit:
+        w = numpy_helper.to_array(finit[fconv.input[1]])
+        shape = [d for d in next(i for i in m.graph.initializer if i.name == wdq.input[0]).dims]
+        if list(w.shape) != shape:
+            full = np.zeros(shape, dtype=w.dtype)
+            full[:w.shape[0], :w.shape[1]] = w
+            w = full
+        name = conv_name + "_float_weight"
+        m.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), name))
+        conv.input[1] = name
+    return m
+
+
+def outputs_of(proto, names: list[str], batches, input_name: str, threads: int,
+               optimised: bool = False) -> list[list[np.ndarray]]:
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    session = _session(m, threads, optimised)
+    return [session.run(names, {input_name: b.numpy()}) for b in batches]
+
+
+def box_error(ref, got, boxes: list[bool]) -> float:
+    """Mean over the box-regression tensors of their squared error over their variance."""
+    errs = []
+    for j, is_box in enumerate(boxes):
+        if not is_box:
+            continue
+        f = np.concatenate([r[j].ravel() for r in ref])
+        g = np.concatenate([x[j].ravel() for x in got])
+        errs.append(float(np.mean((f - g) ** 2) / max(np.var(f), 1e-12)))
+    return float(np.mean(errs))
+
+
+def ranking(fp32_path: Path, q_path: Path, calib: Path, num_images: int,
+            threads: int) -> tuple[list[tuple[str, float]], float]:
+    import onnx
+    from mobilenets.deploy.quantize import _fp32_onnx, calibration_input
+    with tempfile.TemporaryDirectory() as tmp:
+        _, preprocess = _fp32_onnx(fp32_path, Path(tmp) / "fp32.onnx", None)
+    fp32, q = onnx.load(str(fp32_path)), onnx.load(str(q_path))
+    name, batches = calibration_input(q, calib, preprocess, num_images, seed=1)
+    fnames, qnames, boxes = head_tensors(fp32, q)
+    ref = outputs_of(fp32, fnames, batches, name, threads)
+    base = box_error(ref, outputs_of(q, qnames, batches, name, threads), boxes)
+    convs = [n.name for n in q.graph.node if n.op_type == "Conv"]
+    start, gains = time.perf_counter(), []
+    for k, conv in enumerate(convs):
+        err = box_error(ref, outputs_of(floated(q, fp32, conv), qnames, batches, name,
+                                        threads), boxes)
+        gains.append((conv, base - err))
+        if k % 10 == 9:
+            print(f"  {k + 1}/{len(convs)} convolutions, {time.perf_counter() - start:.0f} s",
+                  flush=True)
+    gains.sort(key=lambda g: -g[1])
+    return gains, base
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
+    p.add_argument("--images", type=int, default=32, help="train2017 images for the ranking")
+    p.add_argument("--top", type=int, nargs="+", default=[2, 4, 8, 16])
+    p.add_argument("--reduce-range", choices=("on", "off"), default="off")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ranking", default=None,
+                   help="a JSON this script wrote: reuse its ranking instead of measuring one")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.deploy import open_model, quantize_onnx
+    folder = Path(args.run) / "int8"
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    if not (fp32.is_file() and int8.is_file()):
+        raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
+                         f"int8 --runs {Path(args.run).name} first")
+    data = coco128()
+    train = data / "images" / "train2017"
+    t0 = time.perf_counter()
+    if args.ranking:
+        old = json.loads(Path(args.ranking).read_text())
+        base = old["box_error_all_int8"]
+        gains = [(r["conv"], r["gain"] * base) for r in old["ranking"]]
+        args.images = old["ranking_images"]
+    else:
+        gains, base = ranking(fp32, int8, train, args.images, args.threads)
+    print(f"ranking: {len(gains)} convolutions, box error all-int8 {base:.4g}, "
+          f"{time.perf_counter() - t0:.0f} s; most sensitive: "
+          + ", ".join(f"{n} {g / base:.1%}" for n, g in gains[:16]), flush=True)
+    files = {0: int8}
+    for k in args.top:
+        files[k] = quantize_onnx(fp32, folder / f"int8-float{k}.onnx", train, num_images=128,
+                                 exclude=[n for n, _ in gains[:k]],
+                                 reduce_range=args.reduce_range == "on")
+    results = {}
+    for split in SPLITS:
+        images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
+                  for p in sorted((data / "images" / split).glob("*.jpg"))]
+        with torch.inference_mode():
+            detector = open_model(fp32)
+            found = [detector([img])[0] for img in images]
+            for k, path in files.items():
+                detector = open_model(path)
+                kept = [detector([img])[0] for img in images]
+                conf = match_share(found, kept, min_score=args.conf)
+                every = match_share(found, kept)
+                results.setdefault(split, {})[str(k)] = {"matched_at_conf": conf,
+                                                         "matched_all": every}
+                print(f"{split}, {k} convolutions in float: {conf[0]}/{conf[1]} scoring >= "
+                      f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%), all "
+                      f"{every[0]}/{every[1]} ({100 * every[0] / max(every[1], 1):.1f}%)",
+                      flush=True)
+    record = {"commit": commit(), "torch": torch.__version__,
+              "cpu": platform.processor() or platform.machine(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "run": Path(args.run).name, "ranking_images": args.images,
+              "box_error_all_int8": base,
+              "ranking": [{"conv": n, "gain": g / base} for n, g in gains],
+              "conf": args.conf, "results": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
