@@ -17,6 +17,13 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   arithmetic) and in the float file, and the int8 file's int32 bias moves by the difference,
   so later convolutions are measured with the earlier ones corrected. The corrected file is
   ``RUN/int8/int8-bias-corrected.onnx``, run with onnxruntime's int8 kernels.
+* **same anchor**: for each float detection scoring at least ``--conf``, the candidate it
+  came from (the anchor and class whose score going into NonMaxSuppression equals its score)
+  and that same candidate's box in the int8 file, before NMS: the share within IoU 0.9.
+  Where the final detections differ but these agree, the int8 file predicted the box and NMS
+  kept another of the overlapping candidates, whose scores nearly tie.
+
+``--probes`` picks some of them (the bias correction takes about 20 minutes).
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit, match_share  # noqa: E402
 
 SPLITS = ("val2017", "train2017")
+PROBES = ("weights-only", "bias-correction", "same-anchor")
 DQ = "_DequantizeLinear_Output"
 
 
@@ -121,12 +129,66 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
+def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
+    """The same-anchor probe on ``images``: ``total`` float detections scoring >= ``conf``,
+    ``same_anchor`` of them whose candidate's int8 box is within IoU 0.9, ``missed`` of them
+    the final int8 detections lack (IoU 0.9, same label), ``missed_same_anchor`` of those
+    whose candidate's int8 box is within IoU 0.9, and the candidates' IoU and int8 score
+    for each missed one."""
+    import onnx
+    import onnxruntime as ort
+    from torchvision.ops import box_iou
+    from mobilenets.deploy import open_model
+    from mobilenets.deploy.runtimes.onnxruntime.session import inference_session
+    nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
+    names = list(nms.input[:2])             # boxes B x N x 4, scores B x C x N
+
+    def session(path):
+        m = onnx.load(str(path))
+        m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        return inference_session(m.SerializeToString(), so)
+    sf, sq = session(fp32), session(int8)
+    input_name = sf.get_inputs()[0].name
+    fdet, qdet = open_model(fp32), open_model(int8)
+    seen = []
+    detect = fdet.detect
+    fdet.detect = lambda x: (seen.append(x), detect(x))[1]      # the file's own input
+    out = {"total": 0, "same_anchor": 0, "missed": 0, "missed_same_anchor": 0, "misses": []}
+    for img in images:
+        seen.clear()
+        a, b = fdet([img])[0], qdet([img])[0]
+        keep = a["scores"] >= conf
+        if not keep.any():
+            continue
+        boxes, labels, scores = a["boxes"][keep], a["labels"][keep], a["scores"][keep]
+        found = ((box_iou(boxes, b["boxes"]) >= 0.9) & (labels[:, None] == b["labels"][None])
+                 ).any(1) if len(b["boxes"]) else torch.zeros(len(boxes), dtype=torch.bool)
+        x = seen[0].numpy()
+        bf, pf = sf.run(names, {input_name: x})
+        bq, pq = sq.run(names, {input_name: x})
+        for s, hit in zip(scores.tolist(), found.tolist()):
+            c, n = np.unravel_index(np.argmin(np.abs(pf[0] - s)), pf[0].shape)
+            iou = box_iou(torch.from_numpy(bf[0, n:n + 1]), torch.from_numpy(bq[0, n:n + 1]))
+            same = float(iou) >= 0.9
+            out["total"] += 1
+            out["same_anchor"] += same
+            if not hit:
+                out["missed"] += 1
+                out["missed_same_anchor"] += same
+                out["misses"].append({"iou": round(float(iou), 4), "score": round(s, 4),
+                                      "int8_score": round(float(pq[0, c, n]), 4)})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
     p.add_argument("--images", type=int, default=64,
                    help="calibration images for the bias correction (train2017)")
     p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     p.add_argument("--json", default=None)
     args = p.parse_args()
     from torchvision.io import ImageReadMode, decode_image
@@ -137,11 +199,13 @@ def main() -> None:
         raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
                          f"int8 --runs {Path(args.run).name} first")
     data = coco128()
-    files = {"int8": int8,
-             "weights only": weights_only(fp32, int8, folder / "weights-only.onnx"),
-             "int8, bias-corrected": bias_corrected(
-                 fp32, int8, folder / "int8-bias-corrected.onnx",
-                 data / "images" / "train2017", args.images)}
+    files = {"int8": int8}
+    if "weights-only" in args.probes:
+        files["weights only"] = weights_only(fp32, int8, folder / "weights-only.onnx")
+    if "bias-correction" in args.probes:
+        files["int8, bias-corrected"] = bias_corrected(
+            fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
+            args.images)
     quantization = json.loads(open_model(int8).metadata["quantization"])
     results = {}
     for split in SPLITS:
@@ -160,11 +224,19 @@ def main() -> None:
                 print(f"{split} {label}: {conf[0]}/{conf[1]} scoring >= {args.conf:g} "
                       f"({100 * conf[0] / max(conf[1], 1):.1f}%), all {every[0]}/{every[1]} "
                       f"({100 * every[0] / max(every[1], 1):.1f}%)", flush=True)
+        if "same-anchor" in args.probes:
+            r = results[split]["same anchor"] = same_anchor(fp32, int8, images, args.conf)
+            print(f"{split} same anchor: {r['same_anchor']}/{r['total']} candidates' int8 "
+                  f"boxes within IoU 0.9; of the {r['missed']} final detections int8 lacks, "
+                  f"{r['missed_same_anchor']} (candidate IoU "
+                  f"{min([m['iou'] for m in r['misses']], default=1):.3f}-"
+                  f"{max([m['iou'] for m in r['misses']], default=1):.3f})", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "run": Path(args.run).name, "weights": quantization["weights"],
-              "bias_correction_images": args.images, "conf": args.conf, "results": results}
+              "probes": args.probes, "bias_correction_images": args.images, "conf": args.conf,
+              "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 

@@ -119,8 +119,9 @@ def test_an_excluded_depthwise_convolution_runs_in_float(files, tmp_path, val_im
     onnxruntime sessions: onnxruntime's WeightBiasQuantization would give it per-tensor int8
     weights, which ruin a depthwise convolution whose channels' ranges differ by orders of
     magnitude, as trained ones do (here made so: channel c scaled by 10**-u, u uniform in
-    0..3, and the next convolution's input channel c by 10**u). The file as the library runs it computes what the same file computes with every
-    onnxruntime optimisation off; with WeightBiasQuantization on, cosine 0.95 here."""
+    0..3, and the next convolution's input channel c by 10**u). The file as the library runs
+    it computes what the same file computes with every onnxruntime optimisation off; with
+    WeightBiasQuantization on, cosine 0.95 here."""
     import onnxruntime as ort
     from onnx import numpy_helper
     fp32, _ = files
