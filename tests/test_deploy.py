@@ -280,7 +280,7 @@ def test_cli_bench_profile(tmp_path, capsys, keep_threads):
 def _optimized_ops(path, rewrite, tmp_path):
     """Operator types of the graph onnxruntime runs, after its optimisations."""
     from mobilenets.deploy.runtimes.onnxruntime.session import session_options
-    from mobilenets.deploy.runtimes.onnxruntime.rewrite import cpu_session
+    from mobilenets.deploy.runtimes.onnxruntime.session import cpu_session
     so = session_options(1)
     so.optimized_model_filepath = str(tmp_path / f"optimized-{rewrite}.onnx")
     session = cpu_session(path, so, rewrite)

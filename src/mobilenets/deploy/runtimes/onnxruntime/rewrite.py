@@ -1,5 +1,5 @@
 """Rewrites of an ONNX graph for onnxruntime's CPU kernels, applied when a file is opened
-(:func:`cpu_session`), so the exported file itself stays portable.
+(:func:`.session.cpu_session`), so the exported file itself stays portable.
 
 On x86 onnxruntime runs convolutions in a blocked channel layout (NCHWc, 8 or 16 channels a
 block) and keeps element-wise ops in it only when every input is blocked and of equal shape.
@@ -168,12 +168,4 @@ def cpu_model(path: str | Path, rewrite: bool = True) -> str | bytes:
     return str(path)
 
 
-def cpu_session(path: str | Path, options, rewrite: bool = True):
-    """An onnxruntime CPU session with ``options`` for the ONNX file ``path``, opened from
-    :func:`cpu_model` (so squeeze-excite runs in the blocked layout, hard-sigmoid in int8)."""
-    from .session import inference_session
-    return inference_session(cpu_model(path, rewrite), options)
-
-
-__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "cpu_session",
-           "hard_sigmoid_to_lookup"]
+__all__ = ["blocked_layout_cpu", "broadcast_mul_to_resize", "cpu_model", "hard_sigmoid_to_lookup"]

@@ -48,6 +48,12 @@ def session_options(threads: int | None = None):
     return so
 
 
+def cpu_session(path: str | Path, options, rewrite: bool = True):
+    """An onnxruntime CPU session with ``options`` for the ONNX file ``path``, opened from
+    :func:`cpu_model` (so squeeze-excite runs in the blocked layout, hard-sigmoid in int8)."""
+    return inference_session(cpu_model(path, rewrite), options)
+
+
 def open_session(path: Path, threads: int | None, rewrite: bool):
     """An onnxruntime CPU session for ``path`` and whether a rewrite changed its graph."""
     try:
@@ -65,5 +71,5 @@ def open_session(path: Path, threads: int | None, rewrite: bool):
     return session, isinstance(model, bytes)      # bytes: a rewrite changed the graph
 
 
-__all__ = ["float_weights_after_dequantize", "inference_session", "open_session",
-           "session_options"]
+__all__ = ["cpu_session", "float_weights_after_dequantize", "inference_session",
+           "open_session", "session_options"]
