@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .rewrite import cpu_model
 
+
 def float_weights_after_dequantize(proto) -> bool:
     """Whether a Conv or Gemm of ``proto`` has float weights (an initializer) and reads a
     DequantizeLinear: a layer that ``quantize_onnx(exclude=...)`` kept in float inside an
@@ -23,7 +24,7 @@ def inference_session(model, options):
     DequantizeLinear and a QuantizeLinear int8 weights and an int32 bias: what a PT2E file's
     float biases need, but per-tensor int8 weights undo ``quantize_onnx(exclude=...)`` inside
     the network, and ruin a depthwise convolution whose channels' ranges differ (an SSDLite
-    with one depthwise convolution so kept lost three quarters of its boxes;
+    with four convolutions so kept, one depthwise, lost three quarters of its boxes;
     docs/known-issues.md). So it is off for files with such float layers."""
     import onnx
     import onnxruntime as ort
