@@ -182,6 +182,34 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     return out
 
 
+def split_images(data: Path, split: str) -> list[torch.Tensor]:
+    """Every image of COCO128's ``split``, as float 3 x H x W in [0, 1]."""
+    from torchvision.io import ImageReadMode, decode_image
+    return [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
+            for p in sorted((data / "images" / split).glob("*.jpg"))]
+
+
+def score_files(fp32: Path, files: dict[str, Path], images, conf: float,
+                split: str) -> dict[str, dict]:
+    """label -> the share of the float file's detections on ``images`` that each of
+    ``files`` finds at IoU >= 0.9 with the same label: those scoring >= ``conf``
+    (``matched_at_conf``) and all (``matched_all``), each (matched, total); printed too."""
+    from mobilenets.deploy import open_model
+    out = {}
+    with torch.inference_mode():
+        detector = open_model(fp32)
+        found = [detector([img])[0] for img in images]
+        for label, path in files.items():
+            detector = open_model(path)
+            kept = [detector([img])[0] for img in images]
+            at, every = match_share(found, kept, min_score=conf), match_share(found, kept)
+            out[label] = {"matched_at_conf": at, "matched_all": every}
+            print(f"{split} {label}: {at[0]}/{at[1]} scoring >= {conf:g} "
+                  f"({100 * at[0] / max(at[1], 1):.1f}%), all {every[0]}/{every[1]} "
+                  f"({100 * every[0] / max(every[1], 1):.1f}%)", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
@@ -191,7 +219,6 @@ def main() -> None:
     p.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    from torchvision.io import ImageReadMode, decode_image
     from mobilenets.deploy import open_model
     folder = Path(args.run) / "int8"
     fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
@@ -209,21 +236,8 @@ def main() -> None:
     quantization = json.loads(open_model(int8).metadata["quantization"])
     results = {}
     for split in SPLITS:
-        images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
-                  for p in sorted((data / "images" / split).glob("*.jpg"))]
-        with torch.inference_mode():
-            detector = open_model(fp32)
-            found = [detector([img])[0] for img in images]
-            for label, path in files.items():
-                detector = open_model(path)
-                kept = [detector([img])[0] for img in images]
-                conf = match_share(found, kept, min_score=args.conf)
-                every = match_share(found, kept)
-                results.setdefault(split, {})[label] = {"matched_at_conf": conf,
-                                                        "matched_all": every}
-                print(f"{split} {label}: {conf[0]}/{conf[1]} scoring >= {args.conf:g} "
-                      f"({100 * conf[0] / max(conf[1], 1):.1f}%), all {every[0]}/{every[1]} "
-                      f"({100 * every[0] / max(every[1], 1):.1f}%)", flush=True)
+        images = split_images(data, split)
+        results[split] = score_files(fp32, files, images, args.conf, split)
         if "same-anchor" in args.probes:
             r = results[split]["same anchor"] = same_anchor(fp32, int8, images, args.conf)
             print(f"{split} same anchor: {r['same_anchor']}/{r['total']} candidates' int8 "

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from detection import coco128, commit, match_share  # noqa: E402
-
-SPLITS = ("val2017", "train2017")
+from detection import coco128, commit  # noqa: E402
+from detection_int8_probes import SPLITS, score_files, split_images  # noqa: E402
 
 
 def _session(proto, threads: int, optimised: bool):
@@ -176,8 +175,7 @@ def main() -> None:
                    help="a JSON this script wrote: reuse its ranking instead of measuring one")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    from torchvision.io import ImageReadMode, decode_image
-    from mobilenets.deploy import open_model, quantize_onnx
+    from mobilenets.deploy import quantize_onnx
     folder = Path(args.run) / "int8"
     fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
     if not (fp32.is_file() and int8.is_file()):
@@ -196,29 +194,13 @@ def main() -> None:
     print(f"ranking: {len(gains)} convolutions, box error all-int8 {base:.4g}, "
           f"{time.perf_counter() - t0:.0f} s; most sensitive: "
           + ", ".join(f"{n} {g / base:.1%}" for n, g in gains[:16]), flush=True)
-    files = {0: int8}
+    files = {"0 convolutions in float": int8}
     for k in args.top:
-        files[k] = quantize_onnx(fp32, folder / f"int8-float{k}.onnx", train, num_images=128,
-                                 exclude=[n for n, _ in gains[:k]],
-                                 reduce_range=args.reduce_range == "on")
-    results = {}
-    for split in SPLITS:
-        images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
-                  for p in sorted((data / "images" / split).glob("*.jpg"))]
-        with torch.inference_mode():
-            detector = open_model(fp32)
-            found = [detector([img])[0] for img in images]
-            for k, path in files.items():
-                detector = open_model(path)
-                kept = [detector([img])[0] for img in images]
-                conf = match_share(found, kept, min_score=args.conf)
-                every = match_share(found, kept)
-                results.setdefault(split, {})[str(k)] = {"matched_at_conf": conf,
-                                                         "matched_all": every}
-                print(f"{split}, {k} convolutions in float: {conf[0]}/{conf[1]} scoring >= "
-                      f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%), all "
-                      f"{every[0]}/{every[1]} ({100 * every[0] / max(every[1], 1):.1f}%)",
-                      flush=True)
+        files[f"{k} convolutions in float"] = quantize_onnx(
+            fp32, folder / f"int8-float{k}.onnx", train, num_images=128,
+            exclude=[n for n, _ in gains[:k]], reduce_range=args.reduce_range == "on")
+    results = {split: score_files(fp32, files, split_images(data, split), args.conf, split)
+               for split in SPLITS}
     record = {"commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
