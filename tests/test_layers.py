@@ -81,3 +81,17 @@ def test_precision_policy_on_a_model_keeps_state_dict_copies_and_pickles():
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
             torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+
+
+def test_precision_policy_passes_low_rank_units_by():
+    """A factorised model (its 1x1 ConvNormActs hold low-rank pairs, not Conv2d) gets the
+    policy on its depthwise units and leaves the low-rank ones alone: the training engine
+    applies it before fine-tuning such a model under autocast."""
+    from mobilenets.compress import factorise
+    model = mobilenets.create_model("mobilenet_v2_050", num_classes=10, resolution=64)
+    small, _ = factorise(model, rank=0.5)
+    low_rank = {n for n, m in small.named_modules()
+                if isinstance(m, ConvNormAct) and not isinstance(m.conv, torch.nn.Conv2d)}
+    float32_depthwise_under_cpu_autocast(small)
+    changed = {n for n, m in small.named_modules() if isinstance(m, Float32UnderCpuAutocast)}
+    assert low_rank and changed and not low_rank & changed

@@ -46,8 +46,9 @@ class Float32UnderCpuAutocast(ConvNormAct):
 
 
 def slow_in_bf16(module: nn.Module) -> bool:
-    """A depthwise ConvNormAct with stride > 1 or a kernel larger than 3 (see module docstring)."""
-    if not isinstance(module, ConvNormAct):
+    """A depthwise ConvNormAct with stride > 1 or a kernel larger than 3 (see module docstring).
+    A unit whose convolution is not an ``nn.Conv2d`` (a low-rank pair of 1x1s) is not one."""
+    if not isinstance(module, ConvNormAct) or not isinstance(module.conv, nn.Conv2d):
         return False
     conv = module.conv
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
