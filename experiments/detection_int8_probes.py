@@ -46,6 +46,37 @@ PROBES = ("weights-only", "bias-correction", "same-anchor")
 DQ = "_DequantizeLinear_Output"
 
 
+def run_files(run: str) -> tuple[Path, Path, Path]:
+    """``RUN/int8/`` and its fp32.onnx and int8.onnx, which ``experiments/detection.py int8``
+    writes; exits naming that command where they are missing."""
+    folder = Path(run) / "int8"
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    if not (fp32.is_file() and int8.is_file()):
+        raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
+                         f"int8 --runs {Path(run).name} first")
+    return folder, fp32, int8
+
+
+def tapped_session(proto, names: list[str], optimised: bool = True,
+                   threads: int | None = None):
+    """An onnxruntime session of ``proto`` (a ModelProto or a path) that also outputs the
+    tensors ``names``; ``optimised=False`` runs it in float arithmetic (optimisations off:
+    each quantized convolution as dequantize -> conv -> quantize)."""
+    import onnx
+    import onnxruntime as ort
+    from mobilenets.deploy.runtimes.onnxruntime.session import inference_session
+    m = onnx.ModelProto()
+    m.CopyFrom(proto if isinstance(proto, onnx.ModelProto) else onnx.load(str(proto)))
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    if not optimised:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return inference_session(m.SerializeToString(), so)
+
+
 def conv_outputs(proto, quantized: bool) -> dict[str, str]:
     """weight initializer name -> output of its convolution (the same weight names in the
     float file and, with ``DQ`` appended, in the QDQ file)."""
@@ -56,17 +87,7 @@ def conv_outputs(proto, quantized: bool) -> dict[str, str]:
 def channel_means(proto, names: list[str], batches, input_name: str,
                   float_arithmetic: bool) -> list[np.ndarray]:
     """Per-channel means of the tensors ``names`` over every image of ``batches``."""
-    import onnx
-    import onnxruntime as ort
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    so = ort.SessionOptions()
-    if float_arithmetic:            # each quantized conv as dequantize -> conv -> quantize
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(m.SerializeToString(), so,
-                                   providers=["CPUExecutionProvider"])
+    session = tapped_session(proto, names, optimised=not float_arithmetic)
     sums, count = [0.0] * len(names), 0
     for batch in batches:
         outs = session.run(names, {input_name: batch.numpy()})
@@ -136,20 +157,11 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     whose candidate's int8 box is within IoU 0.9, and the candidates' IoU and int8 score
     for each missed one."""
     import onnx
-    import onnxruntime as ort
     from torchvision.ops import box_iou
     from mobilenets.deploy import open_model
-    from mobilenets.deploy.runtimes.onnxruntime.session import inference_session
     nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
     names = list(nms.input[:2])             # boxes B x N x 4, scores B x C x N
-
-    def session(path):
-        m = onnx.load(str(path))
-        m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        return inference_session(m.SerializeToString(), so)
-    sf, sq = session(fp32), session(int8)
+    sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
     input_name = sf.get_inputs()[0].name
     fdet, qdet = open_model(fp32), open_model(int8)
     seen = []
@@ -220,11 +232,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     from mobilenets.deploy import open_model
-    folder = Path(args.run) / "int8"
-    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
-    if not (fp32.is_file() and int8.is_file()):
-        raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
-                         f"int8 --runs {Path(args.run).name} first")
+    folder, fp32, int8 = run_files(args.run)
     data = coco128()
     files = {"int8": int8}
     if "weights-only" in args.probes:

@@ -34,17 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit  # noqa: E402
-from detection_int8_probes import SPLITS, score_files, split_images  # noqa: E402
-
-
-def _session(proto, threads: int, optimised: bool):
-    import onnxruntime as ort
-    from mobilenets.deploy.runtimes.onnxruntime.session import inference_session
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    if not optimised:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return inference_session(proto.SerializeToString(), so)
+from detection_int8_probes import (SPLITS, run_files, score_files, split_images,  # noqa: E402
+                                   tapped_session)
 
 
 def head_tensors(fp32, q) -> tuple[list[str], list[str], list[bool]]:
@@ -118,12 +109,7 @@ def floated(q, fp32, conv_name: str):
 
 def outputs_of(proto, names: list[str], batches, input_name: str, threads: int,
                optimised: bool = False) -> list[list[np.ndarray]]:
-    import onnx
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    session = _session(m, threads, optimised)
+    session = tapped_session(proto, names, optimised, threads)
     return [session.run(names, {input_name: b.numpy()}) for b in batches]
 
 
@@ -176,11 +162,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     from mobilenets.deploy import quantize_onnx
-    folder = Path(args.run) / "int8"
-    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
-    if not (fp32.is_file() and int8.is_file()):
-        raise SystemExit(f"{folder} lacks fp32.onnx or int8.onnx: run experiments/detection.py "
-                         f"int8 --runs {Path(args.run).name} first")
+    folder, fp32, int8 = run_files(args.run)
     data = coco128()
     train = data / "images" / "train2017"
     t0 = time.perf_counter()
