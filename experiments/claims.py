@@ -375,7 +375,9 @@ def train_run(run: Run, workers: int) -> dict:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(out / "best" / "model.safetensors"))
     else:
-        train(cfg, resume=resume, progress=False, model=model)
+        # no last.pt: a sitting stopped inside the first epoch and left only its config;
+        # the run's lock (held here) means no other worker is writing to it
+        train(cfg, resume=resume, progress=False, model=model, overwrite=resume is None)
     epochs = [json.loads(x) for x in log.read_text().splitlines()]
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     plain = plain_twin(model, run)
