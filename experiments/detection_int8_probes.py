@@ -23,6 +23,14 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   Where the final detections differ but these agree, the int8 file predicted the box and NMS
   kept another of the overlapping candidates, whose scores nearly tie.
 
+* **merge NMS**: both files' final detections with each box replaced by the mean of the
+  same-class candidates overlapping it by more than ``--merge-iou`` (each weighted by its
+  IoU with the kept box times its score; the "merge" of YOLOv5's NMS, a form of weighted
+  box fusion), computed here from the candidates going into NonMaxSuppression and the
+  files' own kept boxes. A kept box is then a mean over its cluster, so when int8 keeps a
+  near-tied neighbour instead, the box moves less: does post-processing that is continuous
+  in the scores bring the share to 95%?
+
 ``--probes`` picks some of them (the bias correction takes about 20 minutes).
 """
 from __future__ import annotations
@@ -42,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit, match_share  # noqa: E402
 
 SPLITS = ("val2017", "train2017")
-PROBES = ("weights-only", "bias-correction", "same-anchor")
+PROBES = ("weights-only", "bias-correction", "same-anchor", "merge-nms")
 DQ = "_DequantizeLinear_Output"
 
 
@@ -194,6 +202,50 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     return out
 
 
+def merge_nms(fp32: Path, int8: Path, images, conf: float, thresholds: list[float]) -> dict:
+    """The merge-NMS probe on ``images``: for each IoU threshold (0: the files' own hard-NMS
+    detections), the share of the float file's detections that the int8 file finds at IoU
+    >= 0.9 with the same label, both post-processed the same way; (matched, total) for
+    those scoring >= ``conf`` and for all."""
+    import onnx
+    from torchvision.ops import box_iou
+    from mobilenets.deploy import open_model
+    nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
+    finals = ["boxes", "scores", "labels", "num_detections"]
+    names = list(nms.input[:2]) + finals         # candidates B x N x 4, B x C x N; padded
+    sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
+    input_name = sf.get_inputs()[0].name
+    score_thresh = json.loads(open_model(fp32).metadata["detection"])["score_thresh"]
+    fdet, seen = open_model(fp32), []
+    detect = fdet.detect
+    fdet.detect = lambda x: (seen.append(x), detect(x))[1]      # the file's own input
+
+    def detections(outs, threshold: float) -> dict:
+        cand_boxes, cand_scores, boxes, scores, labels, num = (torch.as_tensor(o[0])
+                                                                for o in outs)
+        n = int(num)
+        boxes, scores, labels = boxes[:n], scores[:n], labels[:n]
+        if threshold and n:
+            iou = box_iou(boxes, cand_boxes)                   # kept x candidates
+            same = cand_scores[labels - 1]                     # score column k: label k + 1
+            w = torch.where((iou > threshold) & (same > score_thresh), iou * same, 0.0)
+            boxes = w @ cand_boxes / w.sum(1, keepdim=True)    # the kept box itself: w > 0
+        return {"boxes": boxes, "scores": scores, "labels": labels}
+
+    pairs = {t: ([], []) for t in thresholds}
+    with torch.inference_mode():
+        for img in images:
+            seen.clear()
+            fdet([img])
+            x = {input_name: seen[0].numpy()}
+            of, oq = sf.run(names, x), sq.run(names, x)
+            for t in thresholds:
+                pairs[t][0].append(detections(of, t))
+                pairs[t][1].append(detections(oq, t))
+    return {str(t): {"matched_at_conf": match_share(a, b, min_score=conf),
+                     "matched_all": match_share(a, b)} for t, (a, b) in pairs.items()}
+
+
 def split_images(data: Path, split: str) -> list[torch.Tensor]:
     """Every image of COCO128's ``split``, as float 3 x H x W in [0, 1]."""
     from torchvision.io import ImageReadMode, decode_image
@@ -229,6 +281,8 @@ def main() -> None:
                    help="calibration images for the bias correction (train2017)")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
+    p.add_argument("--merge-iou", type=float, nargs="+", default=[0.0, 0.55, 0.7, 0.8],
+                   help="merge-NMS thresholds (0: hard NMS, the files' own detections)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     from mobilenets.deploy import open_model
@@ -253,11 +307,20 @@ def main() -> None:
                   f"{r['missed_same_anchor']} (candidate IoU "
                   f"{min([m['iou'] for m in r['misses']], default=1):.3f}-"
                   f"{max([m['iou'] for m in r['misses']], default=1):.3f})", flush=True)
+        if "merge-nms" in args.probes:
+            r = results[split]["merge nms"] = merge_nms(fp32, int8, images, args.conf,
+                                                        args.merge_iou)
+            for t, v in r.items():
+                (a, n), (b, m) = v["matched_at_conf"], v["matched_all"]
+                print(f"{split} merge NMS at IoU {t}: {a}/{n} scoring >= {args.conf:g} "
+                      f"({100 * a / max(n, 1):.1f}%), all {b}/{m} "
+                      f"({100 * b / max(m, 1):.1f}%)", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "run": Path(args.run).name, "weights": quantization["weights"],
               "probes": args.probes, "bias_correction_images": args.images, "conf": args.conf,
+              "merge_iou": args.merge_iou,
               "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
