@@ -10,6 +10,8 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
 * **weights only**: the float file with every convolution's weights replaced by the int8
   file's own (dequantized: the same grid, 7 or 8 bits), activations in float. What the
   weights' rounding alone costs; the rest of the int8 loss is the activations'.
+* **activations only**: the int8 file with the float file's weights: quantized activations,
+  float weights; the most that better weight rounding (AdaRound and the like) could recover.
 * **bias correction** (empirical, sequential; Nagel et al. 2019, "Data-free quantization",
   section 4.2, with measured means): for each convolution in graph order, the per-channel
   mean of its output (before the activation, which the int8 file folds into the quantized
@@ -50,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit, match_share  # noqa: E402
 
 SPLITS = ("val2017", "train2017")
-PROBES = ("weights-only", "bias-correction", "same-anchor", "merge-nms")
+PROBES = ("weights-only", "activations-only", "bias-correction", "same-anchor",
+          "merge-nms")
 DQ = "_DequantizeLinear_Output"
 
 
@@ -127,6 +130,36 @@ def weights_only(fp32: Path, int8: Path, out: Path) -> Path:
         replaced += 1
     onnx.save(f, str(out))
     print(f"weights only: {replaced} convolutions with the int8 file's weights", flush=True)
+    return out
+
+
+def activations_only(fp32: Path, int8: Path, out: Path) -> Path:
+    """The int8 file with every convolution reading the float file's weights (zero-padded to
+    the int8 file's shape) instead of its dequantized int8 ones: quantized activations, float
+    weights. What the activations' ranges alone cost, and so the most any better rounding of
+    the weights (AdaRound and the like) could recover."""
+    import onnx
+    from onnx import numpy_helper
+    f, q = onnx.load(str(fp32)), onnx.load(str(int8))
+    finit = {i.name: numpy_helper.to_array(i) for i in f.graph.initializer}
+    qinit = {i.name: i for i in q.graph.initializer}
+    dq = {n.output[0]: n for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    replaced = 0
+    for node in q.graph.node:
+        if node.op_type != "Conv" or not node.input[1].endswith(DQ):
+            continue
+        weight = node.input[1].removesuffix(DQ)
+        if weight not in finit or dq[node.input[1]].input[0] not in qinit:
+            continue
+        shape = qinit[dq[node.input[1]].input[0]].dims
+        w = np.zeros(shape, np.float32)
+        orig = finit[weight]
+        w[:orig.shape[0], :orig.shape[1]] = orig
+        q.graph.initializer.append(numpy_helper.from_array(w, weight + "_float"))
+        node.input[1] = weight + "_float"
+        replaced += 1
+    onnx.save(q, str(out))
+    print(f"activations only: {replaced} convolutions with the float file's weights", flush=True)
     return out
 
 
@@ -291,6 +324,9 @@ def main() -> None:
     files = {"int8": int8}
     if "weights-only" in args.probes:
         files["weights only"] = weights_only(fp32, int8, folder / "weights-only.onnx")
+    if "activations-only" in args.probes:
+        files["activations only"] = activations_only(fp32, int8,
+                                                     folder / "activations-only.onnx")
     if "bias-correction" in args.probes:
         files["int8, bias-corrected"] = bias_corrected(
             fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
