@@ -303,7 +303,7 @@ def int8(args) -> None:
         fp32 = export_onnx(model, folder / "fp32.onnx")
         q = quantize_onnx(fp32, folder / "int8.onnx", data / "images" / "train2017",
                           num_images=args.num_images, calibrate_method=args.calibration,
-                          exclude=args.exclude,
+                          exclude=args.exclude, percentile=args.percentile,
                           reduce_range={"auto": None, "on": True, "off": False}[
                               args.reduce_range])
         made_s = time.perf_counter() - t0
@@ -326,7 +326,7 @@ def int8(args) -> None:
             "model": r["model"], "backbone": r["backbone"], "start": r["start"],
             "split": args.split, "images": len(images),
             "calibration_images": args.num_images,
-            "calibration": args.calibration,
+            "calibration": args.calibration, "percentile": args.percentile,
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
             "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
@@ -489,6 +489,9 @@ def main() -> None:
     i.add_argument("--num-images", type=int, default=128, help="calibration images")
     i.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
                    help="activation ranges (minmax for a smoke run's untrained model)")
+    i.add_argument("--percentile", type=float, default=99.999,
+                   help="percentile calibration's share of each activation's values kept "
+                        "in range")
     i.add_argument("--conf", type=float, default=0.25,
                    help="also count the float detections scoring at least this")
     i.add_argument("--exclude", default=None, type=exclude_presets,

@@ -12,6 +12,10 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   weights' rounding alone costs; the rest of the int8 loss is the activations'.
 * **activations only**: the int8 file with the float file's weights: quantized activations,
   float weights; the most that better weight rounding (AdaRound and the like) could recover.
+* **percentile**: the float file quantized again as the int8 file was (its calibration
+  images, weight bits and exclusions) with percentile calibration at each of
+  ``--percentiles`` (the default keeps 99.999% of each activation's values in range):
+  narrower activation ranges round finer and clip more.
 * **bias correction** (empirical, sequential; Nagel et al. 2019, "Data-free quantization",
   section 4.2, with measured means): for each convolution in graph order, the per-channel
   mean of its output (before the activation, which the int8 file folds into the quantized
@@ -161,6 +165,18 @@ def activations_only(fp32: Path, int8: Path, out: Path) -> Path:
     onnx.save(q, str(out))
     print(f"activations only: {replaced} convolutions with the float file's weights", flush=True)
     return out
+
+
+def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: float) -> Path:
+    """``fp32`` quantized as ``int8`` was (its calibration image count, weight bits and
+    exclusions), with percentile calibration at ``percentile``."""
+    from mobilenets.deploy import open_model, quantize_onnx
+    q = json.loads(open_model(int8).metadata["quantization"])
+    if q["calibration"] != "percentile":
+        raise SystemExit(f"{int8} was calibrated by {q['calibration']}, not percentile")
+    return quantize_onnx(fp32, out, calib, num_images=q["num_images"],
+                         exclude=q["exclude"], reduce_range="7-bit" in q["weights"],
+                         activation_type=q["activations"], percentile=percentile)
 
 
 def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int) -> Path:
@@ -313,7 +329,11 @@ def main() -> None:
     p.add_argument("--images", type=int, default=64,
                    help="calibration images for the bias correction (train2017)")
     p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
+    p.add_argument("--probes", nargs="*", default=list(PROBES), choices=PROBES,
+                   help="the probes to run (none: only --percentiles)")
+    p.add_argument("--percentiles", type=float, nargs="+", default=[],
+                   help="also score the float file quantized again at these calibration "
+                        "percentiles (e.g. 99.99 99.9)")
     p.add_argument("--merge-iou", type=float, nargs="+", default=[0.0, 0.55, 0.7, 0.8],
                    help="merge-NMS thresholds (0: hard NMS, the files' own detections)")
     p.add_argument("--json", default=None)
@@ -327,6 +347,9 @@ def main() -> None:
     if "activations-only" in args.probes:
         files["activations only"] = activations_only(fp32, int8,
                                                      folder / "activations-only.onnx")
+    for pct in args.percentiles:
+        files[f"int8, percentile {pct:g}"] = requantized(
+            fp32, int8, folder / f"int8-p{pct:g}.onnx", data / "images" / "train2017", pct)
     if "bias-correction" in args.probes:
         files["int8, bias-corrected"] = bias_corrected(
             fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
@@ -356,7 +379,7 @@ def main() -> None:
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "run": Path(args.run).name, "weights": quantization["weights"],
               "probes": args.probes, "bias_correction_images": args.images, "conf": args.conf,
-              "merge_iou": args.merge_iou,
+              "merge_iou": args.merge_iou, "percentiles": args.percentiles,
               "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
