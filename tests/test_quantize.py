@@ -241,12 +241,19 @@ def test_cli_quantize_eval_predict_bench(model, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["median_ms"] > 0
 
 
-def test_cli_quantize_rejects_bad_combinations(tmp_path, files):
+def test_cli_quantize_rejects_bad_combinations(tmp_path, files, capsys):
     fp32, _ = files
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--method", "qat",
                  "--backend", "onnxruntime"]) == 2
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--backend", "pt2e"]) == 2
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--pt2e-graph-only"]) == 2
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--quantizer", "pt2e",
+                 "--percentile", "99.9"]) == 2
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--percentile", "99.9",
+                 "--calibration", "minmax", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--percentile sets onnxruntime's calibration" in err
+    assert "calibrate_method='percentile' only" in err
 
 
 # ---------------------------------------------------------------- torchao PT2E

@@ -71,6 +71,10 @@ def add_quantize_parser(sub) -> None:
                    "calibration images (onnxruntime backend; pt2e files are completed with "
                    "percentile): their 0.001%%-99.999%% percentiles (default), their "
                    "extremes, or by KL divergence")
+    p.add_argument("--percentile", type=float, default=None, metavar="P",
+                   help="--calibration percentile (onnxruntime backend): keep P%% of each "
+                   "activation's values inside its int8 range (default 99.999; lower clips "
+                   "more and rounds finer)")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size (default: model's)")
     p.add_argument("--exclude", default=None, type=exclude_presets, metavar="PRESETS",
@@ -111,6 +115,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.method == "qat" and backend != "pt2e":
         raise ValueError("--method qat uses torchao's PT2E QAT: use --quantizer pt2e (or omit "
                          "it)")
+    if args.percentile is not None and backend != "onnxruntime":
+        raise ValueError("--percentile sets onnxruntime's calibration (--quantizer "
+                         "onnxruntime); PT2E files are completed with the default percentile")
     if args.pt2e_graph_only and backend != "pt2e":
         raise ValueError("--pt2e-graph-only applies to PT2E files (--quantizer pt2e or "
                          "--method qat); onnxruntime's quantizer already writes a complete "
@@ -134,6 +141,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             given["activation_type"] = args.activations
         if args.channel_multiple is not None:
             given["channel_multiple"] = args.channel_multiple or None
+        if args.percentile is not None:
+            given["percentile"] = args.percentile
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, exclude=args.exclude,
                       calibrate_method=args.calibration, target=args.runtime or "onnxruntime",
@@ -161,7 +170,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 # options that shape onnxruntime's QDQ files, and do not apply to a .pte
 _ONNX_ONLY = {"quantizer": "--quantizer", "backend": "--backend", "exclude": "--exclude",
               "activations": "--activations", "channel_multiple": "--channel-multiple",
-              "pt2e_graph_only": "--pt2e-graph-only"}
+              "pt2e_graph_only": "--pt2e-graph-only", "percentile": "--percentile"}
 
 
 def quantize_to_pte(args: argparse.Namespace) -> int:
