@@ -896,7 +896,28 @@ def lowrank_section(latency: dict) -> list[str]:
                      f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} M | "
                      f"{100 * r['top1_before_finetune']:.1f} | {100 * r['top1']:.1f} | "
                      f"{' | '.join(ms)} |")
-    return lines + [""]
+    lines.append("")
+    by = {(r["method"], r["rank"]): r for r in records}
+    control = next((r for r in records if r["method"] == "control"), None)
+    for rank in sorted({r["rank"] for r in records if r["method"] == "low-rank"}):
+        low, pruned = by.get(("low-rank", rank)), by.get(("pruning", rank))
+        if pruned is None:
+            continue
+        d = 100 * (low["top1"] - pruned["top1"])
+        text = (f"- rank {rank} ({low['macs'] / 1e6:.1f} against {pruned['macs'] / 1e6:.1f} "
+                f"MMACs): low-rank {100 * low['top1']:.1f}%, pruning {100 * pruned['top1']:.1f}%"
+                f" ({d:+.1f} points for low-rank")
+        if control is not None:
+            text += f"; the control {100 * control['top1']:.1f}%"
+        text += ")"
+        tl, tp = timed.get(low["variant"], {}), timed.get(pruned["variant"], {})
+        for case in LATENCY_CASES[1:]:
+            if case in tl and case in tp:
+                text += (f"; {case}: low-rank {tl[case]['median_ms'] / tp[case]['median_ms']:.2f}"
+                         f"x the pruned model's latency")
+        lines.append(text)
+    return lines + ["", "One seed each: a difference within the 2-4 points that 10-epoch runs "
+                    "move from seed to seed here is not a verdict.", ""]
 
 
 # --- memory-efficient inference --------------------------------------------------------------
