@@ -348,8 +348,8 @@ def main() -> None:
         files["activations only"] = activations_only(fp32, int8,
                                                      folder / "activations-only.onnx")
     for pct in args.percentiles:
-        files[f"int8, percentile {pct:g}"] = requantized(
-            fp32, int8, folder / f"int8-p{pct:g}.onnx", data / "images" / "train2017", pct)
+        files[f"int8, percentile {pct}"] = requantized(
+            fp32, int8, folder / f"int8-p{pct}.onnx", data / "images" / "train2017", pct)
     if "bias-correction" in args.probes:
         files["int8, bias-corrected"] = bias_corrected(
             fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
