@@ -519,6 +519,18 @@ def report() -> str:
             lines.append(f"- {fav} vs {other}: **{word}**")
         if claim.comparisons:
             lines.append("")
+        if claim.kind == "dead" and done:
+            from mobilenets.compress.inspect import ZERO_TOL      # the records' threshold
+            every = [r for v in rows.values() for r in v]
+            kernels = max(r["dead_depthwise"]["zero_l2"] for r in every)
+            gammas = max(r["dead_depthwise"]["zero_gamma"] for r in every)
+            lines += [f"Across all {len(every)} finished runs the largest share of near-zero "
+                      f"depthwise kernels (L2 norm at most {100 * ZERO_TOL:g}% of its layer's "
+                      f"largest, as `mobilenets inspect`) is {100 * kernels:.1f}%, of "
+                      f"near-zero BatchNorm gammas {100 * gammas:.2f}%"
+                      + (": at this scale no depthwise kernel trains to zero, so the "
+                         "comparisons above compare zeros and cannot favour either side."
+                         if kernels == 0 else "."), ""]
         if done:
             png = PAGE.parent / "claims" / f"claim{n}.png"
             _plot(claim, rows, png)
