@@ -207,6 +207,17 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
+def recording_inputs(path: Path):
+    """The detector file ``path`` opened, and the list into which each call puts the input
+    tensor the file itself reads (after its resize and normalisation): what a tapped
+    session of the same file must be given to see the same candidates."""
+    from mobilenets.deploy import open_model
+    detector, seen = open_model(path), []
+    detect = detector.detect
+    detector.detect = lambda x: (seen.append(x), detect(x))[1]
+    return detector, seen
+
+
 def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     """The same-anchor probe on ``images``: ``total`` float detections scoring >= ``conf``,
     ``same_anchor`` of them whose candidate's int8 box is within IoU 0.9, ``missed`` of them
@@ -220,10 +231,8 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     names = list(nms.input[:2])             # boxes B x N x 4, scores B x C x N
     sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
     input_name = sf.get_inputs()[0].name
-    fdet, qdet = open_model(fp32), open_model(int8)
-    seen = []
-    detect = fdet.detect
-    fdet.detect = lambda x: (seen.append(x), detect(x))[1]      # the file's own input
+    fdet, seen = recording_inputs(fp32)
+    qdet = open_model(int8)
     out = {"total": 0, "same_anchor": 0, "missed": 0, "missed_same_anchor": 0, "misses": []}
     for img in images:
         seen.clear()
@@ -265,9 +274,7 @@ def merge_nms(fp32: Path, int8: Path, images, conf: float, thresholds: list[floa
     sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
     input_name = sf.get_inputs()[0].name
     score_thresh = json.loads(open_model(fp32).metadata["detection"])["score_thresh"]
-    fdet, seen = open_model(fp32), []
-    detect = fdet.detect
-    fdet.detect = lambda x: (seen.append(x), detect(x))[1]      # the file's own input
+    fdet, seen = recording_inputs(fp32)
 
     def detections(outs, threshold: float) -> dict:
         cand_boxes, cand_scores, boxes, scores, labels, num = (torch.as_tensor(o[0])
