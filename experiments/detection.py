@@ -326,7 +326,8 @@ def int8(args) -> None:
             "model": r["model"], "backbone": r["backbone"], "start": r["start"],
             "split": args.split, "images": len(images),
             "calibration_images": args.num_images,
-            "calibration": args.calibration, "percentile": args.percentile,
+            "calibration": args.calibration,
+            "percentile": json.loads(int8_file.metadata["quantization"]).get("percentile"),
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
             "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
@@ -489,9 +490,9 @@ def main() -> None:
     i.add_argument("--num-images", type=int, default=128, help="calibration images")
     i.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
                    help="activation ranges (minmax for a smoke run's untrained model)")
-    i.add_argument("--percentile", type=float, default=99.999,
+    i.add_argument("--percentile", type=float, default=None,
                    help="percentile calibration's share of each activation's values kept "
-                        "in range")
+                        "in range (default: quantize_onnx's, 99.999)")
     i.add_argument("--conf", type=float, default=0.25,
                    help="also count the float detections scoring at least this")
     i.add_argument("--exclude", default=None, type=exclude_presets,

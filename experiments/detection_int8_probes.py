@@ -11,7 +11,8 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   file's own (dequantized: the same grid, 7 or 8 bits), activations in float. What the
   weights' rounding alone costs; the rest of the int8 loss is the activations'.
 * **activations only**: the int8 file with the float file's weights: quantized activations,
-  float weights; the most that better weight rounding (AdaRound and the like) could recover.
+  float weights: what the activations' ranges cost with the weights exact. Weights rounded
+  to nearest add the difference between this file and the int8 one.
 * **percentile**: the float file quantized again as the int8 file was (its calibration
   images, weight bits and exclusions) with percentile calibration at each of
   ``--percentiles`` (the default keeps 99.999% of each activation's values in range):
@@ -140,8 +141,7 @@ def weights_only(fp32: Path, int8: Path, out: Path) -> Path:
 def activations_only(fp32: Path, int8: Path, out: Path) -> Path:
     """The int8 file with every convolution reading the float file's weights (zero-padded to
     the int8 file's shape) instead of its dequantized int8 ones: quantized activations, float
-    weights. What the activations' ranges alone cost, and so the most any better rounding of
-    the weights (AdaRound and the like) could recover."""
+    weights: what the activations' ranges cost with the weights exact."""
     import onnx
     from onnx import numpy_helper
     f, q = onnx.load(str(fp32)), onnx.load(str(int8))
@@ -168,8 +168,10 @@ def activations_only(fp32: Path, int8: Path, out: Path) -> Path:
 
 
 def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: float) -> Path:
-    """``fp32`` quantized as ``int8`` was (its calibration image count, weight bits and
-    exclusions), with percentile calibration at ``percentile``."""
+    """``fp32`` quantized as ``int8`` was (its calibration image count, weight bits,
+    activation type and exclusions; quantize_onnx's defaults for the rest, as
+    ``experiments/detection.py int8`` leaves them), with percentile calibration at
+    ``percentile``."""
     from mobilenets.deploy import open_model, quantize_onnx
     q = json.loads(open_model(int8).metadata["quantization"])
     if q["calibration"] != "percentile":
@@ -345,6 +347,9 @@ def main() -> None:
                    help="merge-NMS thresholds (0: hard NMS, the files' own detections)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if not all(0 <= t < 1 for t in args.merge_iou):
+        p.error("--merge-iou thresholds must be in [0, 1): a kept box must be in its own "
+                "cluster")
     from mobilenets.deploy import open_model
     folder, fp32, int8 = run_files(args.run)
     data = coco128()

@@ -504,7 +504,7 @@ def test_calibration_in_rounds_bounds_memory_and_keeps_ranges(files, val_images,
     assert_faithful(OnnxModel(pct)(val_images), ref)
 
 
-def test_a_lower_percentile_narrows_every_activation_range(files, tmp_path):
+def test_a_lower_percentile_narrows_the_activation_ranges(files, tmp_path):
     """``percentile`` reaches onnxruntime's calibrator: at 99% every activation's scale is at
     most the default 99.999%'s and most are smaller."""
     fp32, _ = files

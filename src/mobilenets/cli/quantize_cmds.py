@@ -69,8 +69,8 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("--calibration", choices=CALIBRATE_METHODS,
                    default="percentile", help="how activation ranges are set from the "
                    "calibration images (onnxruntime backend; pt2e files are completed with "
-                   "percentile): their 0.001%%-99.999%% percentiles (default), their "
-                   "extremes, or by KL divergence")
+                   "percentile): plus or minus a percentile of their absolute values "
+                   "(default; --percentile), their extremes, or by KL divergence")
     p.add_argument("--percentile", type=float, default=None, metavar="P",
                    help="--calibration percentile (onnxruntime backend): keep P%% of each "
                    "activation's values inside its int8 range (default 99.999; lower clips "
@@ -182,8 +182,8 @@ def quantize_to_pte(args: argparse.Namespace) -> int:
     if args.runtime not in (None, "executorch"):
         raise ValueError(f"--format pte files run in executorch, not {args.runtime}: leave "
                          f"--runtime out or give --runtime executorch")
-    given = [flag for key, flag in _ONNX_ONLY.items()
-             if getattr(args, key, None) not in (None, False, "pt2e")]
+    given = [flag for key, flag in _ONNX_ONLY.items()            # 0 counts as given
+             if (v := getattr(args, key, None)) is not None and v is not False and v != "pt2e"]
     if args.calibration != "percentile":
         given.append("--calibration")
     if given:

@@ -52,6 +52,7 @@ INT8_RECIPES = {
     "openvino": {"activation_type": "uint8", "channel_multiple": None},
 }
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_PERCENTILE = 99.999          # onnxruntime's own default for CalibPercentile
 
 
 def calibration_reader(input_name: str, batches: list[torch.Tensor]):
@@ -290,7 +291,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   exclude: str | list[str] | None = None, seed: int = 0,
                   channel_multiple: int | None = FROM_TARGET,
                   target: str = "onnxruntime", reduce_range: bool | None = None,
-                  percentile: float = 99.999) -> Path:
+                  percentile: float | None = None) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
@@ -298,12 +299,13 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     ``activation_type`` and ``channel_multiple``. The file is standard QDQ either way.
     Weights: symmetric int8, per output channel when ``per_channel``. Activations:
     ``activation_type`` uint8 (asymmetric, the fast one in onnxruntime on x86) or int8
-    (symmetric). ``calibrate_method``: percentile (the default: ranges from the 0.001% and
-    99.999% percentiles; ``percentile`` moves them, as onnxruntime's ``CalibPercentile``),
-    minmax (the extremes) or entropy; percentile lost less top-1 on the
-    models compared (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept
-    in float (see :func:`excluded_nodes`; onnxruntime re-quantizes such a convolution inside
-    the network unless its session disables ``WeightBiasQuantization``, as the library's do:
+    (symmetric). ``calibrate_method``: percentile (the default: each activation's range is
+    +-the ``percentile``-th percentile of its absolute values, 99.999 when None, clamped to
+    the values seen; onnxruntime's ``CalibPercentile``), minmax (the extremes) or entropy;
+    percentile lost less top-1 on the models compared
+    (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept in float (see
+    :func:`excluded_nodes`; onnxruntime re-quantizes such a convolution inside the network
+    unless its session disables ``WeightBiasQuantization``, as the library's do:
     docs/known-issues.md); None: :func:`default_exclude` (a YOLO detector's prediction
     convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``:
     depthwise channel counts are padded with zero channels to a multiple of it (the same
@@ -336,12 +338,14 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         raise ValueError(f"activation_type must be one of {ACTIVATION_TYPES}")
     if calibrate_method not in CALIBRATE_METHODS:
         raise ValueError(f"calibrate_method must be one of {CALIBRATE_METHODS}")
+    if percentile is not None and calibrate_method != "percentile":
+        raise ValueError(f"percentile={percentile} applies to calibrate_method='percentile' "
+                         f"only, not {calibrate_method!r}")
+    if percentile is None:
+        percentile = DEFAULT_PERCENTILE
     if not 50 < percentile <= 100:
         raise ValueError(f"percentile must be in (50, 100], not {percentile!r}: the share of "
                          f"each activation's values inside its int8 range, e.g. 99.999")
-    if percentile != 99.999 and calibrate_method != "percentile":
-        raise ValueError(f"percentile={percentile} applies to calibrate_method='percentile' "
-                         f"only, not {calibrate_method!r}")
     if channel_multiple is not None and (not isinstance(channel_multiple, int)
                                          or channel_multiple < 2):
         raise ValueError(f"channel_multiple must be an int >= 2 or None, not "
