@@ -181,6 +181,8 @@ def test_cli_eval_predict_bench_take_pte(int8, built, val_images, capsys):
                          "exported file"),
                         (["quantize", "mobilenet_v2_035", "--format", "pte", "--calib",
                           str(SAMPLE_DIR), "--exclude", "se"], "apply to ONNX files"),
+                        (["quantize", "mobilenet_v2_035", "--format", "pte", "--calib",
+                          str(SAMPLE_DIR), "--percentile", "0"], "--percentile apply to"),
                         (["quantize", "mobilenet_v2_035", "--runtime", "executorch", "--calib",
                           str(SAMPLE_DIR)], "give --format pte"),
                         (["export", fp32, "--format", "pte"], "already an exported file"),
