@@ -350,6 +350,7 @@ def amp_here() -> bool:
 
 def train_run(run: Run, workers: int) -> dict:
     from mobilenets.compress import inspect_model
+    from mobilenets.compress.inspect import ZERO_TOL
     from mobilenets.cost.profile import profile
     from mobilenets.tasks.classification import train
     from mobilenets.training import make_config
@@ -388,6 +389,7 @@ def train_run(run: Run, workers: int) -> dict:
               "top1": epochs[-1]["top1"],
               "macs": cost.macs, "params": cost.params,
               "dead_depthwise": inspect_model(plain).totals(),
+              "zero_tol": ZERO_TOL,
               "amp": options["amp"], "device_data": options["device_data"],
               "commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
@@ -520,12 +522,14 @@ def report() -> str:
         if claim.comparisons:
             lines.append("")
         if claim.kind == "dead" and done:
-            from mobilenets.compress.inspect import ZERO_TOL      # the records' threshold
+            from mobilenets.compress.inspect import ZERO_TOL   # for records without zero_tol
             every = [r for v in rows.values() for r in v]
+            tols = {r.get("zero_tol", ZERO_TOL) for r in every}
             kernels = max(r["dead_depthwise"]["zero_l2"] for r in every)
             gammas = max(r["dead_depthwise"]["zero_gamma"] for r in every)
             lines += [f"Across all {len(every)} finished runs the largest share of near-zero "
-                      f"depthwise kernels (L2 norm at most {100 * ZERO_TOL:g}% of its layer's "
+                      f"depthwise kernels (L2 norm at most "
+                      f"{' or '.join(f'{100 * t:g}%' for t in sorted(tols))} of its layer's "
                       f"largest, as `mobilenets inspect`) is {100 * kernels:.1f}%, of "
                       f"near-zero BatchNorm gammas {100 * gammas:.2f}%"
                       + (": at this scale no depthwise kernel trains to zero, so the "
