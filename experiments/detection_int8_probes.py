@@ -209,15 +209,12 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
-def recording_inputs(path: Path):
-    """The detector file ``path`` opened, and the list into which each call puts the input
-    tensor the file itself reads (after its resize and normalisation): what a tapped
-    session of the same file must be given to see the same candidates."""
-    from mobilenets.deploy import open_model
-    detector, seen = open_model(path), []
-    detect = detector.detect
-    detector.detect = lambda x: (seen.append(x), detect(x))[1]
-    return detector, seen
+def nms_inputs(fp32: Path) -> list[str]:
+    """The tensors going into the file's NonMaxSuppression: the candidates' boxes B x N x 4
+    and their scores B x C x N (column k: label k + 1)."""
+    import onnx
+    nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
+    return list(nms.input[:2])
 
 
 def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
@@ -226,18 +223,14 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     the final int8 detections lack (IoU 0.9, same label), ``missed_same_anchor`` of those
     whose candidate's int8 box is within IoU 0.9, and the candidates' IoU and int8 score
     for each missed one."""
-    import onnx
     from torchvision.ops import box_iou
     from mobilenets.deploy import open_model
-    nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
-    names = list(nms.input[:2])             # boxes B x N x 4, scores B x C x N
+    names = nms_inputs(fp32)
     sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
     input_name = sf.get_inputs()[0].name
-    fdet, seen = recording_inputs(fp32)
-    qdet = open_model(int8)
+    fdet, qdet = open_model(fp32), open_model(int8)
     out = {"total": 0, "same_anchor": 0, "missed": 0, "missed_same_anchor": 0, "misses": []}
     for img in images:
-        seen.clear()
         a, b = fdet([img])[0], qdet([img])[0]
         keep = a["scores"] >= conf
         if not keep.any():
@@ -245,7 +238,7 @@ def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
         boxes, labels, scores = a["boxes"][keep], a["labels"][keep], a["scores"][keep]
         found = ((box_iou(boxes, b["boxes"]) >= 0.9) & (labels[:, None] == b["labels"][None])
                  ).any(1) if len(b["boxes"]) else torch.zeros(len(boxes), dtype=torch.bool)
-        x = seen[0].numpy()
+        x = fdet.prepare([img])[0].numpy()              # the batch the file itself reads
         bf, pf = sf.run(names, {input_name: x})
         bq, pq = sq.run(names, {input_name: x})
         for s, hit in zip(scores.tolist(), found.tolist()):
@@ -267,16 +260,14 @@ def merge_nms(fp32: Path, int8: Path, images, conf: float, thresholds: list[floa
     detections), the share of the float file's detections that the int8 file finds at IoU
     >= 0.9 with the same label, both post-processed the same way; (matched, total) for
     those scoring >= ``conf`` and for all."""
-    import onnx
     from torchvision.ops import box_iou
     from mobilenets.deploy import open_model
-    nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
-    finals = ["boxes", "scores", "labels", "num_detections"]
-    names = list(nms.input[:2]) + finals         # candidates B x N x 4, B x C x N; padded
+    from mobilenets.deploy.exported_detector import DETECTION_OUTPUTS
+    names = nms_inputs(fp32) + list(DETECTION_OUTPUTS)     # candidates, then padded finals
     sf, sq = (tapped_session(path, names, threads=1) for path in (fp32, int8))
     input_name = sf.get_inputs()[0].name
-    score_thresh = json.loads(open_model(fp32).metadata["detection"])["score_thresh"]
-    fdet, seen = recording_inputs(fp32)
+    fdet = open_model(fp32)                    # only prepares the images the files read
+    score_thresh = fdet.score_thresh
 
     def detections(outs, threshold: float) -> dict:
         cand_boxes, cand_scores, boxes, scores, labels, num = (torch.as_tensor(o[0])
@@ -293,9 +284,7 @@ def merge_nms(fp32: Path, int8: Path, images, conf: float, thresholds: list[floa
     pairs = {t: ([], []) for t in thresholds}
     with torch.inference_mode():
         for img in images:
-            seen.clear()
-            fdet([img])
-            x = {input_name: seen[0].numpy()}
+            x = {input_name: fdet.prepare([img])[0].numpy()}
             of, oq = sf.run(names, x), sq.run(names, x)
             for t in thresholds:
                 pairs[t][0].append(detections(of, t))

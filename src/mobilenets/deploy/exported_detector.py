@@ -83,7 +83,8 @@ class ExportedDetector:
         """Raise ValueError when ``score_thresh``, ``nms_thresh`` or ``detections_per_img``
         ask for what the file cannot give (nothing here)."""
 
-    def __call__(self, images) -> list[dict[str, torch.Tensor]]:
+    def _image_list(self, images) -> list[torch.Tensor]:
+        """``images`` as a list of float 3 x H x W images; ValueError naming what is wrong."""
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             images = list(images)
         if isinstance(images, torch.Tensor) or not isinstance(images, (list, tuple)):
@@ -98,9 +99,17 @@ class ExportedDetector:
                         else type(image).__name__)
                 raise ValueError(f"{self.path.name} takes float 3 x H x W images in [0, 1] "
                                  f"(e.g. decode_image(path).float() / 255), not {what}")
-        self._check_knobs()
+        return list(images)
+
+    def prepare(self, images) -> tuple[torch.Tensor, tuple]:
+        """``images`` (a non-empty list of 3 x H x W float images in [0, 1], or a batch) as
+        the B x 3 x S x S batch the file reads, resized and normalised as its metadata says,
+        and what maps boxes in that batch's pixels back to each image (for :meth:`__call__`).
+        :meth:`detect` takes the batch; so does a session of the file opened with other
+        outputs."""
+        images = self._image_list(images)
         if not images:
-            return []
+            raise ValueError(f"{self.path.name}: no images to prepare")
         original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         images = [img.float().cpu() for img in images]
         with torch.no_grad():
@@ -108,9 +117,16 @@ class ExportedDetector:
                 from ..models.heads.yolo import YOLOv4
                 size = (self.fixed_resolution,) * 2
                 x, moves, _ = YOLOv4.letterbox(self._letterbox, images, size=size)
-            else:
-                batch, _ = self.transform(images)
-                x = batch.tensors
+                return x, (original, moves)
+            batch, _ = self.transform(images)
+            return batch.tensors, (original, batch.image_sizes)
+
+    def __call__(self, images) -> list[dict[str, torch.Tensor]]:
+        images = self._image_list(images)
+        self._check_knobs()
+        if not images:
+            return []
+        x, (original, back) = self.prepare(images)   # back: letterbox moves or sizes
         out = self.detect(x)
         found = []
         for i, n in enumerate(out["num_detections"].tolist()):
@@ -120,10 +136,11 @@ class ExportedDetector:
             found.append({"boxes": out["boxes"][i, :n][keep], "scores": scores[keep],
                           "labels": out["labels"][i, :n][keep]})
         if self.resize == "letterbox":
+            from ..models.heads.yolo import YOLOv4
             for i, f in enumerate(found):
-                f["boxes"] = YOLOv4.unletterbox(f["boxes"], moves[i], original[i])
+                f["boxes"] = YOLOv4.unletterbox(f["boxes"], back[i], original[i])
             return found
-        return self.transform.postprocess(found, batch.image_sizes, original)
+        return self.transform.postprocess(found, back, original)
 
     def losses_and_detections(self, images, targets):
         """The detections of ``images`` and, for the evaluation that asks for both, a NaN
