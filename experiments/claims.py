@@ -547,7 +547,16 @@ def report() -> str:
 
 # --- claim 8: Mult-Adds against measured latency --------------------------------------------
 
-LATENCY_CASES = ("eager fp32", "onnxruntime fp32", "onnxruntime int8")
+LATENCY_CASES = ("eager fp32", "onnxruntime fp32", "onnxruntime int8", "openvino int8",
+                 "executorch int8")
+# the cases claim 8's fronts and inversions are drawn for: eager fp32 is the untuned baseline
+RUNTIME_CASES = LATENCY_CASES[1:]
+
+
+def _cases(items: list[dict]) -> list[str]:
+    """The runtime cases every item was timed in (a latency.json from before OpenVINO and
+    ExecuTorch were added has onnxruntime's alone)."""
+    return [c for c in RUNTIME_CASES if all(c in i["latency"] for i in items)]
 
 
 def _front(points: list[tuple]) -> list[str]:
@@ -593,49 +602,61 @@ def claim8_section(records: list[dict], latency: dict) -> list[str]:
         return lines + ["Not measured yet: `experiments/claims.py latency` on a quiet machine, "
                         "after the runs.", ""]
     m = latency["machine"]
+    cases = _cases(items)
+    shown = ["eager fp32"] + cases
+    others = [f"{k} {m[k]}" for k in ("openvino", "executorch") if k in m]
+    if "openvino int8" in cases:
+        runtimes = ("The ONNX files are the library's export (BatchNorm folded) and its int8 PTQ "
+                    f"(`quantize_onnx`, {m['calibration_images']} calibration images), run by "
+                    "onnxruntime and by OpenVINO; the ExecuTorch file is the library's int8 "
+                    "`.pte` (`quantize_pte`: XNNPACK, PT2E, the same calibration images). ")
+    else:
+        runtimes = ("The onnxruntime files are the library's export (BatchNorm folded) and its "
+                    f"int8 PTQ (`quantize_onnx`, {m['calibration_images']} calibration images)"
+                    "; this measurement predates the OpenVINO and ExecuTorch int8 columns, and "
+                    "on a VNNI CPU onnxruntime's int8 is not the fastest int8 runtime for "
+                    "MobileNetV2 (docs/results/2026-12-06-runtimes-vnni.md). ")
     lines += [f"Batch 1, fp32 input, {m['threads']} threads, {m['repeats']} interleaved "
               f"repeats of {m['iters']} calls per resolution; {m['cpu']} ({m['isa']}); torch "
-              f"{m['torch']}, onnxruntime {m['onnxruntime']}; commit {m['commit']}. The "
-              f"onnxruntime files are the library's export (BatchNorm folded) and its int8 "
-              f"PTQ (`quantize_onnx`, {m['calibration_images']} calibration images); "
-              f"onnxruntime was the fastest fp32 and int8 runtime on the AVX2 EPYC of "
-              f"docs/results/2026-12-05-runtimes.md, and the fastest fp32 one at 224 px on "
-              f"the VNNI Xeon of docs/results/2026-12-06-runtimes-vnni.md, where OpenVINO's "
-              f"and ExecuTorch's int8 beat its int8 on MobileNetV2: on a VNNI CPU the int8 "
-              f"column is onnxruntime's, not necessarily the best runtime's. Latency is the "
-              f"median of the "
-              f"per-repeat medians (min-max); top-1 the mean over the variant's seeds."
+              f"{m['torch']}, onnxruntime {m['onnxruntime']}"
+              + "".join(f", {o}" for o in others) + f"; commit {m['commit']}. " + runtimes
+              + "Latency is the median of the per-repeat medians (min-max); top-1 the mean "
+              "over the variant's seeds; the last column is the fastest int8 file against "
+              "onnxruntime fp32."
               + (f" Timed at their initialisation (this checkout lacked their weights; "
                  f"latency does not depend on the values): "
                  f"{', '.join(latency['timed_at_initialisation'])}."
                  if latency.get("timed_at_initialisation") else ""), "",
-              "| variant | px | MMACs | top-1 % | eager fp32 ms | onnxruntime fp32 ms | "
-              "onnxruntime int8 ms | int8 / fp32 |", "|---|---|---|---|---|---|---|---|"]
+              "| variant | px | MMACs | top-1 % | "
+              + " | ".join(f"{c} ms" for c in shown) + " | best int8 / onnxruntime fp32 |",
+              "|---" * (len(shown) + 5) + "|"]
     for it in sorted(items, key=lambda i: (i["resolution"], i["macs"])):
         t = it["latency"]
         cells = [f"{t[c]['median_ms']:.2f} ({t[c]['min_ms']:.2f}-{t[c]['max_ms']:.2f})"
-                 for c in LATENCY_CASES]
-        ratio = t["onnxruntime int8"]["median_ms"] / t["onnxruntime fp32"]["median_ms"]
+                 for c in shown]
+        int8 = min((c for c in shown if "int8" in c), key=lambda c: t[c]["median_ms"])
+        ratio = t[int8]["median_ms"] / t["onnxruntime fp32"]["median_ms"]
         lines.append(f"| {it['variant']} | {it['resolution']} | {it['macs'] / 1e6:.1f} | "
-                     f"{100 * it['top1']:.1f} | {' | '.join(cells)} | {ratio:.2f} |")
+                     f"{100 * it['top1']:.1f} | {' | '.join(cells)} | {ratio:.2f} "
+                     f"({int8.split()[0]}) |")
     lines.append("")
     fronts = {"MACs": _front([(i["macs"], i["macs"], i["top1"], i["variant"])
                               for i in items])}
-    for c in LATENCY_CASES[1:]:
+    for c in cases:
         fronts[c] = _front([(i["latency"][c]["min_ms"], i["latency"][c]["max_ms"], i["top1"],
                              i["variant"]) for i in items])
     for name, front in fronts.items():
         lines.append(f"- Pareto front by {name}: {', '.join(front)}")
     lines.append("")
-    pairs = {c: inversions(items, c) for c in LATENCY_CASES[1:]}
+    pairs = {c: inversions(items, c) for c in cases}
     n_pairs = sum(1 for a in items for b in items if a["resolution"] == b["resolution"]
                   and a["macs"] >= 1.2 * b["macs"])
     for c, found in pairs.items():
-        shown = "; ".join(f"{a} faster than {b}" for a, b in found[:8])
+        listed = "; ".join(f"{a} faster than {b}" for a, b in found[:8])
         lines.append(f"- {c}: of the {n_pairs} same-resolution pairs where one model has at "
                      f"least 1.2x the other's MACs, {len(found)} where it is the faster one in "
                      f"every repeat"
-                     + (f" ({shown}{' ...' if len(found) > 8 else ''})" if found else ""))
+                     + (f" ({listed}{' ...' if len(found) > 8 else ''})" if found else ""))
     word = ("reproduced" if any(pairs.values()) or any(
         set(f) != set(fronts["MACs"]) for k, f in fronts.items() if k != "MACs")
             else "refuted")
@@ -659,7 +680,7 @@ def _plot_fronts(items: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     axes_of = [("MMACs", lambda i: i["macs"] / 1e6)] + [
-        (f"{c} (ms)", lambda i, c=c: i["latency"][c]["median_ms"]) for c in LATENCY_CASES[1:]]
+        (f"{c} (ms)", lambda i, c=c: i["latency"][c]["median_ms"]) for c in _cases(items)]
     fig, axes = plt.subplots(1, len(axes_of), figsize=(4 * len(axes_of), 3.8), sharey=True)
     for ax, (label, x_of) in zip(axes, axes_of):
         pts = [(x_of(i), 100 * i["top1"], i["variant"]) for i in items]
@@ -745,12 +766,17 @@ def _stale(made: Path, source: Path | None, num_images: int | None = None) -> bo
 
 
 def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> dict:
-    """Eager fp32, onnxruntime fp32 and onnxruntime int8 latency at batch 1 of every model of
-    :func:`latency_models`, each resolution's models interleaved in one :func:`measure`.
-    The ONNX files are kept in RUNS/deploy/ (a rerun reuses them)."""
-    from mobilenets.deploy import OnnxModel, export_onnx, quantize_onnx
+    """Latency at batch 1 of every model of :func:`latency_models` in each of
+    :data:`LATENCY_CASES` (eager fp32; the ONNX file in onnxruntime; its int8 PTQ in
+    onnxruntime and OpenVINO; the int8 ``.pte`` in ExecuTorch), each resolution's models
+    interleaved in one :func:`measure`. The files are kept in RUNS/deploy/ (a rerun reuses
+    them)."""
+    from mobilenets.deploy import OnnxModel, PteModel, export_onnx, quantize_onnx
     from mobilenets.deploy.compare import measure
+    from mobilenets.deploy.runtimes.executorch import quantize_pte
+    import executorch.version
     import onnxruntime
+    import openvino
     torch.set_num_threads(threads)
     calib = downsized("imagenette-224", 160) / "train"
     folder = RUNS / "deploy"
@@ -758,6 +784,7 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
     fns, resolution, untrained = {}, {}, []
     for variant, (model, res, trained) in latency_models().items():
         fp32, int8 = folder / f"{variant}.onnx", folder / f"{variant}-int8.onnx"
+        pte8 = folder / f"{variant}-int8-{num_images}.pte"       # named by its calibration
         if trained is None:
             untrained.append(variant)
         if _stale(fp32, trained):
@@ -768,9 +795,14 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
             quantize_onnx(fp32, folder / f"{variant}-int8.part.onnx", calib,
                           num_images=num_images,
                           calibrate_method="percentile" if trained else "minmax").rename(int8)
+        if _stale(pte8, trained):
+            quantize_pte(model, folder / f"{variant}-int8.part.pte", calib,
+                         num_images=num_images, resolution=res).rename(pte8)
         fns[variant] = {"eager fp32": torch.inference_mode()(model),
                         "onnxruntime fp32": OnnxModel(fp32, threads=threads),
-                        "onnxruntime int8": OnnxModel(int8, threads=threads)}
+                        "onnxruntime int8": OnnxModel(int8, threads=threads),
+                        "openvino int8": OnnxModel(int8, threads=threads, runtime="openvino"),
+                        "executorch int8": PteModel(pte8, threads=threads)}
         resolution[variant] = res
         print(f"{variant}: files ready", flush=True)
     out = {}
@@ -788,7 +820,9 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
     return {"machine": {"cpu": platform.processor() or platform.machine(), "isa": _isa(),
                         "threads": threads, "repeats": repeats, "iters": iters,
                         "calibration_images": num_images, "torch": torch.__version__,
-                        "onnxruntime": onnxruntime.__version__, "commit": commit()},
+                        "onnxruntime": onnxruntime.__version__,
+                        "openvino": openvino.__version__.split("-")[0],
+                        "executorch": executorch.version.__version__, "commit": commit()},
             "timed_at_initialisation": untrained, "variants": out}
 
 
@@ -895,6 +929,8 @@ def lowrank_section(latency: dict) -> list[str]:
                         f"`{LOWRANK_BASE.name}`).", ""]
     first = records[0]
     ft = first["finetune"]
+    timed = latency.get("variants", {})
+    cases = [c for c in RUNTIME_CASES if any(c in timed.get(r["variant"], {}) for r in records)]
     lines += [f"Base: `{first['base']}` (claim 2's run), top-1 {100 * first['base_top1']:.1f}%"
               f", {first['base_macs'] / 1e6:.1f} MMACs at {first['resolution']} px. Low-rank: "
               f"every 1x1 convolution and the classifier as two thinner layers at the given "
@@ -904,18 +940,17 @@ def lowrank_section(latency: dict) -> list[str]:
               f"then {ft['epochs']} epochs of fine-tuning (SGD, lr {ft['lr']}, cosine, no "
               f"warm-up) through the engine; the control fine-tunes the uncompressed base "
               f"the same way. One seed. Latency: as claim 8, in the same run.", "",
-              "| model | method | rank | MMACs | params | top-1 % before fine-tuning | after | "
-              "onnxruntime fp32 ms | onnxruntime int8 ms |", "|---" * 9 + "|"]
-    timed = latency.get("variants", {})
+              "| model | method | rank | MMACs | params | top-1 % before fine-tuning | after |"
+              + "".join(f" {c} ms |" for c in cases), "|---" * (7 + len(cases)) + "|"]
     for r in records:
         t = timed.get(r["variant"], {})
-        ms = [f"{t[c]['median_ms']:.2f}" if c in t else "-" for c in LATENCY_CASES[1:]]
+        ms = [f"{t[c]['median_ms']:.2f}" if c in t else "-" for c in cases]
         rank = ("-" if not r["rank"] else f"matched to {r['rank']}"
                 if r["method"] == "pruning" else r["rank"])
         lines.append(f"| {r['variant']} | {r['method']} | {rank} | "
                      f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e6:.2f} M | "
-                     f"{100 * r['top1_before_finetune']:.1f} | {100 * r['top1']:.1f} | "
-                     f"{' | '.join(ms)} |")
+                     f"{100 * r['top1_before_finetune']:.1f} | {100 * r['top1']:.1f} |"
+                     + "".join(f" {v} |" for v in ms))
     lines.append("")
     by = {(r["method"], r["rank"]): r for r in records}
     control = next((r for r in records if r["method"] == "control"), None)
@@ -931,7 +966,7 @@ def lowrank_section(latency: dict) -> list[str]:
             text += f"; the control {100 * control['top1']:.1f}%"
         text += ")"
         tl, tp = timed.get(low["variant"], {}), timed.get(pruned["variant"], {})
-        for case in LATENCY_CASES[1:]:
+        for case in cases:
             if case in tl and case in tp:
                 text += (f"; {case}: low-rank {tl[case]['median_ms'] / tp[case]['median_ms']:.2f}"
                          f"x the pruned model's latency")

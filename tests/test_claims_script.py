@@ -135,3 +135,35 @@ def test_records_stay_out_of_docs_for_other_runs_folders(tmp_path):
                               if not k.startswith("MOBILENETS_CLAIMS")})
     assert Path(out.stdout.strip()) == EXPERIMENTS.parent / "docs" / "results" / "claims" / \
         "records"
+
+
+def test_claim8_table_names_the_fastest_int8_runtime(claims, tmp_path, monkeypatch):
+    """Claim 8's table has one column per runtime every variant was timed in, and its last
+    column divides the fastest int8 file by onnxruntime fp32, naming that runtime; a
+    latency.json from before the OpenVINO and ExecuTorch cases still renders."""
+    monkeypatch.setattr(claims, "PAGE", tmp_path / "claims.md")
+    monkeypatch.setattr(claims, "RECORDS", tmp_path / "records")
+
+    def t(ms):
+        return {"median_ms": ms, "min_ms": ms * 0.9, "max_ms": ms * 1.1, "repeat_ms": [ms]}
+    records = [{"variant": "a", "macs": 30e6, "resolution": 112, "top1": 0.6},
+               {"variant": "b", "macs": 20e6, "resolution": 112, "top1": 0.7}]
+    machine = {"cpu": "x", "isa": "y", "threads": 2, "repeats": 3, "iters": 5,
+               "calibration_images": 16, "torch": "t", "onnxruntime": "o", "commit": "c"}
+    old = {"machine": machine, "variants": {
+        v: {"eager fp32": t(9), "onnxruntime fp32": t(f), "onnxruntime int8": t(i)}
+        for v, f, i in (("a", 1.0, 0.8), ("b", 2.0, 2.4))}}
+    text = "\n".join(claims.claim8_section(records, old))
+    assert "openvino int8 ms" not in text and "predates the OpenVINO" in text
+    assert "| a | 112 | 30.0 | 60.0 |" in text and "| 0.80 (onnxruntime) |" in text
+    assert "| 1.20 (onnxruntime) |" in text
+    new = {"machine": {**machine, "openvino": "v", "executorch": "e"}, "variants": {
+        v: {"eager fp32": t(9), "onnxruntime fp32": t(f), "onnxruntime int8": t(i),
+            "openvino int8": t(o), "executorch int8": t(e)}
+        for v, f, i, o, e in (("a", 1.0, 0.8, 0.5, 0.6), ("b", 2.0, 2.4, 2.2, 1.5))}}
+    text = "\n".join(claims.claim8_section(records, new))
+    assert "| openvino int8 ms | executorch int8 ms |" in text and "openvino v" in text
+    assert "| 0.50 (openvino) |" in text and "| 0.75 (executorch) |" in text
+    # a is 1.5x b's MACs and faster in every repeat in onnxruntime fp32 and all int8 cases
+    assert text.count("1 where it is the faster one") == 4
+    assert (tmp_path / "claims" / "claim8.png").is_file()
