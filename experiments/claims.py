@@ -508,8 +508,9 @@ def report() -> str:
             slope, r2, word = loglinear(means)
             if done < total and word != "not run":
                 word = f"pending ({done} of {total} runs; on those so far: {word})"
-            lines += [f"Fit of mean top-1 on log10(MACs): slope {100 * slope:.1f} points per "
-                      f"decade, R^2 {r2:.3f}. **Verdict: {word}**.", ""]
+            fit = (f"slope {100 * slope:.1f} points per decade, R^2 {r2:.3f}"
+                   if not math.isnan(slope) else "needs three variants finished")
+            lines += [f"Fit of mean top-1 on log10(MACs): {fit}. **Verdict: {word}**.", ""]
         for fav, other in claim.comparisons:
             def value(r):
                 return r["dead_depthwise"]["zero_l2"] if claim.kind == "dead" else r["top1"]
