@@ -38,7 +38,21 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   near-tied neighbour instead, the box moves less: does post-processing that is continuous
   in the scores bring the share to 95%?
 
-``--probes`` picks some of them (the bias correction takes about 20 minutes).
+* **least squares** (AdaQuant's layer-wise fit, Hubara et al. 2021, in closed form, with
+  rounding to nearest rather than learnt): for each convolution in graph order, its weights
+  and bias refitted by ridge regression (``--alpha``, towards the float weights) so that,
+  reading the int8 file's own quantized input (in float arithmetic, with the earlier
+  convolutions already refitted), it gives the float file's output of that convolution on
+  ``--positions`` output positions of each of ``--images`` calibration images; the weights
+  are then rounded to nearest on a new per-channel grid and the bias fitted again to the
+  rounded weights. Unlike the bias correction it can undo any error linear in the inputs,
+  not only their mean. ``RUN/int8/int8-least-squares.onnx``, int8 kernels.
+* **output error**: for the int8 file and each file the probes above made, the squared
+  difference of the boxes and scores going into NonMaxSuppression from the float file's,
+  over the variance of the float file's: the network's error before NMS reorders anything.
+
+``--probes`` picks some of them (the bias correction takes about 20 minutes, the least
+squares about 15 on one thread).
 """
 from __future__ import annotations
 
@@ -57,8 +71,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit, match_share  # noqa: E402
 
 SPLITS = ("val2017", "train2017")
-PROBES = ("weights-only", "activations-only", "bias-correction", "same-anchor",
-          "merge-nms")
+PROBES = ("weights-only", "activations-only", "bias-correction", "least-squares",
+          "output-error", "same-anchor", "merge-nms")
 DQ = "_DequantizeLinear_Output"
 
 
@@ -209,6 +223,131 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
+def _conv_columns(x: np.ndarray, node, positions: int, gen: torch.Generator) -> torch.Tensor:
+    """The inputs each output of convolution ``node`` reads, per group, with a 1 appended for
+    the bias: groups x (C_in / groups * k * k + 1) x samples (``positions`` output positions of
+    each image drawn at random, all where there are fewer), and the positions drawn."""
+    import onnx
+    a = {t.name: onnx.helper.get_attribute_value(t) for t in node.attribute}
+    k, groups = a["kernel_shape"], a.get("group", 1)
+    pads = a.get("pads", [0, 0, 0, 0])
+    t = torch.nn.functional.pad(torch.from_numpy(x).double(),
+                                (pads[1], pads[3], pads[0], pads[2]))
+    cols = torch.nn.functional.unfold(t, k, dilation=a.get("dilations", [1, 1]),
+                                      stride=a.get("strides", [1, 1]))  # N x C*k*k x L
+    n, d, length = cols.shape
+    pick = (torch.randperm(length, generator=gen)[:positions] if length > positions
+            else torch.arange(length))
+    cols = cols[:, :, pick].reshape(n, groups, d // groups, len(pick))
+    cols = cols.permute(1, 2, 0, 3).reshape(groups, d // groups, n * len(pick))
+    return torch.cat([cols, torch.ones(groups, 1, cols.shape[-1], dtype=cols.dtype)], 1), pick
+
+
+def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int,
+                  alpha: float, positions: int) -> Path:
+    """The int8 file with each convolution's weights and bias refitted, in graph order, to
+    the float file's output of that convolution from the int8 file's own (quantized) input,
+    by ridge regression towards the float weights, then rounded to nearest on a new
+    per-channel grid and the bias fitted again to the rounded weights."""
+    import onnx
+    from onnx import numpy_helper
+    from mobilenets.deploy.quantize import _fp32_onnx, calibration_input
+    with tempfile.TemporaryDirectory() as tmp:
+        _, preprocess = _fp32_onnx(fp32, Path(tmp) / "fp32.onnx", None)
+    f, q = onnx.load(str(fp32)), onnx.load(str(int8))
+    name, batches = calibration_input(q, calib, preprocess, num_images, seed=0)
+    finit = {i.name: numpy_helper.to_array(i) for i in f.graph.initializer}
+    qinit = {i.name: i for i in q.graph.initializer}
+    fo = conv_outputs(f, False)
+    start, report = time.perf_counter(), []
+    for node in [n for n in q.graph.node if n.op_type == "Conv"]:
+        weight = node.input[1].removesuffix(DQ)
+        quantized = node.input[1].endswith(DQ)
+        if weight not in fo:
+            continue
+        bias = node.input[2].removesuffix(DQ) if len(node.input) > 2 else None
+        w_f = finit[weight].astype(np.float64)
+        b_f = (finit[bias].astype(np.float64) if bias in finit
+               else np.zeros(w_f.shape[0]))
+        fsess = tapped_session(f, [fo[weight]], optimised=False, threads=1)
+        qsess = tapped_session(q, [node.input[0]], optimised=False, threads=1)
+        gen = torch.Generator().manual_seed(0)
+        gram = cross = None
+        for batch in batches:
+            (y,) = fsess.run([fo[weight]], {name: batch.numpy()})
+            (x,) = qsess.run([node.input[0]], {name: batch.numpy()})
+            cols, pick = _conv_columns(x, node, positions, gen)
+            g = cols.shape[0]
+            yt = torch.from_numpy(y).double().flatten(2)[:, :, pick]  # N x C_out x P
+            yt = yt.reshape(yt.shape[0], g, -1, len(pick)).permute(1, 0, 3, 2)
+            yt = yt.reshape(g, -1, yt.shape[-1])  # g x samples x C_out/g
+            gram = cols @ cols.transpose(1, 2) + (0 if gram is None else gram)
+            cross = cols @ yt + (0 if cross is None else cross)
+        g, d = gram.shape[0], gram.shape[1]
+        w0 = torch.from_numpy(w_f).reshape(g, -1, d - 1)  # g x C_out/g x d-1
+        w0 = torch.cat([w0, torch.from_numpy(b_f).reshape(g, -1, 1)], 2).transpose(1, 2)
+        diag = gram.diagonal(dim1=1, dim2=2).mean(1)
+        ridge = alpha * diag[:, None, None] * torch.eye(d, dtype=gram.dtype)
+        fit = torch.linalg.solve(gram + ridge, cross + ridge @ w0)  # g x d x C_out/g
+        w_new = fit[:, :-1].transpose(1, 2).reshape(w_f.shape)
+        total = gram[:, -1, :-1]  # g x d-1: the inputs' sums
+        count = gram[:, -1, -1]
+        if quantized:
+            dq = next(n for n in q.graph.node if n.output[0] == node.input[1])
+            scale_old = numpy_helper.to_array(qinit[dq.input[1]]).astype(np.float64)
+            qmax = 127
+            peak = w_new.abs().flatten(1).amax(1).numpy()
+            scale = np.where(peak > 0, peak / qmax, scale_old)
+            wq = np.clip(np.round(w_new.numpy() / scale.reshape(-1, *[1] * (w_f.ndim - 1))),
+                         -qmax, qmax)
+            qinit[dq.input[0]].CopyFrom(numpy_helper.from_array(wq.astype(np.int8),
+                                                                dq.input[0]))
+            w_used = torch.from_numpy(wq * scale.reshape(-1, *[1] * (w_f.ndim - 1)))
+        else:
+            w_used = w_new
+            qinit[weight].CopyFrom(numpy_helper.from_array(w_new.numpy().astype(np.float32),
+                                                           weight))
+        # the bias that makes the mean output right with the weights as rounded
+        wg = w_used.reshape(g, -1, d - 1)  # g x C_out/g x d-1
+        b = ((cross[:, -1, :] - (wg @ total[:, :, None]).squeeze(2)) / count[:, None])
+        b = b.reshape(-1).numpy()
+        if bias is not None and bias + "_quantized" in qinit:
+            bq = bias + "_quantized"
+            x_dq = next(n for n in q.graph.node if n.output[0] == node.input[0])
+            x_scale = float(numpy_helper.to_array(qinit[x_dq.input[1]]))
+            # a channel whose weights are (nearly) all zero, as some of EfficientNet-Lite0's
+            # ImageNet ones are, gets a grid coarse enough for its bias to fit in int32: its
+            # weights, rounded again on that grid, stay (nearly) zero
+            need = np.abs(b) / (x_scale * 2**30)
+            coarse = scale < need
+            if coarse.any():
+                scale[coarse] = need[coarse]
+                wq[coarse] = np.clip(np.round(w_new.numpy()[coarse] / scale[coarse].reshape(
+                    -1, *[1] * (w_f.ndim - 1))), -qmax, qmax)
+                qinit[dq.input[0]].CopyFrom(numpy_helper.from_array(wq.astype(np.int8),
+                                                                    dq.input[0]))
+            qinit[dq.input[1]].CopyFrom(numpy_helper.from_array(scale.astype(np.float32),
+                                                                dq.input[1]))
+            bscale = (x_scale * scale).astype(np.float32)
+            qinit[bq + "_scale"].CopyFrom(numpy_helper.from_array(bscale, bq + "_scale"))
+            qinit[bq].CopyFrom(numpy_helper.from_array(
+                np.round(b / bscale).astype(np.int32), bq))
+        elif bias is not None and bias in qinit:
+            if quantized:
+                qinit[dq.input[1]].CopyFrom(numpy_helper.from_array(scale.astype(np.float32),
+                                                                    dq.input[1]))
+            qinit[bias].CopyFrom(numpy_helper.from_array(b.astype(np.float32), bias))
+        else:
+            raise SystemExit(f"{weight}: a convolution without a bias is not handled")
+        change = float(np.abs(w_new.numpy() - w_f).max() / max(np.abs(w_f).max(), 1e-12))
+        report.append(change)
+    onnx.save(q, str(out))
+    print(f"least squares: {len(report)} convolutions refitted on {num_images} images, "
+          f"largest weight change {max(report):.3f} of the layer's largest, "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
 def nms_inputs(fp32: Path) -> list[str]:
     """The tensors going into the file's NonMaxSuppression: the candidates' boxes B x N x 4
     and their scores B x C x N (column k: label k + 1)."""
@@ -216,6 +355,30 @@ def nms_inputs(fp32: Path) -> list[str]:
     nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
     return list(nms.input[:2])
 
+
+
+def output_error(fp32: Path, files: dict[str, Path], images) -> dict[str, dict[str, float]]:
+    """label -> the mean squared difference between each file's boxes and scores going into
+    NonMaxSuppression and the float file's, over the variance of the float file's, on
+    ``images``: how far each file's network output is from the float one, before NMS."""
+    from mobilenets.deploy import open_model
+    names = nms_inputs(fp32)
+    ref = tapped_session(fp32, names, threads=1)
+    sessions = {label: tapped_session(path, names, threads=1) for label, path in files.items()}
+    input_name, prepare = ref.get_inputs()[0].name, open_model(fp32).prepare
+    sq = {label: np.zeros(len(names)) for label in files}
+    total, total_sq, count = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
+    for img in images:
+        x = {input_name: prepare([img])[0].numpy()}
+        want = [o.astype(np.float64) for o in ref.run(names, x)]
+        total += [w.sum() for w in want]
+        total_sq += [(w ** 2).sum() for w in want]
+        count += [w.size for w in want]
+        for label, session in sessions.items():
+            sq[label] += [((o - w) ** 2).sum() for o, w in zip(session.run(names, x), want)]
+    variance = total_sq / count - (total / count) ** 2
+    return {label: {"boxes": float(e[0] / count[0] / variance[0]),
+                    "scores": float(e[1] / count[1] / variance[1])} for label, e in sq.items()}
 
 def same_anchor(fp32: Path, int8: Path, images, conf: float) -> dict:
     """The same-anchor probe on ``images``: ``total`` float detections scoring >= ``conf``,
@@ -326,6 +489,11 @@ def main() -> None:
     p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
     p.add_argument("--images", type=int, default=64,
                    help="calibration images for the bias correction (train2017)")
+    p.add_argument("--alpha", type=float, default=1e-3,
+                   help="least squares: the ridge towards the float weights, as a share of "
+                        "the inputs' mean square")
+    p.add_argument("--positions", type=int, default=2048,
+                   help="least squares: output positions drawn per image and convolution")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--probes", nargs="*", default=list(PROBES), choices=PROBES,
                    help="the probes to run (none: only --percentiles)")
@@ -355,11 +523,20 @@ def main() -> None:
         files["int8, bias-corrected"] = bias_corrected(
             fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
             args.images)
+    if "least-squares" in args.probes:
+        files["int8, least squares"] = least_squares(
+            fp32, int8, folder / "int8-least-squares.onnx", data / "images" / "train2017",
+            args.images, args.alpha, args.positions)
     quantization = json.loads(open_model(int8).metadata["quantization"])
     results = {}
     for split in SPLITS:
         images = split_images(data, split)
         results[split] = score_files(fp32, files, images, args.conf, split)
+        if "output-error" in args.probes:
+            r = results[split]["output error"] = output_error(fp32, files, images)
+            for label, e in r.items():
+                print(f"{split} {label}: boxes {e['boxes']:.2e}, scores {e['scores']:.2e} of "
+                      f"the float file's variance (squared error before NMS)", flush=True)
         if "same-anchor" in args.probes:
             r = results[split]["same anchor"] = same_anchor(fp32, int8, images, args.conf)
             print(f"{split} same anchor: {r['same_anchor']}/{r['total']} candidates' int8 "
@@ -379,7 +556,9 @@ def main() -> None:
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "run": Path(args.run).name, "weights": quantization["weights"],
-              "probes": args.probes, "bias_correction_images": args.images, "conf": args.conf,
+              "probes": args.probes, "bias_correction_images": args.images,
+              "least_squares": {"images": args.images, "alpha": args.alpha,
+                                "positions": args.positions}, "conf": args.conf,
               "merge_iou": args.merge_iou, "percentiles": args.percentiles,
               "results": results}
     if args.json:
