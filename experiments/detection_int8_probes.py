@@ -47,6 +47,10 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   are then rounded to nearest on a new per-channel grid and the bias fitted again to the
   rounded weights. Unlike the bias correction it can undo any error linear in the inputs,
   not only their mean. ``RUN/int8/int8-least-squares.onnx``, int8 kernels.
+* **predictions in float**: the float file quantized again as the int8 file was, with the
+  prediction convolutions (those feeding the box decoding) kept in float, so the class
+  logits and box offsets are not rounded to one uint8 grid per level on their way out.
+  ``--refit predictions-float`` makes the least squares start from this file.
 * **output error**: for the int8 file and each file the probes above made, the squared
   difference of the boxes and scores going into NonMaxSuppression from the float file's,
   over the variance of the float file's: the network's error before NMS reorders anything.
@@ -71,8 +75,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detection import coco128, commit, match_share  # noqa: E402
 
 SPLITS = ("val2017", "train2017")
-PROBES = ("weights-only", "activations-only", "bias-correction", "least-squares",
-          "output-error", "same-anchor", "merge-nms")
+PROBES = ("weights-only", "activations-only", "bias-correction", "predictions-float",
+          "least-squares", "output-error", "same-anchor", "merge-nms")
 DQ = "_DequantizeLinear_Output"
 
 
@@ -194,6 +198,20 @@ def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: floa
                          exclude=q["exclude"], reduce_range="7-bit" in q["weights"],
                          activation_type=q["activations"], percentile=percentile)
 
+
+
+def predictions_float(fp32: Path, int8: Path, out: Path, calib: Path) -> Path:
+    """``fp32`` quantized again as ``int8`` was, with its prediction convolutions (those
+    feeding the box decoding) kept in float: its class logits and box offsets then leave the
+    network unrounded (SSDLite's default rounds each level's logits on one uint8 grid)."""
+    from mobilenets.deploy import open_model, quantize_onnx
+    q = json.loads(open_model(int8).metadata["quantization"])
+    if q["exclude"]:
+        raise SystemExit(f"{int8} already keeps {q['exclude']} in float")
+    return quantize_onnx(fp32, out, calib, num_images=q["num_images"], exclude="predictions",
+                         reduce_range="7-bit" in q["weights"],
+                         activation_type=q["activations"],
+                         **({"percentile": q["percentile"]} if "percentile" in q else {}))
 
 def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int) -> Path:
     import onnx
@@ -494,6 +512,8 @@ def main() -> None:
                         "the inputs' mean square")
     p.add_argument("--positions", type=int, default=2048,
                    help="least squares: output positions drawn per image and convolution")
+    p.add_argument("--refit", choices=("int8", "predictions-float"), default="int8",
+                   help="least squares: the file to refit (predictions-float needs that probe)")
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--probes", nargs="*", default=list(PROBES), choices=PROBES,
                    help="the probes to run (none: only --percentiles)")
@@ -507,6 +527,8 @@ def main() -> None:
     if not all(0 <= t < 1 for t in args.merge_iou):
         p.error("--merge-iou thresholds must be in [0, 1): a kept box must be in its own "
                 "cluster")
+    if args.refit == "predictions-float" and "predictions-float" not in args.probes:
+        p.error("--refit predictions-float needs the predictions-float probe in --probes")
     from mobilenets.deploy import open_model
     folder, fp32, int8 = run_files(args.run)
     data = coco128()
@@ -523,10 +545,15 @@ def main() -> None:
         files["int8, bias-corrected"] = bias_corrected(
             fp32, int8, folder / "int8-bias-corrected.onnx", data / "images" / "train2017",
             args.images)
+    if "predictions-float" in args.probes:
+        files["int8, predictions in float"] = predictions_float(
+            fp32, int8, folder / "int8-predictions-float.onnx", data / "images" / "train2017")
     if "least-squares" in args.probes:
-        files["int8, least squares"] = least_squares(
-            fp32, int8, folder / "int8-least-squares.onnx", data / "images" / "train2017",
-            args.images, args.alpha, args.positions)
+        start = "int8" if args.refit == "int8" else "int8, predictions in float"
+        base = files[start]
+        files[f"{start}, least squares"] = least_squares(
+            fp32, base, folder / f"{base.stem}-least-squares.onnx",
+            data / "images" / "train2017", args.images, args.alpha, args.positions)
     quantization = json.loads(open_model(int8).metadata["quantization"])
     results = {}
     for split in SPLITS:
@@ -558,8 +585,8 @@ def main() -> None:
               "run": Path(args.run).name, "weights": quantization["weights"],
               "probes": args.probes, "bias_correction_images": args.images,
               "least_squares": {"images": args.images, "alpha": args.alpha,
-                                "positions": args.positions}, "conf": args.conf,
-              "merge_iou": args.merge_iou, "percentiles": args.percentiles,
+                                "positions": args.positions, "refit": args.refit},
+              "conf": args.conf, "merge_iou": args.merge_iou, "percentiles": args.percentiles,
               "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
