@@ -249,8 +249,10 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # logits' range coarsening the boxes: on the trained COCO128 YOLOv4 (MobileNetV3-Large) the
 # int8 file found 15 of the float file's 37 confident detections at IoU 0.9, 29 with the
 # prediction convs in float. SSDLite's box and class predictions are separate convolutions:
-# keeping them in float did not help there (V3-Large 67 of 74 against 69 all in int8; Lite0
-# 121 of 142 against 119). docs/results/2026-12-06-detection.md has the runs.
+# keeping them in float did not help on an AVX2 CPU with 7-bit weights (V3-Large 67 of 74
+# against 69 all in int8; Lite0 121 of 142 against 119); on a VNNI CPU with 8-bit weights it
+# did for a retrained Lite0 (val 194 of 206 against 192, train 344 of 370 against 327), not
+# yet weighed as a default. docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
 
