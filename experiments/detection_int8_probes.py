@@ -56,7 +56,7 @@ least ``--conf``, on COCO128's val2017 and train2017 images).
   over the variance of the float file's: the network's error before NMS reorders anything.
 
 ``--probes`` picks some of them (the bias correction takes about 20 minutes, the least
-squares about 15 on one thread).
+squares 11 to 19 on one thread).
 """
 from __future__ import annotations
 
@@ -199,19 +199,19 @@ def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: floa
                          activation_type=q["activations"], percentile=percentile)
 
 
-
 def predictions_float(fp32: Path, int8: Path, out: Path, calib: Path) -> Path:
     """``fp32`` quantized again as ``int8`` was, with its prediction convolutions (those
     feeding the box decoding) kept in float: its class logits and box offsets then leave the
     network unrounded (SSDLite's default rounds each level's logits on one uint8 grid)."""
     from mobilenets.deploy import open_model, quantize_onnx
     q = json.loads(open_model(int8).metadata["quantization"])
-    if q["exclude"]:
-        raise SystemExit(f"{int8} already keeps {q['exclude']} in float")
     return quantize_onnx(fp32, out, calib, num_images=q["num_images"], exclude="predictions",
                          reduce_range="7-bit" in q["weights"],
-                         activation_type=q["activations"],
+                         per_channel="per-channel" in q["weights"],
+                         activation_type=q["activations"], calibrate_method=q["calibration"],
+                         channel_multiple=q["channel_multiple"], target=q["target"],
                          **({"percentile": q["percentile"]} if "percentile" in q else {}))
+
 
 def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int) -> Path:
     import onnx
@@ -241,12 +241,15 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
-def _conv_columns(x: np.ndarray, node, positions: int, gen: torch.Generator) -> torch.Tensor:
+def _conv_columns(x: np.ndarray, node, positions: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The inputs each output of convolution ``node`` reads, per group, with a 1 appended for
     the bias: groups x (C_in / groups * k * k + 1) x samples (``positions`` output positions of
     each image drawn at random, all where there are fewer), and the positions drawn."""
     import onnx
     a = {t.name: onnx.helper.get_attribute_value(t) for t in node.attribute}
+    if a.get("auto_pad", b"NOTSET") != b"NOTSET":
+        raise SystemExit(f"{node.name}: auto_pad is not handled; export with explicit pads")
     k, groups = a["kernel_shape"], a.get("group", 1)
     pads = a.get("pads", [0, 0, 0, 0])
     t = torch.nn.functional.pad(torch.from_numpy(x).double(),
@@ -266,10 +269,18 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
     """The int8 file with each convolution's weights and bias refitted, in graph order, to
     the float file's output of that convolution from the int8 file's own (quantized) input,
     by ridge regression towards the float weights, then rounded to nearest on a new
-    per-channel grid and the bias fitted again to the rounded weights."""
+    per-channel grid (the file's 7 or 8 bits) and the bias fitted again to the rounded
+    weights. Files with per-tensor weights or padded depthwise channels are refused."""
     import onnx
     from onnx import numpy_helper
+    from mobilenets.deploy import open_model
     from mobilenets.deploy.quantize import _fp32_onnx, calibration_input
+    meta = json.loads(open_model(int8).metadata["quantization"])
+    if "per-channel" not in meta["weights"] or meta.get("depthwise_padded"):
+        raise SystemExit(f"{int8}: the least squares handles per-channel weights without "
+                         f"padded depthwise channels, not {meta['weights']} with "
+                         f"{meta.get('depthwise_padded')} padded")
+    qmax = 64 if "7-bit" in meta["weights"] else 127
     with tempfile.TemporaryDirectory() as tmp:
         _, preprocess = _fp32_onnx(fp32, Path(tmp) / "fp32.onnx", None)
     f, q = onnx.load(str(fp32)), onnx.load(str(int8))
@@ -284,6 +295,8 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
         if weight not in fo:
             continue
         bias = node.input[2].removesuffix(DQ) if len(node.input) > 2 else None
+        if bias is None:
+            raise SystemExit(f"{weight}: a convolution without a bias is not handled")
         w_f = finit[weight].astype(np.float64)
         b_f = (finit[bias].astype(np.float64) if bias in finit
                else np.zeros(w_f.shape[0]))
@@ -313,7 +326,6 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
         if quantized:
             dq = next(n for n in q.graph.node if n.output[0] == node.input[1])
             scale_old = numpy_helper.to_array(qinit[dq.input[1]]).astype(np.float64)
-            qmax = 127
             peak = w_new.abs().flatten(1).amax(1).numpy()
             scale = np.where(peak > 0, peak / qmax, scale_old)
             wq = np.clip(np.round(w_new.numpy() / scale.reshape(-1, *[1] * (w_f.ndim - 1))),
@@ -325,11 +337,16 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
             w_used = w_new
             qinit[weight].CopyFrom(numpy_helper.from_array(w_new.numpy().astype(np.float32),
                                                            weight))
-        # the bias that makes the mean output right with the weights as rounded
-        wg = w_used.reshape(g, -1, d - 1)  # g x C_out/g x d-1
-        b = ((cross[:, -1, :] - (wg @ total[:, :, None]).squeeze(2)) / count[:, None])
-        b = b.reshape(-1).numpy()
-        if bias is not None and bias + "_quantized" in qinit:
+        def mean_bias(w: torch.Tensor) -> np.ndarray:
+            """The bias that makes each channel's mean output exact with weights ``w``."""
+            wg = w.reshape(g, -1, d - 1)  # g x C_out/g x d-1
+            b = (cross[:, -1, :] - (wg @ total[:, :, None]).squeeze(2)) / count[:, None]
+            return b.reshape(-1).numpy()
+
+        b = mean_bias(w_used)
+        if (bias + "_quantized" in qinit) != quantized:
+            raise SystemExit(f"{weight}: weights and bias must be both quantized or both float")
+        if quantized:
             bq = bias + "_quantized"
             x_dq = next(n for n in q.graph.node if n.output[0] == node.input[0])
             x_scale = float(numpy_helper.to_array(qinit[x_dq.input[1]]))
@@ -344,19 +361,17 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
                     -1, *[1] * (w_f.ndim - 1))), -qmax, qmax)
                 qinit[dq.input[0]].CopyFrom(numpy_helper.from_array(wq.astype(np.int8),
                                                                     dq.input[0]))
+                b = mean_bias(torch.from_numpy(wq * scale.reshape(-1, *[1] * (w_f.ndim - 1))))
             qinit[dq.input[1]].CopyFrom(numpy_helper.from_array(scale.astype(np.float32),
                                                                 dq.input[1]))
             bscale = (x_scale * scale).astype(np.float32)
             qinit[bq + "_scale"].CopyFrom(numpy_helper.from_array(bscale, bq + "_scale"))
             qinit[bq].CopyFrom(numpy_helper.from_array(
                 np.round(b / bscale).astype(np.int32), bq))
-        elif bias is not None and bias in qinit:
-            if quantized:
-                qinit[dq.input[1]].CopyFrom(numpy_helper.from_array(scale.astype(np.float32),
-                                                                    dq.input[1]))
+        elif bias in qinit:
             qinit[bias].CopyFrom(numpy_helper.from_array(b.astype(np.float32), bias))
         else:
-            raise SystemExit(f"{weight}: a convolution without a bias is not handled")
+            raise SystemExit(f"{weight}: its float bias {bias} is not an initializer")
         change = float(np.abs(w_new.numpy() - w_f).max() / max(np.abs(w_f).max(), 1e-12))
         report.append(change)
     onnx.save(q, str(out))
@@ -372,7 +387,6 @@ def nms_inputs(fp32: Path) -> list[str]:
     import onnx
     nms = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "NonMaxSuppression")
     return list(nms.input[:2])
-
 
 
 def output_error(fp32: Path, files: dict[str, Path], images) -> dict[str, dict[str, float]]:
@@ -506,10 +520,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a detection run folder with int8/fp32.onnx and int8/int8.onnx")
     p.add_argument("--images", type=int, default=64,
-                   help="calibration images for the bias correction (train2017)")
+                   help="train2017 calibration images for the bias correction and the least "
+                        "squares")
     p.add_argument("--alpha", type=float, default=1e-3,
                    help="least squares: the ridge towards the float weights, as a share of "
-                        "the inputs' mean square")
+                        "the mean of the Gram matrix's diagonal (the inputs' mean squares and "
+                        "the bias column's 1)")
     p.add_argument("--positions", type=int, default=2048,
                    help="least squares: output positions drawn per image and convolution")
     p.add_argument("--refit", choices=("int8", "predictions-float"), default="int8",
@@ -531,6 +547,12 @@ def main() -> None:
         p.error("--refit predictions-float needs the predictions-float probe in --probes")
     from mobilenets.deploy import open_model
     folder, fp32, int8 = run_files(args.run)
+    kept = json.loads(open_model(int8).metadata["quantization"])["exclude"]
+    if "predictions-float" in args.probes and kept:
+        if args.refit == "predictions-float":
+            raise SystemExit(f"{int8} already keeps {kept} in float: use --refit int8")
+        print(f"predictions in float: skipped, {int8} already keeps {kept} in float", flush=True)
+        args.probes.remove("predictions-float")
     data = coco128()
     files = {"int8": int8}
     if "weights-only" in args.probes:
@@ -583,9 +605,12 @@ def main() -> None:
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "run": Path(args.run).name, "weights": quantization["weights"],
-              "probes": args.probes, "bias_correction_images": args.images,
-              "least_squares": {"images": args.images, "alpha": args.alpha,
-                                "positions": args.positions, "refit": args.refit},
+              "probes": args.probes,
+              **({"bias_correction_images": args.images}
+                 if "bias-correction" in args.probes else {}),
+              **({"least_squares": {"images": args.images, "alpha": args.alpha,
+                                    "positions": args.positions, "refit": args.refit}}
+                 if "least-squares" in args.probes else {}),
               "conf": args.conf, "merge_iou": args.merge_iou, "percentiles": args.percentiles,
               "results": results}
     if args.json:

@@ -250,9 +250,10 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # int8 file found 15 of the float file's 37 confident detections at IoU 0.9, 29 with the
 # prediction convs in float. SSDLite's box and class predictions are separate convolutions:
 # keeping them in float did not help on an AVX2 CPU with 7-bit weights (V3-Large 67 of 74
-# against 69 all in int8; Lite0 121 of 142 against 119); on a VNNI CPU with 8-bit weights it
-# did for a retrained Lite0 (val 194 of 206 against 192, train 344 of 370 against 327), not
-# yet weighed as a default. docs/results/2026-12-06-detection.md has the runs.
+# against 69 all in int8; Lite0 121 of 142 against 119). On a VNNI CPU with 8-bit weights a
+# retrained Lite0 kept 17 more of 370 training-image boxes so (val: 194 of 206 against 192,
+# within a rerun's spread); SSDLite stays all-int8 until another SSDLite confirms it and the
+# latency cost is measured. docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
 
