@@ -185,32 +185,36 @@ def activations_only(fp32: Path, int8: Path, out: Path) -> Path:
     return out
 
 
-def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: float) -> Path:
-    """``fp32`` quantized as ``int8`` was (its calibration image count, weight bits,
-    activation type and exclusions; quantize_onnx's defaults for the rest, as
-    ``experiments/detection.py int8`` leaves them), with percentile calibration at
-    ``percentile``."""
+def quantized_again(fp32: Path, int8: Path, out: Path, calib: Path, **change) -> Path:
+    """``fp32`` quantized as ``int8`` was (the recipe its metadata records: calibration
+    images, method and percentile, weight bits and layout, activation type, exclusions,
+    channel padding and target), with the ``quantize_onnx`` arguments ``change`` changed."""
     from mobilenets.deploy import open_model, quantize_onnx
     q = json.loads(open_model(int8).metadata["quantization"])
-    if q["calibration"] != "percentile":
-        raise SystemExit(f"{int8} was calibrated by {q['calibration']}, not percentile")
-    return quantize_onnx(fp32, out, calib, num_images=q["num_images"],
-                         exclude=q["exclude"], reduce_range="7-bit" in q["weights"],
-                         activation_type=q["activations"], percentile=percentile)
+    recipe = {"num_images": q["num_images"], "exclude": q["exclude"],
+              "reduce_range": "7-bit" in q["weights"],
+              "per_channel": "per-channel" in q["weights"],
+              "activation_type": q["activations"], "calibrate_method": q["calibration"],
+              "channel_multiple": q["channel_multiple"], "target": q["target"],
+              **({"percentile": q["percentile"]} if "percentile" in q else {})}
+    return quantize_onnx(fp32, out, calib, **(recipe | change))
+
+
+def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: float) -> Path:
+    """``fp32`` quantized again as ``int8`` was, with percentile calibration at
+    ``percentile``."""
+    from mobilenets.deploy import open_model
+    method = json.loads(open_model(int8).metadata["quantization"])["calibration"]
+    if method != "percentile":
+        raise SystemExit(f"{int8} was calibrated by {method}, not percentile")
+    return quantized_again(fp32, int8, out, calib, percentile=percentile)
 
 
 def predictions_float(fp32: Path, int8: Path, out: Path, calib: Path) -> Path:
     """``fp32`` quantized again as ``int8`` was, with its prediction convolutions (those
     feeding the box decoding) kept in float: its class logits and box offsets then leave the
     network unrounded (SSDLite's default rounds each level's logits on one uint8 grid)."""
-    from mobilenets.deploy import open_model, quantize_onnx
-    q = json.loads(open_model(int8).metadata["quantization"])
-    return quantize_onnx(fp32, out, calib, num_images=q["num_images"], exclude="predictions",
-                         reduce_range="7-bit" in q["weights"],
-                         per_channel="per-channel" in q["weights"],
-                         activation_type=q["activations"], calibrate_method=q["calibration"],
-                         channel_multiple=q["channel_multiple"], target=q["target"],
-                         **({"percentile": q["percentile"]} if "percentile" in q else {}))
+    return quantized_again(fp32, int8, out, calib, exclude="predictions")
 
 
 def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int) -> Path:
