@@ -84,6 +84,11 @@ def add_quantize_parser(sub) -> None:
                    "directly), predictions (a detector's prediction convolutions; the "
                    "default for YOLO detectors), none, several joined by '+', e.g. "
                    "classifier+se")
+    p.add_argument("--refit", action="store_true",
+                   help="onnxruntime quantizer: refit each convolution's weights and bias by "
+                   "least squares to the float model's outputs from the int8 file's own "
+                   "inputs (AdaQuant's layer-wise fit; slower to make, closer to the float "
+                   "model)")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")
@@ -118,6 +123,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.percentile is not None and backend != "onnxruntime":
         raise ValueError("--percentile sets onnxruntime's calibration (--quantizer "
                          "onnxruntime); PT2E files are completed with the default percentile")
+    if args.refit and backend != "onnxruntime":
+        raise ValueError("--refit refits the convolutions of onnxruntime's QDQ files "
+                         "(--quantizer onnxruntime); PT2E files are not refitted")
     if args.pt2e_graph_only and backend != "pt2e":
         raise ValueError("--pt2e-graph-only applies to PT2E files (--quantizer pt2e or "
                          "--method qat); onnxruntime's quantizer already writes a complete "
@@ -146,7 +154,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, exclude=args.exclude,
                       calibrate_method=args.calibration, target=args.runtime or "onnxruntime",
-                      **given)
+                      refit=args.refit, **given)
     else:
         from ..deploy.quantize_pt2e import export_pt2e_onnx, qat_pt2e, quantize_pt2e
         if args.method == "qat":
@@ -170,7 +178,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 # options that shape onnxruntime's QDQ files, and do not apply to a .pte
 _ONNX_ONLY = {"quantizer": "--quantizer", "backend": "--backend", "exclude": "--exclude",
               "activations": "--activations", "channel_multiple": "--channel-multiple",
-              "pt2e_graph_only": "--pt2e-graph-only", "percentile": "--percentile"}
+              "pt2e_graph_only": "--pt2e-graph-only", "percentile": "--percentile",
+              "refit": "--refit"}
 
 
 def quantize_to_pte(args: argparse.Namespace) -> int:

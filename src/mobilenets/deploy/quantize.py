@@ -256,6 +256,10 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # latency cost is measured. docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
+# Calibration images quantize_onnx(refit=True) uses: two halves of 16, each scoring the fits
+# made on the other.
+REFIT_IMAGES = 32
+
 
 def default_exclude(meta: dict) -> str | None:
     """``exclude``'s default for a file with ONNX metadata ``meta``: :data:`DETECTOR_EXCLUDE`
@@ -294,7 +298,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   exclude: str | list[str] | None = None, seed: int = 0,
                   channel_multiple: int | None = FROM_TARGET,
                   target: str = "onnxruntime", reduce_range: bool | None = None,
-                  percentile: float | None = None) -> Path:
+                  percentile: float | None = None, refit: bool = False) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
@@ -321,6 +325,11 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     convolutions add pairs of uint8 x int8 products in 16 bits, which overflow with full-range
     weights and cost several top-1 points (onnxruntime's advice); None: when the CPU
     quantizing the file has no VNNI (:func:`cpu_has_vnni`), where the file usually runs.
+    ``refit``: afterwards, refit each convolution on the first :data:`REFIT_IMAGES`
+    calibration images (:func:`~.refit.refit_convolutions`: least squares to the float
+    model's outputs from the int8 file's own inputs, or the bias alone, or nothing, whichever
+    does best on held-out calibration images); slower to make (minutes for a detector),
+    closer to the float model.
     """
     try:
         import onnx
@@ -392,6 +401,17 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                "CalibStridedMinMax": stride, "CalibPercentile": percentile})
         quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
+        refitted = None
+        if refit:
+            from .refit import refit_convolutions
+            take = []
+            for b in batches:
+                if sum(len(t) for t in take) >= REFIT_IMAGES:
+                    break
+                take.append(b)
+            report = refit_convolutions(proto, quantized, take, input_name)
+            refitted = {"method": "least squares, chosen per convolution on held-out images",
+                        "images": sum(len(t) for t in take), "chosen": report["chosen"]}
     meta["quantization"] = json.dumps({
         "format": "QDQ", "weights": ("int8 (7-bit range) symmetric " if reduce_range else
                                      "int8 symmetric ")
@@ -400,7 +420,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         **({"percentile": percentile} if calibrate_method == "percentile" else {}),
         "num_images": sum(len(b) for b in batches), "exclude": exclude,
         "calibration_rounds": len(batches) // stride if stride else 1,
-        "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target})
+        "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target,
+        **({"refit": refitted} if refitted else {})})
     del quantized.metadata_props[:]
     for key, value in meta.items():
         quantized.metadata_props.add(key=key, value=value)
@@ -408,6 +429,6 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 
 __all__ = ["CALIBRATION_MEMORY", "DETECTOR_EXCLUDE", "FROM_TARGET", "INT8_RECIPES",
-           "activation_bytes", "calibration_batches", "calibration_input", "calibration_stride",
+           "REFIT_IMAGES", "activation_bytes", "calibration_batches", "calibration_input", "calibration_stride",
            "calibration_reader", "cpu_flags", "cpu_has_vnni", "default_exclude",
            "excluded_nodes", "histogram_errors", "quantize_onnx"]
