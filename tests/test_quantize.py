@@ -578,20 +578,35 @@ def test_refit_columns_and_ridge_fit_recover_a_convolution(channels, out, groups
 def test_refit_brings_the_int8_file_closer_to_fp32(files, val_images, tmp_path):
     """quantize_onnx(refit=True): each convolution refitted (least squares, the bias alone or
     nothing, chosen on held-out calibration images) leaves the int8 file's logits closer to
-    the float file's than the plain int8 file's, on the val images (about 0.91x here with
-    8-bit weights, 0.73x with 7-bit ones); the weights stay int8 and the metadata says so."""
-    fp32, int8 = files
+    the float file's than the plain int8 file's, on the val images (weights in 7 bits, as on
+    CPUs without VNNI: about 0.75x; 8-bit weights gave about 0.91x); the weights stay int8 and
+    the metadata says what each convolution took."""
+    fp32, _ = files
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", SAMPLE_DIR, num_images=32,
+                         reduce_range=True)
     refit = quantize_onnx(fp32, tmp_path / "refit.onnx", SAMPLE_DIR, num_images=32,
-                          refit=True)
+                          reduce_range=True, refit=True)
     ref = OnnxModel(fp32)(val_images)
     error = {p.name: ((OnnxModel(p)(val_images) - ref) ** 2).mean().item()
              for p in (int8, refit)}
-    assert error["refit.onnx"] < 0.95 * error["int8.onnx"], error
+    assert error["refit.onnx"] < 0.9 * error["int8.onnx"], error
     assert_faithful(OnnxModel(refit)(val_images), ref)
     q = json.loads(OnnxModel(refit).metadata["quantization"])
     proto = onnx.load(str(refit))
     convs = sum(n.op_type == "Conv" for n in proto.graph.node)
     assert q["refit"]["images"] == 32 and sum(q["refit"]["chosen"].values()) == convs
-    assert set(q["refit"]["chosen"]) - {"original"}        # some convolution was refitted
+    assert set(q["refit"]["chosen"]) - {"original", "skipped"}     # some were refitted
     assert sum(i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4
                for i in proto.graph.initializer) == convs
+
+
+def test_refit_of_per_tensor_weights_and_its_errors(files, val_images, tmp_path):
+    """Per-tensor weights keep their per-tensor scales through the refit (a valid file that
+    stays faithful); one calibration batch cannot be split in two and says so."""
+    fp32, _ = files
+    out = quantize_onnx(fp32, tmp_path / "t.onnx", SAMPLE_DIR, num_images=4,
+                        per_channel=False, refit=True)
+    onnx.checker.check_model(str(out))
+    assert_faithful(OnnxModel(out)(val_images), OnnxModel(fp32)(val_images))
+    with pytest.raises(ValueError, match="at least two batches"):
+        quantize_onnx(fp32, tmp_path / "one.onnx", SAMPLE_DIR, num_images=1, refit=True)

@@ -85,10 +85,10 @@ def add_quantize_parser(sub) -> None:
                    "default for YOLO detectors), none, several joined by '+', e.g. "
                    "classifier+se")
     p.add_argument("--refit", action="store_true",
-                   help="onnxruntime quantizer: refit each convolution's weights and bias by "
-                   "least squares to the float model's outputs from the int8 file's own "
-                   "inputs (AdaQuant's layer-wise fit; slower to make, closer to the float "
-                   "model)")
+                   help="onnxruntime quantizer: refit each convolution to the float model's "
+                   "outputs from the int8 file's own inputs: its weights and bias by least "
+                   "squares (AdaQuant-style), its bias alone, or nothing, whichever does best "
+                   "on held-out calibration images (slower to make)")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")

@@ -256,8 +256,8 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # latency cost is measured. docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
-# Calibration images quantize_onnx(refit=True) uses: two halves of 16, each scoring the fits
-# made on the other.
+# Calibration images quantize_onnx(refit=True) uses (whole batches, at least two): the
+# batches alternate between two halves, each scoring the fits made on the other.
 REFIT_IMAGES = 32
 
 
@@ -326,10 +326,9 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     weights and cost several top-1 points (onnxruntime's advice); None: when the CPU
     quantizing the file has no VNNI (:func:`cpu_has_vnni`), where the file usually runs.
     ``refit``: afterwards, refit each convolution on the first :data:`REFIT_IMAGES`
-    calibration images (:func:`~.refit.refit_convolutions`: least squares to the float
-    model's outputs from the int8 file's own inputs, or the bias alone, or nothing, whichever
-    does best on held-out calibration images); slower to make (minutes for a detector),
-    closer to the float model.
+    calibration images, at least two batches (:func:`~.refit.refit_convolutions`: least
+    squares to the float model's outputs from the int8 file's own inputs, or the bias alone,
+    or nothing, whichever does best on held-out calibration images); slower to make.
     """
     try:
         import onnx
@@ -384,6 +383,10 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         if isinstance(exclude, (list, tuple)):
             _check_inlined(before, proto, exclude)
         input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
+        if refit and len(batches) < 2:
+            raise ValueError(f"refit scores each half of the calibration batches on the other: "
+                             f"give num_images of at least two batches ({len(batches)} batch of "
+                             f"{len(batches[0])} now)")
         stride = calibration_stride(proto, batches)
         symmetric = activation_type == "int8"
         with contextlib.redirect_stdout(io.StringIO()), histogram_errors(calibrate_method):
@@ -406,10 +409,11 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
             from .refit import refit_convolutions
             take = []
             for b in batches:
-                if sum(len(t) for t in take) >= REFIT_IMAGES:
+                if len(take) >= 2 and sum(len(t) for t in take) >= REFIT_IMAGES:
                     break
                 take.append(b)
-            report = refit_convolutions(proto, quantized, take, input_name)
+            report = refit_convolutions(proto, quantized, take, input_name,
+                                        qmax=64.0 if reduce_range else 127.0)
             refitted = {"method": "least squares, chosen per convolution on held-out images",
                         "images": sum(len(t) for t in take), "chosen": report["chosen"]}
     meta["quantization"] = json.dumps({
@@ -429,6 +433,6 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 
 __all__ = ["CALIBRATION_MEMORY", "DETECTOR_EXCLUDE", "FROM_TARGET", "INT8_RECIPES",
-           "REFIT_IMAGES", "activation_bytes", "calibration_batches", "calibration_input", "calibration_stride",
-           "calibration_reader", "cpu_flags", "cpu_has_vnni", "default_exclude",
-           "excluded_nodes", "histogram_errors", "quantize_onnx"]
+           "REFIT_IMAGES", "activation_bytes", "calibration_batches", "calibration_input",
+           "calibration_stride", "calibration_reader", "cpu_flags", "cpu_has_vnni",
+           "default_exclude", "excluded_nodes", "histogram_errors", "quantize_onnx"]

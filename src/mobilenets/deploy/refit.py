@@ -7,13 +7,13 @@ with the bias refitted (each channel's mean output exact); and least squares (ri
 regression towards the float weights, at each of :data:`RIDGES`), rounded to nearest on a new
 grid with the bias refitted to the rounded weights. The calibration images are split in two
 halves; each candidate is fitted on one and scored on the other, both ways, and the best is
-fitted on all of them. Least squares is AdaQuant's layer-wise objective (Hubara et al. 2021,
-"Accurate post training quantization with small calibration sets") solved in closed form,
-with rounding to nearest; because it reads the int8 file's input it absorbs the part of the
+fitted on all of them. Least squares is AdaQuant-style (Hubara et al. 2021, "Accurate post
+training quantization with small calibration sets": the same layer-wise objective, here
+solved in closed form and then rounded to nearest, where AdaQuant optimises with the
+rounding in the loop); because it reads the int8 file's input it absorbs the part of the
 activations' rounding error that is linear in that input, which a bias correction cannot.
-The held-out choice keeps it from over-fitting small maps or coarsening a layer's grid: on
-the test suite's random-weight MobileNetV2 0.35 a fixed ridge of 1e-3 made the logits worse,
-the choice makes them better.
+The held-out choice keeps a fit from over-fitting small maps or coarsening a layer's grid,
+which a single fixed ridge did (docs/results/2026-12-06-detection.md).
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class _Layer:
     """One convolution of the int8 file: its float and int8 parameters and the statistics of
     its inputs against the float output, per half of the calibration images."""
 
-    def __init__(self, node, w_f, b_f, qinit, producer):
+    def __init__(self, node, w_f, b_f, qinit, producer, qmax: float | None):
         from onnx import numpy_helper
         self.node, self.w_f, self.b_f = node, w_f, b_f
         self.attrs = conv_attributes(node)
@@ -122,16 +122,13 @@ class _Layer:
         if self.quantized:
             self.w_dq = producer[node.input[1]]
             self.b_dq = producer.get(node.input[2])
-            x_dq = producer.get(node.input[0])
-            if (self.b_dq is None or self.b_dq.op_type != "DequantizeLinear" or x_dq is None
-                    or x_dq.op_type != "DequantizeLinear"):
-                raise ValueError(f"{node.name}: the refit needs an int8 convolution's input "
-                                 f"and bias quantized too")
+            x_dq = producer[node.input[0]]
             self.qweights = arr(self.w_dq.input[0])
             scale = arr(self.w_dq.input[1]).astype(np.float64)
             self.per_channel = scale.ndim == 1 and scale.size > 1
             self.scale0 = np.broadcast_to(scale, (w_f.shape[0],)).copy()
-            self.qmax = 64.0 if np.abs(self.qweights.astype(np.int64)).max() <= 64 else 127.0
+            self.qmax = qmax or (64.0 if np.abs(self.qweights.astype(np.int64)).max() <= 64
+                                 else 127.0)
             self.w_orig = self.qweights * self.scale0.reshape(self.shape)
             self.b_orig = (arr(self.b_dq.input[0]).astype(np.float64)
                            * arr(self.b_dq.input[1]).astype(np.float64))
@@ -165,24 +162,24 @@ class _Layer:
                 ).reshape(-1).numpy()
 
     def candidate(self, kind, gram, cross) -> tuple:
-        """(weights as the file will compute them, bias, int weights, scale) of ``kind``
-        ("original", "bias" or a ridge) fitted on ``gram``, ``cross``."""
+        """(weights as the file will compute them, bias, int weights, scale, weights before
+        rounding) of ``kind`` ("original", "bias" or a ridge) fitted on ``gram``, ``cross``."""
         q = (self.qweights, self.scale0) if self.quantized else (None, None)
         if kind == "original":
-            return (self.w_orig, self.b_orig) + q
+            return (self.w_orig, self.b_orig) + q + (self.w_orig,)
         if kind == "bias":
-            return (self.w_orig, self.mean_bias(self.w_orig, gram, cross)) + q
+            return (self.w_orig, self.mean_bias(self.w_orig, gram, cross)) + q + (self.w_orig,)
         start = self.augmented(self.w_f, self.b_f)
         w = ridge_fit(gram, cross, start, kind)[:, :-1].transpose(1, 2).reshape(
             self.w_f.shape).numpy()
         if not self.quantized:
-            return w, self.mean_bias(w, gram, cross), None, None
+            return w, self.mean_bias(w, gram, cross), None, None, w
         peak = (np.abs(w).reshape(w.shape[0], -1).max(1) if self.per_channel
                 else np.full(w.shape[0], np.abs(w).max()))
         scale = np.maximum(peak / self.qmax, 1e-12)
         w_q = np.clip(np.round(w / scale.reshape(self.shape)), -self.qmax, self.qmax)
         w_used = w_q * scale.reshape(self.shape)
-        return w_used, self.mean_bias(w_used, gram, cross), w_q, scale
+        return w_used, self.mean_bias(w_used, gram, cross), w_q, scale, w
 
     def choose(self, kinds) -> object:
         """The kind with the least error on each half when fitted on the other."""
@@ -197,12 +194,10 @@ class _Layer:
 
     def write(self, kind, qinit: dict) -> None:
         """Put ``kind`` fitted on all the images into the file's initializers."""
-        w, b, w_q, scale = self.candidate(kind, self.gram[0] + self.gram[1],
-                                          self.cross[0] + self.cross[1])
+        w, b, w_q, scale, w_raw = self.candidate(kind, self.gram[0] + self.gram[1],
+                                                 self.cross[0] + self.cross[1])
         if not self.quantized:
             _replace(qinit, self.node.input[1], np.asarray(w).astype(np.float32))
-            if self.node.input[2] not in qinit:
-                raise ValueError(f"{self.node.name}: its float bias is not an initializer")
             _replace(qinit, self.node.input[2], np.asarray(b).astype(np.float32))
             return
         # a channel whose weights are (nearly) all zero, as some of EfficientNet-Lite0's
@@ -211,29 +206,35 @@ class _Layer:
         if (scale < need).any():
             scale = np.maximum(scale, need) if self.per_channel else np.full_like(
                 scale, max(scale.max(), need.max()))
-            w_q = np.clip(np.round(w / scale.reshape(self.shape)), -self.qmax, self.qmax)
+            w_q = np.clip(np.round(w_raw / scale.reshape(self.shape)), -self.qmax, self.qmax)
             b = self.mean_bias(w_q * scale.reshape(self.shape), self.gram[0] + self.gram[1],
                                self.cross[0] + self.cross[1])
         _replace(qinit, self.w_dq.input[0], np.asarray(w_q).astype(self.qweights.dtype))
-        one = lambda v: v if self.per_channel else v[:1].reshape(())  # noqa: E731
-        _replace(qinit, self.w_dq.input[1], one(scale).astype(np.float32))
+        def as_stored(v, name):        # per channel, or the file's own per-tensor shape
+            return v if self.per_channel else v[:1].reshape(tuple(qinit[name].dims))
+
+        _replace(qinit, self.w_dq.input[1],
+                 as_stored(scale, self.w_dq.input[1]).astype(np.float32))
         bscale = (self.x_scale * scale).astype(np.float32)
-        b_scale_name = self.b_dq.input[1]
-        _replace(qinit, b_scale_name, bscale if len(qinit[b_scale_name].dims) else
-                 bscale[:1].reshape(()))
-        _replace(qinit, self.b_dq.input[0], np.round(b / bscale).astype(np.int32))
+        _replace(qinit, self.b_dq.input[1], as_stored(bscale, self.b_dq.input[1]))
+        limit = np.iinfo(np.int32)
+        _replace(qinit, self.b_dq.input[0],
+                 np.clip(np.round(b / bscale), limit.min, limit.max).astype(np.int32))
 
 
 def refit_convolutions(float_proto, int8_proto, batches, input_name: str, *,
                        positions: int = 2048, seed: int = 0,
-                       ridges: tuple[float, ...] = RIDGES) -> dict:
+                       ridges: tuple[float, ...] = RIDGES, qmax: float | None = None) -> dict:
     """Refit the convolutions of ``int8_proto`` (a QDQ ModelProto, changed in place) whose
     weight initializer ``float_proto`` (the float model it was quantized from, same names
     and shapes) has: per convolution, in graph order, the candidate of the module docstring
     with the least held-out error on ``batches`` (``positions`` output positions of each
     image, drawn with ``seed``; batches alternate between the two halves, so give at least
-    two). Convolutions kept in float are refitted in float. Returns how often each candidate
-    was chosen and the seconds it took."""
+    two). Convolutions kept in float are refitted in float; those without a bias, or int8
+    ones whose input or bias is not dequantized from int8, are left as they are ("skipped").
+    ``qmax``: the int8 weights' largest magnitude (127, or 64 for 7-bit weights); None reads
+    it from each convolution's weights. Returns how often each candidate was chosen and the
+    seconds it took."""
     from onnx import numpy_helper
     if len(batches) < 2:
         raise ValueError("the refit needs at least two calibration batches: it scores each "
@@ -248,12 +249,15 @@ def refit_convolutions(float_proto, int8_proto, batches, input_name: str, *,
     start, chosen = time.perf_counter(), collections.Counter()
     for node in [n for n in int8_proto.graph.node if n.op_type == "Conv"]:
         weight = node.input[1].removesuffix(DQ)
-        if weight not in fconv or len(node.input) < 3 or not node.input[2]:
+        if weight not in fconv:
+            continue
+        if len(node.input) < 3 or not node.input[2] or not _supported(node, producer, qinit):
+            chosen["skipped"] += 1
             continue
         bias = node.input[2]
         w_f = finit[weight].astype(np.float64)
         b_f = finit[bias].astype(np.float64) if bias in finit else np.zeros(w_f.shape[0])
-        layer = _Layer(node, w_f, b_f, qinit, producer)
+        layer = _Layer(node, w_f, b_f, qinit, producer, qmax)
         fsess = _tapped(float_proto, [fconv[weight]])
         qsess = _tapped(int8_proto, [node.input[0]])
         gen = torch.Generator().manual_seed(seed)
@@ -270,6 +274,16 @@ def refit_convolutions(float_proto, int8_proto, batches, input_name: str, *,
         if kind != "original":
             layer.write(kind, qinit)
     return {"chosen": dict(chosen), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _supported(node, producer: dict, qinit: dict) -> bool:
+    """Whether the refit can rewrite ``node``: a float convolution whose weight and bias are
+    initializers, or an int8 one whose input, weight and bias all come from
+    DequantizeLinear."""
+    if not node.input[1].endswith(DQ):
+        return node.input[1] in qinit and node.input[2] in qinit
+    return all(producer.get(t) is not None and producer[t].op_type == "DequantizeLinear"
+               for t in node.input[:3])
 
 
 def _replace(init: dict, name: str, value: np.ndarray) -> None:
