@@ -210,6 +210,7 @@ class _Layer:
             b = self.mean_bias(w_q * scale.reshape(self.shape), self.gram[0] + self.gram[1],
                                self.cross[0] + self.cross[1])
         _replace(qinit, self.w_dq.input[0], np.asarray(w_q).astype(self.qweights.dtype))
+
         def as_stored(v, name):        # per channel, or the file's own per-tensor shape
             return v if self.per_channel else v[:1].reshape(tuple(qinit[name].dims))
 
