@@ -245,29 +245,6 @@ def bias_corrected(fp32: Path, int8: Path, out: Path, calib: Path, num_images: i
     return out
 
 
-def _conv_columns(x: np.ndarray, node, positions: int,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inputs each output of convolution ``node`` reads, per group, with a 1 appended for
-    the bias: groups x (C_in / groups * k * k + 1) x samples (``positions`` output positions of
-    each image drawn at random, all where there are fewer), and the positions drawn."""
-    import onnx
-    a = {t.name: onnx.helper.get_attribute_value(t) for t in node.attribute}
-    if a.get("auto_pad", b"NOTSET") != b"NOTSET":
-        raise SystemExit(f"{node.name}: auto_pad is not handled; export with explicit pads")
-    k, groups = a["kernel_shape"], a.get("group", 1)
-    pads = a.get("pads", [0, 0, 0, 0])
-    t = torch.nn.functional.pad(torch.from_numpy(x).double(),
-                                (pads[1], pads[3], pads[0], pads[2]))
-    cols = torch.nn.functional.unfold(t, k, dilation=a.get("dilations", [1, 1]),
-                                      stride=a.get("strides", [1, 1]))  # N x C*k*k x L
-    n, d, length = cols.shape
-    pick = (torch.randperm(length, generator=gen)[:positions] if length > positions
-            else torch.arange(length))
-    cols = cols[:, :, pick].reshape(n, groups, d // groups, len(pick))
-    cols = cols.permute(1, 2, 0, 3).reshape(groups, d // groups, n * len(pick))
-    return torch.cat([cols, torch.ones(groups, 1, cols.shape[-1], dtype=cols.dtype)], 1), pick
-
-
 def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: int,
                   alpha: float, positions: int) -> Path:
     """The int8 file with each convolution's weights and bias refitted, in graph order, to
@@ -279,6 +256,7 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
     from onnx import numpy_helper
     from mobilenets.deploy import open_model
     from mobilenets.deploy.quantize import _fp32_onnx, calibration_input
+    from mobilenets.deploy.refit import conv_attributes, conv_columns, output_rows, ridge_fit
     meta = json.loads(open_model(int8).metadata["quantization"])
     if "per-channel" not in meta["weights"] or meta.get("depthwise_padded"):
         raise SystemExit(f"{int8}: the least squares handles per-channel weights without "
@@ -307,23 +285,22 @@ def least_squares(fp32: Path, int8: Path, out: Path, calib: Path, num_images: in
         fsess = tapped_session(f, [fo[weight]], optimised=False, threads=1)
         qsess = tapped_session(q, [node.input[0]], optimised=False, threads=1)
         gen = torch.Generator().manual_seed(0)
+        attrs = conv_attributes(node)
         gram = cross = None
         for batch in batches:
             (y,) = fsess.run([fo[weight]], {name: batch.numpy()})
             (x,) = qsess.run([node.input[0]], {name: batch.numpy()})
-            cols, pick = _conv_columns(x, node, positions, gen)
-            g = cols.shape[0]
-            yt = torch.from_numpy(y).double().flatten(2)[:, :, pick]  # N x C_out x P
-            yt = yt.reshape(yt.shape[0], g, -1, len(pick)).permute(1, 0, 3, 2)
-            yt = yt.reshape(g, -1, yt.shape[-1])  # g x samples x C_out/g
+            length = y.shape[2] * y.shape[3]
+            pick = (torch.randperm(length, generator=gen)[:positions]
+                    if length > positions else None)
+            cols = conv_columns(torch.from_numpy(x), attrs, pick)
             gram = cols @ cols.transpose(1, 2) + (0 if gram is None else gram)
-            cross = cols @ yt + (0 if cross is None else cross)
+            cross = (cols @ output_rows(torch.from_numpy(y), cols.shape[0], pick)
+                     + (0 if cross is None else cross))
         g, d = gram.shape[0], gram.shape[1]
         w0 = torch.from_numpy(w_f).reshape(g, -1, d - 1)  # g x C_out/g x d-1
         w0 = torch.cat([w0, torch.from_numpy(b_f).reshape(g, -1, 1)], 2).transpose(1, 2)
-        diag = gram.diagonal(dim1=1, dim2=2).mean(1)
-        ridge = alpha * diag[:, None, None] * torch.eye(d, dtype=gram.dtype)
-        fit = torch.linalg.solve(gram + ridge, cross + ridge @ w0)  # g x d x C_out/g
+        fit = ridge_fit(gram, cross, w0, alpha)  # g x d x C_out/g
         w_new = fit[:, :-1].transpose(1, 2).reshape(w_f.shape)
         total = gram[:, -1, :-1]  # g x d-1: the inputs' sums
         count = gram[:, -1, -1]
