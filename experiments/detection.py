@@ -276,8 +276,9 @@ def int8(args) -> None:
     both files. A control: the same share for the float file itself on the images plus
     uniform noise of half a grey level (below a JPEG's own rounding), how many boxes the
     detector moves at IoU 0.9 with no quantization at all. ``--reduce-range`` chooses 7- or
-    8-bit weights (default: 7 on a CPU without VNNI). Files go to RUN/int8/ (replaced on a
-    rerun)."""
+    8-bit weights (default: 7 on a CPU without VNNI); ``--refit`` passes ``refit=True`` to
+    ``quantize_onnx`` (each convolution refitted to the float file on calibration images).
+    Files go to RUN/int8/ (replaced on a rerun)."""
     from torchvision.io import ImageReadMode, decode_image
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
@@ -305,7 +306,7 @@ def int8(args) -> None:
                           num_images=args.num_images, calibrate_method=args.calibration,
                           exclude=args.exclude, percentile=args.percentile,
                           reduce_range={"auto": None, "on": True, "off": False}[
-                              args.reduce_range])
+                              args.reduce_range], refit=args.refit)
         made_s = time.perf_counter() - t0
         float_file, int8_file = open_model(fp32), open_model(q)
         with torch.inference_mode():
@@ -334,6 +335,7 @@ def int8(args) -> None:
             "matched_at_conf_fp32_input_noise": match_share(found, jittered, min_score=args.conf),
             "exclude": json.loads(int8_file.metadata["quantization"])["exclude"],
             "weights": json.loads(int8_file.metadata["quantization"])["weights"],
+            "refit": json.loads(int8_file.metadata["quantization"]).get("refit"),
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
             "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
@@ -504,6 +506,8 @@ def main() -> None:
     i.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                    help="weights in 7 bits (on) or 8 (off); auto: 7 on a CPU without VNNI, "
                         "where 8-bit weights may overflow onnxruntime's int8 kernels")
+    i.add_argument("--refit", action="store_true",
+                   help="refit each int8 convolution to the float file (quantize_onnx's refit)")
     i.add_argument("--json", default=None, help="write the results here")
     for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")
