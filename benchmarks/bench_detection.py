@@ -16,7 +16,9 @@ losses on the benchmark's inputs. Then, in one process, interleaved (``_common.m
   onnxruntime, int8 against fp32: ``RUN/int8/fp32.onnx`` and ``RUN/int8/int8.onnx`` as
   ``experiments/detection.py int8`` writes them, called as the PyTorch detector is (a list of
   one real val2017 image: resize, network, decoding and NMS in the graph, boxes mapped back).
-  Trained weights matter here: how many boxes reach NMS depends on the scores.
+  Trained weights matter here: how many boxes reach NMS depends on the scores. Every other
+  ``RUN/int8/int8*.onnx`` file (e.g. one quantized with other settings, copied there as
+  ``int8-all.onnx``) is timed beside them, each against fp32.
 
 Each case reports the median over ``--repeats`` repeats of each side's median call time
 (``--iters`` calls), and the median ratio ours / torchvision with its min-max spread
@@ -135,7 +137,8 @@ def deployed(run: Path, args) -> dict:
     docstring), on the first val2017 image of the run's data."""
     from torchvision.io import ImageReadMode, decode_image
     from mobilenets.deploy import open_model
-    files = {k: run / "int8" / f"{k}.onnx" for k in ("fp32", "int8")}
+    files = {"fp32": run / "int8" / "fp32.onnx"} | {
+        f.stem: f for f in sorted((run / "int8").glob("int8*.onnx"))}
     record = json.loads((run / "experiment.json").read_text())
     images = sorted((Path(record["data"]) / "images" / "val2017").glob("*.jpg"))
     if not images:
@@ -231,10 +234,13 @@ def main(argv=None) -> None:
             r = deployed(run, args)
             results["deploy"].append(r)
             t = r["timing"]
-            print(f"| {r['run']} | {t['fp32']['median_ms']:.1f} | {t['int8']['median_ms']:.1f} "
-                  f"| {t['int8']['ratio']:.3f} | {t['int8']['ratio_min']:.3f}-"
-                  f"{t['int8']['ratio_max']:.3f} | {r['detections']['fp32']} / "
-                  f"{r['detections']['int8']} |", flush=True)
+            for k in t:
+                if k == "fp32":
+                    continue
+                name = r["run"] if k == "int8" else f"{r['run']} ({k}.onnx)"
+                print(f"| {name} | {t['fp32']['median_ms']:.1f} | {t[k]['median_ms']:.1f} "
+                      f"| {t[k]['ratio']:.3f} | {t[k]['ratio_min']:.3f}-{t[k]['ratio_max']:.3f}"
+                      f" | {r['detections']['fp32']} / {r['detections'][k]} |", flush=True)
     if args.json:
         payload = {"machine": machine, "model": NAME if pair_cases else None, "check": check,
                    "settings": {k: str(v) if isinstance(v, Path) else v
