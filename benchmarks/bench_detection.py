@@ -172,7 +172,8 @@ def parse_args(argv=None):
                    help="deploy is added when --deployed names runs")
     p.add_argument("--deployed", nargs="+", type=Path, default=[], metavar="RUN",
                    help="run folders of experiments/detection.py with int8/fp32.onnx and "
-                        "int8/int8.onnx (its int8 command writes them)")
+                        "int8/int8.onnx (its int8 command writes them); any other "
+                        "int8/int8*.onnx is timed beside them")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.iters < 1:
