@@ -323,19 +323,20 @@ def int8(args) -> None:
         # how far the int8 boxes move: the same share at looser IoU thresholds
         by_iou = {str(t): match_share(found, kept, iou=t, min_score=args.conf)
                   for t in (0.5, 0.7)} | {"0.9": conf}
+        qmeta = json.loads(int8_file.metadata["quantization"])
         results[out.name] = {
             "model": r["model"], "backbone": r["backbone"], "start": r["start"],
             "split": args.split, "images": len(images),
             "calibration_images": args.num_images,
             "calibration": args.calibration,
-            "percentile": json.loads(int8_file.metadata["quantization"]).get("percentile"),
+            "percentile": qmeta.get("percentile"),
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
             "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
             "matched_at_conf_fp32_input_noise": match_share(found, jittered, min_score=args.conf),
-            "exclude": json.loads(int8_file.metadata["quantization"])["exclude"],
-            "weights": json.loads(int8_file.metadata["quantization"])["weights"],
-            "refit": json.loads(int8_file.metadata["quantization"]).get("refit"),
+            "exclude": qmeta["exclude"],
+            "weights": qmeta["weights"],
+            "refit": qmeta.get("refit"),
             "map": {k: v["map"] for k, v in maps.items()},
             "map50": {k: v["map50"] for k, v in maps.items()},
             "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
