@@ -253,7 +253,7 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # against 69 all in int8; Lite0 121 of 142 against 119). On a VNNI CPU with 8-bit weights a
 # retrained Lite0 kept 17 more of 370 training-image boxes so (val: 194 of 206 against 192,
 # within a rerun's spread), and with refit=True as well 355 of 370 (val 200 of 206), for about
-# 5% more int8 latency in one noisy run. One detector's runs: SSDLite stays all-int8 by
+# 5-10% more int8 latency in two noisy runs. One detector's runs: SSDLite stays all-int8 by
 # default until another SSDLite confirms it. docs/results/2026-12-06-detection.md has them.
 DETECTOR_EXCLUDE = {"yolov4": "predictions"}
 
