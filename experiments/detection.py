@@ -499,8 +499,8 @@ def main() -> None:
     i.add_argument("--conf", type=float, default=0.25,
                    help="also count the float detections scoring at least this")
     i.add_argument("--exclude", default=None, type=exclude_presets,
-                   help="nodes kept in float (quantize_onnx's presets; default: its own, the "
-                        "prediction convolutions of a YOLO detector)")
+                   help="nodes kept in float (quantize_onnx's presets; default: its own, a "
+                        "detector's prediction convolutions; none: every convolution in int8)")
     i.add_argument("--split", default="val2017", choices=("val2017", "train2017"),
                    help="the images compared on (train2017: those the detector was trained "
                         "and calibrated on, where its boxes are confident)")

@@ -191,17 +191,23 @@ def test_padded_outputs_and_metadata(exported):
 
 @needs_vnni
 def test_int8_file_keeps_float_detections(int8_pair, coco128):
-    """int8 (convolutions quantized, decoding and NMS in float): at least 95% of the float
-    file's detections are found by the int8 file at IoU >= 0.9 with the same label."""
+    """int8 (the network's convolutions quantized; by default the prediction convolutions,
+    decoding and NMS in float): at least 95% of the float file's detections are found by the
+    int8 file at IoU >= 0.9 with the same label."""
+    from mobilenets.deploy.quantize import excluded_nodes
     fp32, int8 = int8_pair
+    predictions = set(excluded_nodes(onnx.load(str(fp32)), "predictions"))
     proto = onnx.load(str(int8))
     producers = {o: n for n in proto.graph.node for o in n.output}
     nms_node = next(n for n in proto.graph.node if n.op_type == "NonMaxSuppression")
     assert all(producers[i].op_type != "DequantizeLinear"
                for i in nms_node.input if i in producers)        # fed by float nodes
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)
-    assert all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    quantized = [n for n in convs if n.name not in predictions]
+    assert len(predictions) == 12 and len(quantized) == len(convs) - 12  # 6 levels: box, class
+    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in quantized)
+    assert all(producers[n.input[0]].op_type == "DequantizeLinear" for n in quantized)
+    assert not any(n.input[1] in producers for n in convs if n.name in predictions)
     images = read_images(coco128 / "val2017", 2)
     matched = total = 0
     for f, q in zip(open_model(fp32)(images), open_model(int8)(images)):
@@ -324,7 +330,8 @@ def test_open_model_takes_a_detector_name():
 def test_yolo_int8_keeps_its_prediction_convs_in_float(tmp_path):
     """quantize_onnx's default for a YOLO file keeps each level's prediction conv (box
     offsets, objectness and class logits in one tensor) in float and quantizes every other
-    convolution; ``exclude="none"`` quantizes them too; an SSDLite file has no default."""
+    convolution; ``exclude="none"`` quantizes them too; SSDLite files share the default, a
+    classifier has none."""
     from test_yolo import small_yolo, spread_scores
     from mobilenets.data import SAMPLE_DIR
     from mobilenets.deploy.quantize import default_exclude, excluded_nodes
@@ -334,7 +341,10 @@ def test_yolo_int8_keeps_its_prediction_convs_in_float(tmp_path):
     proto = onnx.load(str(fp32))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert default_exclude(meta) == "predictions"
-    assert default_exclude({**meta, "config": json.dumps({"head": "ssdlite"})}) is None
+    for head in ("ssdlite", "ssdlite320"):
+        assert default_exclude({**meta, "config": json.dumps({"head": head})}) == "predictions"
+    assert default_exclude({**meta, "config": json.dumps({"head": "lraspp"})}) is None
+    assert default_exclude({"task": "classification"}) is None
     preds = excluded_nodes(proto, "predictions")
     weights = {init.name: init for init in proto.graph.initializer}
     assert len(preds) == 3       # one per level, each with 3 anchors x (4 + 1 + 5 classes)

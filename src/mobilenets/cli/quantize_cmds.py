@@ -82,7 +82,7 @@ def add_quantize_parser(sub) -> None:
                    "last linear layer), se (the squeeze-excite gates), output (a dense "
                    "model's last two convolutions: a depth map shows their rounding "
                    "directly), predictions (a detector's prediction convolutions; the "
-                   "default for YOLO detectors), none, several joined by '+', e.g. "
+                   "default for detectors), none, several joined by '+', e.g. "
                    "classifier+se")
     p.add_argument("--refit", action="store_true",
                    help="onnxruntime quantizer: refit each convolution to the float model's "

@@ -248,14 +248,15 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # box offsets, objectness and 80 class logits in one tensor under one int8 scale, the class
 # logits' range coarsening the boxes: on the trained COCO128 YOLOv4 (MobileNetV3-Large) the
 # int8 file found 15 of the float file's 37 confident detections at IoU 0.9, 29 with the
-# prediction convs in float. SSDLite's box and class predictions are separate convolutions:
-# keeping them in float did not help on an AVX2 CPU with 7-bit weights (V3-Large 67 of 74
-# against 69 all in int8; Lite0 121 of 142 against 119). On a VNNI CPU with 8-bit weights a
-# retrained Lite0 kept 17 more of 370 training-image boxes so (val: 194 of 206 against 192,
-# within a rerun's spread), and with refit=True as well 355 of 370 (val 200 of 206), for about
-# 5-10% more int8 latency in two noisy runs. One detector's runs: SSDLite stays all-int8 by
-# default until another SSDLite confirms it. docs/results/2026-12-06-detection.md has them.
-DETECTOR_EXCLUDE = {"yolov4": "predictions"}
+# prediction convs in float. SSDLite's box and class predictions are separate convolutions,
+# each level's 91-class logits on one uint8 grid: in float, on a VNNI CPU with 8-bit weights,
+# two trained SSDLites kept more confident boxes at IoU 0.9 on both splits (Lite0 val 194 of
+# 206 against 192, train 344 of 370 against 327; MobileNetV2 val 82 of 86 against 78, train
+# 146 of 155 against 142), for about 5-10% more int8 latency (Lite0, two noisy runs) and the
+# float weights' size. On an AVX2 CPU with 7-bit weights it moved two boxes either way.
+# exclude="none" quantizes them. docs/results/2026-12-06-detection.md has the runs.
+DETECTOR_EXCLUDE = {"yolov4": "predictions", "ssdlite": "predictions",
+                    "ssdlite320": "predictions"}
 
 # Calibration images quantize_onnx(refit=True) uses (whole batches, at least two): the
 # batches alternate between two halves, each scoring the fits made on the other.
@@ -314,7 +315,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     (docs/results/2026-11-24-int8-deploy.md). ``exclude``: nodes kept in float (see
     :func:`excluded_nodes`; onnxruntime re-quantizes such a convolution inside the network
     unless its session disables ``WeightBiasQuantization``, as the library's do:
-    docs/known-issues.md); None: :func:`default_exclude` (a YOLO detector's prediction
+    docs/known-issues.md); None: :func:`default_exclude` (a detector's prediction
     convolutions, otherwise nothing), ``"none"``: nothing. ``channel_multiple``:
     depthwise channel counts are padded with zero channels to a multiple of it (the same
     outputs, onnxruntime's fast int8 depthwise kernels;
