@@ -14,8 +14,9 @@ convolutions kept in float, scored as ``experiments/detection.py int8`` scores t
   file of the box regressions the post-processing reads, over their variance in the float
   file; a convolution's sensitivity is how much the error falls when it alone is in float.
 * **mixed files**: ``quantize_onnx`` with the ``--top`` most sensitive convolutions in
-  ``exclude`` (the same calibration as ``experiments/detection.py int8``: 128 train2017
-  images, percentile, 8-bit weights unless ``--reduce-range on``), run with onnxruntime's
+  ``exclude`` beside its default ones (a detector's prediction convolutions), the same
+  calibration as ``experiments/detection.py int8`` (128 train2017 images, percentile, 8-bit
+  weights unless ``--reduce-range on``), run with onnxruntime's
   int8 kernels on every val2017 and train2017 image: the share of the float file's
   detections found at IoU >= 0.9 with the same label (scoring >= ``--conf``, and all).
 """
@@ -176,11 +177,19 @@ def main() -> None:
     print(f"ranking: {len(gains)} convolutions, box error all-int8 {base:.4g}, "
           f"{time.perf_counter() - t0:.0f} s; most sensitive: "
           + ", ".join(f"{n} {g / base:.1%}" for n, g in gains[:16]), flush=True)
+    # the k most sensitive on top of what quantize_onnx keeps in float by default (a
+    # detector's prediction convolutions), which int8.onnx has in float already
+    import onnx
+    from mobilenets.deploy.quantize import default_exclude, excluded_nodes
+    proto = onnx.load(str(fp32))
+    preset = default_exclude({p.key: p.value for p in proto.metadata_props})
+    kept = excluded_nodes(proto, preset) if preset else []
+    ranked = [n for n, _ in gains if n not in kept]
     files = {"0 convolutions in float": int8}
     for k in args.top:
         files[f"{k} convolutions in float"] = quantize_onnx(
             fp32, folder / f"int8-float{k}.onnx", train, num_images=128,
-            exclude=[n for n, _ in gains[:k]], reduce_range=args.reduce_range == "on")
+            exclude=kept + ranked[:k], reduce_range=args.reduce_range == "on")
     results = {split: score_files(fp32, files, split_images(data, split), args.conf, split)
                for split in SPLITS}
     record = {"commit": commit(), "torch": torch.__version__,
