@@ -266,9 +266,10 @@ def match_share(found: list[dict], other: list[dict], iou: float = 0.9,
 def int8(args) -> None:
     """int8 PTQ of each finished run's best/ detector: its end-to-end ONNX file (decoding and
     NMS in the graph) and the int8 file from ``quantize_onnx`` (the network's convolutions
-    in int8, the post-processing in float), calibrated on ``--num-images`` train2017
-    images; then on every image of ``--split`` (val2017) the share of the float file's
-    detections that the int8 file finds at IoU >= 0.9 with the same label (all of them, at
+    in int8 except, by default, the prediction convolutions; the post-processing in float),
+    calibrated on ``--num-images`` train2017 images; then on every image of ``--split``
+    (val2017) the share of the float file's detections that the int8 file finds at IoU >=
+    0.9 with the same label (all of them, at
     the model's own ``score_thresh``, and those scoring at least ``--conf``; the latter also
     at IoU >= 0.7 and 0.5, which tells boxes that moved from boxes that were lost, and at IoU
     0.9 for the file run in float arithmetic, :func:`simulated_int8`, which tells the

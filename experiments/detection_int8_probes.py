@@ -213,7 +213,8 @@ def requantized(fp32: Path, int8: Path, out: Path, calib: Path, percentile: floa
 def predictions_float(fp32: Path, int8: Path, out: Path, calib: Path) -> Path:
     """``fp32`` quantized again as ``int8`` was, with its prediction convolutions (those
     feeding the box decoding) kept in float: its class logits and box offsets then leave the
-    network unrounded (SSDLite's default rounds each level's logits on one uint8 grid)."""
+    network unrounded (SSDLite all in int8, ``exclude="none"``, rounds each level's logits on
+    one uint8 grid)."""
     return quantized_again(fp32, int8, out, calib, exclude="predictions")
 
 

@@ -174,20 +174,22 @@ def main() -> None:
         args.images = old["ranking_images"]
     else:
         gains, base = ranking(fp32, int8, train, args.images, args.threads)
-    print(f"ranking: {len(gains)} convolutions, box error all-int8 {base:.4g}, "
+    print(f"ranking: {len(gains)} convolutions, box error of int8.onnx {base:.4g}, "
           f"{time.perf_counter() - t0:.0f} s; most sensitive: "
           + ", ".join(f"{n} {g / base:.1%}" for n, g in gains[:16]), flush=True)
-    # the k most sensitive on top of what quantize_onnx keeps in float by default (a
-    # detector's prediction convolutions), which int8.onnx has in float already
+    # the k most sensitive beside what int8.onnx keeps in float (by default a detector's
+    # prediction convolutions), read from its quantization metadata
     import onnx
-    from mobilenets.deploy.quantize import default_exclude, excluded_nodes
-    proto = onnx.load(str(fp32))
-    preset = default_exclude({p.key: p.value for p in proto.metadata_props})
-    kept = excluded_nodes(proto, preset) if preset else []
+    from mobilenets.deploy import open_model
+    from mobilenets.deploy.quantize import excluded_nodes
+    preset = json.loads(open_model(int8).metadata["quantization"])["exclude"]
+    kept = (list(preset) if isinstance(preset, list)
+            else excluded_nodes(onnx.load(str(fp32)), preset) if preset else [])
     ranked = [n for n, _ in gains if n not in kept]
-    files = {"0 convolutions in float": int8}
+    extra = f" beside the file's {len(kept)}" if kept else ""
+    files = {f"0 more convolutions in float{extra}": int8}
     for k in args.top:
-        files[f"{k} convolutions in float"] = quantize_onnx(
+        files[f"{k} more convolutions in float{extra}"] = quantize_onnx(
             fp32, folder / f"int8-float{k}.onnx", train, num_images=128,
             exclude=kept + ranked[:k], reduce_range=args.reduce_range == "on")
     results = {split: score_files(fp32, files, split_images(data, split), args.conf, split)

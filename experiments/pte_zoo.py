@@ -187,9 +187,9 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    print(f"\n| model | task | px | fp32 within rule | fp32 rel. diff | int8 size | "
-          f"int8 vs fake-quant rel. diff | int8 argmax agreement |\n|---|---|---|---|---|---|"
-          f"---|---|")
+    print("\n| model | task | px | fp32 within rule | fp32 rel. diff | int8 size | "
+          "int8 vs fake-quant rel. diff | int8 argmax agreement |\n|---|---|---|---|---|---|"
+          "---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['model']} | error: {r['error'][:80]} |")
