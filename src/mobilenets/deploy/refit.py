@@ -248,7 +248,6 @@ def refit_convolutions(float_proto, int8_proto, batches, input_name: str, *,
     producer = {o: n for n in int8_proto.graph.node for o in n.output}
     kinds = ("original", "bias", *ridges)
     start, chosen = time.perf_counter(), collections.Counter()
-    fsess = _tapped(float_proto, list(fconv.values()))  # the float file never changes
     for node in [n for n in int8_proto.graph.node if n.op_type == "Conv"]:
         weight = node.input[1].removesuffix(DQ)
         if weight not in fconv:
@@ -260,6 +259,7 @@ def refit_convolutions(float_proto, int8_proto, batches, input_name: str, *,
         w_f = finit[weight].astype(np.float64)
         b_f = finit[bias].astype(np.float64) if bias in finit else np.zeros(w_f.shape[0])
         layer = _Layer(node, w_f, b_f, qinit, producer, qmax)
+        fsess = _tapped(float_proto, [fconv[weight]])
         qsess = _tapped(int8_proto, [node.input[0]])
         gen = torch.Generator().manual_seed(seed)
         for i, batch in enumerate(batches):
