@@ -253,9 +253,10 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # two trained SSDLites kept more confident boxes at IoU 0.9 on their training images (Lite0
 # 344 of 370 against 327, MobileNetV2 146 of 155 against 142) and on val 2 and 4 more (194 of
 # 206, 82 of 86; within or at the edge of what a rerun or input noise moves), losing none, for
-# about 5-10% more int8 latency (Lite0, two noisy runs) and the float weights' size. On an
-# AVX2 CPU with 7-bit weights it moved two boxes either way; ssdlite320 files are not
-# measured. exclude="none" quantizes them. docs/results/2026-12-06-detection.md has the runs.
+# 5-10% (Lite0, two noisy runs) and 6% (MobileNetV2) more int8 latency and the float weights'
+# size. On an AVX2 CPU with 7-bit weights it moved two boxes either way; ssdlite320 files
+# are not measured. exclude="none" quantizes them. docs/results/2026-12-06-detection.md has
+# the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions", "ssdlite": "predictions",
                     "ssdlite320": "predictions"}
 
