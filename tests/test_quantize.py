@@ -222,9 +222,10 @@ def test_cli_quantize_eval_predict_bench(model, tmp_path, capsys):
     mobilenets.save(model, tmp_path / "m", class_names=CLASSES)
     out = tmp_path / "m-int8.onnx"
     assert main(["quantize", str(tmp_path / "m"), "--calib", str(SAMPLE_DIR), "--out", str(out),
-                 "--num-images", "16", "--exclude", "classifier"]) == 0
+                 "--num-images", "16", "--exclude", "classifier", "--weight-bits", "7"]) == 0
     assert out.is_file() and is_quantized(out)
-    assert json.loads(OnnxModel(out).metadata["quantization"])["calibration"] == "percentile"
+    qmeta = json.loads(OnnxModel(out).metadata["quantization"])
+    assert qmeta["calibration"] == "percentile" and "7-bit" in qmeta["weights"]
     assert "histogram" not in capsys.readouterr().out           # the calibrator's prints
     assert main(["eval", str(out), "--data", str(SAMPLE_DIR), "--json",
                  "--confusion-png", str(tmp_path / "c.png")]) == 0
@@ -249,11 +250,14 @@ def test_cli_quantize_rejects_bad_combinations(tmp_path, files, capsys):
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--pt2e-graph-only"]) == 2
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--quantizer", "pt2e",
                  "--percentile", "99.9"]) == 2
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--quantizer", "pt2e",
+                 "--weight-bits", "8"]) == 2
     assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--percentile", "99.9",
                  "--calibration", "minmax", "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert "--percentile sets onnxruntime's calibration" in err
     assert "calibrate_method='percentile' only" in err
+    assert "--weight-bits sets onnxruntime's weight range" in err
 
 
 # ---------------------------------------------------------------- torchao PT2E

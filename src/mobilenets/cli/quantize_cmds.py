@@ -89,6 +89,10 @@ def add_quantize_parser(sub) -> None:
                    "outputs from the int8 file's own inputs: its weights and bias by least "
                    "squares (AdaQuant-style), its bias alone, or nothing, whichever does best "
                    "on held-out calibration images (slower to make)")
+    p.add_argument("--weight-bits", type=int, choices=(7, 8), default=None,
+                   help="onnxruntime quantizer: int8 weights in 7 bits (-64..64), which x86 "
+                   "CPUs without VNNI need, or the full 8 (default: 8 if this CPU has VNNI, "
+                   "else 7; give 8 for a file made here to run on a VNNI server)")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")
@@ -126,6 +130,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.refit and backend != "onnxruntime":
         raise ValueError("--refit refits the convolutions of onnxruntime's QDQ files "
                          "(--quantizer onnxruntime); PT2E files are not refitted")
+    if args.weight_bits is not None and backend != "onnxruntime":
+        raise ValueError("--weight-bits sets onnxruntime's weight range (--quantizer "
+                         "onnxruntime); PT2E files take torchao's X86 quantizer's weights")
     if args.pt2e_graph_only and backend != "pt2e":
         raise ValueError("--pt2e-graph-only applies to PT2E files (--quantizer pt2e or "
                          "--method qat); onnxruntime's quantizer already writes a complete "
@@ -151,6 +158,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             given["channel_multiple"] = args.channel_multiple or None
         if args.percentile is not None:
             given["percentile"] = args.percentile
+        if args.weight_bits is not None:
+            given["reduce_range"] = args.weight_bits == 7
         quantize_onnx(model, out, args.calib, num_images=args.num_images,
                       resolution=args.resolution, exclude=args.exclude,
                       calibrate_method=args.calibration, target=args.runtime or "onnxruntime",
@@ -179,7 +188,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 _ONNX_ONLY = {"quantizer": "--quantizer", "backend": "--backend", "exclude": "--exclude",
               "activations": "--activations", "channel_multiple": "--channel-multiple",
               "pt2e_graph_only": "--pt2e-graph-only", "percentile": "--percentile",
-              "refit": "--refit"}
+              "refit": "--refit", "weight_bits": "--weight-bits"}
 
 
 def quantize_to_pte(args: argparse.Namespace) -> int:
