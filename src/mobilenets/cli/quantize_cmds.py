@@ -91,8 +91,8 @@ def add_quantize_parser(sub) -> None:
                    "on held-out calibration images (slower to make)")
     p.add_argument("--weight-bits", type=int, choices=(7, 8), default=None,
                    help="onnxruntime quantizer: int8 weights in 7 bits (-64..64), which x86 "
-                   "CPUs without VNNI need, or the full 8 (default: 8 if this CPU has VNNI, "
-                   "else 7; give 8 for a file made here to run on a VNNI server)")
+                   "CPUs without VNNI need, or the full 8 (default: 7 on an x86 CPU with AVX2 "
+                   "but no VNNI, else 8; give 8 for a file made here to run on a VNNI server)")
     p.add_argument("--activations", choices=ACTIVATION_TYPES, default=None,
                    help="activation type (--quantizer onnxruntime; default: the --runtime's "
                    "recipe, uint8, which is faster on x86)")

@@ -249,14 +249,14 @@ def excluded_nodes(proto, exclude: str | list[str] | None) -> list[str]:
 # logits' range coarsening the boxes: on the trained COCO128 YOLOv4 (MobileNetV3-Large) the
 # int8 file found 15 of the float file's 37 confident detections at IoU 0.9, 29 with the
 # prediction convs in float. SSDLite's box and class predictions are separate convolutions,
-# each level's 91-class logits on one uint8 grid: in float, on a VNNI CPU with 8-bit weights,
-# two trained SSDLites kept more confident boxes at IoU 0.9 on their training images (Lite0
-# 344 of 370 against 327, MobileNetV2 146 of 155 against 142) and on val 2 and 4 more (194 of
-# 206, 82 of 86; within or at the edge of what a rerun or input noise moves), losing none, for
-# 5-10% (Lite0, two noisy runs) and 6% (MobileNetV2) more int8 latency and the float weights'
-# size. On an AVX2 CPU with 7-bit weights it moved two boxes either way; ssdlite320 files
-# are not measured. exclude="none" quantizes them. docs/results/2026-12-06-detection.md has
-# the runs.
+# each level's 91-class logits on one uint8 grid: in float, on a VNNI CPU with 8-bit
+# weights, two trained SSDLites kept more confident boxes at IoU 0.9 on their training
+# images (Lite0 344 of 370 against 327, MobileNetV2 146 of 155 against 142) and on val 2 and
+# 4 more (194 of 206, 82 of 86; within or at the edge of what a rerun or input noise moves),
+# losing none, for 5-10% (Lite0, two noisy runs) and ~6% (MobileNetV2, one run) more int8
+# latency and the float weights' size. On an AVX2 CPU with 7-bit weights it moved two boxes
+# either way; ssdlite320 files are not measured. exclude="none" quantizes them.
+# docs/results/2026-12-06-detection.md has the runs.
 DETECTOR_EXCLUDE = {"yolov4": "predictions", "ssdlite": "predictions",
                     "ssdlite320": "predictions"}
 
