@@ -455,7 +455,8 @@ def test_histogram_calibration_of_vanishing_activations_says_what_to_do(tmp_path
 
 def test_weights_in_7_bits_where_asked_or_without_vnni(files, tmp_path):
     """reduce_range=True keeps every int8 weight within -64..64 and says so; the default follows
-    the CPU (7 bits without VNNI), as the module-scoped file shows."""
+    the CPU (7 bits without VNNI), as the module-scoped file shows; `quantize --weight-bits 8`
+    uses the full range wherever it runs."""
     from onnx import numpy_helper
 
     from mobilenets.deploy.quantize import cpu_has_vnni
@@ -471,6 +472,11 @@ def test_weights_in_7_bits_where_asked_or_without_vnni(files, tmp_path):
     assert widest(seven) <= 64
     assert "7-bit" in json.loads(OnnxModel(seven).metadata["quantization"])["weights"]
     assert (widest(default) <= 64) == (not cpu_has_vnni())
+    eight = tmp_path / "e.onnx"                  # the CLI's --weight-bits 8, on any CPU
+    assert main(["quantize", str(fp32), "--calib", str(SAMPLE_DIR), "--num-images", "8",
+                 "--weight-bits", "8", "--out", str(eight), "--no-check-speed"]) == 0
+    assert widest(eight) == 127
+    assert "7-bit" not in json.loads(OnnxModel(eight).metadata["quantization"])["weights"]
 
 
 def test_calibration_in_rounds_bounds_memory_and_keeps_ranges(files, val_images, monkeypatch,
