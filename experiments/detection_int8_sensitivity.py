@@ -183,8 +183,7 @@ def main() -> None:
     from mobilenets.deploy import open_model
     from mobilenets.deploy.quantize import excluded_nodes
     preset = json.loads(open_model(int8).metadata["quantization"])["exclude"]
-    kept = (list(preset) if isinstance(preset, list)
-            else excluded_nodes(onnx.load(str(fp32)), preset) if preset else [])
+    kept = excluded_nodes(onnx.load(str(fp32)), preset)      # a list, a preset or None
     ranked = [n for n, _ in gains if n not in kept]
     extra = f" beside the file's {len(kept)}" if kept else ""
     files = {f"0 more convolutions in float{extra}": int8}
