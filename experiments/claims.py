@@ -56,9 +56,11 @@ Each run folder ``runs/claims/RUN`` holds the engine's files and ``claim.json`` 
 commit, model, MACs, params, top-1, the share of near-zero depthwise kernels); that record
 is also written to ``docs/results/claims/records/runs/RUN.json``, committed with the page
 (with the low-rank records, latency.json and memory_split.json), so that the grid's progress
-and the page survive a checkout without runs/. A step that needs weights the checkout lacks says so:
-claim 8 times a run's architecture at its initialisation (latency does not depend on the
-values), ``lowrank`` asks for its base to be retrained (``run --redo RUN``).
+and the page survive a checkout without runs/. A step that needs weights the checkout lacks
+says so: claim 8 times a run's architecture at its initialisation (latency does not depend on
+the values), the low-rank comparison's models too (their ranks and pruned widths follow from
+the layers' shapes; the rebuilt model must have its record's MACs and params), ``lowrank``
+asks for its base to be retrained (``run --redo RUN``).
 """
 from __future__ import annotations
 
@@ -736,7 +738,7 @@ def _trained(record: dict) -> tuple[nn.Module, Path | None]:
 def latency_models() -> dict[str, tuple]:
     """Variant -> (model, resolution, weights file or None): the first finished seed of every
     claims variant and every fine-tuned model of the low-rank comparison. Latency does not
-    depend on the weights' values, so a run whose weights this checkout lacks (runs/ is not
+    depend on the weights' values, so a model whose weights this checkout lacks (runs/ is not
     committed) is timed at its initialisation; latency.json says which were."""
     import mobilenets
     models = {}
@@ -750,13 +752,45 @@ def latency_models() -> dict[str, tuple]:
         if record["variant"] in models:
             continue
         best = RUNS / "lowrank" / file.stem / "best"
-        if not best.is_dir():
-            print(f"{record['variant']}: not timed, its weights are not in {best} (the "
-                  f"compressed architecture comes from them): rerun `lowrank`", flush=True)
+        if best.is_dir():
+            models[record["variant"]] = (mobilenets.load(best).eval(), record["resolution"],
+                                         best / "model.safetensors")
             continue
-        models[record["variant"]] = (mobilenets.load(best).eval(), record["resolution"],
-                                     best / "model.safetensors")
+        model = compressed_at_initialisation(record)
+        if model is None:
+            print(f"{record['variant']}: not timed, its weights are not in {best} and the "
+                  f"architecture rebuilt at initialisation does not have the record's MACs "
+                  f"and params: rerun `lowrank`", flush=True)
+            continue
+        models[record["variant"]] = (model, record["resolution"], None)
     return models
+
+
+def compressed_at_initialisation(record: dict) -> nn.Module | None:
+    """A low-rank comparison's model rebuilt from its seed's initialisation, for a checkout
+    without its weights: the ranks (a fraction of each layer's full rank) and the pruned
+    widths (one keep ratio for every layer) follow from the layers' shapes, not their
+    values. None unless its MACs and params equal the record's (the check that the rebuilt
+    architecture is the one that was trained)."""
+    from mobilenets.compress import factorise, prune
+    from mobilenets.cost.profile import profile
+    torch.manual_seed(LOWRANK_BASE.seed)
+    base = build(LOWRANK_BASE).eval()
+    res = record["resolution"]
+
+    def cost(model):
+        return profile(model.float().eval(), (3, res, res))
+
+    if record["method"] == "low-rank":
+        model, _ = factorise(base, rank=record["rank"])
+    elif record["method"] == "pruning":
+        twin = read_record(f"lowrank/lowrank-r{record['rank']}.json")
+        model = prune(base, macs_ratio=matched_prune_ratio(base, twin["macs"],
+                                                           cost(base).macs, cost))
+    else:
+        model = base
+    c = cost(model)
+    return model.eval() if (c.macs, c.params) == (record["macs"], record["params"]) else None
 
 
 def _isa() -> str:

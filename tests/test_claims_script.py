@@ -120,6 +120,43 @@ def test_records_survive_without_runs(claims, tmp_path, monkeypatch):
         claims.lowrank_runs(workers=0)
 
 
+def test_lowrank_models_rebuilt_without_their_weights(claims, tmp_path, monkeypatch):
+    """The low-rank comparison's models are timed in a checkout without runs/: rebuilt from
+    the base's initialisation, with the trained models' MACs and params (their ranks and
+    pruned widths do not depend on the weights); a record they do not match is not timed."""
+    from mobilenets.compress import factorise, prune
+    from mobilenets.cost.profile import profile
+    monkeypatch.setattr(claims, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(claims, "RECORDS", tmp_path / "records")
+    base_run = claims.Run("mobilenet_v2_050", resolution=64)
+    monkeypatch.setattr(claims, "LOWRANK_BASE", base_run)
+    torch.manual_seed(123)                      # other weights than the seed's initialisation
+    trained = claims.build(base_run).eval()
+    for p in trained.parameters():
+        p.data.normal_()
+
+    def cost(model):
+        return profile(model.float().eval(), (3, 64, 64))
+
+    low, _ = factorise(trained, rank=0.5)
+    ratio = claims.matched_prune_ratio(trained, cost(low).macs, cost(trained).macs, cost)
+    pruned = prune(trained, macs_ratio=ratio)
+    for name, method, model in [("lowrank-r0.5", "low-rank", low),
+                                ("pruned-r0.5", "pruning", pruned)]:
+        c = cost(model)
+        claims.write_record(f"lowrank/{name}.json", {
+            "variant": f"{base_run.variant}-{name}", "method": method, "rank": 0.5,
+            "resolution": 64, "macs": c.macs, "params": c.params})
+    models = claims.latency_models()
+    for name, model in [("lowrank-r0.5", low), ("pruned-r0.5", pruned)]:
+        rebuilt, resolution, weights = models[f"{base_run.variant}-{name}"]
+        assert resolution == 64 and weights is None
+        assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+                == {k: v.shape for k, v in model.state_dict().items()})
+    record = claims.read_record("lowrank/pruned-r0.5.json")
+    assert claims.compressed_at_initialisation(dict(record, params=record["params"] + 1)) is None
+
+
 def test_records_stay_out_of_docs_for_other_runs_folders(tmp_path):
     """A smoke run, or runs in another folder, keep their records beside those runs: a
     one-epoch record in docs/results/ would count as a finished run of the real grid."""
