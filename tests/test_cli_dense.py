@@ -204,7 +204,10 @@ def test_detection_train_eval_predict(tmp_path, capsys):
                            f"{100 * last['map50']:.1f}%")
 
     assert main(["eval", str(out / "best"), "--data", str(data), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+
+    def strict(constant):            # NaN, Infinity: not JSON (a class without AP is null)
+        raise ValueError(f"eval --json printed {constant}")
+    result = json.loads(capsys.readouterr().out, parse_constant=strict)
     assert result["task"] == "detection" and result["count"] == 2
     assert result["map"] == pytest.approx(last["map"])        # the same val split and model
 
@@ -223,9 +226,39 @@ def test_detection_train_eval_predict(tmp_path, capsys):
     threshold = (scores[k] + scores[k + 1]) / 2      # between two (rounded) scores
     above = predict("--conf", str(threshold))                         # score_thresh
     assert above == every[:k + 1]
+    # without --conf, the boxes scoring 0.25 or more (ultralytics' predict default)
+    assert predict() == [d for d in every if d["score"] >= 0.25]
     picture = decode_image(str(tmp_path / "p" / "001.png"))
     assert picture.shape == (3, 96, 128)
     assert not torch.equal(picture, decode_image(str(image)))      # boxes were drawn
+
+
+def test_detection_cli_reads_a_data_yaml_and_trains_at_the_model_size(tmp_path, capsys):
+    """``--data`` may be the data YAML (its ``path:`` and splits); without --resolution a
+    detector trains at its own input size (SSDLite's 320 px), not the classifier default;
+    quantize calibrates on the YAML's training split."""
+    data = _yolo_data(tmp_path / "data")
+    (data / "config.yaml").unlink()
+    yaml = tmp_path / "cfg" / "two.yaml"
+    yaml.parent.mkdir()
+    yaml.write_text("path: ../data\ntrain: images/train\nval: images/val\nnames: [red, green]\n")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "ssdlite_mobilenet_v3_small_100", "--data", str(yaml),
+                 "--out", str(out), "--task-option", 'model_options={"width_mult": 0.25}',
+                 *RUN[:2], *RUN[4:]]) == 0
+    assert json.loads((out / "train_config.json").read_text())["resolution"] == 320
+    assert "ssdlite_mobilenet_v3_small_100 at 320 px" in capsys.readouterr().out
+    assert main(["eval", str(out / "best"), "--data", str(yaml), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 2
+    assert main(["export", str(out / "best"), "--out", str(tmp_path / "det.onnx")]) == 0
+    assert main(["quantize", str(tmp_path / "det.onnx"), "--calib", str(yaml), "--out",
+                 str(tmp_path / "det-int8.onnx"), "--num-images", "8", "--no-check-speed"]) == 0
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "det-int8.onnx"),
+                                              load_external_data=False).metadata_props}
+    quantization = json.loads(meta["quantization"])
+    assert quantization["num_images"] == 4                   # the training split's 4 images
+    assert quantization["calibration_resize"] == "stretch"
 
 
 def _saved(tmp_path, name, class_names=None, **options):

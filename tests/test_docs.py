@@ -42,6 +42,8 @@ NO_RUN = {
     ("README.md", "make demo    # creates .venv/, installs, trains mobilenet_v3_small_100 on the built-in sample"):
         "creates a virtualenv and trains for a minute",
     ("README.md", "python3 -m venv .venv"): "installs from the network",
+    ("docs/detection.md", "mobilenets train --model ssdlite_mobilenet_v2_100 --data coco128-lightly/object_detection \\"):
+        "half an hour of training on COCO128",
     ("docs/models.md", "# needs the file in the torch hub / Hugging Face cache, or network with allow_download=True"):
         "needs cached or downloaded weights",
     ("docs/training.md", "mobilenets train --model mobilenet_v2_100 --data DIR --out runs/v2 --recipe small-data \\"):

@@ -281,7 +281,6 @@ def predict_picture(model, task: str, image, conf: float | None = None,
 
 
 def _detections(model, image, conf, iou, max_det):
-    import torch
     from torchvision.utils import draw_bounding_boxes
     for attr, value in (("score_thresh", conf), ("nms_thresh", iou),
                         ("detections_per_img", max_det)):
@@ -293,11 +292,18 @@ def _detections(model, image, conf, iou, max_det):
     names = (getattr(model, "config", None) or {}).get("class_names")
     labels = [(names[k] if names and k < len(names) else str(k)) for k in found["labels"].tolist()]
     scores = found["scores"].tolist()
-    picture = draw_bounding_boxes(image, found["boxes"],
-                                  [f"{n} {s:.2f}" for n, s in zip(labels, scores)], width=2)
+    picture = (draw_bounding_boxes(image, found["boxes"],
+                                   [f"{n} {s:.2f}" for n, s in zip(labels, scores)], width=2)
+               if labels else image.clone())
     boxes = [{"label": n, "score": round(s, 4), "box": [round(v, 1) for v in b]}
              for n, s, b in zip(labels, scores, found["boxes"].tolist())]
     return picture, {"detections": boxes}
+
+
+# predict's lowest drawn box score for a detector when --conf is not given (ultralytics'
+# predict default): the model's own score_thresh (torchvision's 0.001) keeps the low-scoring
+# boxes that mAP needs and fills a picture with hundreds of them
+PREDICT_CONF = 0.25
 
 
 def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=None,
@@ -305,16 +311,20 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
     picture side by side (detection: the image with its boxes only)."""
     import torch
-    from torchvision.io import ImageReadMode, decode_image, write_png
+    from torchvision.io import write_png
+
+    from ..data import read_rgb
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model = _as_dense(model, task).eval()
+    if task == "detection" and conf is None:
+        conf = PREDICT_CONF
     results = []
     for path in images:
         try:
-            image = decode_image(path, mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from None
+            image = read_rgb(path)
+        except OSError as e:
+            raise ValueError(f"cannot read image: {e}") from None
         picture, summary = predict_picture(model, task, image, conf, iou, max_det)
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
@@ -322,7 +332,9 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         write_png(picture.contiguous(), str(target))
         results.append({"image": path, "output": str(target), **summary})
         if not as_json:
-            print(f"{path} -> {target}")
+            boxes = (f" ({len(summary['detections'])} boxes scoring >= {conf})"
+                     if task == "detection" else "")
+            print(f"{path} -> {target}{boxes}")
     if as_json:
         print(json.dumps({"task": task, "predictions": results}))
     return 0

@@ -43,7 +43,8 @@ def add_quantize_parser(sub) -> None:
                        "`mobilenets list`; with --weights), or an fp32 .onnx file (--quantizer "
                        "onnxruntime only; not for --format pte)")
     p.add_argument("--calib", required=True, help="image folder (its train/ if it has one): "
-                   "calibration images, and the training data for --method qat")
+                   "calibration images, and the training data for --method qat; for a "
+                   "detector also a YOLO data set (its folder or data YAML: its train split)")
     p.add_argument("--method", choices=["ptq", "qat"], default="ptq",
                    help="post-training quantization (default), or quantization-aware training")
     p.add_argument("--quantizer", choices=QUANTIZERS, default=None,
@@ -111,6 +112,16 @@ def add_quantize_parser(sub) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
+def check_calib(calib: str) -> None:
+    """FileNotFoundError unless ``calib`` is a folder or a data YAML (a detector's)."""
+    path = Path(calib)
+    if not (path.is_dir() or (path.is_file() and path.suffix.lower() in (".yaml", ".yml"))):
+        what = "is a file, not a folder of images" if path.is_file() else "does not exist"
+        raise FileNotFoundError(f"calibration folder {calib} {what}: give a folder of images "
+                                f"(class folders or loose images), or a detector's YOLO data "
+                                f"set (its folder or data YAML)")
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     if args.format == "pte" or args.runtime == "executorch":
         return quantize_to_pte(args)
@@ -140,8 +151,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.runtime == "eager":
         raise ValueError("--runtime eager runs PyTorch models; an int8 file is for "
                          "--runtime onnxruntime (the default) or openvino")
-    if not Path(args.calib).is_dir():
-        raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
+    check_calib(args.calib)
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     if isinstance(model, OnnxModel) and backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
@@ -210,8 +220,7 @@ def quantize_to_pte(args: argparse.Namespace) -> int:
     if is_exported_file(args.model):
         raise ValueError(f"{args.model} is an exported file: --format pte quantizes the "
                          f"PyTorch model (a saved-model folder or a name with --weights)")
-    if not Path(args.calib).is_dir():
-        raise FileNotFoundError(f"calibration folder {args.calib} does not exist")
+    check_calib(args.calib)
     from ..deploy.runtimes.executorch.export import export_pte
     from ..deploy.runtimes.executorch.quantize import quantize_xnnpack
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 from ..deploy.open import is_exported_file
-from ..training.config import OPTION_NAMES, TrainConfig, make_config
+from ..training.config import OPTION_NAMES, TrainConfig, load_recipe, make_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
 from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, dense_eval_options, dense_task_of,
@@ -48,13 +49,15 @@ def add_train_parser(sub) -> None:
 _CONFIG_HELP = {
     "model": "registered model name (see `mobilenets list`)",
     "data": "folder with train/ and val/ class folders (default: the built-in sample), or "
-            "WebDataset shards (`mobilenets shard`): their folder, a brace pattern or pipe:",
+            "WebDataset shards (`mobilenets shard`): their folder, a brace pattern or pipe:; "
+            "a detector: a YOLO data set, its folder or data YAML (docs/detection.md)",
     "val": "validation folder of class folders, replacing DATA/val",
     "out": "run folder: last.pt, best/, metrics.jsonl, curves.png",
     "weights": "initial weights: a checkpoint file or folder, or 'torchvision' / 'timm' "
                "(local cache; see --allow-download)",
     "epochs": "training epochs",
-    "resolution": "training and validation image size in pixels",
+    "resolution": "training and validation image size in pixels (a segmentation, depth or "
+                  "detection model: its own size when not given)",
     "batch_size": "images per step (over all processes under torchrun)",
     "workers": "data-loading worker processes (0: load in the main process)",
     "seed": "random seed (initialisation, data order, augmentation)",
@@ -151,6 +154,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"--teacher-weights)")
     task = args.task or model_task(cfg.model)
     options = parse_task_options(args.task_option)
+    if (task != "classification" and not args.resume and overrides["resolution"] is None
+            and "resolution" not in (load_recipe(args.recipe) if args.recipe else {})):
+        # a head trains at its own size (SSDLite 320, YOLOv4 416, ...), not the classifier
+        # default's 64 px
+        cfg = dataclasses.replace(cfg, resolution=native_resolution(cfg.model, cfg.resolution))
     if task != "classification":
         if args.allow_download:
             fetch_weights(cfg)
@@ -183,6 +191,14 @@ def fetch_weights(cfg: TrainConfig) -> None:
     for name, weights in ((cfg.model, cfg.weights), (cfg.teacher, cfg.teacher_weights)):
         if name and weights in ("torchvision", "timm"):
             create_model(name, weights=weights, allow_download=True)
+
+
+def native_resolution(name: str, fallback: int) -> int:
+    """The input size registered model ``name`` is built for (its preprocess resolution)."""
+    from ..weights import create_model
+    model = create_model(name)
+    return int((getattr(model, "preprocess", None) or {}).get("resolution")
+               or model.config.get("resolution") or fallback)
 
 
 def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
@@ -245,6 +261,18 @@ def add_eval_parser(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float as None, so that ``--json`` prints strict
+    JSON (null; a class absent from the data has no AP, an exported file no loss)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..deploy import evaluate
     png = Path(args.confusion_png) if args.confusion_png else None
@@ -260,15 +288,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              "per-class IoU is in the output")
         result = evaluate_dense(model, task, args.data, args.resolution, args.batch_size,
                                 args.workers, **options)
-        print(json.dumps({"task": task, **result}) if args.json else eval_report(task, result),
-              flush=True)
+        print(json.dumps(finite({"task": task, **result})) if args.json
+              else eval_report(task, result), flush=True)
         return 0
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
     if args.json:
-        print(json.dumps({"top1": result["top1"], "top5": result["top5"],
-                          "loss": result["loss"], "images": result["count"],
-                          "unreadable": result["bad_images"], "per_class": result["per_class"]}),
-              flush=True)
+        print(json.dumps(finite({"top1": result["top1"], "top5": result["top5"],
+                                 "loss": result["loss"], "images": result["count"],
+                                 "unreadable": result["bad_images"],
+                                 "per_class": result["per_class"]})), flush=True)
     else:
         print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
               f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
@@ -309,7 +337,8 @@ def add_predict_parser(sub) -> None:
                    help="dense models: folder for one PNG per image, the input and the "
                    "output side by side (default runs/predict)")
     p.add_argument("--conf", type=float, default=None,
-                   help="detection: lowest box score kept (the model's score_thresh)")
+                   help="detection: lowest box score drawn and listed (default 0.25, as "
+                        "ultralytics' predict; the model's score_thresh is the lowest it gives)")
     p.add_argument("--iou", type=float, default=None,
                    help="detection: non-maximum suppression IoU (the model's nms_thresh)")
     p.add_argument("--max-det", type=positive_int, default=None,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
 
 from .folder import DataError, ImageFolderDataset, class_folders, load_rgb
 from .transforms import eval_transform
@@ -57,20 +59,27 @@ class LooseImages:
         return (self.transform(image) if self.transform else image), 0
 
 
-def calibration_batches(calib_dir, preprocess: dict, num_images: int = 128,
-                        batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
+def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 128,
+                        batch_size: int = 1, seed: int = 0,
+                        prepare: Callable[[list[torch.Tensor]], torch.Tensor] | None = None
+                        ) -> list[torch.Tensor]:
     """``num_images`` images of ``calib_dir`` (its ``train/`` if it has one; class folders
     or a flat folder of images, e.g. an RGB + depth folder, whose depth maps are left out),
-    drawn at random (``seed``), with the eval transform of ``preprocess``; a list of (batch_size, C, H, W) tensors. Unreadable images are skipped;
-    a folder with fewer readable images gives them all, with a warning, and one with none
-    raises DataError."""
+    drawn at random (``seed``), with the eval transform of ``preprocess``; a list of
+    (batch_size, C, H, W) tensors. ``prepare`` replaces the eval transform: it takes a list
+    of float 3 x H x W images in [0, 1], each at its own size, and returns their batch (a
+    detector's resize and normalisation). Unreadable images are skipped; a folder with fewer
+    readable images gives them all, with a warning, and one with none raises DataError."""
     root = Path(calib_dir)
     root = root / "train" if (root / "train").is_dir() else root
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an int >= 1, not {num_images!r}")
     if not root.is_dir():
-        raise DataError(f"calibration folder {root} does not exist")
-    transform = eval_transform(preprocess)
+        raise DataError(f"calibration folder {root} "
+                        f"{'is a file' if root.is_file() else 'does not exist'}: give a folder "
+                        f"of images (class folders or loose images)")
+    transform = (eval_transform(preprocess) if prepare is None else
+                 v2.Compose([v2.ToImage(), v2.RGB(), v2.ToDtype(torch.float32, scale=True)]))
     dataset = (ImageFolderDataset(root, transform=transform) if class_folders(root)
                else LooseImages(root, transform))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
@@ -90,7 +99,8 @@ def calibration_batches(calib_dir, preprocess: dict, num_images: int = 128,
         logger.warning("calibrating on %d images of %s, fewer than the %d asked for%s",
                        len(images), root, num_images,
                        f" ({unreadable} unreadable skipped)" if unreadable else "")
-    return [torch.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    batch = torch.stack if prepare is None else prepare
+    return [batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
 
 
 __all__ = ["LooseImages", "calibration_batches", "is_value_map"]

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import default_collate
@@ -88,6 +89,22 @@ def load_rgb(path: str) -> Image.Image:
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")   # PIL's advice for palette images with transparency
         return img.convert("RGB")       # convert() runs load(): the whole file is decoded
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """An image file as a uint8 3 x H x W RGB tensor: torchvision's decoder (JPEG, PNG, WEBP,
+    GIF), else PIL's (BMP, TIFF and the other formats the classification loader reads). An
+    unreadable file raises OSError naming it."""
+    from torchvision.io import ImageReadMode, decode_image
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        pass                      # a format torchvision does not decode, or a broken file
+    try:
+        image = load_rgb(str(path))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise OSError(f"{path} is not an image torchvision or PIL can read: {e}") from None
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
 
 
 class ImageFolderDataset(ImageFolder):

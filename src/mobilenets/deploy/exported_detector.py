@@ -18,6 +18,34 @@ from .onnx_model import _meta
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 
 
+class DetectionInput:
+    """A detector file's input preparation: ``self(images)`` takes a list of 3 x H x W float
+    images in [0, 1] of any size and returns ``(batch, back)``, the normalised B x 3 x S x S
+    batch resized as ``resize`` says (``stretch``: torchvision's ``GeneralizedRCNNTransform``,
+    SSDLite's own; ``letterbox``: YOLOv4's, onto the square canvas) and what maps boxes in the
+    batch's pixels back (the letterbox moves, or the resized sizes)."""
+
+    def __init__(self, resize: str, size: int, mean, std):
+        mean, std = list(mean), list(std)
+        self.resize, self.size = resize, size
+        self.transform = GeneralizedRCNNTransform(size, size, mean, std, size_divisible=1,
+                                                  fixed_size=(size, size)).eval()
+        # YOLOv4's letterbox reads these attributes only (a square canvas of the file's size)
+        self._letterbox = SimpleNamespace(image_mean=torch.tensor(mean).view(1, 3, 1, 1),
+                                          image_std=torch.tensor(std).view(1, 3, 1, 1),
+                                          canvas="square", resolution=size)
+
+    def __call__(self, images) -> tuple[torch.Tensor, object]:
+        images = [img.float().cpu() for img in images]
+        with torch.no_grad():
+            if self.resize == "letterbox":
+                from ..models.heads.yolo import YOLOv4
+                x, moves, _ = YOLOv4.letterbox(self._letterbox, images, size=(self.size,) * 2)
+                return x, moves
+            batch, _ = self.transform(images)
+            return batch.tensors, batch.image_sizes
+
+
 class ExportedDetector:
     """The detector view of an opened file (a mixin over :class:`~.onnx_model.OnnxModel`):
     ``model(images)`` takes a list of 3 x H x W float images in [0, 1] of any size (or a
@@ -65,13 +93,9 @@ class ExportedDetector:
         self.score_thresh = graph["score_thresh"]
         self.nms_thresh = graph["nms_thresh"]
         self.detections_per_img = graph["max_det"]
-        mean, std = list(self.preprocess["mean"]), list(self.preprocess["std"])
-        self.transform = GeneralizedRCNNTransform(size, size, mean, std, size_divisible=1,
-                                                  fixed_size=(size, size)).eval()
-        # YOLOv4's letterbox reads these attributes only (a square canvas of the file's size)
-        self._letterbox = SimpleNamespace(image_mean=torch.tensor(mean).view(1, 3, 1, 1),
-                                          image_std=torch.tensor(std).view(1, 3, 1, 1),
-                                          canvas="square", resolution=size)
+        self._prepare = DetectionInput(self.resize, size, self.preprocess["mean"],
+                                       self.preprocess["std"])
+        self.transform = self._prepare.transform
 
     def detect(self, x) -> dict[str, torch.Tensor]:
         """The padded detections of ``x``, the prepared B x 3 x S x S batch (resized and
@@ -111,15 +135,8 @@ class ExportedDetector:
         if not images:
             raise ValueError(f"{self.path.name}: no images to prepare")
         original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        images = [img.float().cpu() for img in images]
-        with torch.no_grad():
-            if self.resize == "letterbox":
-                from ..models.heads.yolo import YOLOv4
-                size = (self.fixed_resolution,) * 2
-                x, moves, _ = YOLOv4.letterbox(self._letterbox, images, size=size)
-                return x, (original, moves)
-            batch, _ = self.transform(images)
-            return batch.tensors, (original, batch.image_sizes)
+        x, back = self._prepare(images)
+        return x, (original, back)
 
     def __call__(self, images) -> list[dict[str, torch.Tensor]]:
         images = self._image_list(images)
@@ -148,4 +165,4 @@ class ExportedDetector:
         return {"loss": torch.tensor(float("nan"))}, self(images)
 
 
-__all__ = ["DETECTION_OUTPUTS", "ExportedDetector"]
+__all__ = ["DETECTION_OUTPUTS", "DetectionInput", "ExportedDetector"]

@@ -44,19 +44,19 @@ class OnnxDetector(ExportedDetector, OnnxModel):
 
     def _check_knobs(self) -> None:
         graph = self.graph_options
-        how = (f"export the detector again with it (mobilenets.export_onnx(model, path, "
-               f"{{}}=...))")
+        how = ("export the detector again with it (`mobilenets export --{}` or "
+               "mobilenets.export_onnx(model, path, {}=...))")
         if not math.isclose(float(self.nms_thresh), graph["nms_thresh"]):
             raise ValueError(f"{self.path.name} suppresses at IoU {graph['nms_thresh']} in its "
-                             f"graph, not {self.nms_thresh}: {how.format('nms_thresh')}")
+                             f"graph, not {self.nms_thresh}: {how.format('iou', 'nms_thresh')}")
         if float(self.score_thresh) < graph["score_thresh"]:
             raise ValueError(f"{self.path.name} keeps scores above {graph['score_thresh']} in "
                              f"its graph, so not down to {self.score_thresh}: "
-                             f"{how.format('score_thresh')}")
+                             f"{how.format('conf', 'score_thresh')}")
         if int(self.detections_per_img) > graph["max_det"]:
             raise ValueError(f"{self.path.name} gives at most {graph['max_det']} detections "
                              f"per image, not {self.detections_per_img}: "
-                             f"{how.format('max_det')}")
+                             f"{how.format('max-det', 'max_det')}")
 
 
 __all__ = ["OnnxDetector"]

@@ -122,13 +122,44 @@ def calibration_stride(proto, batches: list[torch.Tensor],
 
 
 def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
-                      seed: int = 0) -> tuple[str, list[torch.Tensor]]:
+                      seed: int = 0, detection: dict | None = None
+                      ) -> tuple[str, list[torch.Tensor]]:
     """The name of ``proto``'s first input and the calibration batches for it (its fixed
-    batch size, or 8 when the batch is symbolic)."""
+    batch size, or 8 when the batch is symbolic). ``detection``: a detector file's metadata
+    entry; its images are then prepared as the file will be fed (:func:`detection_batches`)."""
     first = proto.graph.input[0]
-    batch = first.type.tensor_type.shape.dim[0].dim_value or 8
-    check_rgb_model(first.type.tensor_type.shape.dim[1].dim_value or 3, "int8 calibration")
+    dims = first.type.tensor_type.shape.dim
+    batch = dims[0].dim_value or 8
+    check_rgb_model(dims[1].dim_value or 3, "int8 calibration")
+    if detection is not None:
+        size = dims[2].dim_value or preprocess["resolution"]
+        return first.name, detection_batches(calib_dir, detection.get("resize", "stretch"),
+                                             size, preprocess, num_images, batch, seed)
     return first.name, calibration_batches(calib_dir, preprocess, num_images, batch, seed)
+
+
+def detection_images(calib) -> Path:
+    """The images a detector calibrates on: a YOLO data set's (its folder or data YAML)
+    training split, else the folder ``calib`` itself (its ``train/`` if it has one)."""
+    from ..tasks.detection.data import NAME_FILES, split_dirs, yolo_data
+    path = Path(calib)
+    if path.is_file() or (path.is_dir() and (path / "images").is_dir()
+                          and any((path / n).is_file() for n in NAME_FILES)):
+        spec = yolo_data(path)
+        return split_dirs(spec.root, spec.train)[0]
+    return path
+
+
+def detection_batches(calib, resize: str, size: int, preprocess: dict, num_images: int,
+                      batch_size: int, seed: int = 0) -> list[torch.Tensor]:
+    """Calibration batches for a detector: ``num_images`` images of :func:`detection_images`
+    of ``calib``, each resized to ``size`` as the detector does (``resize``: ``stretch`` or
+    ``letterbox``) and normalised with ``preprocess``'s mean and std, as
+    :class:`~.exported_detector.DetectionInput` prepares the file's input."""
+    from .exported_detector import DetectionInput
+    prepare = DetectionInput(resize, size, preprocess["mean"], preprocess["std"])
+    return calibration_batches(detection_images(calib), None, num_images, batch_size, seed,
+                               prepare=lambda images: prepare(images)[0])
 
 
 @contextlib.contextmanager
@@ -386,7 +417,10 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         before, proto = proto, onnx.load(str(pre))
         if isinstance(exclude, (list, tuple)):
             _check_inlined(before, proto, exclude)
-        input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed)
+        detection = (json.loads(meta["detection"]) if meta.get("task") == "detection"
+                     and meta.get("detection") else None)
+        input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed,
+                                                detection)
         if refit and len(batches) < 2:
             raise ValueError(f"refit scores each half of the calibration batches on the other: "
                              f"give num_images of at least two batches ({len(batches)} batch of "
@@ -429,6 +463,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         "num_images": sum(len(b) for b in batches), "exclude": exclude,
         "calibration_rounds": len(batches) // stride if stride else 1,
         "depthwise_padded": padded, "channel_multiple": channel_multiple, "target": target,
+        **({"calibration_resize": detection.get("resize", "stretch")} if detection else {}),
         **({"refit": refitted} if refitted else {})})
     del quantized.metadata_props[:]
     for key, value in meta.items():
@@ -438,5 +473,6 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 __all__ = ["CALIBRATION_MEMORY", "DETECTOR_EXCLUDE", "FROM_TARGET", "INT8_RECIPES",
            "REFIT_IMAGES", "activation_bytes", "calibration_batches", "calibration_input",
+           "detection_batches", "detection_images",
            "calibration_stride", "calibration_reader", "cpu_flags", "cpu_has_vnni",
            "default_exclude", "excluded_nodes", "histogram_errors", "quantize_onnx"]

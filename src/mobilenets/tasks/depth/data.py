@@ -32,7 +32,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from ...data import DataError
+from ...data import DataError, read_rgb
 from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
                             sample_key)
 
@@ -188,7 +188,7 @@ class DepthPairs(Dataset):
     def __getitem__(self, index: int):
         image_path, depth_path = self.pairs[index]
         try:
-            image = decode_image(str(image_path), mode=ImageReadMode.RGB)
+            image = read_rgb(image_path)
             depth = decode_depth(depth_path, self.scale, self.invalid)
         except (RuntimeError, OSError, ValueError) as e:
             if self.strict or isinstance(e, DataError):

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from ...data import DataError
+from ...data import DataError, read_rgb
 from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
                             sample_key)
 
@@ -63,6 +63,81 @@ def find_names_file(root: Path) -> Path:
             return root / name
     raise DataError(f"no class names in {root} (looked for {', '.join(NAME_FILES)}); "
                     f"{_LAYOUT}")
+
+
+@dataclass(frozen=True)
+class YoloData:
+    """A YOLO data set as its data YAML describes it: ``root`` (the folder its splits are
+    relative to), ``names_file`` (the YAML) and the ``train`` / ``val`` splits, each a name
+    under ``ROOT/images/`` (``train2017``) or a folder of images relative to ``ROOT`` whose
+    labels are in the same path with ``images`` replaced by ``labels`` (``train/images``)."""
+    root: Path
+    names_file: Path
+    train: str
+    val: str
+
+
+def yolo_data(path: str | Path) -> YoloData:
+    """The YOLO data set at ``path``: its folder (the YAML found there: ``NAME_FILES``), or a
+    data YAML itself, as ultralytics reads one: ``path:`` the root (relative to the YAML's
+    folder, else to the current one; absent: the YAML's folder), ``train:`` / ``val:`` one
+    folder of images each (``images/train2017``; default ``train`` and ``val``), ``names:``."""
+    import yaml
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a YOLO-layout folder or its data YAML "
+                        f"({_LAYOUT})")
+    if path.is_file() and path.suffix.lower() not in (".yaml", ".yml"):
+        raise DataError(f"{path} is a file but not a data YAML (.yaml); give the data set's "
+                        f"folder or its YAML ({_LAYOUT})")
+    names_file = path if path.is_file() else find_names_file(path)
+    try:
+        data = yaml.safe_load(names_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"cannot read {names_file}: {e}") from e
+    data = data if isinstance(data, dict) else {}
+    root = names_file.parent
+    if path.is_file() and data.get("path") not in (None, ""):
+        given = Path(str(data["path"])).expanduser()
+        tried = [given] if given.is_absolute() else [names_file.parent / given, Path.cwd() / given]
+        root = next((t for t in tried if t.is_dir()), None)
+        if root is None:
+            raise DataError(f"{names_file}: path: {data['path']} is not a folder (tried "
+                            f"{', '.join(str(t) for t in tried)}); set it to the data set's "
+                            f"root, or remove it to use the YAML's folder")
+    splits = []
+    for key in ("train", "val"):
+        value = data.get(key, key)
+        if not isinstance(value, str) or value.endswith(".txt"):
+            raise DataError(f"{names_file}: {key}: {value!r} is not supported; give one folder "
+                            f"of images per split (e.g. {key}: images/{key}), relative to the "
+                            f"root {root}")
+        value = value.strip().rstrip("/") or key
+        parts = Path(value).parts
+        # images/<name> is the split <name>, as a name under ROOT/images/ is
+        splits.append(parts[1] if len(parts) == 2 and parts[0] == "images" else value)
+    return YoloData(root, names_file, splits[0], splits[1])
+
+
+def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
+    """``(images folder, labels folder)`` of ``split``: ``ROOT/images/<split>`` and
+    ``ROOT/labels/<split>``, or ``ROOT/<split>`` (a path holding an ``images`` part, as
+    ``train/images``) with its last ``images`` part replaced by ``labels``, as ultralytics
+    finds labels."""
+    root = Path(root)
+    if (root / "images" / split).is_dir():
+        return root / "images" / split, root / "labels" / split
+    folder = root / split
+    if folder.is_dir():
+        parts = list(Path(split).parts)
+        if "images" not in parts:
+            raise DataError(f"{folder} has no 'images' part, so its labels cannot be found: "
+                            f"put the images in .../images/ and the labels in .../labels/; "
+                            f"{_LAYOUT}")
+        at = len(parts) - 1 - parts[::-1].index("images")
+        parts[at] = "labels"
+        return folder, root.joinpath(*parts)
+    raise DataError(f"{root / 'images' / split} does not exist; {_LAYOUT}")
 
 
 def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,9 +186,7 @@ class YoloDetection(Dataset):
                  strict: bool = False):
         root = Path(root)
         self.root, self.split, self.strict = root, split, strict
-        image_dir, label_dir = root / "images" / split, root / "labels" / split
-        if not image_dir.is_dir():
-            raise DataError(f"{image_dir} does not exist; {_LAYOUT}")
+        image_dir, label_dir = split_dirs(root, split)
         self.names = list(names) if names is not None else read_names(find_names_file(root))
         images = sorted(p for p in image_dir.iterdir()
                         if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
@@ -142,7 +215,7 @@ class YoloDetection(Dataset):
     def __getitem__(self, index: int):
         path = self.images[index]
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
+            image = read_rgb(path)
         except (RuntimeError, OSError, ValueError) as e:
             if self.strict:
                 raise DataError(f"cannot read image {path}: {e}") from e
@@ -171,19 +244,21 @@ def shard_layout(root: str | Path, train_split: str = "train", val_split: str = 
     file, ``txt`` (its YOLO label file as it was; none for a background image) and ``idx``
     (its position in the split, in name order: the ``image_id`` evaluation uses). Every label
     file is parsed first, so a malformed one is reported before anything is written."""
-    root = Path(root)
+    spec = yolo_data(root)
+    root = spec.root
     if names is None:
-        names = read_names(find_names_file(root))
+        names = read_names(spec.names_file)
     splits, extra = {}, {"splits": [train_split, val_split], "background": {},
                          "orphan_labels": {}, "boxes": {}}
     for name, split in (("train", train_split), ("val", val_split)):
         data = YoloDetection(root, split, names)
-        labels = {p.stem: p for p in (root / "labels" / split).glob("*.txt")}
+        image_dir, label_dir = split_dirs(root, split)
+        labels = {p.stem: p for p in label_dir.glob("*.txt")}
         splits[name] = check_keys(
             [(sample_key(img.stem), {image_field(img): img, "idx": str(i),
                                      **({"txt": labels[img.stem]} if img.stem in labels
                                         else {})})
-             for i, img in enumerate(data.images)], root / "images" / split)
+             for i, img in enumerate(data.images)], image_dir)
         extra["background"][name] = len(data.background)
         extra["orphan_labels"][name] = len(data.orphan_labels)
         extra["boxes"][name] = data.num_boxes
@@ -316,7 +391,7 @@ def collate_detection(items: list, label_map=None):
     return images, targets, len(items) - len(good)
 
 
-__all__ = ["AUGMENTATIONS", "Mosaic", "YoloDetection", "collate_detection",
+__all__ = ["AUGMENTATIONS", "Mosaic", "YoloData", "YoloDetection", "collate_detection",
            "detection_eval_transform", "detection_train_transform", "find_names_file",
            "decode_shard", "parse_yolo_labels", "parse_yolo_text", "read_names",
-           "shard_layout"]
+           "shard_layout", "split_dirs", "yolo_data"]

@@ -33,8 +33,8 @@ from ...training.task import Task
 from ...weights import create_model, save
 from ...weights.heads import head_name
 from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection, decode_shard,
-                   detection_eval_transform, detection_train_transform, find_names_file,
-                   read_names)
+                   detection_eval_transform, detection_train_transform, read_names,
+                   yolo_data)
 from .metrics import coco_map
 
 LABEL_SPACES = ("auto", "coco91", "contiguous")
@@ -68,19 +68,12 @@ class DetectionOptions(TaskOptions):
 
 
 
-def yolo_splits(root: Path) -> tuple[str, str]:
-    """``(train, val)`` split names from the data YAML's ``train:`` / ``val:`` entries
-    (``images/train2017`` -> ``train2017``), else ``("train", "val")``."""
-    import yaml
-    try:
-        data = yaml.safe_load(find_names_file(root).read_text()) or {}
-    except DataError:
-        data = {}
-    out = []
-    for key, default in (("train", "train"), ("val", "val")):
-        value = data.get(key) if isinstance(data, dict) else None
-        out.append(Path(value).name if isinstance(value, str) else default)
-    return out[0], out[1]
+def yolo_splits(data: str | Path) -> tuple[str, str]:
+    """``(train, val)`` splits of the YOLO data set ``data`` (its folder or data YAML) from
+    the YAML's ``train:`` / ``val:`` entries (``images/train2017`` -> ``train2017``; default
+    ``("train", "val")``); see :func:`~.data.yolo_data`."""
+    spec = yolo_data(data)
+    return spec.train, spec.val
 
 
 def label_space(names: list[str], wanted: str = "auto") -> str:
@@ -162,12 +155,10 @@ class DetectionTask(Task):
         self.shards = is_shard_source(cfg.data)
         if self.shards:
             return self.shard_datasets(cfg, opts)
-        root = Path(cfg.data)
-        if root.is_file():                       # the data YAML itself
-            root = root.parent
-        splits = yolo_splits(root)
-        train_split, val_split = opts.train_split or splits[0], opts.val_split or splits[1]
-        self.names = read_names(find_names_file(root))
+        spec = yolo_data(cfg.data)              # its folder or its data YAML
+        root = spec.root
+        train_split, val_split = opts.train_split or spec.train, opts.val_split or spec.val
+        self.names = read_names(spec.names_file)
         self.train_raw = YoloDetection(root, train_split, self.names, cfg.strict_data)
         self.val_raw = YoloDetection(root, val_split, self.names, cfg.strict_data)
         self.space = label_space(self.names, opts.label_space)
@@ -352,10 +343,10 @@ def evaluate(model, data, split: str | None = None, batch_size: int = 8,
              workers: int = 0) -> dict:
     """COCO mAP of a detector on a YOLO-layout data set (its val split by default): ``map``,
     ``map50``, ``map75``, ``per_class`` (by class name), ``loss``, ``count``."""
-    root = Path(data)
-    root = root.parent if root.is_file() else root
-    names = read_names(find_names_file(root))
-    split = split or yolo_splits(root)[1]
+    spec = yolo_data(data)
+    root = spec.root
+    names = read_names(spec.names_file)
+    split = split or spec.val
     space = label_space(names)
     if model.num_classes != (91 if space == "coco91" else len(names) + 1):
         space = "contiguous"

@@ -45,7 +45,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 
-from ...data import DataError
+from ...data import DataError, read_rgb
 from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
                             sample_key)
 
@@ -259,7 +259,7 @@ class MaskPairs(Dataset):
     def __getitem__(self, index: int):
         image_path, mask_path = self.pairs[index]
         try:
-            image = decode_image(str(image_path), mode=ImageReadMode.RGB)
+            image = read_rgb(image_path)
             mask = decode_image(str(mask_path), mode=ImageReadMode.UNCHANGED)
         except (OSError, RuntimeError, ValueError) as e:
             if self.strict:

@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...detection_export import DetectorNetwork, detection_defaults, is_detector
+from ...detection_export import (DetectorNetwork, detection_defaults, input_resize,
+                                is_detector)
 from ...fuse import fuse
+from ...quantize import detection_batches
 from ...quantize_pt2e import QuantizedModel, _batches, _torchao, qat_pt2e, quantize_pt2e
 from .export import export_pte
 
@@ -88,7 +90,12 @@ def quantize_detector(model: nn.Module, calib, num_images: int = 128,
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(network, (x,), dynamic_shapes=({0: batch},)).module()
     prepared = prepare_pt2e(graph, detector_quantizer(network))
-    for x in _batches(calib, model, res, num_images):
+    if isinstance(calib, (str, Path)):          # images resized as the detector does
+        batches = detection_batches(calib, input_resize(model), res, model.preprocess,
+                                    num_images, batch_size=16)
+    else:
+        batches = _batches(calib, model, res, num_images)
+    for x in batches:
         prepared(x)
     qmodel = QuantizedModel(convert_pt2e(prepared), model, res)
     qmodel.detection_defaults = detection_defaults(model)
