@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -190,7 +191,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, int8 QDQ, {args.method} via "
           f"{backend}); run it with `mobilenets eval|predict|bench {out}`", flush=True)
     if args.check_speed:
-        check_int8_speed(model, out, runtime=args.runtime or "onnxruntime")
+        check_int8_speed(model, out, runtime=args.runtime or "onnxruntime",
+                         calib=args.calib)
     return 0
 
 
@@ -235,17 +237,34 @@ def quantize_to_pte(args: argparse.Namespace) -> int:
           f"{args.method} via PT2E XNNPACKQuantizer); run it with `mobilenets "
           f"eval|predict|bench {out}`", flush=True)
     if args.check_speed:
-        check_int8_speed(model, out, runtime="executorch")
+        check_int8_speed(model, out, runtime="executorch", calib=args.calib)
     return 0
 
 
+def detector_resize(model) -> str | None:
+    """How a detector's input is resized (``stretch`` or ``letterbox``); None for a model that
+    is not a detector (a PyTorch model or an opened ONNX file)."""
+    from torch import nn
+
+    from ..deploy.detection_export import input_resize, is_detector
+    if isinstance(model, nn.Module):
+        return input_resize(model) if is_detector(model) else None
+    metadata = getattr(model, "metadata", {}) or {}
+    if metadata.get("task") != "detection":
+        return None
+    entry = metadata.get("detection")
+    entry = json.loads(entry) if isinstance(entry, str) else (entry or {})
+    return entry.get("resize", "stretch")
+
+
 def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
-                     runtime: str = "onnxruntime") -> float:
+                     runtime: str = "onnxruntime", calib=None) -> float:
     """Time the int8 file against the float model in ``runtime``, in this process, and warn on
     stderr when int8 takes more than SLOW_INT8_RATIO of the float time (small models at small
     resolutions can be slower in int8: the quantize/dequantize work outweighs the faster
     convolutions). The calls alternate between the two, so that a change of machine load hits
-    both alike; each side's time is the median of its calls. Returns int8 / float time."""
+    both alike; each side's time is the median of its calls. The input is noise, or for a
+    detector one image of ``calib`` prepared as its input. Returns int8 / float time."""
     import tempfile
 
     import torch
@@ -253,8 +272,16 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
     from ..deploy import OnnxModel, export_onnx, open_model
     int8 = open_model(int8_path, runtime=runtime)
     resolution = int8.fixed_resolution or model.preprocess.get("resolution", 224)
-    x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
-                    resolution, generator=torch.Generator().manual_seed(0))
+    resize = detector_resize(model)
+    image = resize is not None and calib is not None
+    if image:
+        # a detector's NMS work follows its scores, which noise does not give: time an image
+        from ..deploy.quantize import detection_batches
+        x = detection_batches(calib, resize, resolution, model.preprocess, 1,
+                              int8.batch_size or 1)[0]
+    else:
+        x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
+                        resolution, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, OnnxModel):
             fp32 = OnnxModel(model.path, runtime=runtime)
@@ -275,7 +302,8 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
                 break
     fp32_ms, int8_ms = (1e3 * statistics.median(times[k]) for k in ("fp32", "int8"))
     ratio = int8_ms / fp32_ms
-    where = f"{runtime}, batch {x.shape[0]}, {resolution} px, {torch.get_num_threads()} threads"
+    where = (f"{runtime}, batch {x.shape[0]}, {resolution} px, {torch.get_num_threads()} "
+             f"threads, input {'an image of --calib' if image else 'noise'}")
     if ratio > SLOW_INT8_RATIO:
         print(f"warning: the int8 file is not faster than the float model here: {int8_ms:.2f} "
               f"ms against {fp32_ms:.2f} ms per call ({ratio:.2f}x; {where}); small models at "
