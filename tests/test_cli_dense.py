@@ -264,6 +264,16 @@ def test_detection_cli_reads_a_data_yaml_and_trains_at_the_model_size(tmp_path, 
     assert quantization["calibration_resize"] == "stretch"
 
 
+def test_eval_report_leaves_out_classes_absent_from_the_data():
+    from mobilenets.cli.dense_cmds import eval_report
+    text = eval_report("detection", {"count": 2, "map": 0.5, "map50": 0.75,
+                                     "per_class": {"red": 0.5, "green": float("nan"),
+                                                   "blue": None}})
+    lines = text.splitlines()
+    assert lines[1].split() == ["red", "50.00%"] and "nan" not in text
+    assert lines[2].strip() == "(2 of 3 classes absent from the data, not listed)"
+
+
 def test_int8_speed_check_times_a_detector_on_an_image():
     """A detector's int8 speed is timed on a real image prepared as its input: its NMS work
     follows its scores, which noise does not give."""

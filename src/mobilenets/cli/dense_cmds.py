@@ -211,9 +211,14 @@ def eval_report(task: str, result: dict) -> str:
     lines = [f"{count} images: {metrics_line(task, result)}"]
     per_class = result.get("per_class_iou") or result.get("per_class") or {}
     if isinstance(per_class, dict):
+        absent = [name for name, value in per_class.items()
+                  if value is None or value != value]           # None or NaN: not in the data
         for name, value in per_class.items():
-            shown = "-" if value is None else f"{100 * value:6.2f}%"
-            lines.append(f"  {name:24s} {shown}")
+            if name not in absent:
+                lines.append(f"  {name:24s} {100 * value:6.2f}%")
+        if absent:
+            lines.append(f"  ({len(absent)} of {len(per_class)} classes absent from the data, "
+                         f"not listed)")
     return "\n".join(lines)
 
 

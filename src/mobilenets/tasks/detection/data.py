@@ -187,6 +187,7 @@ class YoloDetection(Dataset):
         root = Path(root)
         self.root, self.split, self.strict = root, split, strict
         image_dir, label_dir = split_dirs(root, split)
+        self.image_dir, self.label_dir = image_dir, label_dir
         self.names = list(names) if names is not None else read_names(find_names_file(root))
         images = sorted(p for p in image_dir.iterdir()
                         if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)

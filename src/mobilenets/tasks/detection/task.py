@@ -220,8 +220,8 @@ class DetectionTask(Task):
             extra.append(f"{len(t.orphan_labels) + len(v.orphan_labels)} label files without "
                          f"an image skipped")
         return (f"data: {len(self.names)} classes ({self.space} labels); {len(t)} train images "
-                f"({t.num_boxes} boxes) in {self.root}/images/{self.splits[0]}, {len(v)} val "
-                f"images ({v.num_boxes} boxes) in {self.splits[1]}"
+                f"({t.num_boxes} boxes) in {t.image_dir}, {len(v)} val images "
+                f"({v.num_boxes} boxes) in {v.image_dir}"
                 + (f"; {', '.join(extra)}" if extra else "") + "\n"
                 f"model: {cfg.model} at {cfg.resolution} px, {self.start_text()}"
                 f"; augment {self.options.augment}; {cfg.epochs} epochs of batch "
