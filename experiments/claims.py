@@ -34,7 +34,10 @@ Verdict rule (fixed before the runs, issue 25): a claim is **reproduced** when e
 the favoured variant beats every seed of the other, **refuted** when every seed of the other
 wins, **inconclusive** otherwise. Claim 1 (accuracy log-linear in Mult-Adds) is reproduced
 when a straight line of mean top-1 against log10(MACs) has R^2 >= 0.9 and a positive slope.
-Claim 8 (Mult-Adds are not latency) is reproduced when, at the same resolution, a model with
+Claim 4 compares FD-MobileNet with V1 at equal width as registered, and also, as the seed
+states it, at matched MACs: FD's mean top-1 against V1's interpolated at the same MACs
+(linear in log10 MACs between V1 widths) and where the curves cross (a reading, not a
+verdict). Claim 8 (Mult-Adds are not latency) is reproduced when, at the same resolution, a model with
 at least 1.2x another's MACs runs faster than it in every interleaved repeat (onnxruntime fp32
 or int8), or when the Pareto front of top-1 against MACs differs from the front against
 latency; refuted otherwise. Every verdict waits for all of its runs ("pending").
@@ -135,6 +138,9 @@ class Claim:
     groups: dict
     comparisons: list = field(default_factory=list)   # (favoured label, other label)
     kind: str = "pairwise"                            # pairwise | loglinear | latency
+    # two label prefixes (families) also compared at matched MACs: the first's mean top-1
+    # against the second's interpolated at the same MACs, and where their curves cross
+    matched: tuple = ()
 
 
 def claims() -> dict[int, Claim]:
@@ -149,7 +155,7 @@ def claims() -> dict[int, Claim]:
     c[4] = Claim(4, "Fast downsampling wins below ~140 MFLOPs (FD-MobileNet vs V1, 112 px)",
                  "FD-MobileNet seed", {**fd, **{f"V1 {w}": v1[f"V1 {w} 112px"]
                                                 for k, w in widths.items() if k != "075"}},
-                 [(f"FD {w}", f"V1 {w}") for w in (1.0, 0.5, 0.25)])
+                 [(f"FD {w}", f"V1 {w}") for w in (1.0, 0.5, 0.25)], matched=("FD", "V1"))
     v2 = dict(model="mobilenet_v2_050")
     c[2] = Claim(2, "Linear bottleneck beats ReLU6 after the projection (V2 0.5, 112 px)",
                  "MobileNetV2 Figure 6a",
@@ -440,6 +446,71 @@ def loglinear(points: list[tuple[float, float]]) -> tuple[float, float, str]:
     return slope, r2, "reproduced" if r2 >= 0.9 and slope > 0 else "refuted"
 
 
+def family_curve(rows: dict, prefix: str) -> list[tuple[float, float]]:
+    """``(MACs, mean top-1)`` of the finished variants whose label starts with ``prefix``,
+    by MACs."""
+    return sorted((statistics.fmean(r["macs"] for r in v), statistics.fmean(r["top1"] for r in v))
+                  for label, v in rows.items() if v and label.split()[0] == prefix)
+
+
+def at_macs(curve: list[tuple[float, float]], macs: float) -> float | None:
+    """``curve``'s top-1 at ``macs``, linear in log10(MACs) between its two points on either
+    side; None outside its range."""
+    for (m0, t0), (m1, t1) in zip(curve, curve[1:]):
+        if m0 <= macs <= m1:
+            f = (math.log10(macs) - math.log10(m0)) / (math.log10(m1) - math.log10(m0))
+            return t0 + f * (t1 - t0)
+    return curve[0][1] if len(curve) == 1 and curve[0][0] == macs else None
+
+
+def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple:
+    """``(lo, hi, [MACs where a - b changes sign])`` over the MACs range both curves cover
+    (log-linear between their points); None when they do not overlap."""
+    lo, hi = max(a[0][0], b[0][0]), min(a[-1][0], b[-1][0])
+    if not a or not b or lo >= hi:
+        return None
+    xs = sorted({lo, hi, *(m for m, _ in a + b if lo <= m <= hi)})
+    diff = [(x, at_macs(a, x) - at_macs(b, x)) for x in xs]
+    found = []
+    for (x0, d0), (x1, d1) in zip(diff, diff[1:]):
+        if d0 == 0:
+            found.append(x0)
+        elif d0 * d1 < 0:
+            f = d0 / (d0 - d1)
+            found.append(10 ** (math.log10(x0) + f * (math.log10(x1) - math.log10(x0))))
+    if diff[-1][1] == 0:
+        found.append(diff[-1][0])
+    return lo, hi, found
+
+
+def matched_lines(rows: dict, first: str, second: str) -> list[str]:
+    """The comparison of the families ``first`` and ``second`` at matched MACs."""
+    a, b = family_curve(rows, first), family_curve(rows, second)
+    if not a or len(b) < 2:
+        return []
+    lines = [f"At matched Mult-Adds (the seed's reading): each {first} variant's mean top-1 "
+             f"against {second}'s interpolated at its MACs (linear in log10(MACs) between "
+             f"the {second} widths on either side, {second} measured from "
+             f"{b[0][0] / 1e6:.1f} to {b[-1][0] / 1e6:.1f} MMACs). Interpolated means, not a "
+             f"verdict: the verdicts above compare seeds of measured networks, at equal width, "
+             f"where {second} spends several times {first}'s Mult-Adds."]
+    for macs, top1 in a:
+        other = at_macs(b, macs)
+        lines.append(f"- {first} at {macs / 1e6:.1f} MMACs: {100 * top1:.1f}%, " + (
+            f"{second} interpolated {100 * other:.1f}% ({100 * (top1 - other):+.1f} points)"
+            if other is not None else f"outside {second}'s measured range"))
+    span = crossings(a, b)
+    if span is not None:
+        lo, hi, found = span
+        side = "above" if at_macs(a, lo) > at_macs(b, lo) else "below"
+        where = (f"the curves cross at {', '.join(f'{x / 1e6:.0f}' for x in found)} MMACs"
+                 if found else f"{first} stays {side} {second} throughout; a crossover, if "
+                 f"any, lies outside this range")
+        lines.append(f"- Crossover, over the {lo / 1e6:.1f}-{hi / 1e6:.1f} MMACs both "
+                     f"families cover: {where} (the seed puts it near 140 MFLOPs).")
+    return lines + [""]
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "-"
@@ -458,6 +529,10 @@ def _plot(claim: Claim, rows: dict, path: Path, latency: dict | None = None) -> 
             continue
         xs = [(latency or {}).get(r["variant"], r["macs"] / 1e6) for r in records]
         ax.scatter(xs, [100 * r["top1"] for r in records], label=label, s=18)
+    for prefix in claim.matched if not latency else ():
+        curve = family_curve(rows, prefix)
+        ax.plot([m / 1e6 for m, _ in curve], [100 * t for _, t in curve], lw=0.8,
+                color="0.5", ls="-" if prefix == claim.matched[0] else "--")
     ax.set_xscale("log")
     ax.set_xlabel("CPU latency (ms)" if latency else "MMACs")
     ax.set_ylabel("Imagenette top-1 (%)")
@@ -524,6 +599,8 @@ def report() -> str:
             lines.append(f"- {fav} vs {other}: **{word}**")
         if claim.comparisons:
             lines.append("")
+        if claim.matched:
+            lines += matched_lines(rows, *claim.matched)
         if claim.kind == "dead" and done:
             from mobilenets.compress.inspect import ZERO_TOL   # for records without zero_tol
             every = [r for v in rows.values() for r in v]

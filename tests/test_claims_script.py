@@ -41,6 +41,24 @@ def test_pareto_front(claims):
     assert claims._front(timed) == ["twin-good", "big"]
 
 
+def test_matched_macs_interpolation_and_crossover(claims):
+    """Claim 4's seed reading: a family's top-1 against the other's interpolated at the same
+    MACs (linear in log10 MACs), and where the two curves cross."""
+    v1 = [(10e6, 0.60), (100e6, 0.70)]
+    assert claims.at_macs(v1, 10 ** 7.5) == pytest.approx(0.65)
+    assert claims.at_macs(v1, 5e6) is None and claims.at_macs(v1, 200e6) is None
+    fd = [(10e6, 0.66), (100e6, 0.68)]              # above at 10M, below at 100M
+    lo, hi, found = claims.crossings(fd, v1)
+    assert (lo, hi) == (10e6, 100e6) and len(found) == 1
+    assert claims.at_macs(fd, found[0]) == pytest.approx(claims.at_macs(v1, found[0]))
+    assert found[0] == pytest.approx(10 ** 7.75)     # +0.06 at 10M, -0.02 at 100M
+    assert claims.crossings([(10e6, 0.9), (50e6, 0.95)], v1)[2] == []
+    rows = {"FD 1.0": [{"macs": 40e6, "top1": 0.70}, {"macs": 40e6, "top1": 0.72}],
+            "V1 1.0": [{"macs": 100e6, "top1": 0.70}], "V1 0.25": [{"macs": 10e6, "top1": 0.60}]}
+    text = "\n".join(claims.matched_lines(rows, "FD", "V1"))
+    assert "FD at 40.0 MMACs: 71.0%, V1 interpolated 66.0% (+5.0 points)" in text
+
+
 def test_inversions_need_disjoint_spreads(claims):
     def item(name, macs, lo, hi):
         return {"variant": name, "macs": macs, "resolution": 112,
