@@ -37,10 +37,10 @@ when a straight line of mean top-1 against log10(MACs) has R^2 >= 0.9 and a posi
 Claim 4 compares FD-MobileNet with V1 at equal width as registered, and also, as the seed
 states it, at matched MACs: FD's mean top-1 against V1's interpolated at the same MACs
 (linear in log10 MACs between V1 widths) and where the curves cross (a reading, not a
-verdict). Claim 8 (Mult-Adds are not latency) is reproduced when, at the same resolution, a model with
-at least 1.2x another's MACs runs faster than it in every interleaved repeat (onnxruntime fp32
-or int8), or when the Pareto front of top-1 against MACs differs from the front against
-latency; refuted otherwise. Every verdict waits for all of its runs ("pending").
+verdict). Claim 8 (Mult-Adds are not latency) is reproduced when, at the same resolution,
+a model with at least 1.2x another's MACs runs faster than it in every interleaved repeat
+(onnxruntime fp32 or int8), or when the Pareto front of top-1 against MACs differs from the
+front against latency; refuted otherwise. Every verdict waits for all of its runs ("pending").
 
 The two techniques: ``lowrank`` factorises claim 2's trained ``mobilenet_v2_050`` (seed 0)
 at two ranks, prunes it by channels to each factorised model's MACs, and fine-tunes both and
