@@ -3,6 +3,7 @@ name, ``--task-option``, the task's metrics in the "done:" line and in ``eval --
 to the task's own evaluation), and ``predict`` pictures, on tiny synthetic data."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,31 @@ def _write_pair(folder, stem, rgb, codes):
     Image.fromarray(np.asarray(codes, dtype=np.uint16)).save(folder / f"{stem}.depth.png")
 
 
+def test_dense_calibration_reads_photos_not_masks_or_depth(tmp_path, capsys):
+    """A segmentation or depth data set given as the calibration folder gives its training
+    photos, not its label masks (8-bit PNGs like photos) or depth maps; a plain folder of
+    images is taken as it is. A classifier is refused by the segmentation task up front."""
+    from mobilenets.deploy.quantize import task_images
+    seg = _segmentation_data(tmp_path / "seg")
+    assert task_images(seg, "segmentation") == sorted((seg / "images" / "train").iterdir())
+    depth = tmp_path / "depth"
+    for split, n in (("train", 3), ("val", 1)):
+        (depth / split / "images").mkdir(parents=True)
+        (depth / split / "depth").mkdir(parents=True)
+        for i in range(n):
+            folder = depth / split
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "images" / f"{i}.png")
+            Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(folder / "depth" / f"{i}.png")
+    assert task_images(depth, "depth") == [depth / "train" / "images" / f"{i}.png"
+                                           for i in range(3)]
+    assert task_images(seg / "images", "segmentation") == seg / "images"    # not a data set
+    assert task_images(seg, "classification") == seg
+
+    assert main(["train", "--model", "mobilenet_v3_small_100", "--task", "segmentation",
+                 "--data", str(seg), "--out", str(tmp_path / "run"), *RUN]) == 2
+    assert "not 'segmentation'" in capsys.readouterr().err
+
+
 def test_depth_train_eval_predict(tmp_path, capsys):
     rng = np.random.default_rng(0)
     data = tmp_path / "pairs"
@@ -142,6 +168,23 @@ def test_depth_train_eval_predict(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["task"] == "depth" and result["images"] == 5     # every pair in DATA
     assert result["abs_rel"] > 0 and 0 <= result["delta1"] <= 1
+
+    # the scale the model was trained on (1000, the default) is saved with it
+    scores = {}
+    for flags in ((), ("--depth-scale", "1000"), ("--depth-scale", "2000")):
+        assert main(["eval", str(out / "best"), "--data", str(data), "--json", *flags]) == 0
+        scores[flags] = json.loads(capsys.readouterr().out)["abs_rel"]
+    assert scores[()] == scores[("--depth-scale", "1000")] != scores[("--depth-scale", "2000")]
+    assert json.loads((out / "best" / "config.json").read_text())["preprocess"][
+        "depth_scale"] == 1000.0
+
+    # a folder of pairs: the photos, not the 16-bit depth maps beside them
+    assert main(["predict", str(out / "best"), str(data), "--json",
+                 "--out", str(tmp_path / "all")]) == 0
+    listed = [Path(r["image"]).name for r in json.loads(capsys.readouterr().out)["predictions"]]
+    assert listed == [f"frame-{i:03d}.color.png" for i in range(5)]
+    assert main(["predict", str(out / "best"), str(data / "frame-000.depth.png")]) == 2
+    assert "a depth or label map" in capsys.readouterr().err
 
     assert main(["predict", str(out / "best"), str(data / "frame-000.color.png"),
                  "--out", str(tmp_path / "pictures")]) == 0

@@ -258,17 +258,9 @@ def test_bad_options_are_named():
 
 
 def export(model, path):
-    """``mobilenets.deploy.export_onnx`` with the depth task's output names once that task
-    is registered; until then the same exporter call it makes (torch.onnx.export, dynamo,
-    opset 18) on the BatchNorm-folded model."""
-    from mobilenets.deploy import export_onnx, fuse
-    from mobilenets.tasks import TASKS
-    if "depth" in TASKS:
-        return export_onnx(model, path, resolution=64, task="depth")
-    torch.onnx.export(fuse(model), (torch.randn(1, 3, 64, 64),), str(path), dynamo=True,
-                      opset_version=18, input_names=["input"], output_names=["depth"],
-                      verbose=False)
-    return path
+    """``mobilenets.deploy.export_onnx`` with the depth task's output names."""
+    from mobilenets.deploy import export_onnx
+    return export_onnx(model, path, resolution=64, task="depth")
 
 
 @pytest.mark.parametrize("name, options", [

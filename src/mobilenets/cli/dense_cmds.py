@@ -125,9 +125,9 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     """Score ``model`` with its task's evaluation on ``data``: segmentation: the ``val``
     split of any segmentation layout (COCO panoptic masks remapped by ``label_set``, default
     coco); depth: the pairs of ``DATA/val`` when it exists, else every pair in ``DATA``
-    (PNG value / ``depth_scale`` = metres, default 1000; ``invalid``: the codes of no depth,
-    default 0 and 65535); detection: the YOLO data set's val
-    split. Returns JSON-ready metrics."""
+    (PNG value / ``depth_scale`` = metres; ``invalid``: the codes of no depth; both default to
+    the training data's, which the model's preprocess records, else 1000 and 0, 65535);
+    detection: the YOLO data set's val split. Returns JSON-ready metrics."""
     model = _as_dense(model, task)
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
@@ -158,18 +158,22 @@ def _evaluate_depth(model, data: str, resolution: int | None, batch_size: int,
     resolution = resolution or pre.get("resolution")
     if not resolution:
         raise ValueError("the model has no preprocess resolution: give --resolution")
-    pairs = DepthPairs(find_pairs(folder), 1000.0 if scale is None else scale,
-                       INVALID if invalid is None else tuple(invalid))
+    # the encoding the model was trained on (its preprocess records it), unless given
+    scale = pre.get("depth_scale", 1000.0) if scale is None else scale
+    invalid = pre.get("depth_invalid", INVALID) if invalid is None else invalid
+    pairs = DepthPairs(find_pairs(folder), float(scale), tuple(invalid))
     dataset = SeededView(pairs, depth_eval_transform(resolution, pre), 0)
     return evaluate_model(model, dataset, batch_size=batch_size, workers=workers)
 
 
 # eval's dense options: flag -> (the task it is for, its help)
 DENSE_EVAL_OPTIONS = {
-    "--depth-scale": ("depth", "depth models: depth PNG value per metre (default 1000: "
+    "--depth-scale": ("depth", "depth models: depth PNG value per metre (default: the "
+                               "training data's, saved with the model; else 1000: "
                                "millimetres, as 7-Scenes and NYU)"),
-    "--invalid": ("depth", "depth models: PNG codes that mean no depth (default 0 65535; "
-                           "give none after --invalid for no such codes)"),
+    "--invalid": ("depth", "depth models: PNG codes that mean no depth (default: the "
+                           "training data's, else 0 65535; give none after --invalid for no "
+                           "such codes)"),
     "--label-set": ("segmentation", "segmentation models on COCO panoptic masks: coco (every "
                                     "category) or voc (torchvision's 20 VOC categories + "
                                     "background); default coco"),

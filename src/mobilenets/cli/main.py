@@ -20,7 +20,10 @@ from .shard_cmds import add_shard_parser
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    names = list_models(args.pattern, task=args.task)
+    pattern = args.pattern
+    if pattern and not any(c in pattern for c in "*?[") and not list_models(pattern):
+        pattern = f"*{pattern}*"                  # a plain word: the names that contain it
+    names = list_models(pattern, task=args.task)
     if not names:
         print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
         return 1
@@ -99,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = add_with_description
 
     p = sub.add_parser("list", help="list registered models")
-    p.add_argument("pattern", nargs="?", default=None, help="shell wildcard, e.g. '*v3*'")
+    p.add_argument("pattern", nargs="?", default=None, help="shell wildcard, e.g. '*v3*', or "
+                   "a plain word the names contain, e.g. lraspp")
     p.add_argument("--task", choices=("classification", "segmentation", "depth", "detection"),
                    help="only this task's models (heads are listed once, on their default "
                         "backbone, plus torchvision's names)")

@@ -51,7 +51,8 @@ _CONFIG_HELP = {
     "data": "folder with train/ and val/ class folders (default: the built-in sample), or "
             "WebDataset shards (`mobilenets shard`): their folder, a brace pattern or pipe:; "
             "a detector: a YOLO data set, its folder or data YAML (docs/detection.md)",
-    "val": "validation folder of class folders, replacing DATA/val",
+    "val": "validation folder of class folders, replacing DATA/val (a segmentation or depth "
+           "model: another data folder in its task's layout)",
     "out": "run folder: last.pt, best/, metrics.jsonl, curves.png",
     "weights": "initial weights: a checkpoint file or folder, or 'torchvision' / 'timm' "
                "(local cache; see --allow-download)",
@@ -350,8 +351,11 @@ def add_predict_parser(sub) -> None:
 
 def image_files(paths: list[str]) -> list[str]:
     """The IMAGE arguments of predict: a file as given; a folder as the image files directly
-    in it (by extension, hidden files skipped), sorted by name."""
+    in it (by extension, hidden files and 16-bit depth or label maps skipped), sorted by
+    name."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from ..data.folder import is_value_map
     files = []
     for path in paths:
         folder = Path(path)
@@ -359,7 +363,8 @@ def image_files(paths: list[str]) -> list[str]:
             files.append(path)
             continue
         found = sorted(str(f) for f in folder.iterdir() if f.is_file()
-                       and not f.name.startswith(".") and f.name.lower().endswith(IMG_EXTENSIONS))
+                       and not f.name.startswith(".") and f.name.lower().endswith(IMG_EXTENSIONS)
+                       and not is_value_map(f))
         if not found:
             raise ValueError(f"folder {path} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
                              f"its sub-folders are not searched: give them one by one")

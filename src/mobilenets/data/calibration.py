@@ -9,25 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from .folder import DataError, ImageFolderDataset, class_folders, load_rgb
+from .folder import DataError, ImageFolderDataset, class_folders, is_value_map, load_rgb
 from .transforms import eval_transform
 
 logger = logging.getLogger("mobilenets.data")
-
-
-def is_value_map(path: Path) -> bool:
-    """True for a single-channel 16- or 32-bit integer image (PIL modes ``I;16*``, ``I``):
-    a depth or label map stored next to its photo (7-Scenes' ``frame-N.depth.png``), not a
-    picture to calibrate on. Reads the header only; an unreadable file is not one."""
-    try:
-        with Image.open(path) as img:
-            return img.mode == "I" or img.mode.startswith("I;16")
-    except (OSError, ValueError, SyntaxError):
-        return False
 
 
 class LooseImages:
@@ -37,9 +25,12 @@ class LooseImages:
     (:func:`is_value_map`). Items are ``(image, 0)``, or None for an unreadable file
     (logged), like :class:`ImageFolderDataset`'s."""
 
-    def __init__(self, root: Path, transform=None):
-        files = sorted(root / e.name for e in os.scandir(root)
-                       if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+    def __init__(self, root: Path | list, transform=None):
+        if isinstance(root, (list, tuple)):          # the files themselves
+            files, root = [Path(f) for f in root], f"the {len(root)} files given"
+        else:
+            files = sorted(root / e.name for e in os.scandir(root)
+                           if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
         self.files = [f for f in files if not is_value_map(f)]
         if not self.files:
             what = " (only 16-bit depth or label maps)" if files else ""
@@ -64,24 +55,28 @@ def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 12
                         prepare: Callable[[list[torch.Tensor]], torch.Tensor] | None = None
                         ) -> list[torch.Tensor]:
     """``num_images`` images of ``calib_dir`` (its ``train/`` if it has one; class folders
-    or a flat folder of images, e.g. an RGB + depth folder, whose depth maps are left out),
+    or a flat folder of images, e.g. an RGB + depth folder, whose depth maps are left out;
+    or a list of image files),
     drawn at random (``seed``), with the eval transform of ``preprocess``; a list of
     (batch_size, C, H, W) tensors. ``prepare`` replaces the eval transform: it takes a list
     of float 3 x H x W images in [0, 1], each at its own size, and returns their batch (a
     detector's resize and normalisation). Unreadable images are skipped; a folder with fewer
     readable images gives them all, with a warning, and one with none raises DataError."""
-    root = Path(calib_dir)
-    root = root / "train" if (root / "train").is_dir() else root
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an int >= 1, not {num_images!r}")
-    if not root.is_dir():
+    listed = isinstance(calib_dir, (list, tuple))
+    root = calib_dir if listed else Path(calib_dir)
+    if not listed:
+        root = root / "train" if (root / "train").is_dir() else root
+    where = f"the {len(root)} image files given" if listed else root
+    if not listed and not root.is_dir():
         raise DataError(f"calibration folder {root} "
                         f"{'is a file' if root.is_file() else 'does not exist'}: give a folder "
                         f"of images (class folders or loose images)")
     transform = (eval_transform(preprocess) if prepare is None else
                  v2.Compose([v2.ToImage(), v2.RGB(), v2.ToDtype(torch.float32, scale=True)]))
-    dataset = (ImageFolderDataset(root, transform=transform) if class_folders(root)
-               else LooseImages(root, transform))
+    dataset = (ImageFolderDataset(root, transform=transform)
+               if not listed and class_folders(root) else LooseImages(root, transform))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     images, unreadable = [], 0
     for i in order.tolist():
@@ -93,11 +88,11 @@ def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 12
         if len(images) == num_images:
             break
     if not images:
-        raise DataError(f"no readable images in {root} ({unreadable} unreadable skipped); "
+        raise DataError(f"no readable images in {where} ({unreadable} unreadable skipped); "
                         f"calibrate on a folder of real images")
     if len(images) < num_images:
         logger.warning("calibrating on %d images of %s, fewer than the %d asked for%s",
-                       len(images), root, num_images,
+                       len(images), where, num_images,
                        f" ({unreadable} unreadable skipped)" if unreadable else "")
     batch = torch.stack if prepare is None else prepare
     return [batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

@@ -91,20 +91,39 @@ def load_rgb(path: str) -> Image.Image:
         return img.convert("RGB")       # convert() runs load(): the whole file is decoded
 
 
+def is_value_map(path: str | Path) -> bool:
+    """True for a single-channel 16- or 32-bit integer image (PIL modes ``I;16*``, ``I``):
+    a depth or label map stored next to its photo (7-Scenes' ``frame-N.depth.png``), not a
+    picture. Reads the header only; an unreadable file is not one."""
+    try:
+        with Image.open(path) as img:
+            return img.mode == "I" or img.mode.startswith("I;16")
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
 def read_rgb(path: str | Path) -> torch.Tensor:
     """An image file as a uint8 3 x H x W RGB tensor: torchvision's decoder (JPEG, PNG, WEBP,
-    GIF), else PIL's (BMP, TIFF and the other formats the classification loader reads). An
-    unreadable file raises OSError naming it."""
+    GIF), else PIL's (BMP, TIFF and the other formats the classification loader reads); a
+    16-bit colour PNG is brought to 8 bits. OSError naming the file when it is missing,
+    unreadable, or a single-channel 16- or 32-bit image (a depth or label map, not a photo)."""
     from torchvision.io import ImageReadMode, decode_image
+    path = Path(path)
+    if not path.is_file():
+        raise OSError(f"{path} {'is not a file' if path.exists() else 'does not exist'}")
+    if is_value_map(path):
+        raise OSError(f"{path} is a single-channel 16- or 32-bit image (a depth or label "
+                      f"map), not a photo")
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        pass                      # a format torchvision does not decode, or a broken file
-    try:
-        image = load_rgb(str(path))
-    except (OSError, ValueError, SyntaxError) as e:
-        raise OSError(f"{path} is not an image torchvision or PIL can read: {e}") from None
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError:          # a format torchvision does not decode, or a broken file
+        try:
+            image = torch.from_numpy(np.asarray(load_rgb(str(path))).copy()).permute(2, 0, 1)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise OSError(f"{path} is not an image torchvision or PIL can read: {e}") from None
+    if image.dtype != torch.uint8:                # 16 bits per colour channel
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image.contiguous()
 
 
 class ImageFolderDataset(ImageFolder):

@@ -122,11 +122,12 @@ def calibration_stride(proto, batches: list[torch.Tensor],
 
 
 def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
-                      seed: int = 0, detection: dict | None = None
+                      seed: int = 0, detection: dict | None = None, task: str | None = None
                       ) -> tuple[str, list[torch.Tensor]]:
     """The name of ``proto``'s first input and the calibration batches for it (its fixed
     batch size, or 8 when the batch is symbolic). ``detection``: a detector file's metadata
-    entry; its images are then prepared as the file will be fed (:func:`detection_batches`)."""
+    entry; its images are then prepared as the file will be fed (:func:`detection_batches`).
+    ``task``: the file's, whose data set ``calib_dir`` may be (:func:`task_images`)."""
     first = proto.graph.input[0]
     dims = first.type.tensor_type.shape.dim
     batch = dims[0].dim_value or 8
@@ -135,7 +136,27 @@ def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
         size = dims[2].dim_value or preprocess["resolution"]
         return first.name, detection_batches(calib_dir, detection.get("resize", "stretch"),
                                              size, preprocess, num_images, batch, seed)
-    return first.name, calibration_batches(calib_dir, preprocess, num_images, batch, seed)
+    return first.name, calibration_batches(task_images(calib_dir, task), preprocess,
+                                           num_images, batch, seed)
+
+
+def task_images(calib, task: str | None):
+    """What a ``task`` model calibrates on when ``calib`` is a data set of that task: the
+    photos of its training split (a segmentation folder's, not its masks; a depth folder's
+    training pairs', not their depth maps), as a list of files; else ``calib`` as given (an
+    image folder, its ``train/`` if it has one)."""
+    from ..data import DataError
+    try:
+        if task == "segmentation":
+            from ..tasks.segmentation.data import detect_layout, find_split
+            detect_layout(Path(calib))
+            return [image for image, _ in find_split(calib, "train").pairs]
+        if task == "depth":
+            from ..tasks.depth.data import split_pairs
+            return [image for image, _ in split_pairs(calib)[0]]
+    except (DataError, ValueError, OSError):
+        pass                                      # not such a data set: a folder of images
+    return calib
 
 
 def detection_images(calib) -> Path:
@@ -420,7 +441,7 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
         detection = (json.loads(meta["detection"]) if meta.get("task") == "detection"
                      and meta.get("detection") else None)
         input_name, batches = calibration_input(proto, calib_dir, preprocess, num_images, seed,
-                                                detection)
+                                                detection, meta.get("task"))
         if refit and len(batches) < 2:
             raise ValueError(f"refit scores each half of the calibration batches on the other: "
                              f"give num_images of at least two batches ({len(batches)} batch of "
@@ -473,6 +494,6 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
 
 __all__ = ["CALIBRATION_MEMORY", "DETECTOR_EXCLUDE", "FROM_TARGET", "INT8_RECIPES",
            "REFIT_IMAGES", "activation_bytes", "calibration_batches", "calibration_input",
-           "detection_batches", "detection_images",
+           "detection_batches", "detection_images", "task_images",
            "calibration_stride", "calibration_reader", "cpu_flags", "cpu_has_vnni",
            "default_exclude", "excluded_nodes", "histogram_errors", "quantize_onnx"]

@@ -65,8 +65,10 @@ def _batches(data, model: nn.Module, resolution: int, num_images: int) -> list[t
     """Calibration batches: a list of tensors, a DataLoader of (x, ...), or an image folder."""
     if isinstance(data, (str, Path)):
         check_rgb_model(model.config.get("in_chans", 3), "int8 calibration")
+        from .quantize import task_images
         pre = at_resolution(model.preprocess, resolution)
-        return calibration_batches(data, pre, num_images, batch_size=16)
+        return calibration_batches(task_images(data, getattr(model, "task", None)), pre,
+                                   num_images, batch_size=16)
     out, seen = [], 0
     for item in data:
         x = item[0] if isinstance(item, (tuple, list)) else item

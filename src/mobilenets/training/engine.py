@@ -170,8 +170,8 @@ class _Run:
             raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
         if model is None:          # when resuming: the network the checkpoint was trained as
             model = task.build_model(cfg, (self.ckpt or {}).get("model_spec"))
-        else:
-            task.check_model(model)
+        # a built one too: --task may name another task than the model's
+        task.check_model(model)
         task.model_ready(model)
         if dist.rank > 0:      # own dropout/mixup draws per process; rank 0 = a 1-process run
             torch.manual_seed(cfg.seed + 7919 * dist.rank)

@@ -51,7 +51,8 @@ class Task(ABC):
         (build that architecture again; the checkpoint then gives the weights), else None."""
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise ValueError if a model given to ``fit`` cannot be trained on this data."""
+        """Raise ValueError if the model (given to ``fit`` or built) cannot be trained on
+        this data."""
 
     def model_ready(self, model: nn.Module) -> None:
         """Called once the model is known (built or given), before the first batch is read:

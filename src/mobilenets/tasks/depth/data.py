@@ -88,6 +88,8 @@ def _pair_folder(root: Path) -> Path:
     except DataError as e:
         if not root.is_dir():
             raise
+        if (root / "images").is_dir() and (root / "depth").is_dir():
+            raise                     # a pair folder of the images/ + depth/ layout: its error
         inner = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
         if len(inner) == 1:
             return _pair_folder(inner[0])

@@ -187,6 +187,9 @@ class DepthTask(Task):
         pre["resolution"] = cfg.resolution
         if "resize" in pre:           # the heads' preprocess: resize = resolution, no crop
             pre.update(resize=cfg.resolution, crop_pct=1.0)
+        # how the training depth PNGs encode metres, saved with the model so that eval reads
+        # other files of the same kind the same way unless told otherwise
+        pre.update(depth_scale=opts.scale, depth_invalid=[int(c) for c in opts.invalid])
         if hasattr(model, "preprocess"):
             model.preprocess = pre
         self.preprocess = pre

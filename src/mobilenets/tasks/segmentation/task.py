@@ -195,7 +195,11 @@ class SegmentationTask(Task):
         return create_model(cfg.model, **options)
 
     def check_model(self, model: nn.Module) -> None:
-        task = getattr(model, "task", "segmentation")
+        from ...models.network import MobileNet
+        # a model without a task attribute (torchvision's) is taken as a segmentation model;
+        # the library's classifiers have none either
+        task = getattr(model, "task", "classification" if isinstance(model, MobileNet)
+                       else "segmentation")
         if task != "segmentation":
             raise ValueError(f"the model's task is {task!r}, not 'segmentation': train a "
                              f"segmentation model (lraspp_<backbone> or deeplabv3_<backbone>)")
