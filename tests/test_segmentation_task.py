@@ -217,6 +217,10 @@ def test_bad_data_gets_clear_errors(tmp_path):
         find_split(root, "test")
     with pytest.raises(ValueError, match="remap COCO panoptic ids"):
         find_split(root, "train", label_set="voc")
+    (root / "classes.txt").rename(root / "names.txt")
+    with pytest.raises(DataError, match="has images/ and masks/ but no classes.txt"):
+        find_split(root, "train")
+    (root / "names.txt").rename(root / "classes.txt")
     Image.fromarray(np.full((48, 64), 7, np.uint8)).save(root / "masks" / "train" / "000.png")
     with pytest.raises(DataError, match=r"value\(s\) \[7\] outside labels 0..3"):
         MaskPairs(find_split(root, "train"))[0]

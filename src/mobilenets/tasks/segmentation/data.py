@@ -163,6 +163,9 @@ def detect_layout(root: Path) -> tuple[str, Path]:
         return "voc", root
     if (root / "classes.txt").is_file():
         return "folder", root
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        raise DataError(f"{root} has images/ and masks/ but no classes.txt: write one class "
+                        f"name a line (line k names label k) in {root / 'classes.txt'}")
     raise DataError(f"{root} is not a segmentation data folder: {_LAYOUT_HELP}")
 
 
