@@ -169,6 +169,43 @@ def test_train_prints_a_data_summary_before_training(tmp_path, capsys):
     assert code == 2 and "does not exist" in err
 
 
+def test_walkthrough_mistakes_get_their_fix(saved, tmp_path, capsys):
+    """What a new user's walkthrough tripped on: a folder of class folders trains with --val;
+    an empty class is "no images", not 0%; warm-up longer than the run and a teacher trained
+    on other inputs are warned about; timm's pretrained=True and quantizing a .pte point to
+    the fix."""
+    flat = tmp_path / "flat"
+    shutil.copytree(SAMPLE_DIR / "train", flat)
+    teacher = mobilenets.load(saved)
+    teacher.preprocess.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    mobilenets.save(teacher, tmp_path / "teacher", class_names=CLASSES)
+    code, out, err = run(capsys, "train", "--model", "mobilenet_v2_035", "--data", flat,
+                         "--val", SAMPLE_DIR / "val", "--resolution", RES, "--epochs", 1,
+                         "--max-steps-per-epoch", 1, "--batch-size", 4, "--warmup-epochs", 2,
+                         "--teacher", tmp_path / "teacher", "--out", tmp_path / "r",
+                         "--no-progress")
+    assert code == 0 and f"600 train images in {flat}" in out
+    assert "warmup_epochs 2 >= epochs 1" in err
+    assert "the teacher was trained with another input mean and std" in err
+    code, _, err = run(capsys, "train", "--data", flat, "--out", tmp_path / "r2")
+    assert code == 2 and "trains with --val FOLDER" in err
+
+    val = tmp_path / "val"
+    shutil.copytree(SAMPLE_DIR / "val", val)
+    for f in (val / CLASSES[0]).iterdir():
+        f.unlink()
+    code, out, _ = run(capsys, "eval", saved, "--data", val, "--json")
+    assert code == 0 and json.loads(out)["per_class"][CLASSES[0]] is None
+    code, out, _ = run(capsys, "eval", saved, "--data", val)
+    assert f"{CLASSES[0]:24s} no images" in out
+
+    with pytest.raises(TypeError, match="pretrained=True is weights='timm'"):
+        mobilenets.create_model("mobilenet_v2_035", pretrained=True)
+    (tmp_path / "m.pte").write_bytes(b"")
+    code, _, err = run(capsys, "quantize", tmp_path / "m.pte", "--calib", SAMPLE_DIR)
+    assert code == 2 and "cannot be quantized again" in err
+
+
 # ---------------------------------------------------------------- 5. progress in logs
 
 class _Terminal(io.StringIO):

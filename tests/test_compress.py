@@ -283,14 +283,16 @@ def test_cli_prune_never_overwrites_its_source_or_an_earlier_run(tmp_path, capsy
 def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path, capsys):
     from mobilenets.data.folder import class_folders
     source = mobilenets.create_model("mobilenet_v2_035", num_classes=10)
+    source.preprocess.update(resolution=48, resize=55)        # as trained at 48 px
     mobilenets.save(source, tmp_path / "source", class_folders(SAMPLE_DIR / "train"))
     out = tmp_path / "run"
     assert main(["prune", str(tmp_path / "source"), "--ratio", "0.3", "--data", str(SAMPLE_DIR),
                  "--teacher", str(tmp_path / "source"), "--kd-alpha", "0.9", "--out", str(out),
                  "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8",
-                 "--resolution", "64", "--recalibrate-images", "0", "--no-progress"]) == 0
+                 "--recalibrate-images", "0", "--no-progress"]) == 0
     config = json.loads((out / "train_config.json").read_text())
     assert config["teacher"] == str(tmp_path / "source") and config["kd_alpha"] == 0.9
+    assert config["resolution"] == 48              # the source's size, not the default 64
     best = mobilenets.load(out / "best")
     assert best.config["block_widths"] == mobilenets.load(out / "pruned").config[
         "block_widths"]

@@ -282,7 +282,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              f"{fixed} or export with --dynamic-batch")
         if res is not None:
             if resolution and res != resolution:
-                raise ValueError(f"{args.model} takes {res} px inputs, not {resolution}")
+                raise ValueError(f"{args.model} takes {res} px inputs, not {resolution}: "
+                                 f"bench it at its own size (leave --resolution out), or "
+                                 f"export it again at {resolution} px")
             resolution = res
     else:
         model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)

@@ -153,6 +153,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ValueError("--runtime eager runs PyTorch models; an int8 file is for "
                          "--runtime onnxruntime (the default) or openvino")
     check_calib(args.calib)
+    if Path(args.model).suffix.lower() == ".pte":
+        raise ValueError(f"{args.model} is an ExecuTorch program, which cannot be quantized "
+                         f"again: quantize the PyTorch model (a saved-model folder or a name "
+                         f"with --weights) with --format pte, or its .onnx export")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     if isinstance(model, OnnxModel) and backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "

@@ -59,7 +59,8 @@ _CONFIG_HELP = {
     "epochs": "training epochs",
     "resolution": "training and validation image size in pixels (a segmentation, depth or "
                   "detection model: its own size when not given)",
-    "batch_size": "images per step (over all processes under torchrun)",
+    "batch_size": "images per step in each process (under torchrun the step takes this "
+                  "many from every process)",
     "workers": "data-loading worker processes (0: load in the main process)",
     "seed": "random seed (initialisation, data order, augmentation)",
     "optimizer": "optimiser: sgd (Nesterov), rmsprop (TF-style eps) or adamw",
@@ -302,7 +303,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
               f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
         for name, acc in result["per_class"].items():
-            print(f"  {name:24s} {100 * acc:6.2f}%")
+            print(f"  {name:24s} " + ("no images" if acc is None else f"{100 * acc:6.2f}%"))
     if png is not None:
         if not args.json:
             print(f"confusion matrix: {png}", flush=True)

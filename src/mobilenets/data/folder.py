@@ -57,14 +57,19 @@ def _check_split(root: Path, name: str) -> list[str]:
 
 def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tuple[Path, Path]:
     """``(train_dir, val_dir)`` for ``data`` (None: the built-in sample), a folder with
-    ``train/`` and ``val/`` class folders; ``val``, when given, replaces ``data/val``.
-    Checks the layout and raises DataError with what to fix."""
+    ``train/`` and ``val/`` class folders; ``val``, when given, replaces ``data/val``, and
+    then ``data`` may be the training class folders themselves (torchvision's ImageFolder
+    layout). Checks the layout and raises DataError with what to fix."""
     root = SAMPLE_DIR if data is None else Path(data)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist ({_LAYOUT})")
     train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DataError(f"data folder {root} has no train/ folder ({_LAYOUT})")
+    if not train_dir.is_dir() and val is not None and class_folders(root):
+        train_dir = root                      # DATA holds the class folders, --val the rest
+    elif not train_dir.is_dir():
+        raise DataError(f"data folder {root} has no train/ folder ({_LAYOUT}); a folder of "
+                        f"class folders trains with --val FOLDER (the validation class "
+                        f"folders, which must be other images)")
     if val is not None:
         val_dir = Path(val)
         if not val_dir.is_dir():

@@ -136,9 +136,11 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
             return _create_head(name, *head, options)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
+        hint = ("; timm's pretrained=True is weights='timm' (or 'torchvision', or a file) here"
+                if "pretrained" in unknown else "")
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
                         f"{', '.join(MODEL_OPTIONS)} (and weights, allow_download in "
-                        f"mobilenets.create_model)")
+                        f"mobilenets.create_model){hint}")
     entry = get_entry(name)
     width = options.get("width_mult", entry.width_mult)
     depth = options.get("depth_mult", entry.depth_mult)

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -168,6 +169,10 @@ class _Run:
             print(task.summary(self.train_set, val_set), flush=True)
         if cfg.epochs < 1:        # after the summary: what would have been trained on
             raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
+        if dist.main and cfg.warmup_epochs >= cfg.epochs:
+            print(f"warning: warmup_epochs {cfg.warmup_epochs:g} >= epochs {cfg.epochs}: the "
+                  f"learning rate never reaches lr {cfg.lr:g}; give fewer warm-up epochs "
+                  f"(--warmup-epochs) or more epochs", file=sys.stderr, flush=True)
         if model is None:          # when resuming: the network the checkpoint was trained as
             model = task.build_model(cfg, (self.ckpt or {}).get("model_spec"))
         # a built one too: --task may name another task than the model's

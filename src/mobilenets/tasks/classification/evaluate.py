@@ -47,7 +47,10 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
         confusion, sums = dist.sum(confusion), dist.sum(sums)
     loss_sum, top5, count, bad = sums.tolist()
     count = int(count)
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
+    seen = confusion.sum(1)
+    # a class with no images in the data has no accuracy (None), not 0%
+    per_class = [None if n == 0 else a for a, n in zip(
+        (confusion.diag().float() / seen.clamp(min=1)).tolist(), seen.tolist())]
     return {"loss": loss_sum / max(count, 1), "top1": confusion.diag().sum().item() / max(count, 1),
             "top5": top5 / max(count, 1), "per_class": per_class,
             "confusion": confusion.tolist(), "count": count, "bad_images": int(bad)}

@@ -22,6 +22,7 @@ from ...compress import prune, recalibrate_bn
 from ...data import calibration_batches, resolve_split
 from ...data.folder import class_folders
 from ...training import check_out_folder, make_config
+from ...training.config import load_recipe
 from ...weights import load, save
 from .task import train
 
@@ -77,6 +78,10 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
                          f"overwrite to replace it")
     if recalibrate_images < 0:
         raise ValueError(f"recalibrate_images must be >= 0, not {recalibrate_images}")
+    if train_options.get("resolution") is None and (recipe is None or "resolution" not in
+                                                     load_recipe(recipe)):
+        # fine-tune at the size the model was trained at, not the training default's 64 px
+        train_options["resolution"] = (model.preprocess or {}).get("resolution")
     cfg = make_config(recipe, model=model.config["name"], data=data and str(data), out=str(out),
                       weights=str(out / folder), **train_options)
     compressed, summary = compress(model)

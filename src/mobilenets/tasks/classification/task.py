@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -208,6 +209,17 @@ class ClassificationTask(Task):
         if names and list(names) != self.classes:
             raise ValueError("the teacher's class names differ from the data's class folders; "
                              "distil from a teacher trained on this data")
+        # the teacher sees the student's batch: say so when it was trained on other inputs
+        mine, its = self.preprocess or {}, teacher.preprocess or {}
+        differ = [k for k in ("mean", "std") if k in its and k in mine
+                  and [round(float(v), 4) for v in its[k]] != [round(float(v), 4)
+                                                                for v in mine[k]]]
+        if differ:
+            print(f"warning: the teacher was trained with another input {' and '.join(differ)} "
+                  f"({', '.join(f'{k} {tuple(its[k])}' for k in differ)}) than the student's "
+                  f"({', '.join(f'{k} {tuple(mine[k])}' for k in differ)}); it sees the "
+                  f"student's batches, so its predictions may be worse than its own accuracy",
+                  file=sys.stderr, flush=True)
         return teacher.to(device).eval().requires_grad_(False)
 
     def distillation_loss(self, logits, teacher_logits, cfg: TrainConfig) -> torch.Tensor:
