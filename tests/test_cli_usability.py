@@ -206,6 +206,17 @@ def test_walkthrough_mistakes_get_their_fix(saved, tmp_path, capsys):
     assert code == 2 and "cannot be quantized again" in err
 
 
+def test_warnings_print_as_one_line_on_the_command_line(capsys):
+    import warnings
+    from mobilenets.cli.main import _warning_line
+    before = warnings.formatwarning
+    assert _warning_line("ReLU6 kept", mobilenets.weights.WeightsNote, "x.py", 3,
+                         "create_model(...)") == "mobilenets: WeightsNote: ReLU6 kept\n"
+    assert _warning_line("slow", UserWarning, "x.py", 3) == "mobilenets: warning: slow\n"
+    run(capsys, "list", "*v3_small_100")
+    assert warnings.formatwarning is before          # main() restores Python's own
+
+
 # ---------------------------------------------------------------- 5. progress in logs
 
 class _Terminal(io.StringIO):

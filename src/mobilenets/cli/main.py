@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from ..version import __version__
 from ..cost import profile
@@ -151,8 +152,20 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line: its category and message on one line, without the
+    library's source line that Python's default format prints under it."""
+    kind = "warning" if category is UserWarning else category.__name__
+    return f"mobilenets: {kind}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        args = build_parser().parse_args(argv)
+    except BaseException:
+        warnings.formatwarning = previous
+        raise
     try:
         return args.func(args)
     # OSError: missing files, bad paths; ImportError: an optional dependency not installed
@@ -160,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":
