@@ -466,8 +466,10 @@ def at_macs(curve: list[tuple[float, float]], macs: float) -> float | None:
 def crossings(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> tuple:
     """``(lo, hi, [MACs where a - b changes sign])`` over the MACs range both curves cover
     (log-linear between their points); None when they do not overlap."""
+    if not a or not b:
+        return None
     lo, hi = max(a[0][0], b[0][0]), min(a[-1][0], b[-1][0])
-    if not a or not b or lo >= hi:
+    if lo >= hi:
         return None
     xs = sorted({lo, hi, *(m for m, _ in a + b if lo <= m <= hi)})
     diff = [(x, at_macs(a, x) - at_macs(b, x)) for x in xs]

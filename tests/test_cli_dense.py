@@ -317,9 +317,10 @@ def test_eval_report_leaves_out_classes_absent_from_the_data():
     assert lines[2].strip() == "(2 of 3 classes absent from the data, not listed)"
 
 
-def test_int8_speed_check_times_a_detector_on_an_image():
-    """A detector's int8 speed is timed on a real image prepared as its input: its NMS work
-    follows its scores, which noise does not give."""
+def test_int8_speed_check_knows_a_detectors_input_resize():
+    """The speed check prepares a detector's image as its input (stretch or letterbox; its
+    use on a real image is checked by the data-YAML CLI test above); a classifier gets
+    noise."""
     from mobilenets import create_model
     from mobilenets.cli.quantize_cmds import detector_resize
     assert detector_resize(create_model("ssdlite_mobilenet_v3_small_100")) == "stretch"

@@ -2,6 +2,7 @@
 save/load), and the inspect / prune commands."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -293,6 +294,13 @@ def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path
     config = json.loads((out / "train_config.json").read_text())
     assert config["teacher"] == str(tmp_path / "source") and config["kd_alpha"] == 0.9
     assert config["resolution"] == 48              # the source's size, not the default 64
+    # a folder of class folders with --val: BatchNorm re-estimated on the class folders
+    flat = tmp_path / "flat"
+    shutil.copytree(SAMPLE_DIR / "train", flat)
+    assert main(["prune", str(tmp_path / "source"), "--ratio", "0.3", "--data", str(flat),
+                 "--val", str(SAMPLE_DIR / "val"), "--out", str(tmp_path / "flat-run"),
+                 "--epochs", "0", "--recalibrate-images", "16"]) == 0
+    assert f"re-estimated on 16 images of {flat} at 48 px" in capsys.readouterr().out
     best = mobilenets.load(out / "best")
     assert best.config["block_widths"] == mobilenets.load(out / "pruned").config[
         "block_widths"]

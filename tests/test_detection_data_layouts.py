@@ -2,6 +2,8 @@
 reads one), images torchvision cannot decode, and calibration images prepared as the
 detector file is fed. Synthetic data: runs without ../shared."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,16 @@ def test_split_images_folders_find_their_labels(tmp_path):
                                                root / "valid" / "labels")
     data = YoloDetection(spec.root, spec.train, ["a", "b"])
     assert len(data) == 3 and not data.background and data.num_boxes == 3
+    # Roboflow's own data.yaml names the splits from one level up; an absolute path works
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\n"
+                                    "names: [a, b]\n")
+    spec = yolo_data(root / "data.yaml")
+    assert split_dirs(spec.root, spec.train) == (root / "train" / "images",
+                                                 root / "train" / "labels")
+    absolute = str((root / "valid" / "images").resolve())
+    assert split_dirs(tmp_path, absolute) == (Path(absolute),
+                                              Path(absolute).parent / "labels")
+    assert YoloDetection(tmp_path, absolute, ["a", "b"]).num_boxes == 2
 
 
 @pytest.mark.parametrize("text, message", [

@@ -86,7 +86,7 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
                       weights=str(out / folder), **train_options)
     compressed, summary = compress(model)
     if recalibrate_images:
-        train_dir = resolve_split(data)[0]
+        train_dir = resolve_split(data, train_options.get("val"))[0]
         seen = recalibrate_bn(compressed, calibration_batches(
             train_dir, compressed.preprocess, recalibrate_images, batch_size=64))
         log(f"BatchNorm statistics re-estimated on {seen} images of {train_dir} at "

@@ -121,23 +121,32 @@ def yolo_data(path: str | Path) -> YoloData:
 
 def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
     """``(images folder, labels folder)`` of ``split``: ``ROOT/images/<split>`` and
-    ``ROOT/labels/<split>``, or ``ROOT/<split>`` (a path holding an ``images`` part, as
-    ``train/images``) with its last ``images`` part replaced by ``labels``, as ultralytics
-    finds labels."""
-    root = Path(root)
-    if (root / "images" / split).is_dir():
+    ``ROOT/labels/<split>`` for a split name, or a folder path (relative to ``ROOT``, or
+    absolute) holding an ``images`` part, whose labels are in the same path with its last
+    ``images`` part replaced by ``labels``, as ultralytics finds them (``train/images`` ->
+    ``train/labels``). A relative path starting with ``../`` that does not exist is tried
+    again without it, as ultralytics does for Roboflow's ``train: ../train/images``."""
+    root, path = Path(root), Path(split)
+    if not path.is_absolute() and len(path.parts) == 1 and (root / "images" / split).is_dir():
         return root / "images" / split, root / "labels" / split
-    folder = root / split
-    if folder.is_dir():
-        parts = list(Path(split).parts)
-        if "images" not in parts:
-            raise DataError(f"{folder} has no 'images' part, so its labels cannot be found: "
-                            f"put the images in .../images/ and the labels in .../labels/; "
-                            f"{_LAYOUT}")
-        at = len(parts) - 1 - parts[::-1].index("images")
-        parts[at] = "labels"
-        return folder, root.joinpath(*parts)
-    raise DataError(f"{root / 'images' / split} does not exist; {_LAYOUT}")
+    folder = path if path.is_absolute() else root / path
+    if not folder.is_dir() and not path.is_absolute() and path.parts[:1] == ("..",):
+        inside = list(path.parts)
+        while inside[:1] == [".."]:
+            inside.pop(0)
+        if inside and (root.joinpath(*inside)).is_dir():
+            folder = root.joinpath(*inside)
+    if not folder.is_dir():
+        where = root / "images" / split if len(path.parts) == 1 else folder
+        raise DataError(f"{where} does not exist; {_LAYOUT}")
+    parts = list(folder.parts)
+    if "images" not in parts:
+        raise DataError(f"{folder} has no 'images' part, so its labels cannot be found: "
+                        f"put the images in .../images/ and the labels in .../labels/; "
+                        f"{_LAYOUT}")
+    at = len(parts) - 1 - parts[::-1].index("images")
+    parts[at] = "labels"
+    return folder, Path(*parts)
 
 
 def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
