@@ -217,6 +217,14 @@ def test_bad_data_gets_clear_errors(tmp_path):
         find_split(root, "test")
     with pytest.raises(ValueError, match="remap COCO panoptic ids"):
         find_split(root, "train", label_set="voc")
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "masks").mkdir()
+    (flat / "classes.txt").write_text("a\nb\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "images" / "0.png")
+    with pytest.raises(DataError, match="holds the files directly: split them into "
+                                        "images/train/ and images/val/"):
+        find_split(flat, "train")
     (root / "classes.txt").rename(root / "names.txt")
     with pytest.raises(DataError, match="has images/ and masks/ but no classes.txt"):
         find_split(root, "train")

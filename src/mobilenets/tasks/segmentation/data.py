@@ -177,7 +177,14 @@ def _images(folder: Path) -> dict[str, Path]:
 def _pair_up(image_dir: Path, mask_dir: Path, split: str, where: str):
     for folder, what in ((image_dir, "image"), (mask_dir, "mask")):
         if not folder.is_dir():
-            raise DataError(f"no {what} folder {folder} for split {split!r} ({_LAYOUT_HELP})")
+            flat = folder.parent.is_dir() and any(
+                e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+                for e in os.scandir(folder.parent))
+            hint = (f"; {folder.parent} holds the files directly: split them into "
+                    f"{folder.parent.name}/train/ and {folder.parent.name}/val/ (the masks "
+                    f"alike, same names)" if flat else "")
+            raise DataError(f"no {what} folder {folder} for split {split!r}{hint} "
+                            f"({_LAYOUT_HELP})")
     images = _images(image_dir)
     masks = {p.stem: p for p in mask_dir.glob("*.png")}
     pairs = [(images[k], masks[k]) for k in sorted(images) if k in masks]
