@@ -526,11 +526,24 @@ def _plot(claim: Claim, rows: dict, path: Path, latency: dict | None = None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if len(rows) > 10:                    # more series than the default cycle's ten colours
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for label, records in rows.items():
         if not records:
             continue
         xs = [(latency or {}).get(r["variant"], r["macs"] / 1e6) for r in records]
         ax.scatter(xs, [100 * r["top1"] for r in records], label=label, s=18)
+    if claim.kind == "loglinear" and not latency:
+        means = [(statistics.fmean(r["macs"] for r in v), statistics.fmean(r["top1"] for r in v))
+                 for v in rows.values() if v]
+        slope, r2, _ = loglinear(means)
+        if not math.isnan(slope):
+            mx = statistics.fmean(math.log10(m) for m, _ in means)
+            my = statistics.fmean(t for _, t in means)
+            ends = [min(m for m, _ in means), max(m for m, _ in means)]
+            ax.plot([m / 1e6 for m in ends],
+                    [100 * (my + slope * (math.log10(m) - mx)) for m in ends], lw=0.8,
+                    color="0.5", ls="--", label=f"fit of the means, R^2 {r2:.2f}")
     for prefix in claim.matched if not latency else ():
         curve = family_curve(rows, prefix)
         ax.plot([m / 1e6 for m, _ in curve], [100 * t for _, t in curve], lw=0.8,
