@@ -217,6 +217,21 @@ def test_warnings_print_as_one_line_on_the_command_line(capsys):
     assert warnings.formatwarning is before          # main() restores Python's own
 
 
+def test_torchaos_import_notice_is_not_printed():
+    """torch logs a deprecation notice when torchao registers an Enum at import; the library
+    drops that one line (the PT2E and .pte paths import torchao)."""
+    import subprocess
+    import sys
+    code = "import mobilenets.deploy.quantize_pt2e, torchao.quantization.pt2e"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "register_constant()" not in done.stderr
+    plain = subprocess.run([sys.executable, "-c", "import torchao.quantization.pt2e"],
+                           capture_output=True, text=True, timeout=120)
+    assert "register_constant()" in plain.stderr      # what is dropped, still there without
+
+
 # ---------------------------------------------------------------- 5. progress in logs
 
 class _Terminal(io.StringIO):

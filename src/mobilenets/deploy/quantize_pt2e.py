@@ -11,6 +11,7 @@ slower than fp32. ``export_pt2e_onnx`` writes it as an ONNX QDQ file for onnxrun
 from __future__ import annotations
 
 import copy
+import logging
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,18 @@ from .onnx_export import metadata
 from .runtimes.onnxruntime.qdq_complete import complete_qdq
 
 from .quantized_model import QuantizedModel
+
+
+class _EnumConstantNotice(logging.Filter):
+    """Drops one log line: torchao registers an Enum with torch's pytree when imported, and
+    torch 2.14 logs a deprecation notice about that in every process, which a user of this
+    library can do nothing about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "register_constant()" not in record.getMessage()
+
+
+logging.getLogger("torch.utils._pytree").addFilter(_EnumConstantNotice())
 
 
 def _torchao():
