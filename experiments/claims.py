@@ -446,11 +446,17 @@ def loglinear(points: list[tuple[float, float]]) -> tuple[float, float, str]:
     return slope, r2, "reproduced" if r2 >= 0.9 and slope > 0 else "refuted"
 
 
-def family_curve(rows: dict, prefix: str) -> list[tuple[float, float]]:
-    """``(MACs, mean top-1)`` of the finished variants whose label starts with ``prefix``,
-    by MACs."""
+def variant_means(rows: dict, prefix: str | None = None) -> list[tuple[float, float]]:
+    """``(MACs, mean top-1)`` of each finished variant (whose label starts with ``prefix``,
+    when given), by MACs."""
     return sorted((statistics.fmean(r["macs"] for r in v), statistics.fmean(r["top1"] for r in v))
-                  for label, v in rows.items() if v and label.split()[0] == prefix)
+                  for label, v in rows.items()
+                  if v and (prefix is None or label.split()[0] == prefix))
+
+
+def family_curve(rows: dict, prefix: str) -> list[tuple[float, float]]:
+    """:func:`variant_means` of the variants whose label starts with ``prefix``."""
+    return variant_means(rows, prefix)
 
 
 def at_macs(curve: list[tuple[float, float]], macs: float) -> float | None:
@@ -534,8 +540,7 @@ def _plot(claim: Claim, rows: dict, path: Path, latency: dict | None = None) -> 
         xs = [(latency or {}).get(r["variant"], r["macs"] / 1e6) for r in records]
         ax.scatter(xs, [100 * r["top1"] for r in records], label=label, s=18)
     if claim.kind == "loglinear" and not latency:
-        means = [(statistics.fmean(r["macs"] for r in v), statistics.fmean(r["top1"] for r in v))
-                 for v in rows.values() if v]
+        means = variant_means(rows)
         slope, r2, _ = loglinear(means)
         if not math.isnan(slope):
             mx = statistics.fmean(math.log10(m) for m, _ in means)
@@ -595,8 +600,7 @@ def report() -> str:
             lines.append(line)
         lines.append("")
         if claim.kind == "loglinear":
-            means = [(statistics.fmean(r["macs"] for r in v), statistics.fmean(
-                r["top1"] for r in v)) for v in rows.values() if v]
+            means = variant_means(rows)
             slope, r2, word = loglinear(means)
             if done < total and word != "not run":
                 word = f"pending ({done} of {total} runs; on those so far: {word})"
