@@ -135,7 +135,7 @@ def train_fn(model: torch.nn.Module, images: list, targets: list):
 def deployed(run: Path, args) -> dict:
     """fp32 and int8 end-to-end latency of ``run``'s exported files (see the module's
     docstring), on the first val2017 image of the run's data."""
-    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.data.image_io import decode_rgb
     from mobilenets.deploy import open_model
     files = {"fp32": run / "int8" / "fp32.onnx"} | {
         f.stem: f for f in sorted((run / "int8").glob("int8*.onnx"))}
@@ -143,7 +143,7 @@ def deployed(run: Path, args) -> dict:
     images = sorted((Path(record["data"]) / "images" / "val2017").glob("*.jpg"))
     if not images:
         raise SystemExit(f"no val2017 image under {record['data']} (the run's data)")
-    image = decode_image(str(images[0]), mode=ImageReadMode.RGB).float() / 255
+    image = decode_rgb(images[0]).float() / 255
     models = {k: open_model(f, threads=args.threads) for k, f in files.items()}
     fns = {k: (lambda m: lambda x: m([x[0]]))(m) for k, m in models.items()}
     found = {k: len(m([image])[0]["boxes"]) for k, m in models.items()}

@@ -196,9 +196,9 @@ def read_runs(root: Path) -> list[dict]:
 
 def val_image() -> torch.Tensor:
     """The first val2017 image as a 1 x 3 x H x W batch in [0, 1]."""
-    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.data.image_io import decode_rgb
     path = sorted((coco128() / "images" / "val2017").glob("*.jpg"))[0]
-    return (decode_image(str(path), mode=ImageReadMode.RGB).float() / 255).unsqueeze(0)
+    return (decode_rgb(path).float() / 255).unsqueeze(0)
 
 
 def latency(rows: list[dict], repeats: int, iters: int) -> dict:
@@ -280,7 +280,7 @@ def int8(args) -> None:
     8-bit weights (default: 7 on a CPU without VNNI); ``--refit`` passes ``refit=True`` to
     ``quantize_onnx`` (each convolution refitted to the float file on calibration images).
     Files go to RUN/int8/ (replaced on a rerun)."""
-    from torchvision.io import ImageReadMode, decode_image
+    from mobilenets.data.image_io import decode_rgb
     import mobilenets
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
     from mobilenets.tasks.detection import evaluate
@@ -292,7 +292,7 @@ def int8(args) -> None:
         raise SystemExit(f"no run with a best/ model under {root}"
                          + (f" named {' or '.join(args.runs)}" if args.runs else ""))
     paths = sorted((data / "images" / args.split).glob("*.jpg"))
-    images = [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255 for p in paths]
+    images = [decode_rgb(p).float() / 255 for p in paths]
     results = {}
     for r in rows:
         out = Path(r["out"])

@@ -472,8 +472,8 @@ def merge_nms(fp32: Path, int8: Path, images, conf: float, thresholds: list[floa
 
 def split_images(data: Path, split: str) -> list[torch.Tensor]:
     """Every image of COCO128's ``split``, as float 3 x H x W in [0, 1]."""
-    from torchvision.io import ImageReadMode, decode_image
-    return [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255
+    from mobilenets.data.image_io import decode_rgb
+    return [decode_rgb(p).float() / 255
             for p in sorted((data / "images" / split).glob("*.jpg"))]
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
+from mobilenets.data.image_io import decode_rgb
 
 sys.path.insert(0, str(Path(__file__).parent))
 from datasets import unpacked  # noqa: E402
@@ -51,7 +51,7 @@ class Val(Dataset):
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        image = decode_rgb(path)
         return self.transform(image), label
 
 

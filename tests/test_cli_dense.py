@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.io import decode_image
+from mobilenets.data.image_io import decode_unchanged
 
 from mobilenets import load
 from mobilenets.cli.dense_cmds import model_task, parse_task_options
@@ -109,9 +109,9 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     assert main(["predict", str(out / "best"), str(image), "--out", str(pictures),
                  "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)["predictions"][0]
-    picture = decode_image(str(pictures / "001.png"))
+    picture = decode_unchanged(pictures / "001.png")
     assert picture.shape == (3, 48, 128)                     # input | mask, side by side
-    assert torch.equal(picture[:, :, :64], decode_image(str(image)))
+    assert torch.equal(picture[:, :, :64], decode_unchanged(image))
     assert sum(answer["class_fractions"].values()) == pytest.approx(1, abs=1e-3)
     colours = {tuple(c) for c in picture[:, :, 64:].flatten(1).T.tolist()}
     assert len(colours) == len(answer["class_fractions"])   # one colour per predicted class
@@ -121,6 +121,35 @@ def _write_pair(folder, stem, rgb, codes):
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(folder / f"{stem}.color.png")
     Image.fromarray(np.asarray(codes, dtype=np.uint16)).save(folder / f"{stem}.depth.png")
+
+
+def test_train_takes_evals_dense_flags(tmp_path, capsys):
+    data = tmp_path / "pairs"
+    for i in range(5):
+        codes = np.linspace(1000, 8000, 48 * 64).reshape(48, 64) + 200 * i
+        _write_pair(data, f"frame-{i:03d}", np.full((48, 64, 3), 40 * i), codes)
+    out = tmp_path / "run"
+    train = ["train", "--model", "fastdepth_mobilenet_v2_100", "--data", str(data),
+             "--out", str(out), "--task-option", 'model_options={"width_mult": 0.25}', *RUN]
+    for flags, message in ((("--label-set", "voc"), "--label-set is for segmentation models"),
+                           (("--depth-scale", "2000", "--task-option", "scale=2000"),
+                            "--depth-scale and --task-option scale=... set the same option")):
+        assert main([*train, *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--model", "mobilenet_v1_025", "--invalid", "0"]) == 2
+    assert "--invalid is for depth models" in capsys.readouterr().err
+    assert not out.exists()
+
+    assert main([*train, "--depth-scale", "2000", "--invalid", "0"]) == 0
+    preprocess = json.loads((out / "best" / "config.json").read_text())["preprocess"]
+    assert preprocess["depth_scale"] == 2000.0 and preprocess["depth_invalid"] == [0]
+    capsys.readouterr()
+    scores = {}
+    for flags in ((), ("--depth-scale", "2000", "--invalid", "0"), ("--depth-scale", "1000")):
+        assert main(["eval", str(out / "best"), "--data", str(data), "--json", *flags]) == 0
+        scores[flags] = json.loads(capsys.readouterr().out)["abs_rel"]
+    assert scores[()] == scores[("--depth-scale", "2000", "--invalid", "0")]
+    assert scores[()] != scores[("--depth-scale", "1000")]
 
 
 def test_dense_calibration_reads_photos_not_masks_or_depth(tmp_path, capsys):
@@ -188,9 +217,9 @@ def test_depth_train_eval_predict(tmp_path, capsys):
 
     assert main(["predict", str(out / "best"), str(data / "frame-000.color.png"),
                  "--out", str(tmp_path / "pictures")]) == 0
-    picture = decode_image(str(tmp_path / "pictures" / "frame-000.color.png"))
+    picture = decode_unchanged(tmp_path / "pictures" / "frame-000.color.png")
     assert picture.shape == (3, 48, 128)
-    assert torch.equal(picture[:, :, :64], decode_image(str(data / "frame-000.color.png")))
+    assert torch.equal(picture[:, :, :64], decode_unchanged(data / "frame-000.color.png"))
     assert picture[:, :, 64:].flatten(1).unique(dim=1).shape[1] > 1     # a colour-mapped map
 
 
@@ -271,9 +300,9 @@ def test_detection_train_eval_predict(tmp_path, capsys):
     assert above == every[:k + 1]
     # without --conf, the boxes scoring 0.25 or more (ultralytics' predict default)
     assert predict() == [d for d in every if d["score"] >= 0.25]
-    picture = decode_image(str(tmp_path / "p" / "001.png"))
+    picture = decode_unchanged(tmp_path / "p" / "001.png")
     assert picture.shape == (3, 96, 128)
-    assert not torch.equal(picture, decode_image(str(image)))      # boxes were drawn
+    assert not torch.equal(picture, decode_unchanged(image))      # boxes were drawn
 
 
 def test_detection_cli_reads_a_data_yaml_and_trains_at_the_model_size(tmp_path, capsys):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
+from mobilenets.data.image_io import decode_unchanged
 
 from conftest import SHARED_DATASETS
 from mobilenets.data import DataError
@@ -320,7 +320,7 @@ def test_seven_scenes_split_by_frame_ranges_with_invalid_pixels_masked(seven_sce
     assert val.pairs[0][0].name == "frame-000800.color.jpg"
     assert val.pairs[-1][0].name == "frame-000998.color.jpg"
     index = [p[0].name for p in val.pairs].index("frame-000856.color.jpg")
-    raw = decode_image(str(val.pairs[index][1]), mode=ImageReadMode.UNCHANGED)
+    raw = decode_unchanged(val.pairs[index][1])
     assert raw.dtype == torch.uint16 and raw.shape == (1, 240, 320)
     codes = raw.to(torch.int32)
     assert (codes == 65535).sum() > 0 and (codes == 0).sum() > 0

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 import torch
 import torchvision
-from torchvision.io import ImageReadMode, decode_image
+from mobilenets.data.image_io import decode_rgb, write_png
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 import mobilenets
@@ -61,7 +61,7 @@ def coco128_pairs(root, split: str, n: int):
     for path in sorted((root / "images" / split).glob("*.jpg")):
         label = root / "labels" / split / f"{path.stem}.txt"
         if label.exists():
-            image = decode_image(str(path), mode=ImageReadMode.RGB).float() / 255
+            image = decode_rgb(path).float() / 255
             out.append((image, label.read_text()))
         if len(out) == n:
             break
@@ -327,8 +327,8 @@ def test_yolo_loader_background_images_and_orphan_labels(coco128, caplog):
 def test_yolo_loader_rejects_bad_label_lines(tmp_path):
     (tmp_path / "images" / "a").mkdir(parents=True)
     (tmp_path / "labels" / "a").mkdir(parents=True)
-    torchvision.io.write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
-                             str(tmp_path / "images" / "a" / "x.png"))
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
+              str(tmp_path / "images" / "a" / "x.png"))
     (tmp_path / "config.yaml").write_text("names: [cat, dog]\n")
     (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n")
     with pytest.raises(DataError, match=r"x.txt:2: class 2 is not in 0 .. 1"):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.io import ImageReadMode, decode_image
+from mobilenets.data.image_io import decode_rgb
 from torchvision.ops import box_iou
 
 onnx = pytest.importorskip("onnx")
@@ -68,7 +68,7 @@ def coco128(tmp_path_factory):
 
 def read_images(folder, n: int, skip: int = 0) -> list[torch.Tensor]:
     paths = sorted(folder.glob("*.jpg"))[skip:skip + n]
-    return [decode_image(str(p), mode=ImageReadMode.RGB).float() / 255 for p in paths]
+    return [decode_rgb(p).float() / 255 for p in paths]
 
 
 @pytest.fixture(scope="module")

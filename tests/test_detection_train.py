@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from torchvision.io import write_png
+from mobilenets.data.image_io import write_png
 
 import mobilenets
 from mobilenets.tasks.detection import DetectionTask, detection_config

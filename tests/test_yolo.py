@@ -412,7 +412,7 @@ def test_yolov4_overfits_two_coco128_images_in_eval_mode(coco128_train):
 def test_mosaic_puts_four_images_and_their_boxes_on_one_canvas(tmp_path):
     """Four plain-coloured images of different sizes, each with one box (label k for colour
     k) over its middle: in the mosaic every kept box still covers its own image's colour."""
-    from torchvision.io import write_png
+    from mobilenets.data.image_io import write_png
     from mobilenets.tasks.detection import Mosaic, detection_train_transform
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
     sizes = [(60, 80), (80, 40), (50, 50), (90, 120)]

@@ -180,19 +180,62 @@ DENSE_EVAL_OPTIONS = {
 }
 
 
-def add_dense_eval_arguments(p) -> None:
-    """``eval``'s options for the data of dense models (:data:`DENSE_EVAL_OPTIONS`)."""
+# train's same flags: flag -> (the task, its task option, its help); the value is saved with
+# the model, so that eval reads files of the same kind the same way
+DENSE_TRAIN_OPTIONS = {
+    "--depth-scale": ("depth", "scale", "depth models: depth PNG value per metre (default "
+                                        "1000: millimetres, as 7-Scenes and NYU)"),
+    "--invalid": ("depth", "invalid", "depth models: PNG codes that mean no depth (default 0 "
+                                      "65535; give none after --invalid for no such codes)"),
+    "--label-set": ("segmentation", "label_set", "segmentation models on COCO panoptic "
+                                                 "masks: coco (every category, the default) "
+                                                 "or voc (torchvision's 20 VOC categories + "
+                                                 "background)"),
+}
+
+
+def add_dense_eval_arguments(p, helps: dict[str, str] | None = None) -> None:
+    """``eval``'s options for the data of dense models (:data:`DENSE_EVAL_OPTIONS`); ``train``
+    takes the same flags with ``helps`` (:data:`DENSE_TRAIN_OPTIONS`)."""
+    helps = helps or {flag: entry[1] for flag, entry in DENSE_EVAL_OPTIONS.items()}
+
     def non_negative(text: str) -> int:
         value = int(text)
         if value < 0:
             raise ValueError(text)
         return value
     p.add_argument("--depth-scale", type=float, default=None, metavar="VALUE_PER_METRE",
-                   help=DENSE_EVAL_OPTIONS["--depth-scale"][1])
+                   help=helps["--depth-scale"])
     p.add_argument("--invalid", type=non_negative, nargs="*", default=None, metavar="CODE",
-                   help=DENSE_EVAL_OPTIONS["--invalid"][1])
+                   help=helps["--invalid"])
     p.add_argument("--label-set", choices=("coco", "voc"), default=None,
-                   help=DENSE_EVAL_OPTIONS["--label-set"][1])
+                   help=helps["--label-set"])
+
+
+def add_dense_train_arguments(p) -> None:
+    """``train``'s ``--depth-scale``, ``--invalid`` and ``--label-set``: eval's flags, each
+    setting its task's option (:data:`DENSE_TRAIN_OPTIONS`)."""
+    add_dense_eval_arguments(p, {flag: entry[2] for flag, entry in DENSE_TRAIN_OPTIONS.items()})
+
+
+def dense_train_options(args, model: str, task: str, options: dict) -> dict:
+    """``options`` (from ``--task-option``) with ``train``'s dense flags added; a flag for
+    another task, or given twice (as the flag and as ``--task-option``), is an error."""
+    options = dict(options)
+    values = {"--depth-scale": args.depth_scale, "--invalid": args.invalid,
+              "--label-set": args.label_set}
+    for flag, value in values.items():
+        wants, key, _ = DENSE_TRAIN_OPTIONS[flag]
+        if value is None:
+            continue
+        if task != wants:
+            raise ValueError(f"{flag} is for {wants} models; {model} trains as a "
+                             f"{task} model: leave it out")
+        if key in options:
+            raise ValueError(f"{flag} and --task-option {key}=... set the same option: "
+                             f"give one")
+        options[key] = list(value) if isinstance(value, list) else value
+    return options
 
 
 def dense_eval_options(args, task: str | None) -> dict:
@@ -320,7 +363,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
     picture side by side (detection: the image with its boxes only)."""
     import torch
-    from torchvision.io import write_png
+    from ..data.image_io import write_png
 
     from ..data import read_rgb
     folder = Path(out)
@@ -338,7 +381,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
         target = folder / f"{Path(path).stem}.png"
-        write_png(picture.contiguous(), str(target))
+        write_png(picture, target)
         results.append({"image": path, "output": str(target), **summary})
         if not as_json:
             boxes = (f" ({len(summary['detections'])} boxes scoring >= {conf})"
@@ -350,6 +393,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
 
 
 __all__ = ["DENSE_EVAL_OPTIONS", "DENSE_TASKS", "MAIN_METRICS", "TASK_NAMES",
-           "add_dense_eval_arguments", "dense_eval_options", "dense_task_of", "eval_report",
+           "add_dense_eval_arguments", "add_dense_train_arguments", "dense_eval_options",
+           "dense_train_options", "dense_task_of", "eval_report",
            "evaluate_dense", "metrics_line", "model_task", "parse_task_options",
            "predict_dense", "predict_picture", "train_task"]

@@ -13,9 +13,10 @@ from ..deploy.open import is_exported_file
 from ..training.config import OPTION_NAMES, TrainConfig, load_recipe, make_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
-from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, dense_eval_options, dense_task_of,
-                         eval_report, evaluate_dense, metrics_line, model_task,
-                         parse_task_options, predict_dense, train_task)
+from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, add_dense_train_arguments,
+                         dense_eval_options, dense_task_of, dense_train_options, eval_report,
+                         evaluate_dense, metrics_line, model_task, parse_task_options,
+                         predict_dense, train_task)
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -41,6 +42,7 @@ def add_train_parser(sub) -> None:
                    "its SegmentationOptions / DepthOptions / DetectionOptions, see "
                    "docs/segmentation.md ...), VALUE read as JSON when it parses, e.g. "
                    "hflip=0.0 or 'model_options={\"width_mult\": 0.5}'; repeatable")
+    add_dense_train_arguments(p)
     add_config_flags(p, _TRAIN_SKIP)
     p.set_defaults(func=cmd_train)
 
@@ -156,6 +158,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"--teacher-weights)")
     task = args.task or model_task(cfg.model)
     options = parse_task_options(args.task_option)
+    if task != "classification":
+        options = dense_train_options(args, cfg.model, task, options)
+    elif any(v is not None for v in (args.depth_scale, args.invalid, args.label_set)):
+        dense_train_options(args, cfg.model, task, {})          # names the flag that does not fit
     if (task != "classification" and not args.resume and overrides["resolution"] is None
             and "resolution" not in (load_recipe(args.recipe) if args.recipe else {})):
         # a head trains at its own size (SSDLite 320, YOLOv4 416, ...), not the classifier

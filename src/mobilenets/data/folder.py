@@ -108,11 +108,11 @@ def is_value_map(path: str | Path) -> bool:
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
-    """An image file as a uint8 3 x H x W RGB tensor: torchvision's decoder (JPEG, PNG, WEBP,
-    GIF), else PIL's (BMP, TIFF and the other formats the classification loader reads); a
-    16-bit colour PNG is brought to 8 bits. OSError naming the file when it is missing,
+    """An image file as a uint8 3 x H x W RGB tensor: the library's decoder (JPEG, PNG, WEBP,
+    GIF; :mod:`~mobilenets.data.image_io`), else PIL's (BMP, TIFF and the other formats the
+    classification loader reads); a 16-bit colour PNG is brought to 8 bits. OSError naming the file when it is missing,
     unreadable, or a single-channel 16- or 32-bit image (a depth or label map, not a photo)."""
-    from torchvision.io import ImageReadMode, decode_image
+    from .image_io import decode_rgb
     path = Path(path)
     if not path.is_file():
         raise OSError(f"{path} {'is not a file' if path.exists() else 'does not exist'}")
@@ -120,14 +120,12 @@ def read_rgb(path: str | Path) -> torch.Tensor:
         raise OSError(f"{path} is a single-channel 16- or 32-bit image (a depth or label "
                       f"map), not a photo")
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError:          # a format torchvision does not decode, or a broken file
+        image = decode_rgb(path)
+    except RuntimeError:          # a format the decoder does not read, or a broken file
         try:
             image = torch.from_numpy(np.asarray(load_rgb(str(path))).copy()).permute(2, 0, 1)
         except (OSError, ValueError, SyntaxError) as e:
-            raise OSError(f"{path} is not an image torchvision or PIL can read: {e}") from None
-    if image.dtype != torch.uint8:                # 16 bits per colour channel
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+            raise OSError(f"{path} is not an image the decoder or PIL can read: {e}") from None
     return image.contiguous()
 
 

@@ -54,8 +54,8 @@ from pathlib import Path
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+from .image_io import decode_rgb
 from .folder import DataError, ImageFolderDataset, class_folders, collate_skip_bad
 
 logger = logging.getLogger("mobilenets.data")
@@ -206,9 +206,8 @@ def image_of(sample: dict) -> tuple[str, bytes]:
 
 def decode_image_bytes(data: bytes, field_name: str = "jpg") -> torch.Tensor:
     """A uint8 3 x H x W RGB tensor from an image file's bytes (libjpeg-turbo for JPEG)."""
-    tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return (decode_jpeg(tensor, mode=ImageReadMode.RGB) if field_name in _JPEG
-            else decode_image(tensor, mode=ImageReadMode.RGB))
+    return decode_rgb(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                      jpeg=field_name in _JPEG)
 
 
 def check_keys(samples: list[Sample], where) -> list[Sample]:

@@ -122,7 +122,8 @@ class ExportedDetector:
                 what = (f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor)
                         else type(image).__name__)
                 raise ValueError(f"{self.path.name} takes float 3 x H x W images in [0, 1] "
-                                 f"(e.g. decode_image(path).float() / 255), not {what}")
+                                 f"(e.g. mobilenets.data.image_io.decode_rgb(path).float() "
+                                 f"/ 255), not {what}")
         return list(images)
 
     def prepare(self, images) -> tuple[torch.Tensor, tuple]:

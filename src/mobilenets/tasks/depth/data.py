@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ...data import DataError, read_rgb
+from ...data.image_io import decode_unchanged
 from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
                             sample_key)
 
@@ -154,7 +154,7 @@ def decode_depth(path: str | Path, scale: float = 1000.0,
                  invalid: tuple[int, ...] = INVALID) -> torch.Tensor:
     """A single-channel integer PNG as float32 metres (``value / scale``), 1 x H x W, with 0
     where the code is in ``invalid``."""
-    return _depth_of(decode_image(str(path), mode=ImageReadMode.UNCHANGED), path, scale, invalid)
+    return _depth_of(decode_unchanged(path), path, scale, invalid)
 
 
 def _depth_of(raw: torch.Tensor, path, scale: float, invalid: tuple[int, ...]) -> torch.Tensor:
@@ -231,8 +231,7 @@ def decode_shard(sample: dict, scale: float = 1000.0, invalid: tuple[int, ...] =
     :class:`DepthPairs` gives)."""
     name, data = image_of(sample)
     image = decode_image_bytes(data, name)
-    raw = decode_image(torch.frombuffer(bytearray(sample["depth.png"]), dtype=torch.uint8),
-                       mode=ImageReadMode.UNCHANGED)
+    raw = decode_unchanged(sample["depth.png"])
     depth = _depth_of(raw, f"{sample.get('__key__')}.depth.png", scale, invalid)
     if image.shape[-2:] != depth.shape[-2:]:
         raise DataError(f"the image of sample {sample.get('__key__')} is "

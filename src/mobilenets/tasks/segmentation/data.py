@@ -42,10 +42,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode, v2
 
 from ...data import DataError, read_rgb
+from ...data.image_io import decode_unchanged
 from ...data.shards import (ShardLayout, check_keys, decode_image_bytes, image_field, image_of,
                             sample_key)
 
@@ -54,7 +54,7 @@ logger = logging.getLogger("mobilenets.data")
 IGNORE = 255
 """The mask value that the loss and the metrics skip (VOC's boundaries, padding, void)."""
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")   # what torchvision.io decodes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")   # what the decoder reads
 
 VOC_CLASSES = ["__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus",
                "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike",
@@ -270,7 +270,7 @@ class MaskPairs(Dataset):
         image_path, mask_path = self.pairs[index]
         try:
             image = read_rgb(image_path)
-            mask = decode_image(str(mask_path), mode=ImageReadMode.UNCHANGED)
+            mask = decode_unchanged(mask_path)
         except (OSError, RuntimeError, ValueError) as e:
             if self.strict:
                 raise DataError(f"cannot read {image_path} or {mask_path}: {e}") from e
@@ -338,8 +338,7 @@ def decode_shard(sample: dict, lut: torch.Tensor, layout: str, num_classes: int)
     :class:`MaskPairs` gives)."""
     name, data = image_of(sample)
     image = decode_image_bytes(data, name)
-    mask = decode_image(torch.frombuffer(bytearray(sample["mask.png"]), dtype=torch.uint8),
-                        mode=ImageReadMode.UNCHANGED)
+    mask = decode_unchanged(sample["mask.png"])
     where = f"{sample.get('__key__')}.mask.png"
     return _labelled(image, mask, lut, layout, num_classes, sample.get("__key__"), where), \
         int(sample["idx"])
