@@ -65,6 +65,21 @@ def test_task_from_model_name_and_task_options():
         parse_task_options(["hflip"])
 
 
+def test_colour_masks_are_refused_before_training(tmp_path, capsys):
+    data = _segmentation_data(tmp_path / "data", n_train=3, n_val=1)
+    for path in sorted((data / "masks").rglob("*.png")):      # colour-coded, as drawn
+        mask = np.asarray(Image.open(path))
+        Image.fromarray(np.stack([mask * 60] * 3, axis=-1)).save(path)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lraspp_mobilenet_v3_small_100", "--data", str(data),
+                 "--out", str(out), *RUN]) == 2
+    printed = capsys.readouterr()
+    assert "masks/train/000.png has 3 channels" in printed.err
+    assert "not colour images" in printed.err
+    assert "model:" not in printed.out                     # refused before the model is built
+    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
 def test_segmentation_train_eval_predict(tmp_path, capsys):
     data = _segmentation_data(tmp_path / "data")
     out = tmp_path / "run"

@@ -279,6 +279,14 @@ class MaskPairs(Dataset):
         return _labelled(image, mask, self.lut, self.files.layout, len(self.classes),
                          image_path, mask_path), index
 
+    def check_first(self) -> None:
+        """Read the first pair now, so that masks of the wrong kind throughout the data
+        (colour masks, another size than their images, values outside the labels) are a
+        DataError before training starts rather than some minutes into an epoch; a fault of
+        one later file still surfaces when it is read."""
+        if self.pairs:
+            self[0]
+
 
 def _labelled(image: torch.Tensor, mask: torch.Tensor, lut: torch.Tensor, layout: str,
               num_classes: int, image_where, mask_where):

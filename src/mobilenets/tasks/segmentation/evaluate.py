@@ -78,7 +78,9 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
     resolution = resolution or pre.get("resolution")
     if not resolution:
         raise ValueError("the model has no preprocess resolution: give resolution=")
-    dataset = SeededView(MaskPairs(files), segmentation_eval_transform(resolution, pre), 0)
+    pairs = MaskPairs(files)
+    pairs.check_first()
+    dataset = SeededView(pairs, segmentation_eval_transform(resolution, pre), 0)
     loader = eval_loader(dataset, collate_masks, batch_size, workers, device)
     result = evaluate_model(model.to(device) if hasattr(model, "to") else model, loader,
                             len(classes), device, classes=classes)

@@ -110,6 +110,8 @@ class SegmentationTask(Task):
         self.classes, self.files = list(train.classes), (train, val)
         self.train_raw = MaskPairs(train, strict=cfg.strict_data)
         self.val_raw = MaskPairs(val, strict=cfg.strict_data)
+        self.train_raw.check_first()
+        self.val_raw.check_first()
         # the transforms come from the model's preprocessing (model_ready)
         self.train_set = SeededView(self.train_raw, None, cfg.seed)
         self.val_set = SeededView(self.val_raw, None, cfg.seed)
