@@ -209,6 +209,26 @@ def test_eval_transform_resizes_mask_by_nearest(tmp_path):
                                     (torch.arange(32) * 64 // 32)[None]])
 
 
+def test_flat_folder_splits_80_20_or_is_used_whole(tmp_path):
+    root = tmp_path / "flat"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("a\nb\n")
+    for i in range(7):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(root / "images" / f"{i}.jpg")
+        if i != 3:                                   # an image without a mask
+            Image.fromarray(np.full((8, 8), i % 2, np.uint8)).save(root / "masks" / f"{i}.png")
+    train, val = find_split(root, "train"), find_split(root, "val")
+    whole = find_split(root, "val", whole=True)
+    assert [p[0].name for p in train.pairs] == ["0.jpg", "1.jpg", "2.jpg", "4.jpg", "5.jpg"]
+    assert [p[0].name for p in val.pairs] == ["6.jpg"]            # 6 pairs: 5 train, 1 val
+    assert [p[0].name for p in whole.pairs] == [f"{i}.jpg" for i in (0, 1, 2, 4, 5, 6)]
+    assert (train.skipped, val.skipped, whole.skipped) == (1, 0, 1)
+    assert train.classes == ["a", "b"] and train.layout == "folder"
+    with pytest.raises(DataError, match="there is no split 'test'"):
+        find_split(root, "test")
+
+
 def test_bad_data_gets_clear_errors(tmp_path):
     with pytest.raises(DataError, match="not a segmentation data folder"):
         find_split(tmp_path, "train")
@@ -219,11 +239,19 @@ def test_bad_data_gets_clear_errors(tmp_path):
         find_split(root, "train", label_set="voc")
     flat = tmp_path / "flat"
     (flat / "images").mkdir(parents=True)
-    (flat / "masks").mkdir()
+    (flat / "masks" / "train").mkdir(parents=True)
     (flat / "classes.txt").write_text("a\nb\n")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "images" / "0.png")
+    with pytest.raises(DataError, match="has no image with a mask: 1 images in"):
+        find_split(flat, "train")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "masks" / "0.png")
+    with pytest.raises(DataError, match="has 1 image with a mask; a flat folder splits"):
+        find_split(flat, "train")
+    (flat / "images" / "train").mkdir()          # images split, masks flat
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "images" / "train" / "0.png")
+    (flat / "masks" / "train").rmdir()
     with pytest.raises(DataError, match="holds the files directly: split them into "
-                                        "images/train/ and images/val/"):
+                                        "masks/train/ and masks/val/"):
         find_split(flat, "train")
     (root / "classes.txt").rename(root / "names.txt")
     with pytest.raises(DataError, match="has images/ and masks/ but no classes.txt"):

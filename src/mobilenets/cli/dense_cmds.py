@@ -124,7 +124,7 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
                    invalid: list[int] | None = None, label_set: str | None = None) -> dict:
     """Score ``model`` with its task's evaluation on ``data``: segmentation: the ``val``
     split of any segmentation layout (COCO panoptic masks remapped by ``label_set``, default
-    coco); depth: the pairs of ``DATA/val`` when it exists, else every pair in ``DATA``
+    coco), or every pair of a folder without split folders; depth: the pairs of ``DATA/val`` when it exists, else every pair in ``DATA``
     (PNG value / ``depth_scale`` = metres; ``invalid``: the codes of no depth; both default to
     the training data's, which the model's preprocess records, else 1000 and 0, 65535);
     detection: the YOLO data set's val split. Returns JSON-ready metrics."""
@@ -132,7 +132,7 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
         result = evaluate(model, data, "val", resolution, batch_size, workers,
-                          label_set=label_set)
+                          label_set=label_set, whole=True)
         keep = ("miou", "pixel_acc", "loss", "per_class_iou", "pixels", "images",
                 "bad_images")
     elif task == "depth":

@@ -5,7 +5,9 @@ Layouts (:func:`open_split` recognises them from the data folder):
 
 - **folder**: ``ROOT/classes.txt`` (one class name a line; line k is label k),
   ``ROOT/images/SPLIT/NAME.{jpg,jpeg,png,webp}`` and ``ROOT/masks/SPLIT/NAME.png``: a
-  single-channel PNG (grayscale or palette) whose values are labels, 255 = ignore.
+  single-channel PNG (grayscale or palette) whose values are labels, 255 = ignore. Without
+  split folders (``ROOT/images/NAME.jpg``, ``ROOT/masks/NAME.png``) the pairs in name order
+  split as the depth task's do: the first 80% ``train``, the last 20% ``val``.
 - **voc** (PASCAL VOC 2012): ``ROOT/JPEGImages/ID.jpg``, ``ROOT/SegmentationClass/ID.png``
   (palette PNG of labels 0..20, 255 = ignore, the object boundaries) and
   ``ROOT/ImageSets/Segmentation/SPLIT.txt`` (one ID a line). ``ROOT`` may also be a folder
@@ -70,7 +72,7 @@ LABEL_SETS = ("coco", "voc")
 LAYOUTS = ("folder", "voc", "coco")
 
 _LAYOUT_HELP = ("expected one of: ROOT/classes.txt + ROOT/images/SPLIT/*.jpg + "
-                "ROOT/masks/SPLIT/*.png (folder); ROOT/JPEGImages + ROOT/SegmentationClass + "
+                "ROOT/masks/SPLIT/*.png, or ROOT/images/*.jpg + ROOT/masks/*.png (folder); ROOT/JPEGImages + ROOT/SegmentationClass + "
                 "ROOT/ImageSets/Segmentation/SPLIT.txt (PASCAL VOC); "
                 "ROOT/semantic_segmentation/config.yaml + masks (COCO128); see "
                 "docs/segmentation.md")
@@ -209,11 +211,38 @@ def read_classes(path: Path) -> list[str]:
     return names
 
 
+def _is_flat(root: Path) -> bool:
+    """A folder-layout ROOT whose images/ holds the image files directly (no split folders)."""
+    images = root / "images"
+    return images.is_dir() and (root / "masks").is_dir() and any(
+        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in os.scandir(images))
+
+
+def _flat_split(root: Path, split: str, whole: bool):
+    """The pairs of a flat folder-layout ROOT: all of them (``whole``), or ``train`` (the first
+    80% in name order) or ``val`` (the last 20%), as the depth task splits a pair folder."""
+    pairs, skipped = _pair_up(root / "images", root / "masks", split, str(root))
+    if whole:
+        return pairs, skipped
+    if split not in ("train", "val"):
+        raise DataError(f"{root} has no split folders (images/ holds the images), so its "
+                        f"pairs split as train (the first 80% by name) and val (the last "
+                        f"20%); there is no split {split!r}: use train or val, or make "
+                        f"images/{split}/ and masks/{split}/")
+    if len(pairs) < 2:
+        raise DataError(f"{root} has {len(pairs)} image with a mask; a flat folder splits "
+                        f"into train and val and needs at least 2 (or give --val)")
+    cut = len(pairs) - max(1, round(0.2 * len(pairs)))
+    return (pairs[:cut], skipped) if split == "train" else (pairs[cut:], 0)
+
+
 def find_split(root: str | Path, split: str, label_set: str | None = None,
-               unlabeled: str | None = None) -> SplitFiles:
+               unlabeled: str | None = None, whole: bool = False) -> SplitFiles:
     """The pairs of split ``split`` (e.g. ``train``, ``val``) of the data folder ``root``, in
     any of the three layouts. ``label_set`` and ``unlabeled`` apply to COCO panoptic masks
-    only (None: ``"coco"`` and the set's default)."""
+    only (None: ``"coco"`` and the set's default). A folder layout without split folders
+    gives its first 80% as ``train`` and the last 20% as ``val``, or all its pairs with
+    ``whole`` (a separate validation folder, or scoring a folder)."""
     layout, root = detect_layout(Path(root))
     if layout != "coco" and (label_set not in (None, "coco") or unlabeled is not None):
         raise ValueError(f"label_set / unlabeled remap COCO panoptic ids; {root} is a "
@@ -221,6 +250,10 @@ def find_split(root: str | Path, split: str, label_set: str | None = None,
                          f"unset")
     if layout == "folder":
         classes = read_classes(root / "classes.txt")
+        if not (root / "images" / split).is_dir() and _is_flat(root):
+            pairs, skipped = _flat_split(root, split, whole)
+            return SplitFiles(pairs, classes, _index_lut(len(classes)), skipped, layout,
+                              str(root))
         pairs, skipped = _pair_up(root / "images" / split, root / "masks" / split, split,
                                   str(root))
         return SplitFiles(pairs, classes, _index_lut(len(classes)), skipped, layout, str(root))

@@ -57,13 +57,15 @@ def evaluate_model(model, loader, num_classes: int, device: torch.device | str =
 
 def evaluate(model, data, split: str = "val", resolution: int | None = None,
              batch_size: int = 16, workers: int = 0, label_set: str | None = None,
-             unlabeled: str | None = None, device: torch.device | str = "cpu") -> dict:
+             unlabeled: str | None = None, device: torch.device | str = "cpu",
+             whole: bool = False) -> dict:
     """Score ``model`` on split ``split`` of the data folder ``data`` (any layout of
     :mod:`.data`) at ``resolution`` (default: the model's preprocessing's) with the eval
     transform. The data's classes must be the model's (``config["class_names"]`` when it
     has them, else their number). Returns :func:`evaluate_model`'s values, ``per_class_iou``
-    by class name, and ``classes``."""
-    files = find_split(data, split, label_set, unlabeled)
+    by class name, and ``classes``. ``whole``: every pair of a folder without split folders
+    (else its ``split`` of the 80 / 20 split)."""
+    files = find_split(data, split, label_set, unlabeled, whole)
     classes = files.classes
     config = getattr(model, "config", None) or {}
     names = config.get("class_names")

@@ -98,8 +98,11 @@ class SegmentationTask(Task):
         self.shards = is_shard_source(cfg.data)
         if self.shards:
             return self.shard_datasets(cfg, opts)
-        train = find_split(cfg.data, opts.train_split, opts.label_set, opts.unlabeled)
-        val = find_split(cfg.val or cfg.data, opts.val_split, opts.label_set, opts.unlabeled)
+        # a flat folder (no split folders) is split 80 / 20, or used whole beside a --val
+        whole = cfg.val is not None
+        train = find_split(cfg.data, opts.train_split, opts.label_set, opts.unlabeled, whole)
+        val = find_split(cfg.val or cfg.data, opts.val_split, opts.label_set, opts.unlabeled,
+                         whole)
         if val.classes != train.classes:
             raise DataError(f"the validation data ({val.where}) has the classes "
                             f"{_shown(val.classes)}, the training data {_shown(train.classes)}; "
