@@ -20,7 +20,7 @@ def _torchvision_decode(path, mode):
         return decode_image(str(path), mode=getattr(ImageReadMode, mode))
 
 
-def test_rgb_jpeg_and_png_match_torchvision(tmp_path):
+def test_rgb_jpeg_and_png_match_torchvision(tmp_path, backend):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=90)
@@ -37,7 +37,7 @@ def test_rgb_jpeg_and_png_match_torchvision(tmp_path):
     assert torch.equal(image_io.decode_rgb(data), image_io.decode_rgb(tmp_path / "a.jpg"))
 
 
-def test_unchanged_keeps_16_bit_values_and_channels(tmp_path):
+def test_unchanged_keeps_16_bit_values_and_channels(tmp_path, backend):
     codes = np.arange(0, 60000, 25, dtype=np.uint16).reshape(40, 60)
     Image.fromarray(codes).save(tmp_path / "depth.png")
     depth = image_io.decode_unchanged(tmp_path / "depth.png")
@@ -56,6 +56,48 @@ def test_write_png_round_trips(tmp_path):
     assert torch.equal(image_io.decode_unchanged(tmp_path / "g.png"), image[:1])
 
 
+@pytest.fixture(params=["torchcodec", "torchvision"])
+def backend(request, monkeypatch):
+    """Each test that takes it runs with TorchCodec and with the torchvision.io fallback."""
+    if request.param == "torchcodec" and image_io.BACKEND != "torchcodec":
+        pytest.skip("TorchCodec does not load here")
+    monkeypatch.setattr(image_io, "BACKEND", request.param)
+    return request.param
+
+
+def test_exif_orientation_is_not_applied(tmp_path, backend):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = (250, 0, 0)                           # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6                                       # "rotate 90 degrees to display"
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as img:
+        assert img.getexif()[0x0112] == 6
+    rotated = image_io.decode_rgb(tmp_path / "rotated.jpg")
+    assert rotated.shape == (3, 40, 60)                    # as stored, like the mask beside it
+    assert rotated[0, :, :25].float().mean() > 200 and rotated[0, :, 35:].float().mean() < 50
+    assert torch.equal(read_rgb(tmp_path / "rotated.jpg"), rotated)
+    assert (rotated.int() - image_io.decode_rgb(tmp_path / "plain.jpg").int()).abs().max() <= 1
+    data = (tmp_path / "rotated.jpg").read_bytes()
+    assert torch.equal(decode_image_bytes(data, "jpg"), rotated)
+
+
+def test_failures_are_runtime_errors_naming_the_file(tmp_path, backend):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(RuntimeError, match="broken.jpg"):
+        image_io.decode_rgb(tmp_path / "broken.jpg")
+    with pytest.raises(FileNotFoundError):
+        image_io.decode_unchanged(tmp_path / "missing.png")
+    mask = Image.fromarray(np.zeros((6, 6), np.uint8), mode="P")
+    mask.putpalette([0, 0, 0] * 256)
+    mask.save(tmp_path / "palette.png")
+    broken = (tmp_path / "palette.png").read_bytes()
+    (tmp_path / "palette-broken.png").write_bytes(broken[:60])       # inside PLTE
+    with pytest.raises(RuntimeError, match="palette-broken.png"):
+        image_io.decode_unchanged(tmp_path / "palette-broken.png")
+
+
 def test_failures_are_runtime_errors_and_read_rgb_falls_back_to_pil(tmp_path):
     Image.fromarray(np.full((6, 8, 3), 200, np.uint8)).save(tmp_path / "a.bmp")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
@@ -69,7 +111,7 @@ def test_failures_are_runtime_errors_and_read_rgb_falls_back_to_pil(tmp_path):
         read_rgb(tmp_path / "broken.jpg")
 
 
-def test_palette_png_gives_its_indices(tmp_path):
+def test_palette_png_gives_its_indices(tmp_path, backend):
     indices = np.random.default_rng(1).integers(0, 21, (12, 10), dtype=np.uint8)
     indices[0, 0] = 255                                   # VOC's border code
     mask = Image.fromarray(indices, mode="P")

@@ -242,6 +242,10 @@ def test_bad_data_gets_clear_errors(tmp_path):
     (flat / "masks" / "train").mkdir(parents=True)
     (flat / "classes.txt").write_text("a\nb\n")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "images" / "0.png")
+    with pytest.raises(DataError, match="holds the files directly: split them into "
+                                        "images/train/ and images/val/"):
+        find_split(flat, "train")                # images flat, masks split: not flat
+    (flat / "masks" / "train").rmdir()
     with pytest.raises(DataError, match="has no image with a mask: 1 images in"):
         find_split(flat, "train")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "masks" / "0.png")
@@ -249,7 +253,6 @@ def test_bad_data_gets_clear_errors(tmp_path):
         find_split(flat, "train")
     (flat / "images" / "train").mkdir()          # images split, masks flat
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "images" / "train" / "0.png")
-    (flat / "masks" / "train").rmdir()
     with pytest.raises(DataError, match="holds the files directly: split them into "
                                         "masks/train/ and masks/val/"):
         find_split(flat, "train")

@@ -124,9 +124,10 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
                    invalid: list[int] | None = None, label_set: str | None = None) -> dict:
     """Score ``model`` with its task's evaluation on ``data``: segmentation: the ``val``
     split of any segmentation layout (COCO panoptic masks remapped by ``label_set``, default
-    coco), or every pair of a folder without split folders; depth: the pairs of ``DATA/val`` when it exists, else every pair in ``DATA``
-    (PNG value / ``depth_scale`` = metres; ``invalid``: the codes of no depth; both default to
-    the training data's, which the model's preprocess records, else 1000 and 0, 65535);
+    coco), or every pair of a folder without split folders; depth: the pairs of ``DATA/val``
+    when it exists, else every pair in ``DATA`` (PNG value / ``depth_scale`` = metres;
+    ``invalid``: the codes of no depth; both default to the training data's, which the
+    model's preprocess records, else 1000 and 0, 65535);
     detection: the YOLO data set's val split. Returns JSON-ready metrics."""
     model = _as_dense(model, task)
     if task == "segmentation":

@@ -110,8 +110,9 @@ def is_value_map(path: str | Path) -> bool:
 def read_rgb(path: str | Path) -> torch.Tensor:
     """An image file as a uint8 3 x H x W RGB tensor: the library's decoder (JPEG, PNG, WEBP,
     GIF; :mod:`~mobilenets.data.image_io`), else PIL's (BMP, TIFF and the other formats the
-    classification loader reads); a 16-bit colour PNG is brought to 8 bits. OSError naming the file when it is missing,
-    unreadable, or a single-channel 16- or 32-bit image (a depth or label map, not a photo)."""
+    classification loader reads), as stored (no EXIF orientation applied); a 16-bit colour
+    PNG is brought to 8 bits. OSError naming the file when it is missing, unreadable, or a
+    single-channel 16- or 32-bit image (a depth or label map, not a photo)."""
     from .image_io import decode_rgb
     path = Path(path)
     if not path.is_file():

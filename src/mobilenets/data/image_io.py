@@ -2,18 +2,27 @@
 decodes and encodes images.
 
 TorchCodec (>= 0.16) is the decoder: torchvision deprecated its own image decoding and
-encoding in 0.29 in its favour (same libjpeg-turbo / libpng results). Where TorchCodec cannot
-be imported (not installed, or built for another torch), torchvision.io does the same work.
+encoding in 0.29 in its favour (both use libjpeg-turbo and libpng; JPEG pixels are the same).
+Where TorchCodec cannot be imported (not installed, or built for another torch),
+torchvision.io does the same work.
 
-A decode failure is a ``RuntimeError`` (an unsupported format or a broken file), a missing
-file ``FileNotFoundError``, whichever backend ran.
+Images are read as stored, **without applying an EXIF orientation tag**, as torchvision's
+decoder did by default and as PIL (the classification folders' loader) does: a photo and the
+mask or depth map drawn on it stay aligned. TorchCodec always applies the tag, so a file that
+carries one other than "upright" is decoded by PIL instead; so is a palette PNG read
+unchanged (a VOC mask: its indices, where TorchCodec would give colours).
+
+A decode failure is a ``RuntimeError`` naming the file (an unsupported format or a broken
+file), a missing file ``FileNotFoundError``, whichever backend ran.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 try:
@@ -24,19 +33,56 @@ try:
 except Exception:         # absent, or its native library does not load against this torch
     BACKEND = "torchvision"
 
-Source = str | Path | bytes | torch.Tensor
+Source = str | Path | bytes | bytearray | torch.Tensor
+
+_EXIF_MARKERS = (b"Exif\x00\x00", b"eXIf", b"EXIF")     # JPEG APP1, PNG and WebP chunks
+_ORIENTATION = 0x0112
 
 
-def _as_codec_source(source: Source):
-    return str(source) if isinstance(source, Path) else source
-
-
-def _as_torchvision_source(source: Source):
+def _encoded(source: Source) -> tuple[bytearray, str]:
+    """The file's bytes (writable, for torch.frombuffer) and a name for messages."""
     if isinstance(source, (str, Path)):
-        return str(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return torch.frombuffer(bytearray(source), dtype=torch.uint8)
-    return source
+        path = Path(source)
+        with open(path, "rb") as f:                       # FileNotFoundError names it
+            data = bytearray(path.stat().st_size)
+            f.readinto(data)
+        return data, str(path)
+    if isinstance(source, torch.Tensor):
+        return bytearray(source.numpy().tobytes()), "image bytes"
+    return bytearray(source), "image bytes"
+
+
+def _is_palette_png(head: bytes) -> bool:
+    return (len(head) >= 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+            and head[25] == 3)                            # IHDR colour type 3: palette
+
+
+def _rotated(data: bytearray) -> bool:
+    """True when the file carries an EXIF orientation other than 1 (upright); the bytes are
+    searched for an EXIF block first, so most files cost no parse."""
+    if not any(marker in data for marker in _EXIF_MARKERS):
+        return False
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.getexif().get(_ORIENTATION, 1) not in (1, None)
+    except Exception:                     # an unreadable EXIF block: leave it to the decoder
+        return False
+
+
+def _pil_decode(data: bytearray, rgb: bool, name: str) -> torch.Tensor:
+    """PIL's decoding, as stored (no EXIF transpose): RGB, or the stored channels and bit
+    depth (a palette's indices, 16-bit grey as uint16)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            array = np.asarray(img.convert("RGB") if rgb else img)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise RuntimeError(f"{name}: {e}") from None
+    if array.dtype == bool:                               # 1-bit images
+        array = array.astype(np.uint8)
+    image = torch.from_numpy(array.copy())
+    return image[None] if image.dim() == 2 else image.permute(2, 0, 1).contiguous()
 
 
 def _torchvision():
@@ -50,72 +96,43 @@ def _first_frame(image: torch.Tensor) -> torch.Tensor:
     return image[0] if image.dim() == 4 else image      # animated GIF / WebP: frame 0
 
 
-def decode_rgb(source: Source, jpeg: bool = False) -> torch.Tensor:
-    """A uint8 3 x H x W RGB tensor from a path, the file's bytes or a 1-D uint8 tensor of
-    them (an animated image: its first frame; 16-bit PNG colours brought to 8 bits).
-    ``jpeg``: the bytes are known to be JPEG (skips format detection)."""
+def _decode(source: Source, rgb: bool, jpeg: bool = False) -> torch.Tensor:
+    data, name = _encoded(source)
+    if (not rgb and _is_palette_png(bytes(data[:26]))) or _rotated(data):
+        return _first_frame(_pil_decode(data, rgb, name))
+    encoded = torch.frombuffer(data, dtype=torch.uint8)
     if BACKEND == "torchcodec":
         decode = _codec_decode_jpeg if jpeg else _codec_decode
+        options = {"mode": "RGB"} if rgb else {"mode": "UNCHANGED", "output_dtype": "auto"}
         try:
-            image = decode(_as_codec_source(source), mode="RGB")
-        except ValueError as e:                   # torchcodec: format not recognised
-            raise RuntimeError(str(e)) from None
-        return _first_frame(image)
+            return _first_frame(decode(encoded, **options))
+        except (ValueError, RuntimeError) as e:   # unknown format / broken file
+            raise RuntimeError(f"{name}: {e}") from None
     tvio = _torchvision()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         decode = tvio.decode_jpeg if jpeg else tvio.decode_image
-        image = decode(_as_torchvision_source(source), mode=tvio.ImageReadMode.RGB)
-    image = _first_frame(image)
-    if image.dtype != torch.uint8:
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+        mode = tvio.ImageReadMode.RGB if rgb else tvio.ImageReadMode.UNCHANGED
+        try:
+            image = _first_frame(decode(encoded, mode=mode))
+        except RuntimeError as e:
+            raise RuntimeError(f"{name}: {e}") from None
+    if rgb and image.dtype != torch.uint8:        # 16-bit colour: rounded as TorchCodec does
+        image = ((image.to(torch.int32) * 255 + 32895) >> 16).to(torch.uint8)
     return image
 
 
-def _palette_png(source: Source) -> bytes | None:
-    """The file's bytes when ``source`` is a palette PNG (colour type 3: VOC's masks), else
-    None. Read from the 26-byte header; a missing file is left to the decoder."""
-    if isinstance(source, (str, Path)):
-        try:
-            with open(source, "rb") as f:
-                head = f.read(26)
-        except OSError:
-            return None
-        return Path(source).read_bytes() if _is_palette(head) else None
-    data = bytes(source.numpy()) if isinstance(source, torch.Tensor) else bytes(source)
-    return data if _is_palette(data[:26]) else None
-
-
-def _is_palette(head: bytes) -> bool:
-    return (len(head) >= 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
-            and head[25] == 3)
+def decode_rgb(source: Source, jpeg: bool = False) -> torch.Tensor:
+    """A uint8 3 x H x W RGB tensor from a path, the file's bytes or a 1-D uint8 tensor of
+    them (an animated image: its first frame; 16-bit PNG colours brought to 8 bits).
+    ``jpeg``: the bytes are known to be JPEG (skips format detection)."""
+    return _decode(source, rgb=True, jpeg=jpeg)
 
 
 def decode_unchanged(source: Source) -> torch.Tensor:
     """An image as stored: its channels and bit depth (a 16-bit PNG gives uint16), C x H x W;
-    for label masks and depth maps. A palette PNG gives its indices (1 x H x W), as
-    torchvision's and PIL's decoders do (TorchCodec would expand it to RGB; PIL reads it)."""
-    palette = _palette_png(source)
-    if palette is not None:
-        import io
-
-        import numpy as np
-        from PIL import Image
-        with Image.open(io.BytesIO(palette)) as img:
-            return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())[None]
-    if BACKEND == "torchcodec":
-        try:
-            image = _codec_decode(_as_codec_source(source), mode="UNCHANGED",
-                                  output_dtype="auto")
-        except ValueError as e:
-            raise RuntimeError(str(e)) from None
-        return _first_frame(image)
-    tvio = _torchvision()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        image = tvio.decode_image(_as_torchvision_source(source),
-                                  mode=tvio.ImageReadMode.UNCHANGED)
-    return _first_frame(image)
+    for label masks and depth maps. A palette PNG gives its indices (1 x H x W)."""
+    return _decode(source, rgb=False)
 
 
 def write_png(image: torch.Tensor, path: str | Path) -> None:

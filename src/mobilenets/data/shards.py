@@ -206,8 +206,7 @@ def image_of(sample: dict) -> tuple[str, bytes]:
 
 def decode_image_bytes(data: bytes, field_name: str = "jpg") -> torch.Tensor:
     """A uint8 3 x H x W RGB tensor from an image file's bytes (libjpeg-turbo for JPEG)."""
-    return decode_rgb(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                      jpeg=field_name in _JPEG)
+    return decode_rgb(data, jpeg=field_name in _JPEG)
 
 
 def check_keys(samples: list[Sample], where) -> list[Sample]:

@@ -72,7 +72,8 @@ LABEL_SETS = ("coco", "voc")
 LAYOUTS = ("folder", "voc", "coco")
 
 _LAYOUT_HELP = ("expected one of: ROOT/classes.txt + ROOT/images/SPLIT/*.jpg + "
-                "ROOT/masks/SPLIT/*.png, or ROOT/images/*.jpg + ROOT/masks/*.png (folder); ROOT/JPEGImages + ROOT/SegmentationClass + "
+                "ROOT/masks/SPLIT/*.png, or ROOT/images/*.jpg + ROOT/masks/*.png (folder); "
+                "ROOT/JPEGImages + ROOT/SegmentationClass + "
                 "ROOT/ImageSets/Segmentation/SPLIT.txt (PASCAL VOC); "
                 "ROOT/semantic_segmentation/config.yaml + masks (COCO128); see "
                 "docs/segmentation.md")
@@ -212,10 +213,14 @@ def read_classes(path: Path) -> list[str]:
 
 
 def _is_flat(root: Path) -> bool:
-    """A folder-layout ROOT whose images/ holds the image files directly (no split folders)."""
-    images = root / "images"
-    return images.is_dir() and (root / "masks").is_dir() and any(
-        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in os.scandir(images))
+    """A folder-layout ROOT whose images/ holds the image files directly and where neither
+    images/ nor masks/ holds a folder (a split folder in either: not flat)."""
+    images, masks = root / "images", root / "masks"
+    if not (images.is_dir() and masks.is_dir()):
+        return False
+    entries = list(os.scandir(images)) + list(os.scandir(masks))
+    return not any(e.is_dir() for e in entries) and any(
+        e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
 
 
 def _flat_split(root: Path, split: str, whole: bool):
