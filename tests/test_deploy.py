@@ -331,3 +331,16 @@ def test_se_gate_rewrite_leaves_other_graphs_alone(tmp_path):
         [onnx.numpy_helper.from_array(np.ones((1, 8, 1, 1), np.float32), "c")])
     assert broadcast_mul_to_resize(onnx.helper.make_model(graph)) == 1
     assert broadcast_mul_to_resize(onnx.helper.make_model(graph), block=16) == 0
+
+
+def test_dynamic_batch_quantizes_with_any_image_count(dynamic, tmp_path):
+    """A symbolic batch is calibrated in batches of one size (the largest divisor of the
+    image count up to 8): onnxruntime's percentile calibrator failed on a smaller last one."""
+    from mobilenets.deploy import quantize_onnx
+    from mobilenets.deploy.quantize import equal_batches
+    batches = equal_batches([torch.zeros(8, 3, 2, 2)] * 6 + [torch.zeros(2, 3, 2, 2)], 8)
+    assert [len(b) for b in batches] == [5] * 10                    # 50 images
+    assert [len(b) for b in equal_batches([torch.zeros(7, 1)] * 2, 8)] == [7, 7]
+    model, path = dynamic
+    q = OnnxModel(quantize_onnx(path, tmp_path / "int8.onnx", SAMPLE_DIR, num_images=13))
+    assert q(torch.rand(3, 3, RES, RES)).shape == (3, len(CLASSES))

@@ -19,7 +19,7 @@ ROOT = Path(mobilenets.__file__).parent
 
 # lowest first; packages in one layer do not import each other
 LAYERS = (
-    ("version", "layers", "data"),
+    ("version", "files", "layers", "data"),
     ("models",),
     ("weights",),
     ("cost",),

@@ -134,10 +134,23 @@ def calibration_input(proto, calib_dir, preprocess: dict, num_images: int,
     check_rgb_model(dims[1].dim_value or 3, "int8 calibration")
     if detection is not None:
         size = dims[2].dim_value or preprocess["resolution"]
-        return first.name, detection_batches(calib_dir, detection.get("resize", "stretch"),
-                                             size, preprocess, num_images, batch, seed)
-    return first.name, calibration_batches(task_images(calib_dir, task), preprocess,
-                                           num_images, batch, seed)
+        batches = detection_batches(calib_dir, detection.get("resize", "stretch"), size,
+                                    preprocess, num_images, batch, seed)
+    else:
+        batches = calibration_batches(task_images(calib_dir, task), preprocess, num_images,
+                                      batch, seed)
+    return first.name, batches if dims[0].dim_value else equal_batches(batches, batch)
+
+
+def equal_batches(batches: list[torch.Tensor], most: int) -> list[torch.Tensor]:
+    """``batches`` regrouped into batches of one size, the largest divisor of the image count
+    up to ``most``: onnxruntime's histogram calibrators stack a round's outputs, which fails
+    on a smaller last batch (a file with a symbolic batch takes any size)."""
+    if len({len(b) for b in batches}) <= 1:
+        return batches
+    images = torch.cat(batches)
+    size = max(d for d in range(1, most + 1) if len(images) % d == 0)
+    return list(images.split(size))
 
 
 def task_images(calib, task: str | None):

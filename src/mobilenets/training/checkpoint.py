@@ -6,12 +6,12 @@ scheduler, EMA and AMP-scaler states, the RNG states and the position in the epo
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..files import atomic_write
 
 
 def rng_state() -> dict:
@@ -35,15 +35,7 @@ def _as_tuple(x):
 def save_checkpoint(path: Path, state: dict) -> None:
     """``torch.save`` to a temporary file in the same folder, then an atomic rename: a crash
     while writing leaves the previous checkpoint intact."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict:

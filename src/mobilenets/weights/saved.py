@@ -8,13 +8,12 @@ version. Both files are written atomically (temporary file, then rename).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 from torch import nn
 
+from ..files import atomic_write
 from ..version import __version__
 from .files import CheckpointError
 
@@ -32,17 +31,6 @@ def is_saved_model(path: Path) -> bool:
         return json.loads(cfg.read_text()).get("schema") == SCHEMA
     except (OSError, ValueError):
         return False
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_class_names(names: list[str] | None, num_classes: int | None) -> None:
@@ -96,9 +84,9 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
     }
     text = json.dumps(config, indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / WEIGHTS_FILE,
+    atomic_write(directory / WEIGHTS_FILE,
                   lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     return directory
 
 
