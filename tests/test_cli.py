@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,26 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
     (result,) = json.loads(out)["predictions"]
     assert result["image"] == image and len(result["classes"]) == 2
     assert result["probabilities"] == sorted(result["probabilities"], reverse=True)
+
+
+def test_predict_skips_an_unreadable_image_in_a_folder(tmp_path, capsys):
+    from mobilenets.data import SAMPLE_DIR
+    import shutil
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted((SAMPLE_DIR / "val").rglob("*.jpg"))[:2]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "AAA.jpg").write_bytes(b"not an image")          # sorts first
+    code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder), "--json")
+    assert code == 0 and "skipping" in err and "AAA.jpg" in err
+    results = json.loads(out)["predictions"]
+    assert [Path(r["image"]).name for r in results] == ["AAA.jpg"] + [p.name for p in good]
+    assert "error" in results[0] and all(len(r["classes"]) == 5 for r in results[1:])
+    code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder / "AAA.jpg"))
+    assert code == 2 and "cannot read image" in err and "AAA.jpg" in err
+    for path in good:
+        (folder / path.name).unlink()
+    (folder / "BBB.jpg").write_bytes(b"")
+    code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder))
+    assert code == 2 and "none of the 2 images could be read" in err

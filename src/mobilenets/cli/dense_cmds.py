@@ -5,6 +5,7 @@ and its prediction pictures (input and output side by side, one PNG per image)."
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 TASK_NAMES = ("classification", "segmentation", "depth", "detection")
@@ -364,9 +365,9 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
     picture side by side (detection: the image with its boxes only)."""
     import torch
-    from ..data.image_io import write_png
 
     from ..data import read_rgb
+    from ..data.image_io import write_png
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model = _as_dense(model, task).eval()
@@ -377,7 +378,8 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         try:
             image = read_rgb(path)
         except OSError as e:
-            raise ValueError(f"cannot read image: {e}") from None
+            results.append(unreadable_image(path, e, len(images)))
+            continue
         picture, summary = predict_picture(model, task, image, conf, iou, max_det)
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
@@ -388,13 +390,30 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
             boxes = (f" ({len(summary['detections'])} boxes scoring >= {conf})"
                      if task == "detection" else "")
             print(f"{path} -> {target}{boxes}")
+    check_some_read(results)
     if as_json:
         print(json.dumps({"task": task, "predictions": results}))
     return 0
 
 
+def unreadable_image(path, error, total: int) -> dict:
+    """predict's entry for an image it cannot read: an error when it is the only image, else
+    a warning and ``{"image", "error"}`` (the others are still predicted, as ultralytics)."""
+    if total == 1:
+        raise ValueError(f"cannot read image {path}: {error}")
+    print(f"mobilenets: warning: skipping {path}: cannot read it ({error})", file=sys.stderr)
+    return {"image": path, "error": str(error)}
+
+
+def check_some_read(results: list[dict]) -> None:
+    """A ValueError when predict could read none of its images."""
+    if results and all("error" in r for r in results):
+        raise ValueError(f"none of the {len(results)} images could be read (see the warnings)")
+
+
 __all__ = ["DENSE_EVAL_OPTIONS", "DENSE_TASKS", "MAIN_METRICS", "TASK_NAMES",
-           "add_dense_eval_arguments", "add_dense_train_arguments", "dense_eval_options",
+           "add_dense_eval_arguments", "add_dense_train_arguments", "check_some_read",
+           "dense_eval_options",
            "dense_train_options", "dense_task_of", "eval_report",
            "evaluate_dense", "metrics_line", "model_task", "parse_task_options",
-           "predict_dense", "predict_picture", "train_task"]
+           "predict_dense", "predict_picture", "train_task", "unreadable_image"]

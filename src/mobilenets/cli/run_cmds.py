@@ -14,9 +14,10 @@ from ..training.config import OPTION_NAMES, TrainConfig, load_recipe, make_confi
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
 from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, add_dense_train_arguments,
-                         dense_eval_options, dense_task_of, dense_train_options, eval_report,
-                         evaluate_dense, metrics_line, model_task, parse_task_options,
-                         predict_dense, train_task)
+                         check_some_read, dense_eval_options, dense_task_of,
+                         dense_train_options, eval_report, evaluate_dense, metrics_line,
+                         model_task, parse_task_options, predict_dense, train_task,
+                         unreadable_image)
 
 _TRAIN_SKIP = {"extra", "recipe"}
 
@@ -399,7 +400,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             with Image.open(path) as img:
                 x = transform(img.convert("RGB"))[None]
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read image {path}: {e}") from None
+            results.append(unreadable_image(path, e, len(images)))
+            continue
         with torch.no_grad():
             probs = model(x).softmax(1)[0]
         values, indices = probs.topk(min(args.top_k, len(names)))
@@ -410,6 +412,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(path)
             for name, v in top:
                 print(f"  {name:24s} {v:.4f}")
+    check_some_read(results)
     if args.json:
         print(json.dumps({"predictions": results}))
     return 0
