@@ -129,16 +129,21 @@ def test_output_folder_is_protected_and_resume_continues_its_own_run(data, tmp_p
                  *quick]) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert (out / "best" / "model.safetensors").read_bytes() == best
-    # resumed with no --out and no --model: the checkpoint's run, in its folder
-    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2",
-                 "--no-progress"]) == 0
+    # resumed with no --out and no --model: the checkpoint's run, in its folder (named by
+    # the folder, as by its last.pt)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert f"weights of {out / 'last.pt'} (resuming at epoch 2)" in capsys.readouterr().out
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     config = json.loads((out / "train_config.json").read_text())
     assert config["model"] == "mobilenet_v3_small_075" and config["max_steps_per_epoch"] == 2
     capsys.readouterr()
-    assert main(["train", "--resume", str(out / "last.pt"), "--no-progress"]) == 2
-    assert "has trained 2 epochs, as many as --epochs 2" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out / "last.pt"), "--no-progress",
+                 "--warmup-epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "has trained 2 epochs, as many as --epochs 2" in err
+    assert "warmup_epochs" not in err          # no warning about a run that is refused
     assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "--recipe",
                  "mobilenet_v2", "--no-progress"]) == 2
     assert "a resumed run keeps its options" in capsys.readouterr().err
@@ -274,3 +279,16 @@ def test_depthwise_weight_decay_applies_to_the_depthwise_kernels_only():
     assert torch.allclose(pointwise, before_pw * (1 - 0.5 * 0.1))
     with pytest.raises(ValueError, match="depthwise_weight_decay"):
         make_config(depthwise_weight_decay=-1.0)
+
+
+def test_run_folder_inside_the_class_folders_is_refused(data, tmp_path, capsys):
+    quick = ["--model", "mobilenet_v3_small_075", "--resolution", "32", "--batch-size", "4",
+             "--max-steps-per-epoch", "1", "--epochs", "1", "--no-progress"]
+    out = data / "train" / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *quick]) == 2
+    assert "is inside the training class folders" in capsys.readouterr().err
+    assert not (out / "best").exists()
+    # a flat folder of class folders given as its own --val: trains, with a warning
+    with pytest.warns(UserWarning, match="is the training folder"):
+        assert main(["train", "--data", str(data / "train"), "--val", str(data / "train"),
+                     "--out", str(tmp_path / "same"), *quick]) == 0

@@ -27,8 +27,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--recipe", default=None, help="named recipe or .toml path (mobilenets "
                    "recipes lists them); command-line options override it")
     p.add_argument("--resume", default=None, metavar="CKPT",
-                   help="continue the run of this last.pt, with its options (given ones "
-                   "override them) and, unless --out is given, in its folder")
+                   help="continue the run of this last.pt (or of the run folder holding "
+                   "it), with its options (given ones override them) and, unless --out is "
+                   "given, in its folder")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out folder that holds an earlier one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -143,6 +144,8 @@ def add_config_flags(p, skip: set[str], helps: dict[str, str] | None = None) -> 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..tasks.classification import train
+    if args.resume and Path(args.resume).is_dir():          # a run folder: its last.pt
+        args.resume = str(Path(args.resume) / "last.pt")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name not in _TRAIN_SKIP}
     if args.resume:

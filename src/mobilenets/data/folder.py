@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 import os
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tup
         if not val_dir.is_dir():
             raise DataError(f"data folder {root} has no val/ folder; add one, or pass "
                             "--val FOLDER (a folder of class folders)")
+    if train_dir.resolve() == val_dir.resolve():
+        warnings.warn(f"the validation folder {val_dir} is the training folder: the "
+                      f"validation figures are on the training images (give --val other "
+                      f"images)")
     train_classes = _check_split(train_dir, "train")
     missing = sorted(set(_check_split(val_dir, "val")) - set(train_classes))
     if missing:

@@ -46,6 +46,7 @@ def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress
     Returns the last epoch's metrics."""
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
+    task.check_run_folder(cfg)
     created = _missing_folders(out)
     dist = setup()
     try:
@@ -165,11 +166,14 @@ class _Run:
         random.seed(cfg.seed)
 
         self.train_set, val_set = task.datasets(cfg)
+        task.resuming = ((self.resume, self.ckpt["epoch"], self.ckpt["step"])
+                         if self.ckpt is not None else None)
         if dist.main:
             print(task.summary(self.train_set, val_set), flush=True)
         if cfg.epochs < 1:        # after the summary: what would have been trained on
             raise ValueError(f"epochs must be >= 1 to train, not {cfg.epochs}")
-        if dist.main and cfg.warmup_epochs >= cfg.epochs:
+        finished = self.ckpt is not None and self.ckpt["epoch"] >= cfg.epochs   # refused below
+        if dist.main and cfg.warmup_epochs >= cfg.epochs and not finished:
             print(f"warning: warmup_epochs {cfg.warmup_epochs:g} >= epochs {cfg.epochs}: the "
                   f"learning rate never reaches lr {cfg.lr:g}; give fewer warm-up epochs "
                   f"(--warmup-epochs) or more epochs", file=sys.stderr, flush=True)

@@ -125,11 +125,20 @@ class Task(ABC):
         have only the training figures."""
         return None
 
+    def check_run_folder(self, cfg) -> None:
+        """Refuse a run folder ``cfg.out`` that the task's data would read (called before it
+        is made); by default any is fine."""
+
     def start_text(self) -> str:
         """The summary's words for where the weights start: ``weights FILE``, ``backbone
         weights FILE`` (a classification checkpoint under a head, from the task's
         ``backbone_weights`` or ``model_options["backbone_weights"]`` option) or
-        ``weights random``."""
+        ``weights random``; a resumed run: the checkpoint and where it resumes."""
+        resuming = getattr(self, "resuming", None)
+        if resuming:
+            path, epoch, step = resuming
+            at = f"epoch {epoch + 1}" + (f", step {step}" if step else "")
+            return f"weights of {path} (resuming at {at})"
         if self.cfg.weights:
             return f"weights {self.cfg.weights}"
         options = getattr(self, "options", None)

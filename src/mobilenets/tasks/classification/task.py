@@ -88,6 +88,20 @@ class ClassificationTask(Task):
         ``cfg.val``)."""
         return resolve_split(cfg.data, cfg.val)
 
+    def check_run_folder(self, cfg: TrainConfig) -> None:
+        """A run folder inside the training or validation class folders is refused (the
+        next run would read its best/ as a class); checked before the folder is made."""
+        if cfg.data is None or is_shard_source(cfg.data):
+            return
+        root = Path(cfg.data)
+        train = root / "train" if (root / "train").is_dir() else root
+        val = Path(cfg.val) if cfg.val is not None else root / "val"
+        for name, folder in (("training", train), ("validation", val)):
+            if folder.is_dir() and Path(cfg.out).resolve().is_relative_to(folder.resolve()):
+                raise ValueError(f"the run folder {cfg.out} is inside the {name} class "
+                                 f"folders {folder}: the next run would read its files as a "
+                                 f"class; give an --out outside it")
+
     def collate(self, items):
         return collate_skip_bad(items)
 
@@ -97,8 +111,8 @@ class ClassificationTask(Task):
                                           if len(classes) > 8 else "")
         return (f"data: {len(classes)} classes ({shown}); {len(train_set)} train images in "
                 f"{self.dirs[0]}, {len(val_set)} val images in {self.dirs[1]}\n"
-                f"model: {cfg.model} at {cfg.resolution} px, weights "
-                f"{cfg.weights or 'random'}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"model: {cfg.model} at {cfg.resolution} px, {self.start_text()}; "
+                f"{cfg.epochs} epochs of batch {cfg.batch_size}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
