@@ -292,3 +292,27 @@ def test_run_folder_inside_the_class_folders_is_refused(data, tmp_path, capsys):
     with pytest.warns(UserWarning, match="is the training folder"):
         assert main(["train", "--data", str(data / "train"), "--val", str(data / "train"),
                      "--out", str(tmp_path / "same"), *quick]) == 0
+
+
+def test_width_mult_trains_the_width_profile_costs(data, tmp_path, capsys):
+    out = tmp_path / "half"
+    quick = ["--data", str(data), "--resolution", "32", "--batch-size", "4",
+             "--max-steps-per-epoch", "1", "--epochs", "1", "--no-progress"]
+    assert main(["train", "--model", "mobilenet_v3_small_100", "--width-mult", "0.5",
+                 "--out", str(out), *quick]) == 0
+    assert "model: mobilenet_v3_small_100 at width 0.5 at 32 px" in capsys.readouterr().out
+    trained = mobilenets.load(out / "best")
+    reference = mobilenets.create_model("mobilenet_v3_small_100", width_mult=0.5,
+                                        num_classes=3)
+    assert trained.config["width_mult"] == 0.5
+    assert ([p.shape for p in trained.parameters()]
+            == [p.shape for p in reference.parameters()])
+    # a head takes it as one of its model options; given twice, the two must agree
+    from mobilenets.training.config import TrainConfig
+    from mobilenets.training.task import Task
+    cfg = TrainConfig(width_mult=0.5, bn_momentum=0.01)
+    assert Task.with_config_options(cfg, {"num_classes": 3}) == {
+        "num_classes": 3, "width_mult": 0.5, "bn_momentum": 0.01}
+    with pytest.raises(ValueError, match="--width-mult 0.5 and model_options' width_mult "
+                                         "0.75 disagree"):
+        Task.with_config_options(cfg, {"width_mult": 0.75})

@@ -52,6 +52,9 @@ def add_train_parser(sub) -> None:
 # One line per training option for --help (the default, or the recipe's value, is appended).
 _CONFIG_HELP = {
     "model": "registered model name (see `mobilenets list`)",
+    "width_mult": "channel width multiplier instead of the name's (e.g. 0.5 for "
+                  "mobilenet_v3_small_100 at half width; `mobilenets profile --width-mult` "
+                  "gives its cost)",
     "data": "folder with train/ and val/ class folders (default: the built-in sample), or "
             "WebDataset shards (`mobilenets shard`): their folder, a brace pattern or pipe:; "
             "a detector: a YOLO data set, its folder or data YAML (docs/detection.md)",

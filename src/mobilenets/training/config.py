@@ -15,6 +15,7 @@ class TrainConfig:
     """Every option of ``mobilenets train``; a recipe sets some, the command line the rest."""
 
     model: str = "mobilenet_v3_small_100"
+    width_mult: float | None = None    # None: the name's (mobilenet_v2_050: 0.5)
     data: str | None = None            # None: the built-in sample
     val: str | None = None
     out: str = "runs/train"

@@ -125,6 +125,20 @@ class Task(ABC):
         have only the training figures."""
         return None
 
+    @staticmethod
+    def with_config_options(cfg, options: dict) -> dict:
+        """``options`` (create_model's, e.g. a task's ``model_options``) with the training
+        options that are model options, where given: ``width_mult``, ``bn_momentum``."""
+        options = dict(options)
+        if cfg.width_mult is not None:
+            if "width_mult" in options and options["width_mult"] != cfg.width_mult:
+                raise ValueError(f"--width-mult {cfg.width_mult:g} and model_options' "
+                                 f"width_mult {options['width_mult']:g} disagree; give one")
+            options["width_mult"] = cfg.width_mult
+        if cfg.bn_momentum is not None:
+            options["bn_momentum"] = cfg.bn_momentum
+        return options
+
     def check_run_folder(self, cfg) -> None:
         """Refuse a run folder ``cfg.out`` that the task's data would read (called before it
         is made); by default any is fine."""

@@ -111,7 +111,9 @@ class ClassificationTask(Task):
                                           if len(classes) > 8 else "")
         return (f"data: {len(classes)} classes ({shown}); {len(train_set)} train images in "
                 f"{self.dirs[0]}, {len(val_set)} val images in {self.dirs[1]}\n"
-                f"model: {cfg.model} at {cfg.resolution} px, {self.start_text()}; "
+                f"model: {cfg.model}"
+                f"{'' if cfg.width_mult is None else f' at width {cfg.width_mult:g}'} at "
+                f"{cfg.resolution} px, {self.start_text()}; "
                 f"{cfg.epochs} epochs of batch {cfg.batch_size}; "
                 f"writing to {cfg.out}")
 
@@ -127,8 +129,9 @@ class ClassificationTask(Task):
             model.config.update({k: config[k] for k in ("pruned", "weights") if k in config})
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
-        options = {"num_classes": len(self.classes), "resolution": cfg.resolution}
-        for key in ("dropout", "drop_path_rate", "bn_momentum"):
+        options = self.with_config_options(
+            cfg, {"num_classes": len(self.classes), "resolution": cfg.resolution})
+        for key in ("dropout", "drop_path_rate"):
             if getattr(cfg, key) is not None:
                 options[key] = getattr(cfg, key)
         # extra["pruned_model"]: prune fine-tunes checkpointed before block_widths existed

@@ -154,9 +154,8 @@ class DepthTask(Task):
             model = create_model(config["name"], **options)
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
-        options = dict(self.options.model_options, resolution=cfg.resolution)
-        if cfg.bn_momentum is not None:
-            options["bn_momentum"] = cfg.bn_momentum
+        options = self.with_config_options(
+            cfg, dict(self.options.model_options, resolution=cfg.resolution))
         if cfg.weights:
             options["weights"] = cfg.weights
         return create_model(cfg.model, **options)

@@ -237,14 +237,12 @@ class DetectionTask(Task):
             model = create_model(config["name"], **rebuild_options(config))
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
-        options = dict(self.options.model_options, num_classes=self.num_classes,
-                       resolution=cfg.resolution)
+        options = self.with_config_options(cfg, dict(
+            self.options.model_options, num_classes=self.num_classes, resolution=cfg.resolution))
         if self.options.backbone_weights and not cfg.weights:
             full = head_name(cfg.model, dict(options))      # <head>_<backbone>
             implied = backbone_settings(resolve_head(full)[1], self.options.backbone_weights)
             options = {**implied, **options}          # given model_options win
-        if cfg.bn_momentum is not None:
-            options["bn_momentum"] = cfg.bn_momentum
         if cfg.weights:
             options["weights"] = cfg.weights
         model = create_model(cfg.model, **options)
