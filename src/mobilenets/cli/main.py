@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 
@@ -37,7 +38,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         e = get_entry(name)
         aliases = f"  (also: {', '.join(e.aliases)})" if e.aliases else ""
-        print(f"{name:32s} {e.arch.family:15s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
+        print(f"{name:32s} {e.arch.family:18s} width {e.width_mult:<5g} depth {e.depth_mult:<4g}"
               f" {e.resolution:>4d} px{aliases}")
     return 0
 
@@ -168,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader of stdout went away (`mobilenets costs | head`): stop quietly, as the
+        # shell tools do; stdout is pointed at devnull so that Python's final flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     # OSError: missing files, bad paths; ImportError: an optional dependency not installed
     # (its message says which extra to install)
     except (ValueError, TypeError, OSError, ImportError) as e:
