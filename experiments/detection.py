@@ -280,8 +280,8 @@ def int8(args) -> None:
     8-bit weights (default: 7 on a CPU without VNNI); ``--refit`` passes ``refit=True`` to
     ``quantize_onnx`` (each convolution refitted to the float file on calibration images).
     Files go to RUN/int8/ (replaced on a rerun)."""
-    from mobilenets.data.image_io import decode_rgb
     import mobilenets
+    from mobilenets.data.image_io import decode_rgb
     from mobilenets.deploy import export_onnx, open_model, quantize_onnx
     from mobilenets.tasks.detection import evaluate
 
@@ -330,6 +330,7 @@ def int8(args) -> None:
             "split": args.split, "images": len(images),
             "calibration_images": args.num_images,
             "calibration": args.calibration,
+            "calibration_resize": qmeta.get("calibration_resize"),   # as the file's input
             "percentile": qmeta.get("percentile"),
             "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
             "matched_at_conf_by_iou": by_iou,
