@@ -58,6 +58,21 @@ def test_costs_prints_every_model_with_paper_figures(capsys):
     assert "3,504,872" in out and "300.8" in out
 
 
+
+def test_costs_at_one_resolution_within_a_budget_sorted(capsys):
+    code, out, _ = run(capsys, "costs", "--resolution", "128", "--max-macs", "60", "--sort",
+                       "macs")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.split()[:1]
+            and line.split()[0] in mobilenets.list_models(task="classification")]
+    macs = [float(r[3]) for r in rows]
+    assert macs == sorted(macs) and 0 < max(macs) <= 60 and len(rows) >= 5
+    assert all(r[1] == "128" for r in rows)
+    names = [r[0] for r in rows]
+    assert "mobilenet_v1_025" in names and "efficientnet_b0" not in names
+    # the papers' figure where one exists at that size: MobileNetV1 0.25 at 128 px, 14 MMACs
+    assert rows[names.index("mobilenet_v1_025")][4] == "14"
+
 def _env_without_timm(tmp_path):
     # a 'timm' that fails to import shadows the installed one
     (tmp_path / "timm.py").write_text("raise ImportError('timm is hidden for this test')\n")

@@ -67,17 +67,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    """Build every registered model and print its cost table next to the papers' figures."""
-    print(f"mobilenets {__version__}: every registered model, built and profiled at its default "
-          f"resolution\n(paper: the figure the paper or reference README prints; params "
+    """Build every registered model and print its cost table next to the papers' figures;
+    ``--resolution`` profiles them all at one size, ``--max-macs`` keeps those within a
+    budget and ``--sort`` orders the rows."""
+    at = f"{args.resolution} px" if args.resolution else "its default resolution"
+    budget = f", at most {args.max_macs:g} MMACs" if args.max_macs is not None else ""
+    print(f"mobilenets {__version__}: every registered model, built and profiled at {at}"
+          f"{budget}\n(paper: the figure the paper or reference README prints; params "
           f"counted as that table counts them)\n")
     print(f"{'model':32s} {'px':>4s} {'params':>11s} {'MMACs':>10s} {'paper MMACs':>12s} "
           f"{'paper Mparams':>14s}")
     import torch
+    rows = []
     for name in list_models(task="classification"):
+        options = {"resolution": args.resolution} if args.resolution else {}
         with torch.device("meta"):      # the profile needs shapes only: no weights to initialise
-            model = create_model(name)
+            model = create_model(name, **options)
         p = profile(model)
+        if args.max_macs is not None and p.macs / 1e6 > args.max_macs:
+            continue
         f = paper_figure_for(name, p.resolution)
         paper_macs = paper_par = "-"
         if f is not None:
@@ -85,9 +93,18 @@ def cmd_costs(args: argparse.Namespace) -> int:
                 paper_macs = f"{float(f.macs) * f.macs_unit / 1e6:g}"
             if f.params is not None:
                 paper_par = f"{f.params} ({paper_params(f, p) / 1e6:.2f})"
-        print(f"{name:32s} {p.resolution:>4d} {p.params:>11,} {p.macs / 1e6:>10.1f} "
-              f"{paper_macs:>12s} {paper_par:>14s}", flush=True)
-    print("\n`mobilenets profile NAME --by-type --per-layer` shows any model in detail.")
+        line = (f"{name:32s} {p.resolution:>4d} {p.params:>11,} {p.macs / 1e6:>10.1f} "
+                f"{paper_macs:>12s} {paper_par:>14s}")
+        if args.sort == "name":
+            print(line, flush=True)                  # as each is profiled
+        rows.append(((p.macs, p.params) if args.sort == "macs" else (p.params, p.macs), line))
+    if args.sort != "name":
+        for _, line in sorted(rows):
+            print(line)
+    if not rows:
+        print(f"(no model within {args.max_macs:g} MMACs)")
+    print("\n`mobilenets profile NAME --by-type --per-layer` shows any model in detail; "
+          "`--width-mult` any width.")
     return 0
 
 
@@ -126,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("costs", help="build every model and print its cost table")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="profile every model at this input size (default: each one's own)")
+    p.add_argument("--max-macs", type=float, default=None, metavar="MMACS",
+                   help="only the models of at most this many million MACs")
+    p.add_argument("--sort", choices=("name", "macs", "params"), default="name",
+                   help="row order (default: name)")
     p.set_defaults(func=cmd_costs)
 
     add_train_parser(sub)
