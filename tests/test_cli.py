@@ -167,8 +167,20 @@ def test_predict_skips_an_unreadable_image_in_a_folder(tmp_path, capsys):
     assert "error" in results[0] and all(len(r["classes"]) == 5 for r in results[1:])
     code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder / "AAA.jpg"))
     assert code == 2 and "cannot read image" in err and "AAA.jpg" in err
+    code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder),
+                         str(folder / "typo.jpg"))                  # a mistyped name: an error
+    assert code == 2 and "typo.jpg does not exist" in err
     for path in good:
         (folder / path.name).unlink()
     (folder / "BBB.jpg").write_bytes(b"")
     code, out, err = run(capsys, "predict", "mobilenet_v2_035", str(folder))
     assert code == 2 and "none of the 2 images could be read" in err
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    """`mobilenets list | head -1`: the reader goes away; no traceback, status 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenets", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                        # before anything is read
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == ""

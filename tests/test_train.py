@@ -307,6 +307,11 @@ def test_width_mult_trains_the_width_profile_costs(data, tmp_path, capsys):
     assert trained.config["width_mult"] == 0.5
     assert ([p.shape for p in trained.parameters()]
             == [p.shape for p in reference.parameters()])
+    # resumed, the network is rebuilt at its saved width: another one is refused
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--width-mult", "0.75",
+                 "--no-progress"]) == 2
+    assert "trained mobilenet_v3_small_100 at width 0.5; resume it at that width" in \
+        capsys.readouterr().err
     # a head takes it as one of its model options; given twice, the two must agree
     from mobilenets.training.config import TrainConfig
     from mobilenets.training.task import Task

@@ -191,12 +191,21 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = previous
         raise
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()                # a closed pipe shows here, not at interpreter exit
+        return code
     except BrokenPipeError:
-        # the reader of stdout went away (`mobilenets costs | head`): stop quietly, as the
-        # shell tools do; stdout is pointed at devnull so that Python's final flush is silent
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        # the reader of stdout went away (`mobilenets costs | head`): stop quietly with
+        # status 1, as Python's documentation advises; when stdout is a file descriptor, it
+        # is pointed at devnull so that the interpreter's last flush is silent too
+        try:
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError):     # not a real stream (a caller's StringIO)
+            return 1
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return 1
     # OSError: missing files, bad paths; ImportError: an optional dependency not installed
     # (its message says which extra to install)
     except (ValueError, TypeError, OSError, ImportError) as e:

@@ -373,6 +373,8 @@ def image_files(paths: list[str]) -> list[str]:
     files = []
     for path in paths:
         folder = Path(path)
+        if not folder.exists():                   # a mistyped name: not a skipped image
+            raise ValueError(f"image {path} does not exist")
         if not folder.is_dir():
             files.append(path)
             continue

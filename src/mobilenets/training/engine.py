@@ -282,6 +282,11 @@ class _Run:
         if arch and arch != self.cfg.model:
             raise ValueError(f"{path} is a checkpoint of {arch}, not {self.cfg.model}; resume "
                              f"it with --model {arch} (or leave --model out)")
+        width = ckpt.get("config", {}).get("width_mult")
+        if self.cfg.width_mult != width:          # the network is rebuilt at its saved width
+            raise ValueError(f"{path} trained {arch} at width "
+                             f"{'of its name' if width is None else f'{width:g}'}; resume it "
+                             f"at that width (leave --width-mult out)")
         saved_metric = ckpt.get("best_metric", self.task.best_metric)
         if saved_metric != self.task.best_metric:
             raise ValueError(f"{path} picked its best model by {saved_metric!r}, this task by "
