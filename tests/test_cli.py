@@ -121,7 +121,14 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
     mobilenets.save(model, folder)
     onnx_file = export_onnx(model, tmp_path / "m.onnx")
     (tmp_path / "broken.onnx").write_bytes(onnx_file.read_bytes()[:5000])
+    run_dir = tmp_path / "run"                        # a training run's folder
+    mobilenets.save(model, run_dir / "best")
+    (run_dir / "last.pt").write_bytes(b"checkpoint")
     cases = [
+        (["predict", str(run_dir / "last.pt"), image],
+         f"is a training checkpoint (to continue the run: mobilenets train --resume "
+         f"{run_dir / 'last.pt'}); the run's model is {run_dir / 'best'}"),
+        (["export", str(run_dir)], f"is a training run's folder; its model is {run_dir / 'best'}"),
         (["eval", str(onnx_file), "--data", str(SAMPLE_DIR), "--resolution", "96"],
          "takes 64 px inputs, not 96"),
         (["predict", str(tmp_path / "broken.onnx"), image], "is not a readable ONNX file"),

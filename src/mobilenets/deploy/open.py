@@ -84,10 +84,17 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
                              f"which holds its own weights; give a registered name with "
                              f"--weights (weights= in Python), or the folder alone")
         return load(path, **options)
+    if path.is_dir() and is_saved_model(path / "best"):
+        raise ValueError(f"{model} is a training run's folder; its model is {path / 'best'} "
+                         f"(the best epoch's, a saved-model folder)")
     if path.is_dir():
         raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json); "
                          f"give a folder written by mobilenets train or mobilenets.save "
                          f"(e.g. RUN/best)")
+    if weights is None and path.is_file() and is_saved_model(path.parent / "best"):
+        raise ValueError(f"{model} is a training checkpoint (to continue the run: mobilenets "
+                         f"train --resume {path}); the run's model is {path.parent / 'best'} "
+                         f"(the best epoch's, a saved-model folder)")
     if weights is None and path.exists():
         raise ValueError(f"{model} is a file, not a model: give a saved-model folder, a "
                          f"registered name (with --weights FILE, weights= in Python), or an "
