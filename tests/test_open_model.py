@@ -40,7 +40,7 @@ def test_open_model_takes_every_kind_of_model_argument(saved):
     (lambda f, o: mobilenets.open_model(f, runtime="onnxruntime"), ValueError, "export it"),
     (lambda f, o: mobilenets.open_model(f, weights="x.pth"), ValueError, "holds its own"),
     (lambda f, o: mobilenets.open_model(o, weights="x.pth"), ValueError, "exported file"),
-    (lambda f, o: mobilenets.open_model(f.parent), ValueError, "no config.json"),
+    (lambda f, o: mobilenets.open_model(f.parent), ValueError, "its model is"),
     (lambda f, o: mobilenets.open_model(f / "config.json"), ValueError, "is a file"),
     (lambda f, o: mobilenets.open_model(f.parent / "missing" / "best"), FileNotFoundError,
      "no model folder"),
