@@ -291,8 +291,7 @@ def int8(args) -> None:
     if not rows:
         raise SystemExit(f"no run with a best/ model under {root}"
                          + (f" named {' or '.join(args.runs)}" if args.runs else ""))
-    paths = sorted((data / "images" / args.split).glob("*.jpg"))
-    images = [decode_rgb(p).float() / 255 for p in paths]
+    splits = args.split if isinstance(args.split, list) else [args.split]
     results = {}
     for r in rows:
         out = Path(r["out"])
@@ -310,50 +309,56 @@ def int8(args) -> None:
                               args.reduce_range], refit=args.refit)
         made_s = time.perf_counter() - t0
         float_file, int8_file = open_model(fp32), open_model(q)
-        with torch.inference_mode():
-            found = [float_file([img])[0] for img in images]
-            kept = [int8_file([img])[0] for img in images]
-            simulated = simulated_int8(q)
-            kept_sim = [simulated([img])[0] for img in images]
-            noise = torch.Generator().manual_seed(0)
-            jittered = [float_file([(img + (torch.rand(img.shape, generator=noise) - 0.5) / 255)
-                                    .clamp(0, 1)])[0] for img in images]
-            maps = {name: evaluate(m, data, split=args.split) for name, m in
-                    (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
-        every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
-        # how far the int8 boxes move: the same share at looser IoU thresholds
-        by_iou = {str(t): match_share(found, kept, iou=t, min_score=args.conf)
-                  for t in (0.5, 0.7)} | {"0.9": conf}
-        qmeta = json.loads(int8_file.metadata["quantization"])
-        results[out.name] = {
-            "model": r["model"], "backbone": r["backbone"], "start": r["start"],
-            "split": args.split, "images": len(images),
-            "calibration_images": args.num_images,
-            "calibration": args.calibration,
-            "calibration_resize": qmeta.get("calibration_resize"),   # as the file's input
-            "percentile": qmeta.get("percentile"),
-            "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
-            "matched_at_conf_by_iou": by_iou,
-            "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
-            "matched_at_conf_fp32_input_noise": match_share(found, jittered, min_score=args.conf),
-            "exclude": qmeta["exclude"],
-            "weights": qmeta["weights"],
-            "refit": qmeta.get("refit"),
-            "map": {k: v["map"] for k, v in maps.items()},
-            "map50": {k: v["map50"] for k, v in maps.items()},
-            "size_mb": {"fp32": fp32.stat().st_size / 2**20, "int8": q.stat().st_size / 2**20},
-            "export_and_quantize_s": round(made_s, 1)}
-        m = results[out.name]
-        print(f"{out.name}: int8 keeps {every[0]}/{every[1]} float detections "
-              f"({100 * every[0] / max(every[1], 1):.1f}%), {conf[0]}/{conf[1]} scoring >= "
-              f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%; at IoU 0.7 "
-              f"{100 * by_iou['0.7'][0] / max(by_iou['0.7'][1], 1):.1f}%, 0.5 "
-              f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%; simulated "
-              f"{_share(m['matched_at_conf_simulated'])}; the float file under half a grey "
-              f"level of input noise {_share(m['matched_at_conf_fp32_input_noise'])}); "
-              f"mAP@.5 PyTorch "
-              f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
-              f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
+        for split in splits:           # one int8 file, scored on each split
+            paths = sorted((data / "images" / split).glob("*.jpg"))
+            images = [decode_rgb(p).float() / 255 for p in paths]
+            key = out.name if len(splits) == 1 else f"{out.name}@{split}"
+            with torch.inference_mode():
+                found = [float_file([img])[0] for img in images]
+                kept = [int8_file([img])[0] for img in images]
+                simulated = simulated_int8(q)
+                kept_sim = [simulated([img])[0] for img in images]
+                noise = torch.Generator().manual_seed(0)
+                jittered = [float_file([(img + (torch.rand(img.shape, generator=noise) - 0.5)
+                                         / 255).clamp(0, 1)])[0] for img in images]
+                maps = {name: evaluate(m, data, split=split) for name, m in
+                        (("pytorch", model), ("onnx_fp32", float_file), ("onnx_int8", int8_file))}
+            every, conf = match_share(found, kept), match_share(found, kept, min_score=args.conf)
+            # how far the int8 boxes move: the same share at looser IoU thresholds
+            by_iou = {str(t): match_share(found, kept, iou=t, min_score=args.conf)
+                      for t in (0.5, 0.7)} | {"0.9": conf}
+            qmeta = json.loads(int8_file.metadata["quantization"])
+            results[key] = {
+                "model": r["model"], "backbone": r["backbone"], "start": r["start"],
+                "split": split, "images": len(images),
+                "calibration_images": args.num_images,
+                "calibration": args.calibration,
+                "calibration_resize": qmeta.get("calibration_resize"),   # as the file's input
+                "percentile": qmeta.get("percentile"),
+                "matched_all": every, "matched_at_conf": conf, "conf": args.conf,
+                "matched_at_conf_by_iou": by_iou,
+                "matched_at_conf_simulated": match_share(found, kept_sim, min_score=args.conf),
+                "matched_at_conf_fp32_input_noise": match_share(found, jittered,
+                                                                min_score=args.conf),
+                "exclude": qmeta["exclude"],
+                "weights": qmeta["weights"],
+                "refit": qmeta.get("refit"),
+                "map": {k: v["map"] for k, v in maps.items()},
+                "map50": {k: v["map50"] for k, v in maps.items()},
+                "size_mb": {"fp32": fp32.stat().st_size / 2**20,
+                            "int8": q.stat().st_size / 2**20},
+                "export_and_quantize_s": round(made_s, 1)}
+            m = results[key]
+            print(f"{key}: int8 keeps {every[0]}/{every[1]} float detections "
+                  f"({100 * every[0] / max(every[1], 1):.1f}%), {conf[0]}/{conf[1]} scoring >= "
+                  f"{args.conf:g} ({100 * conf[0] / max(conf[1], 1):.1f}%; at IoU 0.7 "
+                  f"{100 * by_iou['0.7'][0] / max(by_iou['0.7'][1], 1):.1f}%, 0.5 "
+                  f"{100 * by_iou['0.5'][0] / max(by_iou['0.5'][1], 1):.1f}%; simulated "
+                  f"{_share(m['matched_at_conf_simulated'])}; the float file under half a grey "
+                  f"level of input noise {_share(m['matched_at_conf_fp32_input_noise'])}); "
+                  f"mAP@.5 PyTorch "
+                  f"{_pct(m['map50']['pytorch'])}, fp32 file {_pct(m['map50']['onnx_fp32'])}, "
+                  f"int8 file {_pct(m['map50']['onnx_int8'])}", flush=True)
     record = {"commit": commit(), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": results}
@@ -503,9 +508,11 @@ def main() -> None:
     i.add_argument("--exclude", default=None, type=exclude_presets,
                    help="nodes kept in float (quantize_onnx's presets; default: its own, a "
                         "detector's prediction convolutions; none: every convolution in int8)")
-    i.add_argument("--split", default="val2017", choices=("val2017", "train2017"),
+    i.add_argument("--split", default=["val2017"], choices=("val2017", "train2017"),
+                   nargs="+",
                    help="the images compared on (train2017: those the detector was trained "
-                        "and calibrated on, where its boxes are confident)")
+                        "and calibrated on, where its boxes are confident); both: one int8 "
+                        "file scored on each, keyed RUN@SPLIT")
     i.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
                    help="weights in 7 bits (on) or 8 (off); auto: 7 on a CPU without VNNI, "
                         "where 8-bit weights may overflow onnxruntime's int8 kernels")
