@@ -56,6 +56,15 @@ def _check_split(root: Path, name: str) -> list[str]:
     return classes
 
 
+def split_folders(root: Path, val: str | Path | None = None) -> tuple[Path, Path]:
+    """Where :func:`resolve_split` looks, unchecked: ``root/train`` (or ``root`` itself when
+    it holds the class folders and ``val`` is given) and ``val`` or ``root/val``."""
+    train_dir = root / "train"
+    if not train_dir.is_dir() and val is not None and class_folders(root):
+        train_dir = root                      # DATA holds the class folders, --val the rest
+    return train_dir, Path(val) if val is not None else root / "val"
+
+
 def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tuple[Path, Path]:
     """``(train_dir, val_dir)`` for ``data`` (None: the built-in sample), a folder with
     ``train/`` and ``val/`` class folders; ``val``, when given, replaces ``data/val``, and
@@ -64,10 +73,8 @@ def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tup
     root = SAMPLE_DIR if data is None else Path(data)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist ({_LAYOUT})")
-    train_dir = root / "train"
-    if not train_dir.is_dir() and val is not None and class_folders(root):
-        train_dir = root                      # DATA holds the class folders, --val the rest
-    elif not train_dir.is_dir():
+    train_dir = split_folders(root, val)[0]
+    if not train_dir.is_dir():
         raise DataError(f"data folder {root} has no train/ folder ({_LAYOUT}); a folder of "
                         f"class folders trains with --val FOLDER (the validation class "
                         f"folders, which must be other images)")

@@ -13,6 +13,7 @@ from torch import nn
 from ...data import (ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform,
                      mixup_cutmix, resolve_split, train_transform)
 from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
+from ...data.folder import split_folders
 from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...models import MODEL_OPTIONS
 from ...training.config import TrainConfig, make_config
@@ -93,10 +94,8 @@ class ClassificationTask(Task):
         next run would read its best/ as a class); checked before the folder is made."""
         if cfg.data is None or is_shard_source(cfg.data):
             return
-        root = Path(cfg.data)
-        train = root / "train" if (root / "train").is_dir() else root
-        val = Path(cfg.val) if cfg.val is not None else root / "val"
-        for name, folder in (("training", train), ("validation", val)):
+        for name, folder in zip(("training", "validation"),
+                                split_folders(Path(cfg.data), cfg.val)):
             if folder.is_dir() and Path(cfg.out).resolve().is_relative_to(folder.resolve()):
                 raise ValueError(f"the run folder {cfg.out} is inside the {name} class "
                                  f"folders {folder}: the next run would read its files as a "
