@@ -63,8 +63,9 @@ def test_train_writes_every_output(data, tmp_path):
     assert metrics["epoch"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "top1", "top5", "lr", "images_per_s", "epoch_time_s"):
+    for key in ("train_loss", "top1", "lr", "images_per_s", "epoch_time_s"):
         assert key in rows[0]
+    assert "top5" not in rows[0]            # 3 classes: every image is in the top 5
     assert (out / "curves.png").stat().st_size > 0
     assert json.loads((out / "train_config.json").read_text())["epochs"] == 2
     best = mobilenets.load(out / "best")
@@ -200,7 +201,7 @@ def test_eval_and_predict_commands(data, tmp_path, capsys):
     assert main(["eval", str(out / "best"), "--data", str(data), "--json",
                  "--confusion-png", str(png)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert 0 <= result["top1"] <= result["top5"] <= 1 and result["images"] == 12
+    assert 0 <= result["top1"] <= 1 and result["top5"] is None and result["images"] == 12
     assert set(result["per_class"]) == {"a", "b", "c"} and png.stat().st_size > 0
     same = mobilenets.evaluate(mobilenets.load(out / "best"), data)
     assert same["top1"] == result["top1"] and same["count"] == 12
@@ -210,6 +211,27 @@ def test_eval_and_predict_commands(data, tmp_path, capsys):
     assert lines[0] == str(image) and len(lines) == 3
     probs = [float(line.split()[-1]) for line in lines[1:]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_top5_counts_the_five_highest_logits_and_is_none_for_five_classes_or_fewer():
+    from mobilenets.tasks.classification.evaluate import evaluate_model
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+            self.num_classes = logits.shape[1]
+
+        def forward(self, x):
+            return self.logits
+
+    # label 0 ranks 1st, 5th and 6th among 7 classes: top-1 1/3, top-5 2/3
+    logits = torch.tensor([[9., 0, 0, 0, 0, 0, 0], [5., 9, 8, 7, 6, 0, 0],
+                           [1., 9, 8, 7, 6, 5, 0]])
+    result = evaluate_model(Fixed(logits), [(torch.zeros(3, 1), torch.zeros(3).long(), 0)])
+    assert result["top1"] == pytest.approx(1 / 3) and result["top5"] == pytest.approx(2 / 3)
+    result = evaluate_model(Fixed(logits[:, :5]), [(torch.zeros(3, 1), torch.zeros(3).long(), 0)])
+    assert result["top1"] == pytest.approx(1 / 3) and result["top5"] is None
 
 
 def test_bad_training_options(data, tmp_path):

@@ -191,8 +191,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(cfg, resume=args.resume, progress=not args.no_progress,
                     overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}% "
-              f"after {metrics['epoch']} epochs; best model in {Path(cfg.out) / 'best'}")
+        top5 = f"  top-5 {100 * metrics['top5']:.1f}%" if "top5" in metrics else ""
+        print(f"done: top-1 {100 * metrics['top1']:.1f}%{top5} after {metrics['epoch']} "
+              f"epochs; best model in {Path(cfg.out) / 'best'}")
     return 0
 
 
@@ -313,8 +314,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                  "unreadable": result["bad_images"],
                                  "per_class": result["per_class"]})), flush=True)
     else:
-        print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%  top-5 "
-              f"{100 * result['top5']:.2f}%  loss {result['loss']:.4f}")
+        top5 = "" if result["top5"] is None else f"  top-5 {100 * result['top5']:.2f}%"
+        print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%{top5}  loss "
+              f"{result['loss']:.4f}")
         for name, acc in result["per_class"].items():
             print(f"  {name:24s} " + ("no images" if acc is None else f"{100 * acc:6.2f}%"))
     if png is not None:

@@ -38,7 +38,8 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
             continue
         logits = model(x.to(device, non_blocking=True)).float().cpu()
         sums[0] += F.cross_entropy(logits, y, reduction="sum").item()
-        sums[1] += (logits.topk(min(5, n), 1).indices == y[:, None]).any(1).sum().item()
+        if n > 5:
+            sums[1] += (logits.topk(5, 1).indices == y[:, None]).any(1).sum().item()
         sums[2] += len(y)
         confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n).view(n, n)
     if set_eval:
@@ -51,8 +52,9 @@ def evaluate_model(model, dataset, batch_size: int = 64, workers: int = 0,
     # a class with no images in the data has no accuracy (None), not 0%
     per_class = [None if n == 0 else a for a, n in zip(
         (confusion.diag().float() / seen.clamp(min=1)).tolist(), seen.tolist())]
+    # with 5 classes or fewer every image is in the top 5: no top-5 (None), not 100%
     return {"loss": loss_sum / max(count, 1), "top1": confusion.diag().sum().item() / max(count, 1),
-            "top5": top5 / max(count, 1), "per_class": per_class,
+            "top5": top5 / max(count, 1) if n > 5 else None, "per_class": per_class,
             "confusion": confusion.tolist(), "count": count, "bad_images": int(bad)}
 
 

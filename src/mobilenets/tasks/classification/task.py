@@ -244,7 +244,8 @@ class ClassificationTask(Task):
     def evaluate(self, model, loader, device, dist) -> dict:
         result = evaluate_model(model, loader, device=device, num_classes=len(self.classes),
                                 dist=dist, set_eval=False)
-        return {"loss": result["loss"], "top1": result["top1"], "top5": result["top5"]}
+        top5 = {} if result["top5"] is None else {"top5": result["top5"]}   # > 5 classes
+        return {"loss": result["loss"], "top1": result["top1"], **top5}
 
     def save_best(self, model, folder) -> None:
         model.config["class_names"] = self.classes
