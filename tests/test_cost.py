@@ -83,3 +83,21 @@ def test_profile_of_a_training_model_at_tiny_resolution():
     model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=3).train()
     p = mobilenets.profile(model, (3, 32, 32))
     assert p.peak_memory_live > 0 and model.training
+
+
+@pytest.mark.parametrize("name", ["ssdlite_mobilenet_v3_small_100", "yolov4_mobilenet_v3_small_100"])
+def test_a_detector_profiles_its_network_and_keeps_its_mode(name, capsys):
+    """A detector's list-of-images forward is not traceable: profile counts its network
+    (``head_outputs`` on an input of the size) and the CLI prints it at the model's classes."""
+    model = mobilenets.create_model(name, resolution=128, num_classes=5).eval()
+    p = mobilenets.profile(model)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.rand(1, 3, 128, 128))      # resized to 128: the same convolutions
+    assert 2 * p.macs == counter.get_total_flops() and p.peak_memory_live > 0
+    assert p.params == sum(t.numel() for t in model.parameters()) and not model.training
+    from mobilenets.cli.main import main
+    assert main(["profile", name, "--resolution", "128"]) == 0
+    out = capsys.readouterr().out
+    full = mobilenets.create_model(name, resolution=128)    # 91 classes, the model's default
+    assert f"params           {sum(t.numel() for t in full.parameters()):,} " in out
+    assert "Table 3" not in out                                 # no block sequence

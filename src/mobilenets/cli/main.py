@@ -44,7 +44,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    options = {"num_classes": args.num_classes}
+    options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if args.width_mult is not None:
         options["width_mult"] = args.width_mult
     if args.resolution is not None:
@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel width multiplier (default: the name's)")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size in pixels (default: the name's)")
-    p.add_argument("--num-classes", type=positive_int, default=1000,
-                   help="classifier outputs (default 1000)")
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classes (default: the model's own: 1000 for a classifier, 91 for "
+                        "a detector, 21 for a segmenter)")
     p.add_argument("--by-type", action="store_true", help="split by layer type (V1 Table 2)")
     p.add_argument("--per-layer", action="store_true", help="one row per conv/linear/BN layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -105,9 +105,24 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
+class _Network(nn.Module):
+    """A detector's network alone (``head_outputs``: one resized batch in, raw predictions
+    out), a module torch.fx traces: its list-of-images ``forward`` is not one."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+        self.train(detector.training)
+
+    def forward(self, x: torch.Tensor):
+        return self.detector.head_outputs(x)
+
+
 def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> Profile:
     """Count params, MACs and peak activation memory of ``model`` for one input of
-    ``input_size`` = (channels, height, width); defaults to the model's own resolution."""
+    ``input_size`` = (channels, height, width); defaults to the model's own resolution.
+    A detector (a model with ``head_outputs``) counts its network on an input already of
+    that size: not its resizing, box decoding or NMS."""
     if input_size is None:
         res = getattr(model, "config", {}).get("resolution", 224)
         input_size = (getattr(model, "config", {}).get("in_chans", 3), res, res)
@@ -130,14 +145,15 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
     x = torch.zeros((1, *input_size), dtype=param.dtype, device=param.device)
     was_training = model.training
     model.eval()
+    network = _Network(model) if hasattr(model, "head_outputs") else model
     try:
         with torch.no_grad():
-            model(x)
+            network(x)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    bottleneck, live = peak_memory(model, input_size)
+    bottleneck, live = peak_memory(network, input_size)
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
              for p in m.parameters(recurse=False))

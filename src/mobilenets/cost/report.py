@@ -11,13 +11,15 @@ def _m(n: float) -> str:
 
 
 def summary(name: str, p: Profile) -> str:
+    # the Table 3 figure needs a block sequence (``blocks``); heads and detectors have none
+    table3 = (f"{p.peak_memory_bottleneck:,} elements (MobileNetV2 Table 3 definition), "
+              if p.peak_memory_bottleneck else "")
     return "\n".join([
         f"model            {name}",
         f"input            {p.input_size[0]}x{p.input_size[1]}x{p.input_size[2]}",
         f"params           {p.params:,} ({_m(p.params)} M; {p.params_no_bn:,} without BatchNorm)",
         f"MACs             {p.macs:,} ({_m(p.macs)} M multiply-adds)",
-        f"peak memory      {p.peak_memory_bottleneck:,} elements (MobileNetV2 Table 3 definition),"
-        f" {p.peak_memory_live:,} elements (live tensors, in order)",
+        f"peak memory      {table3}{p.peak_memory_live:,} elements (live tensors, in order)",
     ])
 
 

@@ -189,6 +189,12 @@ class SSDLite(SSD):
                              "map is 1 x 1, where BatchNorm has one value per channel")
         return super().forward(images, targets)
 
+    def head_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network alone on a resized, normalised B x 3 x H x W batch: torchvision's head
+        dict (``bbox_regression`` B x N x 4, ``cls_logits`` B x N x num_classes), before the
+        default boxes, decoding and NMS (what ``mobilenets.profile`` counts)."""
+        return self.head(list(self.backbone(x).values()))
+
     def export_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The detector's dense output for export, with no data-dependent control flow:
         ``x`` is a B x 3 x H x W batch already resized and normalised (what ``self.transform``
@@ -199,7 +205,7 @@ class SSDLite(SSD):
         score threshold, top-k and NMS (:mod:`mobilenets.deploy.detection_export` does those
         in the graph)."""
         features = list(self.backbone(x).values())
-        head = self.head(features)
+        head = self.head(features)               # head_outputs(x), with the features kept
         h, w = int(x.shape[-2]), int(x.shape[-1])
         # the default boxes depend on the shapes only: one set, shared by every image
         anchors = self.anchor_generator(ImageList(x, [(h, w)]), features)[0]
