@@ -4,13 +4,15 @@ import hashlib
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
 from mobilenets.data import (SAMPLE_DIR, DataError, ImageFolderDataset, collate_skip_bad,
-                             eval_transform, mixup_cutmix, resolve_split, train_transform)
+                             eval_transform, load_rgb, mixup_cutmix, resolve_split,
+                             train_transform)
 
 PRE = {"resolution": 32, "resize": 37, "crop_pct": 0.875, "interpolation": "bilinear",
        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -171,6 +173,25 @@ def test_train_transform_shapes(tmp_path, auto_augment):
     x = t(image)
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert eval_transform(PRE)(image).shape == (3, 32, 32)
+
+
+def test_transforms_take_images_of_any_mode_as_the_loader_reads_them(tmp_path):
+    """An RGBA PNG (torchvision's v2.RGB alone refuses 4 channels), a palette with
+    transparency, grayscale and CMYK give what the folder loader's RGB conversion gives."""
+    rgba = Image.open(write_image(tmp_path / "x.png", "RGBA", size=(50, 40)))
+    assert rgba.mode == "RGBA"
+    expected = eval_transform(PRE)(rgba.convert("RGB"))
+    assert torch.equal(eval_transform(PRE)(rgba), expected)
+    tensor = torch.from_numpy(np.asarray(rgba)).permute(2, 0, 1)
+    assert torch.equal(eval_transform(PRE)(tensor), expected)            # alpha dropped
+    palette = rgba.convert("P")
+    palette.info["transparency"] = 0
+    for image in (palette, rgba.convert("L"), rgba.convert("CMYK")):
+        path = tmp_path / f"y.{'jpg' if image.mode == 'CMYK' else 'png'}"
+        image.save(path)
+        with Image.open(path) as opened:
+            assert torch.equal(eval_transform(PRE)(opened), eval_transform(PRE)(load_rgb(path)))
+            assert train_transform(32, PRE)(opened).shape == (3, 32, 32)
 
 
 def test_train_transform_crop_min_scale(tmp_path):

@@ -13,7 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from .folder import DataError, ImageFolderDataset, class_folders, is_value_map, load_rgb
-from .transforms import eval_transform
+from .transforms import eval_transform, to_rgb
 
 logger = logging.getLogger("mobilenets.data")
 
@@ -74,7 +74,7 @@ def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 12
                         f"{'is a file' if root.is_file() else 'does not exist'}: give a folder "
                         f"of images (class folders or loose images)")
     transform = (eval_transform(preprocess) if prepare is None else
-                 v2.Compose([v2.ToImage(), v2.RGB(), v2.ToDtype(torch.float32, scale=True)]))
+                 v2.Compose([*to_rgb(), v2.ToDtype(torch.float32, scale=True)]))
     dataset = (ImageFolderDataset(root, transform=transform)
                if not listed and class_folders(root) else LooseImages(root, transform))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))

@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
+
+
+def rgb_image(image):
+    """``image`` as RGB: a PIL image of any mode converted by PIL (alpha dropped, a palette
+    with transparency through RGBA, as PIL advises), a 4-channel tensor without its alpha
+    channel; anything else as it is (``v2.RGB`` then makes grayscale RGB). The PIL rule is
+    ``folder.load_rgb``'s."""
+    if isinstance(image, Image.Image):
+        if image.mode == "RGB":
+            return image
+        if image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor) and image.ndim >= 3 and image.shape[-3] == 4:
+        return image[..., :3, :, :]
+    return image
+
+
+def to_rgb() -> list:
+    """The first steps of every transform here: RGB (grayscale, palette, RGBA, CMYK in) as a
+    tv_tensors image; torchvision's ``v2.RGB`` alone refuses 4 channels."""
+    return [v2.Lambda(rgb_image), v2.ToImage(), v2.RGB()]
 
 
 def at_resolution(preprocess: dict, resolution: int) -> dict:
@@ -24,7 +47,7 @@ def eval_transform(preprocess: dict, normalize: bool = True) -> v2.Compose:
     """Eval preprocessing: RGB, resize the short side to ``resize``, centre-crop
     ``resolution``, scale to [0, 1], normalise with ``mean``/``std`` (without ``normalize``:
     the uint8 image after the crop)."""
-    ops = [v2.ToImage(), v2.RGB(),
+    ops = [*to_rgb(),
            v2.Resize(preprocess["resize"], interpolation=InterpolationMode(
                preprocess["interpolation"]), antialias=True),
            v2.CenterCrop(preprocess["resolution"])]
@@ -53,7 +76,7 @@ def train_transform(resolution: int, preprocess: dict, auto_augment: str | None 
         raise ValueError(f"auto_augment must be None or one of {', '.join(AUTO_AUGMENT)}, "
                          f"not {auto_augment!r}")
     interpolation = InterpolationMode(preprocess["interpolation"])
-    ops = [v2.ToImage(), v2.RGB(),
+    ops = [*to_rgb(),
            v2.RandomResizedCrop(resolution, scale=tuple(scale), interpolation=interpolation,
                                 antialias=True)]
     if hflip > 0:
