@@ -155,9 +155,8 @@ class ExportedDetector:
                           "labels": out["labels"][i, :n][keep]})
         if self.resize == "letterbox":
             from ..models.heads.yolo import YOLOv4
-            for i, f in enumerate(found):
-                f["boxes"] = YOLOv4.unletterbox(f["boxes"], back[i], original[i])
-            return found
+            return [YOLOv4.image_detections(f["boxes"], f["scores"], f["labels"], back[i],
+                                            original[i]) for i, f in enumerate(found)]
         return self.transform.postprocess(found, back, original)
 
     def losses_and_detections(self, images, targets):

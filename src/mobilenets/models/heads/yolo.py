@@ -62,7 +62,8 @@ mean BCE over positives and classes (one-hot targets).
 
 **Post-processing** (eval mode): every (box, class) pair scoring above ``score_thresh`` (at
 most ``topk_candidates``, the highest), class-wise ``torchvision.ops.batched_nms`` at
-``nms_thresh``, the best ``detections_per_img`` kept.
+``nms_thresh``, the best ``detections_per_img`` kept, mapped back to the image; those wholly
+in the letterbox padding (empty once clipped to the image) are dropped.
 
 **Export**: eval mode is :meth:`YOLOv4.letterbox`, then :meth:`YOLOv4.export_forward` (the
 network and the decoding, no data-dependent control flow: boxes B x N x 4 and per-label
@@ -382,6 +383,17 @@ class YOLOv4(nn.Module):
         return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h),
                             out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], 1)
 
+    @classmethod
+    def image_detections(cls, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                         transform: torch.Tensor, image_size: tuple[int, int]) -> dict:
+        """One image's detections (boxes in the letterboxed batch's pixels) as its dict:
+        boxes mapped back by :meth:`unletterbox`; a box that lies wholly in the letterbox
+        padding, empty once clipped to the image, is dropped (the eager model and the
+        exported files alike)."""
+        boxes = cls.unletterbox(boxes, transform, image_size)
+        seen = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return {"boxes": boxes[seen], "scores": scores[seen], "labels": labels[seen]}
+
     # --- the network and decoding --------------------------------------------------------
 
     def head_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -444,8 +456,7 @@ class YOLOv4(nn.Module):
                 idx, cls = idx[top], cls[top]
             bx = b[idx]
             keep = batched_nms(bx, sc, cls, self.nms_thresh)[:self.detections_per_img]
-            out.append({"boxes": self.unletterbox(bx[keep], t, size), "scores": sc[keep],
-                        "labels": cls[keep] + 1})
+            out.append(self.image_detections(bx[keep], sc[keep], cls[keep] + 1, t, size))
         return out
 
     # --- loss -----------------------------------------------------------------------------
