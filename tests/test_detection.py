@@ -270,6 +270,13 @@ def test_bad_inputs_say_what_to_do():
         model.train()([torch.rand(3, 128, 128)], [target])
     with pytest.raises(ValueError, match=r"pass \[image\]"):
         model.eval()(torch.rand(3, 128, 128))
+    # a label past the classes failed deep in the loss; 0 (the background) was taken silently
+    for label, given in ((91, "91 .. 91"), (0, "0 .. 0")):
+        bad = [target, dict(target, labels=torch.tensor([label]))]
+        with pytest.raises(ValueError, match=rf"labels must be in 1 \.\. 90 .* got {given}"):
+            model.train()([torch.rand(3, 128, 128)] * 2, bad)
+        with pytest.raises(ValueError, match="labels must be in 1 .. 90"):
+            model.losses_and_detections([torch.rand(3, 128, 128)] * 2, bad)
     with pytest.raises(TypeError, match="unknown option"):
         mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100", out_indices=(1,))
     with pytest.raises(ValueError, match="num_classes"):

@@ -148,6 +148,21 @@ class SSDLiteFeatures(nn.Module):
         return OrderedDict((str(k), m) for k, m in enumerate(maps))
 
 
+def check_targets(targets, num_classes: int) -> None:
+    """ValueError unless ``targets`` is one dict per image with ``boxes`` and ``labels`` in
+    1 .. num_classes - 1 (0 is the background; the detectors' losses would fail on a larger
+    label, or take a box labelled 0 as background without a word)."""
+    for t in targets:
+        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+            raise ValueError("targets must be one dict per image with 'boxes' (N x 4, x1 y1 "
+                             "x2 y2 in pixels) and 'labels'")
+        labels = torch.as_tensor(t["labels"])
+        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
+            raise ValueError(f"labels must be in 1 .. {num_classes - 1} (0 is the "
+                             f"background, which a box cannot have); got "
+                             f"{labels.min().item()} .. {labels.max().item()}")
+
+
 class SSDLite(SSD):
     """SSDLite on one of our backbones (see the module docstring). ``backbone`` is the
     :class:`SSDLiteFeatures` (``backbone.body`` the classification network's trunk), ``head``
@@ -183,6 +198,8 @@ class SSDLite(SSD):
             raise ValueError("in train mode the detector takes targets (one dict per image "
                              "with 'boxes' x1 y1 x2 y2 in pixels and 'labels'); call "
                              "model.eval() to detect")
+        if targets is not None:
+            check_targets(targets, self.num_classes)
         if self.training and len(images) < 2 and any(
                 isinstance(m, nn.BatchNorm2d) for m in self.backbone.extra.modules()):
             raise ValueError("train mode needs batches of at least 2 images: the last extra "
@@ -221,6 +238,7 @@ class SSDLite(SSD):
         ``targets`` and the detections (validation loss and mAP from one forward; the
         BatchNorm layers run in the mode the model is in). The steps are
         ``SSD.forward``'s."""
+        check_targets(targets, self.num_classes)
         original = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         batch, targets = self.transform(list(images), [dict(t) for t in targets])
         features = list(self.backbone(batch.tensors).values())

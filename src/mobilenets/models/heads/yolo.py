@@ -81,6 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, complete_box_iou_loss
 
+from .detection import check_targets
 from .registry import HeadEntry, register_head
 
 #: the backbone options a detector passes on (the head picks the taps)
@@ -503,16 +504,7 @@ class YOLOv4(nn.Module):
                 "classification": CLS_GAIN * cls}
 
     def _check_targets(self, targets) -> None:
-        for t in targets:
-            if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
-                raise ValueError("targets must be one dict per image with 'boxes' (N x 4, x1 y1 "
-                                 "x2 y2 in pixels) and 'labels'")
-            labels = t["labels"]
-            if labels.numel() and (int(labels.min()) < 1 or
-                                   int(labels.max()) >= self.num_classes):
-                raise ValueError(f"labels must be in 1 .. {self.num_classes - 1} (0 is the "
-                                 f"background, which a box cannot have); got "
-                                 f"{labels.min().item()} .. {labels.max().item()}")
+        check_targets(targets, self.num_classes)
 
     # --- forward ------------------------------------------------------------------------
 
