@@ -123,7 +123,7 @@ def done_epochs(out: Path) -> tuple[int, int]:
 def run(head: str, backbone: str, args) -> Path:
     from mobilenets import create_model
     from mobilenets.tasks.detection import train
-    from mobilenets.tasks.detection.task import backbone_settings
+    from mobilenets.weights.loading import backbone_settings
 
     recipe = dict(RECIPE[head])
     for key in recipe:

@@ -464,3 +464,13 @@ def test_backbone_checkpoint_settings_build_the_detector(tmp_path):
                                     features_only=True, out_indices=[-1]).eval()
     with torch.no_grad():
         torch.testing.assert_close(got, feats(x)[-1], rtol=1e-4, atol=1e-5)
+    # the same from create_model, as the segmentation and depth heads take it
+    direct = mobilenets.create_model("ssdlite", backbone="efficientnet_lite0", resolution=96,
+                                     num_classes=3, backbone_weights=tmp_path / "lite0")
+    assert direct.backbone.body.config["padding"] == "same"
+    assert direct.config["backbone_weights"] == str(tmp_path / "lite0")
+    with torch.no_grad():
+        torch.testing.assert_close(direct.eval().backbone.body(x)[-1], got)
+    with pytest.raises(ValueError, match="not both"):
+        mobilenets.create_model("ssdlite_efficientnet_lite0", weights=tmp_path / "x.pth",
+                                backbone_weights=tmp_path / "lite0")

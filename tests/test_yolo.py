@@ -459,3 +459,8 @@ def test_backbone_starts_from_a_classification_checkpoint(tmp_path):
         c5 = model.eval().backbone.body(x)["c5"]
         want = classifier.blocks(classifier.stem(x))     # the last block, before the head conv
     torch.testing.assert_close(c5, want, rtol=1e-4, atol=1e-5)
+    direct = mobilenets.create_model("yolov4_mobilenet_v3_small_100", resolution=128,
+                                     num_classes=5, backbone_weights=tmp_path / "v3s.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(direct.eval().backbone.body(x)["c5"], want,
+                                   rtol=1e-4, atol=1e-5)

