@@ -184,3 +184,25 @@ def test_complete_qdq_refuses_a_float_file(fp32, tmp_path):
     with pytest.raises(ValueError, match="no quantized operators"):
         complete_qdq(src, SAMPLE_DIR, OnnxModel(src).preprocess, num_images=4)
     assert src.read_bytes() == before
+
+
+def test_weights_and_backbone_arguments_say_what_to_give(tmp_path):
+    """Values a timm or torchvision user may pass name what the library takes instead."""
+    model = mobilenets.create_model("mobilenet_v3_small_100")
+    with pytest.raises(TypeError, match="weights=True is not taken: give weights='torchvision'"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights=True)
+    with pytest.raises(TypeError, match="not the state dict itself"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights=model.state_dict())
+    with pytest.raises(CheckpointError, match="DEFAULT does not exist; weights='torchvision'"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights="DEFAULT")
+    with pytest.raises(TypeError, match="takes its backbone by name"):
+        mobilenets.create_model("lraspp", backbone=model)
+    # a file of the registered model, built with options that change its shapes
+    torch.save(model.state_dict(), tmp_path / "v3s.pth")
+    with pytest.raises(CheckpointError, match=r"the file is mobilenet_v3_small_100 as "
+                       r"registered, built here with width_mult=0\.75: leave that out"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights=tmp_path / "v3s.pth",
+                                width_mult=0.75)
+    with pytest.raises(CheckpointError, match="built here with in_chans=1"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights=tmp_path / "v3s.pth",
+                                in_chans=1)

@@ -7,6 +7,8 @@ import fnmatch
 import math
 from dataclasses import dataclass, replace
 
+import torch
+
 from ..layers import NormConfig, canonical_activation
 from ..layers.conv_norm_act import PADDINGS
 from .architecture import Architecture, plan
@@ -72,6 +74,12 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
 
 def resolve_name(name: str) -> str:
     """Map a registered name or a timm/torchvision alias to the registered name."""
+    if not isinstance(name, str):
+        built = (": a head takes its backbone by name (backbone='mobilenet_v3_large_100', "
+                 "with width_mult= and backbone_weights= for a checkpoint), not a built model"
+                 if isinstance(name, torch.nn.Module) else "")
+        raise TypeError(f"a model name is a string such as 'mobilenet_v3_large_100', not a "
+                        f"{type(name).__name__}{built}")
     if name in _REGISTRY:
         return name
     if name in _ALIASES:

@@ -44,8 +44,14 @@ def classifier_classes(state: dict[str, torch.Tensor]) -> int:
     return int(state[keys[0]].shape[0]) if keys else 0
 
 
-def looks_like(state: dict[str, torch.Tensor]) -> str:
-    """'looks like NAME' for the registered model whose layers match the file, else a hint."""
+# options that change a registered model's tensor shapes (num_classes aside)
+SHAPE_OPTIONS = ("width_mult", "depth_mult", "in_chans", "block_widths", "reduced_tail",
+                 "act", "se_ratio")
+
+
+def looks_like(state: dict[str, torch.Tensor], into: nn.Module | None = None) -> str:
+    """'looks like NAME' for the registered model whose layers match the file, else a hint;
+    when that is the model ``into`` was built as, the options that made ``into`` differ."""
     from ..models import create_model, list_models
     try:
         target = shape_signature(state)
@@ -55,7 +61,14 @@ def looks_like(state: dict[str, torch.Tensor]) -> str:
         with torch.device("meta"):
             model = create_model(name)
         if shape_signature(model.state_dict(), "mobilenets") == target:
-            return f"the file looks like {name}"
+            built = (into.config if into is not None else {})
+            if built.get("name") != name:
+                return f"the file looks like {name}"
+            changed = [f"{k}={built[k]!r}" for k in SHAPE_OPTIONS
+                       if k in built and built[k] != model.config.get(k)]
+            return (f"the file is {name} as registered, built here with "
+                    f"{', '.join(changed) or 'other options'}: leave "
+                    f"{'them' if len(changed) > 1 else 'that'} out to load it")
     return "the file matches no registered architecture at its registered width"
 
 
@@ -80,7 +93,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module,
         if missing or unexpected:
             raise CheckpointError(
                 f"cannot load into {name}: missing keys {_few(missing)}; unexpected keys "
-                f"{_few(unexpected)}; {looks_like(state)}")
+                f"{_few(unexpected)}; {looks_like(state, model)}")
         pairs = [(k, k, theirs[k]) for k in ours]
     else:
         theirs = ordered_tensors(state, layout)
@@ -90,7 +103,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module,
         if len(theirs) != len(ours):
             raise CheckpointError(
                 f"cannot load this {layout} checkpoint into {name}: it has {len(theirs)} "
-                f"weight tensors, {name} has {len(ours)}; {looks_like(state)}")
+                f"weight tensors, {name} has {len(ours)}; {looks_like(state, model)}")
         pairs = [(k, tk, tv) for k, (tk, tv) in zip(ours, theirs)]
     out = {}
     for key, their_key, tensor in pairs:
@@ -99,7 +112,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module,
             if _norm_shape(tensor) != _norm_shape(mine):
                 raise CheckpointError(
                     f"cannot load into {name}: {their_key} has shape {tuple(tensor.shape)} but "
-                    f"{key} needs {tuple(mine.shape)}; {looks_like(state)}")
+                    f"{key} needs {tuple(mine.shape)}; {looks_like(state, model)}")
             tensor = tensor.reshape(mine.shape)
         out[key] = tensor.to(mine.dtype)
     return out

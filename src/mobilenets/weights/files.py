@@ -43,7 +43,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     and DDP's ``module.`` prefix."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"weights file {path} does not exist")
+        bare = not path.suffix and len(path.parts) == 1      # a word, not a file name
+        hint = (f"; weights='torchvision' or 'timm' load those libraries' published weights "
+                f"from their local caches (names such as torchvision's DEFAULT or "
+                f"IMAGENET1K_V1 are not weights here)" if bare else "")
+        raise CheckpointError(f"weights file {path} does not exist{hint}")
     if path.is_dir():
         path = find_weight_file(path)
     if path.stat().st_size == 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
@@ -38,9 +40,27 @@ def create_model(name: str, weights=None, allow_download: bool = False, **option
     (downloaded only with ``allow_download=True``). ``weights=None`` gives random weights.
     Head models (segmentation, depth) take their checkpoints and ``backbone_weights`` as
     :mod:`.heads` describes; detectors theirs as :mod:`.detection` does."""
+    check_weights_argument(weights)
     if weights is None and not is_head_name(name):
         return build_model(name, **options)
     return create_with_weights(name, weights, allow_download, **options)
+
+
+def check_weights_argument(weights) -> None:
+    """TypeError for a ``weights`` value that is not a path or a source name: a bool (timm's
+    ``pretrained=True`` spelling) or a state dict already in memory."""
+    if isinstance(weights, bool):
+        raise TypeError(f"weights={weights} is not taken: give weights='torchvision' or "
+                        f"'timm' (those libraries' published weights, from their local "
+                        f"caches), a checkpoint file or a saved-model folder; None (the "
+                        f"default) gives random weights")
+    if isinstance(weights, Mapping):
+        raise TypeError("weights takes a checkpoint's path, not the state dict itself: save it "
+                        "and give the path (torchvision, timm and our layouts are converted), or "
+                        "call model.load_state_dict(state) on a model of our layout")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights takes a path, 'torchvision' or 'timm', not a "
+                        f"{type(weights).__name__}")
 
 
 def create_with_weights(name: str, weights, allow_download: bool = False, **options) -> nn.Module:
