@@ -44,9 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         bare = not path.suffix and len(path.parts) == 1      # a word, not a file name
-        hint = (f"; weights='torchvision' or 'timm' load those libraries' published weights "
-                f"from their local caches (names such as torchvision's DEFAULT or "
-                f"IMAGENET1K_V1 are not weights here)" if bare else "")
+        hint = ("; weights='torchvision' or 'timm' load those libraries' published weights "
+                "from their local caches (names such as torchvision's DEFAULT or "
+                "IMAGENET1K_V1 are not weights here)" if bare else "")
         raise CheckpointError(f"weights file {path} does not exist{hint}")
     if path.is_dir():
         path = find_weight_file(path)
