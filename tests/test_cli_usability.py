@@ -201,6 +201,19 @@ def test_walkthrough_mistakes_get_their_fix(saved, tmp_path, capsys):
 
     with pytest.raises(TypeError, match="pretrained=True is weights='timm'"):
         mobilenets.create_model("mobilenet_v2_035", pretrained=True)
+    with pytest.raises(TypeError, match="timm's drop_rate is dropout here"):
+        mobilenets.create_model("mobilenet_v2_035", drop_rate=0.2)
+    # timm code that passes pretrained=False everywhere: the default, taken
+    model = mobilenets.create_model("mobilenet_v2_035", pretrained=False, num_classes=3)
+    assert model.get_classifier() is model.classifier and model.num_classes == 3
+    model.reset_classifier(5, "avg")
+    assert model.get_classifier().out_features == 5
+    with pytest.raises(ValueError, match="average only"):
+        model.reset_classifier(5, "max")
+    # timm's names match the registered models they alias
+    listed = mobilenets.list_models("mobilenetv2*")
+    assert {"mobilenet_v2_100", "mobilenet_v2_140"} <= set(listed)
+    assert set(listed) <= set(mobilenets.list_models("mobilenet_v2_*"))
     (tmp_path / "m.pte").write_bytes(b"")
     code, _, err = run(capsys, "quantize", tmp_path / "m.pte", "--calib", SAMPLE_DIR)
     assert code == 2 and "cannot be quantized again" in err

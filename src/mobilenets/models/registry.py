@@ -59,7 +59,9 @@ TASKS = ("classification", "segmentation", "depth", "detection")
 
 
 def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
-    """Registered names (not aliases), sorted; ``pattern`` is a shell wildcard like ``'*v3*'``.
+    """Registered names (not aliases), sorted; ``pattern`` is a shell wildcard like ``'*v3*'``
+    that a name or one of its timm / torchvision aliases matches (``'mobilenetv2*'`` lists
+    the ``mobilenet_v2_*`` models).
 
     ``task`` keeps one task's models: ``"classification"`` (the registered classifiers, which
     are also every head's possible backbones), ``"segmentation"``, ``"depth"`` or
@@ -69,7 +71,11 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
     names = {n: "classification" for n in _REGISTRY}
     names.update(head_listing())
     names = sorted(n for n, t in names.items() if task is None or t == task)
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+    if not pattern:
+        return names
+    # a timm or torchvision alias matching the pattern lists its registered name
+    via_alias = {target for alias, target in _ALIASES.items() if fnmatch.fnmatch(alias, pattern)}
+    return [n for n in names if fnmatch.fnmatch(n, pattern) or n in via_alias]
 
 
 def resolve_name(name: str) -> str:
@@ -135,6 +141,8 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     :func:`mobilenets.compress.factorise`), ``memory_split`` (t: inverted residuals evaluated in
     t chunks of their expansion at inference, see :mod:`~mobilenets.models.memory_split`).
     """
+    if options.get("pretrained") is False:      # timm's spelling of the default
+        options.pop("pretrained")
     if "weights" in options or "allow_download" in options:
         raise TypeError("mobilenets.models.create_model builds random weights; for weights=... "
                         "use mobilenets.create_model (mobilenets.weights.create_model)")
@@ -144,8 +152,11 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
             return _create_head(name, *head, options)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
-        hint = ("; timm's pretrained=True is weights='timm' (or 'torchvision', or a file) here"
-                if "pretrained" in unknown else "")
+        timm_names = {"pretrained": "timm's pretrained=True is weights='timm' (or "
+                                    "'torchvision', or a file) here",
+                      "drop_rate": "timm's drop_rate is dropout here",
+                      "pretrained_cfg": "the preprocessing is model.preprocess here"}
+        hint = "".join(f"; {timm_names[k]}" for k in unknown if k in timm_names)
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: "
                         f"{', '.join(MODEL_OPTIONS)} (and weights, allow_download in "
                         f"mobilenets.create_model){hint}")
