@@ -240,3 +240,13 @@ def test_out_indices_int_duplicates_and_backbone_stride():
     # MobileNetV3's head conv is its /32 tap (timm's index 4), not an extra one
     assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
     assert model.feature_info.channels() == [16, 16, 24, 48, 576]
+
+
+@pytest.mark.parametrize("given, module", [("hardswish", torch.nn.Hardswish),
+                                           ("Hardsigmoid", torch.nn.Hardsigmoid),
+                                           ("silu", torch.nn.SiLU)])
+def test_activation_takes_torch_module_names(given, module):
+    from mobilenets.layers import canonical_activation, make_activation
+    assert isinstance(make_activation(given), module)
+    model = mobilenets.create_model("mobilenet_v1_025", act=given)
+    assert model.config["act"] == canonical_activation(given)

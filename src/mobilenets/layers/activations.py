@@ -20,8 +20,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 # Names used in the papers' tables and by other libraries.
-_ALIASES = {"re": "relu", "hs": "hard_swish", "hswish": "hard_swish", "silu": "swish",
-            "hsigmoid": "hard_sigmoid", "linear": "identity", "none": "identity"}
+# (torch's module names too: nn.Hardswish, nn.Hardsigmoid)
+_ALIASES = {"re": "relu", "hs": "hard_swish", "hswish": "hard_swish", "hardswish": "hard_swish",
+            "silu": "swish", "hsigmoid": "hard_sigmoid", "hardsigmoid": "hard_sigmoid",
+            "linear": "identity", "none": "identity"}
 
 
 def canonical_activation(name: str) -> str:
