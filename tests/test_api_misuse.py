@@ -197,6 +197,11 @@ def test_weights_and_backbone_arguments_say_what_to_give(tmp_path):
         mobilenets.create_model("mobilenet_v3_small_100", weights="DEFAULT")
     with pytest.raises(TypeError, match="takes its backbone by name"):
         mobilenets.create_model("lraspp", backbone=model)
+    with pytest.raises(TypeError, match="not a MobileNet: create_model builds a model"):
+        mobilenets.create_model(model)
+    with pytest.raises(CheckpointError, match="Weights.DEFAULT does not exist; weights="):
+        mobilenets.create_model("mobilenet_v3_small_100",
+                                weights="MobileNet_V3_Small_Weights.DEFAULT")
     # a file of the registered model, built with options that change its shapes
     torch.save(model.state_dict(), tmp_path / "v3s.pth")
     with pytest.raises(CheckpointError, match=r"the file is mobilenet_v3_small_100 as "
@@ -206,3 +211,7 @@ def test_weights_and_backbone_arguments_say_what_to_give(tmp_path):
     with pytest.raises(CheckpointError, match="built here with in_chans=1"):
         mobilenets.create_model("mobilenet_v3_small_100", weights=tmp_path / "v3s.pth",
                                 in_chans=1)
+    # act changes no shape: not named among the causes
+    with pytest.raises(CheckpointError, match=r"built here with width_mult=0\.5: leave that"):
+        mobilenets.create_model("mobilenet_v3_small_100", weights=tmp_path / "v3s.pth",
+                                width_mult=0.5, act="relu")

@@ -206,6 +206,7 @@ def test_walkthrough_mistakes_get_their_fix(saved, tmp_path, capsys):
     # timm code that passes pretrained=False everywhere: the default, taken
     model = mobilenets.create_model("mobilenet_v2_035", pretrained=False, num_classes=3)
     assert model.get_classifier() is model.classifier and model.num_classes == 3
+    model.reset_classifier(4, None)          # timm's "keep the pooling"
     model.reset_classifier(5, "avg")
     assert model.get_classifier().out_features == 5
     with pytest.raises(ValueError, match="average only"):

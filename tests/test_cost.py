@@ -1,5 +1,7 @@
 """The cost model against a tiny network computed by hand, and against FlopCounterMode."""
 
+import json
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -89,15 +91,22 @@ def test_profile_of_a_training_model_at_tiny_resolution():
 def test_a_detector_profiles_its_network_and_keeps_its_mode(name, capsys):
     """A detector's list-of-images forward is not traceable: profile counts its network
     (``head_outputs`` on an input of the size) and the CLI prints it at the model's classes."""
-    model = mobilenets.create_model(name, resolution=128, num_classes=5).eval()
+    model = mobilenets.create_model(name, resolution=128, num_classes=5).train()
     p = mobilenets.profile(model)
+    assert model.training and all(m.training for m in model.modules())
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.rand(1, 3, 128, 128))      # resized to 128: the same convolutions
+        model.eval()(torch.rand(1, 3, 128, 128))      # resized to 128: the same convolutions
     assert 2 * p.macs == counter.get_total_flops() and p.peak_memory_live > 0
-    assert p.params == sum(t.numel() for t in model.parameters()) and not model.training
+    assert p.params == sum(t.numel() for t in model.parameters())
+    mobilenets.profile(model)
+    assert not any(m.training for m in model.modules())
     from mobilenets.cli.main import main
     assert main(["profile", name, "--resolution", "128"]) == 0
     out = capsys.readouterr().out
     full = mobilenets.create_model(name, resolution=128)    # 91 classes, the model's default
     assert f"params           {sum(t.numel() for t in full.parameters()):,} " in out
     assert "Table 3" not in out                                 # no block sequence
+    assert main(["profile", name, "--resolution", "128", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params"] == sum(t.numel() for t in full.parameters())
+    assert result["model"] == name and result["width_mult"] == 1.0

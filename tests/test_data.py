@@ -184,6 +184,7 @@ def test_transforms_take_images_of_any_mode_as_the_loader_reads_them(tmp_path):
     assert torch.equal(eval_transform(PRE)(rgba), expected)
     tensor = torch.from_numpy(np.asarray(rgba)).permute(2, 0, 1)
     assert torch.equal(eval_transform(PRE)(tensor), expected)            # alpha dropped
+    assert torch.equal(eval_transform(PRE)(np.asarray(rgba)), expected)
     palette = rgba.convert("P")
     palette.info["transparency"] = 0
     for image in (palette, rgba.convert("L"), rgba.convert("CMYK")):

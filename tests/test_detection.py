@@ -471,6 +471,15 @@ def test_backbone_checkpoint_settings_build_the_detector(tmp_path):
     assert direct.config["backbone_weights"] == str(tmp_path / "lite0")
     with torch.no_grad():
         torch.testing.assert_close(direct.eval().backbone.body(x)[-1], got)
+    # a classifier of another width: the detector's backbone is built at that width
+    narrow = randomize_bn(mobilenets.create_model("mobilenet_v3_small_100", width_mult=0.75))
+    torch.save(narrow.state_dict(), tmp_path / "v3s075.pth")
+    det = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100", width_mult=0.75,
+                                  resolution=96, num_classes=3,
+                                  backbone_weights=tmp_path / "v3s075.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(det.eval().backbone.body.blocks(det.backbone.body.stem(x)),
+                                   narrow.eval().blocks(narrow.stem(x)), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="not both"):
         mobilenets.create_model("ssdlite_efficientnet_lite0", weights=tmp_path / "x.pth",
                                 backbone_weights=tmp_path / "lite0")

@@ -43,6 +43,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _width_mult(model) -> float | None:
+    """The width of ``model``, or of its backbone for a head model (whose own config has
+    none)."""
+    for module in model.modules():
+        width = getattr(module, "config", {}).get("width_mult")
+        if width is not None:
+            return width
+    return None
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if args.width_mult is not None:
@@ -52,7 +62,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     model = create_model(args.model, **options)
     p = profile(model)
     if args.json:
-        d = {"model": model.config["name"], "width_mult": model.config["width_mult"],
+        d = {"model": model.config["name"], "width_mult": _width_mult(model),
              **p.to_dict(per_layer=args.per_layer)}
         print(json.dumps(d))
         return 0

@@ -143,9 +143,10 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
             hooks.append(module.register_forward_hook(hook))
     param = next(model.parameters())
     x = torch.zeros((1, *input_size), dtype=param.dtype, device=param.device)
+    # the wrapper is built in the model's own mode, so that peak_memory restores that mode
+    network = _Network(model) if hasattr(model, "head_outputs") else model
     was_training = model.training
     model.eval()
-    network = _Network(model) if hasattr(model, "head_outputs") else model
     try:
         with torch.no_grad():
             network(x)
@@ -154,6 +155,7 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
             h.remove()
         model.train(was_training)
     bottleneck, live = peak_memory(network, input_size)
+    model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
              for p in m.parameters(recurse=False))

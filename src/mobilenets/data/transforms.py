@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
@@ -9,8 +10,8 @@ from torchvision.transforms import InterpolationMode, v2
 
 def rgb_image(image):
     """``image`` as RGB: a PIL image of any mode converted by PIL (alpha dropped, a palette
-    with transparency through RGBA, as PIL advises), a 4-channel tensor without its alpha
-    channel; anything else as it is (``v2.RGB`` then makes grayscale RGB). The PIL rule is
+    with transparency through RGBA, as PIL advises), a 4-channel tensor (C x H x W) or array
+    (H x W x C) without its alpha channel; anything else as it is (``v2.RGB`` then makes grayscale RGB). The PIL rule is
     ``folder.load_rgb``'s."""
     if isinstance(image, Image.Image):
         if image.mode == "RGB":
@@ -20,6 +21,8 @@ def rgb_image(image):
         return image.convert("RGB")
     if isinstance(image, torch.Tensor) and image.ndim >= 3 and image.shape[-3] == 4:
         return image[..., :3, :, :]
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 4:
+        return image[..., :3]                     # H x W x C, as v2.ToImage reads arrays
     return image
 
 

@@ -110,11 +110,12 @@ class MobileNet(Trunk):
         """The final layer (timm's name): an ``nn.Linear``, ``nn.Identity`` without one."""
         return self.classifier
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` classes
         (the old class names are dropped: they name the old classifier's outputs).
-        ``global_pool`` is timm's argument; these networks pool by average only."""
-        if global_pool != "avg":
+        ``global_pool`` is timm's argument (None keeps the pooling); these networks pool by
+        average only."""
+        if global_pool not in (None, "avg"):
             raise ValueError(f"global_pool {global_pool!r}: these networks pool by average "
                              f"only ('avg'), as the papers' do")
         self.classifier = self._classifier(num_classes)

@@ -78,14 +78,20 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
     return [n for n in names if fnmatch.fnmatch(n, pattern) or n in via_alias]
 
 
-def resolve_name(name: str) -> str:
-    """Map a registered name or a timm/torchvision alias to the registered name."""
+def check_model_name(name) -> None:
+    """TypeError unless ``name`` is a string (a built model given where a name is expected)."""
     if not isinstance(name, str):
-        built = (": a head takes its backbone by name (backbone='mobilenet_v3_large_100', "
-                 "with width_mult= and backbone_weights= for a checkpoint), not a built model"
+        built = (": create_model builds a model from its name, and a head takes its backbone "
+                 "by name (backbone='mobilenet_v3_large_100', with width_mult= and "
+                 "backbone_weights= for a checkpoint), not a built model"
                  if isinstance(name, torch.nn.Module) else "")
         raise TypeError(f"a model name is a string such as 'mobilenet_v3_large_100', not a "
                         f"{type(name).__name__}{built}")
+
+
+def resolve_name(name: str) -> str:
+    """Map a registered name or a timm/torchvision alias to the registered name."""
+    check_model_name(name)
     if name in _REGISTRY:
         return name
     if name in _ALIASES:
@@ -141,6 +147,7 @@ def create_model(name: str, **options) -> MobileNet | FeatureNet:
     :func:`mobilenets.compress.factorise`), ``memory_split`` (t: inverted residuals evaluated in
     t chunks of their expansion at inference, see :mod:`~mobilenets.models.memory_split`).
     """
+    check_model_name(name)
     if options.get("pretrained") is False:      # timm's spelling of the default
         options.pop("pretrained")
     if "weights" in options or "allow_download" in options:

@@ -151,6 +151,8 @@ def plot_curves(out: Path, metrics: dict[str, tuple[str, bool]] | None = None) -
     a.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], style, label="val")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
     for key, (label, percent) in (metrics or {}).items():
+        if not any(key in r for r in val):      # e.g. top-5 with 5 classes or fewer
+            continue
         b.plot([r["epoch"] for r in val if key in r],
                [(100 if percent else 1) * r[key] for r in val if key in r], style, label=label)
     percents = {percent for _, percent in (metrics or {}).values()}

@@ -45,8 +45,7 @@ def classifier_classes(state: dict[str, torch.Tensor]) -> int:
 
 
 # options that change a registered model's tensor shapes (num_classes aside)
-SHAPE_OPTIONS = ("width_mult", "depth_mult", "in_chans", "block_widths", "reduced_tail",
-                 "act", "se_ratio")
+SHAPE_OPTIONS = ("width_mult", "depth_mult", "in_chans", "block_widths", "reduced_tail")
 
 
 def looks_like(state: dict[str, torch.Tensor], into: nn.Module | None = None) -> str:

@@ -38,12 +38,17 @@ def find_weight_file(folder: Path) -> Path:
                           f"{', '.join(WEIGHT_FILES)} (directly or under snapshots/*/)")
 
 
+# suffixes of checkpoint files: a name with another (or none) is not meant as a file
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar", ".pkl")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file or folder, unwrapped from training-checkpoint containers
     and DDP's ``module.`` prefix."""
     path = Path(path)
     if not path.exists():
-        bare = not path.suffix and len(path.parts) == 1      # a word, not a file name
+        # a word (DEFAULT, IMAGENET1K_V1, MobileNet_V3_Large_Weights.DEFAULT), not a file name
+        bare = len(path.parts) == 1 and path.suffix.lower() not in CHECKPOINT_SUFFIXES
         hint = ("; weights='torchvision' or 'timm' load those libraries' published weights "
                 "from their local caches (names such as torchvision's DEFAULT or "
                 "IMAGENET1K_V1 are not weights here)" if bare else "")

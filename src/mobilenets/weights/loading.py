@@ -18,7 +18,7 @@ from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
 from .files import CheckpointError, read_state_dict
-from .heads import create_head, head_name, is_head_name
+from .heads import BACKBONE_SETTINGS, create_head, head_name, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
 from .sources import (SourceSettings, effnet_pytorch_settings, timm_settings,
@@ -72,7 +72,7 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
                              "backbone_weights= (a classifier to start the backbone from), "
                              "not both")
         if backbone_weights is not None:
-            return create_with_backbone(name, backbone_weights, **options)
+            return create_with_backbone(name, backbone_weights, allow_download, **options)
         return (build_model(name, **options) if weights is None
                 else create_detector(name, weights, **options))
     if is_head_name(name):        # segmentation and depth heads: weights/heads.py
@@ -221,16 +221,19 @@ def fpn_backbone(name: str, weights=None, out_indices=(1, 2, 3, 4), out_channels
 CHECKPOINT_SETTINGS = ("padding", "bn_eps", "act")
 
 
-def backbone_settings(backbone: str, weights) -> dict:
+def backbone_settings(backbone: str, weights, allow_download: bool = False,
+                      **shape) -> dict:
     """The :data:`CHECKPOINT_SETTINGS` that the classification checkpoint ``weights`` of
-    ``backbone`` implies (as ``create_model`` loads it)."""
+    ``backbone`` (built with ``shape``: width_mult, in_chans ...) implies, as
+    ``create_model`` loads it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # loading notes are for the classifier, not here
-        config = create_model(backbone, weights=weights, num_classes=0).config
+        config = create_model(backbone, weights=weights, allow_download=allow_download,
+                              num_classes=0, **shape).config
     return {k: config[k] for k in CHECKPOINT_SETTINGS if config.get(k) is not None}
 
 
-def load_backbone_weights(model: nn.Module, weights) -> None:
+def load_backbone_weights(model: nn.Module, weights, allow_download: bool = False) -> None:
     """Load a classification checkpoint of the detector's backbone (any file
     ``mobilenets.create_model`` loads for it) into ``model.backbone.body``; the backbone's
     BatchNorm settings stay the detector's."""
@@ -241,18 +244,21 @@ def load_backbone_weights(model: nn.Module, weights) -> None:
     taps = ({"return_layers": built["return_layers"]} if built.get("return_layers")
             else {"out_indices": [-1]})
     body = create_model(model.config["backbone"], weights=weights, features_only=True,
-                        **taps, **options)
+                        allow_download=allow_download, **taps, **options)
     model.backbone.body.load_state_dict(body.state_dict())
 
 
-def create_with_backbone(name: str, backbone_weights, **options) -> nn.Module:
+def create_with_backbone(name: str, backbone_weights, allow_download: bool = False,
+                         **options) -> nn.Module:
     """The detector ``name`` (``backbone=`` in ``options`` for a bare head name) with its
     backbone from the classification checkpoint ``backbone_weights`` (:mod:`.detection`'s
     docstring), built with the :data:`CHECKPOINT_SETTINGS` it implies; options given win."""
     full = head_name(name, dict(options))            # <head>_<backbone>
-    implied = backbone_settings(resolve_head(full)[1], backbone_weights)
+    shape = {k: options[k] for k in BACKBONE_SETTINGS if k in options}
+    implied = backbone_settings(resolve_head(full)[1], backbone_weights, allow_download,
+                                **shape)
     model = build_model(name, **{**implied, **options})
-    load_backbone_weights(model, backbone_weights)
+    load_backbone_weights(model, backbone_weights, allow_download)
     model.config["backbone_weights"] = str(backbone_weights)
     return model
 
