@@ -343,6 +343,14 @@ def test_yolo_loader_rejects_bad_label_lines(tmp_path):
     (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2\n")
     with pytest.raises(DataError, match=r"x.txt:1: expected 'class cx cy w h'"):
         YoloDetection(tmp_path, "a")
+    # pixel coordinates and empty boxes: the box was dropped by the augmentation and the
+    # validation loss was infinite
+    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n0 320 200 50 80\n")
+    with pytest.raises(DataError, match=r"x.txt:2: box 320 200 50 80 is not normalised"):
+        YoloDetection(tmp_path, "a")
+    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0 0.2\n")
+    with pytest.raises(DataError, match=r"x.txt:1: box 0.5 0.5 0 0.2 has no area"):
+        YoloDetection(tmp_path, "a")
     with pytest.raises(DataError, match="does not exist"):
         YoloDetection(tmp_path, "b")
 

@@ -151,7 +151,8 @@ def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
 
 def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(boxes N x 4 normalised cx cy w h, labels N)`` of a YOLO label file; DataError naming
-    the file and line for a malformed line or a class outside ``0 .. num_classes - 1``."""
+    the file and line for a malformed line, a class outside ``0 .. num_classes - 1``, a value
+    outside 0 .. 1 (pixel coordinates) or a box without area."""
     return parse_yolo_text(path.read_text(), num_classes, path)
 
 
@@ -174,6 +175,15 @@ def parse_yolo_text(text: str, num_classes: int, where) -> tuple[torch.Tensor, t
         if not 0 <= cls < num_classes:
             raise DataError(f"{path}:{n}: class {cls} is not in 0 .. {num_classes - 1} (the "
                             f"{num_classes} names)")
+        # as ultralytics checks them: pixel coordinates here would train on nothing (the
+        # augmentation drops the box) and give an infinite validation loss
+        if not all(0 <= v <= 1 + 1e-6 for v in values):
+            raise DataError(f"{path}:{n}: box {' '.join(parts[1:])} is not normalised: YOLO "
+                            f"labels give cx cy w h as fractions of the image's width and "
+                            f"height, in 0 .. 1 (divide pixel coordinates by the image size)")
+        if values[2] <= 0 or values[3] <= 0:
+            raise DataError(f"{path}:{n}: box {' '.join(parts[1:])} has no area (width or "
+                            f"height 0); remove the line")
         rows.append(values)
         labels.append(cls)
     return (torch.tensor(rows, dtype=torch.float32).reshape(-1, 4),
