@@ -355,6 +355,27 @@ def test_yolo_loader_rejects_bad_label_lines(tmp_path):
         YoloDetection(tmp_path, "b")
 
 
+def test_names_counts_and_options_mistakes_are_named(tmp_path):
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "labels" / "a").mkdir(parents=True)
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(tmp_path / "images" / "a" / "x.png"))
+    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "config.yaml").write_text("names: {0: cat, 1: , 2: dog}\n")
+    with pytest.raises(DataError, match="class 1 has no name"):    # was the class "None"
+        read_names(tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text("names: [cat, dog, cow]\nval: a\n")
+    model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
+                                    resolution=96, num_classes=3)
+    with pytest.raises(ValueError, match=r"the model has 2 classes \(and the background: 3 "
+                                         r"outputs\), .* has 3 names"):
+        evaluate_detections(model, tmp_path)
+    task = DetectionTask()
+    task.options = DetectionOptions(model_options={"num_classes": 10})
+    task.space, task.names = "contiguous", ["a", "b"]
+    with pytest.raises(ValueError, match="the class count comes from the data's names"):
+        task.build_model(make_config(model="ssdlite_mobilenet_v3_small_100", resolution=96))
+
+
 def test_box_aware_augmentation(coco128):
     ds = YoloDetection(coco128, "train2017")
     (image, target), _ = ds[0]

@@ -54,6 +54,10 @@ def read_names(path: str | Path) -> list[str]:
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise DataError(f"{path} has no 'names:' list or mapping of class names")
+    empty = [i for i, n in enumerate(names) if n is None or not str(n).strip()]
+    if empty:
+        raise DataError(f"{path}: class {empty[0]} has no name (an empty entry in 'names:'); "
+                        f"name every class")
     return [str(n) for n in names]
 
 

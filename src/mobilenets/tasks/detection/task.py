@@ -205,6 +205,11 @@ class DetectionTask(Task):
             model = create_model(config["name"], **rebuild_options(config))
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
+        for key in ("num_classes", "resolution"):
+            if key in self.options.model_options:
+                raise ValueError(f"model_options {key} is not taken: "
+                                 + ("the class count comes from the data's names"
+                                    if key == "num_classes" else "give --resolution"))
         options = self.with_config_options(cfg, dict(
             self.options.model_options, num_classes=self.num_classes, resolution=cfg.resolution))
         if cfg.weights:
@@ -315,9 +320,10 @@ def evaluate(model, data, split: str | None = None, batch_size: int = 8,
     if model.num_classes != (91 if space == "coco91" else len(names) + 1):
         space = "contiguous"
         if model.num_classes != len(names) + 1:
-            raise ValueError(f"the model has {model.num_classes} classes; {root} has "
-                             f"{len(names)} (a model for it has {len(names) + 1}, or 91 for "
-                             f"COCO's names)")
+            raise ValueError(f"the model has {model.num_classes - 1} classes (and the "
+                             f"background: {model.num_classes} outputs), {root} has "
+                             f"{len(names)} names: evaluate a model trained on these classes "
+                             f"({len(names) + 1} outputs, or 91 for COCO's names)")
     mapping = label_map(space, len(names))
     dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
     loader = eval_loader(dataset, partial(collate_detection, label_map=mapping), batch_size,
