@@ -369,6 +369,14 @@ def test_names_counts_and_options_mistakes_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"the model has 2 classes \(and the background: 3 "
                                          r"outputs\), .* has 3 names"):
         evaluate_detections(model, tmp_path)
+    # mobilenets.evaluate scores a detector as `mobilenets eval` does (it ran the classifier's)
+    model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
+                                    resolution=96, num_classes=4)
+    result = mobilenets.evaluate(model, tmp_path)
+    assert result["count"] == 1 and {"map", "map50", "per_class"} <= set(result)
+    direct = evaluate_detections(model, tmp_path)
+    assert result["map"] == direct["map"]
+    assert set(result["per_class"]) == {"cat", "dog", "cow"}      # by name, NaN: no boxes
     task = DetectionTask()
     task.options = DetectionOptions(model_options={"num_classes": 10})
     task.space, task.names = "contiguous", ["a", "b"]

@@ -113,12 +113,24 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
 
 
 def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
-             workers: int = 0, runtime: str | None = None) -> dict:
-    """Top-1, top-5, loss, per-class accuracy and the confusion matrix of ``model`` (anything
-    :func:`open_model` opens: a model, a saved-model folder, an ``.onnx`` file) on the image
-    folder ``data`` (its ``val/`` if it has one), with the model's eval preprocessing."""
-    return evaluate_classifier(open_model(model, runtime=runtime, purpose="results"), data,
-                               resolution, batch_size, workers)
+             workers: int = 0, runtime: str | None = None, **options) -> dict:
+    """``model`` (anything :func:`open_model` opens: a model, a saved-model folder, an
+    ``.onnx`` or ``.pte`` file) scored on ``data`` with its task's evaluation, as
+    ``mobilenets eval`` does: a classifier's top-1, top-5, loss, per-class accuracy and
+    confusion matrix on an image folder (its ``val/`` if it has one), with the model's eval
+    preprocessing; a segmentation, depth or detection model's metrics on its data
+    (:func:`mobilenets.deploy.evaluate.evaluate_dense`, whose ``depth_scale``, ``invalid``
+    and ``label_set`` are the ``options``)."""
+    from .evaluate import dense_task_of, evaluate_dense
+    opened = open_model(model, runtime=runtime, purpose="results")
+    task = dense_task_of(opened)
+    if task is not None:
+        return evaluate_dense(opened, task, str(data), resolution, batch_size, workers,
+                              **options)
+    if options:
+        raise TypeError(f"{', '.join(options)}: options of a segmentation or depth model's "
+                        f"evaluation, not a classifier's")
+    return evaluate_classifier(opened, data, resolution, batch_size, workers)
 
 
 __all__ = ["EXPORTED_SUFFIXES", "evaluate", "is_exported_file", "open_model"]
