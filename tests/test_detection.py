@@ -375,6 +375,9 @@ def test_names_counts_and_options_mistakes_are_named(tmp_path):
     result = mobilenets.evaluate(model, tmp_path)
     assert result["count"] == 1 and {"map", "map50", "per_class"} <= set(result)
     direct = evaluate_detections(model, tmp_path)
+    model.score_thresh = 0.25                    # as a file exported with --conf 0.25
+    with pytest.warns(UserWarning, match="keeps scores above 0.25 .* this mAP is below"):
+        evaluate_detections(model, tmp_path)
     assert result["map"] == direct["map"]
     assert set(result["per_class"]) == {"cat", "dog", "cow"}      # by name, NaN: no boxes
     task = DetectionTask()

@@ -13,6 +13,7 @@ background).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -308,6 +309,20 @@ def evaluate_detector(model, loader, device="cpu", dist=None,
     return {"loss": loss_sum / max(count, 1), **result, "count": count, "bad_images": bad}
 
 
+def check_map_settings(model) -> None:
+    """Warn when ``model`` keeps too few detections for COCO mAP (its score threshold above
+    0.01, or fewer than 100 per image: the low-scoring boxes count towards the precision-
+    recall curve), as an exported file with ``--conf 0.25`` does."""
+    thresh = float(getattr(model, "score_thresh", 0.0))
+    most = int(getattr(model, "detections_per_img", 100))
+    if thresh > 0.01 or most < 100:
+        warnings.warn(f"the detector keeps scores above {thresh:g} and at most {most} boxes "
+                      f"per image; COCO mAP counts the low-scoring ones too (as ultralytics' "
+                      f"val at conf 0.001), so this mAP is below the model's: for it, export "
+                      f"with the default --conf and --max-det (or set score_thresh 0.001)",
+                      stacklevel=3)
+
+
 def evaluate(model, data, split: str | None = None, batch_size: int = 8,
              workers: int = 0) -> dict:
     """COCO mAP of a detector on a YOLO-layout data set (its val split by default): ``map``,
@@ -324,6 +339,7 @@ def evaluate(model, data, split: str | None = None, batch_size: int = 8,
                              f"background: {model.num_classes} outputs), {root} has "
                              f"{len(names)} names: evaluate a model trained on these classes "
                              f"({len(names) + 1} outputs, or 91 for COCO's names)")
+    check_map_settings(model)
     mapping = label_map(space, len(names))
     dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
     loader = eval_loader(dataset, partial(collate_detection, label_map=mapping), batch_size,
