@@ -130,6 +130,15 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     assert sum(answer["class_fractions"].values()) == pytest.approx(1, abs=1e-3)
     colours = {tuple(c) for c in picture[:, :, 64:].flatten(1).T.tolist()}
     assert len(colours) == len(answer["class_fractions"])   # one colour per predicted class
+    # two images of one stem: two pictures (the second replaced the first)
+    twin = tmp_path / "other" / "001.png"
+    twin.parent.mkdir()
+    twin.write_bytes(image.read_bytes())
+    assert main(["predict", str(out / "best"), str(image), str(twin), "--out",
+                 str(tmp_path / "twins"), "--json"]) == 0
+    outputs = [p["output"] for p in json.loads(capsys.readouterr().out)["predictions"]]
+    assert [Path(o).name for o in outputs] == ["001.png", "001-2.png"]
+    assert all(Path(o).is_file() for o in outputs)
 
 
 def _write_pair(folder, stem, rgb, codes):

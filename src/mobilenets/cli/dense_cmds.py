@@ -267,7 +267,8 @@ PREDICT_CONF = 0.25
 def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=None,
                   max_det=None, as_json: bool = False) -> int:
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
-    picture side by side (detection: the image with its boxes only)."""
+    picture side by side (detection: the image with its boxes only); images of one stem
+    (``a/x.jpg``, ``b/x.jpg``) get ``x.png``, ``x-2.png`` ..., not one file."""
     import torch
 
     from ..data import read_rgb
@@ -277,7 +278,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
     model = as_dense(model, task).eval()
     if task == "detection" and conf is None:
         conf = PREDICT_CONF
-    results = []
+    results, taken = [], set()
     for path in images:
         try:
             image = read_rgb(path)
@@ -287,7 +288,11 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         picture, summary = predict_picture(model, task, image, conf, iou, max_det)
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
-        target = folder / f"{Path(path).stem}.png"
+        stem, n = Path(path).stem, 1
+        while (name := stem if n == 1 else f"{stem}-{n}") in taken:
+            n += 1
+        taken.add(name)
+        target = folder / f"{name}.png"
         write_png(picture, target)
         results.append({"image": path, "output": str(target), **summary})
         if not as_json:
