@@ -358,8 +358,13 @@ def test_yolo_loader_rejects_bad_label_lines(tmp_path):
 def test_names_counts_and_options_mistakes_are_named(tmp_path):
     (tmp_path / "images" / "a").mkdir(parents=True)
     (tmp_path / "labels" / "a").mkdir(parents=True)
-    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(tmp_path / "images" / "a" / "x.png"))
+    for stem in ("x", "y", "z"):
+        write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
+                  str(tmp_path / "images" / "a" / f"{stem}.png"))
     (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "a" / "y.txt").write_text("")          # z.png: no label file
+    (tmp_path / "config.yaml").write_text("names: [cat, dog]\n")
+    assert YoloDetection(tmp_path, "a").background == ["y", "z"]   # both without boxes
     (tmp_path / "config.yaml").write_text("names: {0: cat, 1: , 2: dog}\n")
     with pytest.raises(DataError, match="class 1 has no name"):    # was the class "None"
         read_names(tmp_path / "config.yaml")
@@ -373,7 +378,7 @@ def test_names_counts_and_options_mistakes_are_named(tmp_path):
     model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
                                     resolution=96, num_classes=4)
     result = mobilenets.evaluate(model, tmp_path)
-    assert result["count"] == 1 and {"map", "map50", "per_class"} <= set(result)
+    assert result["count"] == 3 and {"map", "map50", "per_class"} <= set(result)
     direct = evaluate_detections(model, tmp_path)
     model.score_thresh = 0.25                    # as a file exported with --conf 0.25
     with pytest.warns(UserWarning, match="keeps scores above 0.25 .* this mAP is below"):

@@ -7,8 +7,8 @@ Layout (what ultralytics and COCO128 use)::
     ROOT/images/<split>/*.jpg
     ROOT/labels/<split>/*.txt         one line per box: "class cx cy w h", normalised to [0, 1]
 
-An image without a label file is a background image (no boxes: every default box is a
-negative); a label file without an image is reported (``orphan_labels``) and skipped. Labels
+An image without a label file, or with an empty one, is a background image (no boxes: every
+default box is a negative); a label file without an image is reported (``orphan_labels``) and skipped. Labels
 are the data set's class indices ``0 .. K-1``; the task maps them to the model's (see
 :mod:`mobilenets.data.coco` for COCO's ids).
 """
@@ -202,7 +202,8 @@ class YoloDetection(Dataset):
     ``SanitizeBoundingBoxes`` drops labels with their boxes. An unreadable image gives None (a
     warning on the ``mobilenets.data`` logger), or DataError when ``strict``.
 
-    ``background``: stems of images without a label file; ``orphan_labels``: label files with
+    ``background``: stems of images without boxes (no label file, or an empty one);
+    ``orphan_labels``: label files with
     no image (skipped; a warning says so)."""
 
     def __init__(self, root: str | Path, split: str, names: list[str] | None = None,
@@ -223,11 +224,12 @@ class YoloDetection(Dataset):
             logger.warning("%d label file(s) in %s have no image and are skipped: %s",
                            len(self.orphan_labels), label_dir,
                            ", ".join(Path(p).name for p in self.orphan_labels[:5]))
-        self.background = [p.stem for p in images if p.stem not in labels]
         self.images = images
         self.labels = [parse_yolo_labels(labels[p.stem], len(self.names)) if p.stem in labels
                        else (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
                        for p in images]
+        # images without boxes: no label file or an empty one (both count, as ultralytics')
+        self.background = [p.stem for p, (_, lab) in zip(images, self.labels) if len(lab) == 0]
 
     def __len__(self) -> int:
         return len(self.images)
