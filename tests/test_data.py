@@ -175,6 +175,17 @@ def test_train_transform_shapes(tmp_path, auto_augment):
     assert eval_transform(PRE)(image).shape == (3, 32, 32)
 
 
+def test_dense_data_given_to_a_classifier_says_which_model_to_train(tmp_path):
+    for sub in ("images/train2017", "labels/train2017"):
+        (tmp_path / "det" / sub).mkdir(parents=True)
+    with pytest.raises(DataError, match="looks like YOLO detection data .* --model ssdlite"):
+        resolve_split(tmp_path / "det")
+    for sub in ("images/train", "masks/train"):
+        (tmp_path / "seg" / sub).mkdir(parents=True)
+    with pytest.raises(DataError, match="looks like segmentation data .* --model lraspp"):
+        resolve_split(tmp_path / "seg")
+
+
 def test_transforms_take_images_of_any_mode_as_the_loader_reads_them(tmp_path):
     """An RGBA PNG (torchvision's v2.RGB alone refuses 4 channels), a palette with
     transparency, grayscale and CMYK give what the folder loader's RGB conversion gives."""

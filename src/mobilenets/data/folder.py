@@ -65,6 +65,19 @@ def split_folders(root: Path, val: str | Path | None = None) -> tuple[Path, Path
     return train_dir, Path(val) if val is not None else root / "val"
 
 
+def _dense_hint(root: Path) -> str:
+    """A hint when ``root`` looks like a dense task's data, given to a classifier."""
+    if not (root / "images").is_dir():
+        return ""
+    if (root / "labels").is_dir():
+        return ("; it looks like YOLO detection data (images/, labels/): train a detector, "
+                "e.g. --model ssdlite_mobilenet_v3_large_100 or yolov4_mobilenet_v3_large_100")
+    if (root / "masks").is_dir():
+        return ("; it looks like segmentation data (images/, masks/): train a segmentation "
+                "model, e.g. --model lraspp_mobilenet_v3_large_100")
+    return ""
+
+
 def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tuple[Path, Path]:
     """``(train_dir, val_dir)`` for ``data`` (None: the built-in sample), a folder with
     ``train/`` and ``val/`` class folders; ``val``, when given, replaces ``data/val``, and
@@ -77,7 +90,7 @@ def resolve_split(data: str | Path | None, val: str | Path | None = None) -> tup
     if not train_dir.is_dir():
         raise DataError(f"data folder {root} has no train/ folder ({_LAYOUT}); a folder of "
                         f"class folders trains with --val FOLDER (the validation class "
-                        f"folders, which must be other images)")
+                        f"folders, which must be other images){_dense_hint(root)}")
     if val is not None:
         val_dir = Path(val)
         if not val_dir.is_dir():
