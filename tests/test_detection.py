@@ -472,6 +472,9 @@ def test_detection_task_trains_one_epoch_on_the_engine(coco128, tmp_path):
     result = evaluate_detections(best, data)
     assert result["count"] == 2 and set(result["per_class"]) <= set(read_names(data /
                                                                               "config.yaml"))
+    last = mobilenets.create_model("ssdlite_mobilenet_v3_small_100", resolution=128,
+                                   weights=out / "last.pt")     # the names come with it
+    assert last.config["class_names"] == best.config["class_names"]
 
 
 def test_backbone_starts_from_a_classification_checkpoint(tmp_path):

@@ -202,6 +202,9 @@ def test_eval_and_predict_commands(data, tmp_path, capsys):
                  "--confusion-png", str(png)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["top1"] <= 1 and result["top5"] is None and result["images"] == 12
+    # a registered name with the run's last.pt: the class names come with it (were lost)
+    last = mobilenets.create_model("mobilenet_v3_small_075", weights=out / "last.pt")
+    assert last.config["class_names"] == ["a", "b", "c"]
     assert set(result["per_class"]) == {"a", "b", "c"} and png.stat().st_size > 0
     same = mobilenets.evaluate(mobilenets.load(out / "best"), data)
     assert same["top1"] == result["top1"] and same["count"] == 12

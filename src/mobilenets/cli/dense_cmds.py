@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..deploy.evaluate import DENSE_TASKS, as_dense, dense_task_of, evaluate_dense
+from ..deploy.dense_eval import DENSE_TASKS, as_dense, dense_task_of, evaluate_dense
 
 TASK_NAMES = ("classification", *DENSE_TASKS)
 

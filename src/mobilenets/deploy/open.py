@@ -119,9 +119,9 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     ``mobilenets eval`` does: a classifier's top-1, top-5, loss, per-class accuracy and
     confusion matrix on an image folder (its ``val/`` if it has one), with the model's eval
     preprocessing; a segmentation, depth or detection model's metrics on its data
-    (:func:`mobilenets.deploy.evaluate.evaluate_dense`, whose ``depth_scale``, ``invalid``
+    (:func:`mobilenets.deploy.dense_eval.evaluate_dense`, whose ``depth_scale``, ``invalid``
     and ``label_set`` are the ``options``)."""
-    from .evaluate import dense_task_of, evaluate_dense
+    from .dense_eval import dense_task_of, evaluate_dense
     opened = open_model(model, runtime=runtime, purpose="results")
     task = dense_task_of(opened)
     if task is not None:

@@ -31,7 +31,7 @@ from ..models import create_model as build_model
 from ..models.heads import resolve_head
 from ..models.heads.detection import ASPECT_RATIOS
 from ..models.heads.yolo import ANCHORS_PER_LEVEL
-from .files import CheckpointError, read_state_dict
+from .files import CheckpointError, checkpoint_class_names, read_state_dict
 from .layouts import ordered_tensors
 from .saved import is_saved_model, read_config
 
@@ -91,6 +91,9 @@ def create_detector(name: str, weights, **options) -> nn.Module:
     if leftover or result.unexpected_keys:
         raise CheckpointError(f"partial load refused: missing {leftover[:5]}, unexpected "
                               f"{result.unexpected_keys[:5]}")
+    names = None if is_saved_model(path) or fresh_head else checkpoint_class_names(path)
+    if names is not None and len(names) == model.num_classes:     # a training checkpoint's
+        model.config["class_names"] = names
     model.config["weights"] = str(path)
     return model
 

@@ -64,6 +64,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
+def checkpoint_class_names(path: str | Path) -> list[str] | None:
+    """The class names a training checkpoint (``last.pt``: its ``model_spec`` or its task's
+    state) records, or None for any other file."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return None
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:                       # read_state_dict reports what is wrong with it
+        return None
+    if not isinstance(obj, dict):
+        return None
+    spec, task = obj.get("model_spec"), obj.get("task")
+    names = (spec.get("config") or {}).get("class_names") if isinstance(spec, dict) else None
+    if names is None and isinstance(task, dict):
+        names = task.get("classes")            # the classification task's state
+    return list(names) if isinstance(names, list) else None
+
+
 def _read_safetensors(path: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -17,7 +17,7 @@ from ..models.registry import as_features
 from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
-from .files import CheckpointError, read_state_dict
+from .files import CheckpointError, checkpoint_class_names, read_state_dict
 from .heads import BACKBONE_SETTINGS, create_head, head_name, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
@@ -123,7 +123,7 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
             settings = effnet_pytorch_settings(name, path)
         else:
             settings = SourceSettings()
-        class_names = None
+        class_names = checkpoint_class_names(path)      # a training checkpoint's (last.pt)
     file_classes = classifier_classes(state)
     merged = dict(settings.options)
     for key, value in options.items():
