@@ -212,7 +212,8 @@ def _split_options(head: str, backbone: str, options: dict, own: tuple[str, ...]
     unknown = sorted(set(options) - set(own) - set(allowed))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for {head} on {backbone}; it "
-                        f"takes {', '.join(own)} (the head) and {', '.join(allowed)} (the "
+                        f"takes {', '.join(own)} (the head) and "
+                        f"{', '.join(k for k in allowed if k not in own)} (the "
                         f"backbone)")
     return ({k: v for k, v in options.items() if k in own},
             {k: v for k, v in options.items() if k not in own})

@@ -146,7 +146,8 @@ def _split(head: str, backbone: str, options: dict, own: dict) -> tuple[dict, di
     unknown = sorted(set(options) - set(own) - set(allowed))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for {head} on {backbone}; it "
-                        f"takes {', '.join(own)} (the head) and {', '.join(allowed)} (the "
+                        f"takes {', '.join(own)} (the head) and "
+                        f"{', '.join(k for k in allowed if k not in own)} (the "
                         f"backbone)")
     head_opts = {k: options.get(k, default) for k, default in own.items()}
     n = head_opts["num_classes"]
