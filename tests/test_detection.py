@@ -4,6 +4,7 @@ COCO's label mapping, and the COCO128 loader."""
 import logging
 import shutil
 import tarfile
+import warnings
 
 import pytest
 import torch
@@ -331,7 +332,7 @@ def test_yolo_loader_background_images_and_orphan_labels(coco128, caplog):
     assert target["boxes"].canvas_size == tuple(image.shape[1:])
 
 
-def test_yolo_loader_rejects_bad_label_lines(tmp_path):
+def test_yolo_loader_rejects_bad_label_lines(tmp_path, caplog):
     (tmp_path / "images" / "a").mkdir(parents=True)
     (tmp_path / "labels" / "a").mkdir(parents=True)
     write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
@@ -351,6 +352,14 @@ def test_yolo_loader_rejects_bad_label_lines(tmp_path):
     (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0 0.2\n")
     with pytest.raises(DataError, match=r"x.txt:1: box 0.5 0.5 0 0.2 has no area"):
         YoloDetection(tmp_path, "a")
+    # a shard written before these lines were refused: the box is dropped with a warning
+    from mobilenets.tasks.detection.data import decode_shard
+    png = (tmp_path / "images" / "a" / "x.png").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        (_, target), _ = decode_shard({"__key__": "k", "png": png, "idx": b"0",
+                                       "txt": b"1 0.5 0.5 0.2 0.2\n0 320 200 50 80\n"}, 2)
+    assert target["labels"].tolist() == [1] and "k.txt:2: box 320 200 50 80 dropped" in \
+        caplog.text
     with pytest.raises(DataError, match="does not exist"):
         YoloDetection(tmp_path, "b")
 
@@ -377,7 +386,9 @@ def test_names_counts_and_options_mistakes_are_named(tmp_path):
     # mobilenets.evaluate scores a detector as `mobilenets eval` does (it ran the classifier's)
     model = mobilenets.create_model("ssdlite", backbone="mobilenet_v3_small_100",
                                     resolution=96, num_classes=4)
-    result = mobilenets.evaluate(model, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # the model's own settings: no mAP warning
+        result = mobilenets.evaluate(model, tmp_path)
     assert result["count"] == 3 and {"map", "map50", "per_class"} <= set(result)
     direct = evaluate_detections(model, tmp_path)
     model.score_thresh = 0.25                    # as a file exported with --conf 0.25

@@ -289,9 +289,10 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
         stem, n = Path(path).stem, 1
-        while (name := stem if n == 1 else f"{stem}-{n}") in taken:
+        # case-folded: X.jpg and x.jpg are one file name on macOS and Windows
+        while (name := stem if n == 1 else f"{stem}-{n}").casefold() in taken:
             n += 1
-        taken.add(name)
+        taken.add(name.casefold())
         target = folder / f"{name}.png"
         write_png(picture, target)
         results.append({"image": path, "output": str(target), **summary})

@@ -160,8 +160,12 @@ def parse_yolo_labels(path: Path, num_classes: int) -> tuple[torch.Tensor, torch
     return parse_yolo_text(path.read_text(), num_classes, path)
 
 
-def parse_yolo_text(text: str, num_classes: int, where) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`parse_yolo_labels` of a label file's text (``where`` names it in errors)."""
+def parse_yolo_text(text: str, num_classes: int, where,
+                    strict: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`parse_yolo_labels` of a label file's text (``where`` names it in errors);
+    ``strict=False`` drops a box with coordinates outside 0 .. 1 or without area, with a
+    warning, instead (shards written before such lines were refused: they trained without
+    the box)."""
     path = where
     rows, labels = [], []
     for n, line in enumerate(text.splitlines(), start=1):
@@ -179,15 +183,24 @@ def parse_yolo_text(text: str, num_classes: int, where) -> tuple[torch.Tensor, t
         if not 0 <= cls < num_classes:
             raise DataError(f"{path}:{n}: class {cls} is not in 0 .. {num_classes - 1} (the "
                             f"{num_classes} names)")
-        # as ultralytics checks them: pixel coordinates here would train on nothing (the
-        # augmentation drops the box) and give an infinite validation loss
-        if not all(0 <= v <= 1 + 1e-6 for v in values):
-            raise DataError(f"{path}:{n}: box {' '.join(parts[1:])} is not normalised: YOLO "
-                            f"labels give cx cy w h as fractions of the image's width and "
-                            f"height, in 0 .. 1 (divide pixel coordinates by the image size)")
-        if values[2] <= 0 or values[3] <= 0:
-            raise DataError(f"{path}:{n}: box {' '.join(parts[1:])} has no area (width or "
-                            f"height 0); remove the line")
+        # coordinates outside 0 .. 1 (ultralytics refuses them too) or a box without area
+        # would train on nothing (the augmentation drops the box) and give an infinite
+        # validation loss
+        problem = None
+        if any(v > 1 + 1e-6 for v in values):
+            problem = ("is not normalised: YOLO labels give cx cy w h as fractions of the "
+                       "image's width and height, in 0 .. 1 (divide pixel coordinates by the "
+                       "image size)")
+        elif any(v < 0 for v in values):
+            problem = "has a negative value: cx cy w h are fractions of the image, in 0 .. 1"
+        elif values[2] <= 0 or values[3] <= 0:
+            problem = "has no area (width or height 0); remove the line"
+        if problem is not None:
+            if strict:
+                raise DataError(f"{path}:{n}: box {' '.join(parts[1:])} {problem}")
+            logger.warning("%s:%d: box %s dropped: it %s", path, n, " ".join(parts[1:]),
+                           problem)
+            continue
         rows.append(values)
         labels.append(cls)
     return (torch.tensor(rows, dtype=torch.float32).reshape(-1, 4),
@@ -290,8 +303,8 @@ def shard_layout(root: str | Path, train_split: str = "train", val_split: str = 
         extra["boxes"][name] = data.num_boxes
     return ShardLayout("detection", list(names),
                        {"image": "the image file as it was",
-                        "txt": "the YOLO label file as it was (class cx cy w h); absent: a "
-                               "background image",
+                        "txt": "the YOLO label file as it was (class cx cy w h); absent "
+                               "or empty: a background image",
                         "idx": "position in the split, in name order (the image id)"},
                        ("idx",), splits, {"detection": extra})
 
@@ -303,8 +316,10 @@ def decode_shard(sample: dict, num_classes: int):
     image = decode_image_bytes(data, name)
     index = int(sample["idx"])
     if "txt" in sample:
+        # written before such lines were refused: a bad box is dropped (it trained without
+        # it), not a stop hours into an epoch
         cxcywh, labels = parse_yolo_text(sample["txt"].decode(), num_classes,
-                                         f"{sample.get('__key__')}.txt")
+                                         f"{sample.get('__key__')}.txt", strict=False)
     else:
         cxcywh, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
     return _sample(image, cxcywh, labels, index), index

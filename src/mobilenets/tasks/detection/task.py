@@ -318,8 +318,9 @@ def check_map_settings(model) -> None:
     if thresh > 0.01 or most < 100:
         warnings.warn(f"the detector keeps scores above {thresh:g} and at most {most} boxes "
                       f"per image; COCO mAP counts the low-scoring ones too (as ultralytics' "
-                      f"val at conf 0.001), so this mAP is below the model's: for it, export "
-                      f"with the default --conf and --max-det (or set score_thresh 0.001)",
+                      f"val at conf 0.001), so this mAP is below what the network gives: for "
+                      f"it, set score_thresh 0.001 and detections_per_img 100 or more (an "
+                      f"exported file: export with the default --conf and --max-det)",
                       stacklevel=3)
 
 
@@ -335,10 +336,12 @@ def evaluate(model, data, split: str | None = None, batch_size: int = 8,
     if model.num_classes != (91 if space == "coco91" else len(names) + 1):
         space = "contiguous"
         if model.num_classes != len(names) + 1:
-            raise ValueError(f"the model has {model.num_classes - 1} classes (and the "
-                             f"background: {model.num_classes} outputs), {root} has "
-                             f"{len(names)} names: evaluate a model trained on these classes "
-                             f"({len(names) + 1} outputs, or 91 for COCO's names)")
+            has = ("predicts COCO's 91 category ids" if model.num_classes == 91 else
+                   f"has {model.num_classes - 1} classes (and the background: "
+                   f"{model.num_classes} outputs)")
+            raise ValueError(f"the model {has}, {root} has {len(names)} names: evaluate a "
+                             f"model trained on these classes ({len(names) + 1} outputs, or "
+                             f"91 for COCO's names)")
     check_map_settings(model)
     mapping = label_map(space, len(names))
     dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
