@@ -449,6 +449,10 @@ def test_bad_options_and_models_are_refused(four_frames, tmp_path):
               depth=SAME_FOUR, progress=False, **RUN)
     with pytest.raises(DataError, match="no built-in sample"):
         train(model=TinyDepth(), out=str(tmp_path / "d"), progress=False, **RUN)
+    with pytest.raises(ValueError, match="model_options resolution not taken: give --resol"):
+        train(model="fastdepth_mobilenet_v2_035", data=str(four_frames),
+              out=str(tmp_path / "e"), progress=False,
+              depth=dict(SAME_FOUR, model_options={"resolution": 96}), **RUN)
 
 
 def test_fastdepth_starts_at_the_training_mean_depth(tmp_path):

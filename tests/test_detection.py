@@ -399,7 +399,7 @@ def test_names_counts_and_options_mistakes_are_named(tmp_path):
     task = DetectionTask()
     task.options = DetectionOptions(model_options={"num_classes": 10})
     task.space, task.names = "contiguous", ["a", "b"]
-    with pytest.raises(ValueError, match="the class count comes from the data's names"):
+    with pytest.raises(ValueError, match="num_classes not taken: the class count comes from"):
         task.build_model(make_config(model="ssdlite_mobilenet_v3_small_100", resolution=96))
 
 

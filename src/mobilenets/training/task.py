@@ -139,6 +139,19 @@ class Task(ABC):
             options["bn_momentum"] = cfg.bn_momentum
         return options
 
+    @staticmethod
+    def model_options_with(model_options: dict, **fixed) -> dict:
+        """``model_options`` (a task option) with the options the run fixes itself
+        (``num_classes`` from the data, ``resolution`` from --resolution); ValueError when
+        ``model_options`` gives one of those, which would be overridden without a word."""
+        given = sorted(set(model_options) & set(fixed))
+        if given:
+            why = {"num_classes": "the class count comes from the data's names",
+                   "resolution": "give --resolution (resolution= in Python)"}
+            raise ValueError(f"model_options {', '.join(given)} not taken: "
+                             + "; ".join(why.get(k, "the task sets it") for k in given))
+        return dict(model_options, **fixed)
+
     def check_run_folder(self, cfg) -> None:
         """Refuse a run folder ``cfg.out`` that the task's data would read (called before it
         is made); by default any is fine."""

@@ -155,7 +155,7 @@ class DepthTask(Task):
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
         options = self.with_config_options(
-            cfg, dict(self.options.model_options, resolution=cfg.resolution))
+            cfg, self.model_options_with(self.options.model_options, resolution=cfg.resolution))
         if cfg.weights:
             options["weights"] = cfg.weights
         return create_model(cfg.model, **options)

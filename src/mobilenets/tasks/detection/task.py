@@ -206,12 +206,7 @@ class DetectionTask(Task):
             model = create_model(config["name"], **rebuild_options(config))
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
-        for key in ("num_classes", "resolution"):
-            if key in self.options.model_options:
-                raise ValueError(f"model_options {key} is not taken: "
-                                 + ("the class count comes from the data's names"
-                                    if key == "num_classes" else "give --resolution"))
-        options = self.with_config_options(cfg, dict(
+        options = self.with_config_options(cfg, self.model_options_with(
             self.options.model_options, num_classes=self.num_classes, resolution=cfg.resolution))
         if cfg.weights:
             options["weights"] = cfg.weights

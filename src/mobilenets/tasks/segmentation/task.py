@@ -191,7 +191,7 @@ class SegmentationTask(Task):
             model = create_model(config["name"], **options)
             model.preprocess = dict(resumed.get("preprocess") or model.preprocess)
             return model
-        options = self.with_config_options(cfg, dict(
+        options = self.with_config_options(cfg, self.model_options_with(
             self.options.model_options, num_classes=len(self.classes), resolution=cfg.resolution))
         if cfg.weights:
             options["weights"] = cfg.weights
