@@ -11,8 +11,8 @@ from torchvision.transforms import InterpolationMode, v2
 def rgb_image(image):
     """``image`` as RGB: a PIL image of any mode converted by PIL (alpha dropped, a palette
     with transparency through RGBA, as PIL advises), a 4-channel tensor (C x H x W) or array
-    (H x W x C) without its alpha channel; anything else as it is (``v2.RGB`` then makes grayscale RGB). The PIL rule is
-    ``folder.load_rgb``'s."""
+    (H x W x C) without its alpha channel; anything else as it is (``v2.RGB`` then makes
+    grayscale RGB). The PIL rule is ``folder.load_rgb``'s."""
     if isinstance(image, Image.Image):
         if image.mode == "RGB":
             return image

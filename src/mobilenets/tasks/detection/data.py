@@ -8,8 +8,8 @@ Layout (what ultralytics and COCO128 use)::
     ROOT/labels/<split>/*.txt         one line per box: "class cx cy w h", normalised to [0, 1]
 
 An image without a label file, or with an empty one, is a background image (no boxes: every
-default box is a negative); a label file without an image is reported (``orphan_labels``) and skipped. Labels
-are the data set's class indices ``0 .. K-1``; the task maps them to the model's (see
+default box is a negative); a label file without an image is reported (``orphan_labels``) and
+skipped. Labels are the data set's class indices ``0 .. K-1``; the task maps them to the model's (see
 :mod:`mobilenets.data.coco` for COCO's ids).
 """
 
