@@ -87,7 +87,8 @@ def test_profile_of_a_training_model_at_tiny_resolution():
     assert p.peak_memory_live > 0 and model.training
 
 
-@pytest.mark.parametrize("name", ["ssdlite_mobilenet_v3_small_100", "yolov4_mobilenet_v3_small_100"])
+@pytest.mark.parametrize("name", ["ssdlite_mobilenet_v3_small_100",
+                                  "yolov4_mobilenet_v3_small_100"])
 def test_a_detector_profiles_its_network_and_keeps_its_mode(name, capsys):
     """A detector's list-of-images forward is not traceable: profile counts its network
     (``head_outputs`` on an input of the size) and the CLI prints it at the model's classes."""

@@ -9,8 +9,8 @@ Layout (what ultralytics and COCO128 use)::
 
 An image without a label file, or with an empty one, is a background image (no boxes: every
 default box is a negative); a label file without an image is reported (``orphan_labels``) and
-skipped. Labels are the data set's class indices ``0 .. K-1``; the task maps them to the model's (see
-:mod:`mobilenets.data.coco` for COCO's ids).
+skipped. Labels are the data set's class indices ``0 .. K-1``; the task maps them to the
+model's (see :mod:`mobilenets.data.coco` for COCO's ids).
 """
 
 from __future__ import annotations
