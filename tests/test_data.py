@@ -184,6 +184,13 @@ def test_dense_data_given_to_a_classifier_says_which_model_to_train(tmp_path):
         (tmp_path / "seg" / sub).mkdir(parents=True)
     with pytest.raises(DataError, match="looks like segmentation data .* --model lraspp"):
         resolve_split(tmp_path / "seg")
+    # Roboflow's export: train/images and train/labels, read as two "classes"
+    for split in ("train", "val"):
+        (tmp_path / "rf" / split / "labels").mkdir(parents=True)
+        write_image(tmp_path / "rf" / split / "images" / "x.jpg")
+        (tmp_path / "rf" / split / "labels" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match="labels; add images .* looks like YOLO detection"):
+        resolve_split(tmp_path / "rf")
 
 
 def test_transforms_take_images_of_any_mode_as_the_loader_reads_them(tmp_path):

@@ -52,7 +52,8 @@ def _check_split(root: Path, name: str) -> list[str]:
                         f"{', '.join(IMG_EXTENSIONS)}); {_LAYOUT}")
     if empty:
         raise DataError(f"{name} class folder(s) with no image files: "
-                        f"{', '.join(str(root / c) for c in empty)}; add images or remove them")
+                        f"{', '.join(str(root / c) for c in empty)}; add images or remove "
+                        f"them{_dense_hint(root)}")
     return classes
 
 
