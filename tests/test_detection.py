@@ -338,20 +338,17 @@ def test_yolo_loader_rejects_bad_label_lines(tmp_path, caplog):
     write_png(torch.zeros(3, 8, 8, dtype=torch.uint8),
               str(tmp_path / "images" / "a" / "x.png"))
     (tmp_path / "config.yaml").write_text("names: [cat, dog]\n")
-    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n")
-    with pytest.raises(DataError, match=r"x.txt:2: class 2 is not in 0 .. 1"):
-        YoloDetection(tmp_path, "a")
-    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2\n")
-    with pytest.raises(DataError, match=r"x.txt:1: expected 'class cx cy w h'"):
-        YoloDetection(tmp_path, "a")
-    # pixel coordinates and empty boxes: the box was dropped by the augmentation and the
-    # validation loss was infinite
-    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.2\n0 320 200 50 80\n")
-    with pytest.raises(DataError, match=r"x.txt:2: box 320 200 50 80 is not normalised"):
-        YoloDetection(tmp_path, "a")
-    (tmp_path / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0 0.2\n")
-    with pytest.raises(DataError, match=r"x.txt:1: box 0.5 0.5 0 0.2 has no area"):
-        YoloDetection(tmp_path, "a")
+    # a class out of range, a malformed line, pixel coordinates and an empty box (the last
+    # two were dropped by the augmentation and gave an infinite validation loss)
+    for text, match in [("1 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n",
+                         r"x.txt:2: class 2 is not in 0 .. 1"),
+                        ("1 0.5 0.5 0.2\n", r"x.txt:1: expected 'class cx cy w h'"),
+                        ("1 0.5 0.5 0.2 0.2\n0 320 200 50 80\n",
+                         r"x.txt:2: box 320 200 50 80 is not normalised"),
+                        ("1 0.5 0.5 0 0.2\n", r"x.txt:1: box 0.5 0.5 0 0.2 has no area")]:
+        (tmp_path / "labels" / "a" / "x.txt").write_text(text)
+        with pytest.raises(DataError, match=match):
+            YoloDetection(tmp_path, "a")
     # a shard written before these lines were refused: the box is dropped with a warning
     from mobilenets.tasks.detection.data import decode_shard
     png = (tmp_path / "images" / "a" / "x.png").read_bytes()

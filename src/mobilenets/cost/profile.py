@@ -154,8 +154,7 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
         for h in hooks:
             h.remove()
         model.train(was_training)
-    bottleneck, live = peak_memory(network, input_size)
-    model.train(was_training)
+    bottleneck, live = peak_memory(network, input_size)     # restores network's mode
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
              for p in m.parameters(recurse=False))
