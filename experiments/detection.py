@@ -306,7 +306,8 @@ def int8(args) -> None:
                           num_images=args.num_images, calibrate_method=args.calibration,
                           exclude=args.exclude, percentile=args.percentile,
                           reduce_range={"auto": None, "on": True, "off": False}[
-                              args.reduce_range], refit=args.refit)
+                              args.reduce_range], refit=args.refit,
+                          refit_images=args.refit_images)
         made_s = time.perf_counter() - t0
         float_file, int8_file = open_model(fp32), open_model(q)
         for split in splits:           # one int8 file, scored on each split
@@ -518,6 +519,8 @@ def main() -> None:
                         "where 8-bit weights may overflow onnxruntime's int8 kernels")
     i.add_argument("--refit", action="store_true",
                    help="refit each int8 convolution to the float file (quantize_onnx's refit)")
+    i.add_argument("--refit-images", type=int, default=None,
+                   help="with --refit: refit on this many calibration images (default 32)")
     i.add_argument("--json", default=None, help="write the results here")
     for q in (r, t, g, i):
         q.add_argument("--root", default=str(ROOT), help="the runs' parent folder")

@@ -612,11 +612,16 @@ def test_refit_brings_the_int8_file_closer_to_fp32(files, val_images, tmp_path):
 
 def test_refit_of_per_tensor_weights_and_its_errors(files, val_images, tmp_path):
     """Per-tensor weights keep their per-tensor scales through the refit (a valid file that
-    stays faithful); one calibration batch cannot be split in two and says so."""
+    stays faithful); refit_images sets the images refitted on and is checked; one
+    calibration batch cannot be split in two and says so."""
     fp32, _ = files
     out = quantize_onnx(fp32, tmp_path / "t.onnx", SAMPLE_DIR, num_images=4,
-                        per_channel=False, refit=True)
+                        per_channel=False, refit=True, refit_images=4)
     onnx.checker.check_model(str(out))
     assert_faithful(OnnxModel(out)(val_images), OnnxModel(fp32)(val_images))
+    assert json.loads(OnnxModel(out).metadata["quantization"])["refit"]["images"] == 4
+    for bad in ({"refit_images": 8}, {"refit": True, "refit_images": 1}):
+        with pytest.raises(ValueError, match="refit_images"):
+            quantize_onnx(fp32, tmp_path / "bad.onnx", SAMPLE_DIR, **bad)
     with pytest.raises(ValueError, match="at least two batches"):
         quantize_onnx(fp32, tmp_path / "one.onnx", SAMPLE_DIR, num_images=1, refit=True)

@@ -367,7 +367,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                   exclude: str | list[str] | None = None, seed: int = 0,
                   channel_multiple: int | None = FROM_TARGET,
                   target: str = "onnxruntime", reduce_range: bool | None = None,
-                  percentile: float | None = None, refit: bool = False) -> Path:
+                  percentile: float | None = None, refit: bool = False,
+                  refit_images: int | None = None) -> Path:
     """Quantize ``model`` (a mobilenets model, or an fp32 ``.onnx`` file) to an int8 QDQ ONNX
     file at ``out_path``, calibrated on ``num_images`` images of ``calib_dir``.
 
@@ -398,6 +399,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
     calibration images, at least two batches (:func:`~.refit.refit_convolutions`: least
     squares to the float model's outputs from the int8 file's own inputs, or the bias alone,
     or nothing, whichever does best on held-out calibration images); slower to make.
+    ``refit_images``: refit on this many calibration images instead (whole batches; the time
+    grows with it).
     """
     try:
         import onnx
@@ -430,6 +433,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
                                          or channel_multiple < 2):
         raise ValueError(f"channel_multiple must be an int >= 2 or None, not "
                          f"{channel_multiple!r}")
+    if refit_images is not None and (not refit or refit_images < 2):
+        raise ValueError(f"refit_images={refit_images!r} needs refit=True and at least 2 images")
     if reduce_range is None:
         reduce_range = not cpu_has_vnni()
     out_path = Path(out_path)
@@ -481,7 +486,8 @@ def quantize_onnx(model, out_path, calib_dir, *, num_images: int = 128,
             from .refit import refit_convolutions
             take = []
             for b in batches:
-                if len(take) >= 2 and sum(len(t) for t in take) >= REFIT_IMAGES:
+                if len(take) >= 2 and sum(len(t) for t in take) >= (refit_images
+                                                                     or REFIT_IMAGES):
                     break
                 take.append(b)
             report = refit_convolutions(proto, quantized, take, input_name,
