@@ -80,6 +80,52 @@ def test_colour_masks_are_refused_before_training(tmp_path, capsys):
     assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("flag", [["--mixup", "0.2"], ["--label-smoothing", "0.1"],
+                                  ["--auto-augment", "randaugment"], ["--dropout", "0.3"],
+                                  ["--teacher", "mobilenet_v2_100"]])
+def test_classification_flags_are_refused_by_a_dense_run(flag, tmp_path, capsys):
+    """A flag only a classifier uses is refused by a segmentation run before training, not
+    silently ignored (every such run printed the same mIoU)."""
+    data = _segmentation_data(tmp_path / "data", n_train=2, n_val=1)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lraspp_mobilenet_v3_small_100", "--data", str(data),
+                 "--out", str(out), *RUN, *flag]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag[0]} (" in err and "not used by a segmentation run" in err, err
+    assert not out.exists()
+
+
+def test_dense_tasks_refuse_options_they_ignore_and_name_bad_option_types(tmp_path, capsys):
+    from mobilenets.tasks.depth.task import DepthOptions, DepthTask
+    from mobilenets.tasks.detection.task import DetectionOptions, DetectionTask
+    from mobilenets.tasks.segmentation.task import SegmentationOptions, SegmentationTask
+    from mobilenets.training import TrainConfig
+    for task in (SegmentationTask(), DepthTask()):      # their photos take colour jitter
+        task.check_config(TrainConfig(color_jitter=0.4, epochs=3))
+    for task in (SegmentationTask(), DepthTask(), DetectionTask()):
+        with pytest.raises(ValueError, match=r"--mixup \(mixup=0.5\), --kd-alpha"):
+            task.check_config(TrainConfig(kd_alpha=0.9, mixup=0.5))
+    with pytest.raises(ValueError, match="--color-jitter .* not used by a detection run"):
+        DetectionTask().check_config(TrainConfig(color_jitter=0.4))
+    for options, match in (
+            (lambda: SegmentationOptions(scale=0.5), r"scale must be a list of numbers "
+                                                     r"\(default \[0.5, 2.0\]\), not 0.5"),
+            (lambda: SegmentationOptions(hflip="yes"), "hflip must be a number"),
+            (lambda: DepthOptions(zoom=1.2), "zoom must be a list of numbers"),
+            (lambda: DepthOptions(invalid=[0, "x"]), "invalid must be a list of numbers"),
+            (lambda: DepthOptions(train_range=5), "train_range must be a list of numbers"),
+            (lambda: DetectionOptions(mosaic="often"), "mosaic must be a number"),
+            (lambda: DetectionOptions(model_options=[1]), "model_options must be a dict")):
+        with pytest.raises(ValueError, match=match):
+            options()
+    DepthOptions(train_range=[0, 8], invalid=[0])             # lists are the JSON form
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lraspp_mobilenet_v3_small_100", "--data",
+                 str(_segmentation_data(tmp_path / "data", n_train=2, n_val=1)), "--out",
+                 str(out), *RUN, "--task-option", "scale=0.5"]) == 2
+    assert "segmentation option scale must be a list of numbers" in capsys.readouterr().err
+
+
 def test_segmentation_train_eval_predict(tmp_path, capsys):
     data = _segmentation_data(tmp_path / "data")
     out = tmp_path / "run"

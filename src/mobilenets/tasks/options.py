@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from numbers import Real
 from typing import ClassVar
+
+# What a field's annotation allows (annotations are strings here): a value of these types
+_KINDS = {"str": (str,), "int": (int,), "float": (Real,), "tuple": (list, tuple),
+          "dict": (dict,), "bool": (bool,)}
 
 
 class TaskOptions:
@@ -11,6 +17,28 @@ class TaskOptions:
     ``train_config.json`` and checkpoints record them); subclasses set ``KEY``."""
 
     KEY: ClassVar[str] = ""
+
+    def check_types(self) -> None:
+        """Raise ValueError naming an option whose value has the wrong type (a number for a
+        pair, a word for a probability, ...), before the checks that compare values."""
+        for f in dataclasses.fields(self):
+            value, allowed = getattr(self, f.name), [a.strip() for a in str(f.type).split("|")]
+            if value is None and "None" in allowed:
+                continue
+            kinds = tuple(k for a in allowed if a != "None" for k in _KINDS.get(a, (object,)))
+            wrong = not isinstance(value, kinds) or (isinstance(value, bool)
+                                                     and "bool" not in allowed)
+            if not wrong and isinstance(value, (list, tuple)):
+                wrong = not all(isinstance(v, Real) and not isinstance(v, bool) for v in value)
+            if wrong:
+                default = (f.default if f.default is not dataclasses.MISSING
+                           else f.default_factory())
+                example = list(default) if isinstance(default, tuple) else default
+                want = {"tuple": "a list of numbers", "float": "a number", "int": "an integer",
+                        "str": "a string", "dict": "a dict"}.get(allowed[0], allowed[0])
+                raise ValueError(f"{self.KEY} option {f.name} must be {want}"
+                                 + (f" (default {json.dumps(example)})" if example is not None
+                                    else "") + f", not {value!r}")
 
     @classmethod
     def from_config(cls, cfg):

@@ -47,6 +47,7 @@ def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
     task.check_run_folder(cfg)
+    task.check_config(cfg)
     created = _missing_folders(out)
     dist = setup()
     try:

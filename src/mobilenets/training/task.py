@@ -17,6 +17,12 @@ from torch.utils.data import Dataset
 
 from ..data.shards import TrainShards, shard_loaders
 
+# TrainConfig fields only a classification run uses: its augmentations, regularisers and
+# distillation. A task that lists them in ``unused_config`` refuses them.
+CLASSIFIER_ONLY = ("label_smoothing", "dropout", "drop_path_rate", "auto_augment",
+                   "random_erasing", "mixup", "cutmix", "crop_min_scale", "teacher",
+                   "teacher_weights", "kd_temperature", "kd_alpha")
+
 
 class Task(ABC):
     """The task-specific half of a training run. ``cfg`` is the run's
@@ -28,6 +34,9 @@ class Task(ABC):
     #: what :meth:`evaluate` returns besides ``loss``, for the epoch lines, TensorBoard and
     #: the curves: name -> (label, shown as a percentage)
     metrics: dict[str, tuple[str, bool]] = {}
+    #: TrainConfig fields the task does not use: given a value other than their default, the
+    #: run is refused (:meth:`check_config`) rather than the value silently ignored
+    unused_config: tuple[str, ...] = ()
 
     @abstractmethod
     def datasets(self, cfg) -> tuple[Dataset, Dataset]:
@@ -49,6 +58,19 @@ class Task(ABC):
         """The network to train (called after :meth:`datasets`). ``resumed``: when a run is
         resumed, the ``config`` and ``preprocess`` of the model its checkpoint was trained as
         (build that architecture again; the checkpoint then gives the weights), else None."""
+
+    def check_config(self, cfg) -> None:
+        """Raise ValueError naming the options of ``cfg`` this task would ignore
+        (:attr:`unused_config` set to other than their defaults)."""
+        from .config import TrainConfig
+        default = TrainConfig()
+        given = [f for f in self.unused_config if getattr(cfg, f) != getattr(default, f)]
+        if given:
+            flags = ", ".join(f"--{f.replace('_', '-')} ({f}={getattr(cfg, f)!r})"
+                              for f in given)
+            kind = type(self).__name__.removesuffix("Task").lower() or "this"
+            raise ValueError(f"{flags}: not used by a {kind} run (classification only); "
+                             f"leave {'it' if len(given) == 1 else 'them'} out")
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError if the model (given to ``fit`` or built) cannot be trained on

@@ -21,7 +21,7 @@ from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
-from ...training.task import Task
+from ...training.task import CLASSIFIER_ONLY, Task
 from ...weights import create_model, save
 from .data import (INVALID, DepthPairs, collate_depth, decode_shard, depth_eval_transform,
                    depth_train_transform, split_pairs)
@@ -57,6 +57,7 @@ class DepthOptions(TaskOptions):
     model_options: dict = field(default_factory=dict)   # more create_model options
 
     def __post_init__(self):
+        self.check_types()
         self.invalid = tuple(int(v) for v in self.invalid)
         self.zoom = tuple(float(v) for v in self.zoom)
         for name in ("train_range", "val_range"):
@@ -80,6 +81,7 @@ class DepthTask(Task):
     """Monocular depth: SILog, masked L1 or MiDaS's SSI loss (by the model's ``depth_kind``
     or the ``loss`` option); ``best/`` by AbsRel (lower is better)."""
 
+    unused_config = CLASSIFIER_ONLY
     best_metric = "abs_rel"
     shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = False

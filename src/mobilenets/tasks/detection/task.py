@@ -28,7 +28,7 @@ from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...training.config import TrainConfig, make_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
-from ...training.task import Task
+from ...training.task import CLASSIFIER_ONLY, Task
 from ...weights import create_model, save
 from ...weights.loading import load_backbone_weights
 from .data import (AUGMENTATIONS, Mosaic, YoloDetection, collate_detection, decode_shard,
@@ -54,6 +54,7 @@ class DetectionOptions(TaskOptions):
     model_options: dict = field(default_factory=dict)   # more create_model options
 
     def __post_init__(self):
+        self.check_types()
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not "
                              f"{self.augment!r}")
@@ -108,6 +109,7 @@ class DetectionTask(Task):
     YOLOv4's CIoU + objectness and class BCE) on YOLO-layout data; ``best/`` by COCO
     mAP@[.5:.95] (pycocotools)."""
 
+    unused_config = CLASSIFIER_ONLY + ("color_jitter",)
     best_metric = "map"
     shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = True

@@ -25,7 +25,7 @@ from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...training.config import TrainConfig, make_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
-from ...training.task import Task
+from ...training.task import CLASSIFIER_ONLY, Task
 from ...weights import create_model, is_saved_model, read_config, save
 from .data import (LABEL_SETS, MaskPairs, collate_masks, decode_shard, find_split,
                    segmentation_eval_transform, segmentation_train_transform)
@@ -54,6 +54,7 @@ class SegmentationOptions(TaskOptions):
     model_options: dict = field(default_factory=dict)   # more create_model options
 
     def __post_init__(self):
+        self.check_types()
         self.scale = tuple(float(v) for v in self.scale)
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, not {self.scale}")
@@ -83,6 +84,7 @@ class SegmentationTask(Task):
     """Per-pixel cross-entropy (ignore 255, + 0.5 x aux) on image + mask pairs; ``best/`` by
     mIoU."""
 
+    unused_config = CLASSIFIER_ONLY
     best_metric = "miou"
     shards = False            # set by datasets(): cfg.data names WebDataset shards
     higher_is_better = True
