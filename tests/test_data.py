@@ -70,6 +70,21 @@ def test_resolve_split_finds_train_and_val(tmp_path):
     assert resolve_split(str(root), other / "val") == (root / "train", other / "val")
 
 
+def test_macos_archive_metadata_is_neither_a_class_nor_an_image(tmp_path):
+    """A zip made on a Mac holds __MACOSX/<class>/._<photo> stubs and ._<photo> files beside
+    the photos: not a class (it became one, of unreadable files), not images."""
+    root = make_tree(tmp_path / "d")
+    for split in ("train", "val"):
+        stub = root / split / "__MACOSX" / "a" / "._0.png"
+        stub.parent.mkdir(parents=True)
+        stub.write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        (root / split / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    train, _ = resolve_split(root)
+    data = ImageFolderDataset(train)
+    assert data.classes == ["a", "b", "c"] and len(data) == 6
+    assert not any(Path(p).name.startswith("._") for p, _ in data.samples)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "does not exist"),
     ("no_train", "no train/ folder"),

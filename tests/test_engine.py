@@ -172,3 +172,125 @@ def test_val_every_skips_validation_between_and_leaves_the_training_as_it_was(tm
         torch.testing.assert_close(c[key], a[key], rtol=0, atol=0)
     with pytest.raises(ValueError, match="val_every"):
         make_config(val_every=0)
+
+
+class StopAtStep(Regression):
+    """Killed (as if) at its ``stop``-th training step, counted over the run."""
+
+    def __init__(self, stop: int):
+        super().__init__()
+        self.calls, self.stop = 0, stop
+
+    def loss(self, outputs, targets):
+        self.calls += 1
+        if self.calls == self.stop:
+            raise Stopped
+        return super().loss(outputs, targets)
+
+
+def rows_of(out):
+    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_keeps_the_optimiser_and_the_schedule_in_epochs(tmp_path):
+    """Options the checkpoint's optimiser holds are refused on resume rather than ignored; at
+    an epoch boundary another batch size goes on with the schedule where it was in epochs
+    (it ended at a non-zero lr, counted in the old steps); metrics.jsonl's lr is the lr the
+    epoch's last step used."""
+    with pytest.raises(Stopped):
+        fit(Regression(stop_at=1), config(tmp_path, "run", 3), progress=False)
+    last = tmp_path / "run" / "last.pt"
+    for change, shown in (({"lr": 0.5}, r"--lr 0.5 \(the run's: 0.05\)"),
+                          ({"momentum": 0.5, "optimizer": "adamw"},
+                           r"--optimizer adamw \(the run's: sgd\), --momentum 0.5")):
+        cfg = make_config(**{**config(tmp_path, "run", 3).to_dict(), **change})
+        with pytest.raises(ValueError, match=shown):
+            fit(Regression(), cfg, resume=last, progress=False)
+    bigger = make_config(**{**config(tmp_path, "run", 3).to_dict(), "batch_size": 16})
+    fit(Regression(), bigger, resume=tmp_path / "run", progress=False)     # a folder will do
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["scheduler"]["last_epoch"] == 3 * 4         # counted in the new steps (4)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0, abs=1e-12)
+    import math
+    last_step = 0.05 * 0.5 * (1 + math.cos(math.pi * 11 / 12))      # cosine, 12 of 4 each
+    assert rows_of(tmp_path / "run")[-1]["lr"] == pytest.approx(last_step, rel=1e-9)
+
+
+def test_a_mid_epoch_resume_restores_the_epochs_loss_and_refuses_another_batch(tmp_path):
+    straight = make_config(**{**config(tmp_path, "straight", 2).to_dict(),
+                              "checkpoint_every_steps": 2})
+    fit(Regression(), straight, progress=False)
+    split = make_config(**{**straight.to_dict(), "out": str(tmp_path / "split")})
+    with pytest.raises(Stopped):
+        fit(StopAtStep(8 + 6), split, progress=False)      # epoch 2, after its 4th step's save
+    ckpt = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 4) and ckpt["partial"][0][1] == 4 * 8
+    other = make_config(**{**split.to_dict(), "batch_size": 16})
+    with pytest.raises(ValueError, match="written mid-epoch with other steps per epoch"):
+        fit(Regression(), other, resume=tmp_path / "split" / "last.pt", progress=False)
+    fit(Regression(), split, resume=tmp_path / "split" / "last.pt", progress=False)
+    a, b = rows_of(tmp_path / "straight"), rows_of(tmp_path / "split")
+    assert b[-1]["train_loss"] == a[-1]["train_loss"]           # the whole epoch's, exactly
+    assert b[-1]["lr"] == a[-1]["lr"]
+
+
+def test_a_diverged_validation_keeps_best_and_an_epoch_of_unreadable_data_stops(tmp_path):
+    class Diverges(Regression):
+        scores = iter([2.0, float("nan")])
+
+        def evaluate(self, model, loader, device, dist):
+            score = next(self.scores)
+            return {"loss": score, "mse": score}
+
+    task = Diverges()
+    with pytest.raises(FloatingPointError, match="validation loss is nan after epoch 2"):
+        fit(task, config(tmp_path, "nan", 3), progress=False)
+    assert len(task.saved) == 1                           # epoch 1's best/ only
+    assert torch.load(tmp_path / "nan" / "last.pt", weights_only=True)["epoch"] == 1
+
+    class Unreadable(Regression):
+        def collate(self, items):
+            return torch.zeros(0, 8), torch.zeros(0), len(items)
+
+    with pytest.raises(ValueError, match="epoch 1 trained on no image: all 64 it read"):
+        fit(Unreadable(), config(tmp_path, "bad", 1), progress=False)
+    # that run wrote its train_config.json only: the same run again is not refused
+    fit(Regression(), config(tmp_path, "bad", 1), progress=False)
+
+
+def test_best_is_replaced_whole_and_a_run_resumed_elsewhere_keeps_its_best(tmp_path):
+    class Improving(Regression):
+        def __init__(self, scores, stop_at=None):
+            super().__init__(stop_at)
+            self.scores = iter(scores)
+
+        def evaluate(self, model, loader, device, dist):
+            score = next(self.scores)
+            return {"loss": score, "mse": score}
+
+    with pytest.raises(Stopped):
+        fit(Improving([3.0], stop_at=1), config(tmp_path, "run", 3), progress=False)
+    (tmp_path / "run" / "best" / "model.onnx").write_text("an export of epoch 1's model")
+    fit(Improving([5.0, 4.0]), config(tmp_path, "elsewhere", 3),
+        resume=tmp_path / "run" / "last.pt", progress=False)     # never beats epoch 1's 3.0
+    assert (tmp_path / "elsewhere" / "best" / "model.onnx").is_file()    # the run's best/
+    assert [r["epoch"] for r in rows_of(tmp_path / "elsewhere")] == [1, 2, 3]
+    fit(Improving([2.0, 1.0]), config(tmp_path, "run", 3), resume=tmp_path / "run" / "last.pt",
+        progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir()) == ["weights.pt"]
+    assert not list(tmp_path.glob("run/.best-*"))
+
+
+def test_resumed_config_is_the_runs_own_and_bad_numbers_are_refused(tmp_path):
+    from mobilenets.training.config import resumed_config
+    with pytest.raises(Stopped):
+        fit(Regression(stop_at=1), config(tmp_path, "run", 3), progress=False)
+    cfg = resumed_config(tmp_path / "run", overrides={"epochs": 5, "lr": None})
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.out) == (0.05, 8, 5, str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="--weights w.pt with --resume"):
+        resumed_config(tmp_path / "run" / "last.pt", overrides={"weights": "w.pt"})
+    for bad, match in (({"lr": float("inf")}, "lr .* must be a number > 0, not inf"),
+                       ({"epochs": 1.5}, "epochs .* must be a whole number, not 1.5"),
+                       ({"min_lr": 1.0}, "min_lr .* above the peak lr")):
+        with pytest.raises(ValueError, match=match):
+            make_config(**bad)

@@ -315,6 +315,10 @@ def test_qat_refuses_to_freeze_observers_before_they_observe(model):
     for epoch in (0, 3):
         with pytest.raises(ValueError, match="freeze_bn_epoch must be between 1 and epochs"):
             qat_pt2e(model, SAMPLE_DIR, epochs=2, freeze_bn_epoch=epoch, log=None)
+    # a dense model is refused up front (it failed deep in the classification loss)
+    lraspp = mobilenets.create_model("lraspp_mobilenet_v3_small_100", num_classes=3)
+    with pytest.raises(ValueError, match="is a segmentation model: quantize it after"):
+        qat_pt2e(lraspp, SAMPLE_DIR, epochs=1, log=None)
 
 
 @needs_vnni

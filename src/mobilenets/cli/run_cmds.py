@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..deploy.open import is_exported_file
-from ..training.config import OPTION_NAMES, TrainConfig, load_recipe, make_config
+from ..training.config import TrainConfig, load_recipe, make_config, resumed_config
 from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
                         non_negative_int, positive_int)
 from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, add_dense_train_arguments,
@@ -215,26 +215,6 @@ def native_resolution(name: str, fallback: int) -> int:
     model = create_model(name)
     return int((getattr(model, "preprocess", None) or {}).get("resolution")
                or model.config.get("resolution") or fallback)
-
-
-def resumed_config(checkpoint: str, recipe: str | None, overrides: dict) -> TrainConfig:
-    """The options of the run saved in ``checkpoint`` (which already include its recipe's),
-    with the given ``overrides`` (None: not given) on top; ``out`` defaults to the
-    checkpoint's folder. The initial ``weights`` are not loaded again (the checkpoint holds
-    the weights), and another ``recipe`` than the run's is refused."""
-    from ..training.checkpoint import load_checkpoint
-    saved = load_checkpoint(Path(checkpoint), mmap=True).get("config")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{checkpoint} holds no run options; it is not a last.pt written by "
-                         f"mobilenets train")
-    if recipe and recipe != saved.get("recipe"):
-        raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
-                         f"resumed run keeps its options: leave --recipe out, and give the "
-                         f"options to change one by one")
-    values = {k: v for k, v in saved.items() if k in OPTION_NAMES}
-    values.update(out=str(Path(checkpoint).parent), weights=None)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**values)
 
 
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None,

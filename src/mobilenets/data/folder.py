@@ -26,14 +26,26 @@ class DataError(ValueError):
     """A data folder or image that cannot be used; the message says what to change."""
 
 
+# Folders that are never classes: macOS's archive metadata (beside hidden ones)
+NOT_CLASSES = ("__MACOSX",)
+
+
 def class_folders(root: Path) -> list[str]:
-    """Sorted names of the class folders in ``root`` (hidden folders are skipped)."""
-    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    """Sorted names of the class folders in ``root`` (hidden folders and macOS's
+    ``__MACOSX`` are skipped)."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")
+                  and e.name not in NOT_CLASSES)
+
+
+def is_image_name(name: str) -> bool:
+    """An image file by its name: an image extension, and not a macOS AppleDouble stub
+    (``._photo.jpg``, metadata that archives and network drives leave beside each file)."""
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith("._")
 
 
 def _has_image(folder: Path) -> bool:
     for _, _, files in os.walk(folder, followlinks=True):
-        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+        if any(is_image_name(f) for f in files):
             return True
     return False
 
@@ -169,7 +181,8 @@ class ImageFolderDataset(ImageFolder):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder {root} does not exist")
-        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
+        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True,
+                         is_valid_file=lambda path: is_image_name(os.path.basename(path)))
         if not self.samples:
             raise DataError(f"no image files in the class folders of {root}")
 

@@ -193,6 +193,12 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
     folder (checkpoints, metrics, ``best/qat_state.pt``); a temporary one when None.
     ``quantizer``: a function of ``is_qat`` giving the PT2E quantizer (default: x86's).
     ``model`` is not changed."""
+    task = getattr(model, "task", None)
+    if task not in (None, "classification"):
+        raise ValueError(f"QAT fine-tunes a classifier (cross-entropy on class folders); "
+                         f"{model.config.get('name', type(model).__name__)} is a {task} model: "
+                         f"quantize it after training instead (`mobilenets quantize` without "
+                         f"--method qat, or quantize_onnx / quantize_pt2e)")
     if freeze_bn_epoch is not None and not 1 <= freeze_bn_epoch <= epochs:
         raise ValueError(f"freeze_bn_epoch must be between 1 and epochs ({epochs}), not "
                          f"{freeze_bn_epoch}: the observers need at least one epoch to learn "

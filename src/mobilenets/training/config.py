@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,13 @@ class TrainConfig:
         bad = [f"{name} (--{name.replace('_', '-')}) must be a number {rule}, not {value!r}"
                for name, rule in _RULES.items() if (value := getattr(self, name)) is not None
                and (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not _TESTS[rule](value))]
+                    or not math.isfinite(value) or not _TESTS[rule](value))]
+        bad += [f"{name} (--{name.replace('_', '-')}) must be a whole number, not {value!r}"
+                for name in _WHOLE if not isinstance(value := getattr(self, name), int)
+                and not any(b.startswith(f"{name} ") for b in bad)]
+        if not bad and self.min_lr > self.lr and self.schedule != "constant":
+            bad.append(f"min_lr (--min-lr) {self.min_lr:g} is above the peak lr (--lr) "
+                       f"{self.lr:g}: the schedule would raise the lr; give --min-lr below it")
         if bad:
             raise ValueError("; ".join(bad))
 
@@ -92,6 +99,9 @@ OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 _TESTS = {">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1, "> 0": lambda v: v > 0,
           "in [0, 1]": lambda v: 0 <= v <= 1, "in [0, 1)": lambda v: 0 <= v < 1,
           "in (0, 1]": lambda v: 0 < v <= 1}
+# Options that count something: an int, not 1.5
+_WHOLE = ("epochs", "resolution", "batch_size", "workers", "seed", "checkpoint_every_steps",
+          "max_steps_per_epoch", "val_every")
 _RULES = {
     "epochs": ">= 0", "resolution": ">= 1", "batch_size": ">= 1", "workers": ">= 0",
     "lr": "> 0", "momentum": "in [0, 1]", "weight_decay": ">= 0", "depthwise_weight_decay": ">= 0",
@@ -137,3 +147,36 @@ def make_config(recipe: str | None = None, **overrides) -> TrainConfig:
     if unknown:
         raise TypeError(f"unknown training option(s) {', '.join(unknown)}")
     return TrainConfig(**values)
+
+
+def resumed_config(checkpoint, recipe: str | None = None,
+                   overrides: dict | None = None) -> TrainConfig:
+    """The options of the run saved in ``checkpoint`` (a ``last.pt``; they already include
+    its recipe's), with the given ``overrides`` (None values: not given) on top; ``out``
+    defaults to the checkpoint's folder. The initial ``weights`` are not loaded again (the
+    checkpoint holds the weights: giving them is refused), nor is another ``recipe`` than
+    the run's."""
+    from .checkpoint import load_checkpoint
+    if Path(checkpoint).is_dir():                     # a run folder: its last.pt
+        checkpoint = Path(checkpoint) / "last.pt"
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    saved = load_checkpoint(Path(checkpoint), mmap=True).get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{checkpoint} holds no run options; it is not a last.pt written by "
+                         f"mobilenets train")
+    if recipe and recipe != saved.get("recipe"):
+        raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
+                         f"resumed run keeps its options: leave --recipe out, and give the "
+                         f"options to change one by one")
+    if overrides.get("weights"):
+        raise ValueError(f"--weights {overrides['weights']} with --resume: a resumed run "
+                         f"continues from the weights in {checkpoint}; leave --weights out "
+                         f"(or start a new run from them without --resume)")
+    unknown = sorted(set(overrides) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown training option(s) {', '.join(unknown)}")
+    values = {k: v for k, v in saved.items() if k in OPTION_NAMES}
+    values.update(out=str(Path(checkpoint).parent), weights=None)
+    values.update(overrides)
+    return TrainConfig(**values)
+

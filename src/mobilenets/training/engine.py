@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import Dist, convert_sync_bn, setup
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_factor
 from .precision import float32_depthwise_under_cpu_autocast
 from .reporting import Reporter, progress_bar
 from .sampling import EpochSampler
@@ -44,6 +44,8 @@ def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress
     ``resume``: a ``last.pt`` to continue. A ``cfg.out`` that already holds another run is
     refused unless ``overwrite`` (see :func:`check_out_folder`).
     Returns the last epoch's metrics."""
+    if resume is not None and Path(resume).is_dir():      # a run folder: its last.pt
+        resume = Path(resume) / "last.pt"
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
     task.check_run_folder(cfg)
@@ -75,8 +77,15 @@ def _missing_folders(path: Path) -> list[Path]:
 # Training steps between reads of the loss (each read waits for the device).
 SYNC_EVERY = 10
 
-# What a run writes into its folder; any of them there means the folder holds a run.
-RUN_FILES = ("last.pt", "best", "metrics.jsonl", "train_config.json")
+# What a run writes into its folder; any of them there means the folder holds a run (its
+# train_config.json alone, from a run that failed before its first epoch or checkpoint, is
+# written again).
+RUN_FILES = ("last.pt", "best", "metrics.jsonl")
+
+# Options the checkpoint's optimiser state fixes (its param groups hold them): a resumed run
+# keeps them, so another value given on resume is refused rather than ignored.
+FIXED_ON_RESUME = ("optimizer", "lr", "momentum", "weight_decay", "depthwise_weight_decay",
+                   "rmsprop_decay", "rmsprop_eps")
 
 
 def check_out_folder(out: Path, resume=None, overwrite: bool = False,
@@ -239,6 +248,8 @@ class _Run:
         if self.teacher is not None and cfg.amp and self.device.type == "cpu":
             self.teacher = float32_depthwise_under_cpu_autocast(self.teacher)
         self.best = None
+        self.partial = None          # mid-epoch: (loss sum, images, unreadable) so far
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
 
     def _amp(self):
         cfg, kind = self.cfg, self.device.type
@@ -257,13 +268,25 @@ class _Run:
                           "AVX2 CPU): leave --amp out here", stacklevel=2)
         return torch.autocast(kind, dtype=getattr(torch, cfg.amp_dtype)), scaler
 
+    def save_best(self, model: torch.nn.Module) -> None:
+        """``best/`` replaced whole: written beside it, then swapped in, so no file of an
+        older best model (an exported model.onnx) stays beside the new weights."""
+        final, new, old = (self.out / "best", self.out / ".best-new", self.out / ".best-old")
+        for stale in (new, old):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.task.save_best(model, new)
+        if final.exists():
+            final.rename(old)
+        new.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
     # checkpoints ------------------------------------------------------------------------------
     def checkpoint(self, epoch: int, step: int) -> None:
         """Collective: every process hands its RNG state to rank 0, which writes last.pt."""
-        rngs = [rng_state()]
+        rngs = [(rng_state(), self.partial if step else None)]
         if self.dist.enabled:
             rngs = [None] * self.dist.world
-            torch_dist.all_gather_object(rngs, rng_state())
+            torch_dist.all_gather_object(rngs, (rng_state(), self.partial if step else None))
         if not self.dist.main:
             return
         save_checkpoint(self.out / "last.pt", {
@@ -271,7 +294,9 @@ class _Run:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": epoch, "step": step, "best": self.best,
-            "best_metric": self.task.best_metric, "rng": rngs, "world": self.dist.world,
+            "best_metric": self.task.best_metric, "rng": [r for r, _ in rngs],
+            # per process, mid-epoch: the epoch's loss sum, images and unreadable ones so far
+            "partial": [p for _, p in rngs] if step else None, "world": self.dist.world,
             "config": self.cfg.to_dict(), "model_spec": model_spec(self.model),
             "task": self.task.state()})
 
@@ -302,9 +327,34 @@ class _Run:
         if step and world != self.dist.world:
             raise ValueError(f"{path} was written mid-epoch by {world} process(es); resume it "
                              f"with the same number of processes ({world})")
+        saved = ckpt.get("config") or {}
+        changed = [f"--{k.replace('_', '-')} {getattr(self.cfg, k)} (the run's: {saved[k]})"
+                   for k in FIXED_ON_RESUME if k in saved and saved[k] != getattr(self.cfg, k)]
+        if changed:
+            raise ValueError(f"{', '.join(changed)}: a resumed run keeps the optimiser its "
+                             f"checkpoint holds; leave {'it' if len(changed) == 1 else 'them'} "
+                             f"out, or start a new run from these weights with --weights {path}")
+        steps_done = ckpt["scheduler"].get("last_epoch", 0)
+        if step and steps_done != epoch * self.steps_per_epoch + step:
+            raise ValueError(f"{path} was written mid-epoch with other steps per epoch (global "
+                             f"batch {saved.get('batch_size', '?')} x {world} process(es), "
+                             f"--max-steps-per-epoch {saved.get('max_steps_per_epoch', 0)}); "
+                             f"resume it with the same batch")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if steps_done != epoch * self.steps_per_epoch + step:
+            # at an epoch boundary with another global batch: the schedule goes on from the
+            # same point in epochs, counted in this run's steps
+            self.scheduler.last_epoch = epoch * self.steps_per_epoch
+            lrs = [base * lr_factor(self.cfg, self.scheduler.last_epoch, self.steps_per_epoch)
+                   for base in self.scheduler.base_lrs]
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs
+        partial = ckpt.get("partial")
+        if step and partial:
+            self.partial = partial[self.dist.rank] if self.dist.rank < len(partial) else None
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema") is not None:
@@ -323,6 +373,14 @@ class _Run:
     def fit(self) -> dict:
         cfg, resume = self.cfg, self.resume
         start_epoch, start_step = self.restore() if resume is not None else (0, 0)
+        source = Path(resume).parent if resume is not None else self.out
+        if self.dist.main and source.resolve() != self.out.resolve():
+            # resumed into another folder: it starts with the run's best model and history
+            # (the restored best score is only beaten by a better model)
+            for name in ("best", "metrics.jsonl"):
+                if (source / name).exists() and not (self.out / name).exists():
+                    copy = shutil.copytree if name == "best" else shutil.copy2
+                    copy(source / name, self.out / name)
         if self.dist.main:
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         report = Reporter(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard,
@@ -366,6 +424,11 @@ class _Run:
         # the loss sum stays on the device: reading a loss waits for the GPU, so it is read
         # only every SYNC_EVERY steps (progress, TensorBoard, the divergence check)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        before = (self.partial or (0.0, 0, 0)) if first else (0.0, 0, 0)   # resumed mid-epoch
+        self.partial = None
+        loss_sum += before[0]
+        sums[1:] += torch.tensor(before[1:], dtype=torch.float64)
+        seen_before = int(before[1])
         last_save = time.monotonic()
         bar = progress_bar(self.progress, steps - first, f"epoch {epoch + 1}/{cfg.epochs}")
         for step, (x, y, n_bad) in enumerate(self.train_loader, start=first):
@@ -385,6 +448,7 @@ class _Run:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.step_lr = self.optimizer.param_groups[0]["lr"]      # the lr this step used
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
@@ -398,23 +462,30 @@ class _Run:
                         f"loss is not finite by epoch {epoch + 1} step {step} ({value} "
                         f"there); lower the learning rate")
                 bar.set_postfix(loss=f"{value:.3f}")
-                report.step(epoch * steps + step, value, self.optimizer.param_groups[0]["lr"])
+                report.step(epoch * steps + step, value, self.step_lr)
             due = bool(cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0)
             if cfg.checkpoint_every_minutes:      # decided together: checkpoint() is collective
                 due |= self.dist.any(time.monotonic() - last_save
                                      > 60 * cfg.checkpoint_every_minutes)
             if due and step + 1 < steps:
+                self.partial = (loss_sum.item(), int(sums[1]), int(sums[2]))
                 self.checkpoint(epoch, step + 1)
                 last_save = time.monotonic()
         bar.close()
         sums[0] = loss_sum.item()
         elapsed = time.perf_counter() - t0
+        since_start = self.dist.sum(torch.tensor([float(sums[1] - seen_before)],
+                                                 dtype=torch.float64)).item()
         loss_sum, seen, bad = self.dist.sum(sums).tolist()
-        return {"train_loss": loss_sum / max(seen, 1), "images_per_s": seen / elapsed,
+        if seen == 0:
+            raise ValueError(f"epoch {epoch + 1} trained on no image: all {int(bad)} it read "
+                             f"were unreadable (see the warnings above); mend or remove those "
+                             f"files")
+        return {"train_loss": loss_sum / seen, "images_per_s": since_start / elapsed,
                 "epoch_time_s": elapsed, "bad_images": int(bad)}
 
     def end_epoch(self, epoch: int, train_stats: dict) -> dict:
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.step_lr                  # the lr of the epoch's last step
         if (epoch + 1) % self.cfg.val_every and epoch + 1 < self.cfg.epochs:
             self.checkpoint(epoch + 1, 0)      # no validation this epoch: best/ stays
             return {"epoch": epoch + 1, "lr": lr, **train_stats}
@@ -427,11 +498,16 @@ class _Run:
                    **{k: v for k, v in result.items() if k != "loss"},
                    "lr": lr, **train_stats}
         score = result[self.task.best_metric]
+        if not (math.isfinite(result["loss"]) and math.isfinite(score)):
+            raise FloatingPointError(
+                f"the validation loss is {result['loss']} after epoch {epoch + 1} "
+                f"({self.task.best_metric} {score}): the weights diverged; lower the learning "
+                f"rate (--lr {self.cfg.lr:g}). last.pt and best/ are those of before")
         if self.best is None or (score > self.best if self.task.higher_is_better
                                  else score < self.best):
             self.best = score
             if self.dist.main:
-                self.task.save_best(eval_model, self.out / "best")
+                self.save_best(eval_model)
         self.checkpoint(epoch + 1, 0)
         return metrics
 

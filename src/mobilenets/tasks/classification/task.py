@@ -16,7 +16,7 @@ from ...data.device import DeviceEvalBatches, DeviceImages, DeviceTrainBatches
 from ...data.folder import split_folders
 from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
 from ...models import MODEL_OPTIONS
-from ...training.config import TrainConfig, make_config
+from ...training.config import TrainConfig, make_config, resumed_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import Task
@@ -292,6 +292,8 @@ def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
     metrics."""
     if isinstance(model, str):            # the config option, not a built network
         overrides["model"], model = model, None
+    if cfg is None and resume is not None:        # the run's own options, as the CLI's
+        cfg = resumed_config(resume, None, overrides)
     cfg = cfg or make_config(**overrides)
     return fit(ClassificationTask(), cfg, resume, progress, model, overwrite)
 

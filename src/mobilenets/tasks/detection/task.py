@@ -25,7 +25,7 @@ from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
 from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
-from ...training.config import TrainConfig, make_config
+from ...training.config import TrainConfig, make_config, resumed_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
 from ...training.task import CLASSIFIER_ONLY, Task
@@ -377,6 +377,8 @@ def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
     ``overwrite``. Returns the last epoch's metrics."""
     if isinstance(model, str):
         overrides["model"], model = model, None
+    if cfg is None and resume is not None:        # the run's own options, as the CLI's
+        cfg = resumed_config(resume, None, overrides)
     return fit(DetectionTask(), detection_config(cfg, detection, **overrides), resume,
                progress, model, overwrite)
 

@@ -22,7 +22,7 @@ from torch import nn
 from ..options import TaskOptions
 from ...data import DataError
 from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
-from ...training.config import TrainConfig, make_config
+from ...training.config import TrainConfig, make_config, resumed_config
 from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import CLASSIFIER_ONLY, Task
@@ -327,6 +327,8 @@ def train(cfg: TrainConfig | None = None, resume=None, progress: bool = True,
     metrics."""
     if isinstance(model, str):
         overrides["model"], model = model, None
+    if cfg is None and resume is not None:        # the run's own options, as the CLI's
+        cfg = resumed_config(resume, None, overrides)
     return fit(SegmentationTask(), segmentation_config(cfg, segmentation, **overrides), resume,
                progress, model, overwrite)
 
