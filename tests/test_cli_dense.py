@@ -505,3 +505,15 @@ def test_eval_label_set_on_coco_panoptic_masks(tmp_path, capsys):
                            (("--depth-scale", "1000"), "--depth-scale is for depth models")):
         assert main(["eval", str(folder), "--data", str(root), *flags]) == 2
         assert message in capsys.readouterr().err
+    # a model trained with label_set voc records it, and eval reads the masks that way again
+    (root / "semantic_segmentation" / "config.yaml").write_text(
+        "train:\n  images: ../images/val\n  masks: masks/val\n"
+        "val:\n  images: ../images/val\n  masks: masks/val\n"
+        "classes:\n  0: unlabeled\n  1: person\n  3: car\n  50: spoon\n")
+    out = tmp_path / "voc-run"
+    assert main(["train", "--model", "lraspp_mobilenet_v3_small_100", "--data", str(root),
+                 "--out", str(out), *RUN, "--task-option", "label_set=voc"]) == 0
+    assert load(out / "best").preprocess["label_set"] == "voc"
+    capsys.readouterr()
+    assert main(["eval", str(out / "best"), "--data", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pixels"] == 2 * 64 * 64

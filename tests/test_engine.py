@@ -294,3 +294,21 @@ def test_resumed_config_is_the_runs_own_and_bad_numbers_are_refused(tmp_path):
                        ({"min_lr": 1.0}, "min_lr .* above the peak lr")):
         with pytest.raises(ValueError, match=match):
             make_config(**bad)
+
+
+def test_a_batch_left_with_one_item_by_unreadable_ones_is_skipped(tmp_path):
+    """Unreadable items dropped from a batch of 2 leave 1, which BatchNorm after global
+    pooling (DeepLabV3's ASPP) cannot train on: such a batch is skipped and counted."""
+    class HalfUnreadable(Regression):
+        def collate(self, items):
+            keep = items[:1] if len(self.saved) == 0 and torch.rand(()) < 0.5 else items
+            x, y, _ = super().collate(keep)
+            return x, y, len(items) - len(keep)
+
+        def loss(self, outputs, targets):
+            assert len(targets) == 2, "a batch of one reached the model"
+            return super().loss(outputs, targets)
+
+    cfg = make_config(**{**config(tmp_path, "run", 1).to_dict(), "batch_size": 2})
+    metrics = fit(HalfUnreadable(), cfg, progress=False)
+    assert metrics["bad_images"] > 0

@@ -209,6 +209,28 @@ def test_eval_transform_resizes_mask_by_nearest(tmp_path):
                                     (torch.arange(32) * 64 // 32)[None]])
 
 
+def test_binary_masks_saved_as_0_and_255_are_named(tmp_path, caplog):
+    """255 is "ignore": masks of 0 / 255 (a common binary export) label no foreground pixel;
+    reading the data says so. Masks of 0 / 1 (and 255 beside labels, VOC's border) do not."""
+    import logging
+    root = tmp_path / "flat"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\nsquare\n")
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(root / "images" / f"{i}.jpg")
+    for scale, warned in ((255, True), (1, False)):
+        for i in range(3):
+            mask = np.zeros((8, 8), np.uint8)
+            mask[2:6, 2:6] = scale
+            Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+            MaskPairs(find_split(root, "train", whole=True)).check_first()
+        assert any("hold only 0 and 255" in r.getMessage() and "square" in r.getMessage()
+                   for r in caplog.records) == warned
+
+
 def test_flat_folder_splits_80_20_or_is_used_whole(tmp_path):
     root = tmp_path / "flat"
     (root / "images").mkdir(parents=True)
@@ -227,6 +249,12 @@ def test_flat_folder_splits_80_20_or_is_used_whole(tmp_path):
     assert train.classes == ["a", "b"] and train.layout == "folder"
     with pytest.raises(DataError, match="there is no split 'test'"):
         find_split(root, "test")
+    # line k names label k: trailing blank lines are nothing, a blank one between shifts all
+    (root / "classes.txt").write_text("a\nb\n\n\n")
+    assert find_split(root, "train").classes == ["a", "b"]
+    (root / "classes.txt").write_text("a\n\nb\n")
+    with pytest.raises(DataError, match=r"classes.txt line 2 is blank.*label 1"):
+        find_split(root, "train")
 
 
 def test_bad_data_gets_clear_errors(tmp_path):
@@ -510,6 +538,18 @@ def test_torchvision_lraspp_trains_through_the_task(tmp_path):
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     assert task.outputs(model) == [("out", "N x C x H x W class scores per pixel (logits) at "
                                            "the input size")]
+    # the folder does not load as a saved model; the error says what does, and it works
+    import mobilenets
+    from mobilenets.deploy import open_model
+    best = tmp_path / "run" / "best"
+    for opening in (lambda: mobilenets.load(best), lambda: open_model(str(best))):
+        with pytest.raises(ValueError, match="holds the state dict of a torchvision.*LRASPP.*"
+                                             "lraspp_mobilenet_v3_large --weights"):
+            opening()
+    twin = mobilenets.create_model("lraspp_mobilenet_v3_large", weights=str(best))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(twin.eval()(x)["out"], model.eval()(x)["out"])
 
 
 def test_training_on_shards_scores_as_on_the_folder(tmp_path):

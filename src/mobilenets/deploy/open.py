@@ -13,6 +13,7 @@ from ..tasks.classification import evaluate as evaluate_classifier
 from ..models import resolve_name
 from ..models.heads import resolve_head
 from ..weights import create_model, is_saved_model, load
+from ..weights.saved import read_config
 from .onnx_detector import OnnxDetector
 from .onnx_model import OnnxModel, PteModel
 from .pte_detector import PteDetector
@@ -87,6 +88,8 @@ def open_model(model, weights=None, runtime: str | None = None, allow_download: 
     if path.is_dir() and is_saved_model(path / "best"):
         raise ValueError(f"{model} is a training run's folder; its model is {path / 'best'} "
                          f"(the best epoch's, a saved-model folder)")
+    if path.is_dir() and (path / "config.json").is_file():
+        read_config(path)          # a state-dict folder says what to do; else not ours
     if path.is_dir():
         raise ValueError(f"{model} is not a mobilenets saved-model folder (no config.json); "
                          f"give a folder written by mobilenets train or mobilenets.save "

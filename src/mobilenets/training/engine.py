@@ -435,7 +435,9 @@ class _Run:
             if step >= steps:
                 break
             sums[2] += n_bad
-            if len(y) == 0:
+            if len(y) == 0 or (n_bad and len(y) == 1 < cfg.batch_size):
+                # a batch that unreadable items left with one image is skipped too: BatchNorm
+                # after global pooling (DeepLabV3's ASPP) cannot train on one
                 continue
             x, target, count = self.task.prepare(x, y, self.device)
             if cfg.channels_last and isinstance(x, torch.Tensor):

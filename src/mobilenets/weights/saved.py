@@ -90,11 +90,33 @@ def save(model: nn.Module, directory: str | Path, class_names: list[str] | None 
     return directory
 
 
+# What training writes for a network the library does not build (torchvision's own): its
+# state dict and a config.json naming its class
+STATE_DICT_SCHEMA = "mobilenets.state_dict"
+
+
+def state_dict_folder_message(directory, config: dict) -> str:
+    """Why the folder ``directory`` (a :data:`STATE_DICT_SCHEMA` config) does not load, and
+    what does."""
+    cls = config.get("class", "its network class")
+    tv = {"LRASPP": "lraspp_mobilenet_v3_large", "DeepLabV3": "deeplabv3_mobilenet_v3_large",
+          "SSD": "ssdlite320_mobilenet_v3_large"}.get(str(cls).rsplit(".", 1)[-1])
+    hint = (f"; or give the library's twin of torchvision's model its weights: "
+            f"`mobilenets eval {tv} --weights {directory}` (create_model('{tv}', "
+            f"weights='{directory}') in Python)" if tv and str(cls).startswith("torchvision")
+            else "")
+    return (f"{directory} holds the state dict of a {cls}, a network the library does not "
+            f"build (trained with train(model=<that network>)): build it again and load "
+            f"{directory}/{WEIGHTS_FILE} into it (safetensors.torch.load_file){hint}")
+
+
 def read_config(directory: Path) -> dict:
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{directory / CONFIG_FILE} cannot be read ({e})") from e
+    if config.get("schema") == STATE_DICT_SCHEMA:
+        raise CheckpointError(state_dict_folder_message(directory, config))
     if config.get("schema") != SCHEMA:
         raise CheckpointError(f"{directory} is not a mobilenets saved model (no {SCHEMA} schema)")
     version = config.get("schema_version")

@@ -199,8 +199,15 @@ def _pair_up(image_dir: Path, mask_dir: Path, split: str, where: str):
 
 
 def read_classes(path: Path) -> list[str]:
-    """``classes.txt``: one name a line (blank lines skipped); line k names label k."""
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """``classes.txt``: one name a line; line k names label k (blank lines at the end are
+    ignored; one between names would shift every later label, so it is refused)."""
+    names = [line.strip() for line in path.read_text().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if "" in names:
+        raise DataError(f"{path} line {names.index('') + 1} is blank, and line k names label "
+                        f"k (0-based: label {names.index('')}): name that label, or remove "
+                        f"the line if that label is not in the masks")
     if not names:
         raise DataError(f"{path} lists no class names; write one name a line (line k names "
                         f"label k)")
@@ -289,6 +296,10 @@ def find_split(root: str | Path, split: str, label_set: str | None = None,
 
 # ---- the dataset ---------------------------------------------------------------------------
 
+# Masks check_first reads for the 0 / 255 warning
+BINARY_CHECK = 8
+
+
 class MaskPairs(Dataset):
     """Items ``((tv_tensors.Image uint8 3 x H x W, tv_tensors.Mask uint8 1 x H x W of
     labels), index)``, the shape :class:`~mobilenets.training.sampling.SeededView` passes
@@ -324,6 +335,20 @@ class MaskPairs(Dataset):
         one later file still surfaces when it is read."""
         if self.pairs:
             self[0]
+        if self.files.layout == "coco" or len(self.classes) < 2:
+            return
+        values = set()        # binary masks exported as 0 / 255: the foreground is "ignore"
+        for _, mask_path in self.pairs[:BINARY_CHECK]:
+            try:
+                values |= set(decode_unchanged(mask_path).unique().tolist())
+            except (OSError, RuntimeError, ValueError):
+                continue
+        if values == {0, IGNORE}:
+            logger.warning("the masks of %s (the first %d) hold only 0 and %d, and %d means "
+                           "'ignore': no pixel is labelled %s. If they are binary masks saved "
+                           "as 0 / 255, write them as 0 / 1 (divide by 255)",
+                           self.files.where, min(len(self.pairs), BINARY_CHECK), IGNORE,
+                           IGNORE, " or ".join(self.classes[1:3]))
 
 
 def _labelled(image: torch.Tensor, mask: torch.Tensor, lut: torch.Tensor, layout: str,

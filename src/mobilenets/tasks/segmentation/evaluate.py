@@ -64,7 +64,12 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
     transform. The data's classes must be the model's (``config["class_names"]`` when it
     has them, else their number). Returns :func:`evaluate_model`'s values, ``per_class_iou``
     by class name, and ``classes``. ``whole``: every pair of a folder without split folders
-    (else its ``split`` of the 80 / 20 split)."""
+    (else its ``split`` of the 80 / 20 split). ``label_set`` and ``unlabeled`` (COCO
+    panoptic masks) default to those the model was trained with (its preprocessing records
+    them)."""
+    saved = getattr(model, "preprocess", None) or {}
+    label_set = label_set or saved.get("label_set")
+    unlabeled = unlabeled or saved.get("unlabeled")
     files = find_split(data, split, label_set, unlabeled, whole)
     classes = files.classes
     config = getattr(model, "config", None) or {}

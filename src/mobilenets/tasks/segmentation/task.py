@@ -27,6 +27,7 @@ from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import CLASSIFIER_ONLY, Task
 from ...weights import create_model, is_saved_model, read_config, save
+from ...weights.saved import STATE_DICT_SCHEMA
 from .data import (LABEL_SETS, MaskPairs, collate_masks, decode_shard, find_split,
                    segmentation_eval_transform, segmentation_train_transform)
 from .evaluate import DEFAULT_PREPROCESS, evaluate_model
@@ -218,6 +219,9 @@ class SegmentationTask(Task):
         cfg, opts = self.cfg, self.options
         pre = dict(DEFAULT_PREPROCESS, **(getattr(model, "preprocess", None) or {}))
         pre["resolution"] = cfg.resolution
+        for key in ("label_set", "unlabeled"):       # how COCO masks were read: eval reads
+            if getattr(opts, key) is not None:      # them the same way by default
+                pre[key] = getattr(opts, key)
         if hasattr(model, "preprocess"):
             model.preprocess = pre
         self.preprocess = pre
@@ -259,7 +263,7 @@ class SegmentationTask(Task):
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps({
-            "schema": "mobilenets.state_dict", "class": f"{type(model).__module__}."
+            "schema": STATE_DICT_SCHEMA, "class": f"{type(model).__module__}."
             f"{type(model).__qualname__}", "task": "segmentation",
             "class_names": self.classes, "preprocess": self.preprocess}, indent=2) + "\n")
 
