@@ -147,10 +147,22 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path, capsys):
         (["export", str(folder), "--out", str(onnx_file)], "already exists; pass --overwrite"),
         (["quantize", str(onnx_file), "--calib", str(SAMPLE_DIR), "--out", str(onnx_file),
           "--overwrite"], "is the input model"),
+        (["quantize", str(folder), "--calib", str(SAMPLE_DIR), "--out",
+          str(folder / "model.safetensors"), "--overwrite"], "is a file of the input model"),
+        (["export", str(folder), "--out", str(folder / "config.json"), "--overwrite"],
+         "is a file of the input model"),
+        (["export", str(folder), "--format", "pte", "--out", str(tmp_path / "m.onnx")],
+         "does not end in .pte, the format written"),
+        (["export", str(folder), "--out", str(tmp_path / "noext")], "give --out noext.onnx"),
     ]
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a protobuf")
+    cases.append((["bench", str(junk), "--iters", "1"], "junk.onnx is not a readable ONNX file"))
     for argv, message in cases:
         code, out, err = run(capsys, *argv)
         assert code == 2 and message in err, (argv, err)
+    with pytest.raises(IsADirectoryError, match="is a folder; give the path of the .onnx"):
+        mobilenets.export_onnx(mobilenets.load(folder), tmp_path)
     code, out, err = run(capsys, "predict", "mobilenet_v2_035", image, "--top-k", "2", "--json")
     assert code == 0 and "random weights" in err
     (result,) = json.loads(out)["predictions"]

@@ -245,6 +245,15 @@ def test_dense_calibration_reads_photos_not_masks_or_depth(tmp_path, capsys):
     assert main(["train", "--model", "mobilenet_v3_small_100", "--task", "segmentation",
                  "--data", str(seg), "--out", str(tmp_path / "run"), *RUN]) == 2
     assert "not 'segmentation'" in capsys.readouterr().err
+    # a folder with annotation folders that is not the model's layout: refused, never masks
+    from mobilenets.data import DataError
+    from mobilenets.data.calibration import calibration_batches
+    (seg / "classes.txt").unlink()                     # no longer a segmentation folder
+    assert task_images(seg, "segmentation") == seg
+    with pytest.raises(DataError, match=r"has masks/ beside its images.*give .* the folder of "
+                                        r"its photos"):
+        calibration_batches(seg, {"resolution": 32, "resize": 36, "mean": [0.5] * 3,
+                                  "std": [0.5] * 3}, num_images=2)
 
 
 def test_depth_train_eval_predict(tmp_path, capsys):

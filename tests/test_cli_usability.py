@@ -336,3 +336,22 @@ def test_allow_download_and_a_failed_download_is_one_clear_line(tmp_path, capsys
                        "torchvision", "--allow-download", "--out", tmp_path / "run")
     assert code == 2 and len(urls) == 2 and f"could not download {urls[0]}" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_ends_quietly_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during train: no traceback, status 130, and the resume command when the run
+    has a checkpoint (the engine's last.pt)."""
+    import mobilenets.tasks.classification as classification
+
+    def interrupted(cfg, **kwargs):
+        from pathlib import Path
+        Path(cfg.out).mkdir(parents=True)
+        (Path(cfg.out) / "last.pt").write_bytes(b"a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification, "train", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(SAMPLE_DIR), "--out", str(out), "--epochs", "1"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == (f"mobilenets train: interrupted; continue it with `mobilenets train "
+                           f"--resume {out / 'last.pt'}`")

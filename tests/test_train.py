@@ -346,3 +346,20 @@ def test_width_mult_trains_the_width_profile_costs(data, tmp_path, capsys):
     with pytest.raises(ValueError, match="--width-mult 0.5 and model_options' width_mult "
                                          "0.75 disagree"):
         Task.with_config_options(cfg, {"width_mult": 0.75})
+
+
+def test_fine_tuning_from_weights_of_other_classes_of_the_same_count_warns(data, tmp_path):
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=3)
+    for names, words in ((["c", "b", "a"], "the same classes in another order"),
+                         (["apple", "mango", "zebra"], "other classes")):
+        folder = mobilenets.save(model, tmp_path / words.replace(" ", "-"), class_names=names)
+        with pytest.warns(UserWarning, match=f"were trained on {words} .* row k now meaning"):
+            train(make_config(data=str(data), out=str(tmp_path / f"run-{names[0]}"), epochs=1,
+                              weights=str(folder), max_steps_per_epoch=1,
+                              **dict(COMMON, ema_decay=0.0)), progress=False)
+    folder = mobilenets.save(model, tmp_path / "same", class_names=["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(make_config(data=str(data), out=str(tmp_path / "run-same"), epochs=1,
+                          weights=str(folder), max_steps_per_epoch=1,
+                          **dict(COMMON, ema_decay=0.0)), progress=False)

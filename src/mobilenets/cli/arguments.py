@@ -38,13 +38,29 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def output_file(out: Path, overwrite: bool, source: str | None = None) -> Path:
-    """``out`` as a file to write: not a folder, not the input ``source``, and not an existing
-    file unless ``overwrite`` (so a second export never replaces the first by accident)."""
+# The files of a saved-model folder: never an output beside it
+MODEL_FOLDER_FILES = ("model.safetensors", "config.json")
+
+
+def output_file(out: Path, overwrite: bool, source: str | None = None,
+                suffix: str | None = None) -> Path:
+    """``out`` as a file to write: not a folder, not the input ``source`` nor a file of its
+    saved-model folder, ending in ``suffix`` (the format written, so that it opens again by
+    its name), and not an existing file unless ``overwrite`` (so a second export never
+    replaces the first by accident)."""
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the path of the file to write")
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
         raise ValueError(f"--out {out} is the input model; give another path")
+    if (source is not None and Path(source).is_dir() and out.name in MODEL_FOLDER_FILES
+            and out.resolve().parent == Path(source).resolve()):
+        raise ValueError(f"--out {out} is a file of the input model {source}; give another "
+                         f"path (e.g. {Path(source) / 'model.onnx'})")
+    if suffix is not None and out.suffix.lower() != suffix:
+        other = {".onnx": " (--format pte writes .pte)", ".pte": " (--format onnx writes .onnx)"}
+        raise ValueError(f"--out {out} does not end in {suffix}, the format written: files are "
+                         f"opened by their suffix; give --out {out.with_suffix(suffix).name}"
+                         f"{other.get(suffix, '')}")
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists; pass --overwrite to replace it, or give "
                          f"another --out")

@@ -57,7 +57,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("--max-batch applies to --format pte with --dynamic-batch")
     model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
     out = output_file(Path(args.out) if args.out else
-                      default_output(args.model, model, f".{args.format}"), args.overwrite)
+                      default_output(args.model, model, f".{args.format}"), args.overwrite,
+                      args.model, f".{args.format}")
     px = args.resolution or model.preprocess.get("resolution")
     detection = {k: v for k, v in (("score_thresh", args.conf), ("nms_thresh", args.iou),
                                    ("max_det", args.max_det)) if v is not None}

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from ..version import __version__
 from ..cost import profile
@@ -219,6 +220,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # OSError: missing files, bad paths; ImportError: an optional dependency not installed
     # (its message says which extra to install)
+    except KeyboardInterrupt:
+        # Ctrl-C: no traceback; a training run says how to go on from its last checkpoint
+        from ..training.config import TrainConfig
+        last = None
+        if args.command == "train":
+            resumed = Path(args.resume) if getattr(args, "resume", None) else None
+            folder = (args.out or (resumed if resumed and resumed.is_dir() else
+                                   resumed.parent if resumed else TrainConfig.out))
+            last = Path(folder) / "last.pt"
+        resume = (f"; continue it with `mobilenets train --resume {last}`"
+                  if last is not None and last.is_file() else "")
+        print(f"mobilenets {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
         return 2

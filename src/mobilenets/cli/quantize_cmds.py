@@ -157,13 +157,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} is an ExecuTorch program, which cannot be quantized "
                          f"again: quantize the PyTorch model (a saved-model folder or a name "
                          f"with --weights) with --format pte, or its .onnx export")
-    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    model = load_cli_model(args.model, args.weights, purpose="int8 outputs",
+                           allow_download=args.allow_download)
     if isinstance(model, OnnxModel) and backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: PT2E ({args.method}) needs the PyTorch "
                          f"model (a saved-model folder or a name with --weights)")
     out = output_file(Path(args.out) if args.out else
                       default_output(args.model, model, "-int8.onnx"), args.overwrite,
-                      args.model)
+                      args.model, ".onnx")
     if backend == "onnxruntime":
         from ..deploy.quantize import quantize_onnx
         given = {}                               # the rest: the target's recipe
@@ -229,9 +230,11 @@ def quantize_to_pte(args: argparse.Namespace) -> int:
     check_calib(args.calib)
     from ..deploy.runtimes.executorch.export import export_pte
     from ..deploy.runtimes.executorch.quantize import quantize_xnnpack
-    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    model = load_cli_model(args.model, args.weights, purpose="int8 outputs",
+                           allow_download=args.allow_download)
     out = output_file(Path(args.out) if args.out else
-                      default_output(args.model, model, "-int8.pte"), args.overwrite, args.model)
+                      default_output(args.model, model, "-int8.pte"), args.overwrite, args.model,
+                      ".pte")
     qat = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                max_steps=args.max_steps) if args.method == "qat" else {}
     qmodel = quantize_xnnpack(model, args.calib, num_images=args.num_images,

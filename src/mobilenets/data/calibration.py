@@ -50,6 +50,11 @@ class LooseImages:
         return (self.transform(image) if self.transform else image), 0
 
 
+# Sub-folders that hold a data set's annotations: a folder with one is no calibration folder
+ANNOTATION_FOLDERS = {"masks", "labels", "annotations", "depth", "semantic_segmentation",
+                      "panoptic_segmentation", "instance_segmentation", "object_detection"}
+
+
 def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 128,
                         batch_size: int = 1, seed: int = 0,
                         prepare: Callable[[list[torch.Tensor]], torch.Tensor] | None = None
@@ -73,6 +78,13 @@ def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 12
         raise DataError(f"calibration folder {root} "
                         f"{'is a file' if root.is_file() else 'does not exist'}: give a folder "
                         f"of images (class folders or loose images)")
+    found = set(class_folders(root)) & ANNOTATION_FOLDERS if not listed else set()
+    if found:
+        raise DataError(f"calibration folder {root} has {', '.join(sorted(found))}/ beside its "
+                        f"images, a data set's annotations (masks or labels are not photos to "
+                        f"calibrate on): give the data set in the layout the model's task "
+                        f"reads (a segmentation folder, a YOLO data YAML), or the folder of "
+                        f"its photos (e.g. {root / 'images'})")
     transform = (eval_transform(preprocess) if prepare is None else
                  v2.Compose([*to_rgb(), v2.ToDtype(torch.float32, scale=True)]))
     dataset = (ImageFolderDataset(root, transform=transform)

@@ -8,6 +8,7 @@ The file carries the model's name, config, class names and eval preprocessing as
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -221,8 +222,11 @@ def save_checked(proto, path: str | Path) -> Path:
     ``onnx.checker``: an existing file is replaced only by a good one. Returns ``path``."""
     import onnx
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of the .onnx file to write "
+                                f"(e.g. {path / 'model.onnx'})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # concurrent writers apart
     try:
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))

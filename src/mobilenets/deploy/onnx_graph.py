@@ -35,8 +35,15 @@ def is_quantized(model) -> bool:
     """True if the ONNX file ``model`` (a path, or a loaded ModelProto) contains quantized
     (int8/uint8) operators."""
     import onnx
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(
-        str(model), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        try:
+            proto = onnx.load(str(model), load_external_data=False)
+        except Exception as e:              # protobuf's DecodeError, a missing file, ...
+            raise ValueError(f"{model} is not a readable ONNX file ({type(e).__name__}: {e}); "
+                             f"if it is truncated or of another format, export it again "
+                             f"(`mobilenets export MODEL --out FILE.onnx`)") from None
     return any(n.op_type in QUANTIZED_OPS for n in proto.graph.node)
 
 

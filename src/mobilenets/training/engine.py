@@ -282,11 +282,13 @@ class _Run:
 
     # checkpoints ------------------------------------------------------------------------------
     def checkpoint(self, epoch: int, step: int) -> None:
-        """Collective: every process hands its RNG state to rank 0, which writes last.pt."""
-        rngs = [(rng_state(), self.partial if step else None)]
+        """Collective: every process hands its RNG state (and mid-epoch its running sums) to
+        rank 0, which writes last.pt."""
+        own = (rng_state(), self.partial if step else None)
+        states = [own]
         if self.dist.enabled:
-            rngs = [None] * self.dist.world
-            torch_dist.all_gather_object(rngs, (rng_state(), self.partial if step else None))
+            states = [None] * self.dist.world
+            torch_dist.all_gather_object(states, own)
         if not self.dist.main:
             return
         save_checkpoint(self.out / "last.pt", {
@@ -294,9 +296,9 @@ class _Run:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": epoch, "step": step, "best": self.best,
-            "best_metric": self.task.best_metric, "rng": [r for r, _ in rngs],
+            "best_metric": self.task.best_metric, "rng": [r for r, _ in states],
             # per process, mid-epoch: the epoch's loss sum, images and unreadable ones so far
-            "partial": [p for _, p in rngs] if step else None, "world": self.dist.world,
+            "partial": [p for _, p in states] if step else None, "world": self.dist.world,
             "config": self.cfg.to_dict(), "model_spec": model_spec(self.model),
             "task": self.task.state()})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ from ...training.engine import fit
 from ...training.sampling import SeededView
 from ...training.task import Task
 from ...weights import classifier_classes, create_model, is_saved_model, load, read_state_dict
-from ...weights import save
+from ...weights import read_config, save
+from ...weights.files import checkpoint_class_names
 from .evaluate import evaluate_model
 
 
@@ -137,7 +139,24 @@ class ClassificationTask(Task):
         weights = cfg.weights or cfg.extra.get("pruned_model")
         if weights:
             options["weights"] = weights
+            self.check_weights_classes(weights)
         return create_model(cfg.model, **options)
+
+    def check_weights_classes(self, weights) -> None:
+        """Warn when ``weights`` were trained on as many classes as the data has, but other
+        ones (or the same in another order): their classifier is kept, row k for label k."""
+        path = Path(weights)
+        names = (read_config(path).get("class_names") if is_saved_model(path)
+                 else checkpoint_class_names(path) if path.is_file() else None)
+        if names is None or len(names) != len(self.classes) or list(names) == self.classes:
+            return
+        how = ("the same classes in another order" if sorted(names) == sorted(self.classes)
+               else "other classes")
+        warnings.warn(f"--weights {weights} were trained on {how} ({', '.join(names[:5])}"
+                      f"{', ...' if len(names) > 5 else ''}) than this data's "
+                      f"({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''})"
+                      f": their classifier is kept, its row k now meaning this data's label k",
+                      stacklevel=2)
 
     def check_model(self, model: nn.Module) -> None:
         if model.num_classes != len(self.classes):
