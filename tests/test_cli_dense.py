@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from mobilenets.data.image_io import decode_unchanged
 
+import mobilenets
 from mobilenets import load
 from mobilenets.cli.dense_cmds import model_task, parse_task_options
 from mobilenets.cli.main import main
@@ -107,6 +108,13 @@ def test_dense_tasks_refuse_options_they_ignore_and_name_bad_option_types(tmp_pa
             task.check_config(TrainConfig(kd_alpha=0.9, mixup=0.5))
     with pytest.raises(ValueError, match="--color-jitter .* not used by a detection run"):
         DetectionTask().check_config(TrainConfig(color_jitter=0.4))
+    from mobilenets.training import make_config
+    recipe = make_config("small-data")        # its classification settings: the recipe's
+    assert recipe.label_smoothing > 0 or recipe.mixup > 0 or recipe.auto_augment
+    SegmentationTask().check_config(recipe)
+    SegmentationTask().check_config(TrainConfig(dropout=0.0, drop_path_rate=0.0))
+    with pytest.raises(ValueError, match="--mixup"):
+        SegmentationTask().check_config(make_config("small-data", mixup=0.7))
     for options, match in (
             (lambda: SegmentationOptions(scale=0.5), r"scale must be a list of numbers "
                                                      r"\(default \[0.5, 2.0\]\), not 0.5"),
@@ -252,8 +260,16 @@ def test_dense_calibration_reads_photos_not_masks_or_depth(tmp_path, capsys):
     assert task_images(seg, "segmentation") == seg
     with pytest.raises(DataError, match=r"has masks/ beside its images.*give .* the folder of "
                                         r"its photos"):
-        calibration_batches(seg, {"resolution": 32, "resize": 36, "mean": [0.5] * 3,
-                                  "std": [0.5] * 3}, num_images=2)
+        calibration_batches(seg, None, num_images=2)
+    # class folders of a classifier may be called "masks" (a face-mask classifier's)
+    faces = tmp_path / "faces"
+    for name in ("masks", "no_masks"):
+        (faces / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(faces / name / "0.png")
+    pre = dict(mobilenets.create_model("mobilenet_v3_small_100").preprocess, resolution=8,
+               resize=8)
+    batches = calibration_batches(faces, pre, num_images=2)
+    assert sum(len(b) for b in batches) == 2 and batches[0].shape[1:] == (3, 8, 8)
 
 
 def test_depth_train_eval_predict(tmp_path, capsys):
@@ -526,3 +542,8 @@ def test_eval_label_set_on_coco_panoptic_masks(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out / "best"), "--data", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pixels"] == 2 * 64 * 64
+    # on a folder of another layout (VOC's 21 classes as label masks) it scores as before
+    voc = _segmentation_data(tmp_path / "voc-folder", n_train=1, n_val=1)
+    (voc / "classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
+    assert main(["eval", str(out / "best"), "--data", str(voc), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1

@@ -252,7 +252,7 @@ def test_a_diverged_validation_keeps_best_and_an_epoch_of_unreadable_data_stops(
         def collate(self, items):
             return torch.zeros(0, 8), torch.zeros(0), len(items)
 
-    with pytest.raises(ValueError, match="epoch 1 trained on no image: all 64 it read"):
+    with pytest.raises(ValueError, match=r"epoch 1 trained on no image \(64 unreadable"):
         fit(Unreadable(), config(tmp_path, "bad", 1), progress=False)
     # that run wrote its train_config.json only: the same run again is not refused
     fit(Regression(), config(tmp_path, "bad", 1), progress=False)
@@ -312,3 +312,45 @@ def test_a_batch_left_with_one_item_by_unreadable_ones_is_skipped(tmp_path):
     cfg = make_config(**{**config(tmp_path, "run", 1).to_dict(), "batch_size": 2})
     metrics = fit(HalfUnreadable(), cfg, progress=False)
     assert metrics["bad_images"] > 0
+
+
+def test_resume_after_a_skipped_batch_is_exact(tmp_path):
+    """A batch whose items are all unreadable is skipped; the schedule still takes its step,
+    so a run stopped mid-epoch after one resumes (it was refused as "other steps per epoch")
+    and ends with the uninterrupted run's weights."""
+    class SomeUnreadable(StopAtStep):
+        def collate(self, items):
+            if items[0][0][0] > 0.8:                  # seeded data: the same batches each run
+                return torch.zeros(0, 8), torch.zeros(0), len(items)
+            return super().collate(items)
+
+    straight = make_config(**{**config(tmp_path, "straight", 2).to_dict(),
+                              "checkpoint_every_steps": 2})
+    fit(SomeUnreadable(stop=-1), straight, progress=False)
+    rows = rows_of(tmp_path / "straight")
+    assert rows[1]["bad_images"] > 0
+    split = make_config(**{**straight.to_dict(), "out": str(tmp_path / "split")})
+    with pytest.raises(Stopped):
+        fit(SomeUnreadable(stop=12), split, progress=False)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] > 0
+    fit(SomeUnreadable(stop=-1), split, resume=tmp_path / "split" / "last.pt", progress=False)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+
+
+def test_resuming_elsewhere_over_another_run_replaces_its_best(tmp_path):
+    from mobilenets.training.config import resumed_config
+    with pytest.raises(Stopped):
+        fit(Regression(stop_at=1), config(tmp_path, "run", 3), progress=False)
+    fit(Regression(), config(tmp_path, "other", 1), progress=False)
+    (tmp_path / "other" / "best" / "tag").write_text("the other run's")
+    fit(Regression(), config(tmp_path, "other", 3), resume=tmp_path / "run" / "last.pt",
+        overwrite=True, progress=False)
+    assert not (tmp_path / "other" / "best" / "tag").exists()
+    assert [r["epoch"] for r in rows_of(tmp_path / "other")] == [1, 2, 3]
+    # the run's own initial weights given again on resume are no change (a script's habit)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ckpt["config"]["weights"] = "start.pt"
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    assert resumed_config(tmp_path / "run", overrides={"weights": "start.pt"}).weights is None

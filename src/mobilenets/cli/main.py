@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         warnings.formatwarning = previous
         raise
+    started = time.time()
     try:
         code = args.func(args)
         sys.stdout.flush()                # a closed pipe shows here, not at interpreter exit
@@ -230,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                                    resumed.parent if resumed else TrainConfig.out))
             last = Path(folder) / "last.pt"
         resume = (f"; continue it with `mobilenets train --resume {last}`"
-                  if last is not None and last.is_file() else "")
-        print(f"mobilenets {args.command}: interrupted{resume}", file=sys.stderr)
+                  if last is not None and last.is_file() and last.stat().st_mtime >= started
+                  else "")                    # (a checkpoint of this run, not an older one)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"mobilenets {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)

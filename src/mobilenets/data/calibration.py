@@ -50,7 +50,8 @@ class LooseImages:
         return (self.transform(image) if self.transform else image), 0
 
 
-# Sub-folders that hold a data set's annotations: a folder with one is no calibration folder
+# Sub-folders that hold a data set's annotations: a folder with images/ and one of them is a
+# data set's root, not a folder of calibration photos (a class may be called "masks")
 ANNOTATION_FOLDERS = {"masks", "labels", "annotations", "depth", "semantic_segmentation",
                       "panoptic_segmentation", "instance_segmentation", "object_detection"}
 
@@ -78,7 +79,8 @@ def calibration_batches(calib_dir, preprocess: dict | None, num_images: int = 12
         raise DataError(f"calibration folder {root} "
                         f"{'is a file' if root.is_file() else 'does not exist'}: give a folder "
                         f"of images (class folders or loose images)")
-    found = set(class_folders(root)) & ANNOTATION_FOLDERS if not listed else set()
+    folders = set(class_folders(root)) if not listed else set()
+    found = folders & ANNOTATION_FOLDERS if "images" in folders else set()
     if found:
         raise DataError(f"calibration folder {root} has {', '.join(sorted(found))}/ beside its "
                         f"images, a data set's annotations (masks or labels are not photos to "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from numbers import Real
 from typing import ClassVar
 
 # What a field's annotation allows (annotations are strings here): a value of these types
-_KINDS = {"str": (str,), "int": (int,), "float": (Real,), "tuple": (list, tuple),
+_KINDS = {"str": (str, os.PathLike), "int": (int,), "float": (Real,), "tuple": (list, tuple),
           "dict": (dict,), "bool": (bool,)}
 
 

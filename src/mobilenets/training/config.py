@@ -6,6 +6,7 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -81,7 +82,7 @@ class TrainConfig:
                and (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or not _TESTS[rule](value))]
         bad += [f"{name} (--{name.replace('_', '-')}) must be a whole number, not {value!r}"
-                for name in _WHOLE if not isinstance(value := getattr(self, name), int)
+                for name in _WHOLE if not isinstance(value := getattr(self, name), Integral)
                 and not any(b.startswith(f"{name} ") for b in bad)]
         if not bad and self.min_lr > self.lr and self.schedule != "constant":
             bad.append(f"min_lr (--min-lr) {self.min_lr:g} is above the peak lr (--lr) "
@@ -154,7 +155,7 @@ def resumed_config(checkpoint, recipe: str | None = None,
     """The options of the run saved in ``checkpoint`` (a ``last.pt``; they already include
     its recipe's), with the given ``overrides`` (None values: not given) on top; ``out``
     defaults to the checkpoint's folder. The initial ``weights`` are not loaded again (the
-    checkpoint holds the weights: giving them is refused), nor is another ``recipe`` than
+    checkpoint holds the weights: giving others is refused), nor is another ``recipe`` than
     the run's."""
     from .checkpoint import load_checkpoint
     if Path(checkpoint).is_dir():                     # a run folder: its last.pt
@@ -168,10 +169,11 @@ def resumed_config(checkpoint, recipe: str | None = None,
         raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
                          f"resumed run keeps its options: leave --recipe out, and give the "
                          f"options to change one by one")
-    if overrides.get("weights"):
+    if overrides.get("weights") and str(overrides["weights"]) != str(saved.get("weights")):
         raise ValueError(f"--weights {overrides['weights']} with --resume: a resumed run "
                          f"continues from the weights in {checkpoint}; leave --weights out "
                          f"(or start a new run from them without --resume)")
+    overrides.pop("weights", None)          # the run's own: the checkpoint holds them now
     unknown = sorted(set(overrides) - OPTION_NAMES)
     if unknown:
         raise TypeError(f"unknown training option(s) {', '.join(unknown)}")

@@ -104,8 +104,8 @@ def check_out_folder(out: Path, resume=None, overwrite: bool = False,
                      if can_resume and "last.pt" in found else "")
         raise ValueError(f"{out} already holds a training run ({', '.join(found)}); "
                          f"{resume_it}write to another --out, or pass --overwrite to replace it")
-    if found:
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    if found or (out / "train_config.json").exists():    # also a run that died before its
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)   # first checkpoint
 
 
 def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
@@ -268,10 +268,17 @@ class _Run:
                           "AVX2 CPU): leave --amp out here", stacklevel=2)
         return torch.autocast(kind, dtype=getattr(torch, cfg.amp_dtype)), scaler
 
+    def _skip_step(self) -> None:
+        with warnings.catch_warnings():     # "scheduler.step() before optimizer.step()"
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+
     def save_best(self, model: torch.nn.Module) -> None:
         """``best/`` replaced whole: written beside it, then swapped in, so no file of an
         older best model (an exported model.onnx) stays beside the new weights."""
         final, new, old = (self.out / "best", self.out / ".best-new", self.out / ".best-old")
+        if old.is_dir() and not final.exists():        # stopped between the two renames
+            old.rename(final)
         for stale in (new, old):
             shutil.rmtree(stale, ignore_errors=True)
         self.task.save_best(model, new)
@@ -299,6 +306,7 @@ class _Run:
             "best_metric": self.task.best_metric, "rng": [r for r, _ in states],
             # per process, mid-epoch: the epoch's loss sum, images and unreadable ones so far
             "partial": [p for _, p in states] if step else None, "world": self.dist.world,
+            "steps_per_epoch": self.steps_per_epoch,
             "config": self.cfg.to_dict(), "model_spec": model_spec(self.model),
             "task": self.task.state()})
 
@@ -336,8 +344,12 @@ class _Run:
             raise ValueError(f"{', '.join(changed)}: a resumed run keeps the optimiser its "
                              f"checkpoint holds; leave {'it' if len(changed) == 1 else 'them'} "
                              f"out, or start a new run from these weights with --weights {path}")
-        steps_done = ckpt["scheduler"].get("last_epoch", 0)
-        if step and steps_done != epoch * self.steps_per_epoch + step:
+        # the steps per epoch it was written with (older files: from the scheduler's count)
+        old_steps = ckpt.get("steps_per_epoch")
+        same_steps = (old_steps == self.steps_per_epoch if old_steps is not None else
+                      ckpt["scheduler"].get("last_epoch", 0)
+                      == epoch * self.steps_per_epoch + step)
+        if step and not same_steps:
             raise ValueError(f"{path} was written mid-epoch with other steps per epoch (global "
                              f"batch {saved.get('batch_size', '?')} x {world} process(es), "
                              f"--max-steps-per-epoch {saved.get('max_steps_per_epoch', 0)}); "
@@ -345,7 +357,7 @@ class _Run:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if steps_done != epoch * self.steps_per_epoch + step:
+        if not same_steps:
             # at an epoch boundary with another global batch: the schedule goes on from the
             # same point in epochs, counted in this run's steps
             self.scheduler.last_epoch = epoch * self.steps_per_epoch
@@ -379,8 +391,10 @@ class _Run:
         if self.dist.main and source.resolve() != self.out.resolve():
             # resumed into another folder: it starts with the run's best model and history
             # (the restored best score is only beaten by a better model)
-            for name in ("best", "metrics.jsonl"):
-                if (source / name).exists() and not (self.out / name).exists():
+            for name in ("best", "metrics.jsonl"):    # (any there: --overwrite's to replace)
+                if (source / name).exists():
+                    if (self.out / name).is_dir():
+                        shutil.rmtree(self.out / name)
                     copy = shutil.copytree if name == "best" else shutil.copy2
                     copy(source / name, self.out / name)
         if self.dist.main:
@@ -437,9 +451,12 @@ class _Run:
             if step >= steps:
                 break
             sums[2] += n_bad
-            if len(y) == 0 or (n_bad and len(y) == 1 < cfg.batch_size):
+            if len(y) == 0 or (n_bad and len(y) == 1 < cfg.batch_size and not self.dist.enabled):
                 # a batch that unreadable items left with one image is skipped too: BatchNorm
-                # after global pooling (DeepLabV3's ASPP) cannot train on one
+                # after global pooling (DeepLabV3's ASPP) cannot train on one. (Under DDP every
+                # process must take each step, so there only an empty batch is skipped.) The
+                # schedule still moves on, so that step k of an epoch has the same lr on resume.
+                self._skip_step()
                 continue
             x, target, count = self.task.prepare(x, y, self.device)
             if cfg.channels_last and isinstance(x, torch.Tensor):
@@ -482,9 +499,8 @@ class _Run:
                                                  dtype=torch.float64)).item()
         loss_sum, seen, bad = self.dist.sum(sums).tolist()
         if seen == 0:
-            raise ValueError(f"epoch {epoch + 1} trained on no image: all {int(bad)} it read "
-                             f"were unreadable (see the warnings above); mend or remove those "
-                             f"files")
+            raise ValueError(f"epoch {epoch + 1} trained on no image ({int(bad)} unreadable, "
+                             f"see the warnings above); mend or remove those files")
         return {"train_loss": loss_sum / seen, "images_per_s": since_start / elapsed,
                 "epoch_time_s": elapsed, "bad_images": int(bad)}
 
@@ -502,13 +518,15 @@ class _Run:
                    **{k: v for k, v in result.items() if k != "loss"},
                    "lr": lr, **train_stats}
         score = result[self.task.best_metric]
-        if not (math.isfinite(result["loss"]) and math.isfinite(score)):
+        if not math.isfinite(result["loss"]):
             raise FloatingPointError(
-                f"the validation loss is {result['loss']} after epoch {epoch + 1} "
-                f"({self.task.best_metric} {score}): the weights diverged; lower the learning "
-                f"rate (--lr {self.cfg.lr:g}). last.pt and best/ are those of before")
-        if self.best is None or (score > self.best if self.task.higher_is_better
-                                 else score < self.best):
+                f"the validation loss is {result['loss']} after epoch {epoch + 1}: the weights "
+                f"diverged. last.pt and best/ are those of before; train again with a lower "
+                f"--lr than {self.cfg.lr:g} (from those weights: --weights {self.out}/last.pt)")
+        # a score that is not a number (nothing scored: the task's epoch note says why) never
+        # makes a best model
+        if math.isfinite(score) and (self.best is None or (
+                score > self.best if self.task.higher_is_better else score < self.best)):
             self.best = score
             if self.dist.main:
                 self.save_best(eval_model)

@@ -61,16 +61,22 @@ class Task(ABC):
 
     def check_config(self, cfg) -> None:
         """Raise ValueError naming the options of ``cfg`` this task would ignore
-        (:attr:`unused_config` set to other than their defaults)."""
-        from .config import TrainConfig
-        default = TrainConfig()
-        given = [f for f in self.unused_config if getattr(cfg, f) != getattr(default, f)]
+        (:attr:`unused_config` set to other than their defaults, or than its recipe's: a
+        recipe's classification settings are left to the recipe)."""
+        from .config import TrainConfig, load_recipe
+        default = TrainConfig(**(load_recipe(cfg.recipe) if cfg.recipe else {}))
+
+        def plain(value):                   # dropout 0.0 changes nothing: as None
+            return None if value == 0 else value
+
+        given = [f for f in self.unused_config
+                 if plain(getattr(cfg, f)) != plain(getattr(default, f))]
         if given:
             flags = ", ".join(f"--{f.replace('_', '-')} ({f}={getattr(cfg, f)!r})"
                               for f in given)
             kind = type(self).__name__.removesuffix("Task").lower() or "this"
-            raise ValueError(f"{flags}: not used by a {kind} run (classification only); "
-                             f"leave {'it' if len(given) == 1 else 'them'} out")
+            raise ValueError(f"{flags}: not used by a {kind} run; leave "
+                             f"{'it' if len(given) == 1 else 'them'} out")
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError if the model (given to ``fit`` or built) cannot be trained on

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from ...data import DataError
 from ...training.engine import eval_loader
 from ...training.sampling import SeededView
-from .data import MaskPairs, collate_masks, find_split, segmentation_eval_transform
+from .data import (MaskPairs, collate_masks, detect_layout, find_split,
+                   segmentation_eval_transform)
 from .losses import AUX_WEIGHT, cross_entropy_sum, main_output
 from .metrics import confusion_matrix, scores
 
@@ -68,8 +72,13 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
     panoptic masks) default to those the model was trained with (its preprocessing records
     them)."""
     saved = getattr(model, "preprocess", None) or {}
-    label_set = label_set or saved.get("label_set")
-    unlabeled = unlabeled or saved.get("unlabeled")
+    try:
+        coco = detect_layout(Path(data))[0] == "coco"
+    except DataError:
+        coco = False                  # find_split says what is wrong with the folder
+    if coco:                          # other layouts take neither
+        label_set = label_set or saved.get("label_set")
+        unlabeled = unlabeled or saved.get("unlabeled")
     files = find_split(data, split, label_set, unlabeled, whole)
     classes = files.classes
     config = getattr(model, "config", None) or {}

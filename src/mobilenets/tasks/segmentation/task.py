@@ -220,7 +220,8 @@ class SegmentationTask(Task):
         pre = dict(DEFAULT_PREPROCESS, **(getattr(model, "preprocess", None) or {}))
         pre["resolution"] = cfg.resolution
         for key in ("label_set", "unlabeled"):       # how COCO masks were read: eval reads
-            if getattr(opts, key) is not None:      # them the same way by default
+            pre.pop(key, None)                      # them the same way by default
+            if getattr(opts, key) is not None:
                 pre[key] = getattr(opts, key)
         if hasattr(model, "preprocess"):
             model.preprocess = pre
