@@ -354,3 +354,18 @@ def test_resuming_elsewhere_over_another_run_replaces_its_best(tmp_path):
     ckpt["config"]["weights"] = "start.pt"
     torch.save(ckpt, tmp_path / "run" / "last.pt")
     assert resumed_config(tmp_path / "run", overrides={"weights": "start.pt"}).weights is None
+
+
+def test_paths_are_recorded_absolute_so_a_run_resumes_from_anywhere(tmp_path, monkeypatch):
+    from mobilenets.training.engine import with_absolute_paths
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "w.pt").write_bytes(b"")
+    cfg = with_absolute_paths(make_config(data="ds", weights="w.pt", teacher="mobilenet_v2_100",
+                                          val="missing"))
+    assert (cfg.data, cfg.weights) == (str(tmp_path / "ds"), str(tmp_path / "w.pt"))
+    assert (cfg.teacher, cfg.val) == ("mobilenet_v2_100", "missing")     # names stay names
+    fit(Regression(), make_config(**{**config(tmp_path, "run", 1).to_dict(), "data": "ds"}),
+        progress=False)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]
+    assert saved["data"] == str(tmp_path / "ds")

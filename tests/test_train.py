@@ -70,6 +70,8 @@ def test_train_writes_every_output(data, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["epochs"] == 2
     best = mobilenets.load(out / "best")
     assert best.config["class_names"] == ["a", "b", "c"] and best.num_classes == 3
+    with pytest.raises(ValueError, match="is a training run's folder; its model is .*best"):
+        mobilenets.load(out)
     # Fine-tuning from those weights: the EMA starts at a trained model, so no lag warning
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*ema-decay")

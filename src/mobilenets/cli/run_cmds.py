@@ -180,8 +180,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = train_task(task, cfg, options, args.resume, not args.no_progress,
                              args.overwrite)
         if int(os.environ.get("RANK", "0")) == 0:
+            # the best/ model's score: its task's metric that picks it
+            best = metrics_line(task, {k: metrics.get("best") for k in ("miou", "abs_rel",
+                                                                        "map")})
             print(f"done: {metrics_line(task, metrics)} after {metrics['epoch']} epochs; "
-                  f"best model in {Path(cfg.out) / 'best'}")
+                  f"best model{f' ({best})' if best else ''} in {Path(cfg.out) / 'best'}")
         return 0
     if options:
         raise ValueError("--task-option sets options of a segmentation, depth or detection "
@@ -192,8 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         top5 = f"  top-5 {100 * metrics['top5']:.1f}%" if "top5" in metrics else ""
+        best = f" (top-1 {100 * metrics['best']:.1f}%)" if metrics.get("best") is not None else ""
         print(f"done: top-1 {100 * metrics['top1']:.1f}%{top5} after {metrics['epoch']} "
-              f"epochs; best model in {Path(cfg.out) / 'best'}")
+              f"epochs; best model{best} in {Path(cfg.out) / 'best'}")
     return 0
 
 

@@ -169,7 +169,9 @@ def resumed_config(checkpoint, recipe: str | None = None,
         raise ValueError(f"{checkpoint} is a run of recipe {saved.get('recipe')!r}, and a "
                          f"resumed run keeps its options: leave --recipe out, and give the "
                          f"options to change one by one")
-    if overrides.get("weights") and str(overrides["weights"]) != str(saved.get("weights")):
+    given, own = overrides.get("weights"), saved.get("weights")
+    if given and str(given) != str(own) and (
+            own is None or Path(given).resolve() != Path(own).resolve()):
         raise ValueError(f"--weights {overrides['weights']} with --resume: a resumed run "
                          f"continues from the weights in {checkpoint}; leave --weights out "
                          f"(or start a new run from them without --resume)")

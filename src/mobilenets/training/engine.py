@@ -8,6 +8,7 @@ the data, model, loss and metrics are.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -46,6 +47,7 @@ def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress
     Returns the last epoch's metrics."""
     if resume is not None and Path(resume).is_dir():      # a run folder: its last.pt
         resume = Path(resume) / "last.pt"
+    cfg = with_absolute_paths(cfg)
     out = Path(cfg.out)
     check_out_folder(out, resume, overwrite)
     task.check_run_folder(cfg)
@@ -63,6 +65,19 @@ def fit(task: Task, cfg: TrainConfig, resume: str | Path | None = None, progress
         raise
     finally:
         dist.close()
+
+
+# Options that name local files or folders: recorded absolute, so that a run resumes from
+# any working directory
+PATH_OPTIONS = ("data", "val", "weights", "teacher", "teacher_weights")
+
+
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its :data:`PATH_OPTIONS` that name an existing path made absolute (a
+    registered name, ``"torchvision"`` or a URL stays as it is)."""
+    changed = {k: str(Path(v).resolve()) for k in PATH_OPTIONS
+               if isinstance(v := getattr(cfg, k), str) and v and Path(v).exists()}
+    return dataclasses.replace(cfg, **changed) if changed else cfg
 
 
 def _missing_folders(path: Path) -> list[Path]:
@@ -103,7 +118,8 @@ def check_out_folder(out: Path, resume=None, overwrite: bool = False,
         resume_it = (f"continue it with --resume {out / 'last.pt'}, "
                      if can_resume and "last.pt" in found else "")
         raise ValueError(f"{out} already holds a training run ({', '.join(found)}); "
-                         f"{resume_it}write to another --out, or pass --overwrite to replace it")
+                         f"{resume_it}write to another --out, or pass --overwrite to replace it "
+                         f"(resume=, overwrite=True in Python)")
     if found or (out / "train_config.json").exists():    # also a run that died before its
         shutil.rmtree(out / "tensorboard", ignore_errors=True)   # first checkpoint
 
@@ -416,7 +432,7 @@ class _Run:
             noted = noted or bool(note)
         report.close()
         self.dist.barrier()
-        return metrics
+        return dict(metrics, best=self.best)     # the best/ model's score (of best_metric)
 
     def loss(self, x, target) -> torch.Tensor:
         cfg = self.cfg

@@ -198,7 +198,11 @@ def load(directory: str | Path, **overrides) -> nn.Module:
                 " for a state-dict file use create_model(NAME, weights=PATH)")
         raise CheckpointError(f"{directory} is a file; load() reads a saved-model folder;"
                               f"{hint}")
-    config = read_config(Path(directory))
+    folder = Path(directory)
+    if not (folder / "config.json").exists() and (folder / "best" / "config.json").is_file():
+        raise CheckpointError(f"{directory} is a training run's folder; its model is "
+                              f"{folder / 'best'} (the best epoch's): load that")
+    config = read_config(folder)
     return create_with_weights(config["architecture"], directory, **overrides)
 
 
