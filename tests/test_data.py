@@ -85,6 +85,15 @@ def test_macos_archive_metadata_is_neither_a_class_nor_an_image(tmp_path):
     assert not any(Path(p).name.startswith("._") for p, _ in data.samples)
 
 
+def test_loose_images_beside_the_class_folders_are_named(tmp_path, caplog):
+    root = make_tree(tmp_path / "d")
+    write_image(root / "train" / "stray.jpg")
+    with caplog.at_level(logging.WARNING, logger="mobilenets.data"):
+        resolve_split(root)
+    assert any("1 image(s) directly in" in r.getMessage() and "stray.jpg" in r.getMessage()
+               for r in caplog.records)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "does not exist"),
     ("no_train", "no train/ folder"),

@@ -271,6 +271,8 @@ def test_bad_inputs_say_what_to_do():
         model.train()([torch.rand(3, 128, 128)], [target])
     with pytest.raises(ValueError, match=r"pass \[image\]"):
         model.eval()(torch.rand(3, 128, 128))
+    with pytest.raises(ValueError, match="these reach 25.* divide them by 255"):   # no boxes
+        model.eval()([torch.rand(3, 128, 128) * 255])
     # a label past the classes failed deep in the loss; 0 (the background) was taken silently
     for label, given in ((91, "91 .. 91"), (0, "0 .. 0")):
         bad = [target, dict(target, labels=torch.tensor([label]))]

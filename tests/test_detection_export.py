@@ -262,6 +262,8 @@ def test_bad_inputs_say_what_to_do(exported, tmp_path):
     detector = open_model(fp32)
     with pytest.raises(ValueError, match="float 3 x H x W images"):
         detector([(images[0] * 255).to(torch.uint8)])
+    with pytest.raises(ValueError, match="in \[0, 1\]; these reach"):
+        detector([images[0] * 255])
     with pytest.raises(ValueError, match="list of 3 x H x W"):
         detector(images[0])
     detector.score_thresh = 0.1

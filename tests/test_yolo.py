@@ -316,6 +316,8 @@ def test_bad_inputs_say_what_to_do():
                                                  "labels": torch.tensor([0])}])
     with pytest.raises(ValueError, match="divide"):
         model.eval()([torch.zeros(3, 64, 64, dtype=torch.uint8)])
+    with pytest.raises(ValueError, match="divide them by 255"):
+        model.eval()([torch.full((3, 64, 64), 200.0)])
     with pytest.raises(ValueError, match="multiple of 32"):
         small_yolo(resolution=100)
     with pytest.raises(TypeError, match="unknown option"):

@@ -287,8 +287,8 @@ def check_int8_speed(model, int8_path: Path, budget_s: float = 2.0,
         x = detection_batches(calib, resize, resolution, model.preprocess, 1,
                               int8.batch_size or 1)[0]
     else:
-        x = torch.randn(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
-                        resolution, generator=torch.Generator().manual_seed(0))
+        x = torch.rand(int8.batch_size or 1, model.config.get("in_chans", 3), resolution,
+                       resolution, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, OnnxModel):
             fp32 = OnnxModel(model.path, runtime=runtime)

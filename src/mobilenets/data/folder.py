@@ -58,6 +58,11 @@ def _check_split(root: Path, name: str) -> list[str]:
         raise DataError(f"{name} folder {root} has no class folders" + (
             "; put its images into one sub-folder per class" if loose else
             f" and no image files ({_LAYOUT})"))
+    loose = [e.name for e in os.scandir(root) if e.is_file() and is_image_name(e.name)]
+    if loose:
+        logger.warning("%d image(s) directly in %s (e.g. %s) are in no class folder and are "
+                       "not used; move them into their class's folder", len(loose), root,
+                       sorted(loose)[0])
     empty = [c for c in classes if not _has_image(root / c)]
     if len(empty) == len(classes):
         raise DataError(f"{name} folder {root} has no image files (extensions "

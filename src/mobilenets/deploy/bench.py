@@ -127,8 +127,10 @@ def bench_model(model, backend: str, batch: int = 1, resolution: int | None = No
     """Build ``backend`` for ``model`` and benchmark it on a random batch."""
     resolution = resolution or model.preprocess.get("resolution", 224)
     in_chans = model.config.get("in_chans", 3)
-    x = torch.randn(batch, in_chans, resolution, resolution,
-                    generator=torch.Generator().manual_seed(0))
+    # values in [0, 1]: valid pictures for a detector (which takes images, not a normalised
+    # batch); the speed of the others does not depend on them
+    x = torch.rand(batch, in_chans, resolution, resolution,
+                   generator=torch.Generator().manual_seed(0))
     if isinstance(model, OnnxModel):
         if runtime_of(backend) != model.runtime:
             raise ValueError(f"this OnnxModel runs in {model.runtime}, not on the {backend} "

@@ -159,8 +159,8 @@ def compare_runtimes(model: nn.Module, calib, *, resolution: int | None = None,
     fns, took, skipped = build_candidates(model, folder, calib, resolution=resolution,
                                           threads=threads, num_images=num_images,
                                           openvino=openvino, log=log)
-    x = torch.randn(1, model.config.get("in_chans", 3), resolution, resolution,
-                    generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, model.config.get("in_chans", 3), resolution, resolution,   # images for
+                   generator=torch.Generator().manual_seed(0))                  # a detector
     return {"model": model.config["name"], "resolution": resolution, "threads": threads,
             "reference": REFERENCE,
             "results": measure(fns, x, warmup=warmup, repeats=repeats, iters=iters),

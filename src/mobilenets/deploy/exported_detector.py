@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from ..models.heads.detection import check_image_range
 from .onnx_model import _meta
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -124,6 +125,7 @@ class ExportedDetector:
                 raise ValueError(f"{self.path.name} takes float 3 x H x W images in [0, 1] "
                                  f"(e.g. mobilenets.data.image_io.decode_rgb(path).float() "
                                  f"/ 255), not {what}")
+        check_image_range(images, self.path.name)
         return list(images)
 
     def prepare(self, images) -> tuple[torch.Tensor, tuple]:

@@ -59,6 +59,15 @@ class Task(ABC):
         resumed, the ``config`` and ``preprocess`` of the model its checkpoint was trained as
         (build that architecture again; the checkpoint then gives the weights), else None."""
 
+    @staticmethod
+    def schedule_text(cfg) -> str:
+        """``"10 epochs of batch 32"`` for the summary line; under torchrun the per-process
+        batch times the processes (the global batch is their product)."""
+        import os
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        batch = f"{cfg.batch_size} x {world} processes" if world > 1 else f"{cfg.batch_size}"
+        return f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of batch {batch}"
+
     def check_config(self, cfg) -> None:
         """Raise ValueError naming the options of ``cfg`` this task would ignore
         (:attr:`unused_config` set to other than their defaults, or than its recipe's: a

@@ -148,6 +148,17 @@ class SSDLiteFeatures(nn.Module):
         return OrderedDict((str(k), m) for k, m in enumerate(maps))
 
 
+def check_image_range(images, where: str = "the detector") -> None:
+    """ValueError when float ``images`` (a list or a batch) reach far above 1: images in
+    0..255 as floats, which give a detector no boxes without a word."""
+    peak = max((float(img.max()) for img in images
+                if isinstance(img, torch.Tensor) and img.is_floating_point() and img.numel()),
+               default=0.0)
+    if peak > 2:
+        raise ValueError(f"{where} takes float images in [0, 1]; these reach {peak:g} (pixel "
+                         f"values 0..255?): divide them by 255")
+
+
 def check_targets(targets, num_classes: int) -> None:
     """ValueError unless ``targets`` is one dict per image with ``boxes`` and ``labels`` in
     1 .. num_classes - 1 (0 is the background; the detectors' losses would fail on a larger
@@ -200,6 +211,7 @@ class SSDLite(SSD):
                              "model.eval() to detect")
         if targets is not None:
             check_targets(targets, self.num_classes)
+        check_image_range(images)
         if self.training and len(images) < 2 and any(
                 isinstance(m, nn.BatchNorm2d) for m in self.backbone.extra.modules()):
             raise ValueError("train mode needs batches of at least 2 images: the last extra "

@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, complete_box_iou_loss
 
-from .detection import check_targets
+from .detection import check_image_range, check_targets
 from .registry import HeadEntry, register_head
 
 #: the backbone options a detector passes on (the head picks the taps)
@@ -344,6 +344,7 @@ class YOLOv4(nn.Module):
             if not img.is_floating_point():
                 raise ValueError(f"expected float images in [0, 1], got {img.dtype}; divide "
                                  f"uint8 images by 255")
+        check_image_range(images)
         if size is None and self.canvas == "square":
             size = (self.resolution, self.resolution)
         limit = size or (self.resolution, self.resolution)

@@ -115,7 +115,7 @@ class ClassificationTask(Task):
                 f"model: {cfg.model}"
                 f"{'' if cfg.width_mult is None else f' at width {cfg.width_mult:g}'} at "
                 f"{cfg.resolution} px, {self.start_text()}; "
-                f"{cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"{self.schedule_text(cfg)}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:

@@ -139,7 +139,7 @@ class DepthTask(Task):
                 f"{', '.join(map(str, opts.invalid)) or 'none'} invalid, scored in "
                 f"({opts.min_depth:g}, {opts.max_depth:g}] m\n"
                 f"model: {cfg.model} at {cfg.resolution} px, "
-                f"{self.start_text()}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"{self.start_text()}; {self.schedule_text(cfg)}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:

@@ -181,8 +181,8 @@ class DetectionTask(Task):
                     f"{len(self.shard_index.train)} shards, {len(val_set)} val images "
                     f"({info['boxes']['val']} boxes) in {len(self.shard_index.val)} shards\n"
                     f"model: {cfg.model} at {cfg.resolution} px, "
-                    f"{self.start_text()}; augment {self.options.augment}; {cfg.epochs} "
-                    f"epochs of batch {cfg.batch_size}; writing to {cfg.out}")
+                    f"{self.start_text()}; augment {self.options.augment}; "
+                    f"{self.schedule_text(cfg)}; writing to {cfg.out}")
         cfg, t, v = self.cfg, self.train_raw, self.val_raw
         extra = []
         if t.background:
@@ -195,8 +195,8 @@ class DetectionTask(Task):
                 f"({v.num_boxes} boxes) in {v.image_dir}"
                 + (f"; {', '.join(extra)}" if extra else "") + "\n"
                 f"model: {cfg.model} at {cfg.resolution} px, {self.start_text()}"
-                f"; augment {self.options.augment}; {cfg.epochs} epochs of batch "
-                f"{cfg.batch_size}; writing to {cfg.out}")
+                f"; augment {self.options.augment}; {self.schedule_text(cfg)}; "
+                f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
         """``cfg.model`` (a detector, e.g. ``ssdlite320_mobilenet_v3_large``) with the data's

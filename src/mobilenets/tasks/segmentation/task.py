@@ -163,8 +163,8 @@ class SegmentationTask(Task):
                     f"{len(train_set)} train pairs in {len(self.shard_index.train)} shards of "
                     f"{cfg.data}, {len(val_set)} val pairs in {len(self.shard_index.val)} "
                     f"shards\nmodel: {cfg.model} at {cfg.resolution} px, "
-                    f"{self.start_text()}; {cfg.epochs} epochs of batch "
-                    f"{cfg.batch_size}; writing to {cfg.out}")
+                    f"{self.start_text()}; {self.schedule_text(cfg)}; writing to "
+                    f"{cfg.out}")
         train, val = self.files
         remap = ""
         if train.layout == "coco":
@@ -178,7 +178,7 @@ class SegmentationTask(Task):
                 f"in {train.where}, {len(val_set)} val pairs ({opts.val_split}) in {val.where}"
                 + (f"; {', '.join(skipped)}" if skipped else "") + "\n"
                 f"model: {cfg.model} at {cfg.resolution} px, "
-                f"{self.start_text()}; {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                f"{self.start_text()}; {self.schedule_text(cfg)}; "
                 f"writing to {cfg.out}")
 
     def build_model(self, cfg: TrainConfig, resumed: dict | None = None) -> nn.Module:
