@@ -153,6 +153,14 @@ def test_dynamic_batch_and_metadata_round_trip(dynamic):
     assert not om.training and om.eval() is om and om.train(False) is om
     with pytest.raises(RuntimeError, match="eval-only"):
         om.train()
+    # a weights path of this machine is not written into a file that leaves it
+    from mobilenets.deploy.onnx_export import metadata
+    model.config["weights"] = "/home/someone/private/lite0-imagenet.pth"
+    try:
+        config = json.loads(metadata(model, RES, fused=True)["config"])
+    finally:
+        model.config.pop("weights")
+    assert config["weights"] == "lite0-imagenet.pth"
 
 
 def test_onnx_model_evaluates_like_the_torch_model(dynamic):

@@ -45,6 +45,7 @@ def test_open_model_takes_every_kind_of_model_argument(saved):
     (lambda f, o: mobilenets.open_model(f.parent / "missing" / "best"), FileNotFoundError,
      "no model folder"),
     (lambda f, o: mobilenets.open_model("mobilenet_v9"), ValueError, "unknown model"),
+    (lambda f, o: OnnxModel(f), IsADirectoryError, "opens with mobilenets.load"),
     (lambda f, o: mobilenets.open_model(o, runtime="tflite"), ValueError, "unknown runtime"),
     (lambda f, o: mobilenets.open_model("best"), ValueError, "nor is best an existing file"),
     (lambda f, o: mobilenets.open_model(mobilenets.load(f), runtime="openvino"), ValueError,

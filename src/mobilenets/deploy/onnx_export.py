@@ -67,6 +67,9 @@ def metadata(model: nn.Module, resolution: int, fused: bool,
              task: str = "classification",
              outputs: list[tuple[str, str]] | None = None) -> dict[str, str]:
     config = dict(model.config, resolution=resolution)     # the file's input size
+    for key in ("weights", "backbone_weights"):    # a path on this machine: its name only
+        if isinstance(config.get(key), str) and os.path.isabs(config[key]):
+            config[key] = os.path.basename(config[key].rstrip("/"))
     outputs = [{"name": n, "meaning": m}
                for n, m in (outputs if outputs is not None else task_outputs(model, task))]
     return {"model_name": str(config.get("name", type(model).__name__)),

@@ -48,6 +48,10 @@ class OnnxModel:
         self.path = Path(path)
         check_runtime_for(self.path, runtime)
         kind = "ExecuTorch (.pte)" if FILE_SUFFIX[runtime] == ".pte" else "ONNX"
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder; {type(self).__name__} opens a "
+                                    f"{kind} file (a saved-model folder opens with "
+                                    f"mobilenets.load or mobilenets.open_model)")
         if not self.path.is_file():
             raise FileNotFoundError(f"no {kind} file {self.path}")
         if self.path.stat().st_size == 0:
