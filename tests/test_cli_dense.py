@@ -177,7 +177,7 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     image = data / "images" / "val" / "001.png"
     pictures = tmp_path / "pictures"
     assert main(["predict", str(out / "best"), str(image), "--out", str(pictures),
-                 "--json"]) == 0
+                 "--json", "--save-raw"]) == 0
     answer = json.loads(capsys.readouterr().out)["predictions"][0]
     picture = decode_unchanged(pictures / "001.png")
     assert picture.shape == (3, 48, 128)                     # input | mask, side by side
@@ -185,6 +185,18 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     assert sum(answer["class_fractions"].values()) == pytest.approx(1, abs=1e-3)
     colours = {tuple(c) for c in picture[:, :, 64:].flatten(1).T.tolist()}
     assert len(colours) == len(answer["class_fractions"])   # one colour per predicted class
+    # --save-raw: the class ids themselves, which the picture's colours are of
+    labels = decode_unchanged(Path(answer["labels"]))
+    assert labels.shape == (1, 48, 64) and labels.dtype == torch.uint8
+    from mobilenets.cli.dense_cmds import label_palette
+    assert torch.equal(label_palette(4)[labels[0].long()].permute(2, 0, 1),
+                       picture[:, :, 64:])
+    names = load(out / "best").config["class_names"]
+    for k, name in enumerate(names):
+        share = (labels == k).float().mean().item()
+        assert share == pytest.approx(answer["class_fractions"].get(name, 0), abs=1e-4)
+    palette = label_palette(256)                             # VOC's: no two classes alike
+    assert len({tuple(c) for c in palette.tolist()}) == 256 and palette[0].sum() == 0
     # two images of one stem: two pictures (the second replaced the first)
     twin = tmp_path / "other" / "001.png"
     twin.parent.mkdir()
@@ -312,7 +324,10 @@ def test_depth_train_eval_predict(tmp_path, capsys):
     assert "a depth or label map" in capsys.readouterr().err
 
     assert main(["predict", str(out / "best"), str(data / "frame-000.color.png"),
-                 "--out", str(tmp_path / "pictures")]) == 0
+                 "--out", str(tmp_path / "pictures"), "--save-raw"]) == 0
+    depth = decode_unchanged(tmp_path / "pictures" / "frame-000.color-depth.png")
+    assert depth.shape == (1, 48, 64) and depth.dtype == torch.uint16   # millimetres
+    assert 0 < depth.float().mean() < 65535
     picture = decode_unchanged(tmp_path / "pictures" / "frame-000.color.png")
     assert picture.shape == (3, 48, 128)
     assert torch.equal(picture[:, :, :64], decode_unchanged(data / "frame-000.color.png"))

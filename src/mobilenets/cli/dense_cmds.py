@@ -205,12 +205,30 @@ def _colormap(values, name: str):
     return torch.from_numpy((rgba[..., :3] * 255).round().astype("uint8")).permute(2, 0, 1)
 
 
+def label_palette(n: int):
+    """``n`` distinct RGB colours (uint8 n x 3) for class ids: PASCAL VOC's palette, where the
+    bits of the id are spread over the high bits of R, G and B (0 black, 1 dark red, ...;
+    distinct for every id below 2^24)."""
+    import torch
+    ids = torch.arange(n)
+    colours = torch.zeros(n, 3, dtype=torch.int64)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (ids >> (3 * shift + channel)) & 1
+            colours[:, channel] |= bit << (7 - shift)
+    return colours.to(torch.uint8)
+
+
 def predict_picture(model, task: str, image, conf: float | None = None,
-                    iou: float | None = None, max_det: int | None = None):
+                    iou: float | None = None, max_det: int | None = None,
+                    raw: list | None = None):
     """``(picture, summary)``: the output picture of ``model`` on ``image`` (uint8 3 x H x W)
-    at the image's size, and a JSON-ready summary. Segmentation: the class map coloured with
-    tab20 (class k gets colour k mod 20); depth: the prediction colour-mapped (inferno,
-    bright = near) over its own min..max; detection: the boxes drawn on the image."""
+    at the image's size, and a JSON-ready summary. Segmentation: the class map in PASCAL
+    VOC's palette (:func:`label_palette`: a colour of its own for every class); depth: the
+    prediction colour-mapped (inferno, bright = near) over its own min..max; detection: the
+    boxes drawn on the image. ``raw``: a list that gets the output itself, 1 x H x W: class
+    ids (uint8, or uint16 above 256 classes) or 16-bit depth (metres x the model's
+    ``depth_scale``, default 1000; an inverse-relative model's over its own range)."""
     import torch
     import torch.nn.functional as F
     h, w = image.shape[-2:]
@@ -226,12 +244,22 @@ def predict_picture(model, task: str, image, conf: float | None = None,
         counts = torch.bincount(labels.flatten(), minlength=logits.shape[1])
         fractions = {(names[k] if names and k < len(names) else str(k)):
                      round(c / labels.numel(), 4) for k, c in enumerate(counts.tolist()) if c}
-        return _colormap(labels % 20, "tab20"), {"class_fractions": fractions}
+        if raw is not None:
+            raw.append((labels if logits.shape[1] > 256 else labels.to(torch.uint8))[None])
+        return label_palette(logits.shape[1])[labels].permute(2, 0, 1), {
+            "class_fractions": fractions}
     depth = out["out"] if isinstance(out, dict) else out
     depth = F.interpolate(depth.float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     kind = getattr(model, "depth_kind", "metric")
     lo, hi = depth.min(), depth.max()
     scaled = (depth - lo) / (hi - lo).clamp_min(1e-12)
+    if raw is not None:
+        if kind == "metric":
+            unit = float((getattr(model, "preprocess", None) or {}).get("depth_scale", 1000.0))
+            values = (depth * unit).round().clamp(0, 65535)
+        else:
+            values = (scaled * 65535).round()
+        raw.append(values.to(torch.int32)[None])          # written as 16-bit
     if kind == "metric":            # near is bright, as for inverse depth
         scaled = 1 - scaled
     return _colormap(scaled, "inferno"), {"depth_kind": kind, "min": lo.item(),
@@ -265,14 +293,19 @@ PREDICT_CONF = 0.25
 
 
 def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=None,
-                  max_det=None, as_json: bool = False) -> int:
+                  max_det=None, as_json: bool = False, save_raw: bool = False) -> int:
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
     picture side by side (detection: the image with its boxes only); images of one stem
-    (``a/x.jpg``, ``b/x.jpg``) get ``x.png``, ``x-2.png`` ..., not one file."""
+    (``a/x.jpg``, ``b/x.jpg``) get ``x.png``, ``x-2.png`` ..., not one file. ``save_raw``:
+    also ``<stem>-labels.png`` or ``<stem>-depth.png``, the output itself
+    (:func:`predict_picture`'s ``raw``)."""
+    if save_raw and task == "detection":
+        raise ValueError("--save-raw is for segmentation and depth models; a detector's "
+                         "boxes are listed by --json")
     import torch
 
     from ..data import read_rgb
-    from ..data.image_io import write_png
+    from ..data.image_io import write_png, write_png16
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model = as_dense(model, task).eval()
@@ -285,7 +318,8 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         except OSError as e:
             results.append(unreadable_image(path, e, len(images)))
             continue
-        picture, summary = predict_picture(model, task, image, conf, iou, max_det)
+        raw = [] if save_raw else None
+        picture, summary = predict_picture(model, task, image, conf, iou, max_det, raw)
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
         stem, n = Path(path).stem, 1
@@ -295,7 +329,12 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
         taken.add(name.casefold())
         target = folder / f"{name}.png"
         write_png(picture, target)
-        results.append({"image": path, "output": str(target), **summary})
+        extra = {}
+        if raw:
+            kind = "labels" if task == "segmentation" else "depth"
+            extra[kind] = str(folder / f"{name}-{kind}.png")
+            (write_png if raw[0].dtype == torch.uint8 else write_png16)(raw[0], extra[kind])
+        results.append({"image": path, "output": str(target), **extra, **summary})
         if not as_json:
             boxes = (f" ({len(summary['detections'])} boxes scoring >= {conf})"
                      if task == "detection" else "")

@@ -344,6 +344,11 @@ def add_predict_parser(sub) -> None:
                    help="detection: non-maximum suppression IoU (the model's nms_thresh)")
     p.add_argument("--max-det", type=positive_int, default=None,
                    help="detection: boxes kept per image (the model's detections_per_img)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="segmentation and depth: also write OUT/<image>-labels.png (class ids, "
+                   "8- or 16-bit) or OUT/<image>-depth.png (16-bit, the model's depth scale: "
+                   "PNG value / scale = metres; inverse-relative models: 0..65535 over the "
+                   "image's own range)")
     add_runtime_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
@@ -385,7 +390,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = dense_task_of(model)
     if task is not None:
         return predict_dense(model, task, images, args.out, args.conf, args.iou, args.max_det,
-                             args.json)
+                             args.json, args.save_raw)
+    if args.save_raw:
+        raise ValueError("--save-raw writes a segmentation or depth model's output; a "
+                         "classifier's is the classes printed (--json)")
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
     transform = eval_transform(model.preprocess)
     results = []

@@ -147,4 +147,17 @@ def write_png(image: torch.Tensor, path: str | Path) -> None:
         tvio.write_png(image, str(path))
 
 
-__all__ = ["BACKEND", "decode_rgb", "decode_unchanged", "write_png"]
+def write_png16(values: torch.Tensor, path: str | Path) -> None:
+    """A 1 x H x W integer tensor of values in 0..65535 as a 16-bit grayscale PNG (depth
+    maps, class ids above 255), through Pillow: the encoders above write 8 bits."""
+    import numpy as np
+    from PIL import Image
+    if values.ndim != 3 or values.shape[0] != 1:
+        raise ValueError(f"expected a 1 x H x W tensor, not shape {tuple(values.shape)}")
+    if values.is_floating_point() or values.min() < 0 or values.max() > 65535:
+        raise ValueError("16-bit PNG values are integers in 0..65535")
+    array = values[0].to(torch.int32).numpy().astype(np.uint16)
+    Image.fromarray(array).save(str(path), format="PNG")
+
+
+__all__ = ["BACKEND", "decode_rgb", "decode_unchanged", "write_png", "write_png16"]
