@@ -171,8 +171,11 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     assert result["miou"] == pytest.approx(direct["miou"])
     assert result["pixel_acc"] == pytest.approx(direct["pixel_acc"])
     assert set(result["per_class_iou"]) == {"ground", "left", "box", "other"}
-    assert main(["eval", str(out / "best"), "--data", str(data)]) == 0
-    assert capsys.readouterr().out.startswith("2 images: mIoU ")
+    assert main(["eval", str(out / "best"), "--data", str(data), "--confusion-png",
+                 str(tmp_path / "confusion.png")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("2 images: mIoU ") and "confusion matrix:" in printed
+    assert decode_unchanged(tmp_path / "confusion.png").shape[0] in (3, 4)
 
     image = data / "images" / "val" / "001.png"
     pictures = tmp_path / "pictures"

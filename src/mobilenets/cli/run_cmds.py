@@ -283,13 +283,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = dense_task_of(model)
     options = dense_eval_options(args, task)
     if task is not None:
-        if png is not None:
-            raise ValueError("--confusion-png is for classifiers; a segmentation model's "
-                             "per-class IoU is in the output")
+        if png is not None and task != "segmentation":
+            raise ValueError(f"--confusion-png is for classifiers and segmentation models, "
+                             f"not a {task} model")
         result = evaluate_dense(model, task, args.data, args.resolution, args.batch_size,
                                 args.workers, **options)
+        confusion, classes = result.pop("confusion", None), result.pop("classes", None)
         print(json.dumps(finite({"task": task, **result})) if args.json
               else eval_report(task, result), flush=True)
+        if png is not None:      # pixels: each true class's row as shares, so small ones show
+            rows = confusion.double()
+            _confusion_png(rows / rows.sum(1, keepdim=True).clamp_min(1), classes, png)
+            if not args.json:
+                print(f"confusion matrix: {png}", flush=True)
         return 0
     result = evaluate(model, args.data, args.resolution, args.batch_size, args.workers)
     if args.json:
@@ -312,11 +318,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _confusion_png(confusion, classes, path: Path) -> None:
     import matplotlib
+    import torch
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
-    ax.imshow(confusion, cmap="Blues")
+    ax.imshow(torch.as_tensor(confusion).double().numpy(), cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
     ax.set_yticks(range(n), classes, fontsize=7)
     ax.set_xlabel("predicted"), ax.set_ylabel("true")

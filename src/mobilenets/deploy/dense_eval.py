@@ -67,14 +67,15 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     when it exists, else every pair in ``DATA`` (PNG value / ``depth_scale`` = metres;
     ``invalid``: the codes of no depth; both default to the training data's, which the
     model's preprocess records, else 1000 and 0, 65535);
-    detection: the YOLO data set's val split. Returns JSON-ready metrics."""
+    detection: the YOLO data set's val split. Returns JSON-ready metrics (segmentation also
+    its pixel ``confusion`` tensor, true x predicted, and its ``classes``)."""
     model = as_dense(model, task)
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
         result = evaluate(model, data, "val", resolution, batch_size, workers,
                           label_set=label_set, whole=True)
         keep = ("miou", "pixel_acc", "loss", "per_class_iou", "pixels", "images",
-                "bad_images")
+                "bad_images", "confusion", "classes")
     elif task == "depth":
         result = evaluate_depth_folder(model, data, resolution, batch_size, workers, depth_scale,
                                  invalid)
