@@ -52,6 +52,7 @@ def test_ema_lag_warns_only_when_the_average_spans_much_of_the_run():
     suggested = float(message.split("use --ema-decay ")[1].split()[0])
     assert ema_lag(suggested, 3600) is None and ema_lag(suggested + 1e-3, 3600)
     assert "--ema-decay 0 (off)" in ema_lag(0.9, 6)        # no decay fits 5% of 6 steps
+    assert "--ema-decay 0 (off)" in ema_lag(0.99, 100)     # 0.8 would average 5 steps: off
 
 
 def test_train_writes_every_output(data, tmp_path):

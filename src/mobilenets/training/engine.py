@@ -138,7 +138,8 @@ def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
     if horizon <= share * total_steps:
         return None
     within = 1 - 1 / (share * total_steps)        # the decay whose horizon is share of the run
-    advice = (f"use --ema-decay {within:.4g} or lower, or train longer" if within > 0 else
+    # a horizon under 10 steps averages next to nothing: then EMA is better off
+    advice = (f"use --ema-decay {within:.4g} or lower, or train longer" if within >= 0.9 else
               "this run is too short for EMA: use --ema-decay 0 (off), or train longer")
     return (f"--ema-decay {decay} averages the weights over the last ~{horizon:.0f} steps, "
             f"{100 * horizon / total_steps:.0f}% of this run's {total_steps} steps: on a run this "
