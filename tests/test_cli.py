@@ -203,3 +203,18 @@ def test_a_closed_stdout_pipe_ends_quietly():
     proc.stdout.close()                        # before anything is read
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and err == ""
+
+
+def test_eval_text_counts_the_unreadable_images(tmp_path, capsys):
+    import shutil
+    from mobilenets.data import SAMPLE_DIR
+    classes = sorted(p.name for p in (SAMPLE_DIR / "val").iterdir())[:2]
+    for name in classes:
+        (tmp_path / "val" / name).mkdir(parents=True)
+        for path in sorted((SAMPLE_DIR / "val" / name).glob("*.jpg"))[:2]:
+            shutil.copy(path, tmp_path / "val" / name / path.name)
+    (tmp_path / "val" / classes[0] / "junk.jpg").write_bytes(b"not an image")
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=2, resolution=64)
+    mobilenets.save(model, tmp_path / "m", class_names=classes)
+    code, out, err = run(capsys, "eval", str(tmp_path / "m"), "--data", str(tmp_path))
+    assert code == 0 and out.startswith("4 images (1 unreadable, skipped): top-1 "), out

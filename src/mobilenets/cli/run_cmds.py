@@ -305,8 +305,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                  "per_class": result["per_class"]})), flush=True)
     else:
         top5 = "" if result["top5"] is None else f"  top-5 {100 * result['top5']:.2f}%"
-        print(f"{result['count']} images: top-1 {100 * result['top1']:.2f}%{top5}  loss "
-              f"{result['loss']:.4f}")
+        skipped = (f" ({result['bad_images']} unreadable, skipped)"
+                   if result.get("bad_images") else "")
+        print(f"{result['count']} images{skipped}: top-1 {100 * result['top1']:.2f}%{top5}  "
+              f"loss {result['loss']:.4f}")
         for name, acc in result["per_class"].items():
             print(f"  {name:24s} " + ("no images" if acc is None else f"{100 * acc:6.2f}%"))
     if png is not None:
