@@ -209,14 +209,19 @@ def test_eval_transform_resizes_mask_by_nearest(tmp_path):
                                     (torch.arange(32) * 64 // 32)[None]])
 
 
+def _flat_folder(root, classes: str):
+    """An empty flat-layout folder: images/, masks/ and classes.txt."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text(classes)
+    return root
+
+
 def test_binary_masks_saved_as_0_and_255_are_named(tmp_path, caplog):
     """255 is "ignore": masks of 0 / 255 (a common binary export) label no foreground pixel;
     reading the data says so. Masks of 0 / 1 (and 255 beside labels, VOC's border) do not."""
     import logging
-    root = tmp_path / "flat"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    (root / "classes.txt").write_text("background\nsquare\n")
+    root = _flat_folder(tmp_path / "flat", "background\nsquare\n")
     for i in range(3):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(root / "images" / f"{i}.jpg")
     for scale, warned in ((255, True), (1, False)):
@@ -232,10 +237,7 @@ def test_binary_masks_saved_as_0_and_255_are_named(tmp_path, caplog):
 
 
 def test_flat_folder_splits_80_20_or_is_used_whole(tmp_path):
-    root = tmp_path / "flat"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    (root / "classes.txt").write_text("a\nb\n")
+    root = _flat_folder(tmp_path / "flat", "a\nb\n")
     for i in range(7):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(root / "images" / f"{i}.jpg")
         if i != 3:                                   # an image without a mask
