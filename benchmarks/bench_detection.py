@@ -247,6 +247,7 @@ def main(argv=None) -> None:
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in vars(args).items()},
                    "results": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
 
