@@ -153,7 +153,7 @@ def test_segmentation_train_eval_predict(tmp_path, capsys):
     done = capsys.readouterr().out.strip().splitlines()[-1]
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert done.startswith(f"done: mIoU {100 * last['miou']:.1f}%  pixel accuracy "
-                           f"{100 * last['pixel_acc']:.1f}% after 1 epochs")
+                           f"{100 * last['pixel_acc']:.1f}% after 1 epoch;")
     assert done.endswith(f"best model (mIoU {100 * last['miou']:.1f}%) in {out / 'best'}")
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["options"]["width_mult"] == 0.25          # the task option reached the model

@@ -30,6 +30,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def counted(n: int, word: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (worker processes, warm-up calls, caps where 0 means none)."""
     value = int(text)

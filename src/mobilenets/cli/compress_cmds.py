@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..training.config import TrainConfig
-from .arguments import add_model_argument, add_weights_flags
+from .arguments import add_model_argument, add_weights_flags, counted
 from ..deploy.open import is_exported_file
 from .run_cmds import add_config_flags, load_cli_model
 
@@ -81,8 +81,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         recipe=args.recipe, overwrite=args.overwrite, progress=not args.no_progress,
         log=lambda line: print(line, flush=True), **options)
     if metrics is not None:
-        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {metrics['epoch']} "
-              f"epochs; best model in {Path(args.out) / 'best'}")
+        epochs = counted(metrics["epoch"], "epoch")
+        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {epochs}; best model in "
+              f"{Path(args.out) / 'best'}")
     return 0
 
 
@@ -141,6 +142,7 @@ def cmd_lowrank(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, progress=not args.no_progress,
         log=lambda line: print(line, flush=True), **options)
     if metrics is not None:
-        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {metrics['epoch']} "
-              f"epochs; best model in {Path(args.out) / 'best'}")
+        epochs = counted(metrics["epoch"], "epoch")
+        print(f"fine-tuned: top-1 {100 * metrics['top1']:.1f}% after {epochs}; best model in "
+              f"{Path(args.out) / 'best'}")
     return 0

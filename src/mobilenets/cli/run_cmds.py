@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..deploy.open import is_exported_file
 from ..training.config import TrainConfig, load_recipe, make_config, resumed_config
-from .arguments import (add_model_argument, add_runtime_option, add_weights_flags,
+from .arguments import (add_model_argument, add_runtime_option, add_weights_flags, counted,
                         non_negative_int, positive_int)
 from .dense_cmds import (TASK_NAMES, add_dense_eval_arguments, add_dense_train_arguments,
                          check_some_read, dense_eval_options, dense_task_of,
@@ -183,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             # the best/ model's score: its task's metric that picks it
             best = metrics_line(task, {k: metrics.get("best") for k in ("miou", "abs_rel",
                                                                         "map")})
-            print(f"done: {metrics_line(task, metrics)} after {metrics['epoch']} epochs; "
+            epochs = counted(metrics["epoch"], "epoch")
+            print(f"done: {metrics_line(task, metrics)} after {epochs}; "
                   f"best model{f' ({best})' if best else ''} in {Path(cfg.out) / 'best'}")
         return 0
     if options:
@@ -196,8 +197,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         top5 = f"  top-5 {100 * metrics['top5']:.1f}%" if "top5" in metrics else ""
         best = f" (top-1 {100 * metrics['best']:.1f}%)" if metrics.get("best") is not None else ""
-        print(f"done: top-1 {100 * metrics['top1']:.1f}%{top5} after {metrics['epoch']} "
-              f"epochs; best model{best} in {Path(cfg.out) / 'best'}")
+        epochs = counted(metrics["epoch"], "epoch")
+        print(f"done: top-1 {100 * metrics['top1']:.1f}%{top5} after {epochs}; best "
+              f"model{best} in {Path(cfg.out) / 'best'}")
     return 0
 
 
