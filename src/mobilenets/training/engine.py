@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import Dist, convert_sync_bn, setup
-from .optim import build_optimizer, build_scheduler, lr_factor
+from .optim import build_optimizer, build_scheduler
 from .precision import float32_depthwise_under_cpu_autocast
 from .reporting import Reporter, progress_bar
 from .sampling import EpochSampler
@@ -286,6 +286,7 @@ class _Run:
         return torch.autocast(kind, dtype=getattr(torch, cfg.amp_dtype)), scaler
 
     def _skip_step(self) -> None:
+        """The schedule's step without an optimiser step."""
         with warnings.catch_warnings():     # "scheduler.step() before optimizer.step()"
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
@@ -377,12 +378,8 @@ class _Run:
         if not same_steps:
             # at an epoch boundary with another global batch: the schedule goes on from the
             # same point in epochs, counted in this run's steps
-            self.scheduler.last_epoch = epoch * self.steps_per_epoch
-            lrs = [base * lr_factor(self.cfg, self.scheduler.last_epoch, self.steps_per_epoch)
-                   for base in self.scheduler.base_lrs]
-            for group, lr in zip(self.optimizer.param_groups, lrs):
-                group["lr"] = lr
-            self.scheduler._last_lr = lrs
+            self.scheduler.last_epoch = epoch * self.steps_per_epoch - 1
+            self._skip_step()                 # the scheduler sets the lr of that step
         partial = ckpt.get("partial")
         if step and partial:
             self.partial = partial[self.dist.rank] if self.dist.rank < len(partial) else None
@@ -453,15 +450,15 @@ class _Run:
         self.train_set.epoch = epoch     # for plain indexing; the loader's keys carry the epoch
         self.task.start_epoch(self.model, epoch)
         self.task.set_mode(self.model, True)
-        t0, sums = time.perf_counter(), torch.zeros(3, dtype=torch.float64)  # loss, seen, bad
+        # loss, images, unreadable ones; then the images trained since this call (its speed)
+        t0, sums = time.perf_counter(), torch.zeros(4, dtype=torch.float64)
         # the loss sum stays on the device: reading a loss waits for the GPU, so it is read
         # only every SYNC_EVERY steps (progress, TensorBoard, the divergence check)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         before = (self.partial or (0.0, 0, 0)) if first else (0.0, 0, 0)   # resumed mid-epoch
         self.partial = None
         loss_sum += before[0]
-        sums[1:] += torch.tensor(before[1:], dtype=torch.float64)
-        seen_before = int(before[1])
+        sums[1:3] += torch.tensor(before[1:], dtype=torch.float64)
         last_save = time.monotonic()
         bar = progress_bar(self.progress, steps - first, f"epoch {epoch + 1}/{cfg.epochs}")
         for step, (x, y, n_bad) in enumerate(self.train_loader, start=first):
@@ -492,6 +489,7 @@ class _Run:
                 self.ema.update_parameters(self.model)
             loss_sum += loss.detach().double() * count
             sums[1] += count
+            sums[3] += count
             bar.update(1)
             if step % SYNC_EVERY == 0 or step + 1 == steps:
                 value = loss.item()
@@ -512,9 +510,7 @@ class _Run:
         bar.close()
         sums[0] = loss_sum.item()
         elapsed = time.perf_counter() - t0
-        since_start = self.dist.sum(torch.tensor([float(sums[1] - seen_before)],
-                                                 dtype=torch.float64)).item()
-        loss_sum, seen, bad = self.dist.sum(sums).tolist()
+        loss_sum, seen, bad, since_start = self.dist.sum(sums).tolist()
         if seen == 0:
             raise ValueError(f"epoch {epoch + 1} trained on no image ({int(bad)} unreadable, "
                              f"see the warnings above); mend or remove those files")
