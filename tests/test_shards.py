@@ -434,3 +434,74 @@ def test_shard_command_takes_task_options(tmp_path, capsys):
                  "--task-option", "train_range=[0,3]"]) != 0
     assert "train_range: not a segmentation shard option" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def _same(a, b) -> bool:
+    """Equal results (sums in another order: floats to 1e-6), NaN equal to NaN (a metric
+    with nothing to score)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-6, abs=1e-9) or (a != a and b != b)
+    return a == b
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation", "detection", "depth"])
+def test_eval_on_shards_equals_eval_on_the_folders_val_split(tmp_path, task, capsys):
+    """`mobilenets.evaluate` (and `eval --data`) on shards scores their val shards: every
+    metric equals the evaluation of the folder's val split they were written from."""
+    import mobilenets
+    from mobilenets.tasks.shards import write_task_shards
+    torch.manual_seed(0)
+    data = tmp_path / "data"
+    if task == "classification":
+        _subset(data, classes=3, n_train=4, n_val=3)
+        model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=3, resolution=32)
+    else:
+        _dense_folder(data, task)
+        name, options = {"segmentation": ("lraspp_mobilenet_v3_small_100", {"num_classes": 2}),
+                         "detection": ("ssdlite_mobilenet_v3_small_100", {"num_classes": 3}),
+                         "depth": ("fastdepth_mobilenet_v1_025", {})}[task]
+        model = mobilenets.create_model(name, resolution=64 if task == "detection" else 32,
+                                        **options)
+    write_task_shards(data, tmp_path / "shards", samples_per_shard=2, progress=False)
+    folder = data
+    if task == "depth":          # the shards' val pair (the last by the range split) alone
+        folder = tmp_path / "val-pairs"
+        folder.mkdir()
+        for f in data.glob("frame-000004.*"):
+            shutil.copy(f, folder / f.name)
+    model.eval()
+    want = mobilenets.evaluate(model, folder, batch_size=2)
+    got = mobilenets.evaluate(model, tmp_path / "shards", batch_size=2)
+    assert _same(got, want)
+    count = want.get("count", want.get("images"))
+    assert count == {"classification": 9, "depth": 1}.get(task, 2)
+    if task == "classification":                          # the command says the same
+        import json
+        mobilenets.save(model, tmp_path / "saved")
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / "saved"), "--data", str(tmp_path / "shards"),
+                     "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert (printed["top1"], printed["images"]) == (want["top1"], 9)
+
+
+def test_eval_on_shards_of_another_task_or_without_val_is_refused(tmp_path):
+    import mobilenets
+    from mobilenets.tasks.shards import write_task_shards
+    _dense_folder(tmp_path / "data", "segmentation")
+    write_task_shards(tmp_path / "data", tmp_path / "shards", progress=False)
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=2, resolution=32)
+    with pytest.raises(DataError, match="holds segmentation data, not classification"):
+        mobilenets.evaluate(model, tmp_path / "shards")
+    train_only = tmp_path / "train-only"
+    _subset(train_only, classes=2, n_train=2, n_val=0)
+    shutil.rmtree(train_only / "val")
+    write_shards(train_only, tmp_path / "train-shards", progress=False)
+    with pytest.raises(DataError, match="no val split to evaluate on"):
+        mobilenets.evaluate(model, tmp_path / "train-shards")

@@ -247,7 +247,8 @@ def add_eval_parser(sub) -> None:
     add_model_argument(p)
     p.add_argument("--data", required=True, help="folder of class folders (or with val/); "
                    "for a dense model its task's data (segmentation: the val split; depth: "
-                   "DATA/val or DATA's pairs; detection: the YOLO set's val split)")
+                   "DATA/val or DATA's pairs; detection: the YOLO set's val split); or "
+                   "shards of `mobilenets shard`: their val shards")
     add_weights_flags(p)
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size in pixels (default: the model's)")

@@ -580,6 +580,20 @@ class ShardLoader:
 
 
 
+def val_shard_loader(index: ShardIndex, batch_size: int, workers: int = 0, decode=None,
+                     transform=None, collate=collate_skip_bad) -> ShardLoader:
+    """A loader of the validation shards of ``index`` (:func:`open_shards`), read in order
+    and decoded by ``decode`` (default: classification samples), ``transform`` on each
+    decoded input, batched by ``collate``: what an evaluation on shards reads (the stream the
+    training engine validates on)."""
+    if not index.val:
+        raise DataError(f"the shards of {index.source} have no val split to evaluate on; "
+                        f"evaluate on the data folder they were written from, or write them "
+                        f"again from a folder with a val split (mobilenets shard)")
+    dataset = ValShards(index.val, len(index.classes), decode=decode, transform=transform)
+    return ShardLoader(dataset, batch_size, workers, collate=collate)
+
+
 def shard_loaders(train_set: TrainShards, val_set: ValShards, sampler, batch_size: int,
                   workers: int, device: torch.device, dist, collate=collate_skip_bad):
     """A task's ``(train, val)`` :class:`ShardLoader` pair, the streams split over the
@@ -594,4 +608,4 @@ def shard_loaders(train_set: TrainShards, val_set: ValShards, sampler, batch_siz
 __all__ = ["DEFAULT_SAMPLES_PER_SHARD", "INDEX_NAME", "Sample", "ShardIndex", "ShardLayout",
            "ShardLoader", "TrainShards", "ValShards", "check_keys", "decode_classification",
            "decode_image_bytes", "image_field", "image_of", "is_shard_source", "open_shards",
-           "sample_key", "shard_loaders", "write_shards"]
+           "sample_key", "shard_loaders", "val_shard_loader", "write_shards"]

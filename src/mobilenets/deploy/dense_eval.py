@@ -67,8 +67,9 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     when it exists, else every pair in ``DATA`` (PNG value / ``depth_scale`` = metres;
     ``invalid``: the codes of no depth; both default to the training data's, which the
     model's preprocess records, else 1000 and 0, 65535);
-    detection: the YOLO data set's val split. Returns JSON-ready metrics (segmentation also
-    its pixel ``confusion`` tensor, true x predicted, and its ``classes``)."""
+    detection: the YOLO data set's val split; for each, shards written by ``mobilenets
+    shard``: their validation shards. Returns JSON-ready metrics (segmentation also its pixel
+    ``confusion`` tensor, true x predicted, and its ``classes``)."""
     model = as_dense(model, task)
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
@@ -77,8 +78,8 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
         keep = ("miou", "pixel_acc", "loss", "per_class_iou", "pixels", "images",
                 "bad_images", "confusion", "classes")
     elif task == "depth":
-        result = evaluate_depth_folder(model, data, resolution, batch_size, workers, depth_scale,
-                                 invalid)
+        result = evaluate_depth_folder(model, data, resolution, batch_size, workers,
+                                       depth_scale, invalid)
         keep = tuple(result)
     else:
         from ..tasks.detection import evaluate
@@ -88,13 +89,16 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
 
 
 def evaluate_depth_folder(model, data: str, resolution: int | None, batch_size: int,
-                    workers: int, scale: float | None = None,
-                    invalid: list[int] | None = None) -> dict:
+                          workers: int, scale: float | None = None,
+                          invalid: list[int] | None = None) -> dict:
+    """Depth metrics of ``model`` on the pairs of ``data`` (its ``val/`` when it has one) or
+    on the validation shards of a shard source; see :func:`evaluate_dense`."""
+    from functools import partial
+
+    from ..data.shards import is_shard_source, open_shards, val_shard_loader
     from ..tasks.depth import DepthPairs, depth_eval_transform, evaluate_model, find_pairs
-    from ..tasks.depth.data import INVALID
+    from ..tasks.depth.data import INVALID, collate_depth, decode_shard
     from ..training.sampling import SeededView
-    root = Path(data)
-    folder = root / "val" if (root / "val").is_dir() else root
     pre = dict(getattr(model, "preprocess", None) or {})
     resolution = resolution or pre.get("resolution")
     if not resolution:
@@ -102,9 +106,17 @@ def evaluate_depth_folder(model, data: str, resolution: int | None, batch_size: 
     # the encoding the model was trained on (its preprocess records it), unless given
     scale = pre.get("depth_scale", 1000.0) if scale is None else scale
     invalid = pre.get("depth_invalid", INVALID) if invalid is None else invalid
+    transform = depth_eval_transform(resolution, pre)
+    if is_shard_source(data):                # the val shards; depth decoded as for a folder
+        decode = partial(decode_shard, scale=float(scale), invalid=tuple(invalid))
+        loader = val_shard_loader(open_shards(data, task="depth"), batch_size, workers,
+                                  decode=decode, transform=transform, collate=collate_depth)
+        return evaluate_model(model, loader)
+    root = Path(data)
+    folder = root / "val" if (root / "val").is_dir() else root
     pairs = DepthPairs(find_pairs(folder), float(scale), tuple(invalid))
-    dataset = SeededView(pairs, depth_eval_transform(resolution, pre), 0)
-    return evaluate_model(model, dataset, batch_size=batch_size, workers=workers)
+    return evaluate_model(model, SeededView(pairs, transform, 0), batch_size=batch_size,
+                          workers=workers)
 
 
 __all__ = ["DENSE_TASKS", "EXPORTED_TASKS", "ExportedDense", "as_dense", "dense_task_of",

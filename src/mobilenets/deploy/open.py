@@ -123,7 +123,8 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     confusion matrix on an image folder (its ``val/`` if it has one), with the model's eval
     preprocessing; a segmentation, depth or detection model's metrics on its data
     (:func:`mobilenets.deploy.dense_eval.evaluate_dense`, whose ``depth_scale``, ``invalid``
-    and ``label_set`` are the ``options``)."""
+    and ``label_set`` are the ``options``). ``data`` may also name shards written by
+    ``mobilenets shard``: their validation shards are scored."""
     from .dense_eval import dense_task_of, evaluate_dense
     opened = open_model(model, runtime=runtime, purpose="results")
     task = dense_task_of(opened)

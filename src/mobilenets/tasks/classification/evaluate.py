@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ...data import ImageFolderDataset, at_resolution, collate_skip_bad, eval_transform
+from ...data.shards import is_shard_source, open_shards, val_shard_loader
 from ...data.transforms import check_rgb_model
 from ...training.engine import eval_loader
 from ...training.sampling import SeededView
@@ -66,24 +67,45 @@ def evaluate(model, data, resolution: int | None = None, batch_size: int = 64,
     are matched by name when the model knows its class names. Returns top1, top5, loss,
     per-class accuracy (by name), confusion, counts."""
     check_rgb_model(model.config.get("in_chans", 3), "evaluate()")
-    root = Path(data)
-    root = root / "val" if (root / "val").is_dir() else root
     fixed = getattr(model, "fixed_resolution", None)             # an ONNX file's input size
     if resolution and fixed and resolution != fixed:
         raise ValueError(f"{model.path} takes {fixed} px inputs, not {resolution}; evaluate it "
                          f"at its own size (no resolution), or export the model again at "
                          f"{resolution} px")
     names = model.config.get("class_names")
+    pre = at_resolution(model.preprocess, resolution) if resolution else dict(model.preprocess)
+    if is_shard_source(data):
+        return _evaluate_shards(model, data, names, pre, batch_size, workers)
+    root = Path(data)
+    root = root / "val" if (root / "val").is_dir() else root
     dataset = ImageFolderDataset(root, classes=names)
     if not names and model.num_classes != len(dataset.classes):
         raise ValueError(f"the model predicts {model.num_classes} classes and has no class "
                          f"names, but {root} has {len(dataset.classes)} class folders; evaluate "
                          f"a model trained on these classes (e.g. the best/ folder of "
                          f"mobilenets train)")
-    pre = at_resolution(model.preprocess, resolution) if resolution else dict(model.preprocess)
     result = evaluate_model(model, SeededView(dataset, eval_transform(pre), 0), batch_size,
                             workers)
     classes = list(names or dataset.classes)
+    result["classes"] = classes
+    result["per_class"] = dict(zip(classes, result["per_class"]))
+    return result
+
+
+def _evaluate_shards(model, data, names, pre: dict, batch_size: int, workers: int) -> dict:
+    """:func:`evaluate` on the validation shards of the shard source ``data``."""
+    index = open_shards(data)
+    loader = val_shard_loader(index, batch_size, workers, transform=eval_transform(pre))
+    classes = list(index.classes)
+    if names and list(names) != classes:
+        raise ValueError(f"the model was trained on the classes {list(names)[:6]}..., but the "
+                         f"shards {data} hold {classes[:6]}...; evaluate it on shards or a "
+                         f"folder of its own classes")
+    if not names and model.num_classes != len(classes):
+        raise ValueError(f"the model predicts {model.num_classes} classes and has no class "
+                         f"names, but the shards {data} hold {len(classes)} classes; evaluate "
+                         f"a model trained on these classes")
+    result = evaluate_model(model, loader, num_classes=len(classes))
     result["classes"] = classes
     result["per_class"] = dict(zip(classes, result["per_class"]))
     return result

@@ -24,7 +24,8 @@ from torch import nn
 from ..options import TaskOptions
 from ...data import DataError
 from ...data.coco import COCO80_TO_91, coco91_names
-from ...data.shards import TrainShards, ValShards, is_shard_source, open_shards
+from ...data.shards import (TrainShards, ValShards, is_shard_source, open_shards,
+                            val_shard_loader)
 from ...training.config import TrainConfig, make_config, resumed_config
 from ...training.engine import eval_loader, fit
 from ...training.sampling import SeededView
@@ -323,12 +324,21 @@ def check_map_settings(model) -> None:
 
 def evaluate(model, data, split: str | None = None, batch_size: int = 8,
              workers: int = 0) -> dict:
-    """COCO mAP of a detector on a YOLO-layout data set (its val split by default): ``map``,
-    ``map50``, ``map75``, ``per_class`` (by class name), ``loss``, ``count``."""
-    spec = yolo_data(data)
-    root = spec.root
-    names = read_names(spec.names_file)
-    split = split or spec.val
+    """COCO mAP of a detector on a YOLO-layout data set (its val split by default) or on the
+    validation shards of a shard source (``mobilenets shard``): ``map``, ``map50``, ``map75``,
+    ``per_class`` (by class name), ``loss``, ``count``."""
+    shards = is_shard_source(data)
+    if shards:
+        if split is not None:
+            raise ValueError(f"split picks a folder of a YOLO data set; the shards {data} "
+                             f"hold the splits they were written from: leave it out")
+        index = open_shards(data, task="detection")
+        root, names = data, list(index.classes)
+    else:
+        spec = yolo_data(data)
+        root = spec.root
+        names = read_names(spec.names_file)
+        split = split or spec.val
     space = label_space(names)
     if model.num_classes != (91 if space == "coco91" else len(names) + 1):
         space = "contiguous"
@@ -341,9 +351,14 @@ def evaluate(model, data, split: str | None = None, batch_size: int = 8,
                              f"91 for COCO's names)")
     check_map_settings(model)
     mapping = label_map(space, len(names))
-    dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
-    loader = eval_loader(dataset, partial(collate_detection, label_map=mapping), batch_size,
-                         workers)
+    collate = partial(collate_detection, label_map=mapping)
+    if shards:
+        loader = val_shard_loader(index, batch_size, workers,
+                                  decode=partial(decode_shard, num_classes=len(names)),
+                                  transform=detection_eval_transform(), collate=collate)
+    else:
+        dataset = SeededView(YoloDetection(root, split, names), detection_eval_transform(), 0)
+        loader = eval_loader(dataset, collate, batch_size, workers)
     was_training = model.training
     model.eval()
     try:

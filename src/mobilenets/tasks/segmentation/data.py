@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -413,6 +414,14 @@ def decode_shard(sample: dict, lut: torch.Tensor, layout: str, num_classes: int)
     where = f"{sample.get('__key__')}.mask.png"
     return _labelled(image, mask, lut, layout, num_classes, sample.get("__key__"), where), \
         int(sample["idx"])
+
+
+def shard_decoder(index):
+    """:func:`decode_shard` set up for the shards of ``index`` (an opened segmentation shard
+    source): its label table, layout and classes."""
+    info = index.index["segmentation"]
+    return partial(decode_shard, lut=torch.tensor(info["lut"], dtype=torch.int16),
+                   layout=info["layout"], num_classes=len(index.classes))
 
 
 def collate_masks(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from ...data import DataError
+from ...data.shards import is_shard_source, open_shards, val_shard_loader
 from ...training.engine import eval_loader
 from ...training.sampling import SeededView
 from .data import (MaskPairs, collate_masks, detect_layout, find_split,
-                   segmentation_eval_transform)
+                   segmentation_eval_transform, shard_decoder)
 from .losses import AUX_WEIGHT, cross_entropy_sum, main_output
 from .metrics import confusion_matrix, scores
 
@@ -71,6 +72,9 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
     (else its ``split`` of the 80 / 20 split). ``label_set`` and ``unlabeled`` (COCO
     panoptic masks) default to those the model was trained with (its preprocessing records
     them)."""
+    if is_shard_source(data):
+        return _evaluate_shards(model, data, resolution, batch_size, workers, label_set,
+                                unlabeled, device)
     saved = getattr(model, "preprocess", None) or {}
     try:
         coco = detect_layout(Path(data))[0] == "coco"
@@ -81,19 +85,8 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
         unlabeled = unlabeled or saved.get("unlabeled")
     files = find_split(data, split, label_set, unlabeled, whole)
     classes = files.classes
-    config = getattr(model, "config", None) or {}
-    names = config.get("class_names")
-    if names is not None and list(names) != classes:
-        raise ValueError(f"the model was trained on the classes {list(names)[:6]}..., but "
-                         f"{data} split {split!r} has {classes[:6]}...; score it on data with "
-                         f"its classes (the same layout and label_set)")
-    num = config.get("num_classes")
-    if num is not None and num != len(classes):
-        raise ValueError(f"the model predicts {num} classes but {data} has {len(classes)}")
-    pre = dict(DEFAULT_PREPROCESS, **(getattr(model, "preprocess", None) or {}))
-    resolution = resolution or pre.get("resolution")
-    if not resolution:
-        raise ValueError("the model has no preprocess resolution: give resolution=")
+    _check_classes(model, classes, f"{data} split {split!r}")
+    pre, resolution = _eval_preprocess(model, resolution)
     pairs = MaskPairs(files)
     pairs.check_first()
     dataset = SeededView(pairs, segmentation_eval_transform(resolution, pre), 0)
@@ -102,6 +95,47 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
                             len(classes), device, classes=classes)
     result["classes"] = classes
     result["skipped_without_mask"] = files.skipped
+    return result
+
+
+def _check_classes(model, classes: list[str], where: str) -> None:
+    config = getattr(model, "config", None) or {}
+    names = config.get("class_names")
+    if names is not None and list(names) != classes:
+        raise ValueError(f"the model was trained on the classes {list(names)[:6]}..., but "
+                         f"{where} has {classes[:6]}...; score it on data with its classes "
+                         f"(the same layout and label_set)")
+    num = config.get("num_classes")
+    if num is not None and num != len(classes):
+        raise ValueError(f"the model predicts {num} classes but {where} has {len(classes)}")
+
+
+def _eval_preprocess(model, resolution: int | None) -> tuple[dict, int]:
+    pre = dict(DEFAULT_PREPROCESS, **(getattr(model, "preprocess", None) or {}))
+    resolution = resolution or pre.get("resolution")
+    if not resolution:
+        raise ValueError("the model has no preprocess resolution: give resolution=")
+    return pre, resolution
+
+
+def _evaluate_shards(model, data, resolution: int | None, batch_size: int, workers: int,
+                     label_set: str | None, unlabeled: str | None, device) -> dict:
+    """:func:`evaluate` on the validation shards of the shard source ``data``: their masks
+    were read (and COCO's remapped) when `mobilenets shard` wrote them."""
+    if label_set is not None or unlabeled is not None:
+        raise ValueError(f"label_set and unlabeled remap the masks of a data folder; the shards "
+                         f"{data} hold the labels they were written with: leave them out")
+    pre, resolution = _eval_preprocess(model, resolution)
+    index = open_shards(data, task="segmentation")
+    classes = list(index.classes)
+    loader = val_shard_loader(index, batch_size, workers, decode=shard_decoder(index),
+                              transform=segmentation_eval_transform(resolution, pre),
+                              collate=collate_masks)
+    _check_classes(model, classes, f"the shards {data}")
+    result = evaluate_model(model.to(device) if hasattr(model, "to") else model, loader,
+                            len(classes), device, classes=classes)
+    result["classes"] = classes
+    result["skipped_without_mask"] = 0
     return result
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,8 +27,8 @@ from ...training.sampling import SeededView
 from ...training.task import CLASSIFIER_ONLY, Task
 from ...weights import create_model, is_saved_model, read_config, save
 from ...weights.saved import STATE_DICT_SCHEMA
-from .data import (LABEL_SETS, MaskPairs, collate_masks, decode_shard, find_split,
-                   segmentation_eval_transform, segmentation_train_transform)
+from .data import (LABEL_SETS, MaskPairs, collate_masks, find_split,
+                   segmentation_eval_transform, segmentation_train_transform, shard_decoder)
 from .evaluate import DEFAULT_PREPROCESS, evaluate_model
 from .losses import segmentation_loss
 
@@ -141,9 +140,7 @@ class SegmentationTask(Task):
             raise ValueError(f"the shards of {cfg.data} have no val split; write them again "
                              f"with mobilenets shard")
         self.classes, self.shard_index = list(index.classes), index
-        info = index.index["segmentation"]
-        decode = partial(decode_shard, lut=torch.tensor(info["lut"], dtype=torch.int16),
-                         layout=info["layout"], num_classes=len(self.classes))
+        decode = shard_decoder(index)
         self.train_set = TrainShards(index.train, len(self.classes), cfg.batch_size, cfg.seed,
                                      workers=cfg.workers, strict=cfg.strict_data, decode=decode)
         self.val_set = ValShards(index.val, len(self.classes), strict=cfg.strict_data,
