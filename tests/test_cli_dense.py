@@ -566,3 +566,49 @@ def test_eval_label_set_on_coco_panoptic_masks(tmp_path, capsys):
     (voc / "classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
     assert main(["eval", str(out / "best"), "--data", str(voc), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
+
+
+def test_predict_and_eval_resolution(tmp_path, capsys):
+    """`predict --resolution` runs a segmentation model (and a classifier) at that input size:
+    the labels written equal the model's on the image resized to it; a detector, which resizes
+    to its own size, and an exported file of one input size refuse another, naming why."""
+    from torchvision.transforms import v2
+    from mobilenets.data import at_resolution, eval_transform
+    from mobilenets.data import read_rgb
+    data = _segmentation_data(tmp_path / "seg", n_train=1, n_val=1)
+    image = data / "images" / "val" / "000.png"
+    folder = _saved(tmp_path, "lraspp_mobilenet_v3_small_100", num_classes=4)
+    assert main(["predict", str(folder), str(image), "--resolution", "96", "--save-raw",
+                 "--out", str(tmp_path / "pred")]) == 0
+    labels = decode_unchanged(tmp_path / "pred" / "000-labels.png")[0].long()
+    model, rgb = load(folder).eval(), read_rgb(image)
+    x = v2.Normalize(model.preprocess["mean"], model.preprocess["std"])(
+        v2.Resize((96, 96), antialias=True)(rgb).float() / 255)[None]
+    with torch.no_grad():
+        logits = model(x)["out"]
+    want = torch.nn.functional.interpolate(logits, size=rgb.shape[-2:], mode="bilinear",
+                                           align_corners=False).argmax(1)[0]
+    assert torch.equal(labels, want)
+    capsys.readouterr()
+    # a classifier at 96 px: the eval transform of its preprocess at that size
+    classifier = _saved(tmp_path, "mobilenet_v3_small_075", num_classes=3)
+    assert main(["predict", str(classifier), str(image), "--resolution", "96", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["predictions"][0]
+    net = load(classifier).eval()
+    with torch.no_grad():
+        probs = net(eval_transform(at_resolution(net.preprocess, 96))(
+            Image.open(image).convert("RGB"))[None]).softmax(1)[0]
+    assert printed["probabilities"][0] == pytest.approx(probs.max().item(), rel=1e-5)
+    # refused: a detector at another size; a 64 px ONNX file at 96 px
+    detector = _saved(tmp_path, "ssdlite_mobilenet_v3_small_100", num_classes=3)
+    for command in (["predict", str(detector), str(image)], ["eval", str(detector), "--data",
+                                                             str(tmp_path / "seg")]):
+        assert main([*command, "--resolution", "96"]) == 2
+        assert "a detector runs at its own input size (64 px), not 96" in capsys.readouterr().err
+    onnx_file = tmp_path / "seg.onnx"
+    assert main(["export", str(folder), "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    for command in (["predict", str(onnx_file), str(image)],
+                    ["eval", str(onnx_file), "--data", str(data)]):
+        assert main([*command, "--resolution", "96"]) == 2
+        assert "takes 64 px inputs, not 96" in capsys.readouterr().err

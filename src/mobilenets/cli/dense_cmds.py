@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..deploy.dense_eval import DENSE_TASKS, as_dense, dense_task_of, evaluate_dense
+from ..deploy.dense_eval import (DENSE_TASKS, as_dense, check_resolution, dense_task_of,
+                                 evaluate_dense)
 
 TASK_NAMES = ("classification", *DENSE_TASKS)
 
@@ -177,15 +178,15 @@ def eval_report(task: str, result: dict) -> str:
 
 # ---- predict -------------------------------------------------------------------------------
 
-def _model_input(model, image):
-    """``image`` (uint8 3 x H x W) resized to the model's resolution and normalised, as a
-    1 x 3 x R x R batch."""
+def _model_input(model, image, resolution: int | None = None):
+    """``image`` (uint8 3 x H x W) resized to ``resolution`` (default: the model's) and
+    normalised, as a 1 x 3 x R x R batch."""
     import torch
     from torchvision.transforms import InterpolationMode, v2
     pre = dict(getattr(model, "preprocess", None) or {})
-    size = pre.get("resolution")
+    size = resolution or pre.get("resolution")
     if not size:
-        raise ValueError("the model has no preprocess resolution; save it with one")
+        raise ValueError("the model has no preprocess resolution; give --resolution")
     ops = v2.Compose([
         v2.Resize((size, size), interpolation=InterpolationMode(
             pre.get("interpolation", "bilinear")), antialias=True),
@@ -221,21 +222,22 @@ def label_palette(n: int):
 
 def predict_picture(model, task: str, image, conf: float | None = None,
                     iou: float | None = None, max_det: int | None = None,
-                    raw: list | None = None):
+                    raw: list | None = None, resolution: int | None = None):
     """``(picture, summary)``: the output picture of ``model`` on ``image`` (uint8 3 x H x W)
     at the image's size, and a JSON-ready summary. Segmentation: the class map in PASCAL
     VOC's palette (:func:`label_palette`: a colour of its own for every class); depth: the
     prediction colour-mapped (inferno, bright = near) over its own min..max; detection: the
     boxes drawn on the image. ``raw``: a list that gets the output itself, 1 x H x W: class
     ids (uint8, or uint16 above 256 classes) or 16-bit depth (metres x the model's
-    ``depth_scale``, default 1000; an inverse-relative model's over its own range)."""
+    ``depth_scale``, default 1000; an inverse-relative model's over its own range).
+    ``resolution``: the segmentation or depth model's input size (default its own)."""
     import torch
     import torch.nn.functional as F
     h, w = image.shape[-2:]
     with torch.no_grad():
         if task == "detection":
             return _detections(model, image, conf, iou, max_det)
-        out = model(_model_input(model, image))
+        out = model(_model_input(model, image, resolution))
     if task == "segmentation":
         logits = out["out"] if isinstance(out, dict) else out
         labels = F.interpolate(logits.float(), size=(h, w), mode="bilinear",
@@ -293,12 +295,14 @@ PREDICT_CONF = 0.25
 
 
 def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=None,
-                  max_det=None, as_json: bool = False, save_raw: bool = False) -> int:
+                  max_det=None, as_json: bool = False, save_raw: bool = False,
+                  resolution: int | None = None) -> int:
     """Write ``OUT/<image stem>.png`` for each image: the input and the model's output
     picture side by side (detection: the image with its boxes only); images of one stem
     (``a/x.jpg``, ``b/x.jpg``) get ``x.png``, ``x-2.png`` ..., not one file. ``save_raw``:
     also ``<stem>-labels.png`` or ``<stem>-depth.png``, the output itself
-    (:func:`predict_picture`'s ``raw``)."""
+    (:func:`predict_picture`'s ``raw``). ``resolution``: the input size (default the
+    model's; a detector runs at its own)."""
     if save_raw and task == "detection":
         raise ValueError("--save-raw is for segmentation and depth models; a detector's "
                          "boxes are listed by --json")
@@ -306,6 +310,7 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
 
     from ..data import read_rgb
     from ..data.image_io import write_png, write_png16
+    check_resolution(model, task, resolution)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model = as_dense(model, task).eval()
@@ -319,7 +324,8 @@ def predict_dense(model, task: str, images: list[str], out: str, conf=None, iou=
             results.append(unreadable_image(path, e, len(images)))
             continue
         raw = [] if save_raw else None
-        picture, summary = predict_picture(model, task, image, conf, iou, max_det, raw)
+        picture, summary = predict_picture(model, task, image, conf, iou, max_det, raw,
+                                           resolution)
         if task != "detection":
             picture = torch.cat([image, picture], dim=2)
         stem, n = Path(path).stem, 1

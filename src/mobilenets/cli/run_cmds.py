@@ -346,6 +346,9 @@ def add_predict_parser(sub) -> None:
     add_weights_flags(p)
     p.add_argument("--top-k", type=positive_int, default=5,
                    help="classes to print per image (default 5)")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="input size in pixels (default: the model's; a detector runs at its "
+                   "own)")
     p.add_argument("--out", default="runs/predict", metavar="DIR",
                    help="dense models: folder for one PNG per image, the input and the "
                    "output side by side (default runs/predict)")
@@ -395,19 +398,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from ..data import eval_transform
+    from ..data import at_resolution, eval_transform
+    from ..deploy.dense_eval import check_resolution
     images = image_files(args.images)
     model = load_cli_model(args.model, args.weights, purpose="predictions",
                            runtime=args.runtime, allow_download=args.allow_download).eval()
     task = dense_task_of(model)
     if task is not None:
         return predict_dense(model, task, images, args.out, args.conf, args.iou, args.max_det,
-                             args.json, args.save_raw)
+                             args.json, args.save_raw, args.resolution)
     if args.save_raw:
         raise ValueError("--save-raw writes a segmentation or depth model's output; a "
                          "classifier's is the classes printed (--json)")
     names = model.config.get("class_names") or [str(i) for i in range(model.num_classes)]
-    transform = eval_transform(model.preprocess)
+    check_resolution(model, "classification", args.resolution)
+    transform = eval_transform(at_resolution(model.preprocess, args.resolution)
+                               if args.resolution else model.preprocess)
     results = []
     for path in images:
         try:

@@ -58,6 +58,25 @@ def as_dense(model, task: str):
             else model)
 
 
+def check_resolution(model, task: str, resolution: int | None) -> None:
+    """Refuse a ``resolution`` the model cannot run at: an exported file built for another
+    input size, or a detector's other than its own (it resizes every image to its input
+    size itself)."""
+    if not resolution:
+        return
+    inner = getattr(model, "model", model)
+    fixed = getattr(inner, "fixed_resolution", None)
+    if fixed and resolution != fixed:
+        raise ValueError(f"{inner.path} takes {fixed} px inputs, not {resolution}; run it at "
+                         f"its own size (no --resolution), or export the model again at "
+                         f"{resolution} px")
+    own = (getattr(model, "preprocess", None) or {}).get("resolution")
+    if task == "detection" and resolution != own:
+        raise ValueError(f"a detector runs at its own input size ({own} px), not {resolution}: "
+                         f"leave out --resolution, or build the detector at {resolution} px "
+                         f"(create_model(..., resolution={resolution})) and train it there")
+
+
 def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_size: int,
                    workers: int, depth_scale: float | None = None,
                    invalid: list[int] | None = None, label_set: str | None = None) -> dict:
@@ -70,6 +89,7 @@ def evaluate_dense(model, task: str, data: str, resolution: int | None, batch_si
     detection: the YOLO data set's val split; for each, shards written by ``mobilenets
     shard``: their validation shards. Returns JSON-ready metrics (segmentation also its pixel
     ``confusion`` tensor, true x predicted, and its ``classes``)."""
+    check_resolution(model, task, resolution)
     model = as_dense(model, task)
     if task == "segmentation":
         from ..tasks.segmentation import evaluate
@@ -119,5 +139,5 @@ def evaluate_depth_folder(model, data: str, resolution: int | None, batch_size: 
                           workers=workers)
 
 
-__all__ = ["DENSE_TASKS", "EXPORTED_TASKS", "ExportedDense", "as_dense", "dense_task_of",
-           "evaluate_dense", "evaluate_depth_folder", "is_exported_model"]
+__all__ = ["DENSE_TASKS", "EXPORTED_TASKS", "ExportedDense", "as_dense", "check_resolution",
+           "dense_task_of", "evaluate_dense", "evaluate_depth_folder", "is_exported_model"]
