@@ -145,8 +145,10 @@ def test_predict_takes_a_folder_of_images(saved, tmp_path, capsys):
     (folder / "sub").mkdir()
     shutil.copy(sources[0], folder / "sub" / "d.jpg")   # sub-folders are not searched
     single = sorted((SAMPLE_DIR / "val" / CLASSES[0]).iterdir())[0]
-    code, out, _ = run(capsys, "predict", saved, folder, single, "--top-k", "1", "--json")
+    code, out, err = run(capsys, "predict", saved, folder, single, "--top-k", "1", "--json")
     assert code == 0
+    assert f"note: 3 images directly in {folder}; its 1 sub-folders (sub) are not searched" \
+        in err
     images = [p["image"] for p in json.loads(out)["predictions"]]
     assert images == [str(folder / f"{c}{sources[0].suffix}") for c in "abc"] + [str(single)]
     code, _, err = run(capsys, "predict", saved, tmp_path / "run")     # only a sub-folder

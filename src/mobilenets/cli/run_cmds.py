@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 from ..deploy.open import is_exported_file
@@ -390,6 +391,11 @@ def image_files(paths: list[str]) -> list[str]:
         if not found:
             raise ValueError(f"folder {path} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
                              f"its sub-folders are not searched: give them one by one")
+        subs = [f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
+        if subs:
+            print(f"note: {len(found)} images directly in {path}; its {len(subs)} sub-folders "
+                  f"({', '.join(sorted(subs)[:3])}{', ...' if len(subs) > 3 else ''}) are not "
+                  f"searched: give them as IMAGE arguments too", file=sys.stderr, flush=True)
         files += found
     return files
 
