@@ -117,6 +117,18 @@ def test_bench_new_options_and_deprecated_backend(saved, tmp_path, capsys, keep_
     assert code == 2 and "--backend (deprecated) and --runtime both given" in err
     code, _, err = run(capsys, "bench", saved, "--precision", "int8")
     assert code == 2 and "mobilenets quantize" in err
+    # --width-mult: a registered name at that width (as profile's); a saved model keeps its own
+    from mobilenets.cli.run_cmds import load_cli_model
+    half = load_cli_model("mobilenet_v2_100", None, width_mult=0.5)
+    assert half.config["width_mult"] == 0.5
+    count = lambda m: sum(p.numel() for p in m.parameters())         # noqa: E731
+    assert count(half) == count(mobilenets.create_model("mobilenet_v2_050")) < count(
+        mobilenets.create_model("mobilenet_v2_100"))
+    code, out, _ = run(capsys, "bench", "mobilenet_v2_100", "--width-mult", "0.5",
+                       "--resolution", "32", *common)
+    assert code == 0 and json.loads(out)["width_mult"] == 0.5
+    code, _, err = run(capsys, "bench", saved, "--width-mult", "0.5")
+    assert code == 2 and "leave --width-mult out" in err
     # quantize: --quantizer, with --backend its deprecated spelling
     with pytest.warns(DeprecationWarning):
         code, _, err = run(capsys, "quantize", saved, "--calib", SAMPLE_DIR, "--backend",

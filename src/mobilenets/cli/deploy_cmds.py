@@ -140,6 +140,9 @@ def add_bench_parser(sub) -> None:
                    help="intra-op threads (default: the runtime's)")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="input size in pixels (default: the model's)")
+    p.add_argument("--width-mult", type=float, default=None,
+                   help="a registered MODEL at this channel width multiplier (default: the "
+                   "name's), as `profile --width-mult`")
     p.add_argument("--warmup", type=non_negative_int, default=10,
                    help="untimed calls first (default 10)")
     p.add_argument("--iters", type=positive_int, default=50, help="timed calls (default 50)")
@@ -187,7 +190,8 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
     calib = Path(args.calib) if args.calib else SAMPLE_DIR
     if not calib.is_dir():
         raise FileNotFoundError(f"calibration folder {calib} does not exist")
-    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+    model = load_cli_model(args.model, args.weights, allow_download=args.allow_download,
+                           width_mult=args.width_mult)
     r = compare_runtimes(model, calib, resolution=args.resolution, threads=args.threads,
                          num_images=args.num_images or 128, warmup=args.warmup,
                          repeats=args.repeats or 5, iters=args.iters,
@@ -274,8 +278,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backend, resolution = backend_for(runtime, precision, optimize), args.resolution
     run_as = runtime_of(backend)
     if is_exported_file(args.model):
-        if args.weights is not None:
-            raise ValueError(f"--weights does not apply to the exported file {args.model}")
+        for flag, value in (("--weights", args.weights), ("--width-mult", args.width_mult)):
+            if value is not None:
+                raise ValueError(f"{flag} does not apply to the exported file {args.model}")
         model = open_model(args.model, runtime=run_as, threads=args.threads)
         fixed, res = model.batch_size, model.fixed_resolution
         if fixed is not None and fixed != args.batch:
@@ -288,7 +293,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                  f"export it again at {resolution} px")
             resolution = res
     else:
-        model = load_cli_model(args.model, args.weights, allow_download=args.allow_download)
+        model = load_cli_model(args.model, args.weights, allow_download=args.allow_download,
+                               width_mult=args.width_mult)
     if args.profile and run_as not in ("onnxruntime", "openvino"):
         raise ValueError("--profile times onnxruntime's or OpenVINO's kernels: use it with "
                          "--runtime onnxruntime or openvino, or on a .onnx file (the "
@@ -305,6 +311,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except BackendError as e:
             raise ValueError(str(e)) from None
         r.update(backend=backend, runtime=runtime, precision=precision)
+        if args.width_mult is not None:
+            r["width_mult"] = args.width_mult
         if args.profile:
             x = np.random.default_rng(0).standard_normal(
                 (r["batch"], model.config.get("in_chans", 3), r["resolution"], r["resolution"]),
@@ -315,7 +323,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(r))
         return 0
     what = f"{runtime} {precision}" + (f" {optimize}" if optimize != "none" else "")
-    print(f"{r['model']}  {what}  batch {r['batch']}  {r['resolution']} px  "
+    width = f" at width {args.width_mult:g}" if args.width_mult is not None else ""
+    print(f"{r['model']}{width}  {what}  batch {r['batch']}  {r['resolution']} px  "
           f"{r['threads'] or 'default'} threads: median {r['median_ms']:.2f} ms  "
           f"p90 {r['p90_ms']:.2f} ms  {r['images_per_s']:.1f} images/s")
     if args.profile:

@@ -225,16 +225,22 @@ def native_resolution(name: str, fallback: int) -> int:
 
 
 def load_cli_model(model: str, weights: str | None, purpose: str | None = None,
-                   runtime: str | None = None, allow_download: bool = False):
+                   runtime: str | None = None, allow_download: bool = False,
+                   width_mult: float | None = None):
     """MODEL on the command line, opened by :func:`mobilenets.deploy.open_model`.
     ``purpose`` (e.g. "predictions"): say on stderr when a registered name without --weights
-    gives random weights for it."""
-    import sys
-
+    gives random weights for it. ``width_mult``: a registered name built at that width."""
     from ..deploy import open_model
     from ..weights import is_saved_model
+    options = {}
+    if width_mult is not None:
+        if is_exported_file(model) or is_saved_model(Path(model)):
+            raise ValueError(f"--width-mult builds a registered model name at that width; "
+                             f"{model} is a saved or exported model with its own width: "
+                             f"leave --width-mult out")
+        options["width_mult"] = width_mult
     opened = open_model(model, weights=weights, runtime=runtime,
-                        allow_download=allow_download)
+                        allow_download=allow_download, **options)
     if (purpose and weights is None and not is_exported_file(model)
             and not is_saved_model(Path(model))):
         print(f"note: {model} has random weights (no --weights given), so its {purpose} mean "
