@@ -912,12 +912,14 @@ def _stale(made: Path, source: Path | None, num_images: int | None = None) -> bo
     return json.loads(meta.get("quantization", "{}")).get("num_images") != num_images
 
 
-def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> dict:
+def measure_latency(repeats: int, iters: int, threads: int, num_images: int,
+                    prepare_only: bool = False) -> dict | None:
     """Latency at batch 1 of every model of :func:`latency_models` in each of
     :data:`LATENCY_CASES` (eager fp32; the ONNX file in onnxruntime; its int8 PTQ in
     onnxruntime and OpenVINO; the int8 ``.pte`` in ExecuTorch), each resolution's models
     interleaved in one :func:`measure`. The files are kept in RUNS/deploy/ (a rerun reuses
-    them)."""
+    them). ``prepare_only``: write the files and time nothing (None), so that the quiet
+    machine the timing needs is spent on timing alone."""
     from mobilenets.deploy import OnnxModel, PteModel, export_onnx, quantize_onnx
     from mobilenets.deploy.compare import measure
     from mobilenets.deploy.runtimes.executorch import quantize_pte
@@ -945,6 +947,9 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
         if _stale(pte8, trained):
             quantize_pte(model, folder / f"{variant}-int8.part.pte", calib,
                          num_images=num_images, resolution=res).rename(pte8)
+        if prepare_only:
+            print(f"{variant}: files ready", flush=True)
+            continue
         fns[variant] = {"eager fp32": torch.inference_mode()(model),
                         "onnxruntime fp32": OnnxModel(fp32, threads=threads),
                         "onnxruntime int8": OnnxModel(int8, threads=threads),
@@ -952,6 +957,8 @@ def measure_latency(repeats: int, iters: int, threads: int, num_images: int) -> 
                         "executorch int8": PteModel(pte8, threads=threads)}
         resolution[variant] = res
         print(f"{variant}: files ready", flush=True)
+    if prepare_only:
+        return None
     out = {}
     for res in sorted(set(resolution.values())):
         here = {f"{v}|{c}": f for v, cases in fns.items() if resolution[v] == res
@@ -1197,6 +1204,9 @@ def main() -> None:
     lat.add_argument("--iters", type=int, default=10)
     lat.add_argument("--threads", type=int, default=2)
     lat.add_argument("--num-images", type=int, default=128, help="int8 calibration images")
+    lat.add_argument("--prepare-only", action="store_true",
+                     help="export and quantize the files only (any time); the timing itself "
+                          "wants a quiet machine")
     lr = sub.add_parser("lowrank", help="low-rank factorisation against channel pruning "
                                         "(after claim 2's base run)")
     lr.add_argument("--workers", type=int, default=1)
@@ -1242,8 +1252,13 @@ def main() -> None:
             if args.max_runs and count >= args.max_runs:
                 break
     elif args.cmd == "latency":
-        print(write_record("latency.json", measure_latency(
-            args.repeats, args.iters, args.threads, args.num_images)))
+        timed = measure_latency(args.repeats, args.iters, args.threads, args.num_images,
+                                args.prepare_only)
+        if timed is None:
+            print(f"files ready in {RUNS / 'deploy'}; time them on a quiet machine with "
+                  f"`experiments/claims.py latency`", flush=True)
+        else:
+            print(write_record("latency.json", timed))
     elif args.cmd == "lowrank":
         lowrank_runs(args.workers)
     elif args.cmd == "memsplit":
