@@ -111,3 +111,44 @@ def test_split_block_holds_less_memory_at_once():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert measured_peak(split, x) < 0.75 * measured_peak(model, x)
+
+
+def test_profile_counts_what_split_blocks_compute():
+    """A split model costs the unsplit one's MACs (its blocks' modules watched whole), plus a
+    second pass of expansion and depthwise for each block with squeeze-excite; params are
+    counted once."""
+    from mobilenets.cost import profile
+    for name, se in (("mobilenet_v2_050", False), ("mobilenet_v3_small_075", True)):
+        plain = create_model(name, resolution=64)
+        split = create_model(name, resolution=64, memory_split=4)
+        a, b = profile(plain), profile(split)
+        assert (b.params, b.params_no_bn) == (a.params, a.params_no_bn)
+        again = [layer for layer in b.layers if layer.name.endswith("(second pass)")]
+        assert bool(again) == se
+        assert b.macs == a.macs + sum(layer.macs for layer in again)
+        assert [layer for layer in b.layers if layer not in again] == a.layers
+        if se:            # every SE block's expand and dw, once more: a fifth to half more
+            assert 1.1 * a.macs < b.macs < 1.6 * a.macs
+            assert {layer.name.split(".")[-2] for layer in again} == {"expand", "dw"}
+
+
+def test_recalibration_prune_and_qat_know_split_blocks():
+    """BatchNorm re-estimation reaches split blocks' BatchNorms (it left them reset); prune
+    and QAT refuse a split model, naming the order that works."""
+    from mobilenets.compress import prune, recalibrate_bn
+    from mobilenets.deploy.quantize_pt2e import qat_pt2e
+    torch.manual_seed(0)
+    plain = create_model("mobilenet_v2_050", resolution=64, num_classes=3).eval()
+    split = split_inverted_residuals(copy.deepcopy(plain), 3)
+    batches = [torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(i))
+               for i in range(2)]
+    recalibrate_bn(plain, batches)
+    recalibrate_bn(split, batches)
+    for (name, a), b in zip(plain.state_dict().items(), split.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert not split.training and all(not m.whole for m in split.modules()
+                                      if isinstance(m, SplitInvertedResidual))
+    with pytest.raises(ValueError, match="prune a model without memory_split"):
+        prune(split, ratio=0.25)
+    with pytest.raises(ValueError, match="QAT the model without memory_split"):
+        qat_pt2e(split, "unused")

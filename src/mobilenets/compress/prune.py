@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..models import MobileNet
+from ..models.memory_split import is_split
 from ..models.widths import BlockWidths, block_widths, with_block_widths
 
 CRITERIA = ("bn", "l1")
@@ -254,6 +255,9 @@ def prune(model: MobileNet, ratio: float | None = None, macs_ratio: float | None
     if model.config.get("low_rank"):
         raise ValueError("prune() takes a model whose 1x1 convolutions are whole; prune the "
                          "model first, then factorise the pruned one")
+    if is_split(model):
+        raise ValueError("prune a model without memory_split (an inference-time rewrite of "
+                         "its blocks), then load the pruned one with memory_split=t")
     if (ratio is None) == (macs_ratio is None):
         raise ValueError("give exactly one of ratio and macs_ratio")
     if criterion not in CRITERIA:

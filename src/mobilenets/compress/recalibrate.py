@@ -14,13 +14,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..models.memory_split import run_whole
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Reset every BatchNorm's running statistics and re-estimate them as the plain average
     over ``batches`` (momentum None) with the rest of the model in eval mode (no dropout or
     drop-path); weights are untouched, and each BatchNorm's momentum and the model's mode are
-    restored. Returns the number of images seen (an error if none)."""
+    restored. Split inverted residuals (``memory_split``) run whole meanwhile, so that their
+    BatchNorms see the batches. Returns the number of images seen (an error if none)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     was_training = model.training
     momenta = [m.momentum for m in norms]
@@ -31,9 +34,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
         m.train()
     seen = 0
     try:
-        for x in batches:
-            model(x)
-            seen += len(x)
+        with run_whole(model):
+            for x in batches:
+                model(x)
+                seen += len(x)
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..layers import SqueezeExcite
+from ..models.memory_split import run_whole
 from .memory import peak_memory
 
 # Layer types of MobileNetV1 Table 2 plus "se" and "norm".
@@ -118,11 +119,29 @@ class _Network(nn.Module):
         return self.detector.head_outputs(x)
 
 
+def _second_passes(model: nn.Module, split: list, layers: list[LayerCost]) -> list[LayerCost]:
+    """The rows a split block with squeeze-excite computes twice (its expansion and depthwise
+    layers: the first pass pools them for the gate), without params (counted once)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    again = []
+    for block in split:
+        if not isinstance(block.se, SqueezeExcite):
+            continue
+        prefixes = tuple(f"{names[id(block)]}.{part}." for part in ("expand", "dw"))
+        again += [LayerCost(f"{layer.name} (second pass)", layer.type, layer.in_shape,
+                            layer.out_shape, 0, layer.macs)
+                  for layer in layers if layer.name.startswith(prefixes)]
+    return again
+
+
 def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> Profile:
     """Count params, MACs and peak activation memory of ``model`` for one input of
     ``input_size`` = (channels, height, width); defaults to the model's own resolution.
     A detector (a model with ``head_outputs``) counts its network on an input already of
-    that size: not its resizing, box decoding or NMS."""
+    that size: not its resizing, box decoding or NMS. A ``memory_split`` model counts what
+    its chunks compute: the unsplit block's layers, and for a block with squeeze-excite its
+    expansion and depthwise layers a second time (rows named ``... (second pass)``, no
+    params), as the split block recomputes them."""
     if input_size is None:
         res = getattr(model, "config", {}).get("resolution", 224)
         input_size = (getattr(model, "config", {}).get("in_chans", 3), res, res)
@@ -148,12 +167,13 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), run_whole(model) as split:
             network(x)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    layers += _second_passes(model, split, layers)
     bottleneck, live = peak_memory(network, input_size)     # restores network's mode
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)

@@ -21,6 +21,7 @@ from torch import nn
 from ..data import at_resolution
 from ..data.calibration import calibration_batches
 from ..data.transforms import check_rgb_model
+from ..models.memory_split import is_split
 from ..tasks.classification import ClassificationTask
 from ..training import fit, make_config
 from ..training.checkpoint import save_checkpoint
@@ -199,6 +200,11 @@ def qat_pt2e(model: nn.Module, data, *, epochs: int = 2, lr: float = 1e-3,
                          f"{model.config.get('name', type(model).__name__)} is a {task} model: "
                          f"quantize it after training instead (`mobilenets quantize` without "
                          f"--method qat, or quantize_onnx / quantize_pt2e)")
+    if is_split(model):
+        raise ValueError("QAT trains the model's graph in training mode, where memory_split "
+                         "blocks run whole, so the quantized model would not be split: QAT "
+                         "the model without memory_split, or quantize the split one by PTQ "
+                         "(quantize_onnx / quantize_pt2e keep the split)")
     if freeze_bn_epoch is not None and not 1 <= freeze_bn_epoch <= epochs:
         raise ValueError(f"freeze_bn_epoch must be between 1 and epochs ({epochs}), not "
                          f"{freeze_bn_epoch}: the observers need at least one epoch to learn "

@@ -29,6 +29,8 @@ EfficientNet; EfficientNetV2's MBConv stages); other blocks run as before.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,6 +102,7 @@ class SplitInvertedResidual(nn.Module):
         self.expand, self.dw, self.se = block.expand, block.dw, block.se
         self.project, self.drop_path = block.project, block.drop_path
         self.t = t
+        self.whole = False                   # run_whole(): the unsplit path in eval mode too
         self.bounds = chunk_bounds(self.dw.conv.in_channels, t)
         self.train(block.training)          # a block of an eval-mode model runs split
 
@@ -138,10 +141,30 @@ class SplitInvertedResidual(nn.Module):
         return _act(project, y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._whole(x) if self.training else self._split(x)
+        y = self._whole(x) if self.training or self.whole else self._split(x)
         if self.has_residual:
             y = x + self.drop_path(y)
         return y
+
+
+def is_split(model: nn.Module) -> bool:
+    """True when ``model`` has split inverted residuals (``memory_split``)."""
+    return any(isinstance(m, SplitInvertedResidual) for m in model.modules())
+
+
+@contextmanager
+def run_whole(model: nn.Module):
+    """Within the block, every split inverted residual of ``model`` runs whole (its modules
+    called as the unsplit block calls them) in eval mode too: for code that watches modules
+    with hooks (cost counting) or needs their BatchNorms called (statistics re-estimation)."""
+    blocks = [m for m in model.modules() if isinstance(m, SplitInvertedResidual)]
+    for b in blocks:
+        b.whole = True
+    try:
+        yield blocks
+    finally:
+        for b in blocks:
+            b.whole = False
 
 
 def split_inverted_residuals(model: nn.Module, t: int) -> nn.Module:
@@ -177,4 +200,5 @@ def split_inverted_residuals(model: nn.Module, t: int) -> nn.Module:
     return model
 
 
-__all__ = ["SplitInvertedResidual", "chunk_bounds", "split_inverted_residuals"]
+__all__ = ["SplitInvertedResidual", "chunk_bounds", "is_split", "run_whole",
+           "split_inverted_residuals"]
