@@ -256,6 +256,13 @@ def test_cli_inspect_and_prune_then_fine_tune(tmp_path, capsys):
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2 and mobilenets.load(out / "best").config["block_widths"] == \
         pruned.config["block_widths"]
+    # its last.pt starts another run (as the resume refusals advise): the pruned network
+    again = mobilenets.create_model("mobilenet_v3_small_100", weights=str(out / "last.pt"))
+    assert again.config["block_widths"] == pruned.config["block_widths"]
+    whole = mobilenets.create_model("mobilenet_v3_small_100", num_classes=10)
+    macs = [mobilenets.profile(m, (3, 64, 64)).macs
+            for m in (again, mobilenets.load(out / "best"), whole)]
+    assert again.num_classes == 10 and macs[0] == macs[1] < macs[2]
     assert main(["prune", "mobilenet_v3_small_100", "--ratio", "0.3", "--out",
                  str(tmp_path / "r2"), "--epochs", "0", "--recalibrate-images", "0"]) == 0
     assert "re-estimated" not in capsys.readouterr().out
@@ -275,10 +282,28 @@ def test_cli_prune_never_overwrites_its_source_or_an_earlier_run(tmp_path, capsy
     args = ["prune", str(source), "--ratio", "0.3", "--out", str(tmp_path / "earlier"),
             "--epochs", "0", "--recalibrate-images", "0"]
     assert main(args) == 2 and "already holds a training run" in capsys.readouterr().err
+    (tmp_path / "earlier" / "best").mkdir()
     assert main(args + ["--overwrite"]) == 0
     assert (tmp_path / "earlier" / "pruned" / "model.safetensors").is_file()
-    (tmp_path / "earlier" / "metrics.jsonl").unlink()        # an earlier prune-only run
+    # the replaced run's files are gone: its best/ would pass for the new pruned model
+    assert not (tmp_path / "earlier" / "metrics.jsonl").exists()
+    assert not (tmp_path / "earlier" / "best").exists()
     assert main(args) == 2 and "pruned exists" in capsys.readouterr().err
+    # options of the fine-tune with --epochs 0 (none) are refused; the widths are the prune's
+    assert main(args + ["--overwrite", "--resolution", "96"]) == 2
+    assert "resolution set the fine-tuning, and epochs 0 runs none" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--overwrite", "--width-mult", "0.5"])
+    assert "unrecognized arguments: --width-mult" in capsys.readouterr().err
+
+
+def test_lowrank_refuses_to_factorise_a_classifier_that_fine_tuning_replaces(tmp_path, capsys):
+    """Asked to factorise the classifier of a 1000-class model fine-tuned on 10 classes, it
+    says so before any work (it failed after factorising and saving OUT/lowrank)."""
+    assert main(["lowrank", "mobilenet_v3_small_075", "--rank", "0.5", "--layers", "classifier",
+                 "blocks.*.project.conv", "--epochs", "1", "--out", str(tmp_path / "lr")]) == 2
+    assert "cannot stay factorised; leave it out of the layers" in capsys.readouterr().err
+    assert not (tmp_path / "lr" / "lowrank").exists()
 
 
 def test_cli_prune_fine_tunes_with_distillation_from_the_unpruned_model(tmp_path, capsys):

@@ -14,8 +14,10 @@ from .arguments import add_model_argument, add_weights_flags, counted
 from ..deploy.open import is_exported_file
 from .run_cmds import add_config_flags, load_cli_model
 
-# TrainConfig fields the prune command sets itself (or that make no sense for it)
-_SKIP = {"model", "data", "out", "weights", "recipe", "extra"}
+# TrainConfig fields the prune command sets itself (or that make no sense for it: the
+# compressed model keeps the widths the compression gives it)
+_SKIP = {"model", "data", "out", "weights", "recipe", "extra", "width_mult"}
+_FINE_TUNE_HELPS = {"resolution": "fine-tuning image size in pixels (default: the model's own)"}
 
 
 def add_inspect_parser(sub) -> None:
@@ -62,7 +64,8 @@ def add_prune_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_flags(p, _SKIP, {"epochs": "0: prune and save only, no fine-tuning"})
+    add_config_flags(p, _SKIP, _FINE_TUNE_HELPS | {
+        "epochs": "fine-tuning epochs (default 10); 0: prune and save only"})
     p.set_defaults(func=cmd_prune)
 
 
@@ -123,7 +126,8 @@ def add_lowrank_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_flags(p, _SKIP, {"epochs": "0: factorise and save only, no fine-tuning"})
+    add_config_flags(p, _SKIP, _FINE_TUNE_HELPS | {
+        "epochs": "fine-tuning epochs (default 10); 0: factorise and save only"})
     p.set_defaults(func=cmd_lowrank)
 
 

@@ -117,11 +117,23 @@ def check_out_folder(out: Path, resume=None, overwrite: bool = False,
     if found and not overwrite:
         resume_it = (f"continue it with --resume {out / 'last.pt'}, "
                      if can_resume and "last.pt" in found else "")
+        python = "resume=, overwrite=True" if can_resume else "overwrite=True"
         raise ValueError(f"{out} already holds a training run ({', '.join(found)}); "
                          f"{resume_it}write to another --out, or pass --overwrite to replace it "
-                         f"(resume=, overwrite=True in Python)")
+                         f"({python} in Python)")
     if found or (out / "train_config.json").exists():    # also a run that died before its
         shutil.rmtree(out / "tensorboard", ignore_errors=True)   # first checkpoint
+
+
+def remove_run_files(out: Path) -> None:
+    """Remove a training run's files from ``out`` (what ``--overwrite`` replaces): its
+    checkpoint, best model, metrics, config, curves and TensorBoard events."""
+    for name in (*RUN_FILES, "train_config.json", "curves.png", "tensorboard"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def ema_lag(decay: float, total_steps: int, share: float = 0.05) -> str | None:
@@ -547,4 +559,4 @@ class _Run:
         return metrics
 
 
-__all__ = ["RUN_FILES", "check_out_folder", "ema_lag", "eval_loader", "fit"]
+__all__ = ["RUN_FILES", "check_out_folder", "ema_lag", "eval_loader", "fit", "remove_run_files"]

@@ -64,10 +64,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def checkpoint_class_names(path: str | Path) -> list[str] | None:
-    """The class names a training checkpoint (``last.pt``: its ``model_spec`` or its task's
-    state) records, or None for any other file."""
-    path = Path(path)
+# the builder options that shape a network's weights, which a training checkpoint's
+# model_spec records (a pruned run's block_widths, a factorised one's low_rank, a --width-mult)
+STRUCTURE_OPTIONS = ("width_mult", "depth_mult", "block_widths", "low_rank", "reduced_tail",
+                     "in_chans")
+
+
+def _training_checkpoint(path: Path) -> dict | None:
     if path.is_dir() or path.suffix == ".safetensors":
         return None
     try:
@@ -75,7 +78,26 @@ def checkpoint_class_names(path: str | Path) -> list[str] | None:
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception:                       # read_state_dict reports what is wrong with it
         return None
-    if not isinstance(obj, dict):
+    return obj if isinstance(obj, dict) else None
+
+
+def checkpoint_structure(path: str | Path, name: str) -> dict:
+    """The :data:`STRUCTURE_OPTIONS` that a training checkpoint (``last.pt``) of the model
+    ``name`` records in its ``model_spec``, so that its weights load into the network they
+    were trained as; {} for any other file or model."""
+    obj = _training_checkpoint(Path(path))
+    spec = (obj or {}).get("model_spec")
+    config = (spec.get("config") or {}) if isinstance(spec, dict) else {}
+    if not isinstance(config, dict) or config.get("name") != name:
+        return {}
+    return {k: config[k] for k in STRUCTURE_OPTIONS if config.get(k) is not None}
+
+
+def checkpoint_class_names(path: str | Path) -> list[str] | None:
+    """The class names a training checkpoint (``last.pt``: its ``model_spec`` or its task's
+    state) records, or None for any other file."""
+    obj = _training_checkpoint(Path(path))
+    if obj is None:
         return None
     spec, task = obj.get("model_spec"), obj.get("task")
     names = (spec.get("config") or {}).get("class_names") if isinstance(spec, dict) else None

@@ -17,7 +17,8 @@ from ..models.registry import as_features
 from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
-from .files import CheckpointError, checkpoint_class_names, read_state_dict
+from .files import (CheckpointError, checkpoint_class_names, checkpoint_structure,
+                    read_state_dict)
 from .heads import BACKBONE_SETTINGS, create_head, head_name, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
@@ -124,6 +125,9 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
         else:
             settings = SourceSettings()
         class_names = checkpoint_class_names(path)      # a training checkpoint's (last.pt)
+        # a training checkpoint's network as it was trained (pruned, factorised, a width)
+        for key, value in checkpoint_structure(path, name).items():
+            options.setdefault(key, value)
     file_classes = classifier_classes(state)
     merged = dict(settings.options)
     for key, value in options.items():

@@ -38,13 +38,18 @@ def lowrank_and_finetune(model: nn.Module, out: str | Path, *, rank: int | float
     factorise and save only). Logs the per-layer report. Returns the factorised model (the
     best epoch's when trained) and the last epoch's metrics (None without fine-tuning)."""
     epochs = train_options.get("epochs")
-    if layers is None and epochs != 0 and isinstance(getattr(model, "classifier", None),
-                                                     nn.Linear):
+    if epochs != 0 and isinstance(getattr(model, "classifier", None), nn.Linear):
         classes = class_folders(resolve_split(data, train_options.get("val"))[0])
         if len(classes) != model.num_classes:    # fine-tuning replaces the classifier
-            layers = [n for n in candidates(model) if n != "classifier"]
-            log(f"classifier left whole: fine-tuning re-initialises it for the data's "
-                f"{len(classes)} classes")
+            if layers is None:
+                layers = [n for n in candidates(model) if n != "classifier"]
+                log(f"classifier left whole: fine-tuning re-initialises it for the data's "
+                    f"{len(classes)} classes")
+            elif "classifier" in candidates(model, layers):
+                raise ValueError(f"the data has {len(classes)} classes and the model "
+                                 f"{model.num_classes}: fine-tuning re-initialises the "
+                                 f"classifier, so it cannot stay factorised; leave it out of "
+                                 f"the layers (--layers)")
 
     def compress(model: nn.Module) -> tuple[nn.Module, str]:
         new, report = factorise(model, rank=rank, energy=energy, layers=layers)

@@ -22,6 +22,7 @@ from ...compress import prune, recalibrate_bn
 from ...data import calibration_batches, resolve_split
 from ...data.folder import class_folders
 from ...training import check_out_folder, make_config
+from ...training.engine import remove_run_files
 from ...training.config import load_recipe
 from ...weights import load, save
 from .task import train
@@ -66,6 +67,17 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
     and fine-tuned from there (its config rebuilds its structure); ``verb`` names the step in
     errors."""
     out = Path(out)
+    if train_options.get("width_mult") is not None:
+        raise ValueError(f"the {folder} model keeps the widths the {verb} step gives it: leave "
+                         f"width_mult (--width-mult) out")
+    if train_options.get("epochs") == 0:
+        unused = sorted(k for k, v in train_options.items()
+                        if k not in ("epochs", "val") and v is not None)
+        if recipe is not None:
+            unused.insert(0, "recipe")
+        if unused:
+            raise ValueError(f"{', '.join(unused)} set the fine-tuning, and epochs 0 runs "
+                             f"none: leave them out, or give epochs >= 1")
     source = Path(str(model.config["weights"])) if model.config.get("weights") else None
     if source is not None and source.exists() and (source.resolve() == out.resolve()
                             or out.resolve() in source.resolve().parents):
@@ -75,7 +87,7 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
     check_out_folder(out, overwrite=overwrite, can_resume=False)
     if (out / folder).exists() and not overwrite:
         raise ValueError(f"{out / folder} exists; write to another folder, or pass "
-                         f"overwrite to replace it")
+                         f"--overwrite (overwrite=True in Python) to replace it")
     if recalibrate_images < 0:
         raise ValueError(f"recalibrate_images must be >= 0, not {recalibrate_images}")
     if train_options.get("resolution") is None and (recipe is None or "resolution" not in
@@ -96,6 +108,8 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
               sum(p.numel() for p in compressed.parameters()))
     log(f"{summary}, params {params[0]:,} -> {params[1]:,}; saved to {out / folder}")
     if cfg.epochs == 0:
+        if overwrite:             # the replaced run's files would pass for this one's
+            remove_run_files(out)
         return compressed, None
     classes = class_folders(resolve_split(cfg.data, cfg.val)[0])
     if compressed.num_classes != len(classes):
