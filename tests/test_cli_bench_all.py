@@ -101,3 +101,21 @@ def test_measure_interleaves_and_takes_ratios_per_round():
 def test_all_runtimes_bad_options(argv, words, capsys):
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_all_runtimes_names_the_width_it_timed(monkeypatch, capsys):
+    """--width-mult: the network compared is the registered name at that width, and the
+    table and JSON say so (the runtimes' timing itself is test_all_runtimes_one_table's)."""
+    from mobilenets.deploy import compare
+    seen = {}
+
+    def fake(model, calib, **options):
+        seen["width"] = model.config["width_mult"]
+        return {"model": model.config["name"], "results": {}, "resolution": 32, "threads": 1,
+                "skipped": {}}
+    monkeypatch.setattr(compare, "compare_runtimes", fake)
+    assert main(["bench", "mobilenet_v2_100", "--all-runtimes", "--width-mult", "0.5",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert seen["width"] == 0.5 and r["width_mult"] == 0.5
+    assert r["model"] == "mobilenet_v2_100 at width 0.5"

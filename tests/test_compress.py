@@ -291,7 +291,8 @@ def test_cli_prune_never_overwrites_its_source_or_an_earlier_run(tmp_path, capsy
     assert main(args) == 2 and "pruned exists" in capsys.readouterr().err
     # options of the fine-tune with --epochs 0 (none) are refused; the widths are the prune's
     assert main(args + ["--overwrite", "--resolution", "96"]) == 2
-    assert "resolution set the fine-tuning, and epochs 0 runs none" in capsys.readouterr().err
+    assert "--resolution (resolution in Python) set the fine-tuning, and --epochs 0 runs none" \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(args + ["--overwrite", "--width-mult", "0.5"])
     assert "unrecognized arguments: --width-mult" in capsys.readouterr().err

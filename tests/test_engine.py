@@ -243,8 +243,10 @@ def test_a_diverged_validation_keeps_best_and_an_epoch_of_unreadable_data_stops(
             return {"loss": score, "mse": score}
 
     task = Diverges()
-    with pytest.raises(FloatingPointError, match="validation loss is nan after epoch 2"):
+    with pytest.raises(FloatingPointError, match="validation loss is nan after epoch 2") as e:
         fit(task, config(tmp_path, "nan", 3), progress=False)
+    # a task whose last.pt does not load as weights names its best/ (a saved model) instead
+    assert f"--weights {tmp_path / 'nan'}/best)" in str(e.value)
     assert len(task.saved) == 1                           # epoch 1's best/ only
     assert torch.load(tmp_path / "nan" / "last.pt", weights_only=True)["epoch"] == 1
 

@@ -132,3 +132,27 @@ def test_cli_lowrank_then_fine_tune_on_the_engine(tmp_path, capsys):
                  str(tmp_path / "r2"), "--epochs", "0", "--recalibrate-images", "0"]) == 0
     assert (tmp_path / "r2" / "lowrank" / "model.safetensors").is_file()
     assert "classifier" in mobilenets.load(tmp_path / "r2" / "lowrank").config["low_rank"]
+
+
+def test_a_factorised_runs_last_pt_loads_as_weights_with_a_whole_new_classifier(tmp_path):
+    """A factorised run's last.pt starts a new run as its network (checkpoint_structure); a new
+    classifier (other classes, or none) is a whole layer, not a random rank-r pair."""
+    from mobilenets.compress import factorise
+    from mobilenets.training.engine import model_spec
+    torch.manual_seed(0)
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=10).eval()
+    small, _ = factorise(model, rank=0.5)
+    assert "classifier" in small.config["low_rank"]
+    torch.save({"model": small.state_dict(), "model_spec": model_spec(small)},
+               tmp_path / "last.pt")
+    x = torch.randn(1, 3, 64, 64)
+    same = mobilenets.create_model("mobilenet_v3_small_075", weights=str(tmp_path / "last.pt"))
+    torch.testing.assert_close(same.eval()(x), small(x))
+    for classes, layer in ((20, torch.nn.Linear), (5, torch.nn.Linear), (0, torch.nn.Identity)):
+        with pytest.warns(UserWarning):
+            other = mobilenets.create_model("mobilenet_v3_small_075", num_classes=classes,
+                                            weights=str(tmp_path / "last.pt"))
+        assert type(other.classifier) is layer
+        assert "classifier" not in other.config["low_rank"]
+        assert other.config["low_rank"] == {k: v for k, v in small.config["low_rank"].items()
+                                            if k != "classifier"}

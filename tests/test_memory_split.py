@@ -152,3 +152,14 @@ def test_recalibration_prune_and_qat_know_split_blocks():
         prune(split, ratio=0.25)
     with pytest.raises(ValueError, match="QAT the model without memory_split"):
         qat_pt2e(split, "unused")
+
+
+def test_run_whole_nests():
+    from mobilenets.models.memory_split import run_whole
+    model = create_model("mobilenet_v2_050", memory_split=2).eval()
+    blocks = [m for m in model.modules() if isinstance(m, SplitInvertedResidual)]
+    with run_whole(model):
+        with run_whole(model):
+            pass
+        assert all(b.whole for b in blocks)          # the outer block still runs them whole
+    assert not any(b.whole for b in blocks)

@@ -491,6 +491,34 @@ def test_eval_on_shards_equals_eval_on_the_folders_val_split(tmp_path, task, cap
         assert (printed["top1"], printed["images"]) == (want["top1"], 9)
 
 
+def test_eval_on_a_pattern_reads_the_named_val_shards_and_refuses_training_shards(tmp_path):
+    """A pattern (or one .tar) of val shards is scored as named; one of training shards is
+    refused (it scored the whole val split whatever was named); a segmentation split other
+    than val is refused for shards."""
+    import mobilenets
+    from mobilenets.tasks.segmentation import evaluate as segmentation_evaluate
+    from mobilenets.tasks.shards import write_task_shards
+    _subset(tmp_path / "data", classes=3, n_train=4, n_val=3)
+    index = write_shards(tmp_path / "data", tmp_path / "shards", samples_per_shard=2,
+                         progress=False)
+    val = [s["name"] for s in index["splits"]["val"]["shards"]]
+    assert len(val) == 5
+    model = mobilenets.create_model("mobilenet_v3_small_075", num_classes=3, resolution=32)
+    first = val[0].removesuffix(".tar")
+    pattern = str(tmp_path / "shards" / f"{first[:-4]}{{{first[-4:]}..{int(first[-4:]) + 1:04d}}}.tar")
+    assert mobilenets.evaluate(model, pattern)["count"] == 4
+    assert mobilenets.evaluate(model, tmp_path / "shards" / val[0])["count"] == 2
+    assert mobilenets.evaluate(model, f"pipe:cat {tmp_path / 'shards' / val[0]}")["count"] == 2
+    train = index["splits"]["train"]["shards"][0]["name"]
+    with pytest.raises(DataError, match="names training shards"):
+        mobilenets.evaluate(model, tmp_path / "shards" / train)
+    _dense_folder(tmp_path / "seg", "segmentation")
+    write_task_shards(tmp_path / "seg", tmp_path / "seg-shards", progress=False)
+    seg = mobilenets.create_model("lraspp_mobilenet_v3_small_100", num_classes=2, resolution=32)
+    with pytest.raises(ValueError, match="leave split out"):
+        segmentation_evaluate(seg, tmp_path / "seg-shards", split="train")
+
+
 def test_eval_on_shards_of_another_task_or_without_val_is_refused(tmp_path):
     import mobilenets
     from mobilenets.tasks.shards import write_task_shards

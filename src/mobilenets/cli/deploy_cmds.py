@@ -197,6 +197,9 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
                          repeats=args.repeats or 5, iters=args.iters,
                          openvino=not args.no_openvino,
                          log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    if args.width_mult is not None:
+        r["width_mult"] = args.width_mult
+        r["model"] = f"{r['model']} at width {args.width_mult:g}"
     if args.json:
         print(json.dumps(r))
         return 0

@@ -290,6 +290,7 @@ class ShardIndex:
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     index: dict = field(default_factory=dict)
+    named: bool = False          # the source named its shards (a pattern, a .tar, a pipe:)
 
     @property
     def task(self) -> str:
@@ -366,6 +367,7 @@ def open_shards(data: str | Path, task: str = "classification") -> ShardIndex:
                         f"data folder")
     splits = index["splits"]
     counts = {s["name"]: s["count"] for split in splits.values() for s in split["shards"]}
+    named = names is not None
     if names is None:
         names = [s["name"] for s in splits["train"]["shards"]]
     unknown = [n for n in names if n not in counts]
@@ -376,7 +378,7 @@ def open_shards(data: str | Path, task: str = "classification") -> ShardIndex:
     val = [(prefix + s["name"] + suffix, s["count"])
            for s in splits.get("val", {}).get("shards", [])]
     return ShardIndex(data, list(index["classes"]),
-                      [(prefix + n + suffix, counts[n]) for n in names], val, index)
+                      [(prefix + n + suffix, counts[n]) for n in names], val, index, named)
 
 
 # ----------------------------------------------------------------------------- reading --------
@@ -585,12 +587,22 @@ def val_shard_loader(index: ShardIndex, batch_size: int, workers: int = 0, decod
     """A loader of the validation shards of ``index`` (:func:`open_shards`), read in order
     and decoded by ``decode`` (default: classification samples), ``transform`` on each
     decoded input, batched by ``collate``: what an evaluation on shards reads (the stream the
-    training engine validates on)."""
-    if not index.val:
+    training engine validates on). A source that names shards (a pattern, a ``.tar``, a
+    ``pipe:`` command) is read as named when they are validation shards, and refused when it
+    names training shards (an evaluation of them would not be a held-out score)."""
+    shards = index.val
+    if index.named:
+        val = {url for url, _ in index.val}
+        if not all(url in val for url, _ in index.train):
+            raise DataError(f"{index.source} names training shards; an evaluation reads "
+                            f"validation shards: give the shard folder (its index's val "
+                            f"shards) or a pattern of val shards")
+        shards = index.train
+    if not shards:
         raise DataError(f"the shards of {index.source} have no val split to evaluate on; "
                         f"evaluate on the data folder they were written from, or write them "
                         f"again from a folder with a val split (mobilenets shard)")
-    dataset = ValShards(index.val, len(index.classes), decode=decode, transform=transform)
+    dataset = ValShards(shards, len(index.classes), decode=decode, transform=transform)
     return ShardLoader(dataset, batch_size, workers, collate=collate)
 
 

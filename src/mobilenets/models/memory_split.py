@@ -158,13 +158,14 @@ def run_whole(model: nn.Module):
     called as the unsplit block calls them) in eval mode too: for code that watches modules
     with hooks (cost counting) or needs their BatchNorms called (statistics re-estimation)."""
     blocks = [m for m in model.modules() if isinstance(m, SplitInvertedResidual)]
+    before = [b.whole for b in blocks]
     for b in blocks:
         b.whole = True
     try:
         yield blocks
     finally:
-        for b in blocks:
-            b.whole = False
+        for b, whole in zip(blocks, before):
+            b.whole = whole
 
 
 def split_inverted_residuals(model: nn.Module, t: int) -> nn.Module:

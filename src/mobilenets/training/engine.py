@@ -373,7 +373,8 @@ class _Run:
         if changed:
             raise ValueError(f"{', '.join(changed)}: a resumed run keeps the optimiser its "
                              f"checkpoint holds; leave {'it' if len(changed) == 1 else 'them'} "
-                             f"out, or start a new run from these weights with --weights {path}")
+                             f"out, or start a new run from this run's weights with --weights "
+                             f"{self.task.restart_weights(Path(path).parent)}")
         # the steps per epoch it was written with (older files: from the scheduler's count)
         old_steps = ckpt.get("steps_per_epoch")
         same_steps = (old_steps == self.steps_per_epoch if old_steps is not None else
@@ -547,7 +548,8 @@ class _Run:
             raise FloatingPointError(
                 f"the validation loss is {result['loss']} after epoch {epoch + 1}: the weights "
                 f"diverged. last.pt and best/ are those of before; train again with a lower "
-                f"--lr than {self.cfg.lr:g} (from those weights: --weights {self.out}/last.pt)")
+                f"--lr than {self.cfg.lr:g} (from those weights: --weights "
+                f"{self.task.restart_weights(self.out)})")
         # a score that is not a number (nothing scored: the task's epoch note says why) never
         # makes a best model
         if math.isfinite(score) and (self.best is None or (

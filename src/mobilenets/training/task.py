@@ -210,6 +210,12 @@ class Task(ABC):
                     or (getattr(options, "model_options", None) or {}).get("backbone_weights"))
         return f"backbone weights {backbone}" if backbone else "weights random"
 
+    def restart_weights(self, out) -> str:
+        """What ``--weights`` gives to start a new run from run folder ``out``'s weights: its
+        ``best/`` (a saved model, which every task loads); a task whose ``last.pt`` loads as
+        weights (the classifier's, with its network's structure) names that."""
+        return f"{out}/best"
+
     def outputs(self, model: nn.Module) -> list[tuple[str, str]]:
         """``(name, meaning)`` of each output of ``model``, for exported files' graphs and
         metadata."""

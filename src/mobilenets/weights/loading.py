@@ -137,6 +137,10 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
                   f"model will not compute what the checkpoint's source computes")
         merged[key] = value
     merged.setdefault("num_classes", file_classes)
+    low_rank = merged.get("low_rank") or {}
+    if "classifier" in low_rank and merged["num_classes"] != file_classes:
+        # a new classifier (other classes, or none) is a whole layer, not the file's pair
+        merged["low_rank"] = {k: v for k, v in low_rank.items() if k != "classifier"} or None
     model = build_model(name, **merged)
     fresh_classifier = model.num_classes != file_classes
     converted = convert_state_dict(state, model, skip_classifier=fresh_classifier)

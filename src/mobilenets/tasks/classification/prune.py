@@ -72,12 +72,13 @@ def compress_and_finetune(model: nn.Module, out: str | Path, folder: str, compre
                          f"width_mult (--width-mult) out")
     if train_options.get("epochs") == 0:
         unused = sorted(k for k, v in train_options.items()
-                        if k not in ("epochs", "val") and v is not None)
+                        if k not in ("epochs", "val", "tensorboard", "workers") and v is not None)
         if recipe is not None:
             unused.insert(0, "recipe")
         if unused:
-            raise ValueError(f"{', '.join(unused)} set the fine-tuning, and epochs 0 runs "
-                             f"none: leave them out, or give epochs >= 1")
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in unused)
+            raise ValueError(f"{flags} ({', '.join(unused)} in Python) set the fine-tuning, "
+                             f"and --epochs 0 runs none: leave them out, or give --epochs >= 1")
     source = Path(str(model.config["weights"])) if model.config.get("weights") else None
     if source is not None and source.exists() and (source.resolve() == out.resolve()
                             or out.resolve() in source.resolve().parents):

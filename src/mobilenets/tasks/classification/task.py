@@ -284,6 +284,9 @@ class ClassificationTask(Task):
                 f"epochs: the run is diverging. Lower --lr (now {self.cfg.lr:g}) or add "
                 f"--warmup-epochs{recipe}")
 
+    def restart_weights(self, out) -> str:
+        return f"{out}/last.pt"
+
     def outputs(self, model) -> list[tuple[str, str]]:
         if model.config.get("features_only"):      # a backbone: its feature maps
             return [(f"feature_{i}", f"N x {t.channels} x H/{t.reduction} x W/{t.reduction} "

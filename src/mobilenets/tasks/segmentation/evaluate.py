@@ -73,6 +73,10 @@ def evaluate(model, data, split: str = "val", resolution: int | None = None,
     panoptic masks) default to those the model was trained with (its preprocessing records
     them)."""
     if is_shard_source(data):
+        if split != "val":
+            raise ValueError(f"split picks a folder of a data set; the shards {data} hold the "
+                             f"splits they were written from, and evaluation reads their val "
+                             f"shards: leave split out")
         return _evaluate_shards(model, data, resolution, batch_size, workers, label_set,
                                 unlabeled, device)
     saved = getattr(model, "preprocess", None) or {}
