@@ -574,6 +574,17 @@ def report() -> str:
              f"`memory_split.json`). "
              f"Protocol, scale-down and the verdict rule: the docstring of "
              f"`experiments/claims.py`. torch {torch.__version__}.", ""]
+    records = [json.loads(f.read_text()) for f in sorted((RECORDS / "runs").glob("*.json"))]
+    if records:
+        hours = sum(r.get("sitting_s", 0) for r in records) / 3600
+        effnet = sum(r.get("sitting_s", 0) for r in records if "efficientnet" in r["run"])
+        lines += [f"Compute: {len(records)} training runs; their wall times (one thread each, "
+                  f"two runs at a time on a 2-core machine shared with other jobs; a run "
+                  f"resumed across sittings counts its last sitting only) add up to "
+                  f"{hours:.1f} hours, {hours / 12:.1f} times the issue's budget of about 12 "
+                  f"CPU-hours (the runs shared the cores with other work, so this overstates "
+                  f"their own compute); the EfficientNet runs of claim 6 took "
+                  f"{effnet / 3600:.1f} hours of it.", ""]
     all_records = []
     for n in sorted(table):
         claim = table[n]
