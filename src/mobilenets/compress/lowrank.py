@@ -34,7 +34,7 @@ from ..cost import profile
 from ..layers import SqueezeExcite
 from ..models import MobileNet
 from ..models.low_rank import LowRank, factorisable, low_rank_layer
-from ..models.memory_split import SplitInvertedResidual
+from ..models.memory_split import is_split
 
 
 @dataclass
@@ -183,7 +183,7 @@ def factorise(model: MobileNet, *, rank: int | float | None = None, energy: floa
                         "backbone or a head model)")
     if model.config.get("low_rank"):
         raise ValueError("this model is factorised already; factorise the original model")
-    if any(isinstance(m, SplitInvertedResidual) for m in model.modules()):
+    if is_split(model):
         raise ValueError("factorise a model without memory_split: split inverted residuals "
                          "read their plain expansion and projection weights")
     names = candidates(model, layers)

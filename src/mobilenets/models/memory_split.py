@@ -182,7 +182,7 @@ def split_inverted_residuals(model: nn.Module, t: int) -> nn.Module:
     if isinstance(t, bool) or not isinstance(t, int) or t < 1:
         raise ValueError(f"memory_split t must be an integer >= 1 (the number of chunks of "
                          f"each expansion), got {t!r}")
-    if any(isinstance(m, SplitInvertedResidual) for m in model.modules()):
+    if is_split(model):
         raise ValueError("this model's inverted residuals are split already; split a fresh "
                          "model (create_model(..., memory_split=t))")
     found = 0

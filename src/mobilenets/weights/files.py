@@ -70,7 +70,10 @@ STRUCTURE_OPTIONS = ("width_mult", "depth_mult", "block_widths", "low_rank", "re
                      "in_chans")
 
 
-def _training_checkpoint(path: Path) -> dict | None:
+def training_checkpoint(path: str | Path) -> dict | None:
+    """A training checkpoint's dict (memory-mapped), or None for a folder, a safetensors file
+    or anything unreadable."""
+    path = Path(path)
     if path.is_dir() or path.suffix == ".safetensors":
         return None
     try:
@@ -81,11 +84,12 @@ def _training_checkpoint(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def checkpoint_structure(path: str | Path, name: str) -> dict:
+def checkpoint_structure(path: str | Path, name: str, obj: dict | None = None) -> dict:
     """The :data:`STRUCTURE_OPTIONS` that a training checkpoint (``last.pt``) of the model
     ``name`` records in its ``model_spec``, so that its weights load into the network they
-    were trained as; {} for any other file or model."""
-    obj = _training_checkpoint(Path(path))
+    were trained as; {} for any other file or model. ``obj``: the file as
+    :func:`training_checkpoint` read it (not read again)."""
+    obj = training_checkpoint(path) if obj is None else obj
     spec = (obj or {}).get("model_spec")
     config = (spec.get("config") or {}) if isinstance(spec, dict) else {}
     if not isinstance(config, dict) or config.get("name") != name:
@@ -93,11 +97,11 @@ def checkpoint_structure(path: str | Path, name: str) -> dict:
     return {k: config[k] for k in STRUCTURE_OPTIONS if config.get(k) is not None}
 
 
-def checkpoint_class_names(path: str | Path) -> list[str] | None:
+def checkpoint_class_names(path: str | Path, obj: dict | None = None) -> list[str] | None:
     """The class names a training checkpoint (``last.pt``: its ``model_spec`` or its task's
-    state) records, or None for any other file."""
-    obj = _training_checkpoint(Path(path))
-    if obj is None:
+    state) records, or None for any other file. ``obj``: as for :func:`checkpoint_structure`."""
+    obj = training_checkpoint(path) if obj is None else obj
+    if not obj:
         return None
     spec, task = obj.get("model_spec"), obj.get("task")
     names = (spec.get("config") or {}).get("class_names") if isinstance(spec, dict) else None

@@ -18,7 +18,7 @@ from ..models import create_model as build_model
 from .cache import timm_file, torchvision_file
 from .convert import classifier_classes, convert_state_dict
 from .files import (CheckpointError, checkpoint_class_names, checkpoint_structure,
-                    read_state_dict)
+                    read_state_dict, training_checkpoint)
 from .heads import BACKBONE_SETTINGS, create_head, head_name, is_head_name
 from .layouts import detect_layout
 from .saved import is_saved_model, read_config
@@ -124,9 +124,10 @@ def create_with_weights(name: str, weights, allow_download: bool = False, **opti
             settings = effnet_pytorch_settings(name, path)
         else:
             settings = SourceSettings()
-        class_names = checkpoint_class_names(path)      # a training checkpoint's (last.pt)
+        checkpoint = training_checkpoint(path)           # last.pt: read once for both
+        class_names = checkpoint_class_names(path, checkpoint)
         # a training checkpoint's network as it was trained (pruned, factorised, a width)
-        for key, value in checkpoint_structure(path, name).items():
+        for key, value in checkpoint_structure(path, name, checkpoint).items():
             options.setdefault(key, value)
     file_classes = classifier_classes(state)
     merged = dict(settings.options)
